@@ -1,0 +1,43 @@
+"""The `l2tpreorder` command line: one sub-command per module, dispatched from one table.
+
+Each command module exposes `add_arguments(parser)` and `main(args) -> int`. Keeping the table
+here (and the code in the modules) lets a newcomer find a command's behaviour in one file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from l2tpreorder import __version__
+
+# name -> (module, one-line help). `replay pcap` is nested: the module adds its own sub-parser.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2tpreorder",
+        description="L2TPv2 data-plane reorder relay for an LNS such as xl2tpd.",
+    )
+    parser.add_argument("--version", action="version", version=f"l2tpreorder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args._module.main(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
