@@ -42,6 +42,15 @@ MASK = 0xFFFF
 SKIPPED_RANGES_KEPT = 32
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).
 MAX_TUNNEL_MAP = 65536
+# Sessions the control channel established before their first data packet (bounded likewise).
+MAX_PENDING_CONFIRMATIONS = 65536
+
+# Control messages that establish a session, by where our data's session ID appears in them.
+# Our data carries the LNS's IDs. A forward ICCN/OCRP/OCCN (LAC to LNS) has it in the header;
+# a reverse ICRP/OCRQ (LNS to LAC) has it in the Assigned Session ID AVP. An ICRQ carries only
+# the LAC's own session ID, so it cannot name the session our data will use.
+CONFIRMING_FORWARD = frozenset({MessageType.ICCN, MessageType.OCRP, MessageType.OCCN})
+CONFIRMING_REVERSE = frozenset({MessageType.ICRP, MessageType.OCRQ})
 
 HOLD_TIME_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -67,6 +76,7 @@ class EngineConfig:
     max_held_bytes: int = 32 * 1024 * 1024
     resync_after: int = 4  # consecutive far-behind packets that mean "the peer restarted Ns"
     record_hold_times: bool = False  # keep each hold time per session (replay reports)
+    max_sessions: int = 100_000  # session table cap; the least recently active unconfirmed go
 
     def __post_init__(self) -> None:
         if not 0 <= self.reorder_timeout <= 60:
@@ -81,6 +91,8 @@ class EngineConfig:
             raise ValueError(f"max_held_bytes={self.max_held_bytes!r}: expected >= 1")
         if not 2 <= self.resync_after <= 1000:
             raise ValueError(f"resync_after={self.resync_after!r}: expected 2..1000")
+        if not 1 <= self.max_sessions <= 10_000_000:
+            raise ValueError(f"max_sessions={self.max_sessions!r}: expected 1..10000000")
 
 
 class Histogram:
@@ -121,7 +133,10 @@ class EngineCounters:
         "rx_data_seq",
         "rx_data_unseq",
         "rx_malformed",
+        "sessions_confirmed",
         "sessions_ended",
+        "sessions_evicted",
+        "sessions_evicted_confirmed",
         "sessions_started",
         "skipped",
     )
@@ -142,7 +157,10 @@ class EngineCounters:
         self.skipped: dict[str, int] = dict.fromkeys(reasons.SKIP_REASONS, 0)
         self.resyncs = 0
         self.sessions_started = 0
-        self.sessions_ended = 0
+        self.sessions_ended = 0  # includes evicted ones: active = started - ended
+        self.sessions_evicted = 0  # the session table was full (max_sessions)
+        self.sessions_evicted_confirmed = 0  # of those, established by the control channel
+        self.sessions_confirmed = 0  # sessions the control channel established (ICCN, ICRP...)
         self.held_packets = 0  # gauge
         self.held_bytes = 0  # gauge
         self.hold_time = Histogram(HOLD_TIME_BUCKETS)
@@ -178,6 +196,7 @@ class Session:
         "alive",
         "behind_next",
         "behind_run",
+        "confirmed",
         "dropped_duplicate",
         "dropped_late",
         "expected",
@@ -217,8 +236,9 @@ class Session:
         self.behind_run = 0
         self.behind_next = -1
         self.alive = True
+        self.confirmed = False  # established by the control channel: evicted last
         self.started = now
-        self.last_active = now
+        self.last_active = now  # also the key of the eviction order (see ReorderEngine._evict)
         self.packets = 0
         self.forwarded_in_order = 0
         self.forwarded_out_of_order = 0
@@ -246,6 +266,17 @@ class ReorderEngine:
         self._latest = float("-inf")  # latest `now` seen on the slow paths (clock never runs back)
         # (flow, the far side's tunnel ID) -> our side's tunnel ID, learned from SCCRQ/SCCRP.
         self._tunnel_map: dict[tuple[Hashable, int], int] = {}
+        # (flow, session key) confirmed by the control channel before its first data packet.
+        self._pending_confirmations: dict[tuple[Hashable, int], None] = {}
+        # Eviction order: heaps of (last_active when pushed, tiebreak, session), one for
+        # unconfirmed and one for confirmed sessions. The per-packet path only writes
+        # s.last_active; an entry whose stamp is older is refreshed when it reaches the top.
+        self._lru: tuple[list[tuple[float, int, Session]], list[tuple[float, int, Session]]] = (
+            [],
+            [],
+        )
+        self._lru_seq = 0
+        self._session_count = 0
         self.config = config or EngineConfig()
         self._apply(self.config)
 
@@ -262,6 +293,7 @@ class ReorderEngine:
         # we could still be holding: closer than that it is a plain duplicate or late packet.
         self._resync_distance = max(config.max_held_per_session, 64)
         self._record = config.record_hold_times
+        self._max_sessions = config.max_sessions
 
     def reconfigure(self, config: EngineConfig, now: float) -> None:
         """Apply a new config (SIGHUP) keeping every session and held packet."""
@@ -277,6 +309,8 @@ class ReorderEngine:
                 self._skip_to_next_held(s, reasons.SKIP_CAP)
                 self._release_run(s, now)
         self._enforce_byte_cap(now)
+        while self._session_count > self._max_sessions and self._evict(now):
+            pass
         self.expire(now)
 
     # --- the per-packet path -----------------------------------------------------------------
@@ -326,6 +360,8 @@ class ReorderEngine:
             msg = control.message_type
             if control.assigned_tunnel_id is not None and control.tunnel_id:
                 self._remember_tunnel(flow, control.assigned_tunnel_id, control.tunnel_id)
+            if msg in CONFIRMING_FORWARD and control.session_id:
+                self._confirm(flow, (control.tunnel_id << 16) | control.session_id)
             # Flush the session's data before the message that ends it reaches the LNS.
             if msg == MessageType.CDN and control.session_id:
                 self.end_session(flow, control.tunnel_id, control.session_id, now)
@@ -357,15 +393,10 @@ class ReorderEngine:
         now = self._clock(now)
         c = self.counters
         sessions = self._flows.get(flow)
-        if sessions is None:
-            sessions = self._flows[flow] = {}
-        s = sessions.get(key)
+        s = sessions.get(key) if sessions is not None else None
         if s is None:
             # The first sequenced packet of a session starts it.
-            s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
-            if self._record:
-                s.hold_times = []
-            c.sessions_started += 1
+            s = self._new_session(flow, key, ns, now)
         s.packets += 1
         s.last_active = now
         distance = (ns - s.expected) & MASK
@@ -589,6 +620,103 @@ class ReorderEngine:
 
     # --- session lifecycle -------------------------------------------------------------------
 
+    def _new_session(self, flow: Hashable, key: int, ns: int, now: float) -> Session:
+        """Create a session, evicting one first when the table is full (max_sessions)."""
+        if self._session_count >= self._max_sessions:
+            self._evict(now)
+        sessions = self._flows.get(flow)
+        if sessions is None:
+            sessions = self._flows[flow] = {}
+        s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
+        if self._record:
+            s.hold_times = []
+        self._session_count += 1
+        self.counters.sessions_started += 1
+        pending = self._pending_confirmations
+        if pending and (flow, key) in pending:
+            del pending[(flow, key)]
+            s.confirmed = True
+            self.counters.sessions_confirmed += 1
+        self._lru_push(s)
+        return s
+
+    def _lru_push(self, s: Session) -> None:
+        heap = self._lru[s.confirmed]
+        self._lru_seq += 1
+        heapq.heappush(heap, (s.last_active, self._lru_seq, s))
+        if len(heap) > 2 * self._session_count + 1024:
+            # Entries of ended (or since confirmed) sessions pile up: drop them all at once.
+            live = [e for e in heap if e[2].alive and e[2].confirmed == (heap is self._lru[1])]
+            heapq.heapify(live)
+            heap[:] = live
+
+    def _evict(self, now: float) -> bool:
+        """End the least recently active session, unconfirmed ones first; False if none.
+
+        Exact LRU at O(log n) per eviction although the per-packet path only writes
+        `last_active`: every live session has an entry stamped no later than its real last
+        activity, so a top entry whose stamp is still current is the true minimum; a top entry
+        that is out of date is re-pushed with the current value.
+        """
+        for confirmed, heap in enumerate(self._lru):
+            while heap:
+                stamp, _, s = heap[0]
+                if not s.alive or s.confirmed != bool(confirmed):
+                    heapq.heappop(heap)
+                    continue
+                if s.last_active != stamp:
+                    self._lru_seq += 1
+                    heapq.heapreplace(heap, (s.last_active, self._lru_seq, s))
+                    continue
+                heapq.heappop(heap)
+                c = self.counters
+                c.sessions_evicted += 1
+                if s.confirmed:
+                    c.sessions_evicted_confirmed += 1
+                self._end(s, now, reasons.SKIP_EVICTED)
+                return True
+        return False
+
+    def _confirm(self, flow: Hashable, key: int) -> None:
+        """The control channel established session `key` of `flow`: protect it from eviction."""
+        s = self._flows.get(flow, {}).get(key)
+        if s is not None:
+            if not s.confirmed:
+                s.confirmed = True
+                self.counters.sessions_confirmed += 1
+                self._lru_push(s)
+            return
+        pending = self._pending_confirmations
+        if len(pending) >= MAX_PENDING_CONFIRMATIONS:
+            del pending[next(iter(pending))]
+        pending[(flow, key)] = None
+
+    def restore_session(
+        self,
+        flow: Hashable,
+        tunnel_id: int,
+        session_id: int,
+        expected: int,
+        out_ns: int,
+        now: float,
+        *,
+        confirmed: bool = True,
+    ) -> Session:
+        """Recreate a session saved before a restart (see `state`): the LNS keeps seeing
+        contiguous Ns in renumber mode because `out_ns` continues where it stopped."""
+        key = ((tunnel_id & MASK) << 16) | (session_id & MASK)
+        now = self._clock(now)
+        old = self._flows.get(flow, {}).get(key)
+        if old is not None:
+            self._end(old, now, reasons.SKIP_END)
+        s = self._new_session(flow, key, expected & MASK, now)
+        s.out_ns = out_ns & MASK
+        if confirmed and not s.confirmed:
+            s.confirmed = True
+            self.counters.sessions_confirmed += 1
+            self._lru_push(s)
+        return s
+
     def flush(self, now: float) -> None:
         """Deliver everything held, in order (shutdown). Sessions stay."""
         now = self._clock(now)
@@ -600,16 +728,25 @@ class ReorderEngine:
         sessions = self._flows.get(flow)
         if sessions is None:
             return False
-        s = sessions.pop((tunnel_id << 16) | session_id, None)
+        s = sessions.get((tunnel_id << 16) | session_id)
         if s is None:
             return False
-        self._release_all(s, self._clock(now), reasons.SKIP_END)
+        self._end(s, self._clock(now), reasons.SKIP_END)
+        return True
+
+    def _end(self, s: Session, now: float, reason: str) -> None:
+        """Deliver what the session holds (no silent loss), then forget it."""
+        self._release_all(s, now, reason)
+        sessions = self._flows[s.flow]
+        key = (s.tunnel_id << 16) | s.session_id
+        del sessions[key]
+        self._pending_confirmations.pop((s.flow, key), None)
         s.alive = False
         s.timer_id = 0
+        self._session_count -= 1
         self.counters.sessions_ended += 1
         if not sessions:
-            del self._flows[flow]
-        return True
+            del self._flows[s.flow]
 
     def end_tunnel(self, flow: Hashable, tunnel_id: int, now: float) -> int:
         """Flush and forget every session of one tunnel (StopCCN); returns how many ended."""
@@ -649,7 +786,16 @@ class ReorderEngine:
         if control.assigned_tunnel_id is not None and control.tunnel_id:
             self._remember_tunnel(flow, control.tunnel_id, control.assigned_tunnel_id)
         msg = control.message_type
-        if msg == MessageType.CDN and control.assigned_session_id:
+        if msg in CONFIRMING_REVERSE and control.assigned_session_id:
+            ours = self._tunnel_map.get((flow, control.tunnel_id))
+            sid = control.assigned_session_id
+            if ours is not None:
+                self._confirm(flow, (ours << 16) | sid)
+            else:
+                match = [s for s in self._flows.get(flow, {}).values() if s.session_id == sid]
+                if len(match) == 1:
+                    self._confirm(flow, (match[0].tunnel_id << 16) | sid)
+        elif msg == MessageType.CDN and control.assigned_session_id:
             ours = self._tunnel_map.get((flow, control.tunnel_id))
             if ours is not None:
                 self.end_session(flow, ours, control.assigned_session_id, now)
@@ -670,6 +816,14 @@ class ReorderEngine:
             del self._tunnel_map[next(iter(self._tunnel_map))]
         self._tunnel_map[(flow, their_tunnel_id)] = our_tunnel_id
 
+    def tunnel_pairs(self) -> list[tuple[Hashable, int, int]]:
+        """(flow, far side's tunnel ID, our side's tunnel ID) learned so far (for `state`)."""
+        return [(flow, theirs, ours) for (flow, theirs), ours in self._tunnel_map.items()]
+
+    def restore_tunnel(self, flow: Hashable, their_tunnel_id: int, our_tunnel_id: int) -> None:
+        """Re-learn a tunnel-ID pair saved before a restart."""
+        self._remember_tunnel(flow, their_tunnel_id & MASK, our_tunnel_id & MASK)
+
     # --- inspection --------------------------------------------------------------------------
 
     def sessions(self) -> Iterator[Session]:
@@ -681,7 +835,7 @@ class ReorderEngine:
 
     @property
     def session_count(self) -> int:
-        return sum(len(s) for s in self._flows.values())
+        return self._session_count
 
     @property
     def flow_count(self) -> int:
