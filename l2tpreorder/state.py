@@ -1,0 +1,205 @@
+"""Engine state that must survive a restart, saved as versioned JSON.
+
+In renumber mode the LNS has seen our Ns, not the LAC's: a restart that forgot each session's
+`out_ns` would show it a jump, and xl2tpd drops or stalls on those. So on SIGTERM the daemon
+flushes the engine and saves, per session, the next Ns it expects from the LAC (`expected`) and
+the next Ns the LNS will see (`out_ns`), plus whatever the adapter needs in `extra` (the daemon:
+which upstream source port each LAC peer used, so xl2tpd's connected sockets still match).
+
+The file is written atomically (temp file, fsync, rename, fsync of the directory), so a crash
+mid-write leaves the old file or the new one, never half of one. Loading never raises: a
+missing file is normal (first start), a corrupt, truncated, foreign, too new/old or stale file
+is reported (a str reason naming what is wrong) and ignored, and the daemon starts empty.
+
+Flows must be JSON-representable: str, int, float, bool, None, or tuples/lists of these (the
+daemon's flows are (host, port) tuples). Tuples come back as tuples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2tpreorder.engine import ReorderEngine
+
+FORMAT = "l2tpreorder-state"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What one session needs to continue where it stopped."""
+
+    flow: Hashable
+    tunnel_id: int
+    session_id: int
+    expected: int  # next Ns expected from the LAC
+    out_ns: int  # next Ns the LNS will see (renumber mode)
+    confirmed: bool  # established by the control channel (protected from eviction)
+
+
+@dataclass(slots=True)
+class SavedState:
+    """A loaded state file."""
+
+    saved_at: float  # wall-clock time of the save (time.time())
+    sequencing: str  # the engine's mode when saved
+    sessions: list[SessionState] = field(default_factory=list)
+    tunnels: list[tuple[Hashable, int, int]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def restore(self, engine: ReorderEngine, now: float) -> int:
+        """Recreate the saved sessions and tunnel-ID pairs in `engine`; returns how many."""
+        for flow, theirs, ours in self.tunnels:
+            engine.restore_tunnel(flow, theirs, ours)
+        for s in self.sessions:
+            engine.restore_session(
+                s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now,
+                confirmed=s.confirmed,
+            )  # fmt: skip
+        return len(self.sessions)
+
+
+def _encode_flow(flow: Hashable) -> Any:
+    if flow is None or isinstance(flow, str | int | float | bool):
+        return flow
+    if isinstance(flow, tuple | list):
+        return [_encode_flow(x) for x in flow]
+    raise TypeError(f"flow {flow!r}: cannot be saved (not str/int/float/bool/None/tuple)")
+
+
+def _decode_flow(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_decode_flow(x) for x in value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError(f"flow {value!r}: not a saved flow")
+
+
+def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[str, Any]) -> int:
+    """Write the engine's sessions and `extra` to `path` atomically; returns sessions saved.
+
+    Call `engine.flush(now)` first: held packets are not saved (they are delivered instead).
+    Raises OSError (disk) or TypeError (a flow or `extra` that JSON cannot hold); the caller
+    reports it: a failed save must not stop a shutdown.
+    """
+    sessions = [
+        {
+            "flow": _encode_flow(s.flow),
+            "tunnel_id": s.tunnel_id,
+            "session_id": s.session_id,
+            "expected": s.expected,
+            "out_ns": s.out_ns,
+            "confirmed": s.confirmed,
+        }
+        for s in engine.sessions()
+    ]
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "saved_at": time.time(),
+        "sequencing": str(engine.config.sequencing),
+        "sessions": sessions,
+        "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in engine.tunnel_pairs()],
+        "extra": extra,
+    }
+    text = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return len(sessions)
+
+
+def _u16(item: dict[str, Any], key: str) -> int:
+    value = item[key]
+    if type(value) is not int or not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{key}={value!r}: expected an integer 0..65535")
+    return value
+
+
+def load_state(
+    path: str | os.PathLike[str], *, max_age: float | None = None
+) -> SavedState | str | None:
+    """Read a state file: SavedState, None when there is none, or a str saying why it is unusable.
+
+    Never raises. `max_age` (seconds) rejects a file saved longer ago than that: the LAC's
+    numbering has moved on and the tunnels may be gone.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"state file {path}: cannot read: {e}"
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        return f"state file {path}: corrupt or truncated: {e}"
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return f"state file {path}: not an l2tpreorder state file"
+    version = document.get("version")
+    if version != VERSION:
+        return f"state file {path}: version {version!r}, this program reads version {VERSION}"
+    try:
+        saved_at = document["saved_at"]
+        if not isinstance(saved_at, int | float) or not math.isfinite(saved_at):
+            raise ValueError(f"saved_at={saved_at!r}: expected a time")
+        sequencing = document["sequencing"]
+        if not isinstance(sequencing, str):
+            raise ValueError(f"sequencing={sequencing!r}: expected a mode name")
+        extra = document["extra"]
+        if not isinstance(extra, dict):
+            raise ValueError("extra: expected an object")
+        state = SavedState(saved_at=float(saved_at), sequencing=sequencing, extra=extra)
+        for i, item in enumerate(document["sessions"]):
+            if not isinstance(item, dict):
+                raise ValueError(f"sessions[{i}]: expected an object")
+            try:
+                state.sessions.append(
+                    SessionState(
+                        flow=_decode_flow(item["flow"]),
+                        tunnel_id=_u16(item, "tunnel_id"),
+                        session_id=_u16(item, "session_id"),
+                        expected=_u16(item, "expected"),
+                        out_ns=_u16(item, "out_ns"),
+                        confirmed=bool(item.get("confirmed", True)),
+                    )
+                )
+            except KeyError as e:
+                raise ValueError(f"sessions[{i}]: missing {e.args[0]!r}") from None
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"sessions[{i}]: {e}") from None
+        for i, item in enumerate(document["tunnels"]):
+            if not isinstance(item, list) or len(item) != 3:
+                raise ValueError(f"tunnels[{i}]: expected [flow, their ID, our ID]")
+            pair = {"their": item[1], "our": item[2]}
+            state.tunnels.append((_decode_flow(item[0]), _u16(pair, "their"), _u16(pair, "our")))
+    except KeyError as e:
+        return f"state file {path}: bad content: missing {e.args[0]!r}"
+    except (ValueError, TypeError) as e:
+        return f"state file {path}: bad content: {e}"
+    if max_age is not None:
+        age = time.time() - state.saved_at
+        if age > max_age:
+            return f"state file {path}: saved {age:.0f} s ago, older than {max_age:.0f} s"
+    return state
