@@ -4,19 +4,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.example.yaml
+FUZZ_SECONDS ?= 300
 
 .PHONY: venv test lint typecheck pytest run bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check l2tpreorder tests bench
+	$(BIN)/ruff check l2tpreorder tests bench fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict l2tpreorder
@@ -28,6 +29,13 @@ test: lint typecheck pytest
 
 run: $(STAMP)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
+
+# Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
+# fuzz/crashes (keep each as a case in tests/regressions/).
+fuzz: $(STAMP)
+	mkdir -p fuzz/corpus fuzz/crashes
+	$(BIN)/python fuzz/fuzz_engine.py -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=fuzz/crashes/ fuzz/corpus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,196 @@
+"""Coverage-guided fuzzing (atheris / libFuzzer) of the parsers and the reorder engine.
+
+Each input is one raw datagram for the parsers, and also a script for the engine: byte 0
+picks a small config (timeout, mode, session cap), then records of [op, length, datagram]
+are fed to the engine from up to four peers, forwards or (control only) in reverse, with the
+clock stepped and timers run as the op byte says. After every record the engine's invariants
+must hold; any exception or broken invariant is a crash that libFuzzer saves and reports.
+
+    make fuzz                                   # 5 minutes, corpus in fuzz/corpus/
+    python fuzz/fuzz_engine.py -runs=1 FILE...  # replay inputs (e.g. tests/regressions/*)
+
+`check_input` needs no atheris, so tests replay saved crash inputs with it directly.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Hashable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+if __name__ == "__main__":
+    import atheris
+
+    with atheris.instrument_imports(include=["l2tpreorder", "construct"]):
+        from l2tpreorder import reasons
+        from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
+        from l2tpreorder.fastpath import parse_header, sequenced_data
+        from l2tpreorder.wire import parse_control
+else:
+    from l2tpreorder import reasons
+    from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
+    from l2tpreorder.fastpath import parse_header, sequenced_data
+    from l2tpreorder.wire import parse_control
+
+FLOWS: tuple[Hashable, ...] = (("192.0.2.1", 1701), ("192.0.2.2", 1701), ("192.0.2.3", 4500), 4)
+TIMEOUTS = (0.0, 0.01, 0.1, 0.1)
+MODES = (Sequencing.RENUMBER, Sequencing.PRESERVE, Sequencing.STRIP, Sequencing.RENUMBER)
+STEPS = (0.0, 0.0, 0.001, 0.005, 0.02, 0.05, 0.2, 1.0)
+MAX_HELD = 4
+MAX_BYTES = 2000
+
+OP_REVERSE = 0x04
+OP_EXPIRE = 0x40
+OP_END_FLOW = 0x80
+
+
+def check_parsers(data: bytes) -> None:
+    """The parsers on one raw datagram: a Header/Control or a known reason, never a crash."""
+    header = parse_header(data)
+    fast = sequenced_data(data)
+    if isinstance(header, str):
+        assert header in reasons.MALFORMED_REASONS, header
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == ((header.tunnel_id << 16) | header.session_id, header.ns, header.ns_offset)
+    assert header.payload_offset <= header.end <= len(data)
+    if header.is_control:
+        control = parse_control(data)
+        assert not isinstance(control, str) or control == reasons.BAD_AVP
+
+
+def check_engine(e: ReorderEngine) -> None:
+    c = e.counters
+    assert c.received == c.accounted, (c.received, c.accounted)
+    held = held_bytes = count = 0
+    for s in e.sessions():
+        count += 1
+        assert len(s.held) <= MAX_HELD
+        held += len(s.held)
+        held_bytes += s.held_bytes
+    assert c.held_packets == held
+    assert c.held_bytes == held_bytes <= MAX_BYTES
+    assert e.session_count == count <= e.config.max_sessions
+    for _, out in e.out:
+        assert not isinstance(parse_header(out), str), out.hex()
+    e.out.clear()
+
+
+def check_input(data: bytes) -> None:
+    """One fuzz input: the raw datagram through the parsers, then the engine script."""
+    check_parsers(data)
+    if not data:
+        return
+    sel = data[0]
+    config = EngineConfig(
+        reorder_timeout=TIMEOUTS[sel & 3],
+        sequencing=MODES[(sel >> 2) & 3],
+        max_held_per_session=MAX_HELD,
+        max_held_bytes=MAX_BYTES,
+        max_sessions=1 + ((sel >> 4) & 7),
+    )
+    e = ReorderEngine(config)
+    now = 0.0
+    pos = 1
+    while pos + 2 <= len(data):
+        op, size = data[pos], data[pos + 1]
+        datagram = data[pos + 2 : pos + 2 + size]
+        pos += 2 + size
+        flow = FLOWS[op & 3]
+        now += STEPS[(op >> 3) & 7]
+        if op & OP_REVERSE:
+            if datagram and datagram[0] & 0x80:
+                e.observe_reverse(datagram, flow, now)
+        else:
+            before = e.counters.received
+            e.receive(datagram, flow, now)
+            assert e.counters.received == before + 1
+        if op & OP_EXPIRE:
+            deadline = e.next_deadline()
+            if deadline is not None:
+                assert deadline >= 0
+                e.expire(max(now, deadline))
+        if op & OP_END_FLOW:
+            e.end_flow(flow, now)
+        check_engine(e)
+    e.flush(now)
+    check_engine(e)
+    assert e.counters.held_packets == 0
+
+
+def record(op: int, datagram: bytes) -> bytes:
+    datagram = datagram[:255]
+    return bytes([op, len(datagram)]) + datagram
+
+
+def seed_inputs() -> list[bytes]:
+    """Valid traffic shapes to start from: libFuzzer mutates them into the broken ones."""
+    from l2tpreorder.wire import (
+        MessageType,
+        avp_assigned_session_id,
+        avp_assigned_tunnel_id,
+        avp_message_type,
+        build_control,
+        build_data,
+    )
+
+    ppp = b"\xff\x03\x00\x21" + bytes(range(20))
+    swapped = [0, 1, 3, 2, 4, 6, 5, 7, 9, 8]
+    seeds = [
+        bytes([0x12]) + b"".join(record(0x08, build_data(1, 2, ppp, ns=n)) for n in swapped),
+        bytes([0x35])
+        + b"".join(record(0x48, build_data(1, 2, ppp, ns=n, length=True)) for n in swapped),
+        bytes([0x22])
+        + b"".join(record(0x10, build_data(3, 4, ppp, ns=n, offset_size=2)) for n in swapped),
+        bytes([0x71])
+        + record(0, build_control(0, 0, 0, 0, [avp_message_type(MessageType.SCCRQ),
+                                               avp_assigned_tunnel_id(5)]))
+        + record(OP_REVERSE, build_control(5, 0, 0, 1, [avp_message_type(MessageType.SCCRP),
+                                                        avp_assigned_tunnel_id(9)]))
+        + record(OP_REVERSE, build_control(5, 7, 1, 2, [avp_message_type(MessageType.ICRP),
+                                                        avp_assigned_session_id(8)]))
+        + record(0, build_control(9, 8, 2, 2, [avp_message_type(MessageType.ICCN)]))
+        + b"".join(record(0x08, build_data(9, 8, ppp, ns=n)) for n in (0, 2, 1, 3, 5))
+        + record(0, build_control(9, 8, 3, 3, [avp_message_type(MessageType.CDN)]))
+        + record(0, build_control(9, 0, 4, 3, [avp_message_type(MessageType.StopCCN)])),
+        bytes([0x40])
+        + record(0, build_data(1, 1, ppp))
+        + record(OP_END_FLOW, build_control(1, 1, 0, 0, [])),
+    ]  # fmt: skip
+    pcaps = ROOT.parent / "shared" / "pcaps"
+    if pcaps.is_dir():
+        for pcap in sorted(pcaps.glob("*l2tp*.pcap")):
+            seeds.append(bytes([0x10]) + b"".join(record(0, p) for p in _udp_payloads(pcap)[:40]))
+    return seeds
+
+
+def _udp_payloads(path: Path) -> list[bytes]:
+    import dpkt
+
+    result = []
+    with open(path, "rb") as f:
+        for _, frame in dpkt.pcap.Reader(f):
+            if len(frame) >= 42 and frame[12:14] == b"\x08\x00" and frame[23] == 17:
+                udp = 14 + (frame[14] & 0x0F) * 4
+                if len(frame) >= udp + 8 and 1701 in struct.unpack_from("!HH", frame, udp):
+                    result.append(bytes(frame[udp + 8 :]))
+    return result
+
+
+def main() -> None:
+    corpus = [a for a in sys.argv[1:] if not a.startswith("-") and Path(a).is_dir()]
+    if corpus and not any(Path(corpus[0]).iterdir()):
+        for i, seed in enumerate(seed_inputs()):
+            (Path(corpus[0]) / f"seed-{i:02d}").write_bytes(seed)
+    atheris.Setup(sys.argv, check_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
