@@ -24,7 +24,7 @@ MAGIC_NANO = 0xA1B23C4D
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -78,7 +78,7 @@ class PcapWriter:
     def create(
         cls, path: str | os.PathLike[str], linktype: int = LINKTYPE_RAW, nanosecond: bool = False
     ) -> PcapWriter:
-        return cls(open(path, "wb"), linktype, nanosecond)  # noqa: SIM115 (closed by close())
+        return cls(open(path, "wb"), linktype, nanosecond)
 
     def write_frame(self, ts: float, frame: bytes, orig_len: int | None = None) -> None:
         ticks = round(ts * self._scale)  # round once, then split: never 1,000,000 usec
