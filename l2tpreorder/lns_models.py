@@ -69,9 +69,11 @@ class KernelSession(Generic[T]):
 
     __slots__ = ("nr", "nr_oos", "nr_oos_count", "queue", "reorder_skip", "reorder_timeout")
 
-    def __init__(self, reorder_timeout: float = 0.0) -> None:
+    def __init__(self, reorder_timeout: float = 0.0, start_ns: int | None = None) -> None:
         self.reorder_timeout = reorder_timeout
-        self.nr = 0
+        # The kernel starts at nr = 0. `start_ns` puts the model in step with a capture that
+        # begins in the middle of a session, where the real kernel had been following along.
+        self.nr = 0 if start_ns is None else start_ns
         self.reorder_skip = True
         self.nr_oos = 0
         self.nr_oos_count = 0
@@ -203,12 +205,14 @@ class DeliveryStats:
     def on_arrival(self, now: float) -> None:
         self.arrived += 1
 
-    def on_delivered(self, order: int, now: float) -> None:
+    def on_delivered(self, order: int | None, now: float) -> None:
+        """`order` None: the receiver counts its own out-of-order deliveries (l2tpreorder)."""
         self.delivered += 1
-        if order < self._max_order:
-            self.out_of_order += 1
-        else:
-            self._max_order = order
+        if order is not None:
+            if order < self._max_order:
+                self.out_of_order += 1
+            else:
+                self._max_order = order
         self._end_stall(now)
 
     def on_dropped(self, reason: str, now: float) -> None:

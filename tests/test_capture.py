@@ -307,7 +307,7 @@ def test_unreadable_reasons(tmp_path: Path) -> None:
         g.eth(l2tp)[:60],  # cut by a 60-byte snaplen
     ]
     path = g.write_pcap(tmp_path / "u.pcap", [(T0 + i, f) for i, f in enumerate(frames)], 1)
-    dgrams, unreadable, reader = read_all(path)
+    dgrams, unreadable, _ = read_all(path)
     assert not dgrams
     assert [u.reason for u in unreadable] == [
         capture.ENCRYPTED,
