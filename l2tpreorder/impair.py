@@ -27,7 +27,7 @@ from l2tpreorder.capture import CaptureReader, UdpDatagram
 from l2tpreorder.fastpath import L_BIT, S_BIT, parse_header
 from l2tpreorder.pcapwriter import PcapWriter
 from l2tpreorder.replay import DirectionFinder
-from l2tpreorder.wire import parse_control
+from l2tpreorder.wire import MessageType, parse_control
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
 
@@ -138,6 +138,9 @@ class Impairer:
             or header.is_control
             or not (towards_lns or self.config.both_directions)
         ):
+            if message_type in (MessageType.CDN, MessageType.StopCCN):
+                # A packet held back must not come after the end of its session.
+                self._flush_held(conv, d.ts)
             self.stats.passed_through += 1
             self._emit(d.ts, d.payload, src, dst)
             return
@@ -207,6 +210,13 @@ class Impairer:
         if dup:
             self.stats.duplicated += 1
             self._emit(t + NUDGE, data, src, dst)
+
+    def _flush_held(self, conv: object, ts: float) -> None:
+        for key, s in self._sessions.items():
+            if s.held and (key[0] == conv or key[0] == (conv, "reverse")):
+                for h in s.held:
+                    self._send(ts, h[1], h[2], s.src, s.dst)
+                s.held = []
 
     def finish(self) -> None:
         """Held packets whose k later packets never came go out at the end of the capture."""
