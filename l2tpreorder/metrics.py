@@ -158,6 +158,12 @@ class RelayCollector(Collector):
         ended = CounterMetricFamily(
             PREFIX + "sessions_ended", "Sessions ended (CDN, StopCCN, peer idle).", labels=d
         )
+        evicted = CounterMetricFamily(
+            PREFIX + "sessions_evicted",
+            "Sessions evicted because the table was full (max_sessions), by whether the control"
+            " channel had established them (those go last).",
+            labels=[*d, "confirmed"],
+        )
         hold = HistogramMetricFamily(
             PREFIX + "hold_time_seconds",
             "How long released packets were held waiting for a gap to fill.",
@@ -195,6 +201,9 @@ class RelayCollector(Collector):
             labels=d,
         )
         sessions = GaugeMetricFamily(PREFIX + "sessions", "Sessions now.", labels=d)
+        sessions_limit = GaugeMetricFamily(
+            PREFIX + "sessions_limit", "Configured session table cap (max_sessions).", labels=d
+        )
         for direction, engine in engines.items():
             c = engine.counters
             cfg = engine.config
@@ -217,6 +226,8 @@ class RelayCollector(Collector):
             resyncs.add_metric([direction], c.resyncs)
             started.add_metric([direction], c.sessions_started)
             ended.add_metric([direction], c.sessions_ended)
+            evicted.add_metric([direction, "no"], c.sessions_evicted - c.sessions_evicted_confirmed)
+            evicted.add_metric([direction, "yes"], c.sessions_evicted_confirmed)
             _histogram(hold, [direction], c.hold_time)
             _histogram(displacement, [direction], c.displacement)
             held.add_metric([direction], c.held_packets)
@@ -227,14 +238,15 @@ class RelayCollector(Collector):
             held_session_limit.add_metric([direction], cfg.max_held_per_session)
             timeout.add_metric([direction], cfg.reorder_timeout)
             sessions.add_metric([direction], len(live))
+            sessions_limit.add_metric([direction], cfg.max_sessions)
         relay = self._source.relay
         # Drops before the engine: the relay's access control, one per direction.
         dropped.add_metric([LAC_TO_LNS, "not_allowed"], relay.dropped_not_allowed)
         dropped.add_metric([LNS_TO_LAC, "not_from_lns"], relay.dropped_not_from_lns)
         yield from (
             received, malformed, forwarded, released, dropped, skipped, resyncs, started,
-            ended, hold, displacement, held, held_bytes, held_bytes_limit, held_session_max,
-            held_session_limit, timeout, sessions,
+            ended, evicted, hold, displacement, held, held_bytes, held_bytes_limit,
+            held_session_max, held_session_limit, timeout, sessions, sessions_limit,
         )  # fmt: skip
 
     def _relay_families(self, relay: RelayCounters) -> Iterator[Metric]:

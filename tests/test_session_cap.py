@@ -221,3 +221,25 @@ def test_memory_stays_flat_under_a_flood_at_the_cap() -> None:
     assert e.session_count == cap
     assert e.counters.sessions_evicted == 4 * cap
     assert after < at_cap * 1.25, (at_cap, after)
+
+
+def test_evictions_are_exported_to_prometheus() -> None:
+    from prometheus_client import generate_latest
+
+    from l2tpreorder.metrics import MetricsConfig, build_registry
+    from tests.metrics_helpers import Source, parse, value
+
+    e = ReorderEngine(EngineConfig(max_sessions=2))
+    e.receive(iccn(1, 1), "lac", 0.0)
+    for sid in range(1, 6):
+        e.receive(data(1, sid, 0), "lac", float(sid))
+    assert e.counters.sessions_evicted == 3
+    source = Source({"lac_to_lns": e})
+    s = parse(generate_latest(build_registry(MetricsConfig(), source)).decode())  # type: ignore[arg-type]
+    d = "lac_to_lns"
+    assert value(s, "l2tpreorder_sessions_evicted_total", direction=d, confirmed="no") == 3
+    assert value(s, "l2tpreorder_sessions_evicted_total", direction=d, confirmed="yes") == 0
+    assert value(s, "l2tpreorder_sessions_limit", direction=d) == 2
+    assert value(s, "l2tpreorder_sessions", direction=d) == 2
+    skipped = "l2tpreorder_skipped_sequence_numbers_total"
+    assert value(s, skipped, direction=d, reason="evicted") == 0
