@@ -27,13 +27,14 @@ from enum import StrEnum
 from l2tpreorder import reasons
 from l2tpreorder.fastpath import (
     T_BIT,
+    control_fields,
     parse_header,
     sequenced_data,
     with_ns,
     without_sequence,
 )
 from l2tpreorder.reasons import Outcome
-from l2tpreorder.wire import MessageType, parse_control
+from l2tpreorder.wire import MessageType
 
 HALF = 0x8000
 MASK = 0xFFFF
@@ -380,7 +381,7 @@ class ReorderEngine:
         if isinstance(header, str):
             return self._malformed(header)
         if header.flags & T_BIT:
-            control = parse_control(data)
+            control = control_fields(data)
             if isinstance(control, str):
                 return self._malformed(control)
             c.rx_control += 1
@@ -806,7 +807,7 @@ class ReorderEngine:
         """
         if len(data) < 2 or not data[0] & 0x80:
             return None
-        control = parse_control(data)
+        control = control_fields(data)
         if isinstance(control, str):
             return control
         if control.assigned_tunnel_id is not None and control.tunnel_id:

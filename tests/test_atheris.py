@@ -56,18 +56,15 @@ def test_bounded_atheris_run_finds_no_crash(tmp_path: Path) -> None:
     print(f"atheris: {runs.group(0)}s, corpus {len(list(corpus.iterdir()))} inputs")
 
 
-def regression_inputs() -> list[Path]:
-    return sorted(p for p in REGRESSIONS.iterdir() if p.is_file() and p.suffix != ".md")
+def replay_cases() -> list[tuple[str, bytes]]:
+    """Saved crash inputs (tests/regressions/*.bin) and the harness's seeds."""
+    cases = [(p.name, p.read_bytes()) for p in sorted(REGRESSIONS.glob("*.bin"))]
+    cases += [(f"seed-{i:02d}", seed) for i, seed in enumerate(load_harness().seed_inputs())]
+    return cases
 
 
-@pytest.mark.parametrize("path", regression_inputs(), ids=lambda p: p.name)
-def test_saved_crash_input_is_handled(path: Path) -> None:
-    load_harness().check_input(path.read_bytes())
-
-
-def test_seed_inputs_pass_the_harness_checks() -> None:
-    harness = load_harness()
-    seeds = harness.seed_inputs()
-    assert len(seeds) >= 5
-    for seed in seeds:
-        harness.check_input(seed)
+@pytest.mark.parametrize(
+    ("name", "data"), replay_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_saved_input_passes_the_harness_checks(name: str, data: bytes) -> None:
+    load_harness().check_input(data)
