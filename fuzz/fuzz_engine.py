@@ -40,9 +40,9 @@ else:
 FLOWS: tuple[Hashable, ...] = (("192.0.2.1", 1701), ("192.0.2.2", 1701), ("192.0.2.3", 4500), 4)
 TIMEOUTS = (0.0, 0.01, 0.1, 0.1)
 MODES = (Sequencing.RENUMBER, Sequencing.PRESERVE, Sequencing.STRIP, Sequencing.RENUMBER)
-STEPS = (0.0, 0.0, 0.001, 0.005, 0.02, 0.05, 0.2, 1.0)
-MAX_HELD = 4
-MAX_BYTES = 2000
+STEPS = (0.0, 0.0, 0.001, 0.005, 0.02, 0.2, 1.0, -0.3)  # capture clocks can step back
+HELD_CAPS = (4, 1, 2, 8)
+BYTE_CAPS = (2000, 100, 600, 5000)
 
 OP_REVERSE = 0x04
 OP_EXPIRE = 0x40
@@ -65,37 +65,51 @@ def check_parsers(data: bytes) -> None:
         assert not isinstance(control, str) or control == reasons.BAD_AVP
 
 
+def make_config(sel: int, extra: int = 0) -> EngineConfig:
+    """A small config from one or two selector bytes, so caps are reached within an input."""
+    return EngineConfig(
+        reorder_timeout=TIMEOUTS[sel & 3],
+        sequencing=MODES[(sel >> 2) & 3],
+        max_held_per_session=HELD_CAPS[extra & 3],
+        max_held_bytes=BYTE_CAPS[(extra >> 2) & 3],
+        max_sessions=1 + ((sel >> 4) & 7),
+    )
+
+
 def check_engine(e: ReorderEngine) -> None:
     c = e.counters
+    cfg = e.config
     assert c.received == c.accounted, (c.received, c.accounted)
     held = held_bytes = count = 0
     for s in e.sessions():
         count += 1
-        assert len(s.held) <= MAX_HELD
+        assert len(s.held) <= cfg.max_held_per_session
         held += len(s.held)
         held_bytes += s.held_bytes
+        assert s.held_bytes == sum(len(d) for d, _, _ in s.held.values())
     assert c.held_packets == held
-    assert c.held_bytes == held_bytes <= MAX_BYTES
+    assert c.held_bytes == held_bytes <= cfg.max_held_bytes
     assert e.session_count == count <= e.config.max_sessions
+    tunnel_sessions = sum(len(t) for t in e._tunnel_sessions.values())
+    assert tunnel_sessions == count
+    assert sum(len(t) for t in e._tunnel_map_ours.values()) == len(e._tunnel_map)
     for _, out in e.out:
         assert not isinstance(parse_header(out), str), out.hex()
     e.out.clear()
 
 
 def check_input(data: bytes) -> None:
-    """One fuzz input: the raw datagram through the parsers, then the engine script."""
+    """One fuzz input: the raw datagram through the parsers, then the engine script.
+
+    Script: byte 0 selects the config; then records [op, n, n bytes]. op bits 0-1: peer;
+    bit 2: reverse direction (LNS to LAC; a non-control record there is a reconfigure with
+    its first two bytes as the new config); bits 3-5: clock step; bit 6: run due timers;
+    bit 7: end the peer's sessions afterwards.
+    """
     check_parsers(data)
     if not data:
         return
-    sel = data[0]
-    config = EngineConfig(
-        reorder_timeout=TIMEOUTS[sel & 3],
-        sequencing=MODES[(sel >> 2) & 3],
-        max_held_per_session=MAX_HELD,
-        max_held_bytes=MAX_BYTES,
-        max_sessions=1 + ((sel >> 4) & 7),
-    )
-    e = ReorderEngine(config)
+    e = ReorderEngine(make_config(data[0]))
     now = 0.0
     pos = 1
     while pos + 2 <= len(data):
@@ -107,6 +121,10 @@ def check_input(data: bytes) -> None:
         if op & OP_REVERSE:
             if datagram and datagram[0] & 0x80:
                 e.observe_reverse(datagram, flow, now)
+            else:
+                # Not control: use it as a SIGHUP with a new config instead.
+                sel = datagram[0] if datagram else 0
+                e.reconfigure(make_config(sel, datagram[1] if len(datagram) > 1 else 0), now)
         else:
             before = e.counters.received
             e.receive(datagram, flow, now)
@@ -162,6 +180,10 @@ def seed_inputs() -> list[bytes]:
         bytes([0x40])
         + record(0, build_data(1, 1, ppp))
         + record(OP_END_FLOW, build_control(1, 1, 0, 0, [])),
+        bytes([0x13])
+        + b"".join(record(0x08, build_data(1, 2, ppp, ns=n)) for n in (0, 2, 3, 4, 5, 6))
+        + record(OP_REVERSE, bytes([0x27, 0x05]))
+        + b"".join(record(0x38, build_data(1, 2, ppp, ns=n)) for n in (1, 8, 7)),
     ]  # fmt: skip
     pcaps = ROOT.parent / "shared" / "pcaps"
     if pcaps.is_dir():

@@ -297,6 +297,11 @@ class ReorderEngine:
         self._latest = float("-inf")  # latest `now` seen on the slow paths (clock never runs back)
         # (flow, the far side's tunnel ID) -> our side's tunnel ID, learned from SCCRQ/SCCRP.
         self._tunnel_map: dict[tuple[Hashable, int], int] = {}
+        # Indexes so a StopCCN costs O(its own tunnel), not O(all sessions and tunnels): a flood
+        # of StopCCNs must not stall the relay. (flow, our tunnel ID) -> far side's IDs, and
+        # (flow, our tunnel ID) -> that tunnel's sessions by key.
+        self._tunnel_map_ours: dict[tuple[Hashable, int], set[int]] = {}
+        self._tunnel_sessions: dict[tuple[Hashable, int], dict[int, Session]] = {}
         # (flow, session key) confirmed by the control channel before its first data packet.
         self._pending_confirmations: dict[tuple[Hashable, int], None] = {}
         # Eviction order: heaps of (last_active when pushed, tiebreak, session), one for
@@ -657,6 +662,10 @@ class ReorderEngine:
         s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
         if self._record:
             s.hold_times = []
+        tunnel = self._tunnel_sessions.get((flow, key >> 16))
+        if tunnel is None:
+            tunnel = self._tunnel_sessions[(flow, key >> 16)] = {}
+        tunnel[key] = s
         self._session_count += 1
         self.counters.sessions_started += 1
         pending = self._pending_confirmations
@@ -767,6 +776,10 @@ class ReorderEngine:
         sessions = self._flows[s.flow]
         key = (s.tunnel_id << 16) | s.session_id
         del sessions[key]
+        tunnel = self._tunnel_sessions[(s.flow, s.tunnel_id)]
+        del tunnel[key]
+        if not tunnel:
+            del self._tunnel_sessions[(s.flow, s.tunnel_id)]
         self._pending_confirmations.pop((s.flow, key), None)
         s.alive = False
         s.timer_id = 0
@@ -777,14 +790,11 @@ class ReorderEngine:
 
     def end_tunnel(self, flow: Hashable, tunnel_id: int, now: float) -> int:
         """Flush and forget every session of one tunnel (StopCCN); returns how many ended."""
-        sessions = self._flows.get(flow)
-        if sessions is None:
-            return 0
-        ended = [s for s in sessions.values() if s.tunnel_id == tunnel_id]
+        ended = list(self._tunnel_sessions.get((flow, tunnel_id), {}).values())
         for s in ended:
             self.end_session(flow, tunnel_id, s.session_id, now)
-        for key in [k for k, v in self._tunnel_map.items() if k[0] == flow and v == tunnel_id]:
-            del self._tunnel_map[key]
+        for theirs in self._tunnel_map_ours.pop((flow, tunnel_id), ()):
+            del self._tunnel_map[(flow, theirs)]
         return len(ended)
 
     def end_flow(self, flow: Hashable, now: float) -> int:
@@ -839,9 +849,26 @@ class ReorderEngine:
 
     def _remember_tunnel(self, flow: Hashable, their_tunnel_id: int, our_tunnel_id: int) -> None:
         """Pair the two ends' tunnel IDs: ours is the one in our direction's headers."""
-        if len(self._tunnel_map) >= MAX_TUNNEL_MAP:
-            del self._tunnel_map[next(iter(self._tunnel_map))]
-        self._tunnel_map[(flow, their_tunnel_id)] = our_tunnel_id
+        tunnel_map = self._tunnel_map
+        key = (flow, their_tunnel_id)
+        old = tunnel_map.pop(key, None)
+        if old is None and len(tunnel_map) >= MAX_TUNNEL_MAP:
+            oldest = next(iter(tunnel_map))
+            old = tunnel_map.pop(oldest)
+            self._forget_far_tunnel(oldest[0], oldest[1], old)
+        elif old is not None:
+            self._forget_far_tunnel(flow, their_tunnel_id, old)
+        tunnel_map[key] = our_tunnel_id
+        ours = self._tunnel_map_ours.get((flow, our_tunnel_id))
+        if ours is None:
+            ours = self._tunnel_map_ours[(flow, our_tunnel_id)] = set()
+        ours.add(their_tunnel_id)
+
+    def _forget_far_tunnel(self, flow: Hashable, their_tunnel_id: int, our_tunnel_id: int) -> None:
+        ours = self._tunnel_map_ours[(flow, our_tunnel_id)]
+        ours.discard(their_tunnel_id)
+        if not ours:
+            del self._tunnel_map_ours[(flow, our_tunnel_id)]
 
     def tunnel_pairs(self) -> list[tuple[Hashable, int, int]]:
         """(flow, far side's tunnel ID, our side's tunnel ID) learned so far (for `state`)."""

@@ -203,6 +203,19 @@ def check(e: ReorderEngine) -> None:
     assert c.held_bytes == held_bytes <= cfg.max_held_bytes
     assert e.session_count == count <= cfg.max_sessions
     assert sum(c.malformed.values()) == c.rx_malformed
+    check_indexes(e)
+
+
+def check_indexes(e: ReorderEngine) -> None:
+    """The engine's lookup indexes say exactly what its tables say."""
+    by_tunnel: dict[tuple[Hashable, int], dict[int, Any]] = {}
+    for s in e.sessions():
+        by_tunnel.setdefault((s.flow, s.tunnel_id), {})[(s.tunnel_id << 16) | s.session_id] = s
+    assert e._tunnel_sessions == by_tunnel
+    ours: dict[tuple[Hashable, int], set[int]] = {}
+    for (flow, theirs), our in e._tunnel_map.items():
+        ours.setdefault((flow, our), set()).add(theirs)
+    assert e._tunnel_map_ours == ours
 
 
 def check_output(e: ReorderEngine, sent: list[tuple[Hashable, bytes]]) -> None:

@@ -243,3 +243,24 @@ def test_evictions_are_exported_to_prometheus() -> None:
     assert value(s, "l2tpreorder_sessions", direction=d) == 2
     skipped = "l2tpreorder_skipped_sequence_numbers_total"
     assert value(s, skipped, direction=d, reason="evicted") == 0
+
+
+def test_stopccn_ends_only_its_tunnel_and_forgets_its_tunnel_pairs() -> None:
+    e = ReorderEngine()
+    for tid in (5, 6):
+        sccrp = build_control(
+            100 + tid, 0, 0, 1,
+            [avp_message_type(MessageType.SCCRP), avp_assigned_tunnel_id(tid)],
+        )  # fmt: skip
+        e.observe_reverse(sccrp, "lac", 0.0)
+        for sid in range(1, 4):
+            e.receive(data(tid, sid, 0), "lac", 0.0)
+    e.receive(data(5, 1, 0), "other-lac", 0.0)
+    stop = build_control(5, 0, 9, 9, [avp_message_type(MessageType.StopCCN)])
+    e.receive(stop, "lac", 1.0)
+    assert sorted((s.flow, s.tunnel_id) for s in e.sessions()) == [
+        ("lac", 6), ("lac", 6), ("lac", 6), ("other-lac", 5),
+    ]  # fmt: skip
+    assert e.tunnel_pairs() == [("lac", 106, 6)]
+    assert e.counters.sessions_ended == 3
+    check_invariants(e)
