@@ -90,8 +90,8 @@ def check_engine(e: ReorderEngine) -> None:
     assert c.held_packets == held
     assert c.held_bytes == held_bytes <= cfg.max_held_bytes
     assert e.session_count == count <= e.config.max_sessions
-    tunnel_sessions = sum(len(t) for t in e._tunnel_sessions.values())
-    assert tunnel_sessions == count
+    indexed = sum(len(e.tunnel_sessions(f, t)) for f, ts in e._tunnel_sessions.items() for t in ts)
+    assert indexed == count
     assert sum(len(t) for t in e._tunnel_map_ours.values()) == len(e._tunnel_map)
     for _, out in e.out:
         assert not isinstance(parse_header(out), str), out.hex()

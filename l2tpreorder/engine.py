@@ -299,9 +299,10 @@ class ReorderEngine:
         self._tunnel_map: dict[tuple[Hashable, int], int] = {}
         # Indexes so a StopCCN costs O(its own tunnel), not O(all sessions and tunnels): a flood
         # of StopCCNs must not stall the relay. (flow, our tunnel ID) -> far side's IDs, and
-        # (flow, our tunnel ID) -> that tunnel's sessions by key.
+        # flow -> our tunnel ID -> that tunnel's sessions: the session itself while it is the
+        # only one (a flood of random IDs makes ~1 session per tunnel: ~80 bytes, not ~360).
         self._tunnel_map_ours: dict[tuple[Hashable, int], set[int]] = {}
-        self._tunnel_sessions: dict[tuple[Hashable, int], dict[int, Session]] = {}
+        self._tunnel_sessions: dict[Hashable, dict[int, Session | dict[int, Session]]] = {}
         # (flow, session key) confirmed by the control channel before its first data packet.
         self._pending_confirmations: dict[tuple[Hashable, int], None] = {}
         # Eviction order: heaps of (last_active when pushed, tiebreak, session), one for
@@ -662,10 +663,7 @@ class ReorderEngine:
         s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
         if self._record:
             s.hold_times = []
-        tunnel = self._tunnel_sessions.get((flow, key >> 16))
-        if tunnel is None:
-            tunnel = self._tunnel_sessions[(flow, key >> 16)] = {}
-        tunnel[key] = s
+        self._index_session(s, key)
         self._session_count += 1
         self.counters.sessions_started += 1
         pending = self._pending_confirmations
@@ -675,6 +673,39 @@ class ReorderEngine:
             self.counters.sessions_confirmed += 1
         self._lru_push(s)
         return s
+
+    def _index_session(self, s: Session, key: int) -> None:
+        tunnels = self._tunnel_sessions.get(s.flow)
+        if tunnels is None:
+            tunnels = self._tunnel_sessions[s.flow] = {}
+        current = tunnels.get(s.tunnel_id)
+        if current is None:
+            tunnels[s.tunnel_id] = s
+        elif isinstance(current, Session):
+            tunnels[s.tunnel_id] = {(current.tunnel_id << 16) | current.session_id: current, key: s}
+        else:
+            current[key] = s
+
+    def _unindex_session(self, s: Session, key: int) -> None:
+        tunnels = self._tunnel_sessions[s.flow]
+        current = tunnels[s.tunnel_id]
+        if isinstance(current, Session):
+            del tunnels[s.tunnel_id]
+        else:
+            del current[key]
+            if not current:
+                del tunnels[s.tunnel_id]
+        if not tunnels:
+            del self._tunnel_sessions[s.flow]
+
+    def tunnel_sessions(self, flow: Hashable, tunnel_id: int) -> list[Session]:
+        """The live sessions of one tunnel (our tunnel ID) of a peer."""
+        current = self._tunnel_sessions.get(flow, {}).get(tunnel_id)
+        if current is None:
+            return []
+        if isinstance(current, Session):
+            return [current]
+        return list(current.values())
 
     def _lru_push(self, s: Session) -> None:
         heap = self._lru[s.confirmed]
@@ -776,10 +807,7 @@ class ReorderEngine:
         sessions = self._flows[s.flow]
         key = (s.tunnel_id << 16) | s.session_id
         del sessions[key]
-        tunnel = self._tunnel_sessions[(s.flow, s.tunnel_id)]
-        del tunnel[key]
-        if not tunnel:
-            del self._tunnel_sessions[(s.flow, s.tunnel_id)]
+        self._unindex_session(s, key)
         self._pending_confirmations.pop((s.flow, key), None)
         s.alive = False
         s.timer_id = 0
@@ -790,7 +818,7 @@ class ReorderEngine:
 
     def end_tunnel(self, flow: Hashable, tunnel_id: int, now: float) -> int:
         """Flush and forget every session of one tunnel (StopCCN); returns how many ended."""
-        ended = list(self._tunnel_sessions.get((flow, tunnel_id), {}).values())
+        ended = self.tunnel_sessions(flow, tunnel_id)
         for s in ended:
             self.end_session(flow, tunnel_id, s.session_id, now)
         for theirs in self._tunnel_map_ours.pop((flow, tunnel_id), ()):

@@ -208,10 +208,15 @@ def check(e: ReorderEngine) -> None:
 
 def check_indexes(e: ReorderEngine) -> None:
     """The engine's lookup indexes say exactly what its tables say."""
-    by_tunnel: dict[tuple[Hashable, int], dict[int, Any]] = {}
+    by_tunnel: dict[tuple[Hashable, int], set[int]] = {}
     for s in e.sessions():
-        by_tunnel.setdefault((s.flow, s.tunnel_id), {})[(s.tunnel_id << 16) | s.session_id] = s
-    assert e._tunnel_sessions == by_tunnel
+        by_tunnel.setdefault((s.flow, s.tunnel_id), set()).add(id(s))
+    indexed = {
+        (flow, tid): {id(s) for s in e.tunnel_sessions(flow, tid)}
+        for flow, tunnels in e._tunnel_sessions.items()
+        for tid in tunnels
+    }
+    assert indexed == by_tunnel
     ours: dict[tuple[Hashable, int], set[int]] = {}
     for (flow, theirs), our in e._tunnel_map.items():
         ours.setdefault((flow, our), set()).add(theirs)
