@@ -1,5 +1,8 @@
 """Coverage-guided fuzzing (atheris / libFuzzer) of the parsers and the reorder engine.
 
+Checks: parse_header, sequenced_data, parse_control (construct) and control_fields (struct)
+agree and never raise; the engine never raises and keeps its invariants.
+
 Each input is one raw datagram for the parsers, and also a script for the engine: byte 0
 picks a small config (timeout, mode, session cap), then records of [op, length, datagram]
 are fed to the engine from up to four peers, forwards or (control only) in reverse, with the
@@ -29,12 +32,12 @@ if __name__ == "__main__":
     with atheris.instrument_imports(include=["l2tpreorder", "construct"]):
         from l2tpreorder import reasons
         from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
-        from l2tpreorder.fastpath import parse_header, sequenced_data
+        from l2tpreorder.fastpath import control_fields, parse_header, sequenced_data
         from l2tpreorder.wire import parse_control
 else:
     from l2tpreorder import reasons
     from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
-    from l2tpreorder.fastpath import parse_header, sequenced_data
+    from l2tpreorder.fastpath import control_fields, parse_header, sequenced_data
     from l2tpreorder.wire import parse_control
 
 FLOWS: tuple[Hashable, ...] = (("192.0.2.1", 1701), ("192.0.2.2", 1701), ("192.0.2.3", 4500), 4)
@@ -61,8 +64,16 @@ def check_parsers(data: bytes) -> None:
         assert fast == ((header.tunnel_id << 16) | header.session_id, header.ns, header.ns_offset)
     assert header.payload_offset <= header.end <= len(data)
     if header.is_control:
+        # The engine's struct reader must agree with the construct definition.
         control = parse_control(data)
-        assert not isinstance(control, str) or control == reasons.BAD_AVP
+        fast_control = control_fields(data)
+        if isinstance(control, str) or isinstance(fast_control, str):
+            assert control == fast_control == reasons.BAD_AVP, (control, fast_control)
+        else:
+            assert fast_control.message_type == control.message_type
+            assert fast_control.assigned_tunnel_id == control.assigned_tunnel_id
+            assert fast_control.assigned_session_id == control.assigned_session_id
+            assert fast_control.avp_count == len(control.avps)
 
 
 def make_config(sel: int, extra: int = 0) -> EngineConfig:
