@@ -790,6 +790,20 @@ class ReorderEngine:
         for s in list(self.sessions()):
             self._release_all(s, now, reasons.SKIP_END)
 
+    def skip_gaps(self, now: float, reason: str = reasons.SKIP_SOCKET_DROP) -> int:
+        """Give up every open gap now and deliver what is held, in order; returns packets sent.
+
+        For when the adapter knows the missing packets will never come: the kernel dropped
+        datagrams from a full receive queue (SO_RXQ_OVFL). Waiting out the timeout for them
+        would only add latency while overloaded. Costs O(sessions holding packets).
+        """
+        now = self._clock(now)
+        before = len(self.out)
+        for _, timer_id, s in list(self._timers):
+            if s.timer_id == timer_id and s.held:
+                self._release_all(s, now, reason)
+        return len(self.out) - before
+
     def end_session(self, flow: Hashable, tunnel_id: int, session_id: int, now: float) -> bool:
         """Flush and forget one session (CDN); a reused session ID then starts afresh."""
         sessions = self._flows.get(flow)

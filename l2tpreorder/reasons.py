@@ -37,7 +37,15 @@ SKIP_CAP = "cap"  # a held-packet or held-byte cap forced the oldest gap closed 
 SKIP_RESYNC = "resync"  # the peer restarted its numbering; what was held was released first
 SKIP_END = "session_end"  # the session ended (CDN, StopCCN, shutdown) with gaps still open
 SKIP_EVICTED = "evicted"  # the session table was full and this session was evicted, gaps open
-SKIP_REASONS: tuple[str, ...] = (SKIP_TIMEOUT, SKIP_CAP, SKIP_RESYNC, SKIP_END, SKIP_EVICTED)
+SKIP_SOCKET_DROP = "socket_drop"  # the kernel dropped datagrams (receive queue full): no waiting
+SKIP_REASONS: tuple[str, ...] = (
+    SKIP_TIMEOUT,
+    SKIP_CAP,
+    SKIP_RESYNC,
+    SKIP_END,
+    SKIP_EVICTED,
+    SKIP_SOCKET_DROP,
+)
 
 
 class Outcome(IntEnum):

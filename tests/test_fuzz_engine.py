@@ -154,8 +154,10 @@ def steps(draw: st.DrawFn) -> list[Step]:
                 draw(wrong_header()),
             )[reverse]
             result.append(Step("reverse", flow, packet, dt))
-        elif kind < 97:
+        elif kind < 96:
             result.append(Step("expire", flow, b"", dt))
+        elif kind < 98:
+            result.append(Step("skip_gaps", flow, b"", dt))
         else:
             result.append(Step("end", flow, b"", dt))
     return result
@@ -263,6 +265,9 @@ def test_engine_survives_hostile_input(config: EngineConfig, plan: list[Step]) -
             before = e.counters.received
             e.observe_reverse(step.data, step.flow, now)
             assert e.counters.received == before  # reverse traffic is not ours to count
+        elif step.kind == "skip_gaps":
+            e.skip_gaps(now)
+            assert e.counters.held_packets == 0
         elif step.kind == "expire":
             deadline = e.next_deadline()
             e.expire(now if deadline is None else max(now, deadline))
