@@ -92,8 +92,8 @@ class MmsgRing:
             n = _sendmmsg(fd, self.hdrs_addr + (first + sent) * MMSGHDR_SIZE, count - sent, 0)
             if n < 0:
                 err = ctypes.get_errno()
-                if err in (errno.EINTR, errno.EAGAIN, errno.ENOBUFS):
-                    continue
+                if err in (errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED):
+                    continue  # ECONNREFUSED reports an earlier datagram; this one is retried
                 raise OSError(err, f"sendmmsg: {os.strerror(err)}")
             sent += n
         return sent
