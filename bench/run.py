@@ -7,7 +7,7 @@ relay) is measured first and printed, so a result at that ceiling is flagged, no
 
 Steps: harness ceilings; highest loss-free rate (<= 0.1% loss) for the baseline and the daemon
 (100 sessions, 5% swaps) and the daemon at 10,000 sessions; throughput at 2x those rates;
-in-order latency at half the baseline's loss-free rate; release lateness of held packets (1%
+in-order latency at a quarter of the baseline's loss-free rate; release lateness of held packets (1%
 planned loss); the engine microbenchmarks. Results: JSON in bench/results/, a PNG plot, ratios,
 and the headline as the last line: `loss-free ratio daemon/baseline: X.XX`.
 """
@@ -51,6 +51,10 @@ class TargetUnavailable(RuntimeError):
 class Target:
     name: str
     template: str | None  # None = no relay (generator straight into the sink)
+    label: str = ""  # what printouts and the plot call it (e.g. a stand-in for the daemon)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     def command(self, listen: str, lns: str, timeout_ms: int, rcvbuf: int) -> list[str]:
         assert self.template is not None
@@ -209,6 +213,7 @@ class Bench:
         result = {
             "label": label,
             "target": target.name,
+            "target_label": target.label,
             "sessions": sessions,
             "offered_pps": rate,
             "swaps": swaps,
@@ -238,7 +243,7 @@ class Bench:
         self.trials.append(result)
         flag = " GEN-LIMITED" if result["generator_limited"] else ""
         print(
-            f"  {target.name:9s} {sessions:6d} sess  offered {rate:9.0f}  fwd "
+            f"  {target.label:9s} {sessions:6d} sess  offered {rate:9.0f}  fwd "
             f"{result['forwarded_pps']:9.0f} pps  loss {result['loss'] * 100:6.3f}%  "
             f"relay-drops {result['relay_socket_drops']}{flag}",
             flush=True,
@@ -322,7 +327,7 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
     series: dict[str, list[tuple[float, float]]] = {}
     for t in trials:
         if t["label"] in ("search", "overload") and t["target"] != "direct":
-            key = f"{t['target']} ({t['sessions']} sessions)"
+            key = f"{t['target_label']} ({t['sessions']} sessions)"
             series.setdefault(key, []).append((t["offered_pps"], t["forwarded_pps"]))
     top = 1.0
     for key, pts in sorted(series.items()):
@@ -331,6 +336,15 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
         ys = [p[1] / 1000 for p in pts]
         top = max(top, *xs, *ys)
         ax.plot(xs, ys, marker="o", label=key)
+    for key, name in (("baseline", "baseline"), ("daemon", summary["daemon_label"])):
+        section = summary.get(key) or {}
+        for lf_key in ("loss_free", "loss_free_many"):
+            lf = section.get(lf_key)
+            if lf and lf.get("loss_free_pps"):
+                x = lf["loss_free_pps"] / 1000
+                ax.plot([x], [x], marker="*", markersize=14, color="black", linestyle="none")
+                ax.annotate(f"{name} loss-free\n{lf['sessions']} sessions", (x, x),
+                            textcoords="offset points", xytext=(8, -22), fontsize=7)
     ax.plot([0, top], [0, top], color="grey", linestyle=":", label="offered = forwarded")
     ceiling = summary.get("ceilings", {}).get("generator_to_sink_pps")
     if ceiling:
@@ -338,7 +352,8 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
                    label="harness ceiling (no relay)")
     ax.set_xlabel("offered load (kpps, 100-byte L2TP data)")
     ax.set_ylabel("forwarded (kpps)")
-    ax.set_title("l2tpreorder vs bare uvloop forwarder (loopback, 2-core VM)")
+    ax.set_title(f"{summary['daemon_label']} vs bare uvloop forwarder (loopback, 2-core VM)",
+                 fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -401,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, default=270, help="seconds for the whole run")
-    p.add_argument("--trial-seconds", type=float, default=1.5)
+    p.add_argument("--trial-seconds", type=float, default=2.0)
+    p.add_argument("--latency-rounds", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=8, help="trials per rate search")
-    p.add_argument("--precision", type=float, default=0.1, help="stop bisecting at hi/lo-1")
+    p.add_argument("--precision", type=float, default=0.07, help="stop bisecting at hi/lo-1")
     p.add_argument("--lateness-seconds", type=float, default=2.0)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--sessions", type=int, default=100)
@@ -414,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-cmd", default=BASELINE_CMD,
                    help="relay command template: {python} {listen} {lns} {timeout_ms}")
     p.add_argument("--daemon-cmd", default=DAEMON_CMD, help="same placeholders, and {rcvbuf}")
+    p.add_argument("--daemon-label", default="daemon",
+                   help="name shown for --daemon-cmd (say so when it is a stand-in)")
     p.add_argument("--relay-rcvbuf", type=int, default=4 << 20,
                    help="SO_RCVBUF for the baseline (the {rcvbuf} placeholder): the same buffer "
                         "the daemon should use, so loss-free compares CPU cost, not buffer size")
@@ -432,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.trial_seconds, args.max_steps, args.start_rate = 0.5, 2, 5000.0
         args.many_sessions, args.quick, args.precision = 300, True, 1.0
-        args.lateness_seconds = 1.0
+        args.lateness_seconds, args.latency_rounds = 1.0, 1
 
     started = time.monotonic()
     pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -449,12 +467,13 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     pin = b.pin
     autogroup = b.autogroup
     baseline = Target("baseline", args.baseline_cmd)
-    daemon = Target("daemon", args.daemon_cmd)
+    daemon = Target("daemon", args.daemon_cmd, args.daemon_label)
     summary: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname()), "pinned": pin,
                     "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "daemon_label": daemon.label,
     }
     print(f"bench: pinning {'relay on CPU 1, harness on CPU 0' if pin else 'off'}, nice "
           f"{args.nice}{' (own autogroups)' if autogroup else ''}, load average "
@@ -502,14 +521,19 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
                            swaps=args.swaps, label="overload")
             summary["daemon"]["overload_2x_many"] = over
 
-    # Latency of in-order packets at half the baseline's loss-free rate, small batches.
-    lat_rate = 0.5 * base_rate if base_rate else 10000.0
-    print(f"latency at {lat_rate:.0f} pps (batch 4):", flush=True)
-    for tgt in ([baseline, daemon] if daemon_ok else [baseline]):
-        if b.remaining() > 15:
-            summary[tgt.name]["latency"] = b.trial(
-                tgt, sessions=args.sessions, rate=lat_rate, swaps=args.swaps, latency=True,
-                batch=4, label="latency")
+    # Latency of in-order packets at a quarter of the baseline's loss-free rate, small batches,
+    # interleaved rounds; the least-disturbed round (lowest p99) of each target is kept.
+    lat_rate = 0.25 * base_rate if base_rate else 10000.0
+    print(f"latency at {lat_rate:.0f} pps (batch 4, {args.latency_rounds} rounds):", flush=True)
+    for _ in range(args.latency_rounds):
+        for tgt in ([baseline, daemon] if daemon_ok else [baseline]):
+            if b.remaining() > 15:
+                r = b.trial(tgt, sessions=args.sessions, rate=lat_rate, swaps=args.swaps,
+                            latency=True, batch=4, label="latency")
+                best = summary[tgt.name].get("latency")
+                p99 = r["latency_normal_ns"].get("p99", math.inf)
+                if best is None or p99 < best["latency_normal_ns"].get("p99", math.inf):
+                    summary[tgt.name]["latency"] = r
 
     # Release lateness of held packets: 1% planned loss, no swaps.
     if daemon_ok and b.remaining() > 15:
@@ -521,8 +545,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         lat = r["latency_after_gap_ns"]
         summary["daemon"]["lateness"] = {
             "trial": r,
+            # release time minus (send time + timeout): includes the transit (tens of us);
+            # negative = released before the deadline (held for less than the timeout)
             "lateness_us": {k: (v - timeout_ns) / 1000.0 for k, v in lat.items()
-                            if k.startswith("p") or k == "max"},
+                            if k.startswith("p") or k in ("min", "max")},
             "held_packets_seen": lat.get("count", 0),
         }
 
@@ -567,10 +593,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     print(f"  baseline loss-free: {base_rate:.0f} pps"
           + ("  [harness-bound]" if base_lf["harness_bound"] else ""))
     if daemon_lf:
-        print(f"  daemon loss-free:   {daemon_lf['loss_free_pps']:.0f} pps"
+        print(f"  {daemon.label} loss-free: {daemon_lf['loss_free_pps']:.0f} pps"
               + ("  [harness-bound]" if daemon_lf["harness_bound"] else ""))
     if many_d:
-        print(f"  daemon loss-free at {args.many_sessions} sessions: "
+        print(f"  {daemon.label} loss-free at {args.many_sessions} sessions: "
               f"{many_d['loss_free_pps']:.0f} pps")
     print(f"  2x overload, {args.many_sessions} sessions, forwarded / loss-free: "
           f"{fmt(ratios['overload_2x_many_over_loss_free_many'])} (target >= 0.90)")
@@ -580,13 +606,14 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         print(f"  in-order latency baseline p50/p99: {fmt(pct_us(lat_b, 'p50'), '.1f')} / "
               f"{fmt(pct_us(lat_b, 'p99'), '.1f')} us")
     if lat_d:
-        print(f"  in-order latency daemon   p50/p99: {fmt(pct_us(lat_d, 'p50'), '.1f')} / "
+        print(f"  in-order latency {daemon.label} p50/p99: {fmt(pct_us(lat_d, 'p50'), '.1f')} / "
               f"{fmt(pct_us(lat_d, 'p99'), '.1f')} us  (added p99 "
               f"{fmt(added.get('p99'), '.1f')} us, target <= 50)")
     late = summary.get("daemon", {}).get("lateness") if summary.get("daemon") else None
     if late:
         lu = late["lateness_us"]
-        print(f"  held-packet release after deadline p50/p99/max: {fmt(lu.get('p50'), '.0f')} / "
+        print(f"  held-packet release minus deadline min/p50/p99/max: "
+              f"{fmt(lu.get('min'), '.0f')} / {fmt(lu.get('p50'), '.0f')} / "
               f"{fmt(lu.get('p99'), '.0f')} / {fmt(lu.get('max'), '.0f')} us over "
               f"{late['held_packets_seen']:.0f} packets (target p99 <= 1000)")
     eng = summary.get("engine")
@@ -603,11 +630,13 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         print(f"  note: {note}")
     print(f"  results: {out} ({summary['elapsed_s']:.0f} s)")
     ratio = ratios["loss_free_daemon_over_baseline"]
+    daemon = Target("daemon", args.daemon_cmd, args.daemon_label)
     if ratio is None:
         reason = "daemon unavailable" if not daemon_ok else "no loss-free rate found"
         print(f"loss-free ratio daemon/baseline: n/a ({reason})")
         return 1
-    print(f"loss-free ratio daemon/baseline: {ratio:.2f}")
+    stand_in = "" if daemon.label == "daemon" else f"  (daemon = {daemon.label})"
+    print(f"loss-free ratio daemon/baseline: {ratio:.2f}{stand_in}")
     return 0
 
 

@@ -35,6 +35,7 @@ def percentiles(values: array[int] | list[int], points: tuple[float, ...]) -> di
     ordered = sorted(values)
     n = len(ordered)
     out = {f"p{p:g}": float(ordered[min(n - 1, int(p / 100.0 * n))]) for p in points}
+    out["min"] = float(ordered[0])
     out["max"] = float(ordered[-1])
     out["count"] = float(n)
     return out
@@ -123,7 +124,7 @@ class Sink:
             self.socket_drops = struct.unpack_from("I", ctrl, off + 16)[0]
 
     def results(self) -> dict[str, Any]:
-        points = (50, 90, 99, 99.9)
+        points = (1, 50, 90, 99, 99.9)
         return {
             "received": sum(self.received),
             "received_by_kind": {k.name: self.received[k] for k in Kind},
