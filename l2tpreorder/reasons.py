@@ -1,0 +1,52 @@
+"""Names for every way a packet can end: outcomes, drop reasons, malformed reasons, skip reasons.
+
+They are plain strings so they serve directly as Prometheus label values, JSON keys and log words.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# Why a datagram is not a usable L2TPv2 message (checked in this order by both parsers).
+TOO_SHORT = "too_short"
+BAD_VERSION = "bad_version"
+L2TPV3 = "l2tpv3"
+CONTROL_WITHOUT_LENGTH_OR_SEQUENCE = "control_without_length_or_sequence"
+CONTROL_WITH_OFFSET = "control_with_offset"
+LENGTH_EXCEEDS_DATAGRAM = "length_exceeds_datagram"
+LENGTH_BELOW_HEADER = "length_below_header"
+OFFSET_BEYOND_END = "offset_beyond_end"
+# Control message whose AVP list is broken (AVP length < 6 or running past the message end).
+BAD_AVP = "bad_avp"
+
+MALFORMED_REASONS: tuple[str, ...] = (
+    TOO_SHORT,
+    BAD_VERSION,
+    L2TPV3,
+    CONTROL_WITHOUT_LENGTH_OR_SEQUENCE,
+    CONTROL_WITH_OFFSET,
+    LENGTH_EXCEEDS_DATAGRAM,
+    LENGTH_BELOW_HEADER,
+    OFFSET_BEYOND_END,
+    BAD_AVP,
+)
+
+# Why sequence numbers were given up (the missing Ns never reached the LNS).
+SKIP_TIMEOUT = "timeout"  # waited reorder_timeout for the gap to fill
+SKIP_CAP = "cap"  # a held-packet or held-byte cap forced the oldest gap closed early
+SKIP_RESYNC = "resync"  # the peer restarted its numbering; what was held was released first
+SKIP_END = "session_end"  # the session ended (CDN, StopCCN, shutdown) with gaps still open
+SKIP_REASONS: tuple[str, ...] = (SKIP_TIMEOUT, SKIP_CAP, SKIP_RESYNC, SKIP_END)
+
+
+class Outcome(IntEnum):
+    """What `ReorderEngine.receive` did with one datagram. Exactly one per datagram."""
+
+    FORWARDED_CONTROL = 0  # control message, passed at once, untouched
+    FORWARDED_UNSEQUENCED = 1  # data without Ns, passed at once, untouched
+    FORWARDED_IN_ORDER = 2  # data with the expected Ns, passed at once
+    FORWARDED_OUT_OF_ORDER = 3  # timeout 0 ("no holding"): a late packet passed in arrival order
+    HELD = 4  # early data, held until the gap fills or its deadline (later counted as released)
+    DROPPED_DUPLICATE = 5  # its Ns was already delivered or is held
+    DROPPED_LATE = 6  # its Ns was already given up (skipped): the timeout may be too short
+    DROPPED_MALFORMED = 7  # not a usable L2TPv2 message; the reason is counted separately

@@ -1,0 +1,38 @@
+"""Counters the relay keeps outside the engine (socket layer, access control, reloads).
+
+Plain ints like the engine's, read by the Prometheus collector at scrape time. The daemon owns
+the instance; the collector only reads it.
+"""
+
+from __future__ import annotations
+
+
+class RelayCounters:
+    """Per-process relay counters and gauges; one instance per daemon."""
+
+    __slots__ = (
+        "config_reloads_failed",
+        "config_reloads_ok",
+        "dropped_not_allowed",
+        "dropped_not_from_lns",
+        "peers",
+        "rx_datagrams_lac",
+        "rx_datagrams_lns",
+        "socket_rx_drops",
+        "tx_datagrams_lac",
+        "tx_datagrams_lns",
+        "tx_errors",
+    )
+
+    def __init__(self) -> None:
+        self.rx_datagrams_lac = 0  # datagrams read from LAC-facing sockets
+        self.rx_datagrams_lns = 0  # datagrams read from LNS-facing (upstream) sockets
+        self.tx_datagrams_lac = 0
+        self.tx_datagrams_lns = 0
+        self.tx_errors = 0  # sendto failures (counted, logged rate-limited)
+        self.dropped_not_allowed = 0  # source outside the allowed LAC prefixes
+        self.dropped_not_from_lns = 0  # upstream datagram whose source is not the LNS
+        self.socket_rx_drops = 0  # kernel receive-queue drops (SO_RXQ_OVFL)
+        self.peers = 0  # gauge: LAC peers with an upstream socket
+        self.config_reloads_ok = 0
+        self.config_reloads_failed = 0
