@@ -24,27 +24,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-# TODO(merge main): use l2tpreorder.fastpath.parse_header once it is committed there.
-T_BIT, L_BIT, S_BIT = 0x8000, 0x4000, 0x0800
-
-
-class _Header:
-    __slots__ = ("has_sequence", "is_control", "ns", "session_id", "tunnel_id")
-
-    def __init__(self, datagram: bytes) -> None:
-        flags = struct.unpack_from("!H", datagram)[0]
-        pos = 4 if flags & L_BIT else 2
-        self.is_control = bool(flags & T_BIT)
-        self.has_sequence = bool(flags & S_BIT)
-        self.tunnel_id, self.session_id = struct.unpack_from("!HH", datagram, pos)
-        self.ns = struct.unpack_from("!H", datagram, pos + 4)[0] if self.has_sequence else None
-
-
-def parse_header(datagram: bytes) -> _Header | str:
-    try:
-        return _Header(datagram)
-    except struct.error:
-        return "too_short"
+from l2tpreorder.fastpath import Header, parse_header
+from l2tpreorder.wire import build_data
 
 MAGIC = b"L2RX"  # fake_pppd puts MAGIC + 4-byte frame number in every test frame
 IDLE_FLUSH = 0.2  # release a held message when the LAC has been quiet this long
@@ -58,15 +39,15 @@ def frame_number(datagram: bytes) -> int | None:
     return value
 
 
-def add_sequence(datagram: bytes, ns: int, nr: int) -> bytes:
-    """Insert Ns/Nr into a data message without them: set S, grow Length by 4 if present."""
-    flags = (datagram[0] << 8) | datagram[1]
-    ids_end = 8 if flags & L_BIT else 6  # flags [Length] tunnel_id session_id
-    head = struct.pack("!H", flags | S_BIT)
-    if flags & L_BIT:
-        head += struct.pack("!H", struct.unpack_from("!H", datagram, 2)[0] + 4)
-    start = 4 if flags & L_BIT else 2
-    return head + datagram[start:ids_end] + struct.pack("!HH", ns, nr) + datagram[ids_end:]
+def add_sequence(datagram: bytes, header: Header, ns: int, nr: int) -> bytes:
+    """The same data message rebuilt by the project's wire builder, now with Ns/Nr (S set)."""
+    pad_start = header.payload_offset - (header.offset_size or 0)
+    return build_data(
+        header.tunnel_id, header.session_id, datagram[header.payload_offset : header.end],
+        ns=ns, nr=nr, length=header.has_length, offset_size=header.offset_size,
+        offset_pad=datagram[pad_start : header.payload_offset] if header.has_offset else None,
+        priority=header.priority,
+    )
 
 
 def address(text: str) -> tuple[str, int]:
@@ -120,7 +101,7 @@ class Proxy:
             key = (header.tunnel_id, header.session_id)
             ns = self.next_ns.get(key, 0)
             self.next_ns[key] = (ns + 1) & 0xFFFF
-            datagram = add_sequence(datagram, ns, 0)
+            datagram = add_sequence(datagram, header, ns, 0)
         index = frame_number(datagram)
         if index == self.args.replay_control_at and self.last_control is not None:
             # A LAC retransmitting its last control message (legal, RFC 2661 §5.8): the LNS

@@ -30,6 +30,8 @@ REJECTED = "unable to expand payload"  # xl2tpd's `debug tunnel` line for each r
 
 SWAPS = Scenario("swaps", frames=FRAMES, displace=1, displace_rate=0.1)
 DISPLACE4 = Scenario("displace4", frames=FRAMES, displace=4, displace_rate=0.1)
+# xl2tpd `length bit = yes` on the LAC: Length present, so adding Ns must grow it by 4
+SWAPS_LENGTH = Scenario("swaps-length-bit", frames=FRAMES, displace_rate=0.1, length_bit=True)
 LOSS2 = Scenario("loss2", frames=FRAMES, drop=[(300, 2)])
 LOSS3 = Scenario("loss3", frames=FRAMES, drop=[(300, 3)])
 DUPLICATES = Scenario("duplicates", frames=FRAMES, duplicate_rate=0.05)
@@ -141,7 +143,9 @@ def test_xl2tpd_alone_unsequenced_arrival_order(lab: Lab) -> None:
 
 
 @pytest.mark.usefixtures("relay_command")
-@pytest.mark.parametrize("sc", [relayed(SWAPS), relayed(DISPLACE4)], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sc", [relayed(SWAPS), relayed(DISPLACE4), relayed(SWAPS_LENGTH)], ids=lambda s: s.name
+)
 def test_relay_delivers_reordered_frames_complete_and_in_order(lab: Lab, sc: Scenario) -> None:
     o = lab.run(sc)
     assert len(o.frames_of("displaced")) >= 0.05 * FRAMES, o.describe()
@@ -149,6 +153,7 @@ def test_relay_delivers_reordered_frames_complete_and_in_order(lab: Lab, sc: Sce
     assert o.received == list(range(FRAMES)), o.describe()
     assert_consecutive_ns(o, FRAMES)
     assert_one_session(o)
+    assert {bool(c.datagram[0] & 0x40) for c in o.captured_data} == {sc.length_bit}
     assert REJECTED not in o.lns_log
     assert_control_untouched(o)
 

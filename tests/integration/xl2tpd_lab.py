@@ -61,6 +61,7 @@ class Scenario:
     relay_timeout_ms: int = 100
     relay_args: list[str] = field(default_factory=list)
     replay_control_at: int | None = None  # proxy re-sends the LAC's last control message here
+    length_bit: bool = False  # LAC sets L on data (xl2tpd `length bit = yes`)
 
     @property
     def impair_range(self) -> tuple[int, int]:
@@ -239,7 +240,7 @@ class Lab:
         lns_listen = (MOVED_ADDR, MOVED_PORT) if sc.relay else (LNS_ADDR, L2TP_PORT)
         (w / "secrets").write_text("")
         (w / "lns.conf").write_text(lns_conf(w, *lns_listen))
-        (w / "lac.conf").write_text(lac_conf(w))
+        (w / "lac.conf").write_text(lac_conf(w, sc.length_bit))
         (w / "lns.ppp").write_text(
             f"role lns\nresults {w}/results\nready {w}/lns-ready\nlog {w}/lns-pppd.log\n"
         )
@@ -338,7 +339,7 @@ pppoptfile = {w}/lns.ppp
 """
 
 
-def lac_conf(w: Path) -> str:
+def lac_conf(w: Path, length_bit: bool) -> str:
     return f"""[global]
 listen-addr = {LAC_ADDR}
 port = {L2TP_PORT}
@@ -347,6 +348,7 @@ auth file = {w}/secrets
 [lac test]
 lns = {MID_LAC_SIDE}
 autodial = yes
+length bit = {"yes" if length_bit else "no"}
 require authentication = no
 pppoptfile = {w}/lac.ppp
 """
