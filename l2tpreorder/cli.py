@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from l2tpreorder import __version__
 
 # name -> (module, one-line help). `replay pcap` is nested: the module adds its own sub-parser.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("l2tpreorder.replay", "replay a capture through the engine (replay pcap FILE)"),
+    "impair": ("l2tpreorder.impair", "write a capture with reproducible reordering/loss"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

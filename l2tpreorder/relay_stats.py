@@ -16,9 +16,13 @@ class RelayCounters:
         "dropped_not_allowed",
         "dropped_not_from_lns",
         "peers",
+        "rx_bytes_lac",
+        "rx_bytes_lns",
         "rx_datagrams_lac",
         "rx_datagrams_lns",
         "socket_rx_drops",
+        "tx_bytes_lac",
+        "tx_bytes_lns",
         "tx_datagrams_lac",
         "tx_datagrams_lns",
         "tx_errors",
@@ -29,6 +33,10 @@ class RelayCounters:
         self.rx_datagrams_lns = 0  # datagrams read from LNS-facing (upstream) sockets
         self.tx_datagrams_lac = 0
         self.tx_datagrams_lns = 0
+        self.rx_bytes_lac = 0  # UDP payload bytes of those datagrams (throughput panels)
+        self.rx_bytes_lns = 0
+        self.tx_bytes_lac = 0
+        self.tx_bytes_lns = 0
         self.tx_errors = 0  # sendto failures (counted, logged rate-limited)
         self.dropped_not_allowed = 0  # source outside the allowed LAC prefixes
         self.dropped_not_from_lns = 0  # upstream datagram whose source is not the LNS
