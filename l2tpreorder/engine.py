@@ -702,6 +702,17 @@ class ReorderEngine:
         for sessions in self._flows.values():
             yield from sessions.values()
 
+    def sessions_snapshot(self) -> list[Session]:
+        """Every live session, safe to take from another thread (the metrics scrape).
+
+        `list(dict.values())` runs in C without releasing the GIL, so each copy is atomic; a
+        generator over the live dicts could see one change size mid-walk and raise.
+        """
+        out: list[Session] = []
+        for sessions in list(self._flows.values()):
+            out.extend(list(sessions.values()))
+        return out
+
     def session(self, flow: Hashable, tunnel_id: int, session_id: int) -> Session | None:
         return self._flows.get(flow, {}).get((tunnel_id << 16) | session_id)
 

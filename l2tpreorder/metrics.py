@@ -79,19 +79,6 @@ def _peer_label(flow: Hashable) -> str:
     return str(flow)
 
 
-def snapshot_sessions(engine: ReorderEngine) -> list[Session]:
-    """Every live session, safe to call from the scrape thread while the relay runs.
-
-    `list(dict.values())` runs in C without releasing the GIL, so each copy is atomic; a
-    generator over the live dicts could see one change size mid-walk and raise.
-    """
-    flows = list(engine._flows.values())
-    out: list[Session] = []
-    for sessions in flows:
-        out.extend(list(sessions.values()))
-    return out
-
-
 def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
     counts = list(hist.counts)  # one atomic copy: _count is derived from it (the +Inf bucket)
     cumulative = 0
@@ -235,7 +222,7 @@ class RelayCollector(Collector):
             held.add_metric([direction], c.held_packets)
             held_bytes.add_metric([direction], c.held_bytes)
             held_bytes_limit.add_metric([direction], cfg.max_held_bytes)
-            live = snapshot_sessions(engine)
+            live = engine.sessions_snapshot()
             held_session_max.add_metric([direction], max((len(s.held) for s in live), default=0))
             held_session_limit.add_metric([direction], cfg.max_held_per_session)
             timeout.add_metric([direction], cfg.reorder_timeout)
@@ -332,7 +319,7 @@ class RelayCollector(Collector):
             labels=["direction"],
         )
         for direction, engine in engines.items():
-            live = snapshot_sessions(engine)
+            live = engine.sessions_snapshot()
             top: Iterable[Session] = heapq.nlargest(top_n, live, key=_packets)
             omitted.add_metric([direction], max(0, len(live) - top_n))
             for s in top:
