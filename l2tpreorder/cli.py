@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from l2tpreorder import __version__
 
 # name -> (module, one-line help). `replay pcap` is nested: the module adds its own sub-parser.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("l2tpreorder.daemon", "run the relay between LACs and the LNS"),
+    "check-config": ("l2tpreorder.config", "validate a configuration file and exit"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
