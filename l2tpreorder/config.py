@@ -236,7 +236,9 @@ def _section(key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, 
     for k in value:
         if k not in allowed:
             name = f"{key}.{k}" if key else str(k)
-            raise ConfigError(name, value[k], "a known key (this one is not): " + ", ".join(allowed))
+            raise ConfigError(
+                name, value[k], "a known key (this one is not): " + ", ".join(allowed)
+            )
     return value
 
 
@@ -285,9 +287,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         ekw["reorder_timeout"] = _ms("reorder.timeout_ms", reorder["timeout_ms"], 0, 60_000)
     if "sequencing" in reorder:
         names = tuple(s.value for s in Sequencing)
-        ekw["sequencing"] = Sequencing(
-            _choice("reorder.sequencing", reorder["sequencing"], names)
-        )
+        ekw["sequencing"] = Sequencing(_choice("reorder.sequencing", reorder["sequencing"], names))
     if "max_held_per_session" in reorder:
         ekw["max_held_per_session"] = _int(
             "reorder.max_held_per_session", reorder["max_held_per_session"], 1, 32767, " packets"

@@ -171,8 +171,8 @@ def start_metrics(settings: MetricsSettings, source: MetricsSource) -> Any:
         where = format_address((settings.listen, settings.port))
         log.error("metrics: cannot listen on %s: %s; running without metrics", where, e.strerror)
         return None
-    log.info("metrics: http%s://%s/metrics", "s" if settings.tls_cert else "",
-             format_address((settings.listen, settings.port)))  # fmt: skip
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, settings.port)))
     return server
 
 
