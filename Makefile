@@ -26,6 +26,16 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# `make bench`: live loopback benchmark + engine microbenchmarks, < 5 minutes, last line is the
+# headline `loss-free ratio daemon/baseline: X.XX`. Adds the optional `bench` extra (matplotlib).
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	timeout 320 $(BIN)/python -m bench.run
+
 run: $(STAMP)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
 

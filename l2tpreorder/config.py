@@ -322,7 +322,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     if "listen" in metrics:
         mkw["listen"] = parse_ip("metrics.listen", metrics["listen"])
     if "port" in metrics:
-        mkw["port"] = _int("metrics.port", metrics["port"], 1, 65535)
+        mkw["port"] = _int("metrics.port", metrics["port"], 0, 65535)
     if "per_session" in metrics:
         mkw["per_session"] = _bool("metrics.per_session", metrics["per_session"])
     if "per_session_top_n" in metrics:

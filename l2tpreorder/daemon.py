@@ -172,7 +172,8 @@ def start_metrics(settings: MetricsSettings, source: MetricsSource) -> Any:
         log.error("metrics: cannot listen on %s: %s; running without metrics", where, e.strerror)
         return None
     scheme = "https" if settings.tls_cert else "http"
-    log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, settings.port)))
+    port = getattr(server, "port", settings.port)  # the bound one when port is 0
+    log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, port)))
     return server
 
 

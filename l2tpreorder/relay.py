@@ -325,11 +325,14 @@ class Relay:
         if not batch:
             return
         now = self.clock()
-        self.counters.rx_datagrams_lac += len(batch)
+        c = self.counters
+        c.rx_datagrams_lac += len(batch)
         peers = self.peers
         receive = self.engine_up.receive
         down = self.engine_down
+        size = 0
         for data, addr, cmsg in batch:
+            size += len(data)
             key = addr[:2]
             peer = peers.get(key)
             if peer is None:
@@ -342,6 +345,7 @@ class Relay:
             receive(data, key, now)
             if down is not None and data and data[0] & 0x80:
                 down.observe_reverse(data, key, now)
+        c.rx_bytes_lac += size
         self._send_out()
         self._rearm()
 
@@ -403,8 +407,9 @@ class Relay:
         key = peer.key
         up = self.engine_up
         down = self.engine_down
-        sent = 0
+        sent = sent_bytes = size = 0
         for data, src, _ in batch:
+            size += len(data)
             if src[:2] != lns:
                 c.dropped_not_from_lns += 1  # only the LNS may speak on this socket
                 continue
@@ -416,9 +421,12 @@ class Relay:
                 down.receive(data, key, now)
             elif peer.lsock.send(data, peer.addr, peer.cmsg):
                 sent += 1
+                sent_bytes += len(data)
             else:
                 c.tx_errors += 1
+        c.rx_bytes_lns += size
         c.tx_datagrams_lac += sent
+        c.tx_bytes_lac += sent_bytes
         self._send_out()
         self._rearm()
 
@@ -431,26 +439,30 @@ class Relay:
         if out:
             peers = self.peers
             lns = self._lns
-            sent = 0
+            sent = size = 0
             for key, data in out:
                 peer = peers.get(key)
                 if peer is not None and peer.up.send(data, lns):
                     sent += 1
+                    size += len(data)
                 else:
                     c.tx_errors += 1
             c.tx_datagrams_lns += sent
+            c.tx_bytes_lns += size
             out.clear()
         down = self.engine_down
         if down is not None and down.out:
             peers = self.peers
-            sent = 0
+            sent = size = 0
             for key, data in down.out:
                 peer = peers.get(key)
                 if peer is not None and peer.lsock.send(data, peer.addr, peer.cmsg):
                     sent += 1
+                    size += len(data)
                 else:
                     c.tx_errors += 1
             c.tx_datagrams_lac += sent
+            c.tx_bytes_lac += size
             down.out.clear()
 
     def next_deadline(self) -> float | None:

@@ -18,9 +18,13 @@ class RelayCounters:
         "dropped_peer_limit",
         "peers",
         "peers_removed_idle",
+        "rx_bytes_lac",
+        "rx_bytes_lns",
         "rx_datagrams_lac",
         "rx_datagrams_lns",
         "socket_rx_drops",
+        "tx_bytes_lac",
+        "tx_bytes_lns",
         "tx_datagrams_lac",
         "tx_datagrams_lns",
         "tx_errors",
@@ -31,11 +35,15 @@ class RelayCounters:
         self.rx_datagrams_lns = 0  # datagrams read from LNS-facing (upstream) sockets
         self.tx_datagrams_lac = 0
         self.tx_datagrams_lns = 0
+        self.rx_bytes_lac = 0  # UDP payload bytes of those datagrams (throughput panels)
+        self.rx_bytes_lns = 0
+        self.tx_bytes_lac = 0
+        self.tx_bytes_lns = 0
         self.tx_errors = 0  # sendto failures (counted, logged rate-limited)
         self.dropped_not_allowed = 0  # source outside the allowed LAC prefixes
         self.dropped_not_from_lns = 0  # upstream datagram whose source is not the LNS
         self.dropped_peer_limit = 0  # new LAC peer refused: max_peers reached or no socket left
-        self.socket_rx_drops = 0  # kernel receive-queue drops (SO_RXQ_OVFL)
+        self.socket_rx_drops = 0  # kernel receive-queue drops (sk_drops, as SO_RXQ_OVFL counts)
         self.peers = 0  # gauge: LAC peers with an upstream socket
         self.peers_removed_idle = 0  # peers forgotten after peer_idle_timeout without traffic
         self.config_reloads_ok = 0

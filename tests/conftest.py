@@ -24,7 +24,9 @@ def need(condition: bool, what: str) -> None:
 
 def need_tool(name: str) -> str:
     """Path of an executable on PATH, or skip (fail under CI)."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     need(path is not None, f"the program {name!r}")
     assert path is not None
     return path

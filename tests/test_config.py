@@ -98,7 +98,7 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"socket_buffer_bytes": 10}, "socket_buffer_bytes", 10, "bytes"),
         ({"logging": {"level": "loud"}}, "logging.level", "loud", "debug"),
         ({"logging": "info"}, "logging", "info", "mapping"),
-        ({"metrics": {"port": 0}}, "metrics.port", 0, "1..65535"),
+        ({"metrics": {"port": 70000}}, "metrics.port", 70000, "0..65535"),
         ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
         ([1, 2], "", [1, 2], "mapping"),

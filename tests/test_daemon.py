@@ -434,3 +434,34 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+def test_metrics_endpoint_reads_the_running_relay(start: Callable[..., Daemon], ports) -> None:
+    import re
+    import urllib.request
+
+    need(_module_exists("l2tpreorder.metrics"), "l2tpreorder.metrics")
+    listen, lns_port = ports
+    lns = udp(port=lns_port)
+    lac = udp()
+    cfg = base_config([f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}")
+    cfg["metrics"] = {"enabled": True, "listen": "127.0.0.1", "port": 0}
+    d = start(cfg)
+    url = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", d.wait_log("/metrics"))
+    assert url, d.log()
+    for ns in (0, 1, 2):
+        lac.sendto(data(ns), ("127.0.0.1", listen))
+        recv(lns)
+    d.reload()
+    with urllib.request.urlopen(url.group(1), timeout=10) as response:
+        text = response.read().decode()
+    assert 'l2tpreorder_socket_received_datagrams_total{direction="lac_to_lns"} 3.0' in text
+    assert 'l2tpreorder_socket_sent_datagrams_total{direction="lac_to_lns"} 3.0' in text
+    assert 'l2tpreorder_config_reloads_total{result="success"} 1.0' in text
+    assert "l2tpreorder_peers 1.0" in text
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

@@ -1,0 +1,374 @@
+"""Three network namespaces with Debian's real xl2tpd as LAC and LNS, an impairment proxy between.
+
+    [l2rx-lac-PID]  xl2tpd LAC (+ fake_pppd writing numbered frames)
+        198.18.1.1 --veth-- 198.18.1.2
+    [l2rx-mid-PID]  impair_proxy.py (adds Ns, swaps/displaces/drops/duplicates with a fixed seed)
+        198.18.2.2 --veth-- 198.18.2.1
+    [l2rx-lns-PID]  xl2tpd LNS (+ fake_pppd recording the numbers), tcpdump;
+                    with the relay: `l2tpreorder run` on 198.18.2.1:1701 and xl2tpd moved to
+                    127.0.0.1:1702, exactly as the README deployment guide tells an operator.
+
+No kernel L2TP/PPP here, so xl2tpd runs "pppd" on a pty; fake_pppd.py is bind-mounted over
+/usr/sbin/pppd inside `unshare -m --propagation private` for the xl2tpd processes only.
+Addresses are from 198.18.0.0/15 (benchmark range) and exist only inside these namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PROJECT_ROOT = HERE.parent.parent
+
+LAC_ADDR = "198.18.1.1"
+MID_LAC_SIDE = "198.18.1.2"
+MID_LNS_SIDE = "198.18.2.2"
+LNS_ADDR = "198.18.2.1"
+L2TP_PORT = 1701
+# Where xl2tpd listens when l2tpreorder takes its public address (README deployment guide).
+MOVED_ADDR = "127.0.0.1"
+MOVED_PORT = 1702
+
+
+class LabError(RuntimeError):
+    """The lab itself did not come up (not a finding about xl2tpd or the relay)."""
+
+
+@dataclass
+class Scenario:
+    """One run: what the proxy does to LAC->LNS data; whether the relay sits before xl2tpd."""
+
+    name: str
+    frames: int = 1000
+    interval: float = 0.001  # seconds between frames the LAC's fake pppd writes
+    add_sequence: bool = True  # proxy adds Ns/Nr as a SEIL/X1 does; False = Windows-style LAC
+    displace: int = 1  # K: a displaced message arrives after K later ones (1 = adjacent swap)
+    displace_rate: float = 0.0
+    drop: list[tuple[int, int]] = field(default_factory=list)  # (first frame, count)
+    duplicate_rate: float = 0.0
+    seed: int = 20261121
+    relay: bool = False
+    relay_timeout_ms: int = 100
+    relay_args: list[str] = field(default_factory=list)
+    replay_control_at: int | None = None  # proxy re-sends the LAC's last control message here
+    length_bit: bool = False  # LAC sets L on data (xl2tpd `length bit = yes`)
+
+    @property
+    def impair_range(self) -> tuple[int, int]:
+        # Leave the first and last frames alone: frame 0 would hit xl2tpd's Ns==data_seq_num
+        # special case, and a message held at the very end would wait for the idle flush.
+        return 10, self.frames - 10
+
+
+@dataclass
+class Captured:
+    """One L2TP message the LNS xl2tpd received, as tshark decoded it from the capture."""
+
+    is_control: bool
+    tunnel_id: int
+    session_id: int
+    ns: int | None
+    datagram: bytes
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    received: list[int]  # frame numbers the LNS-side fake pppd got, in arrival order
+    proxy_events: list[dict[str, Any]]
+    captured: list[Captured]
+    lns_log: str
+    relay_log: str
+    workdir: Path
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.proxy_events if e["event"] == kind]
+
+    @property
+    def sent_data(self) -> list[dict[str, Any]]:
+        """Data messages the proxy sent upstream, in order (duplicates appear twice)."""
+        return [e for e in self.events("sent") if e["kind"] == "data"]
+
+    @property
+    def sent_control(self) -> list[bytes]:
+        return [bytes.fromhex(e["hex"]) for e in self.events("sent") if e["kind"] == "control"]
+
+    @property
+    def captured_data(self) -> list[Captured]:
+        return [c for c in self.captured if not c.is_control]
+
+    @property
+    def captured_control(self) -> list[Captured]:
+        return [c for c in self.captured if c.is_control]
+
+    def frames_of(self, kind: str) -> set[int]:
+        return {e["frame"] for e in self.events(kind)}
+
+    def describe(self) -> str:
+        return (
+            f"{self.scenario.name} relay={self.scenario.relay}: received {len(self.received)}, "
+            f"displaced {len(self.events('displaced'))}, dropped {len(self.events('dropped'))}, "
+            f"duplicated {len(self.events('duplicated'))}, captured data "
+            f"{len(self.captured_data)}; files in {self.workdir}"
+        )
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+class Lab:
+    """The three namespaces and every process started in them; `close()` undoes all of it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        tag = str(os.getpid())
+        self.ns = {role: f"l2rx-{role}-{tag}" for role in ("lac", "mid", "lns")}
+        self.veth = {
+            "lac": f"l2rxl{tag}", "mid_lac": f"l2rxa{tag}",
+            "mid_lns": f"l2rxb{tag}", "lns": f"l2rxn{tag}",
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.created: list[str] = []
+
+    # -- namespaces --------------------------------------------------------------------------
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    def open(self) -> None:
+        for name in self.ns.values():
+            self._ip("netns", "add", name)
+            self.created.append(name)
+            self._ip("-n", name, "link", "set", "lo", "up")
+        links = [
+            ("lac", LAC_ADDR, "mid_lac", MID_LAC_SIDE, "mid"),
+            ("lns", LNS_ADDR, "mid_lns", MID_LNS_SIDE, "mid"),
+        ]
+        for end_role, end_addr, mid_if, mid_addr, mid_ns in links:
+            end_if, end_ns = self.veth[end_role], self.ns[end_role]
+            self._ip("link", "add", end_if, "netns", end_ns, "type", "veth",
+                     "peer", "name", self.veth[mid_if], "netns", self.ns[mid_ns])
+            self._ip("-n", end_ns, "addr", "add", f"{end_addr}/24", "dev", end_if)
+            self._ip("-n", end_ns, "link", "set", end_if, "up")
+            self._ip("-n", self.ns[mid_ns], "addr", "add", f"{mid_addr}/24", "dev",
+                     self.veth[mid_if])
+            self._ip("-n", self.ns[mid_ns], "link", "set", self.veth[mid_if], "up")
+
+    def spawn(self, role: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start argv in a namespace; stdout+stderr go to `log`. The PID is ours to stop."""
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns[role], *argv],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def spawn_xl2tpd(self, role: str, workdir: Path, conf: Path) -> subprocess.Popen[bytes]:
+        """xl2tpd in the foreground, with fake_pppd over /usr/sbin/pppd in a private mount ns."""
+        wrapper = workdir / "pppd-wrapper.sh"
+        if not wrapper.exists():
+            wrapper.write_text(
+                f"#!/bin/sh\nexec {sys.executable} {HERE / 'fake_pppd.py'} \"$@\"\n"
+            )
+            wrapper.chmod(0o755)
+        script = (
+            f"mount --bind {wrapper} /usr/sbin/pppd && "
+            f"exec xl2tpd -D -c {conf} -p {workdir / role}.pid -C {workdir / role}.control"
+        )
+        return self.spawn(
+            role, ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            workdir / f"{role}-xl2tpd.log",
+        )
+
+    def stop_processes(self) -> None:
+        """SIGTERM what we started (newest first), then SIGKILL stragglers; then anything still
+        inside our own namespaces (children such as fake pppd), which only we can have started."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=3)
+        self.procs.clear()
+        for name in self.created:
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True, timeout=10).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+    def close(self) -> None:
+        try:
+            self.stop_processes()
+        finally:
+            for name in reversed(self.created):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+            self.created.clear()
+
+    # -- one scenario ------------------------------------------------------------------------
+    def run(self, sc: Scenario) -> Outcome:
+        workdir = self.root / f"{sc.name}-{'relay' if sc.relay else 'direct'}"
+        workdir.mkdir(parents=True)
+        try:
+            return self._run(sc, workdir)
+        finally:
+            self.stop_processes()
+
+    def _run(self, sc: Scenario, w: Path) -> Outcome:
+        lns_listen = (MOVED_ADDR, MOVED_PORT) if sc.relay else (LNS_ADDR, L2TP_PORT)
+        (w / "secrets").write_text("")
+        (w / "lns.conf").write_text(lns_conf(w, *lns_listen))
+        (w / "lac.conf").write_text(lac_conf(w, sc.length_bit))
+        (w / "lns.ppp").write_text(
+            f"role lns\nresults {w}/results\nready {w}/lns-ready\nlog {w}/lns-pppd.log\n"
+        )
+        (w / "lac.ppp").write_text(
+            f"role lac\nframes {sc.frames}\ninterval {sc.interval}\ngo {w}/go\n"
+            f"done {w}/lac-done\nlog {w}/lac-pppd.log\n"
+        )
+
+        pcap = w / "lns.pcap"
+        self.spawn("lns", ["tcpdump", "-i", "any", "-n", "-U", "-w", str(pcap), "udp"],
+                   w / "tcpdump.log")
+        wait_for("tcpdump", lambda: "listening on" in _text(w / "tcpdump.log"), 10)
+
+        self.spawn_xl2tpd("lns", w, w / "lns.conf")
+        wait_for("LNS xl2tpd", lambda: "Listening on IP" in _text(w / "lns-xl2tpd.log"), 10)
+        if sc.relay:
+            self.spawn("lns", [
+                sys.executable, "-m", "l2tpreorder", "run",
+                "--listen", f"{LNS_ADDR}:{L2TP_PORT}",
+                "--lns", f"{MOVED_ADDR}:{MOVED_PORT}",
+                "--timeout", str(sc.relay_timeout_ms), *sc.relay_args,
+            ], w / "relay.log")
+            wait_for("relay bound to UDP 1701",
+                     lambda: self._udp_bound("lns", LNS_ADDR, L2TP_PORT), 15)
+
+        record = w / "proxy.jsonl"
+        proxy_argv = [
+            sys.executable, str(HERE / "impair_proxy.py"),
+            "--listen", f"{MID_LAC_SIDE}:{L2TP_PORT}",
+            "--upstream", f"{LNS_ADDR}:{L2TP_PORT}", "--upstream-source", MID_LNS_SIDE,
+            "--record", str(record),
+            "--add-sequence" if sc.add_sequence else "--no-add-sequence",
+            "--displace", str(sc.displace), "--displace-rate", str(sc.displace_rate),
+            "--duplicate-rate", str(sc.duplicate_rate), "--seed", str(sc.seed),
+            "--impair-range", "{}:{}".format(*sc.impair_range),
+        ]
+        if sc.replay_control_at is not None:
+            proxy_argv += ["--replay-control-at", str(sc.replay_control_at)]
+        for at, count in sc.drop:
+            proxy_argv += ["--drop", f"{at}:{count}"]
+        self.spawn("mid", proxy_argv, w / "proxy.log")
+        wait_for("impairment proxy", lambda: '"ready"' in _text(record), 10)
+
+        self.spawn_xl2tpd("lac", w, w / "lac.conf")
+        wait_for("PPP session up at both ends",
+                 lambda: (w / "lns-ready").exists() and "argv" in _text(w / "lac-pppd.log"), 20)
+
+        (w / "go").touch()
+        wait_for("LAC to send all frames", (w / "lac-done").exists,
+                 sc.frames * sc.interval * 5 + 20)
+        self._settle(w / "results", quiet=1.0 + (sc.relay_timeout_ms / 1000 if sc.relay else 0))
+
+        time.sleep(0.2)  # tcpdump -U writes per packet; give the last ones a moment
+        self.stop_processes()
+        received = [int(x) for x in _text(w / "results").split()]
+        events = [json.loads(line) for line in _text(record).splitlines()]
+        return Outcome(
+            scenario=sc, received=received, proxy_events=events,
+            captured=decode_capture(pcap, *lns_listen), lns_log=_text(w / "lns-xl2tpd.log"),
+            relay_log=_text(w / "relay.log"), workdir=w,
+        )
+
+    def _udp_bound(self, role: str, addr: str, port: int) -> bool:
+        out = subprocess.run(["ip", "netns", "exec", self.ns[role], "ss", "-Hlun"],
+                             capture_output=True, text=True, timeout=10).stdout
+        return f"{addr}:{port} " in out
+
+    @staticmethod
+    def _settle(results: Path, quiet: float) -> None:
+        """Wait until the LNS side has received nothing new for `quiet` seconds (bounded)."""
+        deadline = time.monotonic() + 30
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            size = results.stat().st_size if results.exists() else 0
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+
+
+def lns_conf(w: Path, listen_addr: str, port: int) -> str:
+    # The two [global] lines `listen-addr` and `port` are what the README tells an operator to
+    # set when l2tpreorder takes over the public UDP 1701 (here: 127.0.0.1 and 1702).
+    return f"""[global]
+listen-addr = {listen_addr}
+port = {port}
+auth file = {w}/secrets
+debug tunnel = yes
+
+[lns default]
+ip range = 198.19.0.10-198.19.0.20
+local ip = 198.19.0.1
+require authentication = no
+pppoptfile = {w}/lns.ppp
+"""
+
+
+def lac_conf(w: Path, length_bit: bool) -> str:
+    return f"""[global]
+listen-addr = {LAC_ADDR}
+port = {L2TP_PORT}
+auth file = {w}/secrets
+
+[lac test]
+lns = {MID_LAC_SIDE}
+autodial = yes
+length bit = {"yes" if length_bit else "no"}
+require authentication = no
+pppoptfile = {w}/lac.ppp
+"""
+
+
+def decode_capture(pcap: Path, lns_addr: str, lns_port: int) -> list[Captured]:
+    """What the LNS xl2tpd received, decoded by tshark (an independent L2TP decoder)."""
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-n", "-d", f"udp.port=={MOVED_PORT},l2tp",
+         "-Y", f"l2tp && ip.dst=={lns_addr} && udp.dstport=={lns_port}",
+         "-T", "fields", "-E", "separator=/t", "-E", "occurrence=f",
+         "-e", "l2tp.type", "-e", "l2tp.tunnel", "-e", "l2tp.session", "-e", "l2tp.Ns",
+         "-e", "udp.payload"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    captured = []
+    for line in out.splitlines():
+        l2tp_type, tunnel_id, session_id, ns, payload = line.split("\t")
+        captured.append(Captured(
+            is_control=l2tp_type == "1", tunnel_id=int(tunnel_id), session_id=int(session_id),
+            ns=int(ns) if ns else None, datagram=bytes.fromhex(payload.replace(":", "")),
+        ))
+    return captured

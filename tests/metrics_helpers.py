@@ -1,0 +1,73 @@
+"""Helpers shared by the metrics tests: a metrics source, a virtual-clock driver, a parser."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from l2tpreorder.engine import EngineConfig, ReorderEngine
+from l2tpreorder.relay_stats import RelayCounters
+from tests.impaired_traffic import ImpairedTraffic
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@dataclass
+class Source:
+    """What `start_metrics_server` reads: the daemon's shape, built from real engines."""
+
+    engines: dict[str, ReorderEngine] = field(default_factory=dict)
+    relay: RelayCounters = field(default_factory=RelayCounters)
+
+    @classmethod
+    def with_timeout(cls, timeout: float) -> Source:
+        return cls(
+            {
+                "lac_to_lns": ReorderEngine(EngineConfig(reorder_timeout=timeout)),
+                "lns_to_lac": ReorderEngine(EngineConfig(reorder_timeout=timeout)),
+            }
+        )
+
+
+def drive(
+    engine: ReorderEngine, traffic: ImpairedTraffic, peer: Hashable, now: float = 1000.0
+) -> float:
+    """Feed the script on a virtual clock (deterministic on a loaded VM); returns the end time."""
+    for kind, item in traffic.events:
+        if isinstance(item, bytes):
+            now += 1e-5
+            engine.receive(item, peer, now)
+        else:
+            assert kind == "wait"
+            target = now + item
+            while (deadline := engine.next_deadline()) is not None and deadline <= target:
+                now = max(now, deadline)
+                engine.expire(now)
+            now = target
+        engine.out.clear()
+    engine.expire(now)
+    engine.out.clear()
+    return now
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The one sample `name{labels}`; fails loudly when absent."""
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"no sample {name}{labels}"
+    return samples[key]
+
+
+def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Every sample of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return {lab: v for (n, lab), v in samples.items() if n == name and want <= lab}

@@ -1,0 +1,142 @@
+"""Smoke tests of the benchmark harness (bench/): it runs and counts right. No timing asserted.
+
+Loopback only; every process is started here, bounded in time, and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import udp
+from tests.conftest import PROJECT_ROOT
+
+PY = sys.executable
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([PY, "-m", *args], cwd=PROJECT_ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=5)
+    return out
+
+
+def relay_chain(loadgen_args: list[str], sessions: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """loadgen -> baseline forwarder -> sink; returns (what was sent, what the sink saw)."""
+    sink = start("bench.sink", "--sessions", str(sessions), "--latency", "--max-seconds", "60")
+    relay = None
+    try:
+        assert sink.stdout is not None
+        sink_port = json.loads(sink.stdout.readline())["port"]
+        port = udp.free_udp_port()
+        relay = start("bench.baseline_forwarder", "--listen", f"127.0.0.1:{port}",
+                      "--target", f"127.0.0.1:{sink_port}")
+        limit = time.monotonic() + 15
+        while not udp.port_is_bound(port):
+            assert relay.poll() is None, relay.communicate()[1]
+            assert time.monotonic() < limit, "baseline forwarder never bound its port"
+            time.sleep(0.02)
+        gen = subprocess.run(
+            [PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{port}",
+             "--sessions", str(sessions), *loadgen_args],
+            cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=60, check=True)
+        sent = json.loads(gen.stdout)
+        time.sleep(0.5)  # let the relay and the sink drain
+    finally:
+        if relay is not None:
+            stop(relay)
+        out = stop(sink)
+    got = json.loads(out.strip().splitlines()[-1])
+    return sent, got
+
+
+def test_loadgen_baseline_sink_in_order_at_low_rate() -> None:
+    sent, got = relay_chain(["--rate", "3000", "--duration", "1"], sessions=20)
+    assert sent["warmup_sent"] == 20
+    assert sent["sent"] > 1000
+    assert got["received"] == sent["sent"] + sent["warmup_sent"]
+    assert got["unique"] == got["received"]
+    assert got["received_measured"] == sent["sent"]
+    assert got["out_of_order"] == 0 and got["duplicates"] == 0 and got["missing"] == 0
+    assert got["header_mismatch"] == 0 and got["foreign"] == 0
+    assert got["sessions_seen"] == 20
+    assert got["latency_normal_ns"]["count"] == sent["kinds"]["NORMAL"]
+    assert got["latency_normal_ns"]["p50"] > 0
+
+
+def test_planned_swaps_and_losses_are_what_the_sink_counts() -> None:
+    """The baseline does not reorder: a swap reaches the sink out of order, a loss as a gap."""
+    sent, got = relay_chain(
+        ["--rate", "3000", "--duration", "1", "--swaps", "0.1", "--loss", "0.02",
+         "--hold-window", "0.05", "--seed", "3"],
+        sessions=10,
+    )
+    kinds = sent["kinds"]
+    assert kinds["EARLY"] == kinds["LATE"] > 0
+    assert sent["intended_lost"] == kinds["AFTER_GAP"] > 0
+    assert got["received_measured"] == sent["sent"]
+    assert got["out_of_order"] == kinds["LATE"]
+    assert got["missing"] == sent["intended_lost"] + sent["split_pair_at_end"]
+    assert got["received_by_kind"]["EARLY"] == kinds["EARLY"]
+    assert got["latency_after_gap_ns"]["count"] == kinds["AFTER_GAP"]
+
+
+def test_engine_bench_tiny() -> None:
+    proc = subprocess.run([PY, "-m", "bench.engine_bench", "--quick", "--json"],
+                          cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=120,
+                          check=True)
+    result = json.loads(proc.stdout)
+    cases = {(c["sessions"], c["pattern"]): c for c in result["cases"]}
+    assert set(cases) == {(s, p) for s in (1, 100) for p in ("in_order", "swaps", "loss")}
+    for c in cases.values():
+        assert c["engine_ns_per_packet"] > 0 and c["plain_ns_per_packet"] > 0
+    in_order = cases[(100, "in_order")]
+    assert in_order["engine_counters"]["forwarded_in_order"] == in_order["packets"]
+    swaps = cases[(100, "swaps")]["engine_counters"]
+    assert swaps["dropped"] == 0 and swaps["released"] > 0
+    loss = cases[(100, "loss")]["engine_counters"]
+    assert loss["dropped"] == 0
+    assert loss["released"] + loss["held_packets_at_end"] > 0  # a gap made packets wait
+    assert result["rss"]["sessions"] == 1000
+    assert result["rss"]["bytes_per_idle_session"] > 0
+
+
+@pytest.mark.slow
+def test_run_smoke_writes_results_and_headline(tmp_path: Path) -> None:
+    """The whole runner, with the baseline standing in for the daemon (ratio ~1 by design)."""
+    out = tmp_path / "bench.json"
+    stand_in = "{python} -m bench.baseline_forwarder --listen {listen} --target {lns}"
+    proc = subprocess.run(
+        [PY, "-m", "bench.run", "--smoke", "--nice", "0", "--out", str(out),
+         "--plot", str(tmp_path / "plot.png"), "--daemon-cmd", stand_in],
+        cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("loss-free ratio daemon/baseline: ")
+    float(last.rsplit(" ", 1)[1])
+    summary = json.loads(out.read_text())
+    assert summary["baseline"]["loss_free"]["loss_free_pps"] > 0
+    assert summary["daemon"]["loss_free"]["loss_free_pps"] > 0
+    labels = {t["label"] for t in summary["trials"]}
+    assert {"ceiling", "search", "overload", "latency", "lateness"} <= labels
+    for t in summary["trials"]:
+        assert t["header_mismatch"] == 0
+        assert t["received"] <= t["sent"]
+    assert summary["engine"]["rss"]["sessions"] == 1000
