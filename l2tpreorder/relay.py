@@ -270,7 +270,7 @@ class Relay:
 
     @property
     def bound_addresses(self) -> list[Address]:
-        return [s.sock.getsockname()[:2] for s in self.listeners]
+        return [s.sock.getsockname()[:2] for s in self.listeners]  # (ip, port), as peers' keys
 
     def start_reading(self) -> None:
         for lsock in self.listeners:
@@ -352,7 +352,7 @@ class Relay:
     def _admit(self, addr: Any, key: tuple[str, int], lsock: UdpSocket, now: float) -> Peer | None:
         """A datagram from a new source: check the ACL and the peer cap, open its upstream."""
         c = self.counters
-        if key in self._denied or not self._allowed(key[0]):
+        if key in self._denied or not self._allowed(key[0]) or self._is_self(key):
             c.dropped_not_allowed += 1
             if len(self._denied) >= DENIED_CACHE:
                 self._denied.clear()
@@ -386,6 +386,10 @@ class Relay:
             format_address(self._lns),
         )
         return peer
+
+    def _is_self(self, key: tuple[str, int]) -> bool:
+        """The LNS or one of our own sockets as a "LAC" (spoofed): relaying it could loop."""
+        return key == self._lns or key[1] == 0 or key in self.bound_addresses
 
     def _allowed(self, host: str) -> bool:
         try:

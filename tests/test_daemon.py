@@ -161,14 +161,20 @@ def test_upstream_socket_only_listens_to_the_lns(start: Callable[..., Daemon], p
 def test_sources_outside_allow_are_dropped(start: Callable[..., Daemon], ports) -> None:
     listen, lns_port = ports
     lns = udp(port=lns_port)
-    denied = udp("127.0.0.1")
+    denied = udp("127.0.0.4")
     allowed = udp("127.0.0.2")
-    d = start(base_config([f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", allow=["127.0.0.2/32"]))
+    d = start(
+        base_config(
+            [f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", allow=["127.0.0.2/32", "127.0.0.1/32"]
+        )
+    )
     denied.sendto(data(None, session_id=1), ("127.0.0.1", listen))
+    # The LNS's own address is never a LAC (a spoofed one could make the two ping-pong).
+    lns.sendto(data(None, session_id=3), ("127.0.0.1", listen))
     allowed.sendto(data(None, session_id=2), ("127.0.0.1", listen))
     got, _ = recv(lns)
-    assert payload_of(got) == (None, b"payload-2-u"), "the denied datagram went first"
-    d.wait_log("reason not_allowed, 1 total")
+    assert payload_of(got) == (None, b"payload-2-u"), "a denied datagram went first"
+    d.wait_log("reason not_allowed, 2 total")
     assert nothing_waiting(lns)
 
 
