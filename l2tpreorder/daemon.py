@@ -194,6 +194,7 @@ class Daemon:
         )
 
     async def run(self) -> int:
+        raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
         try:
@@ -308,6 +309,33 @@ class Daemon:
                     "it can talk to the LNS through the relay; list your LAC prefixes in allow",
                     format_address((host, port)),
                 )
+
+
+def raise_fd_limit(max_peers: int) -> None:
+    """Each LAC peer holds a socket: lift the soft open-file limit towards the hard one.
+
+    Under systemd, LimitNOFILE= does this (and the system call filter refuses setrlimit);
+    from a shell the soft limit is often 1024.
+    """
+    import resource
+
+    want = max_peers + 256
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            if new > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (OSError, ValueError):
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning(
+            "open-file limit %d is below max_peers + 256 = %d: new LAC peers beyond it are "
+            "refused (reason peer_limit); raise LimitNOFILE / ulimit -n",
+            soft,
+            want,
+        )
 
 
 def _ip(host: str) -> Any:

@@ -178,6 +178,21 @@ def test_sources_outside_allow_are_dropped(start: Callable[..., Daemon], ports) 
     assert nothing_waiting(lns)
 
 
+def test_new_peers_beyond_max_peers_are_refused_and_counted(
+    start: Callable[..., Daemon], ports
+) -> None:
+    listen, lns_port = ports
+    lns = udp(port=lns_port)
+    first, second = udp(), udp()
+    d = start(base_config([f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", max_peers=1))
+    first.sendto(data(None, session_id=1), ("127.0.0.1", listen))
+    assert payload_of(recv(lns)[0]) == (None, b"payload-1-u")
+    second.sendto(data(None, session_id=2), ("127.0.0.1", listen))
+    first.sendto(data(None, session_id=3), ("127.0.0.1", listen))  # known peers still pass
+    assert payload_of(recv(lns)[0]) == (None, b"payload-3-u")
+    d.wait_log("1 dropped in the last 0.1 s (reason peer_limit, 1 total)")
+
+
 def test_sighup_changes_the_timeout_without_losing_held_packets(
     start: Callable[..., Daemon], ports
 ) -> None:
