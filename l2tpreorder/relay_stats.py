@@ -15,7 +15,9 @@ class RelayCounters:
         "config_reloads_ok",
         "dropped_not_allowed",
         "dropped_not_from_lns",
+        "dropped_peer_limit",
         "peers",
+        "peers_removed_idle",
         "rx_bytes_lac",
         "rx_bytes_lns",
         "rx_datagrams_lac",
@@ -40,7 +42,9 @@ class RelayCounters:
         self.tx_errors = 0  # sendto failures (counted, logged rate-limited)
         self.dropped_not_allowed = 0  # source outside the allowed LAC prefixes
         self.dropped_not_from_lns = 0  # upstream datagram whose source is not the LNS
-        self.socket_rx_drops = 0  # kernel receive-queue drops (SO_RXQ_OVFL)
+        self.dropped_peer_limit = 0  # new LAC peer refused: max_peers reached or no socket left
+        self.socket_rx_drops = 0  # kernel receive-queue drops (sk_drops, as SO_RXQ_OVFL counts)
         self.peers = 0  # gauge: LAC peers with an upstream socket
+        self.peers_removed_idle = 0  # peers forgotten after peer_idle_timeout without traffic
         self.config_reloads_ok = 0
         self.config_reloads_failed = 0

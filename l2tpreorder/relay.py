@@ -1,0 +1,573 @@
+"""The UDP relay: LAC-facing sockets, one upstream socket per LAC peer, the engine in between.
+
+    LAC --(udp 1701)--> [listen socket] --engine--> [peer's upstream socket] --> LNS (1702)
+    LAC <-------------- [listen socket] <---------- [peer's upstream socket] <-- LNS
+
+Why one upstream socket per LAC peer: the LNS (xl2tpd) `connect()`s its tunnel socket to the
+address:port it first saw, and RFC 2661 wants both ports static for the tunnel's life. So each LAC
+(ip, port) gets its own local port towards the LNS, bound once to a fixed source address and kept
+until the peer has been silent longer than L2TP's hello interval. Replies from the LNS on that
+socket go back to that LAC from the very address the LAC sent to (IP_PKTINFO on wildcard sockets).
+
+Two layers, kept apart on purpose:
+- `UdpSocket` is the only code that reads or writes datagrams (`read_batch`, `send`). It can be
+  swapped for a recvmmsg/sendmmsg implementation without touching the relay logic.
+- `Relay` feeds batches into the engine, sends `engine.out`, and keeps ONE loop timer armed for
+  the engine's earliest deadline, re-armed after each batch only when that deadline moved.
+
+The per-packet path logs nothing and counts with plain ints. It never sends anywhere but the
+configured LNS or a LAC that sent to us first: it cannot be used as a UDP reflector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import replace
+from typing import Any
+
+from l2tpreorder.config import Address, Config, format_address
+from l2tpreorder.engine import ReorderEngine
+from l2tpreorder.relay_stats import RelayCounters
+
+log = logging.getLogger("l2tpreorder.relay")
+
+# Datagrams read per readiness callback before the batch is processed (bounds latency and lets
+# other sockets and the timer run under a flood).
+BATCH = 64
+RECV_SIZE = 65535
+# Linux socket option numbers Python's socket module lacks on some builds.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_ANC_SIZE = socket.CMSG_SPACE(20)
+_in_pktinfo = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+# Rejected source addresses remembered so a flood from one does not re-run the ACL per packet.
+DENIED_CACHE = 4096
+
+ReadItem = tuple[bytes, Any, Any]  # (datagram, source address, reply cmsg or None)
+
+
+class BindError(Exception):
+    """A listen address could not be bound; the message tells the operator what to do."""
+
+    def __init__(self, address: Address, err: OSError) -> None:
+        self.address = address
+        self.errno = err.errno
+        where = format_address(address)
+        if err.errno in (errno.EACCES, errno.EPERM):
+            fix = (
+                f"cannot bind {where}: permission denied (ports below 1024 need root or "
+                "CAP_NET_BIND_SERVICE); run it via systemd (systemd/l2tpreorder.service) or "
+                "as root, or use an unprivileged port, e.g. --listen 127.0.0.1:11701"
+            )
+        elif err.errno == errno.EADDRINUSE:
+            fix = (
+                f"cannot bind {where}: address already in use (is xl2tpd still listening on "
+                "it? move xl2tpd to the LNS address with `listen-addr`/`port`, see README)"
+            )
+        elif err.errno == errno.EADDRNOTAVAIL:
+            fix = f"cannot bind {where}: no local interface has this address"
+        else:
+            fix = f"cannot bind {where}: {err.strerror}"
+        super().__init__(fix)
+
+
+class UdpSocket:
+    """A non-blocking UDP socket and its datagram I/O; the swap point for batched syscalls.
+
+    Sockets bound to a wildcard address learn each datagram's destination address (IP_PKTINFO /
+    IPV6_PKTINFO) and give it back on `send`, so a reply leaves from the address the LAC used.
+    """
+
+    __slots__ = ("family", "fd", "inode", "pktinfo", "sock")
+
+    def __init__(self, sock: socket.socket, pktinfo: bool = False) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        self.pktinfo = pktinfo
+        self.inode = os.fstat(self.fd).st_ino
+        if pktinfo:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+    @classmethod
+    def bind(cls, address: Address, buffer_bytes: int) -> UdpSocket:
+        host, port = address
+        ip = ipaddress.ip_address(host)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            if family == socket.AF_INET6:
+                # One address family per socket: `[::]:1701` next to `0.0.0.0:1701` must work.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            set_buffers(sock, buffer_bytes)
+            sock.bind((host, port))
+            return cls(sock, pktinfo=ip.is_unspecified)
+        except OSError:
+            sock.close()
+            raise
+
+    def read_batch(self, limit: int = BATCH) -> list[ReadItem]:
+        """Up to `limit` datagrams that are waiting now (never blocks)."""
+        items: list[ReadItem] = []
+        try:
+            if not self.pktinfo:
+                recvfrom = self.sock.recvfrom
+                for _ in range(limit):
+                    data, addr = recvfrom(RECV_SIZE)
+                    items.append((data, addr, None))
+            else:
+                recvmsg = self.sock.recvmsg
+                for _ in range(limit):
+                    data, anc, _flags, addr = recvmsg(RECV_SIZE, _ANC_SIZE)
+                    items.append((data, addr, _reply_cmsg(anc)))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            # ICMP errors reported on the socket (ECONNREFUSED...) or a transient failure:
+            # what was read so far is still processed; the rest waits for the next wake-up.
+            pass
+        return items
+
+    def send(self, data: bytes, addr: Any, cmsg: Any = None) -> bool:
+        try:
+            if cmsg is None:
+                self.sock.sendto(data, addr)
+            else:
+                self.sock.sendmsg([data], cmsg, 0, addr)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _reply_cmsg(anc: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]] | None:
+    """Turn a received PKTINFO into the one that makes a reply leave from that address."""
+    for level, kind, value in anc:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+            _ifindex, _spec_dst, dst = _in_pktinfo.unpack_from(value)
+            return [(socket.IPPROTO_IP, IP_PKTINFO, _in_pktinfo.pack(0, dst, b"\0\0\0\0"))]
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= 20:
+            # in6_pktinfo: address + interface index (kept: link-local addresses need it).
+            return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, bytes(value[:20]))]
+    return None
+
+
+def set_buffers(sock: socket.socket, size: int) -> None:
+    """Ask for big socket buffers (the kernel caps them at net.core.[rw]mem_max)."""
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+def udp_drops(inodes: set[int]) -> dict[int, int]:
+    """Kernel receive-queue drops per socket inode, from /proc/net/udp{,6} (read once a tick)."""
+    found: dict[int, int] = {}
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 13:
+                        inode = int(fields[9])
+                        if inode in inodes:
+                            found[inode] = int(fields[12])
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+class Peer:
+    """One LAC (source ip, port): where it came in, and its own fixed socket towards the LNS."""
+
+    __slots__ = ("addr", "cmsg", "key", "last_seen", "lsock", "up")
+
+    def __init__(
+        self, addr: Any, key: tuple[str, int], lsock: UdpSocket, up: UdpSocket, now: float
+    ) -> None:
+        self.addr = addr  # as the kernel gave it (IPv6: with flowinfo and scope id) for sending
+        self.key = key  # (ip, port): the engine's flow key
+        self.lsock = lsock  # LAC-facing socket it sent to; replies leave from it
+        self.cmsg: Any = None  # PKTINFO making replies leave from the address the LAC used
+        self.up = up
+        self.last_seen = now
+
+
+class Relay:
+    """Moves datagrams between LACs and the LNS through the reorder engine(s)."""
+
+    def __init__(
+        self,
+        config: Config,
+        counters: RelayCounters | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.counters = counters if counters is not None else RelayCounters()
+        self.loop = loop or asyncio.get_event_loop()
+        self.clock = clock
+        self.engine_up = ReorderEngine(config.engine)  # LAC -> LNS
+        self.engine_down: ReorderEngine | None = (
+            ReorderEngine(config.engine) if config.reorder_lns_to_lac else None
+        )
+        self.listeners: list[UdpSocket] = []
+        self.peers: dict[Hashable, Peer] = {}
+        self._lns: tuple[str, int] = config.lns
+        self._lns_family = (
+            socket.AF_INET6 if ipaddress.ip_address(config.lns[0]).version == 6 else socket.AF_INET
+        )
+        self._upstream_ip = config.upstream_bind or self._route_source(config.lns)
+        self._allow = config.allow
+        self._denied: dict[tuple[str, int], None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self._reading = False
+        self._closed_socket_drops = 0
+        self._socket_drops: dict[int, int] = {}
+
+    # --- setup and teardown ------------------------------------------------------------------
+
+    @property
+    def engines(self) -> dict[str, ReorderEngine]:
+        """Direction label -> engine (what the metrics collector reads)."""
+        engines = {"lac_to_lns": self.engine_up}
+        if self.engine_down is not None:
+            engines["lns_to_lac"] = self.engine_down
+        return engines
+
+    def bind(self) -> None:
+        """Bind every listen address; raises BindError (all or nothing)."""
+        try:
+            for address in self.config.listen:
+                try:
+                    sock = UdpSocket.bind(address, self.config.socket_buffer_bytes)
+                except OSError as e:
+                    raise BindError(address, e) from None
+                self.listeners.append(sock)
+        except BindError:
+            for sock in self.listeners:
+                sock.close()
+            self.listeners.clear()
+            raise
+
+    @property
+    def bound_addresses(self) -> list[Address]:
+        return [s.sock.getsockname()[:2] for s in self.listeners]  # (ip, port), as peers' keys
+
+    def start_reading(self) -> None:
+        for lsock in self.listeners:
+            self.loop.add_reader(lsock.fd, self._on_lac_readable, lsock)
+        self._reading = True
+
+    def stop_reading(self) -> None:
+        """Stop taking new datagrams from LACs and from the LNS (shutdown step 1)."""
+        if not self._reading:
+            return
+        self._reading = False
+        for lsock in self.listeners:
+            self.loop.remove_reader(lsock.fd)
+        for peer in self.peers.values():
+            self.loop.remove_reader(peer.up.fd)
+
+    def shutdown(self) -> None:
+        """Stop reading, deliver everything held in order, close every socket."""
+        self.stop_reading()
+        now = self.clock()
+        self.engine_up.flush(now)
+        if self.engine_down is not None:
+            self.engine_down.flush(now)
+        self._send_out()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_when = None
+        for peer in self.peers.values():
+            peer.up.close()
+        self.peers.clear()
+        self.counters.peers = 0
+        for lsock in self.listeners:
+            lsock.close()
+        self.listeners.clear()
+
+    @staticmethod
+    def _route_source(lns: Address) -> str:
+        """The source IP the kernel would use towards the LNS, fixed for the process' life."""
+        family = socket.AF_INET6 if ":" in lns[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(lns)  # UDP connect sends nothing; it only picks a route
+                return str(probe.getsockname()[0])
+            except OSError:
+                return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+    # --- LAC -> LNS ----------------------------------------------------------------------------
+
+    def _on_lac_readable(self, lsock: UdpSocket) -> None:
+        batch = lsock.read_batch(BATCH)
+        if not batch:
+            return
+        now = self.clock()
+        c = self.counters
+        c.rx_datagrams_lac += len(batch)
+        peers = self.peers
+        receive = self.engine_up.receive
+        down = self.engine_down
+        size = 0
+        for data, addr, cmsg in batch:
+            size += len(data)
+            key = addr[:2]
+            peer = peers.get(key)
+            if peer is None:
+                peer = self._admit(addr, key, lsock, now)
+                if peer is None:
+                    continue
+            peer.last_seen = now
+            if cmsg is not None:
+                peer.cmsg = cmsg
+            receive(data, key, now)
+            if down is not None and data and data[0] & 0x80:
+                down.observe_reverse(data, key, now)
+        c.rx_bytes_lac += size
+        self._send_out()
+        self._rearm()
+
+    def _admit(self, addr: Any, key: tuple[str, int], lsock: UdpSocket, now: float) -> Peer | None:
+        """A datagram from a new source: check the ACL and the peer cap, open its upstream."""
+        c = self.counters
+        if key in self._denied or not self._allowed(key[0]) or self._is_self(key):
+            c.dropped_not_allowed += 1
+            if len(self._denied) >= DENIED_CACHE:
+                self._denied.clear()
+            self._denied[key] = None
+            return None
+        if len(self.peers) >= self.config.max_peers:
+            c.dropped_peer_limit += 1
+            return None
+        try:
+            sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        except OSError:
+            c.dropped_peer_limit += 1  # out of file descriptors: counted, reported by the tick
+            return None
+        try:
+            set_buffers(sock, min(self.config.socket_buffer_bytes, 1 << 20))
+            sock.bind((self._upstream_ip, 0))
+            up = UdpSocket(sock)
+        except OSError:
+            sock.close()
+            c.dropped_peer_limit += 1
+            return None
+        peer = Peer(addr, key, lsock, up, now)
+        self.peers[key] = peer
+        c.peers = len(self.peers)
+        if self._reading:
+            self.loop.add_reader(up.fd, self._on_lns_readable, peer)
+        log.info(
+            "new LAC peer %s: upstream %s -> LNS %s",
+            format_address(key),
+            format_address(sock.getsockname()[:2]),
+            format_address(self._lns),
+        )
+        return peer
+
+    def _is_self(self, key: tuple[str, int]) -> bool:
+        """The LNS or one of our own sockets as a "LAC" (spoofed): relaying it could loop."""
+        return key == self._lns or key[1] == 0 or key in self.bound_addresses
+
+    def _allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._allow)
+
+    # --- LNS -> LAC ----------------------------------------------------------------------------
+
+    def _on_lns_readable(self, peer: Peer) -> None:
+        batch = peer.up.read_batch(BATCH)
+        if not batch:
+            return
+        now = self.clock()
+        c = self.counters
+        c.rx_datagrams_lns += len(batch)
+        lns = self._lns
+        key = peer.key
+        up = self.engine_up
+        down = self.engine_down
+        sent = sent_bytes = size = 0
+        for data, src, _ in batch:
+            size += len(data)
+            if src[:2] != lns:
+                c.dropped_not_from_lns += 1  # only the LNS may speak on this socket
+                continue
+            peer.last_seen = now
+            if data and data[0] & 0x80:
+                # Session lifecycle comes from both directions (CDN/StopCCN by the LNS).
+                up.observe_reverse(data, key, now)
+            if down is not None:
+                down.receive(data, key, now)
+            elif peer.lsock.send(data, peer.addr, peer.cmsg):
+                sent += 1
+                sent_bytes += len(data)
+            else:
+                c.tx_errors += 1
+        c.rx_bytes_lns += size
+        c.tx_datagrams_lac += sent
+        c.tx_bytes_lac += sent_bytes
+        self._send_out()
+        self._rearm()
+
+    # --- output and the one timer ------------------------------------------------------------
+
+    def _send_out(self) -> None:
+        """Send what the engines released (the adapter's half of the engine contract)."""
+        c = self.counters
+        out = self.engine_up.out
+        if out:
+            peers = self.peers
+            lns = self._lns
+            sent = size = 0
+            for key, data in out:
+                peer = peers.get(key)
+                if peer is not None and peer.up.send(data, lns):
+                    sent += 1
+                    size += len(data)
+                else:
+                    c.tx_errors += 1
+            c.tx_datagrams_lns += sent
+            c.tx_bytes_lns += size
+            out.clear()
+        down = self.engine_down
+        if down is not None and down.out:
+            peers = self.peers
+            sent = size = 0
+            for key, data in down.out:
+                peer = peers.get(key)
+                if peer is not None and peer.lsock.send(data, peer.addr, peer.cmsg):
+                    sent += 1
+                    size += len(data)
+                else:
+                    c.tx_errors += 1
+            c.tx_datagrams_lac += sent
+            c.tx_bytes_lac += size
+            down.out.clear()
+
+    def next_deadline(self) -> float | None:
+        deadline = self.engine_up.next_deadline()
+        if self.engine_down is not None:
+            other = self.engine_down.next_deadline()
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        return deadline
+
+    def _rearm(self) -> None:
+        """Keep the single timer on the engines' earliest deadline; touch it only on change."""
+        deadline = self.next_deadline()
+        if deadline == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = deadline
+        if deadline is None:
+            self._timer = None
+        else:
+            self._timer = self.loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        now = self.clock()
+        self.engine_up.expire(now)
+        if self.engine_down is not None:
+            self.engine_down.expire(now)
+        self._send_out()
+        self._rearm()
+
+    # --- housekeeping (once a second from the daemon) ------------------------------------------
+
+    def remove_idle(self, now: float | None = None) -> int:
+        """Forget peers quiet for longer than peer_idle_timeout (their held data goes out)."""
+        now = self.clock() if now is None else now
+        limit = now - self.config.peer_idle_timeout
+        idle = [p for p in self.peers.values() if p.last_seen < limit]
+        for peer in idle:
+            log.info("LAC peer %s idle: upstream socket closed", format_address(peer.key))
+            self._remove_peer(peer, now)
+        self.counters.peers_removed_idle += len(idle)
+        return len(idle)
+
+    def _remove_peer(self, peer: Peer, now: float) -> None:
+        self.engine_up.end_flow(peer.key, now)
+        if self.engine_down is not None:
+            self.engine_down.end_flow(peer.key, now)
+        self._send_out()
+        if self._reading:
+            self.loop.remove_reader(peer.up.fd)
+        self._closed_socket_drops += self._socket_drops.pop(peer.up.inode, 0)
+        peer.up.close()
+        del self.peers[peer.key]
+        self.counters.peers = len(self.peers)
+        self._rearm()
+
+    def update_socket_drops(self) -> int:
+        """Refresh `socket_rx_drops` (kernel receive-queue overflows on all our sockets)."""
+        inodes = {s.inode for s in self.listeners}
+        inodes.update(p.up.inode for p in self.peers.values())
+        self._socket_drops.update(udp_drops(inodes))
+        total = self._closed_socket_drops + sum(
+            v for k, v in self._socket_drops.items() if k in inodes
+        )
+        self.counters.socket_rx_drops = max(total, self.counters.socket_rx_drops)
+        return self.counters.socket_rx_drops
+
+    # --- SIGHUP ------------------------------------------------------------------------------
+
+    def reconfigure(self, new: Config) -> list[str]:
+        """Apply what can change live; returns the keys refused because they need a rebind."""
+        refused = self.config.rebind_changes(new)
+        now = self.clock()
+        self.engine_up.reconfigure(new.engine, now)
+        if new.reorder_lns_to_lac and self.engine_down is None:
+            self.engine_down = ReorderEngine(new.engine)
+        elif self.engine_down is not None:
+            if not new.reorder_lns_to_lac:
+                self.engine_down.flush(now)
+                self._send_out()
+                self.engine_down = None
+            else:
+                self.engine_down.reconfigure(new.engine, now)
+        self._allow = new.allow
+        self._denied.clear()
+        # Keep the sockets' settings (refused keys) from the running config.
+        self.config = replace(
+            new,
+            listen=self.config.listen,
+            lns=self.config.lns,
+            upstream_bind=self.config.upstream_bind,
+            socket_buffer_bytes=self.config.socket_buffer_bytes,
+        )
+        for peer in [p for p in self.peers.values() if not self._allowed(p.key[0])]:
+            log.warning(
+                "LAC peer %s no longer allowed: its sessions end now", format_address(peer.key)
+            )
+            self._remove_peer(peer, now)
+        self._send_out()
+        self._rearm()
+        return refused

@@ -1,0 +1,185 @@
+"""Configuration: defaults, the documented example, validation messages, CLI overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from l2tpreorder import config as cfg
+from l2tpreorder.config import Config, ConfigError, config_from_dict, load_config, with_overrides
+from l2tpreorder.engine import Sequencing
+from tests.conftest import PROJECT_ROOT
+
+EXAMPLE = PROJECT_ROOT / "config.example.yaml"
+
+
+def test_example_file_is_exactly_the_defaults() -> None:
+    loaded = load_config(EXAMPLE)
+    assert dataclasses.replace(loaded, source=None) == Config()
+
+
+def test_example_documents_every_key_with_a_comment() -> None:
+    text = EXAMPLE.read_text()
+    data = yaml.safe_load(text)
+    assert set(data) == set(cfg.TOP_KEYS)
+    for section, keys in (
+        ("reorder", cfg.REORDER_KEYS),
+        ("logging", cfg.LOGGING_KEYS),
+        ("metrics", cfg.METRICS_KEYS),
+    ):
+        assert set(data[section]) == set(keys), section
+    # Each key line is preceded by a comment line that explains it.
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*[a-z_]+:", line) and line.strip().rstrip(":") not in (
+            "reorder",
+            "logging",
+            "metrics",
+        ):
+            assert lines[i - 1].lstrip().startswith("#"), f"undocumented: {line!r}"
+
+
+def test_units_are_converted_to_seconds() -> None:
+    c = config_from_dict(
+        {"reorder": {"timeout_ms": 250, "sequencing": "strip"}, "peer_idle_timeout_ms": 120000}
+    )
+    assert c.engine.reorder_timeout == 0.25
+    assert c.engine.sequencing is Sequencing.STRIP
+    assert c.peer_idle_timeout == 120.0
+
+
+def test_addresses_ipv4_ipv6_and_networks() -> None:
+    c = config_from_dict(
+        {
+            "listen": ["0.0.0.0:1701", "[::]:1701", "[2001:DB8::1]:11701"],
+            "lns": "[::1]:1702",
+            "allow": ["192.0.2.0/24", "2001:db8::/32"],
+        }
+    )
+    assert c.listen == (("0.0.0.0", 1701), ("::", 1701), ("2001:db8::1", 11701))
+    assert c.lns == ("::1", 1702)
+    assert c.allow == (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32"))
+    assert not c.allows_everything
+    assert Config().allows_everything
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "value", "expected"),
+    [
+        ({"reorder": {"timeout_ms": -1}}, "reorder.timeout_ms", -1, "milliseconds"),
+        ({"reorder": {"timeout_ms": 60001}}, "reorder.timeout_ms", 60001, "<= 60000"),
+        ({"reorder": {"timeout_ms": "100"}}, "reorder.timeout_ms", "100", "number"),
+        ({"reorder": {"timeout_ms": True}}, "reorder.timeout_ms", True, "number"),
+        ({"reorder": {"sequencing": "sort"}}, "reorder.sequencing", "sort", "renumber"),
+        ({"reorder": {"max_held_per_session": 0}}, "reorder.max_held_per_session", 0, "1..32767"),
+        ({"reorder": {"resync_after": 1}}, "reorder.resync_after", 1, "2..1000"),
+        ({"reorder": {"lns_to_lac": "yes"}}, "reorder.lns_to_lac", "yes", "true or false"),
+        ({"reorder": {"timout_ms": 5}}, "reorder.timout_ms", 5, "known key"),
+        ({"bogus": 1}, "bogus", 1, "known key"),
+        ({"listen": ["1.2.3.4"]}, "listen[0]", "1.2.3.4", "port is missing"),
+        ({"listen": ["::1:1701"]}, "listen[0]", "::1:1701", "brackets"),
+        ({"listen": ["example.org:1701"]}, "listen[0]", "example.org:1701", "IP literal"),
+        ({"listen": ["1.2.3.4:70000"]}, "listen[0]", "1.2.3.4:70000", "PORT 1..65535"),
+        ({"listen": ["1.2.3.4:1", "1.2.3.4:1"]}, "listen", ["1.2.3.4:1", "1.2.3.4:1"], "once"),
+        ({"listen": []}, "listen", [], "non-empty list"),
+        ({"lns": 1702}, "lns", 1702, "IPv4:PORT"),
+        ({"allow": ["10.0.0.1/8"]}, "allow[0]", "10.0.0.1/8", "prefix"),
+        ({"allow": [42]}, "allow[0]", 42, "prefix"),
+        ({"max_peers": 0}, "max_peers", 0, "1..1000000"),
+        ({"peer_idle_timeout_ms": 60000}, "peer_idle_timeout_ms", 60000, "> 60000"),
+        ({"upstream_bind": "localhost"}, "upstream_bind", "localhost", "address literal"),
+        ({"socket_buffer_bytes": 10}, "socket_buffer_bytes", 10, "bytes"),
+        ({"logging": {"level": "loud"}}, "logging.level", "loud", "debug"),
+        ({"logging": "info"}, "logging", "info", "mapping"),
+        ({"metrics": {"port": 70000}}, "metrics.port", 70000, "0..65535"),
+        ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
+        ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
+        ([1, 2], "", [1, 2], "mapping"),
+    ],
+)
+def test_errors_name_key_value_and_expectation(
+    data: object, key: str, value: object, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, source="test.yaml")
+    err = info.value
+    assert err.key == key
+    assert err.value == value
+    assert expected in err.expected
+    text = str(err)
+    assert text.startswith(f"test.yaml: {key} = {value!r}: expected ")
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing\n")
+    assert dataclasses.replace(load_config(path), source=None) == Config()
+
+
+def test_unreadable_and_invalid_yaml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="readable file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reorder:\n  timeout_ms: [1,\n")
+    with pytest.raises(ConfigError, match=r"valid YAML \(line \d+, column \d+\)"):
+        load_config(bad)
+
+
+def test_command_line_overrides_win() -> None:
+    base = config_from_dict({"listen": ["0.0.0.0:1701"], "reorder": {"timeout_ms": 100}})
+    c = with_overrides(
+        base,
+        listen=["127.0.0.1:11701", "[::1]:11701"],
+        lns="127.0.0.1:11702",
+        timeout_ms=20,
+        log_level="debug",
+    )
+    assert c.listen == (("127.0.0.1", 11701), ("::1", 11701))
+    assert c.lns == ("127.0.0.1", 11702)
+    assert c.engine.reorder_timeout == 0.02
+    assert c.engine.sequencing is base.engine.sequencing
+    assert c.log_level == "debug"
+    assert with_overrides(base) is base
+    with pytest.raises(ConfigError, match="--listen"):
+        with_overrides(base, listen=["[::1]"])
+    with pytest.raises(ConfigError, match="--timeout"):
+        with_overrides(base, timeout_ms=-3)
+
+
+def test_rebind_changes_are_named() -> None:
+    a = Config()
+    b = config_from_dict({"lns": "127.0.0.1:1703", "reorder": {"timeout_ms": 5}})
+    assert a.rebind_changes(b) == ["lns"]
+    assert a.rebind_changes(dataclasses.replace(a, max_peers=3)) == []
+
+
+def _check_config(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "check-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_ROOT,
+    )
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    ok = _check_config(str(EXAMPLE))
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout and "lns: 127.0.0.1:1702" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reorder:\n  max_held_bytes: -4\n")
+    res = _check_config(str(bad))
+    assert res.returncode == 1
+    assert res.stdout == ""
+    assert res.stderr.strip() == (
+        f"error: {bad}: reorder.max_held_bytes = -4: expected an integer >= 1 bytes"
+    )
+    assert "Traceback" not in res.stderr
