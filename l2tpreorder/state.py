@@ -56,14 +56,80 @@ class SavedState:
 
     def restore(self, engine: ReorderEngine, now: float) -> int:
         """Recreate the saved sessions and tunnel-ID pairs in `engine`; returns how many."""
-        for flow, theirs, ours in self.tunnels:
-            engine.restore_tunnel(flow, theirs, ours)
-        for s in self.sessions:
-            engine.restore_session(
-                s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now,
-                confirmed=s.confirmed,
-            )  # fmt: skip
-        return len(self.sessions)
+        return restore_engine(engine, self.sessions, self.tunnels, now)
+
+
+def restore_engine(
+    engine: ReorderEngine,
+    sessions: list[SessionState],
+    tunnels: list[tuple[Hashable, int, int]],
+    now: float,
+) -> int:
+    """Recreate saved sessions and tunnel-ID pairs in `engine`; returns how many sessions."""
+    for flow, theirs, ours in tunnels:
+        engine.restore_tunnel(flow, theirs, ours)
+    for s in sessions:
+        engine.restore_session(
+            s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now, confirmed=s.confirmed
+        )
+    return len(sessions)
+
+
+def export_engine(engine: ReorderEngine) -> dict[str, Any]:
+    """An engine's sessions and tunnel-ID pairs as JSON-ready data (see `parse_engine`)."""
+    return {
+        "sessions": [
+            {
+                "flow": _encode_flow(s.flow),
+                "tunnel_id": s.tunnel_id,
+                "session_id": s.session_id,
+                "expected": s.expected,
+                "out_ns": s.out_ns,
+                "confirmed": s.confirmed,
+            }
+            for s in engine.sessions()
+        ],
+        "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in engine.tunnel_pairs()],
+    }
+
+
+def parse_engine(
+    document: Any,
+) -> tuple[list[SessionState], list[tuple[Hashable, int, int]]]:
+    """Read what `export_engine` wrote; raises ValueError naming the bad item."""
+    if not isinstance(document, dict):
+        raise ValueError("expected an object with sessions and tunnels")
+    sessions: list[SessionState] = []
+    tunnels: list[tuple[Hashable, int, int]] = []
+    try:
+        for i, item in enumerate(document["sessions"]):
+            if not isinstance(item, dict):
+                raise ValueError(f"sessions[{i}]: expected an object")
+            try:
+                sessions.append(
+                    SessionState(
+                        flow=_decode_flow(item["flow"]),
+                        tunnel_id=_u16(item, "tunnel_id"),
+                        session_id=_u16(item, "session_id"),
+                        expected=_u16(item, "expected"),
+                        out_ns=_u16(item, "out_ns"),
+                        confirmed=bool(item.get("confirmed", True)),
+                    )
+                )
+            except KeyError as e:
+                raise ValueError(f"sessions[{i}]: missing {e.args[0]!r}") from None
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"sessions[{i}]: {e}") from None
+        for i, item in enumerate(document["tunnels"]):
+            if not isinstance(item, list) or len(item) != 3:
+                raise ValueError(f"tunnels[{i}]: expected [flow, their ID, our ID]")
+            pair = {"their": item[1], "our": item[2]}
+            tunnels.append((_decode_flow(item[0]), _u16(pair, "their"), _u16(pair, "our")))
+    except KeyError as e:
+        raise ValueError(f"missing {e.args[0]!r}") from None
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    return sessions, tunnels
 
 
 def _encode_flow(flow: Hashable) -> Any:
@@ -89,24 +155,12 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
     Raises OSError (disk) or TypeError (a flow or `extra` that JSON cannot hold); the caller
     reports it: a failed save must not stop a shutdown.
     """
-    sessions = [
-        {
-            "flow": _encode_flow(s.flow),
-            "tunnel_id": s.tunnel_id,
-            "session_id": s.session_id,
-            "expected": s.expected,
-            "out_ns": s.out_ns,
-            "confirmed": s.confirmed,
-        }
-        for s in engine.sessions()
-    ]
     document = {
         "format": FORMAT,
         "version": VERSION,
         "saved_at": time.time(),
         "sequencing": str(engine.config.sequencing),
-        "sessions": sessions,
-        "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in engine.tunnel_pairs()],
+        **export_engine(engine),
         "extra": extra,
     }
     text = json.dumps(document, separators=(",", ":"), allow_nan=False)
@@ -127,7 +181,7 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
-    return len(sessions)
+    return len(document["sessions"])
 
 
 def _u16(item: dict[str, Any], key: str) -> int:
@@ -170,30 +224,8 @@ def load_state(
         extra = document["extra"]
         if not isinstance(extra, dict):
             raise ValueError("extra: expected an object")
-        state = SavedState(saved_at=float(saved_at), sequencing=sequencing, extra=extra)
-        for i, item in enumerate(document["sessions"]):
-            if not isinstance(item, dict):
-                raise ValueError(f"sessions[{i}]: expected an object")
-            try:
-                state.sessions.append(
-                    SessionState(
-                        flow=_decode_flow(item["flow"]),
-                        tunnel_id=_u16(item, "tunnel_id"),
-                        session_id=_u16(item, "session_id"),
-                        expected=_u16(item, "expected"),
-                        out_ns=_u16(item, "out_ns"),
-                        confirmed=bool(item.get("confirmed", True)),
-                    )
-                )
-            except KeyError as e:
-                raise ValueError(f"sessions[{i}]: missing {e.args[0]!r}") from None
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"sessions[{i}]: {e}") from None
-        for i, item in enumerate(document["tunnels"]):
-            if not isinstance(item, list) or len(item) != 3:
-                raise ValueError(f"tunnels[{i}]: expected [flow, their ID, our ID]")
-            pair = {"their": item[1], "our": item[2]}
-            state.tunnels.append((_decode_flow(item[0]), _u16(pair, "their"), _u16(pair, "our")))
+        sessions, tunnels = parse_engine(document)
+        state = SavedState(float(saved_at), sequencing, sessions, tunnels, extra)
     except KeyError as e:
         return f"state file {path}: bad content: missing {e.args[0]!r}"
     except (ValueError, TypeError) as e:
