@@ -72,6 +72,9 @@ class Config:
     log_level: str = "info"
     drop_report_interval: float = 10.0
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # Per-session state saved on SIGTERM and restored at start (renumber mode: no Ns jump for
+    # the LNS). None: $STATE_DIRECTORY/state.json when systemd gives a StateDirectory, else off.
+    state_file: str | None = None
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -207,6 +210,7 @@ TOP_KEYS = (
     "reorder",
     "logging",
     "metrics",
+    "state_file",
 )
 REORDER_KEYS = (
     "timeout_ms",
@@ -214,6 +218,7 @@ REORDER_KEYS = (
     "max_held_per_session",
     "max_held_bytes",
     "resync_after",
+    "max_sessions",
     "lns_to_lac",
 )
 LOGGING_KEYS = ("level", "drop_report_interval_ms")
@@ -300,9 +305,15 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         ekw["resync_after"] = _int(
             "reorder.resync_after", reorder["resync_after"], 2, 1000, " packets"
         )
+    if "max_sessions" in reorder:
+        ekw["max_sessions"] = _int(
+            "reorder.max_sessions", reorder["max_sessions"], 1, 10_000_000, " sessions"
+        )
     if "lns_to_lac" in reorder:
         kw["reorder_lns_to_lac"] = _bool("reorder.lns_to_lac", reorder["lns_to_lac"])
     kw["engine"] = EngineConfig(**ekw)
+    if "state_file" in top:
+        kw["state_file"] = _optional_path("state_file", top["state_file"])
 
     logging_ = _section("logging", top.get("logging"), LOGGING_KEYS)
     if "level" in logging_:

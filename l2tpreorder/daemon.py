@@ -33,6 +33,7 @@ from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay import BindError, Relay
 from l2tpreorder.relay_stats import RelayCounters
 from l2tpreorder.sdnotify import Notifier
+from l2tpreorder.state import load_state
 
 log = logging.getLogger("l2tpreorder")
 
@@ -202,6 +203,9 @@ class Daemon:
         except BindError as e:
             log.error("%s", e)
             return 1
+        state_file = self._state_file()
+        if state_file is not None:
+            self._restore(relay, state_file)
         self._warn_if_open(self.config)
         self._stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -223,7 +227,7 @@ class Daemon:
             await self._stop
         finally:
             self.notifier.stopping()
-            relay.shutdown()
+            relay.shutdown(state_file=self._state_file())
             self._housekeeping_handle.cancel()
             if interval is not None:
                 self._watchdog_handle.cancel()
@@ -240,6 +244,38 @@ class Daemon:
             )
             self.notifier.close()
         return 0
+
+    def _state_file(self) -> str | None:
+        """`state_file`, else $STATE_DIRECTORY/state.json under systemd's StateDirectory=."""
+        if self.config.state_file is not None:
+            return self.config.state_file
+        directory = os.environ.get("STATE_DIRECTORY")
+        if directory:
+            return os.path.join(directory.split(":")[0], "state.json")
+        return None
+
+    def _restore(self, relay: Relay, path: str) -> None:
+        """Restore what the last SIGTERM saved; a bad file is reported and ignored."""
+        # Older than the peer idle timeout: the peers would have been forgotten by now.
+        saved = load_state(path, max_age=self.config.peer_idle_timeout)
+        if saved is None:
+            log.info("no state file %s: starting afresh", path)
+            return
+        if isinstance(saved, str):
+            log.warning("%s; ignored, starting afresh", saved)
+        else:
+            sessions, peers = relay.restore_state(saved)
+            log.info(
+                "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
+                sessions,
+                peers,
+                path,
+            )
+        # Used once: a later crash must not bring back this (by then stale) numbering.
+        try:
+            os.unlink(path)
+        except OSError as e:
+            log.warning("cannot remove used state file %s: %s", path, e.strerror)
 
     def _request_stop(self, sig: int) -> None:
         if self._stop is not None and not self._stop.done():

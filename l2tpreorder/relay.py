@@ -34,6 +34,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any
 
+from l2tpreorder import state
 from l2tpreorder.config import Address, Config, format_address
 from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay_stats import RelayCounters
@@ -287,14 +288,16 @@ class Relay:
         for peer in self.peers.values():
             self.loop.remove_reader(peer.up.fd)
 
-    def shutdown(self) -> None:
-        """Stop reading, deliver everything held in order, close every socket."""
+    def shutdown(self, state_file: str | None = None) -> None:
+        """Stop reading, deliver everything held in order, save state, close every socket."""
         self.stop_reading()
         now = self.clock()
         self.engine_up.flush(now)
         if self.engine_down is not None:
             self.engine_down.flush(now)
         self._send_out()
+        if state_file is not None:
+            self.save_state(state_file)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -362,19 +365,25 @@ class Relay:
             c.dropped_peer_limit += 1
             return None
         try:
-            sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            up = self._upstream_socket(0)
         except OSError:
             c.dropped_peer_limit += 1  # out of file descriptors: counted, reported by the tick
             return None
+        return self._add_peer(Peer(addr, key, lsock, up, now))
+
+    def _upstream_socket(self, port: int) -> UdpSocket:
+        sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             set_buffers(sock, min(self.config.socket_buffer_bytes, 1 << 20))
-            sock.bind((self._upstream_ip, 0))
-            up = UdpSocket(sock)
+            sock.bind((self._upstream_ip, port))
+            return UdpSocket(sock)
         except OSError:
             sock.close()
-            c.dropped_peer_limit += 1
-            return None
-        peer = Peer(addr, key, lsock, up, now)
+            raise
+
+    def _add_peer(self, peer: Peer) -> Peer:
+        c = self.counters
+        key, up, sock = peer.key, peer.up, peer.up.sock
         self.peers[key] = peer
         c.peers = len(self.peers)
         if self._reading:
@@ -536,6 +545,95 @@ class Relay:
         )
         self.counters.socket_rx_drops = max(total, self.counters.socket_rx_drops)
         return self.counters.socket_rx_drops
+
+    # --- restarts ----------------------------------------------------------------------------
+
+    def save_state(self, path: str) -> bool:
+        """Write the engines' sessions and each peer's upstream port (call after a flush).
+
+        xl2tpd's tunnel socket is connected to the source port it first saw, and in renumber
+        mode it has seen our Ns: both must survive a restart. Failure is logged, never raised.
+        """
+        peers = []
+        for peer in self.peers.values():
+            cmsg = None
+            if peer.cmsg is not None:
+                cmsg = [[level, kind, bytes(value).hex()] for level, kind, value in peer.cmsg]
+            peers.append(
+                {
+                    "addr": list(peer.addr),
+                    "listen": list(peer.lsock.sock.getsockname()[:2]),
+                    "cmsg": cmsg,
+                    "upstream": list(peer.up.sock.getsockname()[:2]),
+                }
+            )
+        extra: dict[str, Any] = {"peers": peers, "lns_to_lac": None}
+        if self.engine_down is not None:
+            extra["lns_to_lac"] = state.export_engine(self.engine_down)
+        try:
+            count = state.save_state(self.engine_up, path, extra)
+        except (OSError, TypeError, ValueError) as e:
+            log.error("cannot save state to %s: %s (a restart will renumber afresh)", path, e)
+            return False
+        log.info("saved state of %d sessions and %d LAC peers to %s", count, len(peers), path)
+        return True
+
+    def restore_state(self, saved: state.SavedState) -> tuple[int, int]:
+        """Recreate saved sessions and peers with their old upstream ports; before reading.
+
+        A peer that is no longer allowed, whose listen address is gone or whose port cannot be
+        bound again is skipped with a warning: it gets a new port when it next sends.
+        Returns (sessions, peers) restored.
+        """
+        now = self.clock()
+        listeners = {tuple(s.sock.getsockname()[:2]): s for s in self.listeners}
+        restored_peers = 0
+        for item in saved.extra.get("peers") or []:
+            try:
+                addr = tuple(item["addr"])
+                key = (str(addr[0]), int(addr[1]))
+                listen = tuple(item["listen"])
+                up_host, up_port = item["upstream"]
+                cmsg = item.get("cmsg")
+                if cmsg is not None:
+                    cmsg = [(int(a), int(b), bytes.fromhex(c)) for a, b, c in cmsg]
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("state: skipping a malformed peer entry %r: %s", item, e)
+                continue
+            where = format_address(key)
+            lsock = listeners.get(listen)
+            if lsock is None or key in self.peers:
+                log.warning("state: LAC peer %s: its listen address is gone; skipped", where)
+                continue
+            if not self._allowed(key[0]) or self._is_self(key):
+                log.warning("state: LAC peer %s is no longer allowed; skipped", where)
+                continue
+            if up_host != self._upstream_ip or len(self.peers) >= self.config.max_peers:
+                log.warning("state: LAC peer %s: upstream address changed; skipped", where)
+                continue
+            try:
+                up = self._upstream_socket(int(up_port))
+            except (OSError, ValueError) as e:
+                log.warning(
+                    "state: LAC peer %s: cannot bind upstream port %s again (%s); it gets a new "
+                    "one when it next sends",
+                    where,
+                    up_port,
+                    e,
+                )
+                continue
+            peer = Peer(addr, key, lsock, up, now)
+            peer.cmsg = cmsg
+            self._add_peer(peer)
+            restored_peers += 1
+        sessions = saved.restore(self.engine_up, now)
+        down = saved.extra.get("lns_to_lac")
+        if down is not None and self.engine_down is not None:
+            try:
+                sessions += state.restore_engine(self.engine_down, *state.parse_engine(down), now)
+            except ValueError as e:
+                log.warning("state: LNS-to-LAC sessions not restored: %s", e)
+        return sessions, restored_peers
 
     # --- SIGHUP ------------------------------------------------------------------------------
 
