@@ -51,6 +51,10 @@ IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _ANC_SIZE = socket.CMSG_SPACE(20)
 _in_pktinfo = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+# getsockopt(SO_MEMINFO): the socket's memory counters; index 8 (SK_MEMINFO_DROPS) is the count
+# of datagrams the kernel dropped on it, the same number SO_RXQ_OVFL reports per datagram.
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+_sk_meminfo = struct.Struct("=9I")
 # Rejected source addresses remembered so a flood from one does not re-run the ACL per packet.
 DENIED_CACHE = 4096
 
@@ -89,7 +93,7 @@ class UdpSocket:
     IPV6_PKTINFO) and give it back on `send`, so a reply leaves from the address the LAC used.
     """
 
-    __slots__ = ("family", "fd", "inode", "pktinfo", "sock")
+    __slots__ = ("drops", "family", "fd", "inode", "pktinfo", "sock")
 
     def __init__(self, sock: socket.socket, pktinfo: bool = False) -> None:
         sock.setblocking(False)
@@ -98,6 +102,7 @@ class UdpSocket:
         self.family = sock.family
         self.pktinfo = pktinfo
         self.inode = os.fstat(self.fd).st_ino
+        self.drops = 0  # kernel drops seen so far (see kernel_drops)
         if pktinfo:
             if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
@@ -142,6 +147,14 @@ class UdpSocket:
             # what was read so far is still processed; the rest waits for the next wake-up.
             pass
         return items
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel has dropped on this socket (full receive queue); -1 unknown."""
+        try:
+            info = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _sk_meminfo.size)
+            return int(_sk_meminfo.unpack(info)[8])
+        except (OSError, struct.error):
+            return -1
 
     def send(self, data: bytes, addr: Any, cmsg: Any = None) -> bool:
         try:
@@ -349,6 +362,14 @@ class Relay:
             if down is not None and data and data[0] & 0x80:
                 down.observe_reverse(data, key, now)
         c.rx_bytes_lac += size
+        if len(batch) == BATCH:
+            # A full batch: the queue is backed up. If the kernel dropped datagrams, the gaps
+            # held packets wait for will never fill: give them up now instead of after the
+            # timeout (one getsockopt per full batch only; nothing on the normal path).
+            drops = lsock.kernel_drops()
+            if drops > lsock.drops:
+                lsock.drops = drops
+                self.engine_up.skip_gaps(now)
         self._send_out()
         self._rearm()
 
