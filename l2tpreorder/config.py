@@ -75,6 +75,9 @@ class Config:
     # Per-session state saved on SIGTERM and restored at start (renumber mode: no Ns jump for
     # the LNS). None: $STATE_DIRECTORY/state.json when systemd gives a StateDirectory, else off.
     state_file: str | None = None
+    # Started as root: bind the listen sockets, then switch to this user (and its group) for
+    # good. None: stay who we are (systemd's unit uses DynamicUser + CAP_NET_BIND_SERVICE).
+    user: str | None = None
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -211,6 +214,7 @@ TOP_KEYS = (
     "logging",
     "metrics",
     "state_file",
+    "user",
 )
 REORDER_KEYS = (
     "timeout_ms",
@@ -314,6 +318,10 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     kw["engine"] = EngineConfig(**ekw)
     if "state_file" in top:
         kw["state_file"] = _optional_path("state_file", top["state_file"])
+    if top.get("user") is not None:
+        if not isinstance(top["user"], str) or not top["user"]:
+            raise ConfigError("user", top["user"], "a user name or null")
+        kw["user"] = top["user"]
 
     logging_ = _section("logging", top.get("logging"), LOGGING_KEYS)
     if "level" in logging_:

@@ -211,9 +211,17 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        relay.start_reading()
         source = MetricsSource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
+        if self.config.user is not None:
+            error = drop_privileges(self.config.user)
+            if error is not None:
+                log.error("%s", error)
+                if self.metrics is not None:
+                    self.metrics.close()
+                relay.shutdown()
+                return 1
+        relay.start_reading()
         self._reporter = DropReporter(source, self.config.drop_report_interval)
         log.info("%s", self._status())
         self.notifier.ready(self._status())
@@ -345,6 +353,35 @@ class Daemon:
                     "it can talk to the LNS through the relay; list your LAC prefixes in allow",
                     format_address((host, port)),
                 )
+
+
+def drop_privileges(user: str) -> str | None:
+    """Started as root, after binding: become `user` (its group, no supplementary groups) for
+    good; setuid from root to non-root also clears every capability. Returns an error or None.
+    """
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"user = {user!r}: no such user; not running on as root"
+    if os.geteuid() != 0:
+        if os.geteuid() == pw.pw_uid:
+            return None
+        log.warning("user = %r: not started as root, so running as uid %d", user, os.geteuid())
+        return None
+    try:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as e:
+        return f"user = {user!r}: cannot switch to it: {e.strerror}; not running on as root"
+    try:
+        os.setuid(0)
+    except OSError:
+        log.info("running as user %s (uid %d, gid %d)", user, pw.pw_uid, pw.pw_gid)
+        return None
+    return f"user = {user!r}: could switch back to root after dropping; refusing to run"
 
 
 def raise_fd_limit(max_peers: int) -> None:

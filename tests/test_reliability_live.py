@@ -454,3 +454,73 @@ def test_kernel_drops_give_up_held_gaps_at_once() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+def test_root_binds_a_privileged_port_then_runs_as_the_configured_user() -> None:
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    need_root()
+    nobody = pwd.getpwnam("nobody")
+    port = _free_privileged_port()
+    lns_port = free_udp_port()
+    lns = udp(port=lns_port)
+    lac = udp()
+    # The daemon reaches its notify socket after dropping root: a directory it may enter.
+    directory = Path(tempfile.mkdtemp(prefix="l2rreliab"))
+    directory.chmod(0o755)
+    old_umask = os.umask(0)
+    try:
+        d = Daemon(directory, {**config(port, lns_port), "user": "nobody"})
+    finally:
+        os.umask(old_umask)
+    try:
+        d.ready()
+        status = Path(f"/proc/{d.proc.pid}/status").read_text()
+        uid = re.search(r"^Uid:\s+(.*)$", status, re.M)
+        gid = re.search(r"^Gid:\s+(.*)$", status, re.M)
+        cap_eff = re.search(r"^CapEff:\s+(\w+)$", status, re.M)
+        assert uid and uid.group(1).split() == [str(nobody.pw_uid)] * 4, status
+        assert gid and gid.group(1).split() == [str(nobody.pw_gid)] * 4, status
+        assert cap_eff and int(cap_eff.group(1), 16) == 0, "capabilities left after the drop"
+        assert re.search(r"^Groups:\s*$", status, re.M), "supplementary groups kept"
+        lac.sendto(real(5), ("127.0.0.1", port))
+        assert ns_and_number(recv(lns)[0]) == (5, 5)
+        assert f"running as user nobody (uid {nobody.pw_uid}" in d.log()
+        # Bound as root: the socket is on the privileged port, and nothing else was.
+        assert any(f":{port:04X}" in line for line in _proc_udp_lines(d.proc.pid))
+        assert d.terminate() == 0
+    finally:
+        d.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _free_privileged_port() -> int:
+    import socket
+
+    for port in range(1000, 600, -1):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free UDP port below 1024")
+
+
+def _proc_udp_lines(pid: int) -> list[str]:
+    """/proc/net/udp lines of the sockets process `pid` holds."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return [
+        line
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]
+        if line.split()[9] in inodes
+    ]
