@@ -86,7 +86,13 @@ class Proxy:
         self.record.write(json.dumps(event) + "\n")
 
     def send_up(self, datagram: bytes, kind: str, **extra: Any) -> None:
-        self.up.send(datagram)
+        try:
+            self.up.send(datagram)
+        except ConnectionRefusedError:
+            # Nobody listened upstream (the relay restarting): the ICMP error comes back on the
+            # next send, and that datagram is lost, as a real LAC's would be.
+            self.log(event="refused", kind=kind, frame=frame_number(datagram), **extra)
+            return
         self.log(event="sent", kind=kind, hex=datagram.hex(), frame=frame_number(datagram), **extra)
 
     def from_lac(self, datagram: bytes) -> None:
@@ -143,7 +149,10 @@ class Proxy:
                     datagram, self.lac = self.down.recvfrom(65535)
                     self.from_lac(datagram)
                 else:
-                    reply = self.up.recv(65535)
+                    try:
+                        reply = self.up.recv(65535)
+                    except ConnectionRefusedError:
+                        continue  # see send_up
                     if self.lac is not None:
                         self.down.sendto(reply, self.lac)
             if self.held is not None and time.monotonic() - self.last_data > IDLE_FLUSH:

@@ -62,6 +62,9 @@ class Scenario:
     relay_args: list[str] = field(default_factory=list)
     replay_control_at: int | None = None  # proxy re-sends the LAC's last control message here
     length_bit: bool = False  # LAC sets L on data (xl2tpd `length bit = yes`)
+    # Restart the relay (SIGTERM, then start it again, as systemd does) once the LNS has this
+    # many frames; it keeps its state in a state file across the restart.
+    restart_relay_after: int | None = None
 
     @property
     def impair_range(self) -> tuple[int, int]:
@@ -79,6 +82,7 @@ class Captured:
     session_id: int
     ns: int | None
     datagram: bytes
+    src_port: int = 0  # UDP source port (the relay's upstream port for this LAC)
 
 
 @dataclass
@@ -256,13 +260,20 @@ class Lab:
 
         self.spawn_xl2tpd("lns", w, w / "lns.conf")
         wait_for("LNS xl2tpd", lambda: "Listening on IP" in _text(w / "lns-xl2tpd.log"), 10)
+        relay_argv = [
+            sys.executable, "-m", "l2tpreorder", "run",
+            "--listen", f"{LNS_ADDR}:{L2TP_PORT}",
+            "--lns", f"{MOVED_ADDR}:{MOVED_PORT}",
+            "--timeout", str(sc.relay_timeout_ms), *sc.relay_args,
+        ]
+        if sc.restart_relay_after is not None:
+            (w / "relay.yaml").write_text(
+                f"state_file: {w / 'relay-state.json'}\nmetrics: {{enabled: false}}\n"
+            )
+            relay_argv += ["--config", str(w / "relay.yaml")]
+        relay = None
         if sc.relay:
-            self.spawn("lns", [
-                sys.executable, "-m", "l2tpreorder", "run",
-                "--listen", f"{LNS_ADDR}:{L2TP_PORT}",
-                "--lns", f"{MOVED_ADDR}:{MOVED_PORT}",
-                "--timeout", str(sc.relay_timeout_ms), *sc.relay_args,
-            ], w / "relay.log")
+            relay = self.spawn("lns", relay_argv, w / "relay.log")
             wait_for("relay bound to UDP 1701",
                      lambda: self._udp_bound("lns", LNS_ADDR, L2TP_PORT), 15)
 
@@ -289,6 +300,14 @@ class Lab:
                  lambda: (w / "lns-ready").exists() and "argv" in _text(w / "lac-pppd.log"), 20)
 
         (w / "go").touch()
+        if relay is not None and sc.restart_relay_after is not None:
+            after = sc.restart_relay_after
+            wait_for(f"{after} frames at the LNS before the restart",
+                     lambda: len(_text(w / "results").split()) >= after, 30, step=0.005)
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(timeout=10)
+            self.spawn("lns", relay_argv, w / "relay.log")
+            wait_for("relay bound again", lambda: self._udp_bound("lns", LNS_ADDR, L2TP_PORT), 15)
         wait_for("LAC to send all frames", (w / "lac-done").exists,
                  sc.frames * sc.interval * 5 + 20)
         self._settle(w / "results", quiet=1.0 + (sc.relay_timeout_ms / 1000 if sc.relay else 0))
@@ -361,14 +380,15 @@ def decode_capture(pcap: Path, lns_addr: str, lns_port: int) -> list[Captured]:
          "-Y", f"l2tp && ip.dst=={lns_addr} && udp.dstport=={lns_port}",
          "-T", "fields", "-E", "separator=/t", "-E", "occurrence=f",
          "-e", "l2tp.type", "-e", "l2tp.tunnel", "-e", "l2tp.session", "-e", "l2tp.Ns",
-         "-e", "udp.payload"],
+         "-e", "udp.payload", "-e", "udp.srcport"],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     captured = []
     for line in out.splitlines():
-        l2tp_type, tunnel_id, session_id, ns, payload = line.split("\t")
+        l2tp_type, tunnel_id, session_id, ns, payload, src_port = line.split("\t")
         captured.append(Captured(
             is_control=l2tp_type == "1", tunnel_id=int(tunnel_id), session_id=int(session_id),
             ns=int(ns) if ns else None, datagram=bytes.fromhex(payload.replace(":", "")),
+            src_port=int(src_port),
         ))
     return captured
