@@ -590,3 +590,17 @@ def test_promtool_check_metrics_on_the_daemons_output(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+
+
+def test_readme_documents_every_family_and_reason_the_daemon_exports(
+    scraped: tuple[PrometheusServer, Run],
+) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    monitoring = readme.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
+    families = set(re.findall(r"^# TYPE (l2tpreorder_\w+) ", scraped[1].metrics_text, re.M))
+    assert len(families) >= 30
+    undocumented = {f for f in families if f.removeprefix("l2tpreorder_") not in monitoring}
+    assert undocumented == set()
+    reasons = set(re.findall(r'reason="(\w+)"', scraped[1].metrics_text))
+    assert {"late", "not_allowed", "peer_limit", "not_from_lns", "too_short"} <= reasons
+    assert {r for r in reasons if f"`{r}`" not in monitoring} == set()
