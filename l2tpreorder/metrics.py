@@ -280,6 +280,11 @@ class RelayCollector(Collector):
         yield GaugeMetricFamily(
             PREFIX + "peers", "LAC peers with an upstream socket now.", value=relay.peers
         )
+        yield CounterMetricFamily(
+            PREFIX + "peers_removed_idle",
+            "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
+            value=relay.peers_removed_idle,
+        )
         reloads = CounterMetricFamily(
             PREFIX + "config_reloads",
             "Configuration reloads (SIGHUP), by result.",
