@@ -40,7 +40,10 @@ PY = sys.executable
 BASELINE_CMD = (
     "{python} -m bench.baseline_forwarder --listen {listen} --target {lns} --rcvbuf {rcvbuf}"
 )
-DAEMON_CMD = "{python} -m l2tpreorder run --listen {listen} --lns {lns} --timeout {timeout_ms}"
+DAEMON_CMD = (
+    "{python} -m l2tpreorder run --listen {listen} --lns {lns} --timeout {timeout_ms} "
+    "--socket-buffer {rcvbuf}"
+)
 
 
 class TargetUnavailable(RuntimeError):

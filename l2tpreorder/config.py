@@ -366,6 +366,7 @@ def with_overrides(
     lns: str | None = None,
     timeout_ms: float | None = None,
     log_level: str | None = None,
+    socket_buffer_bytes: int | None = None,
 ) -> Config:
     """Apply command-line flags on top of the file (they win, also on reload)."""
     kw: dict[str, Any] = {}
@@ -378,6 +379,10 @@ def with_overrides(
         kw["engine"] = replace(config.engine, reorder_timeout=seconds)
     if log_level is not None:
         kw["log_level"] = _choice("--log-level", log_level, LOG_LEVELS)
+    if socket_buffer_bytes is not None:
+        kw["socket_buffer_bytes"] = _int(
+            "--socket-buffer", socket_buffer_bytes, 4096, 1 << 30, " bytes"
+        )
     return replace(config, **kw) if kw else config
 
 

@@ -371,6 +371,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, metavar="MS", help="reorder timeout in ms (reorder.timeout_ms)"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logging.level")
+    parser.add_argument(
+        "--socket-buffer",
+        type=int,
+        metavar="BYTES",
+        help="socket receive/send buffer size (overrides socket_buffer_bytes)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -382,6 +388,7 @@ def main(args: argparse.Namespace) -> int:
             lns=args.lns,
             timeout_ms=args.timeout,
             log_level=args.log_level,
+            socket_buffer_bytes=args.socket_buffer,
         )
 
     try:

@@ -36,7 +36,10 @@ SKIP_TIMEOUT = "timeout"  # waited reorder_timeout for the gap to fill
 SKIP_CAP = "cap"  # a held-packet or held-byte cap forced the oldest gap closed early
 SKIP_RESYNC = "resync"  # the peer restarted its numbering; what was held was released first
 SKIP_END = "session_end"  # the session ended (CDN, StopCCN, shutdown) with gaps still open
-SKIP_REASONS: tuple[str, ...] = (SKIP_TIMEOUT, SKIP_CAP, SKIP_RESYNC, SKIP_END)
+# The socket layer reported kernel receive-queue drops: gaps that may be those were given up
+# after a short grace instead of the timeout (see ReorderEngine.note_kernel_drops).
+SKIP_SOCKET_DROP = "socket_overflow"
+SKIP_REASONS: tuple[str, ...] = (SKIP_TIMEOUT, SKIP_CAP, SKIP_RESYNC, SKIP_END, SKIP_SOCKET_DROP)
 
 
 class Outcome(IntEnum):
