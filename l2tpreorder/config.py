@@ -67,6 +67,7 @@ class Config:
     peer_idle_timeout: float = 300.0
     upstream_bind: str | None = None
     socket_buffer_bytes: int = 4 * 1024 * 1024
+    udp_gso: bool = False  # send runs to the LNS as UDP GSO super-datagrams (see README)
     engine: EngineConfig = field(default_factory=EngineConfig)
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
@@ -89,6 +90,8 @@ class Config:
             keys.append("upstream_bind")
         if self.socket_buffer_bytes != new.socket_buffer_bytes:
             keys.append("socket_buffer_bytes")
+        if self.udp_gso != new.udp_gso:
+            keys.append("udp_gso")
         return keys
 
 
@@ -204,6 +207,7 @@ TOP_KEYS = (
     "peer_idle_timeout_ms",
     "upstream_bind",
     "socket_buffer_bytes",
+    "udp_gso",
     "reorder",
     "logging",
     "metrics",
@@ -280,6 +284,8 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         kw["socket_buffer_bytes"] = _int(
             "socket_buffer_bytes", top["socket_buffer_bytes"], 4096, 1 << 30, " bytes"
         )
+    if "udp_gso" in top:
+        kw["udp_gso"] = _bool("udp_gso", top["udp_gso"])
 
     reorder = _section("reorder", top.get("reorder"), REORDER_KEYS)
     ekw: dict[str, Any] = {}
@@ -367,6 +373,7 @@ def with_overrides(
     timeout_ms: float | None = None,
     log_level: str | None = None,
     socket_buffer_bytes: int | None = None,
+    udp_gso: bool | None = None,
 ) -> Config:
     """Apply command-line flags on top of the file (they win, also on reload)."""
     kw: dict[str, Any] = {}
@@ -383,6 +390,8 @@ def with_overrides(
         kw["socket_buffer_bytes"] = _int(
             "--socket-buffer", socket_buffer_bytes, 4096, 1 << 30, " bytes"
         )
+    if udp_gso is not None:
+        kw["udp_gso"] = udp_gso
     return replace(config, **kw) if kw else config
 
 

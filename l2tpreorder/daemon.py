@@ -377,6 +377,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="socket receive/send buffer size (overrides socket_buffer_bytes)",
     )
+    parser.add_argument(
+        "--udp-gso",
+        action="store_true",
+        default=None,
+        help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -389,6 +395,7 @@ def main(args: argparse.Namespace) -> int:
             timeout_ms=args.timeout,
             log_level=args.log_level,
             socket_buffer_bytes=args.socket_buffer,
+            udp_gso=args.udp_gso,
         )
 
     try:

@@ -27,17 +27,22 @@ def drain(sock: socket.socket) -> Iterator[bytes]:
         return
 
 
-def test_send_many_keeps_every_datagram_and_its_boundaries() -> None:
-    """Equal-size runs go as GSO sends (a shorter last one too); sizes that differ split them."""
-    need(mmsg.GSO_AVAILABLE, "UDP GSO (Linux >= 4.18)")
+@pytest.mark.parametrize("gso", [False, True], ids=["sendmmsg", "gso"])
+def test_send_many_keeps_every_datagram_and_its_boundaries(gso: bool) -> None:
+    """sendmmsg cuts one joined buffer back into datagrams; GSO sends equal-size runs (a shorter
+    last one too) and sizes that differ split them. Every datagram arrives whole, in order."""
+    need(mmsg.AVAILABLE, "sendmmsg through ctypes (Linux, 64-bit)")
+    if gso:
+        need(mmsg.GSO_AVAILABLE, "UDP GSO (Linux >= 4.18)")
     sink = udp()
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    out = UdpSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    sizes = [100] * 70 + [60] + [100] * 3 + [1400] * 50 + [900, 1400, 7] + [30000] * 3
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    out = UdpSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), gso=gso)
+    sizes = [100] * 70 + [60] + [100] * 3 + [1400] * 50 + [900, 1400, 7] + [30000] * 3 + [1]
     datas = [struct.pack("!H", i) + bytes([i % 251]) * (n - 2) for i, n in enumerate(sizes)]
+    datas[-1] = b"x"
     try:
         assert out.send_many(datas, sink.getsockname()) == len(datas)
-        assert out.gso  # the kernel took the GSO sends (else it would have turned GSO off)
+        assert out.gso == gso  # GSO on: the kernel took the GSO sends (else it turns it off)
         assert list(drain(sink)) == datas
     finally:
         out.close()
