@@ -15,7 +15,6 @@ queues; hold times are folded into fixed-size log histograms per session.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
+from l2tpreorder.config import ConfigError, load_with_overrides
 from l2tpreorder.direction import Conversation, DirectionFinder, Endpoint
 from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.fastpath import parse_header
@@ -398,19 +398,18 @@ def add_arguments(parser: Any) -> None:
 
 
 def engine_config_from_args(args: Any) -> EngineConfig:
-    config = EngineConfig()
-    if args.config:
-        # The daemon's loader (l2tpreorder.config) validates the file and names bad keys.
-        loader = importlib.import_module("l2tpreorder.config")
-        config = loader.load_config(args.config).engine
-    overrides: dict[str, Any] = {"record_hold_times": True}
-    if args.timeout is not None:
-        overrides["reorder_timeout"] = args.timeout / 1000.0
-    if args.sequencing is not None:
-        overrides["sequencing"] = Sequencing(args.sequencing)
-    if args.max_held is not None:
-        overrides["max_held_per_session"] = args.max_held
-    return replace(config, **overrides)
+    """The daemon's engine settings from `--config FILE`, with this command's flags on top.
+
+    Built by the daemon's own loader, so a bad file or flag fails exactly as `check-config` and
+    `run` report it (ConfigError: key, value, what was expected).
+    """
+    config = load_with_overrides(
+        args.config,
+        timeout_ms=args.timeout,
+        sequencing=args.sequencing,
+        max_held_per_session=args.max_held,
+    )
+    return replace(config.engine, record_hold_times=True)
 
 
 def main(args: Any) -> int:
@@ -418,11 +417,8 @@ def main(args: Any) -> int:
         return 2
     try:
         engine = engine_config_from_args(args)
-    except (ValueError, OSError) as e:
-        print(f"l2tpreorder replay: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # the config loader's ConfigError names key and value
-        print(f"l2tpreorder replay: {e}", file=sys.stderr)
+    except ConfigError as e:
+        print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:

@@ -236,6 +236,8 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "reorder_timeout_ms": r.engine.reorder_timeout * 1000,
             "sequencing": str(r.engine.sequencing),
             "max_held_per_session": r.engine.max_held_per_session,
+            "max_held_bytes": r.engine.max_held_bytes,
+            "resync_after": r.engine.resync_after,
         },
         "totals": r.counters,
         "forwarded": r.forwarded,
