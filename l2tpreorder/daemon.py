@@ -26,8 +26,7 @@ from l2tpreorder.config import (
     ConfigError,
     MetricsSettings,
     format_address,
-    load_config,
-    with_overrides,
+    load_with_overrides,
 )
 from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay import BindError, Relay
@@ -387,9 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     def load() -> Config:
-        config = load_config(args.config) if args.config else Config()
-        return with_overrides(
-            config,
+        return load_with_overrides(
+            args.config,
             listen=args.listen,
             lns=args.lns,
             timeout_ms=args.timeout,

@@ -176,7 +176,8 @@ class RelayCollector(Collector):
         )
         held_bytes_limit = GaugeMetricFamily(
             PREFIX + "held_limit_bytes",
-            "Configured cap on held bytes (max_held_bytes); over it the oldest gap is closed.",
+            "Configured cap on held bytes (reorder.max_held_bytes); over it the oldest gap is "
+            "closed.",
             labels=d,
         )
         held_session_max = GaugeMetricFamily(
@@ -186,12 +187,12 @@ class RelayCollector(Collector):
         )
         held_session_limit = GaugeMetricFamily(
             PREFIX + "session_held_packets_limit",
-            "Configured cap on held packets per session (max_held_per_session).",
+            "Configured cap on held packets per session (reorder.max_held_per_session).",
             labels=d,
         )
         timeout = GaugeMetricFamily(
             PREFIX + "reorder_timeout_seconds",
-            "Configured reorder timeout: the longest a packet is held.",
+            "Configured reorder timeout (reorder.timeout_ms): the longest a packet is held.",
             labels=d,
         )
         sessions = GaugeMetricFamily(PREFIX + "sessions", "Sessions now.", labels=d)
@@ -228,8 +229,9 @@ class RelayCollector(Collector):
             timeout.add_metric([direction], cfg.reorder_timeout)
             sessions.add_metric([direction], len(live))
         relay = self._source.relay
-        # Drops before the engine: the relay's access control, one per direction.
+        # Drops before the engine: the relay's access control and peer cap, by direction.
         dropped.add_metric([LAC_TO_LNS, "not_allowed"], relay.dropped_not_allowed)
+        dropped.add_metric([LAC_TO_LNS, "peer_limit"], relay.dropped_peer_limit)
         dropped.add_metric([LNS_TO_LAC, "not_from_lns"], relay.dropped_not_from_lns)
         yield from (
             received, malformed, forwarded, released, dropped, skipped, resyncs, started,
@@ -271,11 +273,17 @@ class RelayCollector(Collector):
         )
         yield CounterMetricFamily(
             PREFIX + "socket_receive_drops",
-            "Datagrams the kernel dropped on a full socket receive queue (SO_RXQ_OVFL).",
+            "Datagrams the kernel dropped on a full receive queue of the relay's sockets "
+            "(the drops column of /proc/net/udp, what SO_RXQ_OVFL counts).",
             value=relay.socket_rx_drops,
         )
         yield GaugeMetricFamily(
             PREFIX + "peers", "LAC peers with an upstream socket now.", value=relay.peers
+        )
+        yield CounterMetricFamily(
+            PREFIX + "peers_removed_idle",
+            "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
+            value=relay.peers_removed_idle,
         )
         reloads = CounterMetricFamily(
             PREFIX + "config_reloads",

@@ -54,10 +54,14 @@ def nothing_waiting(sock: socket.socket) -> bool:
 
 
 class Daemon:
-    """`python -m l2tpreorder run --config FILE` with its notify socket and logs."""
+    """`python -m l2tpreorder run --config FILE [ARGS]` with its notify socket and logs."""
 
     def __init__(
-        self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "config.yaml"
@@ -71,7 +75,8 @@ class Daemon:
         full_env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(self.config_path)]
+            + (args or []),
             cwd=PROJECT_ROOT,
             env=full_env,
             stdout=self._log,

@@ -406,6 +406,10 @@ def _has_ipv6_loopback() -> bool:
 
 def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() -> None:
     import uvloop
+    from prometheus_client import generate_latest
+
+    from l2tpreorder.daemon import MetricsSource
+    from l2tpreorder.metrics import MetricsConfig, build_registry
 
     listen, lns_port = free_udp_port(), free_udp_port()
     lns = udp(port=lns_port)
@@ -443,6 +447,10 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert relay.counters.peers == 1
             assert relay.remove_idle(now + 62) == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
+            exported = generate_latest(
+                build_registry(MetricsConfig(), MetricsSource(relay))
+            ).decode()
+            assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
             got, src = await lns_recv()  # held data went out on the old socket first
             assert payload_of(got) == (1, b"payload-200-2") and src == upstream
             assert relay.engine_up.session_count == 0
