@@ -40,7 +40,10 @@ PY = sys.executable
 BASELINE_CMD = (
     "{python} -m bench.baseline_forwarder --listen {listen} --target {lns} --rcvbuf {rcvbuf}"
 )
-DAEMON_CMD = "{python} -m l2tpreorder run --listen {listen} --lns {lns} --timeout {timeout_ms}"
+DAEMON_CMD = (
+    "{python} -m l2tpreorder run --listen {listen} --lns {lns} --timeout {timeout_ms} "
+    "--socket-buffer {rcvbuf}"
+)
 
 
 class TargetUnavailable(RuntimeError):
@@ -338,7 +341,8 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
         ax.plot(xs, ys, marker="o", label=key)
     stars = [
         lf["loss_free_pps"] / 1000
-        for section in (summary.get("baseline") or {}, summary.get("daemon") or {})
+        for section in (summary.get("baseline") or {}, summary.get("daemon") or {},
+                        summary.get("daemon_gso") or {})
         for lf in (section.get("loss_free"), section.get("loss_free_many"))
         if lf and lf.get("loss_free_pps")
     ]
@@ -444,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="prove the harness works in ~20 s: short trials, 2 search steps, "
                         "300 'many' sessions, tiny engine bench, no metrics bench")
     p.add_argument("--skip-engine", action="store_true")
+    p.add_argument("--no-gso-variant", dest="gso_variant", action="store_false",
+                   help="skip the loss-free search of the daemon with --udp-gso")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/)")
     p.add_argument("--plot", type=Path, default=RESULTS / "throughput.png")
     args = p.parse_args(argv)
@@ -451,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         args.trial_seconds, args.max_steps, args.start_rate = 0.5, 2, 5000.0
         args.many_sessions, args.quick, args.precision = 300, True, 1.0
         args.lateness_seconds, args.latency_rounds = 1.0, 1
+        args.gso_variant = False
 
     started = time.monotonic()
     pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -502,6 +509,16 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         b.notes.append(f"daemon unavailable: {e}")
         print(f"  daemon unavailable: {e}", flush=True)
     summary["daemon"] = {"loss_free": daemon_lf}
+    # The same daemon with `udp_gso: true` (opt-in: captures on the sending host then show
+    # unsplit super-datagrams), so both sides of that trade-off come from one run.
+    if daemon_ok and daemon_lf and args.gso_variant and b.remaining() > 60:
+        gso = Target("daemon_gso", args.daemon_cmd + " --udp-gso", daemon.label + "+gso")
+        try:
+            summary["daemon_gso"] = {"loss_free": b.search(
+                gso, sessions=args.sessions, swaps=args.swaps,
+                start=daemon_lf["loss_free_pps"] or args.start_rate, ceiling=ceiling)}
+        except TargetUnavailable as e:
+            b.notes.append(f"daemon with --udp-gso unavailable: {e}")
 
     # 2x overload at the usual session count, and at many sessions for the daemon.
     if base_rate and b.remaining() > 20:
@@ -561,6 +578,9 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     ratios: dict[str, float | None] = {}
     d_lf = daemon_lf["loss_free_pps"] if daemon_lf else None
     ratios["loss_free_daemon_over_baseline"] = d_lf / base_rate if d_lf and base_rate else None
+    gso_lf = (summary.get("daemon_gso") or {}).get("loss_free") or {}
+    g_lf = gso_lf.get("loss_free_pps")
+    ratios["loss_free_daemon_gso_over_baseline"] = g_lf / base_rate if g_lf and base_rate else None
     many_d = summary["daemon"].get("loss_free_many")
     over_many = summary["daemon"].get("overload_2x_many")
     ratios["overload_2x_many_over_loss_free_many"] = (
@@ -595,6 +615,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     if daemon_lf:
         print(f"  {daemon.label} loss-free: {daemon_lf['loss_free_pps']:.0f} pps"
               + ("  [harness-bound]" if daemon_lf["harness_bound"] else ""))
+    if g_lf:
+        print(f"  {daemon.label} with --udp-gso loss-free: {g_lf:.0f} pps, ratio to baseline "
+              f"{fmt(ratios['loss_free_daemon_gso_over_baseline'])}"
+              + ("  [harness-bound]" if gso_lf.get("harness_bound") else ""))
     if many_d:
         print(f"  {daemon.label} loss-free at {args.many_sessions} sessions: "
               f"{many_d['loss_free_pps']:.0f} pps")

@@ -67,6 +67,7 @@ class Config:
     peer_idle_timeout: float = 300.0
     upstream_bind: str | None = None
     socket_buffer_bytes: int = 4 * 1024 * 1024
+    udp_gso: bool = False  # send runs to the LNS as UDP GSO super-datagrams (see README)
     engine: EngineConfig = field(default_factory=EngineConfig)
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
@@ -95,6 +96,8 @@ class Config:
             keys.append("upstream_bind")
         if self.socket_buffer_bytes != new.socket_buffer_bytes:
             keys.append("socket_buffer_bytes")
+        if self.udp_gso != new.udp_gso:
+            keys.append("udp_gso")
         return keys
 
 
@@ -210,6 +213,7 @@ TOP_KEYS = (
     "peer_idle_timeout_ms",
     "upstream_bind",
     "socket_buffer_bytes",
+    "udp_gso",
     "reorder",
     "logging",
     "metrics",
@@ -289,6 +293,8 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         kw["socket_buffer_bytes"] = _int(
             "socket_buffer_bytes", top["socket_buffer_bytes"], 4096, 1 << 30, " bytes"
         )
+    if "udp_gso" in top:
+        kw["udp_gso"] = _bool("udp_gso", top["udp_gso"])
 
     reorder = _section("reorder", top.get("reorder"), REORDER_KEYS)
     ekw: dict[str, Any] = {}
@@ -384,20 +390,49 @@ def with_overrides(
     listen: list[str] | None = None,
     lns: str | None = None,
     timeout_ms: float | None = None,
+    sequencing: str | None = None,
+    max_held_per_session: int | None = None,
     log_level: str | None = None,
+    socket_buffer_bytes: int | None = None,
+    udp_gso: bool | None = None,
 ) -> Config:
-    """Apply command-line flags on top of the file (they win, also on reload)."""
+    """Apply command-line flags on top of the file (they win, also on reload).
+
+    Flags are checked with the file's rules and errors name the flag (`--timeout = -1.0: ...`).
+    """
     kw: dict[str, Any] = {}
+    ekw: dict[str, Any] = {}
     if listen:
         kw["listen"] = tuple(parse_address("--listen", v) for v in listen)
     if lns is not None:
         kw["lns"] = parse_address("--lns", lns)
     if timeout_ms is not None:
-        seconds = _ms("--timeout", timeout_ms, 0, 60_000)
-        kw["engine"] = replace(config.engine, reorder_timeout=seconds)
+        ekw["reorder_timeout"] = _ms("--timeout", timeout_ms, 0, 60_000)
+    if sequencing is not None:
+        names = tuple(s.value for s in Sequencing)
+        ekw["sequencing"] = Sequencing(_choice("--sequencing", sequencing, names))
+    if max_held_per_session is not None:
+        ekw["max_held_per_session"] = _int("--max-held", max_held_per_session, 1, 32767, " packets")
+    if ekw:
+        kw["engine"] = replace(config.engine, **ekw)
     if log_level is not None:
         kw["log_level"] = _choice("--log-level", log_level, LOG_LEVELS)
+    if socket_buffer_bytes is not None:
+        kw["socket_buffer_bytes"] = _int(
+            "--socket-buffer", socket_buffer_bytes, 4096, 1 << 30, " bytes"
+        )
+    if udp_gso is not None:
+        kw["udp_gso"] = udp_gso
     return replace(config, **kw) if kw else config
+
+
+def load_with_overrides(path: str | Path | None, **flags: Any) -> Config:
+    """The file (all defaults without one) with `with_overrides(**flags)` on top.
+
+    `run` and `replay pcap` both build their configuration here, so a capture is replayed with
+    exactly the engine settings the daemon would run with.
+    """
+    return with_overrides(load_config(path) if path else Config(), **flags)
 
 
 # --- `l2tpreorder check-config FILE` ----------------------------------------------------------

@@ -26,8 +26,7 @@ from l2tpreorder.config import (
     ConfigError,
     MetricsSettings,
     format_address,
-    load_config,
-    with_overrides,
+    load_with_overrides,
 )
 from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay import BindError, Relay
@@ -444,17 +443,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, metavar="MS", help="reorder timeout in ms (reorder.timeout_ms)"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logging.level")
+    parser.add_argument(
+        "--socket-buffer",
+        type=int,
+        metavar="BYTES",
+        help="socket receive/send buffer size (overrides socket_buffer_bytes)",
+    )
+    parser.add_argument(
+        "--udp-gso",
+        action="store_true",
+        default=None,
+        help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     def load() -> Config:
-        config = load_config(args.config) if args.config else Config()
-        return with_overrides(
-            config,
+        return load_with_overrides(
+            args.config,
             listen=args.listen,
             lns=args.lns,
             timeout_ms=args.timeout,
             log_level=args.log_level,
+            socket_buffer_bytes=args.socket_buffer,
+            udp_gso=args.udp_gso,
         )
 
     try:

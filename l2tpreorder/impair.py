@@ -24,9 +24,9 @@ from typing import Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
+from l2tpreorder.direction import DirectionFinder
 from l2tpreorder.fastpath import L_BIT, S_BIT, parse_header
 from l2tpreorder.pcapwriter import PcapWriter
-from l2tpreorder.replay import DirectionFinder
 from l2tpreorder.wire import MessageType, parse_control
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later

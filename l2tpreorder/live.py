@@ -13,8 +13,8 @@ import sys
 import time
 
 from l2tpreorder.capture import CaptureReader, UdpDatagram
+from l2tpreorder.direction import DirectionFinder, Endpoint, format_endpoint, parse_host_port
 from l2tpreorder.fastpath import parse_header
-from l2tpreorder.replay import DirectionFinder, Endpoint, format_endpoint, parse_host_port
 from l2tpreorder.wire import parse_control
 
 

@@ -37,7 +37,9 @@ SKIP_CAP = "cap"  # a held-packet or held-byte cap forced the oldest gap closed 
 SKIP_RESYNC = "resync"  # the peer restarted its numbering; what was held was released first
 SKIP_END = "session_end"  # the session ended (CDN, StopCCN, shutdown) with gaps still open
 SKIP_EVICTED = "evicted"  # the session table was full and this session was evicted, gaps open
-SKIP_SOCKET_DROP = "socket_drop"  # the kernel dropped datagrams (receive queue full): no waiting
+# The socket layer reported kernel receive-queue drops: gaps that may be those were given up
+# after a short grace instead of the timeout (see ReorderEngine.note_kernel_drops).
+SKIP_SOCKET_DROP = "socket_overflow"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,
     SKIP_CAP,

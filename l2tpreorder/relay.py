@@ -10,8 +10,8 @@ until the peer has been silent longer than L2TP's hello interval. Replies from t
 socket go back to that LAC from the very address the LAC sent to (IP_PKTINFO on wildcard sockets).
 
 Two layers, kept apart on purpose:
-- `UdpSocket` is the only code that reads or writes datagrams (`read_batch`, `send`). It can be
-  swapped for a recvmmsg/sendmmsg implementation without touching the relay logic.
+- `UdpSocket` is the only code that reads or writes datagrams (`read`, `send`, `send_many`):
+  recvmmsg batches and UDP GSO runs through `mmsg` (ctypes), plain calls where unavailable.
 - `Relay` feeds batches into the engine, sends `engine.out`, and keeps ONE loop timer armed for
   the engine's earliest deadline, re-armed after each batch only when that deadline moved.
 
@@ -32,9 +32,11 @@ import struct
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
-from l2tpreorder import state
+from l2tpreorder import mmsg, state
 from l2tpreorder.config import Address, Config, format_address
 from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay_stats import RelayCounters
@@ -44,6 +46,9 @@ log = logging.getLogger("l2tpreorder.relay")
 # Datagrams read per readiness callback before the batch is processed (bounds latency and lets
 # other sockets and the timer run under a flood).
 BATCH = 64
+# Batches drained per readiness callback while the socket keeps giving full ones: fewer trips
+# through the event loop under load, still bounded so the other sockets and the timer run.
+DRAIN_BATCHES = 4
 RECV_SIZE = 65535
 # Linux socket option numbers Python's socket module lacks on some builds.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -51,14 +56,12 @@ IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _ANC_SIZE = socket.CMSG_SPACE(20)
 _in_pktinfo = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
-# getsockopt(SO_MEMINFO): the socket's memory counters; index 8 (SK_MEMINFO_DROPS) is the count
-# of datagrams the kernel dropped on it, the same number SO_RXQ_OVFL reports per datagram.
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
-_sk_meminfo = struct.Struct("=9I")
 # Rejected source addresses remembered so a flood from one does not re-run the ACL per packet.
 DENIED_CACHE = 4096
+# Raw source sockaddrs remembered with their decoded (ip, port) (cleared when full).
+SOURCE_CACHE = 65536
 
-ReadItem = tuple[bytes, Any, Any]  # (datagram, source address, reply cmsg or None)
+_flow_of = itemgetter(0)
 
 
 class BindError(Exception):
@@ -89,25 +92,47 @@ class BindError(Exception):
 class UdpSocket:
     """A non-blocking UDP socket and its datagram I/O; the swap point for batched syscalls.
 
-    Sockets bound to a wildcard address learn each datagram's destination address (IP_PKTINFO /
-    IPV6_PKTINFO) and give it back on `send`, so a reply leaves from the address the LAC used.
+    `read` drains up to a batch with one recvmmsg (`mmsg`), or a recvfrom/recvmsg loop where
+    that is unavailable, and returns parallel lists: datagrams, source keys (ip, port) and, on
+    PKTINFO sockets, the cmsg that makes a reply leave from the address the LAC sent to. Source
+    addresses are decoded once per distinct raw sockaddr (cached), not per datagram.
+    `send_many` sends a run for one destination with UDP GSO where sizes allow.
+    SO_RXQ_OVFL makes every datagram carry the socket's kernel drop count: `drops` is the
+    latest one seen, so the relay learns of receive-queue overflows within a batch.
     """
 
-    __slots__ = ("drops", "family", "fd", "inode", "pktinfo", "sock")
+    __slots__ = (
+        "_full",
+        "_names",
+        "_sources",
+        "drops",
+        "family",
+        "fd",
+        "gso",
+        "inode",
+        "pktinfo",
+        "sock",
+    )
 
-    def __init__(self, sock: socket.socket, pktinfo: bool = False) -> None:
+    def __init__(self, sock: socket.socket, pktinfo: bool = False, gso: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
         self.family = sock.family
         self.pktinfo = pktinfo
         self.inode = os.fstat(self.fd).st_ino
-        self.drops = 0  # kernel drops seen so far (see kernel_drops)
+        self.gso = gso and mmsg.GSO_AVAILABLE
+        self.drops = 0
+        self._sources: dict[bytes, tuple[str, int]] = {}
+        self._full: dict[tuple[str, int], Any] = {}  # IPv6 key -> (host, port, flow, scope)
+        self._names: dict[int, struct.Struct] = {}
         if pktinfo:
             if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, mmsg.SO_RXQ_OVFL, 1)
 
     @classmethod
     def bind(cls, address: Address, buffer_bytes: int) -> UdpSocket:
@@ -126,35 +151,98 @@ class UdpSocket:
             sock.close()
             raise
 
-    def read_batch(self, limit: int = BATCH) -> list[ReadItem]:
-        """Up to `limit` datagrams that are waiting now (never blocks)."""
-        items: list[ReadItem] = []
+    def read(
+        self, limit: int = BATCH
+    ) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
+        """Up to `limit` datagrams waiting now (never blocks): (datagrams, sources, cmsgs).
+
+        `cmsgs` is None on sockets without PKTINFO. ICMP errors reported on the socket
+        (ECONNREFUSED...) or a transient failure end the batch; the rest waits for the next
+        wake-up.
+        """
+        if not mmsg.AVAILABLE:
+            return self._read_loop(limit)
+        ring = mmsg.ring()
         try:
-            if not self.pktinfo:
+            n = ring.recv(self.fd, limit)
+        except OSError:
+            return [], [], None
+        if not n:
+            return [], [], None
+        lengths = ring.lengths(n)
+        mem = ring.mem
+        datas = [mem[o : o + m] for o, m in zip(ring.offsets, lengths[1::2], strict=False)]
+        st = self._names.get(n)
+        if st is None:
+            shape = "2x6s24x" if self.family == socket.AF_INET else "2x26s4x"
+            st = self._names[n] = struct.Struct(shape * n)
+        sources = self._sources
+        keys = [sources.get(raw) or self._decode(raw) for raw in st.unpack_from(mem, ring.names_at)]
+        cmsgs = None
+        if self.pktinfo:
+            cmsgs = [
+                _pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)
+            ]
+        last = lengths[2 * n - 2]
+        if last:
+            count = mmsg.drops_in(ring.control(n - 1, last))
+            if count is not None:
+                self.drops = count
+        return datas, keys, cmsgs
+
+    def _decode(self, raw: bytes) -> tuple[str, int]:
+        """A raw sockaddr (without its family) as the (ip, port) key recvfrom would give."""
+        port = (raw[0] << 8) | raw[1]
+        if self.family == socket.AF_INET:
+            key = (socket.inet_ntop(socket.AF_INET, raw[2:6]), port)
+        else:
+            flowinfo, scope = struct.unpack_from("=I16xI", raw, 2)
+            host = socket.inet_ntop(socket.AF_INET6, raw[6:22])
+            if scope:  # link-local: the host string names the scope, as recvfrom does
+                host = socket.getnameinfo(
+                    (host, port, flowinfo, scope), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+                )[0]
+            key = (host, port)
+            self._full[key] = (host, port, flowinfo, scope)
+        if len(self._sources) >= SOURCE_CACHE:
+            self._sources.clear()
+            self._full.clear()
+        self._sources[raw] = key
+        return key
+
+    def address_of(self, key: tuple[str, int]) -> Any:
+        """The address to send to for a source key (IPv6: with flow info and scope id)."""
+        return self._full.get(key, key)
+
+    def _read_loop(
+        self, limit: int
+    ) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
+        datas: list[bytes] = []
+        keys: list[tuple[str, int]] = []
+        cmsgs: list[Any] | None = [] if self.pktinfo else None
+        try:
+            if cmsgs is None:
                 recvfrom = self.sock.recvfrom
                 for _ in range(limit):
                     data, addr = recvfrom(RECV_SIZE)
-                    items.append((data, addr, None))
+                    datas.append(data)
+                    keys.append(self._key_of(addr))
             else:
                 recvmsg = self.sock.recvmsg
                 for _ in range(limit):
                     data, anc, _flags, addr = recvmsg(RECV_SIZE, _ANC_SIZE)
-                    items.append((data, addr, _reply_cmsg(anc)))
-        except (BlockingIOError, InterruptedError):
+                    datas.append(data)
+                    keys.append(self._key_of(addr))
+                    cmsgs.append(_reply_cmsg(anc))
+        except OSError:  # BlockingIOError ends every drain
             pass
-        except OSError:
-            # ICMP errors reported on the socket (ECONNREFUSED...) or a transient failure:
-            # what was read so far is still processed; the rest waits for the next wake-up.
-            pass
-        return items
+        return datas, keys, cmsgs
 
-    def kernel_drops(self) -> int:
-        """Datagrams the kernel has dropped on this socket (full receive queue); -1 unknown."""
-        try:
-            info = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _sk_meminfo.size)
-            return int(_sk_meminfo.unpack(info)[8])
-        except (OSError, struct.error):
-            return -1
+    def _key_of(self, addr: Any) -> tuple[str, int]:
+        key: tuple[str, int] = addr[:2]
+        if len(addr) > 2:
+            self._full[key] = addr
+        return key
 
     def send(self, data: bytes, addr: Any, cmsg: Any = None) -> bool:
         try:
@@ -166,8 +254,111 @@ class UdpSocket:
             return False
         return True
 
+    def send_many(self, datas: list[bytes], addr: Any) -> int:
+        """Send `datas` to `addr` in order; returns how many the kernel took.
+
+        One sendmmsg per 64 datagrams (`mmsg.SendRing`). With `gso` (config `udp_gso`), runs
+        of equal-size datagrams (the last may be shorter) go as one UDP GSO send instead, which
+        the kernel splits into datagrams; cheaper still, but a capture on the sending host sees
+        the unsplit super-datagram. A GSO refusal (no offload on the route's device) turns GSO
+        off for this socket and the run goes the other way.
+        """
+        n = len(datas)
+        if n == 1 or not mmsg.AVAILABLE:
+            return self._send_each(datas, addr)
+        if not self.gso:
+            return self._send_mmsg(datas, addr)
+        sent = i = 0
+        sendmsg = self.sock.sendmsg
+        while i < n:
+            size = len(datas[i])
+            stop = min(n, i + mmsg.gso_segments(size))
+            j = i + 1
+            while j < stop and len(datas[j]) == size:
+                j += 1
+            if j < stop and len(datas[j]) < size:
+                j += 1  # a shorter last segment is allowed
+            if j - i == 1:
+                sent += self._send_each(datas[i:j], addr)
+            else:
+                try:
+                    sendmsg([b"".join(datas[i:j])], _gso_cmsg(size), 0, addr)
+                    sent += j - i
+                except OSError as e:
+                    if e.errno in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EINTR):
+                        pass  # counted as send errors by the caller, like a failed sendto
+                    else:
+                        self.gso = False
+                        sent += self._send_mmsg(datas[i:j], addr)
+            i = j
+        return sent
+
+    def _send_mmsg(self, datas: list[bytes], addr: Any) -> int:
+        name = _sockaddrs.get(addr)
+        if name is None:
+            name = mmsg.sockaddr(addr)
+            if name is None:
+                return self._send_each(datas, addr)
+            if len(_sockaddrs) >= SOURCE_CACHE:
+                _sockaddrs.clear()
+            _sockaddrs[addr] = name
+        ring = mmsg.send_ring()
+        sent = 0
+        step = ring.slots
+        for i in range(0, len(datas), step):
+            chunk = datas[i : i + step]
+            done = ring.send(self.fd, chunk, name)
+            sent += done
+            if done < len(chunk):
+                # The kernel refused one (full buffer, ICMP error pending): the rest one by one.
+                sent += self._send_each(chunk[done + 1 :], addr)
+        return sent
+
+    def _send_each(self, datas: list[bytes], addr: Any) -> int:
+        sent = 0
+        sendto = self.sock.sendto
+        for data in datas:
+            try:
+                sendto(data, addr)
+                sent += 1
+            except OSError:
+                pass
+        return sent
+
     def close(self) -> None:
         self.sock.close()
+
+
+_gso_cmsgs: dict[int, list[tuple[int, int, bytes]]] = {}
+_sockaddrs: dict[Any, bytes] = {}
+
+
+def _gso_cmsg(size: int) -> list[tuple[int, int, bytes]]:
+    cmsg = _gso_cmsgs.get(size)
+    if cmsg is None:
+        cmsg = _gso_cmsgs[size] = mmsg.gso_cmsg(size)
+    return cmsg
+
+
+_pktinfo_replies: dict[bytes, Any] = {}
+
+
+def _pktinfo_reply(raw: bytes) -> Any:
+    """The reply cmsg for a received control buffer, cached by its PKTINFO bytes.
+
+    PKTINFO is the last item the kernel writes (after SO_RXQ_OVFL), so it sits at a fixed
+    distance from the end: the key (its type and data, not the padding the kernel leaves
+    unwritten) skips the changing drop counter. A miss is parsed in full.
+    """
+    tail = raw[-28:-4]
+    reply = _pktinfo_replies.get(tail)
+    if reply is None:
+        reply = _reply_cmsg(mmsg.walk_control(raw))
+        if reply is not None:
+            if len(_pktinfo_replies) >= SOURCE_CACHE:
+                _pktinfo_replies.clear()
+            _pktinfo_replies[tail] = reply
+    return reply
 
 
 def _reply_cmsg(anc: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]] | None:
@@ -253,6 +444,15 @@ class Relay:
         self._denied: dict[tuple[str, int], None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
+        # The engine deadline timer: a timerfd on the monotonic clock when the relay stamps
+        # packets with it (exact wake-ups, never early); else a loop timer that re-arms itself
+        # when it fires before the deadline (libuv ticks in cached milliseconds).
+        self._timerfd: mmsg.TimerFd | None = None
+        if mmsg.AVAILABLE and clock is time.monotonic:
+            with contextlib.suppress(OSError):
+                self._timerfd = mmsg.TimerFd()
+        self._timerfd_reading = False
+        self._drops_seen: dict[int, int] = {}  # socket fd -> SO_RXQ_OVFL count last acted on
         self._reading = False
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
@@ -289,6 +489,9 @@ class Relay:
     def start_reading(self) -> None:
         for lsock in self.listeners:
             self.loop.add_reader(lsock.fd, self._on_lac_readable, lsock)
+        if self._timerfd is not None and not self._timerfd_reading:
+            self.loop.add_reader(self._timerfd.fd, self._on_timerfd)
+            self._timerfd_reading = True
         self._reading = True
 
     def stop_reading(self) -> None:
@@ -314,7 +517,13 @@ class Relay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            self._timer_when = None
+        self._timer_when = None
+        if self._timerfd is not None:
+            if self._timerfd_reading:
+                self.loop.remove_reader(self._timerfd.fd)
+                self._timerfd_reading = False
+            self._timerfd.close()
+            self._timerfd = None
         for peer in self.peers.values():
             peer.up.close()
         self.peers.clear()
@@ -337,41 +546,58 @@ class Relay:
     # --- LAC -> LNS ----------------------------------------------------------------------------
 
     def _on_lac_readable(self, lsock: UdpSocket) -> None:
-        batch = lsock.read_batch(BATCH)
-        if not batch:
-            return
-        now = self.clock()
         c = self.counters
-        c.rx_datagrams_lac += len(batch)
         peers = self.peers
         receive = self.engine_up.receive
         down = self.engine_down
-        size = 0
-        for data, addr, cmsg in batch:
-            size += len(data)
-            key = addr[:2]
-            peer = peers.get(key)
-            if peer is None:
-                peer = self._admit(addr, key, lsock, now)
-                if peer is None:
-                    continue
-            peer.last_seen = now
-            if cmsg is not None:
-                peer.cmsg = cmsg
-            receive(data, key, now)
-            if down is not None and data and data[0] & 0x80:
-                down.observe_reverse(data, key, now)
-        c.rx_bytes_lac += size
-        if len(batch) == BATCH:
-            # A full batch: the queue is backed up. If the kernel dropped datagrams, the gaps
-            # held packets wait for will never fill: give them up now instead of after the
-            # timeout (one getsockopt per full batch only; nothing on the normal path).
-            drops = lsock.kernel_drops()
-            if drops > lsock.drops:
-                lsock.drops = drops
-                self.engine_up.skip_gaps(now)
-        self._send_out()
+        for _ in range(DRAIN_BATCHES):
+            datas, keys, cmsgs = lsock.read(BATCH)
+            if not datas:
+                break
+            now = self.clock()
+            if lsock.drops != self._drops_seen.get(lsock.fd, 0):
+                self._kernel_dropped(lsock, now, self.engine_up)
+            c.rx_datagrams_lac += len(datas)
+            size = 0
+            if cmsgs is None and down is None:
+                # The common shape: one loop of dict lookup + engine per datagram.
+                for data, key in zip(datas, keys, strict=True):
+                    size += len(data)
+                    peer = peers.get(key)
+                    if peer is None:
+                        peer = self._admit(lsock.address_of(key), key, lsock, now)
+                        if peer is None:
+                            continue
+                    peer.last_seen = now
+                    receive(data, key, now)
+            else:
+                replies = cmsgs if cmsgs is not None else [None] * len(datas)
+                for data, key, cmsg in zip(datas, keys, replies, strict=True):
+                    size += len(data)
+                    peer = peers.get(key)
+                    if peer is None:
+                        peer = self._admit(lsock.address_of(key), key, lsock, now)
+                        if peer is None:
+                            continue
+                    peer.last_seen = now
+                    if cmsg is not None:
+                        peer.cmsg = cmsg
+                    receive(data, key, now)
+                    if down is not None and data and data[0] & 0x80:
+                        down.observe_reverse(data, key, now)
+            c.rx_bytes_lac += size
+            self._send_out()
+            if len(datas) < BATCH:
+                break
         self._rearm()
+
+    def _kernel_dropped(self, sock: UdpSocket, now: float, engine: ReorderEngine | None) -> None:
+        """The kernel dropped datagrams on `sock` (its queue overflowed) since the last batch:
+        the gaps this opens are never filled, so the engine stops waiting the full timeout
+        for gaps that may be those drops."""
+        self._drops_seen[sock.fd] = sock.drops
+        if engine is not None:
+            engine.note_kernel_drops(now)
 
     def _admit(self, addr: Any, key: tuple[str, int], lsock: UdpSocket, now: float) -> Peer | None:
         """A datagram from a new source: check the ACL and the peer cap, open its upstream."""
@@ -397,7 +623,7 @@ class Relay:
         try:
             set_buffers(sock, min(self.config.socket_buffer_bytes, 1 << 20))
             sock.bind((self._upstream_ip, port))
-            return UdpSocket(sock)
+            return UdpSocket(sock, gso=self.config.udp_gso)
         except OSError:
             sock.close()
             raise
@@ -431,58 +657,79 @@ class Relay:
     # --- LNS -> LAC ----------------------------------------------------------------------------
 
     def _on_lns_readable(self, peer: Peer) -> None:
-        batch = peer.up.read_batch(BATCH)
-        if not batch:
-            return
-        now = self.clock()
         c = self.counters
-        c.rx_datagrams_lns += len(batch)
         lns = self._lns
         key = peer.key
         up = self.engine_up
-        down = self.engine_down
-        sent = sent_bytes = size = 0
-        for data, src, _ in batch:
-            size += len(data)
-            if src[:2] != lns:
-                c.dropped_not_from_lns += 1  # only the LNS may speak on this socket
-                continue
-            peer.last_seen = now
-            if data and data[0] & 0x80:
-                # Session lifecycle comes from both directions (CDN/StopCCN by the LNS).
-                up.observe_reverse(data, key, now)
-            if down is not None:
-                down.receive(data, key, now)
-            elif peer.lsock.send(data, peer.addr, peer.cmsg):
-                sent += 1
-                sent_bytes += len(data)
-            else:
-                c.tx_errors += 1
-        c.rx_bytes_lns += size
-        c.tx_datagrams_lac += sent
-        c.tx_bytes_lac += sent_bytes
-        self._send_out()
+        for _ in range(DRAIN_BATCHES):
+            datas, sources, _ = peer.up.read(BATCH)
+            if not datas:
+                break
+            now = self.clock()
+            down = self.engine_down
+            if peer.up.drops != self._drops_seen.get(peer.up.fd, 0):
+                self._kernel_dropped(peer.up, now, down)
+            c.rx_datagrams_lns += len(datas)
+            size = 0
+            forward: list[bytes] = []
+            for data, src in zip(datas, sources, strict=True):
+                size += len(data)
+                if src != lns:
+                    c.dropped_not_from_lns += 1  # only the LNS may speak on this socket
+                    continue
+                peer.last_seen = now
+                if data and data[0] & 0x80:
+                    # Session lifecycle comes from both directions (CDN/StopCCN by the LNS).
+                    up.observe_reverse(data, key, now)
+                if down is not None:
+                    down.receive(data, key, now)
+                else:
+                    forward.append(data)
+            c.rx_bytes_lns += size
+            if forward:
+                if peer.cmsg is None:
+                    sent = peer.lsock.send_many(forward, peer.addr)
+                    sent_bytes = sum(map(len, forward[:sent]))
+                else:
+                    sent = sent_bytes = 0
+                    for data in forward:
+                        if peer.lsock.send(data, peer.addr, peer.cmsg):
+                            sent += 1
+                            sent_bytes += len(data)
+                c.tx_datagrams_lac += sent
+                c.tx_bytes_lac += sent_bytes
+                c.tx_errors += len(forward) - sent
+            self._send_out()
+            if len(datas) < BATCH:
+                break
         self._rearm()
 
     # --- output and the one timer ------------------------------------------------------------
 
     def _send_out(self) -> None:
-        """Send what the engines released (the adapter's half of the engine contract)."""
+        """Send what the engines released (the adapter's half of the engine contract).
+
+        Consecutive datagrams for one peer go to its socket as one run (`send_many`: UDP GSO).
+        """
         c = self.counters
         out = self.engine_up.out
         if out:
             peers = self.peers
             lns = self._lns
-            sent = size = 0
-            for key, data in out:
+            sent = size = failed = 0
+            for key, group in groupby(out, _flow_of):
+                datas = [d for _, d in group]
                 peer = peers.get(key)
-                if peer is not None and peer.up.send(data, lns):
-                    sent += 1
-                    size += len(data)
+                n = peer.up.send_many(datas, lns) if peer is not None else 0
+                if n == len(datas):
+                    sent += n
+                    size += sum(map(len, datas))
                 else:
-                    c.tx_errors += 1
+                    sent += n
+                    failed += len(datas) - n
             c.tx_datagrams_lns += sent
             c.tx_bytes_lns += size
+            c.tx_errors += failed
             out.clear()
         down = self.engine_down
         if down is not None and down.out:
@@ -512,17 +759,37 @@ class Relay:
         deadline = self.next_deadline()
         if deadline == self._timer_when:
             return
+        self._timer_when = deadline
+        if self._timerfd is not None:
+            self._timerfd.arm(deadline)
+            return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_when = deadline
         if deadline is None:
             self._timer = None
         else:
             self._timer = self.loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
 
+    def _on_timerfd(self) -> None:
+        assert self._timerfd is not None
+        self._timerfd.clear()
+        self._timer_when = None
+        self._expire_due()
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_when = None
+        now = self.clock()
+        deadline = self.next_deadline()
+        if deadline is not None and deadline > now:
+            # Fired early (loop timers tick in whole, cached milliseconds): wait the rest,
+            # at least one tick, rather than spinning through zero-delay timers.
+            self._timer_when = deadline
+            self._timer = self.loop.call_later(max(deadline - now, 0.001), self._on_timer)
+            return
+        self._expire_due()
+
+    def _expire_due(self) -> None:
         now = self.clock()
         self.engine_up.expire(now)
         if self.engine_down is not None:
@@ -681,6 +948,7 @@ class Relay:
             lns=self.config.lns,
             upstream_bind=self.config.upstream_bind,
             socket_buffer_bytes=self.config.socket_buffer_bytes,
+            udp_gso=self.config.udp_gso,
         )
         for peer in [p for p in self.peers.values() if not self._allowed(p.key[0])]:
             log.warning(

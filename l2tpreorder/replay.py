@@ -6,10 +6,8 @@ its own time, so release times in `-o OUT.pcap` are the ones the daemon would ha
 
 Only traffic towards the LNS goes through the engine, as in the daemon; the other direction is
 passed through (its control messages still end sessions via `observe_reverse`). Which end is the
-LNS is decided per conversation on its first datagram, from (in this order) `--lns`, the control
-message type (SCCRQ/ICRQ/ICCN come from the LAC, SCCRP/ICRP/OCRQ from the LNS), the UDP ports
-(the end on the L2TP port when only one is), an address already known as LNS or LAC in another
-conversation, and finally the first packet's destination (reported as a guess).
+LNS is decided per conversation by `l2tpreorder.direction`; what is reported, and how, lives in
+`l2tpreorder.replay_report`.
 
 Memory does not grow with the capture: per-packet state lives only in the engine's bounded hold
 queues; hold times are folded into fixed-size log histograms per session.
@@ -17,281 +15,31 @@ queues; hold times are folded into fixed-size log histograms per session.
 
 from __future__ import annotations
 
-import importlib
 import json
-import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
-from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing, Session
+from l2tpreorder.config import ConfigError, load_with_overrides
+from l2tpreorder.direction import Conversation, DirectionFinder, Endpoint
+from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
 from l2tpreorder.pcapwriter import PcapWriter
 from l2tpreorder.reasons import Outcome
-from l2tpreorder.wire import MessageType, parse_control
-
-Endpoint = tuple[str, int]
-
-LAC_SENDS = {
-    MessageType.SCCRQ,
-    MessageType.SCCCN,
-    MessageType.ICRQ,
-    MessageType.ICCN,
-    MessageType.OCRP,
-    MessageType.OCCN,
-    MessageType.WEN,
-}
-LNS_SENDS = {MessageType.SCCRP, MessageType.ICRP, MessageType.OCRQ, MessageType.SLI}
-
-
-def format_endpoint(ep: Endpoint) -> str:
-    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
-
-
-def parse_host_port(value: str) -> tuple[str, int | None]:
-    """'192.0.2.1', '192.0.2.1:1701', '2001:db8::1', '[2001:db8::1]:1701' -> (host, port)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if value.count(":") == 1:
-        host, _, port = value.partition(":")
-        return host, int(port)
-    return value, None
-
-
-# --- direction ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    """One LAC-LNS UDP conversation; the engine's `flow` for it."""
-
-    lac: Endpoint
-    lns: Endpoint
-    method: str  # how the direction was decided
-
-
-class DirectionFinder:
-    def __init__(self, lns_address: str | None = None, ports: tuple[int, ...] = (1701,)) -> None:
-        self.lns_address = lns_address
-        self.ports = frozenset(ports)
-        self._conversations: dict[tuple[Endpoint, Endpoint], Conversation] = {}
-        self._known_lns: set[str] = set()
-        self._known_lac: set[str] = set()
-        self.conflicts = 0  # later handshake messages that contradict a guessed direction
-
-    @property
-    def conversations(self) -> list[Conversation]:
-        return list(self._conversations.values())
-
-    def find(
-        self, src: Endpoint, dst: Endpoint, message_type: int | None
-    ) -> tuple[Conversation, bool]:
-        """The conversation and whether this datagram travels towards the LNS."""
-        key = (src, dst) if src <= dst else (dst, src)
-        conv = self._conversations.get(key)
-        if conv is None:
-            conv = self._decide(src, dst, message_type)
-            self._conversations[key] = conv
-            self._known_lns.add(conv.lns[0])
-            self._known_lac.add(conv.lac[0])
-        elif message_type is not None and conv.method.startswith("guess"):
-            said_lac = message_type in LAC_SENDS
-            said_lns = message_type in LNS_SENDS
-            if (said_lac and src != conv.lac) or (said_lns and src != conv.lns):
-                self.conflicts += 1
-        return conv, dst == conv.lns
-
-    def _decide(self, src: Endpoint, dst: Endpoint, message_type: int | None) -> Conversation:
-        if self.lns_address is not None:
-            host, port = parse_host_port(self.lns_address)
-            for lns, lac in ((dst, src), (src, dst)):
-                if lns[0] == host and (port is None or port == lns[1]):
-                    return Conversation(lac, lns, "--lns")
-        if message_type in LAC_SENDS:
-            return Conversation(src, dst, f"handshake ({MessageType(message_type).name})")
-        if message_type in LNS_SENDS:
-            return Conversation(dst, src, f"handshake ({MessageType(message_type).name})")
-        src_on_port, dst_on_port = src[1] in self.ports, dst[1] in self.ports
-        if dst_on_port and not src_on_port:
-            return Conversation(src, dst, "ports")
-        if src_on_port and not dst_on_port:
-            return Conversation(dst, src, "ports")
-        if dst[0] in self._known_lns or src[0] in self._known_lac:
-            return Conversation(src, dst, "known address")
-        if src[0] in self._known_lns or dst[0] in self._known_lac:
-            return Conversation(dst, src, "known address")
-        return Conversation(src, dst, "guess (first packet's destination; use --lns)")
-
-
-# --- per-session report -------------------------------------------------------------------------
-
-
-class LogHistogram:
-    """Fixed-size histogram of positive durations (1 us .. ~100 s, 2 % wide buckets)."""
-
-    __slots__ = ("count", "counts", "max")
-    BASE = 1e-6
-    RATIO = 1.02
-    BUCKETS = int(math.log(1e8) / math.log(1.02)) + 2
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.count = 0
-        self.max = 0.0
-
-    def add(self, value: float) -> None:
-        i = (
-            0
-            if value <= self.BASE
-            else min(self.BUCKETS, int(math.log(value / self.BASE) / math.log(self.RATIO)) + 1)
-        )
-        self.counts[i] = self.counts.get(i, 0) + 1
-        self.count += 1
-        if value > self.max:
-            self.max = value
-
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the q-quantile (at most 2 % high), capped at max."""
-        if not self.count:
-            return None
-        rank = max(1, math.ceil(q * self.count))
-        seen = 0
-        for i in sorted(self.counts):
-            seen += self.counts[i]
-            if seen >= rank:
-                return min(self.max, self.BASE * self.RATIO**i)
-        return self.max
-
-
-class SessionReport:
-    """Everything the report says about one session towards the LNS."""
-
-    __slots__ = (
-        "compare",
-        "conversation",
-        "data",
-        "dropped_duplicate",
-        "dropped_late",
-        "engine_sessions",
-        "first_ts",
-        "forwarded_in_order",
-        "forwarded_out_of_order",
-        "hold",
-        "last_ns",
-        "last_order",
-        "last_ts",
-        "max_displacement",
-        "max_order",
-        "released",
-        "reordered",
-        "sequenced",
-        "session_id",
-        "skipped",
-        "tunnel_id",
-    )
-
-    def __init__(self, conversation: Conversation, tunnel_id: int, session_id: int) -> None:
-        self.conversation = conversation
-        self.tunnel_id = tunnel_id
-        self.session_id = session_id
-        self.data = 0
-        self.sequenced = 0
-        self.reordered = 0  # arrived after a packet with a higher Ns (seen in the capture)
-        self.last_ns: int | None = None
-        self.last_order = -1
-        self.max_order = -1
-        self.first_ts = 0.0
-        self.last_ts = 0.0
-        self.hold = LogHistogram()
-        self.engine_sessions: list[Session] = []
-        self.forwarded_in_order = 0
-        self.forwarded_out_of_order = 0
-        self.released = 0
-        self.dropped_duplicate = 0
-        self.dropped_late = 0
-        self.skipped = 0
-        self.max_displacement = 0
-        self.compare: dict[str, ModelRunner | DeliveryStats] = {}
-
-    def order_of(self, ns: int) -> int:
-        """The sender's position of this Ns: unwrapped relative to the previous packet."""
-        if self.last_ns is None:
-            order = 0
-        else:
-            delta = (ns - self.last_ns) & 0xFFFF
-            order = self.last_order + (delta - 0x10000 if delta >= 0x8000 else delta)
-        self.last_ns, self.last_order = ns, order
-        if order < self.max_order:
-            self.reordered += 1
-        else:
-            self.max_order = order
-        return order
-
-    def engine_session(self, engine: ReorderEngine) -> Session | None:
-        flow = self.conversation
-        s = engine.session(flow, self.tunnel_id, self.session_id)
-        if s is not None and (not self.engine_sessions or self.engine_sessions[-1] is not s):
-            self.engine_sessions.append(s)
-        return s
-
-    def drain_hold_times(self) -> None:
-        for s in self.engine_sessions:
-            if s.hold_times:
-                for waited in s.hold_times:
-                    self.hold.add(waited)
-                s.hold_times.clear()
-
-    def finish(self) -> None:
-        self.drain_hold_times()
-        for s in self.engine_sessions:
-            self.forwarded_in_order += s.forwarded_in_order
-            self.forwarded_out_of_order += s.forwarded_out_of_order
-            self.released += s.released
-            self.dropped_duplicate += s.dropped_duplicate
-            self.dropped_late += s.dropped_late
-            self.skipped += s.skipped
-            self.max_displacement = max(self.max_displacement, s.max_displacement)
-        self.engine_sessions = []
-
-    def as_dict(self) -> dict[str, Any]:
-        def ms(v: float | None) -> float | None:
-            return None if v is None else round(v * 1000, 3)
-
-        d: dict[str, Any] = {
-            "tunnel_id": self.tunnel_id,
-            "session_id": self.session_id,
-            "peer": format_endpoint(self.conversation.lac),
-            "lns": format_endpoint(self.conversation.lns),
-            "packets": self.data,
-            "sequenced": self.sequenced,
-            "in_order": self.forwarded_in_order,
-            "reordered": self.reordered,
-            "released_after_hold": self.released,
-            "max_displacement": self.max_displacement,
-            "hold_ms": {
-                "count": self.hold.count,
-                "p50": ms(self.hold.quantile(0.5)),
-                "p99": ms(self.hold.quantile(0.99)),
-                "max": ms(self.hold.max) if self.hold.count else None,
-            },
-            "skipped_ns": self.skipped,
-            "late": self.dropped_late,
-            "duplicate": self.dropped_duplicate,
-            "forwarded_out_of_order": self.forwarded_out_of_order,
-        }
-        if self.compare:
-            d["compare"] = {
-                name: (r.stats if isinstance(r, ModelRunner) else r).as_dict()
-                for name, r in self.compare.items()
-            }
-        return d
-
+from l2tpreorder.replay_report import (
+    COMPARE_KERNEL0,
+    COMPARE_L2TPREORDER,
+    COMPARE_XL2TPD,
+    ReplayResult,
+    SessionReport,
+    format_report,
+    result_as_dict,
+)
+from l2tpreorder.wire import parse_control
 
 # --- the replay ---------------------------------------------------------------------------------
 
@@ -305,35 +53,6 @@ class ReplayOptions:
     kernel_reorder_timeout: float | None = None  # also model pppol2tp_reorderto = N seconds
     output: str | None = None
     progress: IO[str] | None = None
-
-
-@dataclass(slots=True)
-class ReplayResult:
-    path: str
-    capture: capture.CaptureStats
-    l2tp_packets: int = 0
-    control: int = 0
-    data: int = 0
-    data_with_ns: int = 0
-    malformed: dict[str, int] = field(default_factory=dict)
-    tunnels: int = 0
-    sessions_seen: int = 0
-    sessions: list[SessionReport] = field(default_factory=list)
-    conversations: list[Conversation] = field(default_factory=list)
-    direction_conflicts: int = 0
-    time_went_back: int = 0
-    first_ts: float | None = None
-    last_ts: float | None = None
-    forwarded: int = 0
-    written: int = 0
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    compared: list[str] = field(default_factory=list)
-    counters: dict[str, Any] = field(default_factory=dict)
-
-
-COMPARE_L2TPREORDER = "l2tpreorder"
-COMPARE_KERNEL0 = "kernel reorderto=0"
-COMPARE_XL2TPD = "xl2tpd"
 
 
 class Replay:
@@ -611,177 +330,6 @@ class Progress:
             self.stream.flush()
 
 
-# --- output -------------------------------------------------------------------------------------
-
-
-def result_as_dict(r: ReplayResult) -> dict[str, Any]:
-    st = r.capture
-    return {
-        "capture": {
-            "file": r.path,
-            "format": st.file_format,
-            "frames": st.frames,
-            "udp_datagrams": st.datagrams,
-            "reassembled_from_fragments": st.reassembled,
-            "unreadable": dict(sorted(st.unreadable.items())),
-            "l2tpv2_packets": r.l2tp_packets,
-            "control": r.control,
-            "data": r.data,
-            "data_with_ns": r.data_with_ns,
-            "malformed": dict(sorted(r.malformed.items())),
-            "tunnels": r.tunnels,
-            "sessions": r.sessions_seen,
-            "duration_s": round((r.last_ts or 0) - (r.first_ts or 0), 6),
-            "timestamps_went_back": r.time_went_back,
-        },
-        "conversations": [
-            {"lac": format_endpoint(c.lac), "lns": format_endpoint(c.lns), "direction": c.method}
-            for c in r.conversations
-        ],
-        "direction_conflicts": r.direction_conflicts,
-        "engine": {
-            "reorder_timeout_ms": r.engine.reorder_timeout * 1000,
-            "sequencing": str(r.engine.sequencing),
-            "max_held_per_session": r.engine.max_held_per_session,
-        },
-        "totals": r.counters,
-        "forwarded": r.forwarded,
-        "written": r.written,
-        "sessions": [s.as_dict() for s in r.sessions],
-        "compared": r.compared,
-    }
-
-
-def _fmt_ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.3g}"
-
-
-def format_report(r: ReplayResult) -> str:
-    st = r.capture
-    lines = [
-        f"{r.path}: {st.file_format}, {st.frames:,} frames, "
-        f"{(r.last_ts or 0) - (r.first_ts or 0):.3f} s",
-        f"  L2TPv2: {r.l2tp_packets:,} packets ({r.control:,} control, {r.data:,} data, "
-        f"{r.data_with_ns:,} with Ns), {r.tunnels} tunnels, {r.sessions_seen} sessions",
-    ]
-    if st.reassembled:
-        lines.append(f"  {st.reassembled:,} datagrams reassembled from outer IP fragments")
-    for reason, n in sorted(st.unreadable.items(), key=lambda kv: -kv[1]):
-        text = capture.REASON_TEXT.get(reason, reason)
-        lines.append(f"  not read: {n:,} frames {text}")
-    if st.unreadable.get(capture.ENCRYPTED):
-        lines.append(
-            "    -> this is L2TP over IPsec: capture inside the tunnel (after decryption, e.g. on "
-            "the LNS's L2TP port 1701) to see the L2TP traffic."
-        )
-    for reason, n in sorted(r.malformed.items()):
-        lines.append(f"  malformed L2TP: {n:,} ({reason})")
-    if r.time_went_back:
-        lines.append(f"  {r.time_went_back:,} timestamps went backwards (replayed as 'now')")
-    for c in r.conversations:
-        lines.append(
-            f"  LAC {format_endpoint(c.lac)} -> LNS {format_endpoint(c.lns)}  [{c.method}]"
-        )
-    if r.direction_conflicts:
-        lines.append(
-            f"  warning: {r.direction_conflicts} handshake messages contradict a guessed "
-            "direction: pass --lns ADDR"
-        )
-    e = r.engine
-    lines.append(
-        f"engine: reorder timeout {e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing}, "
-        f"max held {e.max_held_per_session}/session"
-    )
-    lines.append("")
-    head = (
-        f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
-        f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
-        f"{'skipped':>7} {'late':>5} {'dup':>5}"
-    )
-    lines.append(head)
-    lines.append("-" * len(head))
-    for s in r.sessions:
-        hold = (
-            "-"
-            if not s.hold.count
-            else (
-                f"{_fmt_ms(s.hold.quantile(0.5))}/{_fmt_ms(s.hold.quantile(0.99))}/"
-                f"{_fmt_ms(s.hold.max)}"
-            )
-        )
-        if s.sequenced:
-            seq_cols = (
-                f"{s.forwarded_in_order:>8,} {s.reordered:>9,} {s.max_displacement:>8} "
-                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,}"
-            )
-        else:  # nothing to reorder: the engine passes unsequenced data straight through
-            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5}"
-        lines.append(
-            f"{format_endpoint(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
-            f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
-        )
-    if not r.sessions:
-        lines.append("(no data messages towards an LNS)")
-    malformed = sum(r.malformed.values())
-    lines.append(f"malformed (not attributable to a session): {malformed:,}")
-    if r.sessions and not any(s.sequenced for s in r.sessions):
-        lines.append(
-            "note: no data message carries Ns, so there is nothing to reorder; "
-            "`l2tpreorder impair --add-seq` makes a sequenced copy to experiment with."
-        )
-    if r.compared:
-        lines.append("")
-        lines.append(format_compare(r))
-    return "\n".join(lines)
-
-
-def format_compare(r: ReplayResult) -> str:
-    names = r.compared
-    width = max(14, *(len(n) + 1 for n in names))
-    lines = ["what the LNS would get (sequenced data only):"]
-    head = f"{'session':<28} {'':<18}" + "".join(f"{n:>{width}}" for n in names)
-    lines.append(head)
-    lines.append("-" * len(head))
-    totals: dict[str, DeliveryStats] = {n: DeliveryStats() for n in names}
-    rows: list[tuple[str, Callable[[DeliveryStats], str]]] = [
-        ("delivered", lambda d: f"{d.delivered:,}"),
-        ("dropped", lambda d: f"{d.dropped:,}"),
-        ("out of order", lambda d: f"{d.out_of_order:,}"),
-        ("stalled total s", lambda d: f"{d.stalled_total:.3f}"),
-        ("longest stall s", lambda d: f"{d.stalled_max:.3f}"),
-    ]
-    for s in r.sessions:
-        if not s.compare:
-            continue
-        label = f"{format_endpoint(s.conversation.lac)} {s.tunnel_id}/{s.session_id}"
-        stats = {n: _stats(s.compare[n]) for n in names}
-        for n in names:
-            t, d = totals[n], stats[n]
-            t.delivered += d.delivered
-            t.dropped += d.dropped
-            t.out_of_order += d.out_of_order
-            t.stalled_total += d.stalled_total
-            t.stalled_max = max(t.stalled_max, d.stalled_max)
-        for i, (title, fmt) in enumerate(rows):
-            first = label if i == 0 else ""
-            lines.append(
-                f"{first:<28} {title:<18}" + "".join(f"{fmt(stats[n]):>{width}}" for n in names)
-            )
-    if any(s.compare for s in r.sessions):
-        for i, (title, fmt) in enumerate(rows):
-            lines.append(
-                f"{'all sessions' if i == 0 else '':<28} {title:<18}"
-                + "".join(f"{fmt(totals[n]):>{width}}" for n in names)
-            )
-    else:
-        lines.append("(no data message carries Ns: every receiver delivers everything)")
-    return "\n".join(lines)
-
-
-def _stats(x: ModelRunner | DeliveryStats) -> DeliveryStats:
-    return x.stats if isinstance(x, ModelRunner) else x
-
-
 # --- command line -------------------------------------------------------------------------------
 
 
@@ -850,19 +398,18 @@ def add_arguments(parser: Any) -> None:
 
 
 def engine_config_from_args(args: Any) -> EngineConfig:
-    config = EngineConfig()
-    if args.config:
-        # The daemon's loader (l2tpreorder.config) validates the file and names bad keys.
-        loader = importlib.import_module("l2tpreorder.config")
-        config = loader.load_config(args.config).engine
-    overrides: dict[str, Any] = {"record_hold_times": True}
-    if args.timeout is not None:
-        overrides["reorder_timeout"] = args.timeout / 1000.0
-    if args.sequencing is not None:
-        overrides["sequencing"] = Sequencing(args.sequencing)
-    if args.max_held is not None:
-        overrides["max_held_per_session"] = args.max_held
-    return replace(config, **overrides)
+    """The daemon's engine settings from `--config FILE`, with this command's flags on top.
+
+    Built by the daemon's own loader, so a bad file or flag fails exactly as `check-config` and
+    `run` report it (ConfigError: key, value, what was expected).
+    """
+    config = load_with_overrides(
+        args.config,
+        timeout_ms=args.timeout,
+        sequencing=args.sequencing,
+        max_held_per_session=args.max_held,
+    )
+    return replace(config.engine, record_hold_times=True)
 
 
 def main(args: Any) -> int:
@@ -870,11 +417,8 @@ def main(args: Any) -> int:
         return 2
     try:
         engine = engine_config_from_args(args)
-    except (ValueError, OSError) as e:
-        print(f"l2tpreorder replay: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # the config loader's ConfigError names key and value
-        print(f"l2tpreorder replay: {e}", file=sys.stderr)
+    except ConfigError as e:
+        print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:

@@ -393,69 +393,6 @@ def test_bad_state_file_is_reported_and_ignored(
     assert ns_and_number(recv(lns)[0]) == (7, 7)
 
 
-def test_kernel_drops_give_up_held_gaps_at_once() -> None:
-    """A full receive queue dropped datagrams: held packets go out now, not after the timeout."""
-    import asyncio
-
-    import uvloop
-
-    from l2tpreorder.config import config_from_dict
-    from l2tpreorder.relay import Relay
-
-    listen, lns_port = free_udp_port(), free_udp_port()
-    lns = udp(port=lns_port)
-    lac = udp()
-    config = config_from_dict(
-        {
-            "listen": [f"127.0.0.1:{listen}"],
-            "lns": f"127.0.0.1:{lns_port}",
-            "reorder": {"timeout_ms": 60000},  # without the drop signal: held for a minute
-            "socket_buffer_bytes": 65536,
-        }
-    )
-    relay_addr = ("127.0.0.1", listen)
-
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        relay = Relay(config, loop=loop)
-        relay.bind()
-        relay.start_reading()
-
-        async def lns_recv_session(session_id: int) -> bytes:
-            deadline = loop.time() + 10
-            while True:
-                got, _ = await asyncio.wait_for(
-                    loop.run_in_executor(None, recv, lns), deadline - loop.time()
-                )
-                h = parse_header(got)
-                if not isinstance(h, str) and h.session_id == session_id:
-                    return got
-
-        try:
-            lac.sendto(real(0), relay_addr)
-            await lns_recv_session(S_LNS)
-            lac.sendto(real(2), relay_addr)  # 1 is missing: held
-            for _ in range(200):
-                if relay.engine_up.counters.held_packets:
-                    break
-                await asyncio.sleep(0.01)
-            assert relay.engine_up.counters.held_packets == 1
-            relay.stop_reading()  # the relay falls behind: the kernel queue overflows
-            for i in range(3000):
-                lac.sendto(build_data(T_LNS, 999, b"x", ns=i), relay_addr)
-            relay.start_reading()
-            got = await lns_recv_session(S_LNS)
-            assert ns_and_number(got) == (1, 2)  # renumbered after the given-up gap
-            c = relay.engine_up.counters
-            assert relay.listeners[0].drops > 0
-            assert c.skipped["socket_drop"] >= 1 and c.skipped["timeout"] == 0
-        finally:
-            relay.shutdown()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(scenario())
-
-
 def test_root_binds_a_privileged_port_then_runs_as_the_configured_user() -> None:
     import os
     import pwd

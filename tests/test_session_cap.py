@@ -264,26 +264,3 @@ def test_stopccn_ends_only_its_tunnel_and_forgets_its_tunnel_pairs() -> None:
     assert e.tunnel_pairs() == [("lac", 106, 6)]
     assert e.counters.sessions_ended == 3
     check_invariants(e)
-
-
-def test_skip_gaps_releases_everything_held_at_once_in_order() -> None:
-    """What the daemon calls when the kernel reports dropped datagrams (SO_RXQ_OVFL)."""
-    e = ReorderEngine(EngineConfig(reorder_timeout=5.0))
-    for flow in ("a", "b"):
-        e.receive(data(1, 1, 0), flow, 0.0)
-        for ns in (3, 2, 6):  # 1, 4 and 5 were dropped by the kernel
-            assert e.receive(data(1, 1, ns), flow, 0.0) == reasons.Outcome.HELD
-    e.receive(data(1, 2, 0), "a", 0.0)  # a session holding nothing stays as it is
-    e.out.clear()
-    assert e.skip_gaps(0.01) == 6
-    assert [(f, parse_header(d).ns) for f, d in e.out] == [  # type: ignore[union-attr]
-        ("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3),
-    ]  # fmt: skip
-    c = e.counters
-    assert c.held_packets == 0 and e.next_deadline() is None
-    assert c.skipped[reasons.SKIP_SOCKET_DROP] == 2 * 3  # Ns 1, 4, 5 in each session
-    assert c.skipped[reasons.SKIP_TIMEOUT] == 0
-    assert e.receive(data(1, 1, 7), "a", 0.02) == reasons.Outcome.FORWARDED_IN_ORDER
-    assert e.receive(data(1, 1, 4), "a", 0.03) == reasons.Outcome.DROPPED_LATE
-    assert e.skip_gaps(0.04) == 0
-    check_invariants(e)

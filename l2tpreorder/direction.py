@@ -1,0 +1,104 @@
+"""Which end of an L2TP conversation in a capture is the LNS, and the conversation as a flow key.
+
+A capture has no notion of "towards the LNS"; replay and `--live` both need it, per conversation,
+on its first datagram. The evidence, in this order: `--lns`, the control message type
+(SCCRQ/ICRQ/ICCN come from the LAC, SCCRP/ICRP/OCRQ from the LNS), the UDP ports (the end on the
+L2TP port when only one is), an address already known as LNS or LAC in another conversation, and
+finally the first packet's destination (reported as a guess).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from l2tpreorder.wire import MessageType
+
+Endpoint = tuple[str, int]
+
+LAC_SENDS = {
+    MessageType.SCCRQ,
+    MessageType.SCCCN,
+    MessageType.ICRQ,
+    MessageType.ICCN,
+    MessageType.OCRP,
+    MessageType.OCCN,
+    MessageType.WEN,
+}
+LNS_SENDS = {MessageType.SCCRP, MessageType.ICRP, MessageType.OCRQ, MessageType.SLI}
+
+
+def format_endpoint(ep: Endpoint) -> str:
+    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
+
+
+def parse_host_port(value: str) -> tuple[str, int | None]:
+    """'192.0.2.1', '192.0.2.1:1701', '2001:db8::1', '[2001:db8::1]:1701' -> (host, port)."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else None
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, int(port)
+    return value, None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One LAC-LNS UDP conversation; the engine's `flow` for it."""
+
+    lac: Endpoint
+    lns: Endpoint
+    method: str  # how the direction was decided
+
+
+class DirectionFinder:
+    def __init__(self, lns_address: str | None = None, ports: tuple[int, ...] = (1701,)) -> None:
+        self.lns_address = lns_address
+        self.ports = frozenset(ports)
+        self._conversations: dict[tuple[Endpoint, Endpoint], Conversation] = {}
+        self._known_lns: set[str] = set()
+        self._known_lac: set[str] = set()
+        self.conflicts = 0  # later handshake messages that contradict a guessed direction
+
+    @property
+    def conversations(self) -> list[Conversation]:
+        return list(self._conversations.values())
+
+    def find(
+        self, src: Endpoint, dst: Endpoint, message_type: int | None
+    ) -> tuple[Conversation, bool]:
+        """The conversation and whether this datagram travels towards the LNS."""
+        key = (src, dst) if src <= dst else (dst, src)
+        conv = self._conversations.get(key)
+        if conv is None:
+            conv = self._decide(src, dst, message_type)
+            self._conversations[key] = conv
+            self._known_lns.add(conv.lns[0])
+            self._known_lac.add(conv.lac[0])
+        elif message_type is not None and conv.method.startswith("guess"):
+            said_lac = message_type in LAC_SENDS
+            said_lns = message_type in LNS_SENDS
+            if (said_lac and src != conv.lac) or (said_lns and src != conv.lns):
+                self.conflicts += 1
+        return conv, dst == conv.lns
+
+    def _decide(self, src: Endpoint, dst: Endpoint, message_type: int | None) -> Conversation:
+        if self.lns_address is not None:
+            host, port = parse_host_port(self.lns_address)
+            for lns, lac in ((dst, src), (src, dst)):
+                if lns[0] == host and (port is None or port == lns[1]):
+                    return Conversation(lac, lns, "--lns")
+        if message_type in LAC_SENDS:
+            return Conversation(src, dst, f"handshake ({MessageType(message_type).name})")
+        if message_type in LNS_SENDS:
+            return Conversation(dst, src, f"handshake ({MessageType(message_type).name})")
+        src_on_port, dst_on_port = src[1] in self.ports, dst[1] in self.ports
+        if dst_on_port and not src_on_port:
+            return Conversation(src, dst, "ports")
+        if src_on_port and not dst_on_port:
+            return Conversation(dst, src, "ports")
+        if dst[0] in self._known_lns or src[0] in self._known_lac:
+            return Conversation(src, dst, "known address")
+        if src[0] in self._known_lns or dst[0] in self._known_lac:
+            return Conversation(dst, src, "known address")
+        return Conversation(src, dst, "guess (first packet's destination; use --lns)")
