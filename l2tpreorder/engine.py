@@ -63,6 +63,10 @@ SKIPPED_RANGES_KEPT = 32
 MAX_TUNNEL_MAP = 65536
 # Sessions the control channel established before their first data packet (bounded likewise).
 MAX_PENDING_CONFIRMATIONS = 65536
+# Numbering of recently ended sessions, so a session recreated with the same IDs whose Ns carry
+# on where the old one stopped keeps the LNS's renumbered stream contiguous (see _new_session).
+ENDED_KEPT = 16384
+ENDED_MEMORY = 120.0  # seconds; longer than L2TP's 60 s hello interval
 
 # Control messages that establish a session, by where our data's session ID appears in them.
 # Our data carries the LNS's IDs. A forward ICCN/OCRP/OCCN (LAC to LNS) has it in the header;
@@ -152,6 +156,7 @@ class EngineCounters:
         "rx_data_unseq",
         "rx_malformed",
         "sessions_confirmed",
+        "sessions_continued",
         "sessions_ended",
         "sessions_evicted",
         "sessions_evicted_confirmed",
@@ -177,6 +182,7 @@ class EngineCounters:
         self.sessions_ended = 0  # includes evicted ones: active = started - ended
         self.sessions_evicted = 0  # the session table was full (max_sessions)
         self.sessions_evicted_confirmed = 0  # of those, established by the control channel
+        self.sessions_continued = 0  # recreated sessions whose stream went on (_new_session)
         self.sessions_confirmed = 0  # sessions the control channel established (ICCN, ICRP...)
         self.held_packets = 0  # gauge
         self.held_bytes = 0  # gauge
@@ -316,6 +322,8 @@ class ReorderEngine:
         self._tunnel_sessions: dict[Hashable, dict[int, Session | dict[int, Session]]] = {}
         # (flow, session key) confirmed by the control channel before its first data packet.
         self._pending_confirmations: dict[tuple[Hashable, int], None] = {}
+        # (flow, session key) -> (expected, out_ns, when) of sessions that ended lately.
+        self._ended: dict[tuple[Hashable, int], tuple[int, int, float]] = {}
         # Eviction order: heaps of (last_active when pushed, tiebreak, session), one for
         # unconfirmed and one for confirmed sessions. The per-packet path only writes
         # s.last_active; an entry whose stamp is older is refreshed when it reaches the top.
@@ -738,8 +746,34 @@ class ReorderEngine:
             del pending[(flow, key)]
             s.confirmed = True
             self.counters.sessions_confirmed += 1
+        if self._ended:
+            self._continue_numbering(s, flow, key, ns, now)
         self._lru_push(s)
         return s
+
+    def _continue_numbering(
+        self, s: Session, flow: Hashable, key: int, ns: int, now: float
+    ) -> None:
+        """Carry a recently ended session's renumbering over when its stream simply goes on.
+
+        Sessions end on a CDN or StopCCN the LNS may yet reject (a spoofed one: its control
+        Ns is wrong), on eviction, or when a peer went idle. If data with the same IDs then
+        continues from where the old session stopped (Ns within the window ahead of its next
+        expected value), the LNS still has that session: restarting the renumbering there would
+        show it a jump, which xl2tpd answers by dropping everything until Ns wraps. A real new
+        call restarts its Ns at 0 and so starts afresh.
+        """
+        last = self._ended.pop((flow, key), None)
+        if last is None:
+            return
+        expected, out_ns, ended_at = last
+        gap = (ns - expected) & MASK
+        if now - ended_at > ENDED_MEMORY or gap >= self._resync_distance:
+            return
+        s.out_ns = out_ns
+        c = self.counters
+        c.sessions_continued += 1
+        c.skipped[reasons.SKIP_END] += gap  # missing between the two: never reached the LNS
 
     def _index_session(self, s: Session, key: int) -> None:
         tunnels = self._tunnel_sessions.get(s.flow)
@@ -876,6 +910,12 @@ class ReorderEngine:
         del sessions[key]
         self._unindex_session(s, key)
         self._pending_confirmations.pop((s.flow, key), None)
+        if s.confirmed or reason != reasons.SKIP_EVICTED:
+            # Unconfirmed sessions evicted by a flood of random IDs are not worth remembering.
+            ended = self._ended
+            if len(ended) >= ENDED_KEPT:
+                del ended[next(iter(ended))]
+            ended[(s.flow, key)] = (s.expected, s.out_ns, now)
         s.alive = False
         s.timer_id = 0
         self._session_count -= 1

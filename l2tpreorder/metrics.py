@@ -164,6 +164,12 @@ class RelayCollector(Collector):
             " channel had established them (those go last).",
             labels=[*d, "confirmed"],
         )
+        continued = CounterMetricFamily(
+            PREFIX + "sessions_continued",
+            "Sessions recreated with the same IDs whose Ns went on where the ended one stopped"
+            " (a CDN the LNS did not act on, an eviction, an idle peer back): renumbering kept.",
+            labels=d,
+        )
         hold = HistogramMetricFamily(
             PREFIX + "hold_time_seconds",
             "How long released packets were held waiting for a gap to fill.",
@@ -229,6 +235,7 @@ class RelayCollector(Collector):
             ended.add_metric([direction], c.sessions_ended)
             evicted.add_metric([direction, "no"], c.sessions_evicted - c.sessions_evicted_confirmed)
             evicted.add_metric([direction, "yes"], c.sessions_evicted_confirmed)
+            continued.add_metric([direction], c.sessions_continued)
             _histogram(hold, [direction], c.hold_time)
             _histogram(displacement, [direction], c.displacement)
             held.add_metric([direction], c.held_packets)
@@ -247,7 +254,7 @@ class RelayCollector(Collector):
         dropped.add_metric([LNS_TO_LAC, "not_from_lns"], relay.dropped_not_from_lns)
         yield from (
             received, malformed, forwarded, released, dropped, skipped, resyncs, started,
-            ended, evicted, hold, displacement, held, held_bytes, held_bytes_limit,
+            ended, evicted, continued, hold, displacement, held, held_bytes, held_bytes_limit,
             held_session_max, held_session_limit, timeout, sessions, sessions_limit,
         )  # fmt: skip
 

@@ -454,9 +454,11 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             got, src = await lns_recv()  # held data went out on the old socket first
             assert payload_of(got) == (1, b"payload-200-2") and src == upstream
             assert relay.engine_up.session_count == 0
-            lac.sendto(data(9), ("127.0.0.1", listen))  # back: a new peer, a fresh session
+            # Back with a new call (Ns from 0 again): a new peer and a fresh session.
+            lac.sendto(data(0), ("127.0.0.1", listen))
             got, _ = await lns_recv()
-            assert payload_of(got) == (9, b"payload-200-9")  # Ns restart where the LAC is
+            assert payload_of(got) == (0, b"payload-200-0")
+            assert relay.engine_up.counters.sessions_continued == 0
             assert relay.counters.peers == 1
         finally:
             relay.shutdown()

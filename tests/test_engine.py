@@ -386,3 +386,82 @@ def test_capture_clock_stepping_back_does_not_reorder_deadlines() -> None:
 def test_config_rejects_out_of_range_values_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         EngineConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def _cdn(session: int = SESSION) -> bytes:
+    return wire.build_control(
+        TUNNEL,
+        session,
+        7,
+        7,
+        [wire.avp_message_type(wire.MessageType.CDN), wire.avp_result_code(3)],
+    )
+
+
+def test_data_carrying_on_after_a_cdn_keeps_the_renumbered_stream_contiguous() -> None:
+    """A spoofed CDN (the LNS rejects it: wrong control Ns) ends our session; the LAC's data
+    goes on. Restarting the renumbering would show the LNS a jump (xl2tpd then stalls)."""
+    e = engine(reorder_timeout=0.01)
+    e.receive(data(5000), FLOW, 0.0)
+    e.receive(data(5002), FLOW, 0.0)  # 5001 lost: renumbered stream now runs 1 behind
+    e.expire(1.0)
+    assert [ns_of(d) for _, d in drain(e)] == [5000, 5001]
+    e.receive(_cdn(), FLOW, 1.1)
+    assert e.session(FLOW, TUNNEL, SESSION) is None
+    drain(e)
+    for i, ns in enumerate([5003, 5005, 5004]):
+        e.receive(data(ns), FLOW, 1.2 + i * 0.001)
+    out = drain(e)
+    assert [ident_of(d) for _, d in out] == [5003, 5004, 5005]
+    assert [ns_of(d) for _, d in out] == [5002, 5003, 5004]  # no jump for the LNS
+    assert e.counters.sessions_continued == 1
+    check_invariants(e)
+
+
+def test_a_new_call_reusing_the_session_id_starts_afresh() -> None:
+    e = engine(reorder_timeout=0.01)
+    e.receive(data(5000), FLOW, 0.0)
+    e.receive(data(5002), FLOW, 0.0)
+    e.expire(1.0)
+    e.receive(_cdn(), FLOW, 1.1)
+    drain(e)
+    e.receive(data(0), FLOW, 1.2)
+    assert [ns_of(d) for _, d in drain(e)] == [0]
+    assert e.counters.sessions_continued == 0
+
+
+def test_numbering_is_not_carried_over_after_the_memory_expires() -> None:
+    e = engine(reorder_timeout=0.01)
+    e.receive(data(5000), FLOW, 0.0)
+    e.receive(data(5002), FLOW, 0.0)
+    e.expire(1.0)
+    e.receive(_cdn(), FLOW, 1.1)
+    drain(e)
+    e.receive(data(5003), FLOW, 1.1 + 121.0)
+    assert [ns_of(d) for _, d in drain(e)] == [5003]
+    assert e.counters.sessions_continued == 0
+
+
+def test_an_evicted_established_session_that_resumes_keeps_its_numbering() -> None:
+    e = engine(reorder_timeout=0.01, max_sessions=1)
+    iccn = wire.build_control(TUNNEL, 1, 0, 0, [wire.avp_message_type(wire.MessageType.ICCN)])
+    e.receive(iccn, FLOW, 0.0)  # the control channel established session 1
+    e.receive(data(100, session=1), FLOW, 0.0)
+    e.receive(data(102, session=1), FLOW, 0.0)
+    e.expire(1.0)  # session 1's stream now runs one behind: out 100, 101
+    e.receive(data(7, session=2), FLOW, 1.1)  # evicts session 1
+    assert e.counters.sessions_evicted == 1
+    drain(e)
+    e.receive(data(103, session=1), FLOW, 1.2)  # evicts session 2, session 1 resumes
+    assert [ns_of(d) for _, d in drain(e)] == [102]
+    assert e.counters.sessions_continued == 1
+    check_invariants(e)
+
+
+def test_flood_sessions_evicted_unconfirmed_are_not_remembered() -> None:
+    e = engine(max_sessions=2)
+    for session in range(1, 50):
+        e.receive(data(0, session=session), FLOW, session * 0.001)
+    assert e.counters.sessions_evicted == 47
+    e.receive(data(1, session=1), FLOW, 1.0)  # would continue, were it remembered
+    assert e.counters.sessions_continued == 0
