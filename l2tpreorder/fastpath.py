@@ -24,6 +24,7 @@ _u16 = struct.Struct("!H").unpack_from
 _u16x2 = struct.Struct("!HH").unpack_from
 _u16x4 = struct.Struct("!HHHH").unpack_from
 _pack_u16 = struct.Struct("!H").pack
+_u16x2_pack = struct.Struct("!HH").pack
 
 
 class Header:
@@ -184,6 +185,19 @@ def sequenced_data(data: bytes | bytearray | memoryview) -> tuple[int, int, int]
 def with_ns(data: bytes, ns_offset: int, ns: int) -> bytes:
     """A copy of `data` with Ns replaced (renumber mode). Nr and everything else stay."""
     return data[:ns_offset] + _pack_u16(ns) + data[ns_offset + 2 :]
+
+
+def with_sequence(data: bytes, ns: int, nr: int = 0) -> bytes:
+    """A copy of a data message without Ns given Ns/Nr: S set, Length (if any) grown by 4.
+
+    The inverse of `without_sequence`; `impair --add-seq` uses it to make SEIL-style traffic.
+    """
+    flags = (data[0] << 8) | data[1]
+    at = 4 if flags & L_BIT else 2  # tunnel and session IDs follow the flags (and Length)
+    head = _pack_u16(flags | S_BIT)
+    if flags & L_BIT:
+        head += _pack_u16(_u16(data, 2)[0] + 4)
+    return head + data[at : at + 4] + _u16x2_pack(ns & 0xFFFF, nr & 0xFFFF) + data[at + 4 :]
 
 
 def without_sequence(data: bytes, ns_offset: int) -> bytes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import random
-import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
 from l2tpreorder.direction import DirectionFinder
-from l2tpreorder.fastpath import L_BIT, S_BIT, parse_header
+from l2tpreorder.fastpath import parse_header, with_sequence
 from l2tpreorder.pcapwriter import PcapWriter
 from l2tpreorder.wire import MessageType, parse_control
 
@@ -73,16 +72,6 @@ class ImpairStats:
     passed_through: int = 0
     written: int = 0
     unreadable: dict[str, int] = field(default_factory=dict)
-
-
-def add_sequence(data: bytes, ns: int) -> bytes:
-    """Give a data message without Ns the fields Ns = `ns`, Nr = 0 (S set, Length fixed)."""
-    flags = (data[0] << 8) | data[1]
-    at = 4 if flags & L_BIT else 2  # tunnel/session IDs follow flags (and Length)
-    head = struct.pack("!H", flags | S_BIT)
-    if flags & L_BIT:
-        head += struct.pack("!H", ((data[2] << 8) | data[3]) + 4)
-    return head + data[at : at + 4] + struct.pack("!HH", ns & 0xFFFF, 0) + data[at + 4 :]
 
 
 Out = tuple[float, int, bytes, tuple[str, int], tuple[str, int]]
@@ -163,7 +152,7 @@ class Impairer:
         st.data_in += 1
         s.last_ts = ts
         if c.add_seq and without_ns:
-            data = add_sequence(data, s.next_ns)
+            data = with_sequence(data, s.next_ns)
             s.next_ns = (s.next_ns + 1) & 0xFFFF
             st.seq_added += 1
         # the same draws for every packet: reproducible whatever is switched on

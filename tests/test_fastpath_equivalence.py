@@ -144,6 +144,7 @@ def test_rewrites_match_construct(
     assert stripped == wire.build_data(
         tunnel_id, session_id, payload, length=length, offset_size=offset_size
     )
+    assert fastpath.with_sequence(stripped, ns, nr) == data  # the inverse (impair --add-seq)
 
 
 def test_every_reason_is_reachable() -> None:
