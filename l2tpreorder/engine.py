@@ -64,7 +64,8 @@ MAX_TUNNEL_MAP = 65536
 # Sessions the control channel established before their first data packet (bounded likewise).
 MAX_PENDING_CONFIRMATIONS = 65536
 # Numbering of recently ended sessions, so a session recreated with the same IDs whose Ns carry
-# on where the old one stopped keeps the LNS's renumbered stream contiguous (see _new_session).
+# on where the old one stopped keeps the LNS's renumbered stream contiguous
+# (see _continue_numbering).
 ENDED_KEPT = 16384
 ENDED_MEMORY = 120.0  # seconds; longer than L2TP's 60 s hello interval
 
@@ -182,7 +183,7 @@ class EngineCounters:
         self.sessions_ended = 0  # includes evicted ones: active = started - ended
         self.sessions_evicted = 0  # the session table was full (max_sessions)
         self.sessions_evicted_confirmed = 0  # of those, established by the control channel
-        self.sessions_continued = 0  # recreated sessions whose stream went on (_new_session)
+        self.sessions_continued = 0  # recreated sessions whose stream went on
         self.sessions_confirmed = 0  # sessions the control channel established (ICCN, ICRP...)
         self.held_packets = 0  # gauge
         self.held_bytes = 0  # gauge
@@ -395,6 +396,8 @@ class ReorderEngine:
             s = sessions.get(key)
             if s is not None and ns == s.expected and not s.held:
                 # The common case: in order, nothing held. No copy unless Ns must change.
+                # This is `_emit` inlined (a method call is a measurable share of this path):
+                # a change to how a mode rewrites Ns goes in both.
                 s.last_active = now
                 s.expected = (ns + 1) & MASK
                 s.forwarded_in_order += 1
@@ -484,16 +487,7 @@ class ReorderEngine:
                 # and cost the hold-and-release work per drop, when the relay is already short
                 # of CPU (measured: 0.56x of the loss-free rate at 2x overload). Give it up now;
                 # a merely swapped predecessor arriving next is then dropped as late.
-                s.behind_run = 0
-                if distance > s.max_displacement:
-                    s.max_displacement = distance
-                c.displacement.observe(distance)
-                self._skip(s, distance, reasons.SKIP_SOCKET_DROP)
-                s.expected = (ns + 1) & MASK
-                s.forwarded_in_order += 1
-                c.forwarded_in_order += 1
-                self._emit(s, data, ns_offset)
-                return FORWARDED_IN_ORDER
+                return self._ahead(s, data, ns, ns_offset, distance, now, reasons.SKIP_SOCKET_DROP)
             outcome = self._ahead(s, data, ns, ns_offset, distance, now)
             if suspect and s.held:
                 cut = now + self._drop_grace
@@ -504,9 +498,17 @@ class ReorderEngine:
         return self._behind(s, data, ns, ns_offset, now)
 
     def _ahead(
-        self, s: Session, data: bytes, ns: int, ns_offset: int, distance: int, now: float
+        self,
+        s: Session,
+        data: bytes,
+        ns: int,
+        ns_offset: int,
+        distance: int,
+        now: float,
+        give_up: str | None = None,
     ) -> int:
-        """An early packet: hold it (or, with timeout 0, give up the gap and pass it)."""
+        """An early packet: hold it, or give up the gap in front of it at once and pass it
+        (timeout 0, or `give_up` names why, e.g. kernel drops)."""
         c = self.counters
         s.behind_run = 0
         if ns in s.held:
@@ -516,8 +518,10 @@ class ReorderEngine:
         if distance > s.max_displacement:
             s.max_displacement = distance
         c.displacement.observe(distance)
-        if self._timeout <= 0:
-            self._skip(s, distance, reasons.SKIP_TIMEOUT)
+        if give_up is None and self._timeout <= 0:
+            give_up = reasons.SKIP_TIMEOUT
+        if give_up is not None:
+            self._skip(s, distance, give_up)
             s.expected = (ns + 1) & MASK
             s.forwarded_in_order += 1
             c.forwarded_in_order += 1
@@ -959,28 +963,26 @@ class ReorderEngine:
             self._remember_tunnel(flow, control.tunnel_id, control.assigned_tunnel_id)
         msg = control.message_type
         if msg in CONFIRMING_REVERSE and control.assigned_session_id:
-            ours = self._tunnel_map.get((flow, control.tunnel_id))
-            sid = control.assigned_session_id
-            if ours is not None:
-                self._confirm(flow, (ours << 16) | sid)
-            else:
-                match = [s for s in self._flows.get(flow, {}).values() if s.session_id == sid]
-                if len(match) == 1:
-                    self._confirm(flow, (match[0].tunnel_id << 16) | sid)
+            key = self._our_key(flow, control.tunnel_id, control.assigned_session_id)
+            if key is not None:
+                self._confirm(flow, key)
         elif msg == MessageType.CDN and control.assigned_session_id:
-            ours = self._tunnel_map.get((flow, control.tunnel_id))
-            if ours is not None:
-                self.end_session(flow, ours, control.assigned_session_id, now)
-            else:
-                # Tunnel IDs unknown (we started mid-tunnel): end it only if unambiguous.
-                sessions = self._flows.get(flow, {})
-                sid = control.assigned_session_id
-                match = [s for s in sessions.values() if s.session_id == sid]
-                if len(match) == 1:
-                    self.end_session(flow, match[0].tunnel_id, match[0].session_id, now)
+            key = self._our_key(flow, control.tunnel_id, control.assigned_session_id)
+            if key is not None:
+                self.end_session(flow, key >> 16, key & MASK, now)
         elif msg == MessageType.StopCCN and control.assigned_tunnel_id is not None:
             self.end_tunnel(flow, control.assigned_tunnel_id, now)
         return control.name
+
+    def _our_key(self, flow: Hashable, their_tunnel_id: int, our_session_id: int) -> int | None:
+        """Our session key named by a far-side message: its header has the far side's tunnel
+        ID, its Assigned Session ID ours. Without the tunnel pairing (we started mid-tunnel),
+        only a session ID unique on this peer is taken."""
+        ours = self._tunnel_map.get((flow, their_tunnel_id))
+        if ours is not None:
+            return (ours << 16) | our_session_id
+        match = [k for k, s in self._flows.get(flow, {}).items() if s.session_id == our_session_id]
+        return match[0] if len(match) == 1 else None
 
     def _remember_tunnel(self, flow: Hashable, their_tunnel_id: int, our_tunnel_id: int) -> None:
         """Pair the two ends' tunnel IDs: ours is the one in our direction's headers."""
