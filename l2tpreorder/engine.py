@@ -122,17 +122,15 @@ class EngineConfig:
 class Histogram:
     """Cumulative-friendly bucket counts kept as plain ints (exported at scrape time)."""
 
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # last bucket is +Inf
-        self.count = 0
+        self.counts = [0] * (len(bounds) + 1)  # last bucket is +Inf; their sum is the count
         self.total = 0.0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
         self.total += value
 
 
