@@ -159,13 +159,10 @@ class Bench:
         log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in relay_log)
         relay = self.spawn(cmd, 1, stdout=log, stderr=subprocess.STDOUT)
         self.relay_logs[relay.pid] = log
-        limit = time.monotonic() + 15
-        while not udp.port_is_bound(port):
-            if relay.poll() is not None or time.monotonic() > limit:
-                self.stop(relay)
-                tail = " | ".join(self.relay_log(relay).strip().splitlines()[-3:])
-                raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
-            time.sleep(0.02)
+        if not udp.wait_until_bound(port, relay):
+            self.stop(relay)
+            tail = " | ".join(self.relay_log(relay).strip().splitlines()[-3:])
+            raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
         return relay, port
 
     def relay_log(self, relay: subprocess.Popen[str]) -> str:

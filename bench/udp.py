@@ -11,6 +11,9 @@ import errno
 import os
 import socket
 import struct
+import subprocess
+import time
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
@@ -138,6 +141,17 @@ def udp_socket_stats(port: int) -> list[dict[str, int]]:
 
 def port_is_bound(port: int) -> bool:
     return bool(udp_socket_stats(port))
+
+
+def wait_until_bound(port: int, proc: subprocess.Popen[Any], timeout: float = 15.0) -> bool:
+    """Poll until something binds UDP `port` (the relay `proc` just started); False when `proc`
+    exits first or `timeout` seconds pass. Bound means ready: sends before that are lost."""
+    limit = time.monotonic() + timeout
+    while not port_is_bound(port):
+        if proc.poll() is not None or time.monotonic() > limit:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def free_udp_port() -> int:

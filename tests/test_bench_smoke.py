@@ -50,11 +50,7 @@ def relay_chain(loadgen_args: list[str], sessions: int) -> tuple[dict[str, Any],
         # is about counting, not about surviving stalls.
         relay = start("bench.baseline_forwarder", "--listen", f"127.0.0.1:{port}",
                       "--target", f"127.0.0.1:{sink_port}", "--rcvbuf", str(4 << 20))
-        limit = time.monotonic() + 15
-        while not udp.port_is_bound(port):
-            assert relay.poll() is None, relay.communicate()[1]
-            assert time.monotonic() < limit, "baseline forwarder never bound its port"
-            time.sleep(0.02)
+        assert udp.wait_until_bound(port, relay), "baseline forwarder exited or never bound"
         gen = subprocess.run(
             [PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{port}",
              "--sessions", str(sessions), *loadgen_args],
