@@ -6,6 +6,8 @@ send reached this socket, so the sink's own lag does not count) minus the send t
 generator wrote into the trailer. Both are CLOCK_REALTIME on the same machine.
 
 Prints {"port": P} once bound, then runs until SIGTERM/SIGINT, then prints its results as JSON.
+On SIGUSR1 it prints {"progress_received": N} (datagrams so far), so a caller can wait until
+everything sent has arrived instead of sleeping a guessed time.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Sink:
         self.latency_normal: array[int] = array("q")
         self.latency_after_gap: array[int] = array("q")
         self.stop = False
+        self.report = False  # SIGUSR1: print the progress line
 
     def handle_batch(self, ring: udp.MmsgRing, n: int) -> None:
         data = ring.data
@@ -167,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     def stop(_sig: int, _frame: object) -> None:
         sink.stop = True
 
+    def report(_sig: int, _frame: object) -> None:
+        sink.report = True
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, report)
     print(json.dumps({"port": sock.getsockname()[1], "rcvbuf": granted}), flush=True)
 
     ring = udp.MmsgRing(args.batch, SLOT, control=True)
@@ -178,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         n = ring.recv(fd)
         if n:
             sink.handle_batch(ring, n)
+        if sink.report:
+            sink.report = False
+            print(json.dumps({"progress_received": sum(sink.received)}), flush=True)
     while True:  # drain what is already queued
         n = ring.recv(fd, udp.MSG_DONTWAIT)
         if not n:

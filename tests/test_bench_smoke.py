@@ -56,13 +56,27 @@ def relay_chain(loadgen_args: list[str], sessions: int) -> tuple[dict[str, Any],
              "--sessions", str(sessions), *loadgen_args],
             cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=60, check=True)
         sent = json.loads(gen.stdout)
-        time.sleep(0.5)  # let the relay and the sink drain
+        wait_until_received(sink, sent["sent"] + sent["warmup_sent"])
     finally:
         if relay is not None:
             stop(relay)
         out = stop(sink)
     got = json.loads(out.strip().splitlines()[-1])
     return sent, got
+
+
+def wait_until_received(sink: subprocess.Popen[str], expected: int, timeout: float = 15.0) -> None:
+    """Ask the sink (SIGUSR1) how much has arrived until it is all `expected` (bounded): what
+    the relay still holds or has queued must not count as lost. Short of it, the caller's exact
+    count assertions say what was missing."""
+    assert sink.stdout is not None
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit and sink.poll() is None:
+        sink.send_signal(signal.SIGUSR1)
+        line = sink.stdout.readline()  # the sink answers within its 50 ms receive timeout
+        if json.loads(line)["progress_received"] >= expected:
+            return
+        time.sleep(0.05)
 
 
 def test_loadgen_baseline_sink_in_order_at_low_rate() -> None:
@@ -120,7 +134,8 @@ def test_engine_bench_tiny() -> None:
 def test_run_smoke_writes_results_and_headline(tmp_path: Path) -> None:
     """The whole runner, with the baseline standing in for the daemon (ratio ~1 by design)."""
     out = tmp_path / "bench.json"
-    stand_in = "{python} -m bench.baseline_forwarder --listen {listen} --target {lns}"
+    stand_in = ("{python} -m bench.baseline_forwarder --listen {listen} --target {lns} "
+                "--rcvbuf {rcvbuf}")
     proc = subprocess.run(
         [PY, "-m", "bench.run", "--smoke", "--nice", "0", "--out", str(out),
          "--plot", str(tmp_path / "plot.png"), "--daemon-cmd", stand_in],
