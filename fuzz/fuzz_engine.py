@@ -17,7 +17,6 @@ must hold; any exception or broken invariant is a crash that libFuzzer saves and
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Hashable
 from pathlib import Path
@@ -39,6 +38,8 @@ else:
     from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
     from l2tpreorder.fastpath import control_fields, parse_header, sequenced_data
     from l2tpreorder.wire import parse_control
+# The invariants and the capture reader the tests use (the harness runs from the repo root).
+from tests.engine_helpers import check_invariants, udp_payloads  # noqa: E402
 
 FLOWS: tuple[Hashable, ...] = (("192.0.2.1", 1701), ("192.0.2.2", 1701), ("192.0.2.3", 4500), 4)
 TIMEOUTS = (0.0, 0.01, 0.1, 0.1)
@@ -61,6 +62,7 @@ def check_parsers(data: bytes) -> None:
         assert fast is None
         return
     if fast is not None:
+        assert header.ns is not None and not header.is_control
         assert fast == ((header.tunnel_id << 16) | header.session_id, header.ns, header.ns_offset)
     assert header.payload_offset <= header.end <= len(data)
     if header.is_control:
@@ -70,6 +72,7 @@ def check_parsers(data: bytes) -> None:
         if isinstance(control, str) or isinstance(fast_control, str):
             assert control == fast_control == reasons.BAD_AVP, (control, fast_control)
         else:
+            assert (control.tunnel_id, control.session_id) == (header.tunnel_id, header.session_id)
             assert fast_control.message_type == control.message_type
             assert fast_control.assigned_tunnel_id == control.assigned_tunnel_id
             assert fast_control.assigned_session_id == control.assigned_session_id
@@ -88,24 +91,7 @@ def make_config(sel: int, extra: int = 0) -> EngineConfig:
 
 
 def check_engine(e: ReorderEngine) -> None:
-    c = e.counters
-    cfg = e.config
-    assert c.received == c.accounted, (c.received, c.accounted)
-    held = held_bytes = count = 0
-    for s in e.sessions():
-        count += 1
-        assert len(s.held) <= cfg.max_held_per_session
-        held += len(s.held)
-        held_bytes += s.held_bytes
-        assert s.held_bytes == sum(len(d) for d, _, _ in s.held.values())
-    assert c.held_packets == held
-    assert c.held_bytes == held_bytes <= cfg.max_held_bytes
-    assert e.session_count == count <= e.config.max_sessions
-    indexed = sum(len(e.tunnel_sessions(f, t)) for f, ts in e._tunnel_sessions.items() for t in ts)
-    assert indexed == count
-    assert sum(len(t) for t in e._tunnel_map_ours.values()) == len(e._tunnel_map)
-    for _, out in e.out:
-        assert not isinstance(parse_header(out), str), out.hex()
+    check_invariants(e)
     e.out.clear()
 
 
@@ -201,21 +187,9 @@ def seed_inputs() -> list[bytes]:
     pcaps = ROOT.parent / "shared" / "pcaps"
     if pcaps.is_dir():
         for pcap in sorted(pcaps.glob("*l2tp*.pcap")):
-            seeds.append(bytes([0x10]) + b"".join(record(0, p) for p in _udp_payloads(pcap)[:40]))
+            payloads = [p for _, p in udp_payloads(pcap, 1701)[:40]]
+            seeds.append(bytes([0x10]) + b"".join(record(0, p) for p in payloads))
     return seeds
-
-
-def _udp_payloads(path: Path) -> list[bytes]:
-    import dpkt
-
-    result = []
-    with open(path, "rb") as f:
-        for _, frame in dpkt.pcap.Reader(f):
-            if len(frame) >= 42 and frame[12:14] == b"\x08\x00" and frame[23] == 17:
-                udp = 14 + (frame[14] & 0x0F) * 4
-                if len(frame) >= udp + 8 and 1701 in struct.unpack_from("!HH", frame, udp):
-                    result.append(bytes(frame[udp + 8 :]))
-    return result
 
 
 def main() -> None:

@@ -1,9 +1,14 @@
-"""Small helpers shared by the engine tests: build sequenced packets, read what came out."""
+"""Small helpers shared by the engine tests and the fuzz harness: build sequenced packets, read
+what came out, the engine's invariants, the malformed reason by the construct reference, and the
+UDP payloads of a (possibly truncated) capture."""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Hashable
+from os import PathLike
+
+import dpkt
 
 from l2tpreorder import fastpath, wire
 from l2tpreorder.engine import ReorderEngine
@@ -48,13 +53,73 @@ def drain(engine: ReorderEngine) -> list[tuple[Hashable, bytes]]:
     return out
 
 
-def check_invariants(engine: ReorderEngine) -> None:
-    """What must hold after every step, whatever the input."""
-    c = engine.counters
+def check_invariants(e: ReorderEngine) -> None:
+    """What must hold after every step, whatever the input: one counted outcome per datagram,
+    held state within its caps and equal to the totals, the lookup indexes equal to the tables,
+    and everything waiting to be sent well-formed."""
+    c = e.counters
+    cfg = e.config
     assert c.received == c.accounted, (c.received, c.accounted)
-    held = sum(len(s.held) for s in engine.sessions())
-    assert held == c.held_packets
-    assert sum(s.held_bytes for s in engine.sessions()) == c.held_bytes
-    assert c.held_bytes <= engine.config.max_held_bytes
-    for s in engine.sessions():
-        assert len(s.held) <= engine.config.max_held_per_session
+    assert sum(c.malformed.values()) == c.rx_malformed, (c.malformed, c.rx_malformed)
+    held = held_bytes = count = 0
+    for s in e.sessions():
+        count += 1
+        assert len(s.held) <= cfg.max_held_per_session
+        assert s.held_bytes == sum(len(d) for d, _, _ in s.held.values())
+        held += len(s.held)
+        held_bytes += s.held_bytes
+    assert c.held_packets == held
+    assert c.held_bytes == held_bytes <= cfg.max_held_bytes
+    assert e.session_count == count <= cfg.max_sessions
+    check_indexes(e)
+    for _, out in e.out:
+        assert not isinstance(fastpath.parse_header(out), str), out.hex()
+
+
+def check_indexes(e: ReorderEngine) -> None:
+    """The engine's lookup indexes say exactly what its tables say."""
+    by_tunnel: dict[tuple[Hashable, int], set[int]] = {}
+    for s in e.sessions():
+        by_tunnel.setdefault((s.flow, s.tunnel_id), set()).add(id(s))
+    indexed = {
+        (flow, tid): {id(s) for s in e.tunnel_sessions(flow, tid)}
+        for flow, tunnels in e._tunnel_sessions.items()
+        for tid in tunnels
+    }
+    assert indexed == by_tunnel
+    ours: dict[tuple[Hashable, int], set[int]] = {}
+    for (flow, theirs), our in e._tunnel_map.items():
+        ours.setdefault((flow, our), set()).add(theirs)
+    assert e._tunnel_map_ours == ours
+
+
+def expected_malformed_reason(datagram: bytes) -> str | None:
+    """The reason the engine must count for `datagram` by the construct definition (not by the
+    struct readers the engine itself uses), or None if it is a usable message."""
+    header = wire.parse_header_reference(datagram)
+    if isinstance(header, str):
+        return header
+    if (header["flags"] or 0) & 0x8000:
+        control = wire.parse_control(datagram)
+        if isinstance(control, str):
+            return control
+    return None
+
+
+def udp_payloads(path: str | PathLike[str], port: int | None = None) -> list[tuple[int, bytes]]:
+    """(destination port, UDP payload) of each Ethernet/IPv4/UDP frame; `port`: only datagrams
+    from or to it. Frames cut short after the UDP header count, with what they have: that is
+    what tcpdump's l2tp-avp-overflow reproducer is (l2tpreorder.capture.CaptureReader rightly
+    calls such frames unreadable, so it cannot feed them to the parsers)."""
+    result = []
+    with open(path, "rb") as f:
+        for _, frame in dpkt.pcap.Reader(f):
+            if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+                continue
+            at = 14 + (frame[14] & 0x0F) * 4
+            if len(frame) < at + 8:
+                continue
+            sport, dport = struct.unpack_from("!HH", frame, at)
+            if port is None or port in (sport, dport):
+                result.append((dport, bytes(frame[at + 8 :])))
+    return result

@@ -13,15 +13,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
 
-import dpkt
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from fuzz.fuzz_engine import check_parsers
 from l2tpreorder import reasons
 from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
-from l2tpreorder.fastpath import parse_header, sequenced_data
+from l2tpreorder.fastpath import parse_header
 from l2tpreorder.reasons import Outcome
 from l2tpreorder.wire import (
     MessageType,
@@ -31,9 +30,9 @@ from l2tpreorder.wire import (
     avp_result_code,
     build_control,
     build_data,
-    parse_control,
 )
 from tests.conftest import shared_pcap
+from tests.engine_helpers import check_invariants, expected_malformed_reason, udp_payloads
 
 FLOWS: tuple[Hashable, ...] = (("192.0.2.1", 1701), ("192.0.2.2", 1701), "lac-3")
 SESSIONS = ((1, 1), (1, 2), (7, 300))
@@ -177,54 +176,6 @@ configs = st.builds(
 # --- invariants ---------------------------------------------------------------------------------
 
 
-def expected_malformed_reason(data: bytes) -> str | None:
-    """The reason the engine must count for `data`, or None if it is a usable message."""
-    header = parse_header(data)
-    if isinstance(header, str):
-        return header
-    if header.is_control:
-        control = parse_control(data)
-        if isinstance(control, str):
-            return control
-    return None
-
-
-def check(e: ReorderEngine) -> None:
-    c = e.counters
-    cfg = e.config
-    assert c.received == c.accounted
-    held = 0
-    held_bytes = 0
-    count = 0
-    for s in e.sessions():
-        count += 1
-        assert len(s.held) <= cfg.max_held_per_session
-        held += len(s.held)
-        held_bytes += sum(len(d) for d, _, _ in s.held.values())
-    assert c.held_packets == held
-    assert c.held_bytes == held_bytes <= cfg.max_held_bytes
-    assert e.session_count == count <= cfg.max_sessions
-    assert sum(c.malformed.values()) == c.rx_malformed
-    check_indexes(e)
-
-
-def check_indexes(e: ReorderEngine) -> None:
-    """The engine's lookup indexes say exactly what its tables say."""
-    by_tunnel: dict[tuple[Hashable, int], set[int]] = {}
-    for s in e.sessions():
-        by_tunnel.setdefault((s.flow, s.tunnel_id), set()).add(id(s))
-    indexed = {
-        (flow, tid): {id(s) for s in e.tunnel_sessions(flow, tid)}
-        for flow, tunnels in e._tunnel_sessions.items()
-        for tid in tunnels
-    }
-    assert indexed == by_tunnel
-    ours: dict[tuple[Hashable, int], set[int]] = {}
-    for (flow, theirs), our in e._tunnel_map.items():
-        ours.setdefault((flow, our), set()).add(theirs)
-    assert e._tunnel_map_ours == ours
-
-
 def check_output(e: ReorderEngine, sent: list[tuple[Hashable, bytes]]) -> None:
     """Everything sent on is a well-formed L2TPv2 message of a flow that sent us something."""
     for flow, out in e.out:
@@ -274,13 +225,13 @@ def test_engine_survives_hostile_input(config: EngineConfig, plan: list[Step]) -
             session = e.session(step.flow, *SESSIONS[0])
             if session is not None:
                 e.end_session(step.flow, *SESSIONS[0], now)
-        check(e)
+        check_invariants(e)
         check_output(e, sent)
     for counter in ("sessions_evicted", "resyncs", "released", "dropped_late"):
         if getattr(e.counters, counter):
             event(counter)
     e.flush(now)
-    check(e)
+    check_invariants(e)
     check_output(e, sent)
     assert e.counters.held_packets == 0
     c = e.counters
@@ -292,21 +243,9 @@ def test_engine_survives_hostile_input(config: EngineConfig, plan: list[Step]) -
 @settings(max_examples=1000, deadline=None)
 @given(st.one_of(wrong_header(), broken_control(), st.binary(max_size=120)))
 def test_parsers_agree_and_never_raise(data: bytes) -> None:
-    """parse_header, sequenced_data and parse_control on one datagram: a result, not a crash."""
-    header = parse_header(data)
-    fast = sequenced_data(data)
-    if isinstance(header, str):
-        assert header in reasons.MALFORMED_REASONS
-        assert fast is None
-        return
-    if fast is not None:
-        assert header.ns is not None and not header.is_control
-        assert fast == ((header.tunnel_id << 16) | header.session_id, header.ns, header.ns_offset)
-    if header.is_control:
-        control = parse_control(data)
-        assert isinstance(control, str) == (control == reasons.BAD_AVP)
-        if not isinstance(control, str):
-            assert (control.tunnel_id, control.session_id) == (header.tunnel_id, header.session_id)
+    """The fuzz harness's parser check (parse_header, sequenced_data, parse_control and
+    control_fields agree on one datagram: a result, not a crash), driven by hypothesis."""
+    check_parsers(data)
 
 
 @settings(max_examples=500, deadline=None)
@@ -337,20 +276,6 @@ def test_avp_length_past_the_message_end_is_bad_avp() -> None:
 
 
 # --- the real fuzz reproducer capture -------------------------------------------------------------
-
-
-def udp_payloads(path: Any) -> list[tuple[int, bytes]]:
-    """(destination port, UDP payload) of each Ethernet/IPv4/UDP frame, tolerating truncation."""
-    result = []
-    with open(path, "rb") as f:
-        for _, frame in dpkt.pcap.Reader(f):
-            if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
-                continue
-            udp = 14 + (frame[14] & 0x0F) * 4
-            if len(frame) < udp + 8:
-                continue
-            result.append((struct.unpack_from("!H", frame, udp + 2)[0], bytes(frame[udp + 8 :])))
-    return result
 
 
 def test_tcpdump_avp_overflow_capture_is_counted_malformed() -> None:
