@@ -19,25 +19,13 @@ from l2tpreorder.wire import (
     avp_assigned_tunnel_id,
     avp_message_type,
     build_control,
-    build_data,
 )
+from tests.engine_helpers import check_invariants, data, ident_of
 
 
 def iccn(tunnel_id: int, session_id: int) -> bytes:
     """ICCN from the LAC: its header carries the LNS's tunnel and session ID (our data's key)."""
     return build_control(tunnel_id, session_id, 3, 2, [avp_message_type(MessageType.ICCN)])
-
-
-def data(tunnel_id: int, session_id: int, ns: int, payload: bytes = b"\xff\x03\x00\x21") -> bytes:
-    return build_data(tunnel_id, session_id, payload, ns=ns)
-
-
-def check_invariants(e: ReorderEngine) -> None:
-    c = e.counters
-    assert c.received == c.accounted
-    assert e.session_count == sum(1 for _ in e.sessions())
-    assert e.session_count <= e.config.max_sessions
-    assert c.held_packets == sum(len(s.held) for s in e.sessions())
 
 
 def test_flood_keeps_table_at_cap_and_established_session_flows_in_order() -> None:
@@ -52,15 +40,15 @@ def test_flood_keeps_table_at_cap_and_established_session_flows_in_order() -> No
     for step in range(20_000):
         t += 0.0001
         tid, sid = rng.randrange(1, 65536), rng.randrange(1, 65536)
-        e.receive(data(tid, sid, rng.randrange(65536)), rng.choice(flood_flows), t)
+        e.receive(data(rng.randrange(65536), tunnel=tid, session=sid), rng.choice(flood_flows), t)
         if step % 10 == 0:
             # The real session: in order, except every 5th pair swapped (the LAC's habit).
             if ns % 10 == 5:
                 for n in (ns + 1, ns):
-                    e.receive(data(7, 9, n, n.to_bytes(2, "big")), lac, t)
+                    e.receive(data(n, tunnel=7, session=9), lac, t)
                 ns += 2
             else:
-                e.receive(data(7, 9, ns, ns.to_bytes(2, "big")), lac, t)
+                e.receive(data(ns, tunnel=7, session=9), lac, t)
                 ns += 1
         e.expire(t)
         if step % 1000 == 0:
@@ -75,7 +63,7 @@ def test_flood_keeps_table_at_cap_and_established_session_flows_in_order() -> No
     s = e.session(lac, 7, 9)
     assert s is not None and s.confirmed
     mine = [d for f, d in e.out if f == lac and d[0] & 0x80 == 0]
-    payloads = [int.from_bytes(d[-2:], "big") for d in mine]
+    payloads = [ident_of(d) for d in mine]
     assert payloads == list(range(ns)), "the established session lost or reordered packets"
     out_ns = [h.ns for h in map(parse_header, mine) if not isinstance(h, str)]
     assert out_ns == list(range(ns))
@@ -83,14 +71,14 @@ def test_flood_keeps_table_at_cap_and_established_session_flows_in_order() -> No
 
 def test_least_recently_active_unconfirmed_is_evicted_first() -> None:
     e = ReorderEngine(EngineConfig(max_sessions=3))
-    e.receive(data(1, 1, 0), "a", 1.0)
-    e.receive(data(1, 2, 0), "a", 2.0)
-    e.receive(data(1, 3, 0), "b", 3.0)
-    e.receive(data(1, 1, 1), "a", 4.0)  # fast path: (1, 1) is now the most recently active
-    e.receive(data(1, 4, 0), "b", 5.0)
+    e.receive(data(0, tunnel=1, session=1), "a", 1.0)
+    e.receive(data(0, tunnel=1, session=2), "a", 2.0)
+    e.receive(data(0, tunnel=1, session=3), "b", 3.0)
+    e.receive(data(1, tunnel=1, session=1), "a", 4.0)  # fast path: (1, 1) now most recently active
+    e.receive(data(0, tunnel=1, session=4), "b", 5.0)
     assert e.session("a", 1, 2) is None
     assert {(s.flow, s.session_id) for s in e.sessions()} == {("a", 1), ("b", 3), ("b", 4)}
-    e.receive(data(1, 5, 0), "c", 6.0)
+    e.receive(data(0, tunnel=1, session=5), "c", 6.0)
     assert e.session("b", 1, 3) is None
     assert e.counters.sessions_evicted == 2
     check_invariants(e)
@@ -99,20 +87,20 @@ def test_least_recently_active_unconfirmed_is_evicted_first() -> None:
 def test_confirmed_sessions_are_evicted_only_when_nothing_else_is_left() -> None:
     e = ReorderEngine(EngineConfig(max_sessions=3))
     e.receive(iccn(5, 50), "lac", 0.0)  # confirmed before its first data packet
-    e.receive(data(5, 50, 0), "lac", 1.0)
-    e.receive(data(5, 51, 0), "lac", 2.0)
-    e.receive(data(5, 52, 0), "lac", 3.0)
+    e.receive(data(0, tunnel=5, session=50), "lac", 1.0)
+    e.receive(data(0, tunnel=5, session=51), "lac", 2.0)
+    e.receive(data(0, tunnel=5, session=52), "lac", 3.0)
     e.receive(iccn(5, 52), "lac", 3.5)  # confirmed after it started
     assert e.counters.sessions_confirmed == 2
-    e.receive(data(6, 1, 0), "flood", 4.0)
-    e.receive(data(6, 2, 0), "flood", 5.0)
+    e.receive(data(0, tunnel=6, session=1), "flood", 4.0)
+    e.receive(data(0, tunnel=6, session=2), "flood", 5.0)
     assert e.session("lac", 5, 50) is not None and e.session("lac", 5, 52) is not None
     assert e.counters.sessions_evicted == 2 and e.counters.sessions_evicted_confirmed == 0
     # Fill with confirmed sessions only: now the least recently active confirmed one goes.
     e.receive(iccn(5, 53), "lac", 6.0)
-    e.receive(data(5, 53, 0), "lac", 6.0)
-    e.receive(data(5, 52, 1), "lac", 7.0)
-    e.receive(data(6, 3, 0), "flood", 8.0)
+    e.receive(data(0, tunnel=5, session=53), "lac", 6.0)
+    e.receive(data(1, tunnel=5, session=52), "lac", 7.0)
+    e.receive(data(0, tunnel=6, session=3), "flood", 8.0)
     assert e.session("lac", 5, 50) is None
     assert e.counters.sessions_evicted_confirmed == 1
     check_invariants(e)
@@ -120,11 +108,11 @@ def test_confirmed_sessions_are_evicted_only_when_nothing_else_is_left() -> None
 
 def test_eviction_delivers_held_packets_first() -> None:
     e = ReorderEngine(EngineConfig(max_sessions=1, reorder_timeout=1.0))
-    e.receive(data(1, 1, 0), "a", 0.0)
-    assert e.receive(data(1, 1, 3), "a", 0.1) == reasons.Outcome.HELD
-    assert e.receive(data(1, 1, 2), "a", 0.2) == reasons.Outcome.HELD
+    e.receive(data(0, tunnel=1, session=1), "a", 0.0)
+    assert e.receive(data(3, tunnel=1, session=1), "a", 0.1) == reasons.Outcome.HELD
+    assert e.receive(data(2, tunnel=1, session=1), "a", 0.2) == reasons.Outcome.HELD
     e.out.clear()
-    e.receive(data(2, 2, 0), "b", 0.3)  # evicts (1, 1) of "a", which holds Ns 2 and 3
+    e.receive(data(0, tunnel=2, session=2), "b", 0.3)  # evicts (1, 1) of "a" (holds Ns 2, 3)
     assert [f for f, _ in e.out] == ["a", "a", "b"]
     assert [parse_header(d).ns for _, d in e.out[:2]] == [1, 2]  # type: ignore[union-attr]
     c = e.counters
@@ -148,11 +136,11 @@ def test_reverse_icrp_confirms_the_lns_session_id() -> None:
     )  # fmt: skip
     assert e.observe_reverse(sccrp, "lac", 0.0) == "SCCRP"
     assert e.observe_reverse(icrp, "lac", 0.1) == "ICRP"
-    e.receive(data(lns_tunnel, lns_session, 0), "lac", 1.0)
+    e.receive(data(0, tunnel=lns_tunnel, session=lns_session), "lac", 1.0)
     s = e.session("lac", lns_tunnel, lns_session)
     assert s is not None and s.confirmed
     for i in range(5):
-        e.receive(data(9, i, 0), "flood", 2.0 + i)
+        e.receive(data(0, tunnel=9, session=i), "flood", 2.0 + i)
     assert e.session("lac", lns_tunnel, lns_session) is not None
     assert e.counters.sessions_evicted == 4
 
@@ -160,9 +148,9 @@ def test_reverse_icrp_confirms_the_lns_session_id() -> None:
 def test_ended_session_forgets_its_confirmation() -> None:
     e = ReorderEngine()
     e.receive(iccn(1, 2), "lac", 0.0)
-    e.receive(data(1, 2, 0), "lac", 0.1)
+    e.receive(data(0, tunnel=1, session=2), "lac", 0.1)
     assert e.end_session("lac", 1, 2, 0.2)
-    e.receive(data(1, 2, 0), "lac", 0.3)  # the ID reused without a new ICCN
+    e.receive(data(0, tunnel=1, session=2), "lac", 0.3)  # the ID reused without a new ICCN
     s = e.session("lac", 1, 2)
     assert s is not None and not s.confirmed
 
@@ -174,8 +162,8 @@ def test_pending_confirmations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     for sid in range(1, 40):
         e.receive(iccn(1, sid), "lac", 0.0)
     assert len(e._pending_confirmations) == 8
-    e.receive(data(1, 39, 0), "lac", 0.1)  # among the newest 8: still confirmed
-    e.receive(data(1, 1, 0), "lac", 0.1)  # pushed out long ago
+    e.receive(data(0, tunnel=1, session=39), "lac", 0.1)  # among the newest 8: still confirmed
+    e.receive(data(0, tunnel=1, session=1), "lac", 0.1)  # pushed out long ago
     assert e.session("lac", 1, 39).confirmed  # type: ignore[union-attr]
     assert not e.session("lac", 1, 1).confirmed  # type: ignore[union-attr]
 
@@ -183,7 +171,7 @@ def test_pending_confirmations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
 def test_reconfigure_to_a_smaller_cap_evicts_down_to_it() -> None:
     e = ReorderEngine(EngineConfig(max_sessions=10))
     for i in range(10):
-        e.receive(data(1, i, 0), "a", float(i))
+        e.receive(data(0, tunnel=1, session=i), "a", float(i))
     e.reconfigure(EngineConfig(max_sessions=4), 20.0)
     assert e.session_count == 4
     assert {s.session_id for s in e.sessions()} == {6, 7, 8, 9}
@@ -201,7 +189,7 @@ def test_memory_stays_flat_under_a_flood_at_the_cap() -> None:
     e = ReorderEngine(EngineConfig(max_sessions=cap))
     rng = random.Random(1)
     packets = [
-        data(rng.randrange(65536), rng.randrange(65536), rng.randrange(65536))
+        data(rng.randrange(65536), tunnel=rng.randrange(65536), session=rng.randrange(65536))
         for _ in range(5 * cap)
     ]
     tracemalloc.start()
@@ -232,7 +220,7 @@ def test_evictions_are_exported_to_prometheus() -> None:
     e = ReorderEngine(EngineConfig(max_sessions=2))
     e.receive(iccn(1, 1), "lac", 0.0)
     for sid in range(1, 6):
-        e.receive(data(1, sid, 0), "lac", float(sid))
+        e.receive(data(0, tunnel=1, session=sid), "lac", float(sid))
     assert e.counters.sessions_evicted == 3
     source = Source({"lac_to_lns": e})
     s = parse(generate_latest(build_registry(MetricsConfig(), source)).decode())  # type: ignore[arg-type]
@@ -254,8 +242,8 @@ def test_stopccn_ends_only_its_tunnel_and_forgets_its_tunnel_pairs() -> None:
         )  # fmt: skip
         e.observe_reverse(sccrp, "lac", 0.0)
         for sid in range(1, 4):
-            e.receive(data(tid, sid, 0), "lac", 0.0)
-    e.receive(data(5, 1, 0), "other-lac", 0.0)
+            e.receive(data(0, tunnel=tid, session=sid), "lac", 0.0)
+    e.receive(data(0, tunnel=5, session=1), "other-lac", 0.0)
     stop = build_control(5, 0, 9, 9, [avp_message_type(MessageType.StopCCN)])
     e.receive(stop, "lac", 1.0)
     assert sorted((s.flow, s.tunnel_id) for s in e.sessions()) == [
