@@ -126,6 +126,8 @@ def udp_socket_stats(port: int) -> list[dict[str, int]]:
 
     `drops` is what the kernel threw away because that socket's receive buffer was full: the
     harness uses it to say *where* loss happened (relay ingress vs sink), not just how much.
+    By port, with the queue length: what the bench knows of a relay it did not write
+    (l2tpreorder.relay.udp_drops reads the same file by socket inode).
     """
     found = []
     with open("/proc/net/udp") as f:
@@ -135,7 +137,8 @@ def udp_socket_stats(port: int) -> list[dict[str, int]]:
             local_port = int(fields[1].split(":")[1], 16)
             if local_port == port:
                 rx_queue = int(fields[4].split(":")[1], 16)
-                found.append({"port": port, "rx_queue": rx_queue, "drops": int(fields[-1])})
+                found.append({"port": port, "rx_queue": rx_queue, "drops": int(fields[-1]),
+                              "inode": int(fields[9])})
     return found
 
 

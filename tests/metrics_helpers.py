@@ -1,13 +1,18 @@
-"""Helpers shared by the metrics tests: a metrics source, a virtual-clock driver, a parser."""
+"""Helpers shared by the metrics tests: a metrics source, a virtual-clock driver, a parser,
+scraping a live daemon, and the kernel's socket drop count of a daemon process."""
 
 from __future__ import annotations
 
+import os
+import re
+import urllib.request
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from l2tpreorder.engine import EngineConfig, ReorderEngine
+from l2tpreorder.relay import udp_drops
 from l2tpreorder.relay_stats import RelayCounters
 from tests.impaired_traffic import ImpairedTraffic
 
@@ -71,3 +76,31 @@ def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple
     """Every sample of `name` whose labels include `labels`."""
     want = set(labels.items())
     return {lab: v for (n, lab), v in samples.items() if n == name and want <= lab}
+
+
+def metrics_url(log: str) -> str:
+    """The /metrics URL the daemon logged on start (it was told port 0)."""
+    found = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", log)
+    assert found, log
+    return found.group(1)
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process `pid` holds (as /proc/net/udp lists them)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def daemon_socket_drops(pid: int) -> int:
+    """The kernel's receive-queue drops over the sockets of `pid`, read from /proc now (with the
+    daemon's own reader), not from the metric the daemon refreshes once a second."""
+    return sum(udp_drops(socket_inodes(pid)).values())

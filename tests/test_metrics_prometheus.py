@@ -42,6 +42,7 @@ from tests.impaired_traffic import (
     ImpairedTraffic,
     impaired_traffic,
 )
+from tests.metrics_helpers import daemon_socket_drops, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -261,23 +262,6 @@ def send_impaired(sides: Sides, traffic: ImpairedTraffic) -> int:
     return forwardable
 
 
-def daemon_socket_drops(pid: int) -> int:
-    """The kernel's drops column in /proc/net/udp{,6}, summed over the sockets `pid` holds."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with_target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        if with_target.startswith("socket:["):
-            inodes.add(int(with_target[8:-1]))
-    total = 0
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        with open(path, encoding="ascii") as f:
-            for line in list(f)[1:]:
-                fields = line.split()
-                if int(fields[9]) in inodes:
-                    total += int(fields[12])
-    return total
-
-
 def wait_stopped(pid: int) -> None:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -408,10 +392,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
                 for g in server.get("/api/v1/rules")["data"]["groups"]
             ),
         )
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
-        ) as response:
-            run.metrics_text = response.read().decode()
+        run.metrics_text = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         yield prom, run
     finally:
         if prom is not None:
