@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import random
 import re
+import select
 import struct
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from typing import Any
 import dpkt
 import pytest
 
+from bench.udp import udp_socket_stats
 from l2tpreorder import reasons
-from l2tpreorder.fastpath import control_fields, parse_header
+from l2tpreorder.fastpath import parse_header
 from l2tpreorder.wire import (
     MessageType,
     avp_assigned_session_id,
@@ -38,6 +39,15 @@ from l2tpreorder.wire import (
 )
 from tests.conftest import need_root, need_tool, shared_pcap
 from tests.daemon_harness import Daemon, free_udp_port, nothing_waiting, recv, udp
+from tests.engine_helpers import expected_malformed_reason, udp_payloads
+from tests.metrics_helpers import (
+    daemon_socket_drops,
+    matching,
+    metrics_url,
+    parse,
+    scrape,
+    socket_inodes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +105,7 @@ class Hostile:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.avp_overflow = [
-            p for p in _udp_payloads(shared_pcap("tcpdump_l2tp-avp-overflow.pcap")) if p
+            p for _, p in udp_payloads(shared_pcap("tcpdump_l2tp-avp-overflow.pcap")) if p
         ]
         good_control = build_control(
             9, 0, 0, 0, [avp_message_type(MessageType.SCCRQ), avp_assigned_tunnel_id(9)]
@@ -162,40 +172,17 @@ class Hostile:
         return self.rng.randbytes(self.rng.randrange(0, 80))
 
 
-def malformed_reason(datagram: bytes) -> str | None:
-    header = parse_header(datagram)
-    if isinstance(header, str):
-        return header
-    if header.is_control:
-        control = control_fields(datagram)
-        if isinstance(control, str):
-            return control
-    return None
-
-
-def _udp_payloads(path: Path) -> list[bytes]:
-    out = []
-    with open(path, "rb") as f:
-        for _, frame in dpkt.pcap.Reader(f):
-            if len(frame) >= 42 and frame[12:14] == b"\x08\x00" and frame[23] == 17:
-                udp_at = 14 + (frame[14] & 0x0F) * 4
-                out.append(bytes(frame[udp_at + 8 :]))
-    return out
-
-
-def scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return str(response.read().decode())
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def wait_listening(dump: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """tcpdump says "listening on" once its capture is attached: send nothing before that."""
+    assert dump.stderr is not None
+    limit = time.monotonic() + timeout
+    said = b""
+    while b"listening on" not in said:
+        left = limit - time.monotonic()
+        ready, _, _ = select.select([dump.stderr], [], [], max(0.0, left))
+        chunk = dump.stderr.read1(4096) if ready else b""
+        assert chunk, f"tcpdump did not start listening: {said!r}"
+        said += chunk
 
 
 @pytest.mark.slow
@@ -220,10 +207,9 @@ def test_hostile_flood_interleaved_with_a_real_session(
         cfg = config(listen, lns_port, socket_buffer_bytes=4 << 20)
         cfg["metrics"] = {"enabled": True, "listen": "127.0.0.1", "port": 0}
         d = start(cfg)
-        url = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", d.wait_log("/metrics"))
-        assert url, d.log()
+        url = metrics_url(d.wait_log("/metrics"))
         relay = ("127.0.0.1", listen)
-        time.sleep(0.5)  # tcpdump attaches to lo
+        wait_listening(dump)
 
         hostile = Hostile(seed=7)
         expected: dict[str, int] = {}
@@ -237,7 +223,7 @@ def test_hostile_flood_interleaved_with_a_real_session(
         while sent < HOSTILE_COUNT:
             for _ in range(min(BURST, HOSTILE_COUNT - sent)):
                 datagram = hostile.datagram()
-                reason = malformed_reason(datagram)
+                reason = expected_malformed_reason(datagram)
                 if reason is None:
                     passed_hostile += 1
                 else:
@@ -273,20 +259,16 @@ def test_hostile_flood_interleaved_with_a_real_session(
         reply, src = recv(lac)
         assert (reply[-12:], src) == (b"from-the-lns", relay)
 
-        time.sleep(1.2)  # one housekeeping tick: socket drop counters read from /proc
-        text = scrape(url.group(1))
+        samples = parse(scrape(url))
         d.wait_log("reason not_from_lns, 50 total")
         assert nothing_waiting(lac) and nothing_waiting(stranger) and nothing_waiting(bystander)
-        assert metric(text, "l2tpreorder_socket_receive_drops_total") == 0, text
+        # Read now from /proc: the exported counter is refreshed only once a second.
+        assert daemon_socket_drops(d.proc.pid) == 0
         for reason in reasons.MALFORMED_REASONS:
-            assert metric(
-                text, "l2tpreorder_malformed_packets_total", reason=reason
-            ) == expected.get(reason, 0), reason
-        assert sum(expected.values()) + passed_hostile == HOSTILE_COUNT
-        assert (
-            metric(text, "l2tpreorder_received_packets_total", direction="lac_to_lns")
-            == HOSTILE_COUNT + next_real
-        )
+            got = matching(samples, "l2tpreorder_malformed_packets_total", reason=reason)
+            assert sum(got.values()) == expected.get(reason, 0), reason
+        received = matching(samples, "l2tpreorder_received_packets_total", direction="lac_to_lns")
+        assert sum(received.values()) == HOSTILE_COUNT + next_real
         print(
             f"{HOSTILE_COUNT} hostile datagrams: {sum(expected.values())} malformed "
             f"{dict(sorted(expected.items()))}, {passed_hostile} well-formed after mutation; "
@@ -426,8 +408,9 @@ def test_root_binds_a_privileged_port_then_runs_as_the_configured_user() -> None
         lac.sendto(real(5), ("127.0.0.1", port))
         assert ns_and_number(recv(lns)[0]) == (5, 5)
         assert f"running as user nobody (uid {nobody.pw_uid}" in d.log()
-        # Bound as root: the socket is on the privileged port, and nothing else was.
-        assert any(f":{port:04X}" in line for line in _proc_udp_lines(d.proc.pid))
+        # Bound as root: the daemon's own socket is on the privileged port.
+        on_port = {s["inode"] for s in udp_socket_stats(port)}
+        assert on_port & socket_inodes(d.proc.pid)
         assert d.terminate() == 0
     finally:
         d.stop()
@@ -445,19 +428,3 @@ def _free_privileged_port() -> int:
                 continue
             return port
     raise AssertionError("no free UDP port below 1024")
-
-
-def _proc_udp_lines(pid: int) -> list[str]:
-    """/proc/net/udp lines of the sockets process `pid` holds."""
-    import os
-
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return [
-        line
-        for line in Path("/proc/net/udp").read_text().splitlines()[1:]
-        if line.split()[9] in inodes
-    ]
