@@ -27,13 +27,13 @@ class Source:
     relay: RelayCounters = field(default_factory=RelayCounters)
 
     @classmethod
-    def with_timeout(cls, timeout: float) -> Source:
-        return cls(
-            {
-                "lac_to_lns": ReorderEngine(EngineConfig(reorder_timeout=timeout)),
-                "lns_to_lac": ReorderEngine(EngineConfig(reorder_timeout=timeout)),
-            }
-        )
+    def with_timeout(cls, timeout: float, lns_to_lac: bool = False) -> Source:
+        """Engines as `Relay.engines` has them: lac_to_lns always, lns_to_lac only with
+        `reorder.lns_to_lac: true`."""
+        engines = {"lac_to_lns": ReorderEngine(EngineConfig(reorder_timeout=timeout))}
+        if lns_to_lac:
+            engines["lns_to_lac"] = ReorderEngine(EngineConfig(reorder_timeout=timeout))
+        return cls(engines)
 
 
 def drive(

@@ -95,11 +95,24 @@ def test_counters_match_what_the_traffic_did(driven: tuple[Source, ImpairedTraff
         value(s, "l2tpreorder_build_info", version=__version__, python_version=python_version())
         == 1
     )
-    # The other direction is exported (zeros) so dashboards show both lines from the start.
-    assert (
-        value(s, "l2tpreorder_received_packets_total", direction="lns_to_lac", kind="data_with_ns")
-        == 0
-    )
+    # Without reorder.lns_to_lac there is no LNS->LAC engine, so none of its series; the
+    # socket counters exist for both directions always.
+    assert matching(s, "l2tpreorder_received_packets_total", direction="lns_to_lac") == {}
+    assert matching(s, "l2tpreorder_held_packets", direction="lns_to_lac") == {}
+    assert value(s, "l2tpreorder_socket_received_datagrams_total", direction="lns_to_lac") == 0
+
+
+def test_both_engines_export_both_directions_from_the_start() -> None:
+    """With reorder.lns_to_lac both engines are exported, zeros included, so dashboards show
+    both lines before the first LNS->LAC packet."""
+    source = Source.with_timeout(TIMEOUT, lns_to_lac=True)
+    s = parse(scrape(source))
+    for direction in ("lac_to_lns", "lns_to_lac"):
+        assert (
+            value(s, "l2tpreorder_received_packets_total", direction=direction, kind="data_with_ns")
+            == 0
+        )
+        assert value(s, "l2tpreorder_held_packets", direction=direction) == 0
 
 
 def test_every_datagram_has_one_outcome_in_the_export(
