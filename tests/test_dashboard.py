@@ -25,16 +25,12 @@ def test_dashboard_is_sound() -> None:
     assert dashboard_problems(load()) == []
 
 
-def test_every_panel_and_query_uses_the_datasource_variable() -> None:
+def test_enough_panels_and_nothing_to_fill_in_on_import() -> None:
+    """What dashboard_problems does not check (it already checks every panel's and query's
+    datasource against the one datasource variable)."""
     dash = load()
-    (ds_var,) = [v for v in dash["templating"]["list"] if v["type"] == "datasource"]
-    ref = {"type": "prometheus", "uid": "${" + ds_var["name"] + "}"}
-    panels = [p for p in dash["panels"] if p["type"] != "row"]
-    assert len(panels) >= 15
-    for p in panels:
-        assert p["datasource"] == ref, p["title"]
-        assert all(t["datasource"] == ref for t in p["targets"]), p["title"]
-    assert "__inputs" not in dash  # nothing to fill in on import
+    assert len([p for p in dash["panels"] if p["type"] != "row"]) >= 15
+    assert "__inputs" not in dash
 
 
 @pytest.mark.parametrize(
