@@ -37,7 +37,6 @@ from l2tpreorder.relay_stats import RelayCounters
 PREFIX = "l2tpreorder_"
 LAC_TO_LNS = "lac_to_lns"
 LNS_TO_LAC = "lns_to_lac"
-DIRECTIONS = (LAC_TO_LNS, LNS_TO_LAC)
 
 
 @dataclass
@@ -105,10 +104,12 @@ class RelayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         engines = dict(self._source.engines)
         relay = self._source.relay
-        yield from self._engine_families(engines)
+        # One copy of each session table per scrape, for the gauges and the per-session series.
+        live = {direction: engine.sessions_snapshot() for direction, engine in engines.items()}
+        yield from self._engine_families(engines, live, relay)
         yield from self._relay_families(relay)
         if self._config.per_session:
-            yield from self._session_families(engines, self._config.per_session_top_n)
+            yield from self._session_families(live, self._config.per_session_top_n)
         build = GaugeMetricFamily(
             PREFIX + "build_info",
             "Always 1; labels carry the l2tpreorder and Python versions.",
@@ -117,7 +118,12 @@ class RelayCollector(Collector):
         build.add_metric([__version__, platform.python_version()], 1)
         yield build
 
-    def _engine_families(self, engines: Mapping[str, ReorderEngine]) -> Iterator[Metric]:
+    def _engine_families(
+        self,
+        engines: Mapping[str, ReorderEngine],
+        live_sessions: Mapping[str, list[Session]],
+        relay: RelayCounters,
+    ) -> Iterator[Metric]:
         d = ["direction"]
         received = CounterMetricFamily(
             PREFIX + "received_packets",
@@ -241,13 +247,12 @@ class RelayCollector(Collector):
             held.add_metric([direction], c.held_packets)
             held_bytes.add_metric([direction], c.held_bytes)
             held_bytes_limit.add_metric([direction], cfg.max_held_bytes)
-            live = engine.sessions_snapshot()
+            live = live_sessions[direction]
             held_session_max.add_metric([direction], max((len(s.held) for s in live), default=0))
             held_session_limit.add_metric([direction], cfg.max_held_per_session)
             timeout.add_metric([direction], cfg.reorder_timeout)
             sessions.add_metric([direction], len(live))
             sessions_limit.add_metric([direction], cfg.max_sessions)
-        relay = self._source.relay
         # Drops before the engine: the relay's access control and peer cap, by direction.
         dropped.add_metric([LAC_TO_LNS, "not_allowed"], relay.dropped_not_allowed)
         dropped.add_metric([LAC_TO_LNS, "peer_limit"], relay.dropped_peer_limit)
@@ -314,7 +319,7 @@ class RelayCollector(Collector):
         yield reloads
 
     def _session_families(
-        self, engines: Mapping[str, ReorderEngine], top_n: int
+        self, live_sessions: Mapping[str, list[Session]], top_n: int
     ) -> Iterator[Metric]:
         labels = ["direction", "peer", "tunnel_id", "session_id"]
         packets = CounterMetricFamily(
@@ -345,8 +350,7 @@ class RelayCollector(Collector):
             "Sessions left out of the per-session series by metrics.per_session_top_n.",
             labels=["direction"],
         )
-        for direction, engine in engines.items():
-            live = engine.sessions_snapshot()
+        for direction, live in live_sessions.items():
             top: Iterable[Session] = heapq.nlargest(top_n, live, key=_packets)
             omitted.add_metric([direction], max(0, len(live) - top_n))
             for s in top:
@@ -377,7 +381,6 @@ class MetricsServer:
     """The running `/metrics` listener; `close()` stops it and frees the port."""
 
     def __init__(self, config: MetricsConfig, registry: CollectorRegistry) -> None:
-        self.registry = registry
         self._httpd, self._thread = start_http_server(
             config.port,
             addr=config.listen,
