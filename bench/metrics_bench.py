@@ -8,7 +8,7 @@ families, so the relay's event loop waits that long. This measures, in one run o
     (the baseline) and with a thread scraping back to back (far worse than a real 15 s interval);
     reported as ratios to the baseline, not absolute speeds.
 
-Run: .venv/bin/python bench/metrics_bench.py [--sessions 10000] [--seconds 3]
+Run: .venv/bin/python -m bench.metrics_bench [--sessions 10000] [--seconds 3]
 Writes bench/results/metrics_bench.json.
 """
 
@@ -20,27 +20,18 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from l2tpreorder.engine import EngineConfig, ReorderEngine
+from l2tpreorder.metrics import MetricsConfig, build_registry
+from l2tpreorder.wire import build_data
+from tests.metrics_helpers import Source
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from l2tpreorder.engine import EngineConfig, ReorderEngine  # noqa: E402
-from l2tpreorder.metrics import MetricsConfig, build_registry  # noqa: E402
-from l2tpreorder.relay_stats import RelayCounters  # noqa: E402
-from l2tpreorder.wire import build_data  # noqa: E402
-
 BATCH = 64
 SESSIONS_PER_PEER = 1000
-
-
-@dataclass
-class Source:
-    engines: dict[str, ReorderEngine] = field(default_factory=dict)
-    relay: RelayCounters = field(default_factory=RelayCounters)
 
 
 def populate(engine: ReorderEngine, sessions: int) -> list[tuple[tuple[str, int], bytes, int]]:

@@ -74,6 +74,10 @@ class Bench:
     autogroup: bool = False
     relay_logs: dict[int, Any] = field(default_factory=dict)
     live: list[subprocess.Popen[str]] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # ---- process plumbing -------------------------------------------------------------------
 
     def kill_all(self) -> None:
         """Every process this run started and that still runs (by pid, never by name)."""
@@ -82,10 +86,6 @@ class Bench:
                 proc.kill()
                 proc.wait(timeout=5)
         self.live.clear()
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    # ---- process plumbing -------------------------------------------------------------------
 
     def prefix(self, cpu: int | None) -> list[str]:
         """taskset/nice in front of a bench process (the same for baseline and daemon)."""
@@ -364,49 +364,39 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
     return f"plot: {path}"
 
 
-def run_engine_bench(b: Bench) -> dict[str, Any] | None:
-    if b.remaining() < 20:
-        b.notes.append("engine bench skipped: time budget spent")
+def run_child_bench(b: Bench, name: str, cmd: list[str], min_remaining: float,
+                    show_stderr: bool = False) -> dict[str, Any] | None:
+    """A benchmark that runs as its own process on the relay's CPU and prints JSON; a failure,
+    a timeout or a spent budget is a note in the results, not an abort."""
+    if b.remaining() < min_remaining:
+        b.notes.append(f"{name} skipped: time budget spent")
         return None
-    cmd = [PY, "-m", "bench.engine_bench", "--json"]
-    if b.args.quick:
-        cmd.append("--quick")
     proc = b.spawn(cmd, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=max(10.0, b.remaining() - 5))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        b.notes.append("engine bench: timed out inside the budget")
+        b.notes.append(f"{name}: timed out inside the budget")
         return None
-    sys.stdout.write(err)
+    if show_stderr:
+        sys.stdout.write(err)
     if proc.returncode != 0:
-        b.notes.append(f"engine bench failed: {err.strip().splitlines()[-1:]}")
+        b.notes.append(f"{name} failed: {err.strip().splitlines()[-1:]}")
         return None
     result: dict[str, Any] = json.loads(out)
     return result
+
+
+def run_engine_bench(b: Bench) -> dict[str, Any] | None:
+    cmd = [PY, "-m", "bench.engine_bench", "--json", *(["--quick"] if b.args.quick else [])]
+    return run_child_bench(b, "engine bench", cmd, 20, show_stderr=True)
 
 
 def run_metrics_bench(b: Bench) -> dict[str, Any] | None:
     """bench/metrics_bench.py (scrape time at 10,000 sessions, loop stall while scraping)."""
-    script = ROOT / "bench" / "metrics_bench.py"
-    if not script.exists() or b.remaining() < 15:
-        b.notes.append("metrics bench skipped (missing or out of time)")
-        return None
-    cmd = [PY, str(script), "--seconds", "1", "--repeat", "5"]
-    proc = b.spawn(cmd, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=max(10.0, b.remaining() - 5))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        b.notes.append("metrics bench: timed out inside the budget")
-        return None
-    if proc.returncode != 0:
-        b.notes.append(f"metrics bench failed: {err.strip().splitlines()[-1:]}")
-        return None
-    result: dict[str, Any] = json.loads(out)
-    return result
+    cmd = [PY, "-m", "bench.metrics_bench", "--seconds", "1", "--repeat", "5"]
+    return run_child_bench(b, "metrics bench", cmd, 15)
 
 
 def _interrupt(_sig: int, _frame: object) -> None:
@@ -648,11 +638,14 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
               f"{met['scrape_default']['median_ms']:.1f} ms median (default series), "
               f"{met['scrape_per_session']['median_ms']:.1f} ms with per-session top N "
               f"(target: loop stall <= 5 ms)")
+        r = met["ratios_vs_baseline"]
+        print(f"  relay batch latency while scraping back to back / without scrapes, p50 p99: "
+              f"default {r['default']['p50']:.2f} {r['default']['p99']:.2f}, per-session "
+              f"{r['per_session']['p50']:.2f} {r['per_session']['p99']:.2f}")
     for note in b.notes:
         print(f"  note: {note}")
     print(f"  results: {out} ({summary['elapsed_s']:.0f} s)")
     ratio = ratios["loss_free_daemon_over_baseline"]
-    daemon = Target("daemon", args.daemon_cmd, args.daemon_label)
     if ratio is None:
         reason = "daemon unavailable" if not daemon_ok else "no loss-free rate found"
         print(f"loss-free ratio daemon/baseline: n/a ({reason})")
