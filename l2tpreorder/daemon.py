@@ -268,21 +268,23 @@ class Daemon:
         if saved is None:
             log.info("no state file %s: starting afresh", path)
             return
-        if isinstance(saved, str):
-            log.warning("%s; ignored, starting afresh", saved)
-        else:
-            sessions, peers = relay.restore_state(saved)
-            log.info(
-                "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
-                sessions,
-                peers,
-                path,
-            )
-        # Used once: a later crash must not bring back this (by then stale) numbering.
+        # Used once, and removed BEFORE it is used: a later crash must not bring back this (by
+        # then stale) numbering, and a file that crashes the restore must not crash every
+        # restart systemd makes after it.
         try:
             os.unlink(path)
         except OSError as e:
             log.warning("cannot remove used state file %s: %s", path, e.strerror)
+        if isinstance(saved, str):
+            log.warning("%s; ignored, starting afresh", saved)
+            return
+        sessions, peers = relay.restore_state(saved)
+        log.info(
+            "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
+            sessions,
+            peers,
+            path,
+        )
 
     def _request_stop(self, sig: int) -> None:
         if self._stop is not None and not self._stop.done():
