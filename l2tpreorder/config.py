@@ -203,6 +203,13 @@ def _list(key: str, value: object, item: Callable[[str, object], Any]) -> tuple[
     return tuple(item(f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
+def _listen(key: str, raw: object, listen: tuple[Address, ...]) -> tuple[Address, ...]:
+    """The listen list (file or repeated --listen): two sockets cannot bind one address."""
+    if len(set(listen)) != len(listen):
+        raise ConfigError(key, raw, "each address at most once")
+    return listen
+
+
 # --- the file's shape -----------------------------------------------------------------------
 
 TOP_KEYS = (
@@ -270,9 +277,8 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     d = Config()
     kw: dict[str, Any] = {"source": source}
     if "listen" in top:
-        kw["listen"] = _list("listen", top["listen"], parse_address)
-        if len(set(kw["listen"])) != len(kw["listen"]):
-            raise ConfigError("listen", top["listen"], "each address at most once")
+        parsed = _list("listen", top["listen"], parse_address)
+        kw["listen"] = _listen("listen", top["listen"], parsed)
     if "lns" in top:
         kw["lns"] = parse_address("lns", top["lns"])
     if "allow" in top:
@@ -403,7 +409,9 @@ def with_overrides(
     kw: dict[str, Any] = {}
     ekw: dict[str, Any] = {}
     if listen:
-        kw["listen"] = tuple(parse_address("--listen", v) for v in listen)
+        kw["listen"] = _listen(
+            "--listen", listen, tuple(parse_address("--listen", v) for v in listen)
+        )
     if lns is not None:
         kw["lns"] = parse_address("--lns", lns)
     if timeout_ms is not None:

@@ -153,6 +153,17 @@ def test_command_line_overrides_win() -> None:
         with_overrides(base, timeout_ms=-3)
 
 
+def test_repeated_listen_flag_is_rejected_like_the_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        with_overrides(Config(), listen=["127.0.0.1:11701", "127.0.0.1:11701"])
+    assert info.value.key == "--listen"
+    assert info.value.value == ["127.0.0.1:11701", "127.0.0.1:11701"]
+    assert info.value.expected == "each address at most once"
+    # The same address spelled twice is the same address (as in the file).
+    with pytest.raises(ConfigError, match="at most once"):
+        with_overrides(Config(), listen=["[::1]:11701", "[0:0::1]:11701"])
+
+
 def test_rebind_changes_are_named() -> None:
     a = Config()
     b = config_from_dict({"lns": "127.0.0.1:1703", "reorder": {"timeout_ms": 5}})
