@@ -210,6 +210,35 @@ def _listen(key: str, raw: object, listen: tuple[Address, ...]) -> tuple[Address
     return listen
 
 
+def _listen_receiving(listen: tuple[Address, ...], lns: Address) -> Address | None:
+    """The listen address that would receive what we send to `lns`, or None.
+
+    Same port and family, and the same IP or a wildcard on either side (a `[::]` socket is
+    IPV6_V6ONLY, so it never covers an IPv4 LNS). Sending there makes the relay its own LNS:
+    every datagram comes back from a new upstream port, i.e. as a new peer, until max_peers.
+    """
+    lns_ip = ipaddress.ip_address(lns[0])
+    for addr in listen:
+        ip = ipaddress.ip_address(addr[0])
+        if addr[1] != lns[1] or ip.version != lns_ip.version:
+            continue
+        if ip == lns_ip or ip.is_unspecified or lns_ip.is_unspecified:
+            return addr
+    return None
+
+
+def _check_lns(key: str, raw: object, config: Config) -> None:
+    """`lns` must not be one of our own listen addresses (checked for the file and flags)."""
+    own = _listen_receiving(config.listen, config.lns)
+    if own is not None:
+        raise ConfigError(
+            key,
+            raw,
+            f"an address that is not one of listen (listen {format_address(own)} receives "
+            "it: the relay would forward to itself)",
+        )
+
+
 # --- the file's shape -----------------------------------------------------------------------
 
 TOP_KEYS = (
@@ -368,7 +397,9 @@ def _config_from_dict(data: object, source: str | None) -> Config:
             "metrics.tls_cert", mkw.get("tls_cert"), "tls_cert and tls_key both set or both null"
         )
     kw["metrics"] = MetricsSettings(**mkw)
-    return replace(d, **kw)
+    config = replace(d, **kw)
+    _check_lns("lns", top.get("lns", format_address(config.lns)), config)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -431,7 +462,14 @@ def with_overrides(
         )
     if udp_gso is not None:
         kw["udp_gso"] = udp_gso
-    return replace(config, **kw) if kw else config
+    if not kw:
+        return config
+    new = replace(config, **kw)
+    if lns is not None:
+        _check_lns("--lns", lns, new)
+    else:
+        _check_lns("lns", format_address(new.lns), new)  # --listen now covers the file's lns
+    return new
 
 
 def load_with_overrides(path: str | Path | None, **flags: Any) -> Config:

@@ -102,6 +102,30 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
         ([1, 2], "", [1, 2], "mapping"),
+        (
+            {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"},
+            "lns",
+            "127.0.0.1:1701",
+            "an address that is not one of listen (listen 127.0.0.1:1701 receives it",
+        ),
+        (
+            {"listen": ["0.0.0.0:1701"], "lns": "127.0.0.1:1701"},
+            "lns",
+            "127.0.0.1:1701",
+            "an address that is not one of listen (listen 0.0.0.0:1701 receives it",
+        ),
+        (
+            {"listen": ["[::]:1701"], "lns": "[::1]:1701"},
+            "lns",
+            "[::1]:1701",
+            "an address that is not one of listen (listen [::]:1701 receives it",
+        ),
+        (
+            {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702
+            "lns",
+            "127.0.0.1:1702",
+            "an address that is not one of listen",
+        ),
     ],
 )
 def test_errors_name_key_value_and_expectation(
@@ -151,6 +175,28 @@ def test_command_line_overrides_win() -> None:
         with_overrides(base, listen=["[::1]"])
     with pytest.raises(ConfigError, match="--timeout"):
         with_overrides(base, timeout_ms=-3)
+
+
+def test_lns_may_share_a_port_with_listen_only_on_another_address_or_family() -> None:
+    for data in (
+        {"listen": ["[::]:1701"], "lns": "127.0.0.1:1701"},  # [::] is IPv6-only
+        {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.2:1701"},
+        {"listen": ["0.0.0.0:1701"], "lns": "127.0.0.1:1702"},
+    ):
+        assert config_from_dict(data).lns == cfg.parse_address("lns", data["lns"])
+
+
+def test_lns_flag_equal_to_a_listen_address_is_rejected() -> None:
+    base = config_from_dict({"listen": ["0.0.0.0:1701"]})
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, lns="127.0.0.1:1701")
+    assert (info.value.key, info.value.value) == ("--lns", "127.0.0.1:1701")
+    assert info.value.expected.startswith("an address that is not one of listen")
+    # --listen that now covers the file's lns: the error names lns and its value.
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, listen=["127.0.0.1:1702"])
+    assert (info.value.key, info.value.value) == ("lns", "127.0.0.1:1702")
+    assert info.value.expected.startswith("an address that is not one of listen")
 
 
 def test_repeated_listen_flag_is_rejected_like_the_file() -> None:
