@@ -239,6 +239,20 @@ def _check_lns(key: str, raw: object, config: Config) -> None:
         )
 
 
+def _check_upstream_bind(config: Config) -> None:
+    """The upstream sockets talk to the LNS: their source address must be of its family, or
+    every new LAC would fail to get one (counted as peer_limit, with no other sign)."""
+    if config.upstream_bind is None:
+        return
+    want = ipaddress.ip_address(config.lns[0]).version
+    if ipaddress.ip_address(config.upstream_bind).version != want:
+        raise ConfigError(
+            "upstream_bind",
+            config.upstream_bind,
+            f"an IPv{want} address like lns {format_address(config.lns)}, or null",
+        )
+
+
 # --- the file's shape -----------------------------------------------------------------------
 
 TOP_KEYS = (
@@ -399,6 +413,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     kw["metrics"] = MetricsSettings(**mkw)
     config = replace(d, **kw)
     _check_lns("lns", top.get("lns", format_address(config.lns)), config)
+    _check_upstream_bind(config)
     return config
 
 
@@ -469,6 +484,7 @@ def with_overrides(
         _check_lns("--lns", lns, new)
     else:
         _check_lns("lns", format_address(new.lns), new)  # --listen now covers the file's lns
+    _check_upstream_bind(new)  # --lns of the other family than the file's upstream_bind
     return new
 
 

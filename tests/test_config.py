@@ -120,6 +120,13 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
             "[::1]:1701",
             "an address that is not one of listen (listen [::]:1701 receives it",
         ),
+        ({"upstream_bind": "::1"}, "upstream_bind", "::1", "an IPv4 address like lns 127.0.0.1"),
+        (
+            {"lns": "[2001:db8::2]:1702", "upstream_bind": "192.0.2.1"},
+            "upstream_bind",
+            "192.0.2.1",
+            "an IPv6 address like lns [2001:db8::2]:1702",
+        ),
         (
             {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702
             "lns",
@@ -197,6 +204,15 @@ def test_lns_flag_equal_to_a_listen_address_is_rejected() -> None:
         with_overrides(base, listen=["127.0.0.1:1702"])
     assert (info.value.key, info.value.value) == ("lns", "127.0.0.1:1702")
     assert info.value.expected.startswith("an address that is not one of listen")
+
+
+def test_lns_flag_of_another_family_than_upstream_bind_is_rejected() -> None:
+    base = config_from_dict({"upstream_bind": "127.0.0.1"})
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, lns="[::1]:1702")
+    assert (info.value.key, info.value.value) == ("upstream_bind", "127.0.0.1")
+    assert info.value.expected.startswith("an IPv6 address like lns [::1]:1702")
+    assert config_from_dict({"upstream_bind": "::1", "lns": "[::1]:1702"}).upstream_bind == "::1"
 
 
 def test_repeated_listen_flag_is_rejected_like_the_file() -> None:
