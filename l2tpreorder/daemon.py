@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import pwd
 import signal
 import sys
 from collections.abc import Callable, Hashable
@@ -194,6 +195,15 @@ class Daemon:
         )
 
     async def run(self) -> int:
+        # Resolved before anything is bound or the state file consumed: a typo in `user` must
+        # not cost the sessions a restore would bring back.
+        user = None
+        if self.config.user is not None:
+            try:
+                user = pwd.getpwnam(self.config.user)
+            except KeyError:
+                log.error("user = %r: no such user; not starting", self.config.user)
+                return 1
         raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
@@ -212,13 +222,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         source = MetricsSource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
-        if self.config.user is not None:
-            error = drop_privileges(self.config.user)
+        if user is not None:
+            error = drop_privileges(user)
             if error is not None:
                 log.error("%s", error)
                 if self.metrics is not None:
                     self.metrics.close()
-                relay.shutdown()
+                relay.shutdown(state_file=state_file)  # keep what was restored for next time
                 return 1
         relay.start_reading()
         self._reporter = DropReporter(source, self.config.drop_report_interval)
@@ -356,16 +366,11 @@ class Daemon:
                 )
 
 
-def drop_privileges(user: str) -> str | None:
-    """Started as root, after binding: become `user` (its group, no supplementary groups) for
+def drop_privileges(pw: pwd.struct_passwd) -> str | None:
+    """Started as root, after binding: become `pw` (its group, no supplementary groups) for
     good; setuid from root to non-root also clears every capability. Returns an error or None.
     """
-    import pwd
-
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return f"user = {user!r}: no such user; not running on as root"
+    user = pw.pw_name
     if os.geteuid() != 0:
         if os.geteuid() == pw.pw_uid:
             return None

@@ -496,3 +496,37 @@ def _module_exists(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def _valid_state_file(path: Path) -> bytes:
+    """A real state file (one renumbered session) as `run` writes it on SIGTERM."""
+    from l2tpreorder.engine import EngineConfig, ReorderEngine
+    from l2tpreorder.state import save_state
+
+    engine = ReorderEngine(EngineConfig())
+    engine.receive(data(7), ("127.0.0.1", 40000), 0.0)
+    engine.out.clear()
+    save_state(engine, path, {"peers": [], "lns_to_lac": None})
+    return path.read_bytes()
+
+
+def test_unknown_user_fails_before_the_state_file_is_consumed(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    saved = _valid_state_file(state_file)
+    config = tmp_path / "c.yaml"
+    lns_port = free_udp_port()
+    config.write_text(
+        f"listen: ['127.0.0.1:{free_udp_port()}']\nlns: '127.0.0.1:{lns_port}'\n"
+        f"state_file: '{state_file}'\nuser: l2r-no-such-user\nmetrics: {{enabled: false}}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=PROJECT_ROOT,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "user = 'l2r-no-such-user': no such user" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert state_file.read_bytes() == saved, "the saved sessions must survive a config typo"
