@@ -212,13 +212,15 @@ class Daemon:
         except BindError as e:
             log.error("%s", e)
             return 1
+        # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
+        # what was restored, not the default death that would lose it.
+        self._stop = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
         state_file = self._state_file()
         if state_file is not None:
             self._restore(relay, state_file)
         self._warn_if_open(self.config)
-        self._stop = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         source = MetricsSource(relay)
         self.metrics = start_metrics(self.config.metrics, source)

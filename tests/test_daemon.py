@@ -7,6 +7,7 @@ l2tpreorder.wire, so they are the same bytes a LAC would send.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -530,3 +531,52 @@ def test_unknown_user_fails_before_the_state_file_is_consumed(tmp_path: Path) ->
     assert "user = 'l2r-no-such-user': no such user" in res.stderr
     assert "Traceback" not in res.stderr
     assert state_file.read_bytes() == saved, "the saved sessions must survive a config typo"
+
+
+def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_path: Path) -> None:
+    """The state file is a FIFO, so the daemon is provably inside the restore (blocked reading
+    it) when SIGTERM arrives; the restored session must be saved again, not lost."""
+    import os
+    import signal
+    import time
+
+    saved = _valid_state_file(tmp_path / "saved.json")
+    state_file = tmp_path / "state.json"
+    os.mkfifo(state_file)
+    lns_port = free_udp_port()
+    d = Daemon(
+        tmp_path,
+        base_config(
+            [f"127.0.0.1:{free_udp_port()}"], f"127.0.0.1:{lns_port}", state_file=str(state_file)
+        ),
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # opening the write end succeeds once the daemon opened the read end
+            try:
+                fd = os.open(state_file, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert d.proc.poll() is None, d.log()
+                assert time.monotonic() < deadline, "the daemon never opened its state file"
+                time.sleep(0.01)
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # let the signal land while the daemon waits for the file's bytes
+        os.set_blocking(fd, True)
+        try:
+            os.write(fd, saved)
+        except BrokenPipeError:
+            pytest.fail(f"the daemon died of the SIGTERM (exit {d.proc.wait(10)}) mid-restore")
+        finally:
+            os.close(fd)
+        assert d.proc.wait(10) == 0, d.log()
+        log = d.log()
+        assert "restored 1 sessions" in log
+        assert "SIGTERM: stopping" in log
+        assert "saved state of 1 sessions" in log
+        document = json.loads(state_file.read_text())
+        assert [(s["tunnel_id"], s["session_id"]) for s in document["sessions"]] == [
+            (T_LNS, S_LNS)
+        ]
+    finally:
+        d.stop()
