@@ -211,6 +211,7 @@ class Daemon:
             relay.bind()
         except BindError as e:
             log.error("%s", e)
+            relay.shutdown()  # the Relay opened its timerfd already
             return 1
         # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
         # what was restored, not the default death that would lose it.

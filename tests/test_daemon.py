@@ -580,3 +580,46 @@ def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_pat
         ]
     finally:
         d.stop()
+
+
+def test_bind_failure_closes_what_the_relay_opened() -> None:
+    """In process: a failed bind returns 1 and leaves no descriptor (timerfd, socket) open."""
+    import os
+    import socket
+
+    import uvloop
+
+    from l2tpreorder.daemon import Daemon as RelayDaemon
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    config = config_from_dict(
+        {
+            "listen": [f"127.0.0.1:{free_udp_port()}", f"127.0.0.1:{taken.getsockname()[1]}"],
+            "lns": f"127.0.0.1:{free_udp_port()}",
+            "metrics": {"enabled": False},
+        }
+    )
+
+    def open_fds() -> dict[str, str]:
+        fds = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the listing's own descriptor, closed by now
+                continue
+        return fds
+
+    async def scenario() -> tuple[int, dict[str, str], dict[str, str]]:
+        before = open_fds()
+        code = await RelayDaemon(config, lambda: config).run()
+        return code, before, open_fds()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code, before, after = runner.run(scenario())
+    finally:
+        taken.close()
+    assert code == 1
+    leaked = {fd: what for fd, what in after.items() if fd not in before}
+    assert leaked == {}
