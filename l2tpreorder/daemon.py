@@ -90,6 +90,12 @@ class DropReporter:
         self._last = self.snapshot()
         self._next_at: float | None = None
 
+    def set_interval(self, interval: float) -> None:
+        """A reloaded interval applies from now, not after the old (maybe hour-long) one."""
+        if interval != self.interval:
+            self.interval = interval
+            self._next_at = None
+
     def snapshot(self) -> dict[str, int]:
         snap: dict[str, int] = {}
         r = self.source.relay
@@ -345,7 +351,7 @@ class Daemon:
             )
         self.config = relay.config
         logging.getLogger().setLevel(self.config.log_level.upper())
-        self._reporter.interval = self.config.drop_report_interval
+        self._reporter.set_interval(self.config.drop_report_interval)
         if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.close()

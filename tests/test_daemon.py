@@ -623,3 +623,54 @@ def test_bind_failure_closes_what_the_relay_opened() -> None:
     assert code == 1
     leaked = {fd: what for fd, what in after.items() if fd not in before}
     assert leaked == {}
+
+
+def test_reloaded_drop_report_interval_applies_at_once() -> None:
+    """In process (the old interval is an hour): a reload to 100 ms reports the next tick."""
+    import dataclasses
+
+    import uvloop
+
+    from l2tpreorder.daemon import Daemon as RelayDaemon
+    from l2tpreorder.daemon import DropReporter, MetricsSource
+    from l2tpreorder.sdnotify import Notifier
+
+    listen = free_udp_port()
+    config = config_from_dict(
+        {
+            "listen": [f"127.0.0.1:{listen}"],
+            "lns": f"127.0.0.1:{free_udp_port()}",
+            "allow": ["127.0.0.1/32"],
+            "logging": {"drop_report_interval_ms": 3_600_000},
+            "metrics": {"enabled": False},
+        }
+    )
+    reloaded = dataclasses.replace(config, drop_report_interval=0.1)
+    denied = udp("127.0.0.2")
+
+    async def scenario() -> list[str]:
+        daemon = RelayDaemon(config, lambda: reloaded, Notifier(environ={}))
+        relay = daemon.relay = Relay(config, loop=asyncio.get_running_loop())
+        relay.bind()
+        relay.start_reading()
+        try:
+            reporter = daemon._reporter = DropReporter(MetricsSource(relay), 3600.0)
+            assert reporter.tick(relay.clock()) == []  # the next report is an hour out
+            denied.sendto(data(None), ("127.0.0.1", listen))
+            for _ in range(500):
+                if relay.counters.dropped_not_allowed:
+                    break
+                await asyncio.sleep(0.01)
+            assert relay.counters.dropped_not_allowed == 1
+            daemon.reload()
+            reporter.tick(relay.clock())  # the first tick after the reload schedules it
+            return reporter.tick(relay.clock() + 0.2)
+        finally:
+            relay.shutdown()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            lines = runner.run(scenario())
+    finally:
+        denied.close()
+    assert lines == ["1 dropped in the last 0.1 s (reason not_allowed, 1 total)"]
