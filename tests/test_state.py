@@ -108,6 +108,48 @@ def test_save_failure_raises_and_leaves_nothing(tmp_path: Path) -> None:
         e.receive(data(1, 1, 0), object(), 0.0)
         save_state(e, tmp_path / "state.json", {})
     assert list(tmp_path.iterdir()) == []
+    # The rename fails after the temp file was written (the target is a non-empty directory):
+    # the temp file must be removed, not left next to the state file.
+    blocked = tmp_path / "state.json"
+    blocked.mkdir()
+    (blocked / "keep").write_text("x")
+    with pytest.raises(OSError):
+        save_state(busy_engine(), blocked, {})
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    assert [p.name for p in blocked.iterdir()] == ["keep"]
+
+
+def test_save_never_follows_or_truncates_a_planted_temp_name(tmp_path: Path) -> None:
+    """A symlink planted where a predictable temp file would go (the old `.NAME.tmp.PID`)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    path = tmp_path / "state.json"
+    planted = tmp_path / f".state.json.tmp.{os.getpid()}"
+    planted.symlink_to(victim)
+    save_state(busy_engine(), path, {})
+    assert victim.read_text() == "precious"
+    assert not path.is_symlink()
+    assert isinstance(load_state(path), SavedState)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_failing_directory_sync_after_the_rename_is_not_a_failed_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection (a real directory fsync failure cannot be provoked on this host's
+    filesystems): fsync fails for directories only, after the file is in place."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "state.json"
+    assert save_state(busy_engine(), path, {}) == 2
+    assert isinstance(load_state(path), SavedState)
+    assert "its directory could not be synced (Input/output error)" in caplog.text
 
 
 def test_missing_file_is_not_an_error(tmp_path: Path) -> None:
