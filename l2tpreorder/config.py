@@ -28,7 +28,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 HELLO_INTERVAL_S = 60.0
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A configuration value is wrong: names the key, the value and what is expected."""
 
     def __init__(self, key: str, value: object, expected: str, source: str | None = None) -> None:
@@ -41,16 +41,31 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsSettings:
-    """The `metrics:` section; handed to `l2tpreorder.metrics` as its MetricsConfig fields."""
+class MetricsConfig:
+    """The `metrics:` section, and what `l2tpreorder.metrics` serves from. The listener defaults
+    to loopback: expose it on purpose. Validated here, once, for the file and for code that
+    builds one directly; errors name `metrics.<key>`."""
 
     enabled: bool = True
     listen: str = "127.0.0.1"
-    port: int = 9101
+    port: int = 9101  # 0 = any free port (tests); the bound one is `MetricsServer.port`
     per_session: bool = False
     per_session_top_n: int = 100
     tls_cert: str | None = None
     tls_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _bool("metrics.enabled", self.enabled)
+        object.__setattr__(self, "listen", parse_ip("metrics.listen", self.listen))
+        _int("metrics.port", self.port, 0, 65535)
+        _bool("metrics.per_session", self.per_session)
+        _int("metrics.per_session_top_n", self.per_session_top_n, 1, 100_000, " sessions")
+        _optional_path("metrics.tls_cert", self.tls_cert)
+        _optional_path("metrics.tls_key", self.tls_key)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                "metrics.tls_cert", self.tls_cert, "tls_cert and tls_key both set or both null"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +87,7 @@ class Config:
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
     drop_report_interval: float = 10.0
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Per-session state saved on SIGTERM and restored at start (renumber mode: no Ns jump for
     # the LNS). None: $STATE_DIRECTORY/state.json when systemd gives a StateDirectory, else off.
     state_file: str | None = None
@@ -390,27 +405,9 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         )
 
     metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
-    mkw: dict[str, Any] = {}
-    if "enabled" in metrics:
-        mkw["enabled"] = _bool("metrics.enabled", metrics["enabled"])
-    if "listen" in metrics:
-        mkw["listen"] = parse_ip("metrics.listen", metrics["listen"])
-    if "port" in metrics:
-        mkw["port"] = _int("metrics.port", metrics["port"], 0, 65535)
-    if "per_session" in metrics:
-        mkw["per_session"] = _bool("metrics.per_session", metrics["per_session"])
-    if "per_session_top_n" in metrics:
-        mkw["per_session_top_n"] = _int(
-            "metrics.per_session_top_n", metrics["per_session_top_n"], 1, 100_000, " sessions"
-        )
-    for k in ("tls_cert", "tls_key"):
-        if k in metrics:
-            mkw[k] = _optional_path(f"metrics.{k}", metrics[k])
-    if (mkw.get("tls_cert") is None) != (mkw.get("tls_key") is None):
-        raise ConfigError(
-            "metrics.tls_cert", mkw.get("tls_cert"), "tls_cert and tls_key both set or both null"
-        )
-    kw["metrics"] = MetricsSettings(**mkw)
+    # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).
+    values: dict[str, Any] = {str(k): v for k, v in metrics.items()}
+    kw["metrics"] = MetricsConfig(**values)
     config = replace(d, **kw)
     _check_lns("lns", top.get("lns", format_address(config.lns)), config)
     _check_upstream_bind(config)

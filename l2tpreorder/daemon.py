@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import importlib
 import logging
 import os
 import pwd
@@ -25,11 +23,12 @@ from l2tpreorder.config import (
     LOG_LEVELS,
     Config,
     ConfigError,
-    MetricsSettings,
+    MetricsConfig,
     format_address,
     load_with_overrides,
 )
 from l2tpreorder.engine import ReorderEngine
+from l2tpreorder.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.relay import BindError, Relay
 from l2tpreorder.relay_stats import RelayCounters
 from l2tpreorder.sdnotify import Notifier
@@ -155,31 +154,18 @@ class MetricsSource:
         return self._relay.peers
 
 
-def start_metrics(settings: MetricsSettings, source: MetricsSource) -> Any:
-    """Start the Prometheus endpoint from `l2tpreorder.metrics`; None when off or absent.
-
-    The single call site of the metrics module: it owns MetricsConfig and the HTTP server; this
-    passes the `metrics:` section's fields that MetricsConfig declares.
-    """
+def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
+    """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
     if not settings.enabled:
         return None
     try:
-        module = importlib.import_module("l2tpreorder.metrics")
-    except ModuleNotFoundError:
-        log.warning("metrics: module l2tpreorder.metrics not installed; no /metrics endpoint")
-        return None
-    cfg_cls = module.MetricsConfig
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    values = dataclasses.asdict(settings)
-    cfg = cfg_cls(**{k: v for k, v in values.items() if k in names})
-    try:
-        server = module.start_metrics_server(cfg, source)
+        server = start_metrics_server(settings, source)
     except OSError as e:
         where = format_address((settings.listen, settings.port))
         log.error("metrics: cannot listen on %s: %s; running without metrics", where, e.strerror)
         return None
     scheme = "https" if settings.tls_cert else "http"
-    port = getattr(server, "port", settings.port)  # the bound one when port is 0
+    port = server.port  # the bound one when port is 0
     log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, port)))
     return server
 
@@ -190,7 +176,7 @@ class Daemon:
         self._reload_config = reload_config  # () -> Config, raises ConfigError
         self.notifier = notifier or Notifier()
         self.relay: Relay | None = None
-        self.metrics: Any = None
+        self.metrics: MetricsServer | None = None
         self._stop: asyncio.Future[None] | None = None
 
     def _status(self) -> str:
