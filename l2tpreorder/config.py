@@ -68,6 +68,11 @@ class MetricsConfig:
             )
 
 
+# Config fields a running relay cannot change without new sockets: a reload keeps their old
+# values and names them (Config.rebind_changes, Relay.reconfigure).
+REBIND_KEYS = ("listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything `l2tpreorder run` needs. Times in seconds."""
@@ -103,16 +108,12 @@ class Config:
     def rebind_changes(self, new: Config) -> list[str]:
         """Keys whose change would need new sockets (refused on reload)."""
         keys = []
-        if set(self.listen) != set(new.listen):
-            keys.append("listen")
-        if self.lns != new.lns:
-            keys.append("lns")
-        if self.upstream_bind != new.upstream_bind:
-            keys.append("upstream_bind")
-        if self.socket_buffer_bytes != new.socket_buffer_bytes:
-            keys.append("socket_buffer_bytes")
-        if self.udp_gso != new.udp_gso:
-            keys.append("udp_gso")
+        for key in REBIND_KEYS:
+            old_value, new_value = getattr(self, key), getattr(new, key)
+            if key == "listen":  # the order of the sockets does not matter
+                old_value, new_value = set(old_value), set(new_value)
+            if old_value != new_value:
+                keys.append(key)
         return keys
 
 

@@ -37,7 +37,7 @@ from operator import itemgetter
 from typing import Any
 
 from l2tpreorder import mmsg, state
-from l2tpreorder.config import Address, Config, format_address
+from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay_stats import RelayCounters
 
@@ -547,7 +547,7 @@ class Relay:
         self._lns_family = (
             socket.AF_INET6 if ipaddress.ip_address(config.lns[0]).version == 6 else socket.AF_INET
         )
-        self._upstream_ip = config.upstream_bind or self._route_source(config.lns)
+        self._upstream_ip = config.upstream_bind or self._route_source()
         self._allow = config.allow
         self._denied: dict[tuple[str, int], None] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -640,13 +640,12 @@ class Relay:
             lsock.close()
         self.listeners.clear()
 
-    @staticmethod
-    def _route_source(lns: Address) -> str:
+    def _route_source(self) -> str:
         """The source IP the kernel would use towards the LNS, fixed for the process' life."""
-        family = socket.AF_INET6 if ":" in lns[0] else socket.AF_INET
+        family = self._lns_family
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             try:
-                probe.connect(lns)  # UDP connect sends nothing; it only picks a route
+                probe.connect(self._lns)  # UDP connect sends nothing; it only picks a route
                 return str(probe.getsockname()[0])
             except OSError:
                 return "::" if family == socket.AF_INET6 else "0.0.0.0"
@@ -1073,14 +1072,7 @@ class Relay:
         self._allow = new.allow
         self._denied.clear()
         # Keep the sockets' settings (refused keys) from the running config.
-        self.config = replace(
-            new,
-            listen=self.config.listen,
-            lns=self.config.lns,
-            upstream_bind=self.config.upstream_bind,
-            socket_buffer_bytes=self.config.socket_buffer_bytes,
-            udp_gso=self.config.udp_gso,
-        )
+        self.config = replace(new, **{key: getattr(self.config, key) for key in REBIND_KEYS})
         for peer in [p for p in self.peers.values() if not self._allowed(p.key[0])]:
             log.warning(
                 "LAC peer %s no longer allowed: its sessions end now", format_address(peer.key)

@@ -231,6 +231,18 @@ def test_rebind_changes_are_named() -> None:
     b = config_from_dict({"lns": "127.0.0.1:1703", "reorder": {"timeout_ms": 5}})
     assert a.rebind_changes(b) == ["lns"]
     assert a.rebind_changes(dataclasses.replace(a, max_peers=3)) == []
+    changed = dataclasses.replace(
+        a,
+        listen=(("127.0.0.1", 11701),),
+        lns=("127.0.0.1", 11702),
+        upstream_bind="127.0.0.1",
+        socket_buffer_bytes=8192,
+        udp_gso=True,
+    )
+    assert a.rebind_changes(changed) == list(cfg.REBIND_KEYS)
+    two = dataclasses.replace(a, listen=(("127.0.0.1", 1), ("127.0.0.2", 1)))
+    reordered = dataclasses.replace(a, listen=(("127.0.0.2", 1), ("127.0.0.1", 1)))
+    assert two.rebind_changes(reordered) == []
 
 
 def _check_config(*args: str) -> subprocess.CompletedProcess[str]:
