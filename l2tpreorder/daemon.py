@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import pwd
 import signal
 import sys
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 from l2tpreorder.config import (
@@ -148,10 +149,6 @@ class MetricsSource:
     @property
     def relay(self) -> RelayCounters:
         return self._relay.counters
-
-    @property
-    def peers(self) -> dict[Hashable, Any]:
-        return self._relay.peers
 
 
 def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
@@ -352,8 +349,8 @@ class Daemon:
         if not config.allows_everything:
             return
         for host, port in config.listen:
-            ip = _ip(host)
-            if ip is not None and (ip.is_unspecified or ip.is_global):
+            ip = ipaddress.ip_address(host)  # validated by config: an IP literal
+            if ip.is_unspecified or ip.is_global:
                 log.warning(
                     "listening on %s and `allow` accepts every source: anyone who can reach "
                     "it can talk to the LNS through the relay; list your LAC prefixes in allow",
@@ -410,15 +407,6 @@ def raise_fd_limit(max_peers: int) -> None:
             soft,
             want,
         )
-
-
-def _ip(host: str) -> Any:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 def _show(value: object) -> str:
