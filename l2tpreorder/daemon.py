@@ -280,6 +280,16 @@ class Daemon:
         if isinstance(saved, str):
             log.warning("%s; ignored, starting afresh", saved)
             return
+        running = self.config.engine.sequencing.value
+        if saved.sequencing != running:
+            log.warning(
+                "state file %s was saved with reorder.sequencing = %s, running %s: the saved "
+                "out_ns continue the LNS's numbering only from renumber to renumber, so the "
+                "LNS may see an Ns jump on the restored sessions",
+                path,
+                saved.sequencing,
+                running,
+            )
         sessions, peers = relay.restore_state(saved)
         log.info(
             "restored %d sessions and %d LAC peers (with their upstream ports) from %s",

@@ -499,12 +499,12 @@ def _module_exists(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _valid_state_file(path: Path) -> bytes:
-    """A real state file (one renumbered session) as `run` writes it on SIGTERM."""
-    from l2tpreorder.engine import EngineConfig, ReorderEngine
+def _valid_state_file(path: Path, sequencing: str = "renumber") -> bytes:
+    """A real state file (one session) as `run` writes it on SIGTERM."""
+    from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
     from l2tpreorder.state import save_state
 
-    engine = ReorderEngine(EngineConfig())
+    engine = ReorderEngine(EngineConfig(sequencing=Sequencing(sequencing)))
     engine.receive(data(7), ("127.0.0.1", 40000), 0.0)
     engine.out.clear()
     save_state(engine, path, {"peers": [], "lns_to_lac": None})
@@ -674,3 +674,21 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
     finally:
         denied.close()
     assert lines == ["1 dropped in the last 0.1 s (reason not_allowed, 1 total)"]
+
+
+def test_restoring_a_state_saved_in_another_sequencing_mode_warns(
+    start: Callable[..., Daemon], tmp_path: Path, ports
+) -> None:
+    listen, lns_port = ports
+    state_file = tmp_path / "state.json"
+    _valid_state_file(state_file, sequencing="preserve")
+    d = start(
+        base_config(
+            [f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", state_file=str(state_file)
+        )
+    )
+    log = d.wait_log("restored 1 sessions")
+    assert (
+        f"state file {state_file} was saved with reorder.sequencing = preserve, running renumber"
+        in log
+    )
