@@ -271,6 +271,7 @@ def _check_upstream_bind(config: Config) -> None:
 
 # --- the file's shape -----------------------------------------------------------------------
 
+TOP_LEVEL = "(top level)"  # the key named when the document itself is not a mapping
 TOP_KEYS = (
     "listen",
     "lns",
@@ -314,7 +315,7 @@ def _section(key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, 
         raise ConfigError(key, value, "a mapping with keys " + ", ".join(allowed))
     for k in value:
         if k not in allowed:
-            name = f"{key}.{k}" if key else str(k)
+            name = str(k) if key == TOP_LEVEL else f"{key}.{k}"
             raise ConfigError(
                 name, value[k], "a known key (this one is not): " + ", ".join(allowed)
             )
@@ -332,7 +333,7 @@ def config_from_dict(data: object, source: str | None = None) -> Config:
 
 
 def _config_from_dict(data: object, source: str | None) -> Config:
-    top = _section("", data, TOP_KEYS)
+    top = _section(TOP_LEVEL, data, TOP_KEYS)
     d = Config()
     kw: dict[str, Any] = {"source": source}
     if "listen" in top:

@@ -101,7 +101,7 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"metrics": {"port": 70000}}, "metrics.port", 70000, "0..65535"),
         ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
-        ([1, 2], "", [1, 2], "mapping"),
+        ([1, 2], "(top level)", [1, 2], "mapping"),
         (
             {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"},
             "lns",
