@@ -28,7 +28,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 HELLO_INTERVAL_S = 60.0
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A configuration value is wrong: names the key, the value and what is expected."""
 
     def __init__(self, key: str, value: object, expected: str, source: str | None = None) -> None:
@@ -41,16 +41,36 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsSettings:
-    """The `metrics:` section; handed to `l2tpreorder.metrics` as its MetricsConfig fields."""
+class MetricsConfig:
+    """The `metrics:` section, and what `l2tpreorder.metrics` serves from. The listener defaults
+    to loopback: expose it on purpose. Validated here, once, for the file and for code that
+    builds one directly; errors name `metrics.<key>`."""
 
     enabled: bool = True
     listen: str = "127.0.0.1"
-    port: int = 9101
+    port: int = 9101  # 0 = any free port (tests); the bound one is `MetricsServer.port`
     per_session: bool = False
     per_session_top_n: int = 100
     tls_cert: str | None = None
     tls_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _bool("metrics.enabled", self.enabled)
+        object.__setattr__(self, "listen", parse_ip("metrics.listen", self.listen))
+        _int("metrics.port", self.port, 0, 65535)
+        _bool("metrics.per_session", self.per_session)
+        _int("metrics.per_session_top_n", self.per_session_top_n, 1, 100_000, " sessions")
+        _optional_path("metrics.tls_cert", self.tls_cert)
+        _optional_path("metrics.tls_key", self.tls_key)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                "metrics.tls_cert", self.tls_cert, "tls_cert and tls_key both set or both null"
+            )
+
+
+# Config fields a running relay cannot change without new sockets: a reload keeps their old
+# values and names them (Config.rebind_changes, Relay.reconfigure).
+REBIND_KEYS = ("listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +92,7 @@ class Config:
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
     drop_report_interval: float = 10.0
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Per-session state saved on SIGTERM and restored at start (renumber mode: no Ns jump for
     # the LNS). None: $STATE_DIRECTORY/state.json when systemd gives a StateDirectory, else off.
     state_file: str | None = None
@@ -88,16 +108,12 @@ class Config:
     def rebind_changes(self, new: Config) -> list[str]:
         """Keys whose change would need new sockets (refused on reload)."""
         keys = []
-        if set(self.listen) != set(new.listen):
-            keys.append("listen")
-        if self.lns != new.lns:
-            keys.append("lns")
-        if self.upstream_bind != new.upstream_bind:
-            keys.append("upstream_bind")
-        if self.socket_buffer_bytes != new.socket_buffer_bytes:
-            keys.append("socket_buffer_bytes")
-        if self.udp_gso != new.udp_gso:
-            keys.append("udp_gso")
+        for key in REBIND_KEYS:
+            old_value, new_value = getattr(self, key), getattr(new, key)
+            if key == "listen":  # the order of the sockets does not matter
+                old_value, new_value = set(old_value), set(new_value)
+            if old_value != new_value:
+                keys.append(key)
         return keys
 
 
@@ -203,8 +219,59 @@ def _list(key: str, value: object, item: Callable[[str, object], Any]) -> tuple[
     return tuple(item(f"{key}[{i}]", v) for i, v in enumerate(value))
 
 
+def _listen(key: str, raw: object, listen: tuple[Address, ...]) -> tuple[Address, ...]:
+    """The listen list (file or repeated --listen): two sockets cannot bind one address."""
+    if len(set(listen)) != len(listen):
+        raise ConfigError(key, raw, "each address at most once")
+    return listen
+
+
+def _listen_receiving(listen: tuple[Address, ...], lns: Address) -> Address | None:
+    """The listen address that would receive what we send to `lns`, or None.
+
+    Same port and family, and the same IP or a wildcard on either side (a `[::]` socket is
+    IPV6_V6ONLY, so it never covers an IPv4 LNS). Sending there makes the relay its own LNS:
+    every datagram comes back from a new upstream port, i.e. as a new peer, until max_peers.
+    """
+    lns_ip = ipaddress.ip_address(lns[0])
+    for addr in listen:
+        ip = ipaddress.ip_address(addr[0])
+        if addr[1] != lns[1] or ip.version != lns_ip.version:
+            continue
+        if ip == lns_ip or ip.is_unspecified or lns_ip.is_unspecified:
+            return addr
+    return None
+
+
+def _check_lns(key: str, raw: object, config: Config) -> None:
+    """`lns` must not be one of our own listen addresses (checked for the file and flags)."""
+    own = _listen_receiving(config.listen, config.lns)
+    if own is not None:
+        raise ConfigError(
+            key,
+            raw,
+            f"an address that is not one of listen (listen {format_address(own)} receives "
+            "it: the relay would forward to itself)",
+        )
+
+
+def _check_upstream_bind(config: Config) -> None:
+    """The upstream sockets talk to the LNS: their source address must be of its family, or
+    every new LAC would fail to get one (counted as peer_limit, with no other sign)."""
+    if config.upstream_bind is None:
+        return
+    want = ipaddress.ip_address(config.lns[0]).version
+    if ipaddress.ip_address(config.upstream_bind).version != want:
+        raise ConfigError(
+            "upstream_bind",
+            config.upstream_bind,
+            f"an IPv{want} address like lns {format_address(config.lns)}, or null",
+        )
+
+
 # --- the file's shape -----------------------------------------------------------------------
 
+TOP_LEVEL = "(top level)"  # the key named when the document itself is not a mapping
 TOP_KEYS = (
     "listen",
     "lns",
@@ -248,7 +315,7 @@ def _section(key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, 
         raise ConfigError(key, value, "a mapping with keys " + ", ".join(allowed))
     for k in value:
         if k not in allowed:
-            name = f"{key}.{k}" if key else str(k)
+            name = str(k) if key == TOP_LEVEL else f"{key}.{k}"
             raise ConfigError(
                 name, value[k], "a known key (this one is not): " + ", ".join(allowed)
             )
@@ -266,13 +333,12 @@ def config_from_dict(data: object, source: str | None = None) -> Config:
 
 
 def _config_from_dict(data: object, source: str | None) -> Config:
-    top = _section("", data, TOP_KEYS)
+    top = _section(TOP_LEVEL, data, TOP_KEYS)
     d = Config()
     kw: dict[str, Any] = {"source": source}
     if "listen" in top:
-        kw["listen"] = _list("listen", top["listen"], parse_address)
-        if len(set(kw["listen"])) != len(kw["listen"]):
-            raise ConfigError("listen", top["listen"], "each address at most once")
+        parsed = _list("listen", top["listen"], parse_address)
+        kw["listen"] = _listen("listen", top["listen"], parsed)
     if "lns" in top:
         kw["lns"] = parse_address("lns", top["lns"])
     if "allow" in top:
@@ -341,28 +407,13 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         )
 
     metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
-    mkw: dict[str, Any] = {}
-    if "enabled" in metrics:
-        mkw["enabled"] = _bool("metrics.enabled", metrics["enabled"])
-    if "listen" in metrics:
-        mkw["listen"] = parse_ip("metrics.listen", metrics["listen"])
-    if "port" in metrics:
-        mkw["port"] = _int("metrics.port", metrics["port"], 0, 65535)
-    if "per_session" in metrics:
-        mkw["per_session"] = _bool("metrics.per_session", metrics["per_session"])
-    if "per_session_top_n" in metrics:
-        mkw["per_session_top_n"] = _int(
-            "metrics.per_session_top_n", metrics["per_session_top_n"], 1, 100_000, " sessions"
-        )
-    for k in ("tls_cert", "tls_key"):
-        if k in metrics:
-            mkw[k] = _optional_path(f"metrics.{k}", metrics[k])
-    if (mkw.get("tls_cert") is None) != (mkw.get("tls_key") is None):
-        raise ConfigError(
-            "metrics.tls_cert", mkw.get("tls_cert"), "tls_cert and tls_key both set or both null"
-        )
-    kw["metrics"] = MetricsSettings(**mkw)
-    return replace(d, **kw)
+    # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).
+    values: dict[str, Any] = {str(k): v for k, v in metrics.items()}
+    kw["metrics"] = MetricsConfig(**values)
+    config = replace(d, **kw)
+    _check_lns("lns", top.get("lns", format_address(config.lns)), config)
+    _check_upstream_bind(config)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -403,7 +454,9 @@ def with_overrides(
     kw: dict[str, Any] = {}
     ekw: dict[str, Any] = {}
     if listen:
-        kw["listen"] = tuple(parse_address("--listen", v) for v in listen)
+        kw["listen"] = _listen(
+            "--listen", listen, tuple(parse_address("--listen", v) for v in listen)
+        )
     if lns is not None:
         kw["lns"] = parse_address("--lns", lns)
     if timeout_ms is not None:
@@ -423,7 +476,15 @@ def with_overrides(
         )
     if udp_gso is not None:
         kw["udp_gso"] = udp_gso
-    return replace(config, **kw) if kw else config
+    if not kw:
+        return config
+    new = replace(config, **kw)
+    if lns is not None:
+        _check_lns("--lns", lns, new)
+    else:
+        _check_lns("lns", format_address(new.lns), new)  # --listen now covers the file's lns
+    _check_upstream_bind(new)  # --lns of the other family than the file's upstream_bind
+    return new
 
 
 def load_with_overrides(path: str | Path | None, **flags: Any) -> Config:

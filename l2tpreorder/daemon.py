@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import importlib
+import ipaddress
 import logging
 import os
+import pwd
 import signal
 import sys
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 from l2tpreorder.config import (
     LOG_LEVELS,
     Config,
     ConfigError,
-    MetricsSettings,
+    MetricsConfig,
     format_address,
     load_with_overrides,
 )
 from l2tpreorder.engine import ReorderEngine
+from l2tpreorder.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.relay import BindError, Relay
 from l2tpreorder.relay_stats import RelayCounters
 from l2tpreorder.sdnotify import Notifier
@@ -89,6 +90,12 @@ class DropReporter:
         self._last = self.snapshot()
         self._next_at: float | None = None
 
+    def set_interval(self, interval: float) -> None:
+        """A reloaded interval applies from now, not after the old (maybe hour-long) one."""
+        if interval != self.interval:
+            self.interval = interval
+            self._next_at = None
+
     def snapshot(self) -> dict[str, int]:
         snap: dict[str, int] = {}
         r = self.source.relay
@@ -143,36 +150,19 @@ class MetricsSource:
     def relay(self) -> RelayCounters:
         return self._relay.counters
 
-    @property
-    def peers(self) -> dict[Hashable, Any]:
-        return self._relay.peers
 
-
-def start_metrics(settings: MetricsSettings, source: MetricsSource) -> Any:
-    """Start the Prometheus endpoint from `l2tpreorder.metrics`; None when off or absent.
-
-    The single call site of the metrics module: it owns MetricsConfig and the HTTP server; this
-    passes the `metrics:` section's fields that MetricsConfig declares.
-    """
+def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
+    """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
     if not settings.enabled:
         return None
     try:
-        module = importlib.import_module("l2tpreorder.metrics")
-    except ModuleNotFoundError:
-        log.warning("metrics: module l2tpreorder.metrics not installed; no /metrics endpoint")
-        return None
-    cfg_cls = module.MetricsConfig
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    values = dataclasses.asdict(settings)
-    cfg = cfg_cls(**{k: v for k, v in values.items() if k in names})
-    try:
-        server = module.start_metrics_server(cfg, source)
+        server = start_metrics_server(settings, source)
     except OSError as e:
         where = format_address((settings.listen, settings.port))
         log.error("metrics: cannot listen on %s: %s; running without metrics", where, e.strerror)
         return None
     scheme = "https" if settings.tls_cert else "http"
-    port = getattr(server, "port", settings.port)  # the bound one when port is 0
+    port = server.port  # the bound one when port is 0
     log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, port)))
     return server
 
@@ -183,7 +173,7 @@ class Daemon:
         self._reload_config = reload_config  # () -> Config, raises ConfigError
         self.notifier = notifier or Notifier()
         self.relay: Relay | None = None
-        self.metrics: Any = None
+        self.metrics: MetricsServer | None = None
         self._stop: asyncio.Future[None] | None = None
 
     def _status(self) -> str:
@@ -194,6 +184,15 @@ class Daemon:
         )
 
     async def run(self) -> int:
+        # Resolved before anything is bound or the state file consumed: a typo in `user` must
+        # not cost the sessions a restore would bring back.
+        user = None
+        if self.config.user is not None:
+            try:
+                user = pwd.getpwnam(self.config.user)
+            except KeyError:
+                log.error("user = %r: no such user; not starting", self.config.user)
+                return 1
         raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
@@ -201,24 +200,27 @@ class Daemon:
             relay.bind()
         except BindError as e:
             log.error("%s", e)
+            relay.shutdown()  # the Relay opened its timerfd already
             return 1
+        # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
+        # what was restored, not the default death that would lose it.
+        self._stop = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
         state_file = self._state_file()
         if state_file is not None:
             self._restore(relay, state_file)
         self._warn_if_open(self.config)
-        self._stop = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         source = MetricsSource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
-        if self.config.user is not None:
-            error = drop_privileges(self.config.user)
+        if user is not None:
+            error = drop_privileges(user)
             if error is not None:
                 log.error("%s", error)
                 if self.metrics is not None:
                     self.metrics.close()
-                relay.shutdown()
+                relay.shutdown(state_file=state_file)  # keep what was restored for next time
                 return 1
         relay.start_reading()
         self._reporter = DropReporter(source, self.config.drop_report_interval)
@@ -268,21 +270,33 @@ class Daemon:
         if saved is None:
             log.info("no state file %s: starting afresh", path)
             return
-        if isinstance(saved, str):
-            log.warning("%s; ignored, starting afresh", saved)
-        else:
-            sessions, peers = relay.restore_state(saved)
-            log.info(
-                "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
-                sessions,
-                peers,
-                path,
-            )
-        # Used once: a later crash must not bring back this (by then stale) numbering.
+        # Used once, and removed BEFORE it is used: a later crash must not bring back this (by
+        # then stale) numbering, and a file that crashes the restore must not crash every
+        # restart systemd makes after it.
         try:
             os.unlink(path)
         except OSError as e:
             log.warning("cannot remove used state file %s: %s", path, e.strerror)
+        if isinstance(saved, str):
+            log.warning("%s; ignored, starting afresh", saved)
+            return
+        running = self.config.engine.sequencing.value
+        if saved.sequencing != running:
+            log.warning(
+                "state file %s was saved with reorder.sequencing = %s, running %s: the saved "
+                "out_ns continue the LNS's numbering only from renumber to renumber, so the "
+                "LNS may see an Ns jump on the restored sessions",
+                path,
+                saved.sequencing,
+                running,
+            )
+        sessions, peers = relay.restore_state(saved)
+        log.info(
+            "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
+            sessions,
+            peers,
+            path,
+        )
 
     def _request_stop(self, sig: int) -> None:
         if self._stop is not None and not self._stop.done():
@@ -330,7 +344,7 @@ class Daemon:
             )
         self.config = relay.config
         logging.getLogger().setLevel(self.config.log_level.upper())
-        self._reporter.interval = self.config.drop_report_interval
+        self._reporter.set_interval(self.config.drop_report_interval)
         if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.close()
@@ -345,8 +359,8 @@ class Daemon:
         if not config.allows_everything:
             return
         for host, port in config.listen:
-            ip = _ip(host)
-            if ip is not None and (ip.is_unspecified or ip.is_global):
+            ip = ipaddress.ip_address(host)  # validated by config: an IP literal
+            if ip.is_unspecified or ip.is_global:
                 log.warning(
                     "listening on %s and `allow` accepts every source: anyone who can reach "
                     "it can talk to the LNS through the relay; list your LAC prefixes in allow",
@@ -354,16 +368,11 @@ class Daemon:
                 )
 
 
-def drop_privileges(user: str) -> str | None:
-    """Started as root, after binding: become `user` (its group, no supplementary groups) for
+def drop_privileges(pw: pwd.struct_passwd) -> str | None:
+    """Started as root, after binding: become `pw` (its group, no supplementary groups) for
     good; setuid from root to non-root also clears every capability. Returns an error or None.
     """
-    import pwd
-
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return f"user = {user!r}: no such user; not running on as root"
+    user = pw.pw_name
     if os.geteuid() != 0:
         if os.geteuid() == pw.pw_uid:
             return None
@@ -408,15 +417,6 @@ def raise_fd_limit(max_peers: int) -> None:
             soft,
             want,
         )
-
-
-def _ip(host: str) -> Any:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 def _show(value: object) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import platform
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -31,33 +30,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from l2tpreorder import __version__, reasons
+from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
 from l2tpreorder.engine import Histogram, ReorderEngine, Session
 from l2tpreorder.relay_stats import RelayCounters
 
 PREFIX = "l2tpreorder_"
 LAC_TO_LNS = "lac_to_lns"
 LNS_TO_LAC = "lns_to_lac"
-
-
-@dataclass
-class MetricsConfig:
-    """The YAML `metrics:` section. The listener defaults to loopback: expose it on purpose."""
-
-    enabled: bool = True
-    listen: str = "127.0.0.1"
-    port: int = 9101  # 0 = any free port (tests); the bound one is `MetricsServer.port`
-    per_session: bool = False
-    per_session_top_n: int = 100
-    tls_cert: str | None = None
-    tls_key: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"metrics.port={self.port!r}: expected 0..65535")
-        if self.per_session_top_n < 1:
-            raise ValueError(f"metrics.per_session_top_n={self.per_session_top_n!r}: expected >= 1")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("metrics.tls_cert and metrics.tls_key: set both or neither")
 
 
 class MetricsSource(Protocol):

@@ -37,7 +37,7 @@ from operator import itemgetter
 from typing import Any
 
 from l2tpreorder import mmsg, state
-from l2tpreorder.config import Address, Config, format_address
+from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.engine import ReorderEngine
 from l2tpreorder.relay_stats import RelayCounters
 
@@ -416,6 +416,114 @@ class Peer:
         self.last_seen = now
 
 
+class SavedPeer:
+    """One validated `extra.peers` entry of a state file (what `Relay.save_state` wrote)."""
+
+    __slots__ = ("addr", "cmsg", "family", "key", "listen", "upstream")
+
+    def __init__(
+        self,
+        addr: tuple[Any, ...],
+        listen: tuple[str, int],
+        upstream: tuple[str, int],
+        cmsg: list[tuple[int, int, bytes]] | None,
+    ) -> None:
+        self.addr = addr  # as the kernel gave it: (host, port) or (host, port, flowinfo, scope)
+        self.key: tuple[str, int] = (addr[0], addr[1])
+        v6 = ipaddress.ip_address(addr[0]).version == 6
+        self.family = socket.AF_INET6 if v6 else socket.AF_INET
+        self.listen = listen
+        self.upstream = upstream
+        self.cmsg = cmsg
+
+
+def parse_saved_peers(value: object) -> tuple[list[SavedPeer], list[str]]:
+    """`extra.peers` of a state file: the valid entries and one reason per bad one.
+
+    A state file is input like any other (it may be hand-edited, from another version or
+    damaged): every field is checked for type and range here, so restoring never raises.
+    """
+    if value is None:
+        return [], []
+    if not isinstance(value, list):
+        return [], [f"extra.peers = {_short(value)}: expected a list of peer entries"]
+    peers: list[SavedPeer] = []
+    problems: list[str] = []
+    for i, item in enumerate(value):
+        try:
+            peers.append(_saved_peer(item))
+        except ValueError as e:
+            problems.append(f"extra.peers[{i}]: {e}")
+    return peers, problems
+
+
+def _saved_peer(item: object) -> SavedPeer:
+    if not isinstance(item, dict):
+        raise ValueError(f"{_short(item)}: expected an object")
+    for name in ("addr", "listen", "upstream"):
+        if name not in item:
+            raise ValueError(f"missing {name!r}")
+    addr = item["addr"]
+    if not isinstance(addr, list) or len(addr) not in (2, 4):
+        expected = "expected [host, port] or [host, port, flow info, scope id]"
+        raise ValueError(f"addr = {_short(addr)}: {expected}")
+    host, port = _saved_address("addr", addr[:2])
+    if len(addr) == 4:
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError(f"addr = {_short(addr)}: flow info and scope id only for IPv6")
+        for name, x in zip(("flow info", "scope id"), addr[2:], strict=True):
+            if type(x) is not int or not 0 <= x <= 0xFFFFFFFF:
+                raise ValueError(f"addr {name} = {_short(x)}: expected an integer 0..4294967295")
+    listen = _saved_address("listen", item["listen"])
+    upstream = _saved_address("upstream", item["upstream"])
+    cmsg = item.get("cmsg")
+    if cmsg is not None:
+        cmsg = _saved_cmsg(cmsg)
+    return SavedPeer((host, port, *addr[2:]), listen, upstream, cmsg)
+
+
+def _saved_address(name: str, value: object) -> tuple[str, int]:
+    expected = "expected [IP literal, port 1..65535]"
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"{name} = {_short(value)}: {expected}")
+    host, port = value
+    if not isinstance(host, str) or type(port) is not int or not 1 <= port <= 0xFFFF:
+        raise ValueError(f"{name} = {_short(value)}: {expected}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{name} = {_short(value)}: {expected}") from None
+    return host, port
+
+
+def _saved_cmsg(value: object) -> list[tuple[int, int, bytes]]:
+    """Only the one PKTINFO item `_reply_cmsg` makes, with its exact size, is accepted."""
+    expected = "expected null or [[level, type, hex]] of an IP_PKTINFO/IPV6_PKTINFO item"
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], list):
+        raise ValueError(f"cmsg = {_short(value)}: {expected}")
+    item = value[0]
+    if len(item) != 3 or not isinstance(item[2], str):
+        raise ValueError(f"cmsg = {_short(value)}: {expected}")
+    level, kind, text = item
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"cmsg = {_short(value)}: {expected}") from None
+    shapes = {
+        (socket.IPPROTO_IP, IP_PKTINFO): _in_pktinfo.size,
+        (socket.IPPROTO_IPV6, IPV6_PKTINFO): 20,
+    }
+    if type(level) is not int or type(kind) is not int or shapes.get((level, kind)) != len(data):
+        raise ValueError(f"cmsg = {_short(value)}: {expected}")
+    return [(level, kind, data)]
+
+
+def _short(value: object) -> str:
+    """A value for a log line, cut so a huge hostile one cannot flood the journal."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Relay:
     """Moves datagrams between LACs and the LNS through the reorder engine(s)."""
 
@@ -441,7 +549,7 @@ class Relay:
         self._lns_family = (
             socket.AF_INET6 if ipaddress.ip_address(config.lns[0]).version == 6 else socket.AF_INET
         )
-        self._upstream_ip = config.upstream_bind or self._route_source(config.lns)
+        self._upstream_ip = config.upstream_bind or self._route_source()
         self._allow = config.allow
         self._denied: dict[tuple[str, int], None] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -534,13 +642,12 @@ class Relay:
             lsock.close()
         self.listeners.clear()
 
-    @staticmethod
-    def _route_source(lns: Address) -> str:
+    def _route_source(self) -> str:
         """The source IP the kernel would use towards the LNS, fixed for the process' life."""
-        family = socket.AF_INET6 if ":" in lns[0] else socket.AF_INET
+        family = self._lns_family
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             try:
-                probe.connect(lns)  # UDP connect sends nothing; it only picks a route
+                probe.connect(self._lns)  # UDP connect sends nothing; it only picks a route
                 return str(probe.getsockname()[0])
             except OSError:
                 return "::" if family == socket.AF_INET6 else "0.0.0.0"
@@ -868,6 +975,8 @@ class Relay:
     def restore_state(self, saved: state.SavedState) -> tuple[int, int]:
         """Recreate saved sessions and peers with their old upstream ports; before reading.
 
+        `extra` is only checked for its JSON shape by `state.load_state`, so every peer entry is
+        validated here (`parse_saved_peers`): a bad entry is reported and skipped, never raised.
         A peer that is no longer allowed, whose listen address is gone or whose port cannot be
         bound again is skipped with a warning: it gets a new port when it next sends.
         Returns (sessions, peers) restored.
@@ -875,42 +984,63 @@ class Relay:
         now = self.clock()
         listeners = {tuple(s.sock.getsockname()[:2]): s for s in self.listeners}
         restored_peers = 0
-        for item in saved.extra.get("peers") or []:
-            try:
-                addr = tuple(item["addr"])
-                key = (str(addr[0]), int(addr[1]))
-                listen = tuple(item["listen"])
-                up_host, up_port = item["upstream"]
-                cmsg = item.get("cmsg")
-                if cmsg is not None:
-                    cmsg = [(int(a), int(b), bytes.fromhex(c)) for a, b, c in cmsg]
-            except (KeyError, TypeError, ValueError) as e:
-                log.warning("state: skipping a malformed peer entry %r: %s", item, e)
-                continue
-            where = format_address(key)
-            lsock = listeners.get(listen)
-            if lsock is None or key in self.peers:
-                log.warning("state: LAC peer %s: its listen address is gone; skipped", where)
-                continue
-            if not self._allowed(key[0]) or self._is_self(key):
-                log.warning("state: LAC peer %s is no longer allowed; skipped", where)
-                continue
-            if up_host != self._upstream_ip or len(self.peers) >= self.config.max_peers:
-                log.warning("state: LAC peer %s: upstream address changed; skipped", where)
-                continue
-            try:
-                up = self._upstream_socket(int(up_port))
-            except (OSError, ValueError) as e:
+        saved_peers, problems = parse_saved_peers(saved.extra.get("peers"))
+        for problem in problems:
+            log.warning("state: %s; that entry is skipped", problem)
+        for p in saved_peers:
+            where = format_address(p.key)
+            lsock = listeners.get(p.listen)
+            if lsock is None:
                 log.warning(
-                    "state: LAC peer %s: cannot bind upstream port %s again (%s); it gets a new "
-                    "one when it next sends",
+                    "state: LAC peer %s: its listen address %s is no longer configured; skipped",
                     where,
-                    up_port,
-                    e,
+                    format_address(p.listen),
                 )
                 continue
-            peer = Peer(addr, key, lsock, up, now)
-            peer.cmsg = cmsg
+            if lsock.family != p.family:
+                log.warning(
+                    "state: LAC peer %s: not of the address family of %s; skipped",
+                    where,
+                    format_address(p.listen),
+                )
+                continue
+            if p.key in self.peers:
+                log.warning("state: LAC peer %s is listed twice; the later entry is skipped", where)
+                continue
+            if not self._allowed(p.key[0]):
+                log.warning("state: LAC peer %s is no longer allowed (`allow`); skipped", where)
+                continue
+            if self._is_self(p.key):
+                log.warning("state: LAC peer %s is the LNS or one of our sockets; skipped", where)
+                continue
+            if p.upstream[0] != self._upstream_ip:
+                log.warning(
+                    "state: LAC peer %s: saved upstream address %s is not the current %s; skipped",
+                    where,
+                    p.upstream[0],
+                    self._upstream_ip,
+                )
+                continue
+            if len(self.peers) >= self.config.max_peers:
+                log.warning(
+                    "state: LAC peer %s: max_peers (%d) reached; skipped",
+                    where,
+                    self.config.max_peers,
+                )
+                continue
+            try:
+                up = self._upstream_socket(p.upstream[1])
+            except OSError as e:
+                log.warning(
+                    "state: LAC peer %s: cannot bind upstream port %d again (%s); it gets a new "
+                    "one when it next sends",
+                    where,
+                    p.upstream[1],
+                    e.strerror,
+                )
+                continue
+            peer = Peer(p.addr, p.key, lsock, up, now)
+            peer.cmsg = p.cmsg if lsock.pktinfo else None
             self._add_peer(peer)
             restored_peers += 1
         sessions = saved.restore(self.engine_up, now)
@@ -941,14 +1071,7 @@ class Relay:
         self._allow = new.allow
         self._denied.clear()
         # Keep the sockets' settings (refused keys) from the running config.
-        self.config = replace(
-            new,
-            listen=self.config.listen,
-            lns=self.config.lns,
-            upstream_bind=self.config.upstream_bind,
-            socket_buffer_bytes=self.config.socket_buffer_bytes,
-            udp_gso=self.config.udp_gso,
-        )
+        self.config = replace(new, **{key: getattr(self.config, key) for key in REBIND_KEYS})
         for peer in [p for p in self.peers.values() if not self._allowed(p.key[0])]:
             log.warning(
                 "LAC peer %s no longer allowed: its sessions end now", format_address(peer.key)

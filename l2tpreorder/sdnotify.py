@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 
 class Notifier:
-    """Sends READY/RELOADING/STOPPING/WATCHDOG/STATUS to systemd when it asked for them."""
+    """Sends READY (with STATUS)/RELOADING/STOPPING/WATCHDOG to systemd when it asked for them."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
@@ -67,9 +67,6 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")
-
-    def status(self, text: str) -> bool:
-        return self.notify(f"STATUS={text}")
 
     def close(self) -> None:
         if self._sock is not None:

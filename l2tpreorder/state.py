@@ -18,8 +18,10 @@ daemon's flows are (host, port) tuples). Tuples come back as tuples.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from l2tpreorder.engine import ReorderEngine
+
+log = logging.getLogger("l2tpreorder.state")
 
 FORMAT = "l2tpreorder-state"
 VERSION = 1
@@ -165,8 +169,10 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
     }
     text = json.dumps(document, separators=(",", ":"), allow_nan=False)
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh unpredictable name, created with O_EXCL|O_NOFOLLOW and mode 0600: a planted file
+    # or symlink in the state directory can neither be followed nor truncated.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -176,11 +182,21 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    # The file is saved now; this only makes the rename survive a power loss. Its failure (some
+    # filesystems refuse fsync on a directory) is not a failed save.
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        log.warning(
+            "state saved to %s, but its directory could not be synced (%s): a power loss now "
+            "may bring back the previous file",
+            target,
+            e.strerror,
+        )
     return len(document["sessions"])
 
 

@@ -109,7 +109,7 @@ class Daemon:
     def _pending(self) -> bool:
         try:
             self.notify.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        except (BlockingIOError, TimeoutError):  # TimeoutError: the socket has a timeout set
             return False
         return True
 

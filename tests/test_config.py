@@ -101,7 +101,38 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"metrics": {"port": 70000}}, "metrics.port", 70000, "0..65535"),
         ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
-        ([1, 2], "", [1, 2], "mapping"),
+        ([1, 2], "(top level)", [1, 2], "mapping"),
+        (
+            {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"},
+            "lns",
+            "127.0.0.1:1701",
+            "an address that is not one of listen (listen 127.0.0.1:1701 receives it",
+        ),
+        (
+            {"listen": ["0.0.0.0:1701"], "lns": "127.0.0.1:1701"},
+            "lns",
+            "127.0.0.1:1701",
+            "an address that is not one of listen (listen 0.0.0.0:1701 receives it",
+        ),
+        (
+            {"listen": ["[::]:1701"], "lns": "[::1]:1701"},
+            "lns",
+            "[::1]:1701",
+            "an address that is not one of listen (listen [::]:1701 receives it",
+        ),
+        ({"upstream_bind": "::1"}, "upstream_bind", "::1", "an IPv4 address like lns 127.0.0.1"),
+        (
+            {"lns": "[2001:db8::2]:1702", "upstream_bind": "192.0.2.1"},
+            "upstream_bind",
+            "192.0.2.1",
+            "an IPv6 address like lns [2001:db8::2]:1702",
+        ),
+        (
+            {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702
+            "lns",
+            "127.0.0.1:1702",
+            "an address that is not one of listen",
+        ),
     ],
 )
 def test_errors_name_key_value_and_expectation(
@@ -153,11 +184,65 @@ def test_command_line_overrides_win() -> None:
         with_overrides(base, timeout_ms=-3)
 
 
+def test_lns_may_share_a_port_with_listen_only_on_another_address_or_family() -> None:
+    for data in (
+        {"listen": ["[::]:1701"], "lns": "127.0.0.1:1701"},  # [::] is IPv6-only
+        {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.2:1701"},
+        {"listen": ["0.0.0.0:1701"], "lns": "127.0.0.1:1702"},
+    ):
+        assert config_from_dict(data).lns == cfg.parse_address("lns", data["lns"])
+
+
+def test_lns_flag_equal_to_a_listen_address_is_rejected() -> None:
+    base = config_from_dict({"listen": ["0.0.0.0:1701"]})
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, lns="127.0.0.1:1701")
+    assert (info.value.key, info.value.value) == ("--lns", "127.0.0.1:1701")
+    assert info.value.expected.startswith("an address that is not one of listen")
+    # --listen that now covers the file's lns: the error names lns and its value.
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, listen=["127.0.0.1:1702"])
+    assert (info.value.key, info.value.value) == ("lns", "127.0.0.1:1702")
+    assert info.value.expected.startswith("an address that is not one of listen")
+
+
+def test_lns_flag_of_another_family_than_upstream_bind_is_rejected() -> None:
+    base = config_from_dict({"upstream_bind": "127.0.0.1"})
+    with pytest.raises(ConfigError) as info:
+        with_overrides(base, lns="[::1]:1702")
+    assert (info.value.key, info.value.value) == ("upstream_bind", "127.0.0.1")
+    assert info.value.expected.startswith("an IPv6 address like lns [::1]:1702")
+    assert config_from_dict({"upstream_bind": "::1", "lns": "[::1]:1702"}).upstream_bind == "::1"
+
+
+def test_repeated_listen_flag_is_rejected_like_the_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        with_overrides(Config(), listen=["127.0.0.1:11701", "127.0.0.1:11701"])
+    assert info.value.key == "--listen"
+    assert info.value.value == ["127.0.0.1:11701", "127.0.0.1:11701"]
+    assert info.value.expected == "each address at most once"
+    # The same address spelled twice is the same address (as in the file).
+    with pytest.raises(ConfigError, match="at most once"):
+        with_overrides(Config(), listen=["[::1]:11701", "[0:0::1]:11701"])
+
+
 def test_rebind_changes_are_named() -> None:
     a = Config()
     b = config_from_dict({"lns": "127.0.0.1:1703", "reorder": {"timeout_ms": 5}})
     assert a.rebind_changes(b) == ["lns"]
     assert a.rebind_changes(dataclasses.replace(a, max_peers=3)) == []
+    changed = dataclasses.replace(
+        a,
+        listen=(("127.0.0.1", 11701),),
+        lns=("127.0.0.1", 11702),
+        upstream_bind="127.0.0.1",
+        socket_buffer_bytes=8192,
+        udp_gso=True,
+    )
+    assert a.rebind_changes(changed) == list(cfg.REBIND_KEYS)
+    two = dataclasses.replace(a, listen=(("127.0.0.1", 1), ("127.0.0.2", 1)))
+    reordered = dataclasses.replace(a, listen=(("127.0.0.2", 1), ("127.0.0.1", 1)))
+    assert two.rebind_changes(reordered) == []
 
 
 def _check_config(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ l2tpreorder.wire, so they are the same bytes a LAC would send.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -328,7 +329,9 @@ def test_ipv6_listen_and_lns(start: Callable[..., Daemon]) -> None:
     assert got == b"\x00\x02v6-reply" and src[:2] == ("::1", listen)
 
 
-def test_watchdog_pings_come_from_the_event_loop(start: Callable[..., Daemon], ports) -> None:
+def test_notifies_ready_with_status_then_watchdog_pings_then_stopping(
+    start: Callable[..., Daemon], ports
+) -> None:
     listen, lns_port = ports
     d = start(
         base_config([f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}"),
@@ -364,9 +367,7 @@ def test_privileged_port_without_capability_is_one_clear_line() -> None:
         timeout=30,
         cwd=PROJECT_ROOT,
     )
-    if res.returncode == 0:  # pragma: no cover - only if the kernel lets anyone bind port 1
-        pytest.fail("binding port 1 without CAP_NET_BIND_SERVICE succeeded")
-    assert res.returncode == 1
+    assert res.returncode == 1, "binding port 1 without CAP_NET_BIND_SERVICE must fail"
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert "cannot bind 127.0.0.1:1: permission denied" in lines[0]
@@ -471,7 +472,6 @@ def test_metrics_endpoint_reads_the_running_relay(start: Callable[..., Daemon], 
     import re
     import urllib.request
 
-    need(_module_exists("l2tpreorder.metrics"), "l2tpreorder.metrics")
     listen, lns_port = ports
     lns = udp(port=lns_port)
     lac = udp()
@@ -492,7 +492,196 @@ def test_metrics_endpoint_reads_the_running_relay(start: Callable[..., Daemon], 
     assert "l2tpreorder_peers 1.0" in text
 
 
-def _module_exists(name: str) -> bool:
-    import importlib.util
+def _valid_state_file(path: Path, sequencing: str = "renumber") -> bytes:
+    """A real state file (one session) as `run` writes it on SIGTERM."""
+    from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
+    from l2tpreorder.state import save_state
 
-    return importlib.util.find_spec(name) is not None
+    engine = ReorderEngine(EngineConfig(sequencing=Sequencing(sequencing)))
+    engine.receive(data(7), ("127.0.0.1", 40000), 0.0)
+    engine.out.clear()
+    save_state(engine, path, {"peers": [], "lns_to_lac": None})
+    return path.read_bytes()
+
+
+def test_unknown_user_fails_before_the_state_file_is_consumed(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    saved = _valid_state_file(state_file)
+    config = tmp_path / "c.yaml"
+    lns_port = free_udp_port()
+    config.write_text(
+        f"listen: ['127.0.0.1:{free_udp_port()}']\nlns: '127.0.0.1:{lns_port}'\n"
+        f"state_file: '{state_file}'\nuser: l2r-no-such-user\nmetrics: {{enabled: false}}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=PROJECT_ROOT,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "user = 'l2r-no-such-user': no such user" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert state_file.read_bytes() == saved, "the saved sessions must survive a config typo"
+
+
+def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_path: Path) -> None:
+    """The state file is a FIFO, so the daemon is provably inside the restore (blocked reading
+    it) when SIGTERM arrives; the restored session must be saved again, not lost."""
+    import os
+    import signal
+    import time
+
+    saved = _valid_state_file(tmp_path / "saved.json")
+    state_file = tmp_path / "state.json"
+    os.mkfifo(state_file)
+    lns_port = free_udp_port()
+    d = Daemon(
+        tmp_path,
+        base_config(
+            [f"127.0.0.1:{free_udp_port()}"], f"127.0.0.1:{lns_port}", state_file=str(state_file)
+        ),
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # opening the write end succeeds once the daemon opened the read end
+            try:
+                fd = os.open(state_file, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert d.proc.poll() is None, d.log()
+                assert time.monotonic() < deadline, "the daemon never opened its state file"
+                time.sleep(0.01)
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # let the signal land while the daemon waits for the file's bytes
+        os.set_blocking(fd, True)
+        try:
+            os.write(fd, saved)
+        except BrokenPipeError:
+            pytest.fail(f"the daemon died of the SIGTERM (exit {d.proc.wait(10)}) mid-restore")
+        finally:
+            os.close(fd)
+        assert d.proc.wait(10) == 0, d.log()
+        log = d.log()
+        assert "restored 1 sessions" in log
+        assert "SIGTERM: stopping" in log
+        assert "saved state of 1 sessions" in log
+        document = json.loads(state_file.read_text())
+        assert [(s["tunnel_id"], s["session_id"]) for s in document["sessions"]] == [
+            (T_LNS, S_LNS)
+        ]
+    finally:
+        d.stop()
+
+
+def test_bind_failure_closes_what_the_relay_opened() -> None:
+    """In process: a failed bind returns 1 and leaves no descriptor (timerfd, socket) open."""
+    import os
+    import socket
+
+    import uvloop
+
+    from l2tpreorder.daemon import Daemon as RelayDaemon
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    config = config_from_dict(
+        {
+            "listen": [f"127.0.0.1:{free_udp_port()}", f"127.0.0.1:{taken.getsockname()[1]}"],
+            "lns": f"127.0.0.1:{free_udp_port()}",
+            "metrics": {"enabled": False},
+        }
+    )
+
+    def open_fds() -> dict[str, str]:
+        fds = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the listing's own descriptor, closed by now
+                continue
+        return fds
+
+    async def scenario() -> tuple[int, dict[str, str], dict[str, str]]:
+        before = open_fds()
+        code = await RelayDaemon(config, lambda: config).run()
+        return code, before, open_fds()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code, before, after = runner.run(scenario())
+    finally:
+        taken.close()
+    assert code == 1
+    leaked = {fd: what for fd, what in after.items() if fd not in before}
+    assert leaked == {}
+
+
+def test_reloaded_drop_report_interval_applies_at_once() -> None:
+    """In process (the old interval is an hour): a reload to 100 ms reports the next tick."""
+    import dataclasses
+
+    import uvloop
+
+    from l2tpreorder.daemon import Daemon as RelayDaemon
+    from l2tpreorder.daemon import DropReporter, MetricsSource
+    from l2tpreorder.sdnotify import Notifier
+
+    listen = free_udp_port()
+    config = config_from_dict(
+        {
+            "listen": [f"127.0.0.1:{listen}"],
+            "lns": f"127.0.0.1:{free_udp_port()}",
+            "allow": ["127.0.0.1/32"],
+            "logging": {"drop_report_interval_ms": 3_600_000},
+            "metrics": {"enabled": False},
+        }
+    )
+    reloaded = dataclasses.replace(config, drop_report_interval=0.1)
+    denied = udp("127.0.0.2")
+
+    async def scenario() -> list[str]:
+        daemon = RelayDaemon(config, lambda: reloaded, Notifier(environ={}))
+        relay = daemon.relay = Relay(config, loop=asyncio.get_running_loop())
+        relay.bind()
+        relay.start_reading()
+        try:
+            reporter = daemon._reporter = DropReporter(MetricsSource(relay), 3600.0)
+            assert reporter.tick(relay.clock()) == []  # the next report is an hour out
+            denied.sendto(data(None), ("127.0.0.1", listen))
+            for _ in range(500):
+                if relay.counters.dropped_not_allowed:
+                    break
+                await asyncio.sleep(0.01)
+            assert relay.counters.dropped_not_allowed == 1
+            daemon.reload()
+            reporter.tick(relay.clock())  # the first tick after the reload schedules it
+            return reporter.tick(relay.clock() + 0.2)
+        finally:
+            relay.shutdown()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            lines = runner.run(scenario())
+    finally:
+        denied.close()
+    assert lines == ["1 dropped in the last 0.1 s (reason not_allowed, 1 total)"]
+
+
+def test_restoring_a_state_saved_in_another_sequencing_mode_warns(
+    start: Callable[..., Daemon], tmp_path: Path, ports
+) -> None:
+    listen, lns_port = ports
+    state_file = tmp_path / "state.json"
+    _valid_state_file(state_file, sequencing="preserve")
+    d = start(
+        base_config(
+            [f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", state_file=str(state_file)
+        )
+    )
+    log = d.wait_log("restored 1 sessions")
+    assert (
+        f"state file {state_file} was saved with reorder.sequencing = preserve, running renumber"
+        in log
+    )

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import select
@@ -371,6 +372,76 @@ def test_bad_state_file_is_reported_and_ignored(
     d = start(config(listen, lns_port, state_file=str(state_file)))
     log = d.wait_log("ignored, starting afresh")
     assert reason in log
+    lac.sendto(real(7), ("127.0.0.1", listen))
+    assert ns_and_number(recv(lns)[0]) == (7, 7)
+
+
+def state_document(peers: object) -> dict[str, Any]:
+    """A state file in the valid format (one real session) whose `extra.peers` is `peers`."""
+    return {
+        "format": "l2tpreorder-state",
+        "version": 1,
+        "saved_at": time.time(),
+        "sequencing": "renumber",
+        "sessions": [
+            {
+                "flow": ["127.0.0.1", 40000],
+                "tunnel_id": T_LNS,
+                "session_id": S_LNS,
+                "expected": 10,
+                "out_ns": 10,
+                "confirmed": True,
+            }
+        ],
+        "tunnels": [],
+        "extra": {"peers": peers, "lns_to_lac": None},
+    }
+
+
+def _peer(listen_port: int, **fields: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "addr": ["127.0.0.1", 40000],
+        "listen": ["127.0.0.1", listen_port],
+        "cmsg": None,
+        "upstream": ["127.0.0.1", free_udp_port()],
+    }
+    entry.update(fields)
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("peers", "reason"),
+    [
+        (lambda listen: 5, "extra.peers = 5: expected a list"),
+        (lambda listen: [_peer(listen, addr=[])], "extra.peers[0]: addr = []: expected"),
+        (
+            lambda listen: [_peer(listen, listen=[[1, 2], 3])],
+            "extra.peers[0]: listen = [[1, 2], 3]: expected",
+        ),
+        (
+            lambda listen: [_peer(listen, upstream=["127.0.0.1", 70000])],
+            "extra.peers[0]: upstream = ['127.0.0.1', 70000]: expected [IP literal, port 1..65535]",
+        ),
+        (
+            lambda listen: [_peer(listen, cmsg=[[0, 8, "zz"]])],
+            "extra.peers[0]: cmsg = [[0, 8, 'zz']]: expected",
+        ),
+        (lambda listen: ["peer"], "extra.peers[0]: 'peer': expected an object"),
+    ],
+)
+def test_hostile_peer_entries_in_a_valid_state_file_are_reported_and_skipped(
+    start: Callable[..., Daemon], tmp_path: Path, peers: Callable[[int], object], reason: str
+) -> None:
+    listen, lns_port = free_udp_port(), free_udp_port()
+    lns = udp(port=lns_port)
+    lac = udp()
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps(state_document(peers(listen))))
+    d = start(config(listen, lns_port, state_file=str(state_file)))
+    log = d.wait_log("restored 1 sessions and 0 LAC peers")
+    assert f"state: {reason}" in log
+    assert "Traceback" not in log
+    assert not state_file.exists(), "a used state file must be gone, whatever it held"
     lac.sendto(real(7), ("127.0.0.1", listen))
     assert ns_and_number(recv(lns)[0]) == (7, 7)
 

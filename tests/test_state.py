@@ -108,6 +108,48 @@ def test_save_failure_raises_and_leaves_nothing(tmp_path: Path) -> None:
         e.receive(data(1, 1, 0), object(), 0.0)
         save_state(e, tmp_path / "state.json", {})
     assert list(tmp_path.iterdir()) == []
+    # The rename fails after the temp file was written (the target is a non-empty directory):
+    # the temp file must be removed, not left next to the state file.
+    blocked = tmp_path / "state.json"
+    blocked.mkdir()
+    (blocked / "keep").write_text("x")
+    with pytest.raises(OSError):
+        save_state(busy_engine(), blocked, {})
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    assert [p.name for p in blocked.iterdir()] == ["keep"]
+
+
+def test_save_never_follows_or_truncates_a_planted_temp_name(tmp_path: Path) -> None:
+    """A symlink planted where a predictable temp file would go (the old `.NAME.tmp.PID`)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    path = tmp_path / "state.json"
+    planted = tmp_path / f".state.json.tmp.{os.getpid()}"
+    planted.symlink_to(victim)
+    save_state(busy_engine(), path, {})
+    assert victim.read_text() == "precious"
+    assert not path.is_symlink()
+    assert isinstance(load_state(path), SavedState)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_failing_directory_sync_after_the_rename_is_not_a_failed_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection (a real directory fsync failure cannot be provoked on this host's
+    filesystems): fsync fails for directories only, after the file is in place."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "state.json"
+    assert save_state(busy_engine(), path, {}) == 2
+    assert isinstance(load_state(path), SavedState)
+    assert "its directory could not be synced (Input/output error)" in caplog.text
 
 
 def test_missing_file_is_not_an_error(tmp_path: Path) -> None:
@@ -186,5 +228,108 @@ def test_load_never_raises_on_random_bytes(
 ) -> None:
     path = tmp_path_factory.getbasetemp() / "random-state.json"
     path.write_bytes(raw)
-    result = load_state(path)
-    assert result is None or isinstance(result, str | SavedState)
+    result = load_state(path)  # no exception escapes: that is the property
+    assert isinstance(result, str) and result.startswith(f"state file {path}: "), result
+
+
+# --- restoring: valid-format files whose `extra` is anything JSON can hold ------------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+HOSTS = st.sampled_from(["127.0.0.1", "127.0.0.2", "::1", "fe80::1%lo", "0.0.0.0", "x", ""])
+PORTS = st.integers(-1, 70000) | st.sampled_from([0, 1, 65535, 65536])
+
+
+def _addr(port: st.SearchStrategy[int]) -> st.SearchStrategy[object]:
+    pair = st.lists(HOSTS | JSON, min_size=2, max_size=2).map(tuple) | st.tuples(HOSTS, port)
+    return pair.map(list) | st.tuples(HOSTS, port, PORTS, PORTS).map(list) | JSON
+
+
+def _peer_entries(listen_port: int) -> st.SearchStrategy[object]:
+    """Entries as Relay.save_state writes them, then with one field (or none) made arbitrary."""
+    pktinfo = "00000000" + "7f000001" + "00000000"  # IP_PKTINFO as _reply_cmsg builds it
+    valid = st.fixed_dictionaries(
+        {
+            "addr": st.tuples(st.sampled_from(["127.0.0.1", "127.0.0.2"]), st.integers(1, 65535)),
+            "listen": st.just(("127.0.0.1", listen_port)),
+            "upstream": st.tuples(st.just("127.0.0.1"), st.integers(20000, 60000)),
+            "cmsg": st.sampled_from([None, [[0, 8, pktinfo]]]),
+        }
+    ).map(lambda e: {k: list(v) if isinstance(v, tuple) else v for k, v in e.items()})
+    wrong = {
+        "addr": _addr(PORTS),
+        "listen": _addr(st.just(listen_port)),
+        "upstream": st.tuples(st.just("127.0.0.1"), PORTS).map(list) | _addr(PORTS),
+        "cmsg": JSON | st.tuples(PORTS, PORTS, st.text("0123456789abcdef", max_size=48)).map(
+            lambda c: [list(c)]
+        ),
+    }
+
+    @st.composite
+    def entry(draw: st.DrawFn) -> object:
+        item: dict[str, object] = draw(valid)
+        field = draw(st.sampled_from([None, None, "addr", "listen", "upstream", "cmsg", "drop"]))
+        if field == "drop":
+            del item[draw(st.sampled_from(sorted(item)))]
+        elif field is not None:
+            item[field] = draw(wrong[field])
+        return item
+
+    return entry() | JSON
+
+
+@pytest.fixture(scope="module")
+def restore_ports() -> tuple[int, int]:
+    from tests.daemon_harness import free_udp_port
+
+    return free_udp_port(), free_udp_port()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_restore_never_raises_on_any_extra(
+    tmp_path_factory: pytest.TempPathFactory,
+    restore_ports: tuple[int, int],
+    data: st.DataObject,
+) -> None:
+    """Whatever `extra` a valid-format file carries, Relay.restore_state reports and goes on."""
+    import asyncio
+
+    from l2tpreorder.config import config_from_dict
+    from l2tpreorder.relay import Relay
+
+    listen, lns = restore_ports
+    peers = data.draw(st.lists(_peer_entries(listen), max_size=4) | JSON, label="peers")
+    down = data.draw(JSON | st.just({"sessions": [], "tunnels": []}), label="lns_to_lac")
+    extra = data.draw(st.dictionaries(st.text(max_size=6), JSON), label="extra")
+    extra.update(peers=peers, lns_to_lac=down)
+    path = tmp_path_factory.getbasetemp() / "fuzz-state.json"
+    save_state(busy_engine(), path, extra)
+    saved = load_state(path)
+    assert isinstance(saved, SavedState)
+    config = config_from_dict(
+        {
+            "listen": [f"127.0.0.1:{listen}"],
+            "lns": f"127.0.0.1:{lns}",
+            "allow": ["127.0.0.0/8"],
+            "reorder": {"lns_to_lac": True},
+            "max_peers": 2,
+        }
+    )
+    loop = asyncio.new_event_loop()
+    relay = Relay(config, loop=loop)
+    try:
+        relay.bind()
+        sessions, restored = relay.restore_state(saved)  # must not raise
+        assert sessions >= 2  # the two lac_to_lns sessions, whatever extra held
+        assert restored == len(relay.peers) <= 2
+    finally:
+        relay.shutdown()
+        loop.close()
