@@ -2,10 +2,10 @@
 
 Operators arrive with whatever `tcpdump -w` or Wireshark gave them: classic pcap (micro or
 nanosecond, either byte order) or pcapng, on Ethernet (VLAN/QinQ, PPPoE), Linux cooked SLL/SLL2
-(`tcpdump -i any`), raw IP or BSD loopback. dpkt reads the file format; the link, IP and UDP
-layers are decoded here with `struct` because we need exact control over fragments, truncation
-and the reasons we give for what we cannot read (and because it is several times faster than
-building dpkt objects for every layer).
+(`tcpdump -i any`), raw IP or BSD loopback. dpkt reads the file header and pcapng blocks; pcap
+records and the link, IP and UDP layers are decoded here with `struct` because we need exact
+control over fragments, truncation and the reasons we give for what we cannot read (and because
+it is several times faster than building dpkt objects for every layer).
 
 Memory stays bounded whatever the capture size: frames are read one at a time and the only state
 is the table of incomplete IP fragment reassemblies, which is capped in entries, bytes and age.
@@ -22,7 +22,6 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -129,6 +128,7 @@ class CaptureStats:
     unreadable: dict[str, int] = field(default_factory=dict)
     linktypes: set[int] = field(default_factory=set)
     file_format: str = ""
+    file_error: str | None = None  # where and why the file stopped being readable, if it did
 
     def count(self, reason: str) -> None:
         self.unreadable[reason] = self.unreadable.get(reason, 0) + 1
@@ -138,9 +138,20 @@ class CaptureFormatError(ValueError):
     """The file is neither pcap nor pcapng (this one is fatal: there is nothing to read)."""
 
 
+class FileEndsEarly(Exception):
+    """Raised by the format iterators where the file stops being readable (cut off or corrupt):
+    the reader counts it as one unreadable frame with `reason` and ends there, keeping what it
+    read before."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 # --- file formats -------------------------------------------------------------------------------
 
-RawFrame = tuple[float, int, bytes]  # (timestamp, linktype, frame bytes) or a TRUNCATED_FILE mark
+RawFrame = tuple[float, int, bytes]  # (timestamp, linktype, frame bytes)
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1",
@@ -151,28 +162,41 @@ _PCAP_MAGICS = {
     b"\xa1\xb2\xcd\x34",
 }
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-_TRUNCATED_FILE_MARK = -1  # linktype value that marks "file ends mid-record"
 
 
 def _iter_pcap(f: BinaryIO) -> Iterator[RawFrame]:
+    name = getattr(f, "name", "capture")
+    magic = _U32_BE.unpack(f.read(4))[0]
+    f.seek(0)
     try:
         reader = dpkt.pcap.Reader(f)
     except (ValueError, dpkt.NeedData, dpkt.UnpackError) as e:
-        raise CaptureFormatError(f"{getattr(f, 'name', 'capture')}: bad pcap header: {e}") from e
+        raise CaptureFormatError(f"{name}: bad pcap header: {e}") from e
     # The upper bits may carry an FCS length (libpcap's LT_FCS_*): a trailing FCS is cut off
     # anyway by the IP total length, so only the link type proper matters.
     linktype = int(reader.datalink()) & 0xFFFF
-    frames = iter(reader)
+    # Records are read here, not by dpkt's iterator: it hands back a record cut off by the end of
+    # the file as if it were complete, which would then look like a snaplen cut (TRUNCATED).
+    record = dpkt.pcap.MAGIC_TO_PKT_HDR[magic]
+    nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
     while True:
-        try:
-            ts, buf = next(frames)
-        except StopIteration:
+        at = f.tell()
+        head = f.read(record.__hdr_len__)
+        if not head:
             return
-        except (dpkt.NeedData, dpkt.UnpackError, struct.error):
-            yield (0.0, _TRUNCATED_FILE_MARK, b"")
-            return
-        # dpkt gives Decimal for nanosecond files; float keeps ~0.2 us at today's epoch values.
-        yield (float(ts) if isinstance(ts, Decimal) else ts, linktype, bytes(buf))
+        if len(head) < record.__hdr_len__:
+            raise FileEndsEarly(TRUNCATED_FILE, f"{name}: ends inside a record header at byte {at}")
+        hdr = record(head)
+        buf = f.read(hdr.caplen)
+        if len(buf) < hdr.caplen:
+            raise FileEndsEarly(
+                TRUNCATED_FILE,
+                f"{name}: record at byte {at} has {len(buf)} of its {hdr.caplen} bytes",
+            )
+        if nano:  # correctly rounded, as float(Decimal) would be
+            yield ((hdr.tv_sec * 1_000_000_000 + hdr.tv_usec) / 1_000_000_000, linktype, buf)
+        else:
+            yield (hdr.tv_sec + hdr.tv_usec / 1e6, linktype, buf)
 
 
 @dataclass(slots=True)
@@ -186,16 +210,17 @@ def _iter_pcapng(f: BinaryIO) -> Iterator[RawFrame]:
     """pcapng with any number of sections and interfaces (dpkt's own Reader knows only the first
     interface; Wireshark captures on several interfaces have several, each with its link type
     and timestamp resolution)."""
+    name = getattr(f, "name", "capture")
     interfaces: list[_Interface] = []
     le = True
     last_ts = 0.0
     while True:
+        at = f.tell()
         head = f.read(8)
         if not head:
             return
         if len(head) < 8:
-            yield (last_ts, _TRUNCATED_FILE_MARK, b"")
-            return
+            raise FileEndsEarly(TRUNCATED_FILE, f"{name}: ends inside a block header at byte {at}")
         if head[:4] == _PCAPNG_MAGIC:
             bom = f.read(4)
             if bom == b"\x4d\x3c\x2b\x1a":
@@ -207,8 +232,7 @@ def _iter_pcapng(f: BinaryIO) -> Iterator[RawFrame]:
             blen = struct.unpack("<I" if le else ">I", head[4:8])[0]
             rest = f.read(blen - 12) if blen >= 12 else b""
             if blen < 12 or len(rest) < blen - 12:
-                yield (last_ts, _TRUNCATED_FILE_MARK, b"")
-                return
+                raise FileEndsEarly(TRUNCATED_FILE, f"{name}: section header at byte {at} cut off")
             interfaces = []  # interface ids are per section
             continue
         btype, blen = struct.unpack("<II" if le else ">II", head)
@@ -216,8 +240,8 @@ def _iter_pcapng(f: BinaryIO) -> Iterator[RawFrame]:
             raise CaptureFormatError(f"pcapng block of type {btype:#x} with length {blen}")
         body = f.read(blen - 8)
         if len(body) < blen - 8:
-            yield (last_ts, _TRUNCATED_FILE_MARK, b"")
-            return
+            detail = f"{name}: block at byte {at} has {len(body) + 8} of its {blen} bytes"
+            raise FileEndsEarly(TRUNCATED_FILE, detail)
         buf = head + body
         if btype == dpkt.pcapng.PCAPNG_BT_IDB:
             idb = (
@@ -428,14 +452,20 @@ class CaptureReader:
         stats = self.stats
         reasm = self.reassembler
         number = 0
-        max_ts = float("-inf")
-        for ts, linktype, buf in frames:
-            if linktype == _TRUNCATED_FILE_MARK:
+        max_ts = last_ts = float("-inf")
+        while True:
+            try:
+                ts, linktype, buf = next(frames)
+            except StopIteration:
+                break
+            except FileEndsEarly as e:
                 number += 1
                 stats.frames += 1
-                stats.count(TRUNCATED_FILE)
-                yield Unreadable(number, ts, TRUNCATED_FILE)
+                stats.count(e.reason)
+                stats.file_error = e.detail
+                yield Unreadable(number, max(last_ts, 0.0), e.reason)
                 break
+            last_ts = ts
             number += 1
             stats.frames += 1
             stats.linktypes.add(linktype)
