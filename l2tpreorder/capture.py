@@ -41,6 +41,7 @@ MALFORMED = "malformed"  # a header that contradicts itself (bad IHL, UDP length
 FRAGMENT_INCOMPLETE = "fragment_incomplete"  # a fragment whose datagram never completed
 UNSUPPORTED_LINKTYPE = "unsupported_linktype"
 TRUNCATED_FILE = "truncated_file"  # the capture file ends in the middle of a record/block
+CORRUPT_FILE = "corrupt_file"  # a record/block that cannot be parsed: the rest is not read
 
 REASON_TEXT: dict[str, str] = {
     TRUNCATED: "truncated by the capture's snaplen",
@@ -54,6 +55,7 @@ REASON_TEXT: dict[str, str] = {
     FRAGMENT_INCOMPLETE: "IP fragments whose datagram never completed",
     UNSUPPORTED_LINKTYPE: "unsupported link layer",
     TRUNCATED_FILE: "capture file ends inside a record",
+    CORRUPT_FILE: "capture file corrupt from here on (the rest was not read)",
 }
 
 L2TP_PORT = 1701
@@ -166,6 +168,7 @@ _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 def _iter_pcap(f: BinaryIO) -> Iterator[RawFrame]:
     name = getattr(f, "name", "capture")
+    size = os.fstat(f.fileno()).st_size
     magic = _U32_BE.unpack(f.read(4))[0]
     f.seek(0)
     try:
@@ -187,12 +190,12 @@ def _iter_pcap(f: BinaryIO) -> Iterator[RawFrame]:
         if len(head) < record.__hdr_len__:
             raise FileEndsEarly(TRUNCATED_FILE, f"{name}: ends inside a record header at byte {at}")
         hdr = record(head)
-        buf = f.read(hdr.caplen)
-        if len(buf) < hdr.caplen:
+        have = size - at - len(head)  # checked before reading: a corrupt caplen may say 4 GB
+        if hdr.caplen > have:
             raise FileEndsEarly(
-                TRUNCATED_FILE,
-                f"{name}: record at byte {at} has {len(buf)} of its {hdr.caplen} bytes",
+                TRUNCATED_FILE, f"{name}: record at byte {at} has {have} of its {hdr.caplen} bytes"
             )
+        buf = f.read(hdr.caplen)
         if nano:  # correctly rounded, as float(Decimal) would be
             yield ((hdr.tv_sec * 1_000_000_000 + hdr.tv_usec) / 1_000_000_000, linktype, buf)
         else:
@@ -209,8 +212,10 @@ class _Interface:
 def _iter_pcapng(f: BinaryIO) -> Iterator[RawFrame]:
     """pcapng with any number of sections and interfaces (dpkt's own Reader knows only the first
     interface; Wireshark captures on several interfaces have several, each with its link type
-    and timestamp resolution)."""
+    and timestamp resolution). A block that is cut off or that dpkt cannot parse ends the read
+    (FileEndsEarly): what came before it is kept."""
     name = getattr(f, "name", "capture")
+    size = os.fstat(f.fileno()).st_size
     interfaces: list[_Interface] = []
     le = True
     last_ts = 0.0
@@ -227,60 +232,90 @@ def _iter_pcapng(f: BinaryIO) -> Iterator[RawFrame]:
                 le = True
             elif bom == b"\x1a\x2b\x3c\x4d":
                 le = False
+            elif at == 0:
+                raise CaptureFormatError(
+                    f"{name}: pcapng section header with an unknown byte-order mark {bom.hex()}"
+                )
             else:
-                raise CaptureFormatError("pcapng section header with an unknown byte-order mark")
+                raise FileEndsEarly(
+                    CORRUPT_FILE,
+                    f"{name}: pcapng section header at byte {at} has an unknown byte-order mark",
+                )
             blen = struct.unpack("<I" if le else ">I", head[4:8])[0]
-            rest = f.read(blen - 12) if blen >= 12 else b""
-            if blen < 12 or len(rest) < blen - 12:
-                raise FileEndsEarly(TRUNCATED_FILE, f"{name}: section header at byte {at} cut off")
+            _check_block_length(name, at, blen, size, "section header")
+            f.seek(at + blen)
             interfaces = []  # interface ids are per section
             continue
         btype, blen = struct.unpack("<II" if le else ">II", head)
-        if blen < 12 or blen % 4:
-            raise CaptureFormatError(f"pcapng block of type {btype:#x} with length {blen}")
-        body = f.read(blen - 8)
-        if len(body) < blen - 8:
-            detail = f"{name}: block at byte {at} has {len(body) + 8} of its {blen} bytes"
-            raise FileEndsEarly(TRUNCATED_FILE, detail)
-        buf = head + body
-        if btype == dpkt.pcapng.PCAPNG_BT_IDB:
-            idb = (
-                dpkt.pcapng.InterfaceDescriptionBlockLE(buf)
+        _check_block_length(name, at, blen, size, f"block of type {btype:#x}")
+        buf = head + f.read(blen - 8)
+        try:
+            frame = _pcapng_block(btype, blen, buf, le, interfaces, last_ts)
+        except (dpkt.UnpackError, struct.error, ValueError, IndexError) as e:
+            # dpkt's block parsers raise UnpackError/NeedData on a block that contradicts itself
+            raise FileEndsEarly(
+                CORRUPT_FILE, f"{name}: pcapng block of type {btype:#x} at byte {at}: {e}"
+            ) from e
+        if frame is not None:
+            last_ts = frame[0]
+            yield frame
+
+
+def _check_block_length(name: str, at: int, blen: int, size: int, what: str) -> None:
+    """A pcapng block length that is impossible (corrupt) or runs past the end (cut off); checked
+    before reading, so a corrupt 4 GB length is never allocated."""
+    if blen < 12 or blen % 4:
+        raise FileEndsEarly(CORRUPT_FILE, f"{name}: pcapng {what} at byte {at} has length {blen}")
+    if at + blen > size:
+        raise FileEndsEarly(
+            TRUNCATED_FILE,
+            f"{name}: pcapng {what} at byte {at} has {size - at} of its {blen} bytes",
+        )
+
+
+def _pcapng_block(
+    btype: int, blen: int, buf: bytes, le: bool, interfaces: list[_Interface], last_ts: float
+) -> RawFrame | None:
+    """One non-section block: a frame, or None (interface descriptions are added to
+    `interfaces`; name resolution, statistics and custom blocks carry nothing for us)."""
+    if btype == dpkt.pcapng.PCAPNG_BT_IDB:
+        idb = (
+            dpkt.pcapng.InterfaceDescriptionBlockLE(buf)
+            if le
+            else dpkt.pcapng.InterfaceDescriptionBlock(buf)
+        )
+        divisor, offset = 1e6, 0
+        for opt in idb.opts:
+            if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
+                resol = opt.data[0]
+                divisor = float((2 if resol & 0x80 else 10) ** (resol & 0x7F))
+            elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
+                offset = struct.unpack("<q" if le else ">q", opt.data[:8])[0]
+        interfaces.append(_Interface(int(idb.linktype), divisor, offset))
+        return None
+    if btype in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
+        # EPB and the obsolete PB share the layout we need (PB has a 16-bit interface id).
+        if btype == dpkt.pcapng.PCAPNG_BT_EPB:
+            epb = (
+                dpkt.pcapng.EnhancedPacketBlockLE(buf)
                 if le
-                else dpkt.pcapng.InterfaceDescriptionBlock(buf)
+                else dpkt.pcapng.EnhancedPacketBlock(buf)
             )
-            divisor, offset = 1e6, 0
-            for opt in idb.opts:
-                if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
-                    resol = opt.data[0]
-                    divisor = float((2 if resol & 0x80 else 10) ** (resol & 0x7F))
-                elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
-                    offset = struct.unpack("<q" if le else ">q", opt.data[:8])[0]
-            interfaces.append(_Interface(int(idb.linktype), divisor, offset))
-        elif btype in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
-            # EPB and the obsolete PB share the layout we need (PB has a 16-bit interface id).
-            if btype == dpkt.pcapng.PCAPNG_BT_EPB:
-                epb = (
-                    dpkt.pcapng.EnhancedPacketBlockLE(buf)
-                    if le
-                    else dpkt.pcapng.EnhancedPacketBlock(buf)
-                )
-                iface_id = int(epb.iface_id)
-            else:
-                epb = dpkt.pcapng.PacketBlockLE(buf) if le else dpkt.pcapng.PacketBlock(buf)
-                iface_id = int(epb.iface_id)
-            if iface_id >= len(interfaces):
-                raise CaptureFormatError(f"pcapng packet on undeclared interface {iface_id}")
-            iface = interfaces[iface_id]
-            last_ts = iface.offset + ((epb.ts_high << 32) | epb.ts_low) / iface.divisor
-            yield (last_ts, iface.linktype, bytes(epb.pkt_data))
-        elif btype == dpkt.pcapng.PCAPNG_BT_SPB:
-            # Simple Packet Block: interface 0, no timestamp (keep the previous one).
-            if not interfaces:
-                raise CaptureFormatError("pcapng simple packet block before any interface")
-            caplen = min(struct.unpack("<I" if le else ">I", buf[8:12])[0], blen - 16)
-            yield (last_ts, interfaces[0].linktype, buf[12 : 12 + caplen])
-        # name resolution, statistics, custom blocks: nothing for us
+        else:
+            epb = dpkt.pcapng.PacketBlockLE(buf) if le else dpkt.pcapng.PacketBlock(buf)
+        iface_id = int(epb.iface_id)
+        if iface_id >= len(interfaces):
+            raise ValueError(f"packet on undeclared interface {iface_id}")
+        iface = interfaces[iface_id]
+        ts = iface.offset + ((epb.ts_high << 32) | epb.ts_low) / iface.divisor
+        return (ts, iface.linktype, bytes(epb.pkt_data))
+    if btype == dpkt.pcapng.PCAPNG_BT_SPB:
+        # Simple Packet Block: interface 0, no timestamp (keep the previous one).
+        if not interfaces:
+            raise ValueError("simple packet block before any interface")
+        caplen = min(struct.unpack("<I" if le else ">I", buf[8:12])[0], blen - 16)
+        return (last_ts, interfaces[0].linktype, buf[12 : 12 + caplen])
+    return None
 
 
 def open_frames(f: BinaryIO) -> tuple[str, Iterator[RawFrame]]:

@@ -301,6 +301,9 @@ def main(args: Any) -> int:
             lns_address=args.lns,
         )
         stats = impair_file(args.input, args.output, config)
+    except capture.CaptureFormatError as e:  # not a capture: as `replay pcap` says it
+        print(f"l2tpreorder impair: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:
         print(f"l2tpreorder impair: {e}", file=sys.stderr)
         return 2

@@ -217,6 +217,7 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "udp_datagrams": st.datagrams,
             "reassembled_from_fragments": st.reassembled,
             "unreadable": dict(sorted(st.unreadable.items())),
+            "file_error": st.file_error,
             "l2tpv2_packets": r.l2tp_packets,
             "control": r.control,
             "data": r.data,
@@ -264,6 +265,8 @@ def format_report(r: ReplayResult) -> str:
     for reason, n in sorted(st.unreadable.items(), key=lambda kv: -kv[1]):
         text = capture.REASON_TEXT.get(reason, reason)
         lines.append(f"  not read: {n:,} frames {text}")
+    if st.file_error:
+        lines.append(f"    -> {st.file_error}; everything before it was replayed")
     if st.unreadable.get(capture.ENCRYPTED):
         lines.append(
             "    -> this is L2TP over IPsec: capture inside the tunnel (after decryption, e.g. on "

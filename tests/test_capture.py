@@ -3,6 +3,7 @@ truncation and the reasons it gives for what it cannot read. tshark is the refer
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -336,6 +337,38 @@ def test_snaplen_truncation_and_a_file_cut_mid_record(tmp_path: Path) -> None:
     # the last record is cut off by the end of the file, not by a snaplen: what the doc promises
     assert [u.reason for u in unreadable] == [capture.TRUNCATED_FILE]
     assert "cut.pcap: record at byte" in (reader.stats.file_error or "")
+
+
+def _pcapng_blocks(data: bytes) -> list[tuple[int, int, int]]:
+    """(offset, type, length) of each block of a little-endian pcapng file."""
+    out, pos = [], 0
+    while pos < len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        out.append((pos, btype, blen))
+        pos += blen
+    return out
+
+
+@pytest.mark.parametrize("damage", ["trailing_length", "block_length", "interface_id"])
+def test_pcapng_corrupt_block_in_the_middle_keeps_what_came_before(
+    tmp_path: Path, damage: str
+) -> None:
+    ips = [g.udp_ip("10.0.0.1", "10.0.0.2", g.l2tp_data(1, 2, bytes([i]) * 20)) for i in range(6)]
+    packets = [(0, T0 + i, g.eth(ip)) for i, ip in enumerate(ips)]
+    path = g.write_pcapng(tmp_path / "c.pcapng", [(g.ETHERNET, 6)], packets)
+    data = bytearray(path.read_bytes())
+    at, _, blen = [b for b in _pcapng_blocks(bytes(data)) if b[1] == 6][3]  # the 4th packet
+    if damage == "trailing_length":  # dpkt: UnpackError "length fields do not match"
+        struct.pack_into("<I", data, at + blen - 4, blen + 4)
+    elif damage == "block_length":  # not a multiple of 4
+        struct.pack_into("<I", data, at + 4, blen + 1)
+    else:  # a packet on an interface the section never declared
+        struct.pack_into("<I", data, at + 8, 7)
+    path.write_bytes(bytes(data))
+    dgrams, unreadable, reader = read_all(path)
+    assert [d.frame for d in dgrams] == [1, 2, 3]
+    assert [(u.frame, u.reason) for u in unreadable] == [(4, capture.CORRUPT_FILE)]
+    assert f"c.pcapng: pcapng block of type 0x6 at byte {at}" in (reader.stats.file_error or "")
 
 
 def test_unsupported_link_type_and_not_a_capture(tmp_path: Path) -> None:

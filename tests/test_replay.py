@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import socket
 import subprocess
 import threading
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,39 @@ def test_live_sends_lac_payloads_in_capture_order() -> None:
     ]
     assert len(expected) == 95
     assert got == expected
+
+
+# --- damaged captures ---------------------------------------------------------------------------
+
+
+def test_mutated_pcapng_never_escapes_as_a_traceback(tmp_path: Path) -> None:
+    """A real capture converted to pcapng by editcap, then 300 copies with 1-4 random bytes
+    changed or the tail cut off: `replay pcap` and `impair` either report (exit 0, whatever was
+    readable, with the reason it stopped) or refuse a file that is not a capture (exit 1)."""
+    editcap = need_tool("editcap")
+    ng = tmp_path / "j.pcapng"
+    subprocess.run(
+        [editcap, "-F", "pcapng", str(shared_pcap("jnetpcap_test-l2tp.pcap")), str(ng)],
+        check=True,
+        timeout=60,
+    )
+    original = ng.read_bytes()
+    rng = random.Random(7)
+    mutated, out = tmp_path / "m.pcapng", tmp_path / "o.pcap"
+    codes: dict[int, int] = {}
+    stopped_early = 0
+    for _ in range(300):
+        data = bytearray(original)
+        if rng.random() < 0.1:
+            del data[rng.randrange(len(data)) :]
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        mutated.write_bytes(bytes(data))
+        with redirect_stderr(io.StringIO()):
+            code, text = run_cli("replay", "pcap", str(mutated), "--compare", "-o", str(out))
+            codes[code] = codes.get(code, 0) + 1
+            stopped_early += "everything before it was replayed" in text
+            icode, _ = run_cli("impair", str(mutated), str(out), "--add-seq", "--swap", "0.1")
+        assert code in (0, 1) and icode in (0, 1), (code, icode)
+        assert code == icode
+    assert codes.get(0, 0) > 200 and stopped_early > 10, (codes, stopped_early)
