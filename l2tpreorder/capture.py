@@ -336,6 +336,11 @@ def open_frames(f: BinaryIO) -> tuple[str, Iterator[RawFrame]]:
 FragKey = tuple[object, ...]
 
 
+# What one fragment frame costs in the byte budget on top of its data: its (frame, ts) record.
+# Without it, duplicate or zero-length fragments grew an entry without limit for free.
+FRAGMENT_FRAME_COST = 64
+
+
 class _Reassembly:
     __slots__ = ("complete_len", "first_ts", "frames", "have", "next_header", "pieces")
 
@@ -346,6 +351,10 @@ class _Reassembly:
         self.next_header: int | None = None  # upper protocol, from the offset-0 fragment
         self.frames: list[tuple[int, float]] = []
         self.have = 0
+
+    @property
+    def cost(self) -> int:
+        return self.have + FRAGMENT_FRAME_COST * len(self.frames)
 
     def add(self, offset: int, data: bytes, more: bool) -> None:
         old = self.pieces.get(offset)
@@ -392,6 +401,11 @@ class Reassembler:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes charged against `max_bytes`: fragment data plus FRAGMENT_FRAME_COST a frame."""
+        return self._bytes
+
     def add(
         self,
         key: FragKey,
@@ -407,16 +421,16 @@ class Reassembler:
         if entry is None:
             entry = _Reassembly(ts)
             self._pending[key] = entry
-        before = entry.have
+        before = entry.cost
         entry.add(offset, data, more)
-        self._bytes += entry.have - before
         if next_header is not None:
             entry.next_header = next_header
         entry.frames.append((frame, ts))
+        self._bytes += entry.cost - before
         whole = entry.assemble()
         if whole is not None:
             del self._pending[key]
-            self._bytes -= entry.have
+            self._bytes -= entry.cost
             assert entry.next_header is not None
             return whole, entry.next_header, entry.frames
         self._enforce_bounds(ts)
@@ -424,7 +438,7 @@ class Reassembler:
 
     def _give_up(self, key: FragKey) -> None:
         entry = self._pending.pop(key)
-        self._bytes -= entry.have
+        self._bytes -= entry.cost
         self.given_up.extend(entry.frames)
 
     def _enforce_bounds(self, now: float) -> None:

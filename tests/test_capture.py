@@ -290,6 +290,25 @@ def test_fragment_state_is_bounded_in_entries_and_age(tmp_path: Path) -> None:
     assert seen[1][0] == "UdpDatagram"
 
 
+def test_duplicate_and_empty_fragments_count_against_the_byte_cap(tmp_path: Path) -> None:
+    # 3,000 copies of one fragment, half of them with no data, of a datagram that never completes:
+    # the frames an entry keeps cost bytes too, so it is given up while reading, not at the end.
+    ip = g.udp_ip("10.1.1.1", "10.2.2.2", g.l2tp_data(1, 1, b"d" * 2000))
+    second = g.fragment_ipv4(ip, 1200)[1]
+    empty = second[:2] + (20).to_bytes(2, "big") + second[4:20]
+    frames = [(T0 + i * 1e-4, g.eth(second if i % 2 else empty)) for i in range(3000)]
+    path = g.write_pcap(tmp_path / "dup.pcap", frames, g.ETHERNET)
+    reasm = Reassembler(max_bytes=64 * 1024)
+    reader = CaptureReader(path, reassembler=reasm)
+    first_given_up_at = None
+    for item in reader:
+        assert reasm.buffered <= 64 * 1024
+        if first_given_up_at is None and isinstance(item, Unreadable):
+            first_given_up_at = reader.stats.frames
+    assert first_given_up_at is not None and first_given_up_at < 3000
+    assert reader.stats.unreadable == {capture.FRAGMENT_INCOMPLETE: 3000}
+
+
 # --- generated: what cannot be read -------------------------------------------------------------
 
 
