@@ -25,7 +25,7 @@ from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
 from l2tpreorder.direction import DirectionFinder
 from l2tpreorder.fastpath import parse_header, with_sequence
-from l2tpreorder.pcapwriter import PcapWriter
+from l2tpreorder.pcapwriter import PcapWriter, refuse_input_as_output
 from l2tpreorder.wire import MessageType, parse_control
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
@@ -217,6 +217,7 @@ class Impairer:
 
 
 def impair_file(in_path: str, out_path: str, config: ImpairConfig) -> ImpairStats:
+    refuse_input_as_output(in_path, out_path, "OUT")
     reader = CaptureReader(in_path, config.ports)
     with PcapWriter.create(out_path) as writer:
         imp = Impairer(config, writer)

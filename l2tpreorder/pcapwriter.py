@@ -4,11 +4,16 @@ Output is LINKTYPE_RAW (bare IPv4/IPv6, no link layer): the input's link layer, 
 fragmentation are not what these files are about, and every reader (tshark, tcpdump, dpkt, ours)
 decodes raw IP. The IP and UDP headers are rebuilt for each datagram with correct lengths and
 checksums, so a payload whose size changed (Ns added or stripped) is still a valid packet.
+
+A file is written under a temporary name in the same directory and renamed into place by
+`close()`, so a run that fails leaves no partial output (and no earlier file is clobbered), and
+`refuse_input_as_output` stops `-o` from truncating the capture that is about to be read.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import struct
 from types import TracebackType
@@ -54,6 +59,36 @@ def build_udp_ip(
     return header + udp
 
 
+class OutputIsInput(ValueError):
+    """The output path names the capture being read: writing it would truncate the input."""
+
+
+def refuse_input_as_output(input_path: str, output_path: str, output_flag: str) -> None:
+    """Raise OutputIsInput when `output_path` is the same file as `input_path` (also through
+    a symlink or another spelling of the path)."""
+    try:
+        same = os.path.samefile(input_path, output_path)
+    except OSError:  # either does not exist: they cannot be the same file
+        return
+    if same:
+        raise OutputIsInput(
+            f"{output_flag} {output_path} is the input capture {input_path}: writing it would "
+            "destroy the capture before it is read; choose another output file"
+        )
+
+
+def _open_temporary(path: str | os.PathLike[str]) -> tuple[BinaryIO, str]:
+    """A new file beside `path` (same directory, so the final rename is atomic)."""
+    directory, base = os.path.split(os.fspath(path))
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(fd, "wb"), tmp
+
+
 class PcapWriter:
     """Little-endian classic pcap, micro- or nanosecond timestamps."""
 
@@ -65,6 +100,8 @@ class PcapWriter:
         snaplen: int = 262144,
     ) -> None:
         self._f = f
+        # set by create(): close() renames the temporary file to the final path
+        self._paths: tuple[str, str] | None = None
         self._scale = 1_000_000_000 if nanosecond else 1_000_000
         f.write(
             _FILE_HEADER.pack(
@@ -78,7 +115,15 @@ class PcapWriter:
     def create(
         cls, path: str | os.PathLike[str], linktype: int = LINKTYPE_RAW, nanosecond: bool = False
     ) -> PcapWriter:
-        return cls(open(path, "wb"), linktype, nanosecond)
+        f, tmp = _open_temporary(path)
+        try:
+            writer = cls(f, linktype, nanosecond)
+        except BaseException:
+            f.close()
+            os.unlink(tmp)
+            raise
+        writer._paths = (tmp, os.fspath(path))
+        return writer
 
     def write_frame(self, ts: float, frame: bytes, orig_len: int | None = None) -> None:
         ticks = round(ts * self._scale)  # round once, then split: never 1,000,000 usec
@@ -94,7 +139,20 @@ class PcapWriter:
         self.write_frame(ts, build_udp_ip(src, sport, dst, dport, payload, self._ident))
 
     def close(self) -> None:
+        """Finish the file: a temporary file is renamed into place only now."""
+        if self._f.closed:
+            return
         self._f.close()
+        if self._paths is not None:
+            os.replace(*self._paths)
+
+    def abort(self) -> None:
+        """Give up: the temporary file is removed and nothing appears at the output path."""
+        if self._f.closed:
+            return
+        self._f.close()
+        if self._paths is not None:
+            os.unlink(self._paths[0])
 
     def __enter__(self) -> PcapWriter:
         return self
@@ -105,4 +163,7 @@ class PcapWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

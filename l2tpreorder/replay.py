@@ -28,7 +28,7 @@ from l2tpreorder.direction import Conversation, DirectionFinder, Endpoint
 from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
-from l2tpreorder.pcapwriter import PcapWriter
+from l2tpreorder.pcapwriter import OutputIsInput, PcapWriter, refuse_input_as_output
 from l2tpreorder.reasons import Outcome
 from l2tpreorder.replay_report import (
     COMPARE_KERNEL0,
@@ -70,7 +70,10 @@ class Replay:
         # (direction, conversation) -> tunnel ids / (tunnel, session) pairs, for the summary
         self._tunnel_ids: dict[tuple[bool, Conversation], set[int]] = {}
         self._session_ids: dict[tuple[bool, Conversation], set[tuple[int, int]]] = {}
-        self.writer = PcapWriter.create(options.output) if options.output else None
+        self.writer: PcapWriter | None = None
+        if options.output:
+            refuse_input_as_output(path, options.output, "-o")
+            self.writer = PcapWriter.create(options.output)
         self.compare_names = [COMPARE_L2TPREORDER, COMPARE_KERNEL0]
         if options.kernel_reorder_timeout:
             self.compare_names.append(self._kernel_n_name())
@@ -136,10 +139,14 @@ class Replay:
                     self._datagram(item)
             end = self._now if self._now != float("-inf") else 0.0
             self._advance_to_end(end)
+        except BaseException:
+            if self.writer is not None:
+                self.writer.abort()  # no partial -o file
+            raise
         finally:
             progress.done()
-            if self.writer is not None:
-                self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self._finish()
         return result
 
@@ -438,6 +445,9 @@ def main(args: Any) -> int:
     )
     try:
         result = replay(args.file, options)
+    except OutputIsInput as e:
+        print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
+        return 2
     except (capture.CaptureFormatError, OSError) as e:
         print(f"l2tpreorder replay: {e}", file=sys.stderr)
         return 1

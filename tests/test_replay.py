@@ -377,3 +377,39 @@ def test_mutated_pcapng_never_escapes_as_a_traceback(tmp_path: Path) -> None:
         assert code in (0, 1) and icode in (0, 1), (code, icode)
         assert code == icode
     assert codes.get(0, 0) > 200 and stopped_early > 10, (codes, stopped_early)
+
+
+def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    src = tmp_path / "in.pcap"
+    src.write_bytes(shared_pcap("jnetpcap_test-l2tp.pcap").read_bytes())
+    original = src.read_bytes()
+    (tmp_path / "link.pcap").symlink_to(src)
+    for argv in (
+        ["replay", "pcap", str(src), "-o", str(src)],
+        ["replay", "pcap", str(src), "-o", str(tmp_path / "link.pcap")],
+        ["impair", str(src), str(src), "--add-seq"],
+        ["impair", str(src), str(tmp_path / "." / "in.pcap")],
+    ):
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code, _ = run_cli(*argv)
+        assert code == 2, argv
+        out_arg = argv[4] if argv[0] == "replay" else argv[2]
+        assert f"{out_arg} is the input capture {src}" in err.getvalue(), err.getvalue()
+        assert src.read_bytes() == original, argv  # 23,686 bytes, not truncated to 24
+
+
+def test_a_failed_run_leaves_no_output_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a capture at all\n")
+    out = tmp_path / "out.pcap"
+    with redirect_stderr(io.StringIO()):
+        assert run_cli("replay", "pcap", str(bogus), "-o", str(out))[0] == 1
+        assert run_cli("impair", str(bogus), str(out))[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no OUT, no temp file
+    # a previous output survives a failed run untouched
+    out.write_bytes(b"earlier result")
+    with redirect_stderr(io.StringIO()):
+        assert run_cli("replay", "pcap", str(bogus), "-o", str(out))[0] == 1
+    assert out.read_bytes() == b"earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.pcap"]
