@@ -23,6 +23,7 @@ from typing import Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
+from l2tpreorder.config import ConfigError
 from l2tpreorder.direction import DirectionFinder
 from l2tpreorder.fastpath import parse_header, with_sequence
 from l2tpreorder.pcapwriter import PcapWriter, refuse_input_as_output
@@ -305,7 +306,7 @@ def main(args: Any) -> int:
     except capture.CaptureFormatError as e:  # not a capture: as `replay pcap` says it
         print(f"l2tpreorder impair: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:
+    except (ValueError, ConfigError) as e:
         print(f"l2tpreorder impair: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -12,8 +12,9 @@ import socket
 import sys
 import time
 
-from l2tpreorder.capture import CaptureReader, UdpDatagram
-from l2tpreorder.direction import DirectionFinder, Endpoint, format_endpoint, parse_host_port
+from l2tpreorder.capture import CaptureFormatError, CaptureReader, UdpDatagram
+from l2tpreorder.config import ConfigError, parse_address
+from l2tpreorder.direction import DirectionFinder, Endpoint, format_endpoint
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.wire import parse_control
 
@@ -25,19 +26,24 @@ def send_live(
     ports: tuple[int, ...] = (1701,),
     lns_address: str | None = None,
 ) -> int:
-    host, port = parse_host_port(target)
-    if port is None:
-        print(f"l2tpreorder replay: --live {target!r}: expected HOST:PORT", file=sys.stderr)
+    try:
+        host, port = parse_address("--live", target)
+        directions = DirectionFinder(lns_address, ports)
+        reader = CaptureReader(path, ports)
+    except ConfigError as e:
+        print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"l2tpreorder replay: {e}", file=sys.stderr)
+        return 1
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    directions = DirectionFinder(lns_address, ports)
     sockets: dict[Endpoint, socket.socket] = {}
     sel = selectors.DefaultSelector()
     sent = received = 0
     first_ts: float | None = None
     start = time.monotonic()
     try:
-        for item in CaptureReader(path, ports):
+        for item in reader:
             if not isinstance(item, UdpDatagram):
                 continue
             header = parse_header(item.payload)
@@ -64,15 +70,20 @@ def send_live(
                 sock.connect((host, port))
                 sel.register(sock, selectors.EVENT_READ)
                 sockets[conv.lac] = sock
-            try:
-                sock.send(item.payload)
-                sent += 1
-            except BlockingIOError:
-                time.sleep(0.001)
-                sock.send(item.payload)
-                sent += 1
+            send_when_writable(sock, item.payload)
+            sent += 1
             received += _drain(sel, 0)
         received += _drain(sel, 0.2)
+    except CaptureFormatError as e:
+        print(f"l2tpreorder replay: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(
+            f"l2tpreorder replay: --live {format_endpoint((host, port))}: sending datagram "
+            f"{sent + 1} failed after {sent:,} sent: {e}",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         for sock in sockets.values():
             sel.unregister(sock)
@@ -85,6 +96,24 @@ def send_live(
         f"{received:,} datagrams came back"
     )
     return 0
+
+
+def send_when_writable(sock: socket.socket, data: bytes, timeout: float = 5.0) -> None:
+    """Send on a non-blocking socket; while the send buffer is full, wait until it is writable
+    (up to `timeout` seconds in all, then TimeoutError: a daemon that stopped reading)."""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        while True:
+            try:
+                sock.send(data)
+                return
+            except BlockingIOError:
+                pass
+            if not sel.get_map():
+                sel.register(sock, selectors.EVENT_WRITE)
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError(f"the socket stayed full for {timeout:g} s")
 
 
 def _drain(sel: selectors.BaseSelector, timeout: float) -> int:

@@ -23,8 +23,8 @@ from typing import IO, Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
-from l2tpreorder.config import ConfigError, load_with_overrides
-from l2tpreorder.direction import Conversation, DirectionFinder, Endpoint
+from l2tpreorder.config import ConfigError, _ms, load_with_overrides, parse_address
+from l2tpreorder.direction import Conversation, DirectionFinder, Endpoint, parse_lns
 from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
@@ -422,8 +422,17 @@ def engine_config_from_args(args: Any) -> EngineConfig:
 def main(args: Any) -> int:
     if args.replay_command != "pcap":  # pragma: no cover - argparse enforces the choice
         return 2
-    try:
+    try:  # every flag is checked before anything is read or sent
         engine = engine_config_from_args(args)
+        if args.lns is not None:
+            parse_lns("--lns", args.lns)
+        if args.live is not None:
+            parse_address("--live", args.live)
+        kernel_reorder_timeout = (
+            None
+            if args.kernel_reorder_timeout is None
+            else _ms("--kernel-reorder-timeout", args.kernel_reorder_timeout, 0, 60000)
+        )
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
@@ -437,9 +446,7 @@ def main(args: Any) -> int:
         ports=ports,
         lns_address=args.lns,
         compare=args.compare,
-        kernel_reorder_timeout=(
-            args.kernel_reorder_timeout / 1000.0 if args.kernel_reorder_timeout else None
-        ),
+        kernel_reorder_timeout=kernel_reorder_timeout or None,
         output=args.output,
         progress=sys.stderr if sys.stderr.isatty() else None,
     )

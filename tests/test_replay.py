@@ -18,7 +18,7 @@ from l2tpreorder.capture import CaptureReader, UdpDatagram
 from l2tpreorder.engine import EngineConfig, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.impair import ImpairConfig, impair_file
-from l2tpreorder.live import send_live
+from l2tpreorder.live import send_live, send_when_writable
 from l2tpreorder.replay import (
     COMPARE_KERNEL0,
     COMPARE_L2TPREORDER,
@@ -413,3 +413,40 @@ def test_a_failed_run_leaves_no_output_file(tmp_path: Path) -> None:
         assert run_cli("replay", "pcap", str(bogus), "-o", str(out))[0] == 1
     assert out.read_bytes() == b"earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.pcap"]
+
+
+@pytest.mark.parametrize("lns", ["2001:DB8:0:0::1", "[2001:db8:0::1]:1701", "2001:0db8::0001"])
+def test_lns_flag_matches_a_non_canonical_ipv6_spelling(lns: str, tmp_path: Path) -> None:
+    lac, server = "2001:db8::2", "2001:db8::1"
+    frames = [  # the LNS speaks first and both ends use port 1701: only --lns can tell
+        (T0, g.eth(g.udp_ip(server, lac, g.l2tp_data(9, 8, b"\xff\x03\x00\x21x"), 1701, 1701))),
+        (T0 + 1, g.eth(g.udp_ip(lac, server, g.l2tp_data(5, 6, b"\xff\x03\x00\x21y"), 1701, 1701))),
+    ]
+    path = g.write_pcap(tmp_path / "v6.pcap", frames, g.ETHERNET)
+    r = replay(str(path), ReplayOptions(lns_address=lns))
+    (conv,) = r.conversations
+    assert (conv.lac[0], conv.lns[0], conv.method) == (lac, server, "--lns")
+    assert [(s.tunnel_id, s.session_id) for s in r.sessions] == [(5, 6)]
+
+
+def test_live_send_waits_while_the_socket_is_full() -> None:
+    """A real full send queue (AF_UNIX datagram pair whose reader is slow): the datagram goes
+    out once there is room, instead of a second BlockingIOError escaping after a 1 ms sleep."""
+    tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        tx.setblocking(False)
+        queued = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                tx.send(b"x" * 1024)
+                queued += 1
+        threading.Timer(0.2, lambda: [rx.recv(2048) for _ in range(queued)]).start()
+        send_when_writable(tx, b"last")
+        rx.settimeout(5)
+        assert rx.recv(2048) == b"last"
+        with pytest.raises(TimeoutError):  # nobody reads any more: a bounded wait, then an error
+            while True:
+                send_when_writable(tx, b"y" * 1024, timeout=0.05)
+    finally:
+        tx.close()
+        rx.close()
