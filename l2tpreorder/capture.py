@@ -136,6 +136,21 @@ class CaptureStats:
         self.unreadable[reason] = self.unreadable.get(reason, 0) + 1
 
 
+def describe_unreadable(stats: CaptureStats) -> list[str]:
+    """Report lines for what could not be read, most frequent first (replay's and impair's)."""
+    lines = []
+    for reason, n in sorted(stats.unreadable.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  not read: {n:,} frames {REASON_TEXT.get(reason, reason)}")
+    if stats.file_error:
+        lines.append(f"    -> {stats.file_error}; everything before it was read")
+    if stats.unreadable.get(ENCRYPTED):
+        lines.append(
+            "    -> this is L2TP over IPsec: capture inside the tunnel (after decryption, e.g. on "
+            "the LNS's L2TP port 1701) to see the L2TP traffic."
+        )
+    return lines
+
+
 class CaptureFormatError(ValueError):
     """The file is neither pcap nor pcapng (this one is fatal: there is nothing to read)."""
 

@@ -72,7 +72,7 @@ class ImpairStats:
     duplicated: int = 0
     passed_through: int = 0
     written: int = 0
-    unreadable: dict[str, int] = field(default_factory=dict)
+    capture: capture.CaptureStats = field(default_factory=capture.CaptureStats)
 
 
 Out = tuple[float, int, bytes, tuple[str, int], tuple[str, int]]
@@ -226,7 +226,7 @@ def impair_file(in_path: str, out_path: str, config: ImpairConfig) -> ImpairStat
             if isinstance(item, UdpDatagram):
                 imp.feed(item)
         imp.finish()
-    imp.stats.unreadable = dict(reader.stats.unreadable)
+    imp.stats.capture = reader.stats
     return imp.stats
 
 
@@ -285,7 +285,28 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--lns", metavar="ADDR[:PORT]")
 
 
+def _flag_errors(args: Any) -> list[str]:
+    """The checks ImpairConfig makes, in the operator's words: flag, value as typed, unit."""
+    errors = []
+    for flag in ("swap", "displace_prob", "loss", "burst_loss", "duplicate"):
+        value = getattr(args, flag)
+        if not 0.0 <= value <= 1.0:
+            errors.append(f"--{flag.replace('_', '-')} {value:g}: expected a probability 0..1")
+    if args.displace < 0 or (args.displace_prob and args.displace < 1):
+        errors.append(f"--displace {args.displace}: expected K >= 1 with --displace-prob")
+    if args.burst_len < 1:
+        errors.append(f"--burst-len {args.burst_len}: expected N >= 1")
+    if not args.jitter >= 0:
+        errors.append(f"--jitter {args.jitter:g}: expected >= 0 ms")
+    return errors
+
+
 def main(args: Any) -> int:
+    errors = _flag_errors(args)
+    if errors:
+        for e in errors:
+            print(f"l2tpreorder impair: error: {e}", file=sys.stderr)
+        return 2
     try:
         config = ImpairConfig(
             seed=args.seed,
@@ -318,4 +339,6 @@ def main(args: Any) -> int:
         f"({stats.lost_in_bursts:,} in bursts), {stats.duplicated:,} duplicated; "
         f"{stats.seq_added:,} given Ns; {stats.passed_through:,} passed through untouched"
     )
+    for line in capture.describe_unreadable(stats.capture):
+        print(line)
     return 0

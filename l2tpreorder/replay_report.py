@@ -262,16 +262,7 @@ def format_report(r: ReplayResult) -> str:
     ]
     if st.reassembled:
         lines.append(f"  {st.reassembled:,} datagrams reassembled from outer IP fragments")
-    for reason, n in sorted(st.unreadable.items(), key=lambda kv: -kv[1]):
-        text = capture.REASON_TEXT.get(reason, reason)
-        lines.append(f"  not read: {n:,} frames {text}")
-    if st.file_error:
-        lines.append(f"    -> {st.file_error}; everything before it was replayed")
-    if st.unreadable.get(capture.ENCRYPTED):
-        lines.append(
-            "    -> this is L2TP over IPsec: capture inside the tunnel (after decryption, e.g. on "
-            "the LNS's L2TP port 1701) to see the L2TP traffic."
-        )
+    lines += capture.describe_unreadable(st)
     for reason, n in sorted(r.malformed.items()):
         lines.append(f"  malformed L2TP: {n:,} ({reason})")
     if r.time_went_back:

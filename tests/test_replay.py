@@ -372,7 +372,7 @@ def test_mutated_pcapng_never_escapes_as_a_traceback(tmp_path: Path) -> None:
         with redirect_stderr(io.StringIO()):
             code, text = run_cli("replay", "pcap", str(mutated), "--compare", "-o", str(out))
             codes[code] = codes.get(code, 0) + 1
-            stopped_early += "everything before it was replayed" in text
+            stopped_early += "everything before it was read" in text
             icode, _ = run_cli("impair", str(mutated), str(out), "--add-seq", "--swap", "0.1")
         assert code in (0, 1) and icode in (0, 1), (code, icode)
         assert code == icode
@@ -450,3 +450,34 @@ def test_live_send_waits_while_the_socket_is_full() -> None:
     finally:
         tx.close()
         rx.close()
+
+
+def test_impair_says_why_nothing_was_written(tmp_path: Path) -> None:
+    src = shared_pcap("flowcontainer_l2tp.pcap")
+    code, text = run_cli("impair", str(src), str(tmp_path / "o.pcap"))
+    assert code == 0
+    assert "0 datagrams written" in text
+    assert "not read: 2,342 frames encrypted" in text and "L2TP over IPsec" in text
+    assert "not read: 8 frames IKE" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--jitter", "-5"], "--jitter -5: expected >= 0 ms"),
+        (["--swap", "1.5"], "--swap 1.5: expected a probability 0..1"),
+        (["--displace-prob", "0.1"], "--displace 0: expected K >= 1 with --displace-prob"),
+        (["--burst-len", "0"], "--burst-len 0: expected N >= 1"),
+        (["--lns", "1.2.3.4:x"], "--lns = '1.2.3.4:x': expected an IP address"),
+    ],
+)
+def test_impair_bad_flag_names_the_flag_and_unit(
+    flags: list[str], expected: str, tmp_path: Path
+) -> None:
+    src = shared_pcap("jnetpcap_test-l2tp.pcap")
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code, out = run_cli("impair", str(src), str(tmp_path / "o.pcap"), *flags)
+    assert code == 2 and out == ""
+    assert expected in err.getvalue(), err.getvalue()
+    assert not (tmp_path / "o.pcap").exists()
