@@ -759,9 +759,3 @@ class CaptureReader:
             return Unreadable(n, ts, L2TPV3_IP)
         return Unreadable(n, ts, OTHER_IP_PROTOCOL)
 
-
-def read_capture(
-    path: str | os.PathLike[str], ports: tuple[int, ...] = (L2TP_PORT,)
-) -> Iterator[Item]:
-    """Convenience: iterate a capture without keeping the reader (stats are then lost)."""
-    return iter(CaptureReader(path, ports))

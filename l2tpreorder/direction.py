@@ -13,7 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from l2tpreorder.config import ConfigError, parse_address, parse_ip
-from l2tpreorder.wire import MessageType
+from l2tpreorder.fastpath import Header
+from l2tpreorder.wire import MessageType, parse_control
 
 Endpoint = tuple[str, int]
 
@@ -29,8 +30,13 @@ LAC_SENDS = {
 LNS_SENDS = {MessageType.SCCRP, MessageType.ICRP, MessageType.OCRQ, MessageType.SLI}
 
 
-def format_endpoint(ep: Endpoint) -> str:
-    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
+def control_message_type(payload: bytes, header: Header | str) -> int | None:
+    """The Message Type of a control message (the direction evidence), None for data, a ZLB,
+    or anything malformed."""
+    if isinstance(header, str) or not header.is_control:
+        return None
+    control = parse_control(payload)
+    return None if isinstance(control, str) else control.message_type
 
 
 LNS_EXPECTED = 'an IP address with an optional port: "IPv4", "IPv4:PORT", "IPv6" or "[IPv6]:PORT"'

@@ -24,10 +24,10 @@ from typing import Any
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
 from l2tpreorder.config import ConfigError
-from l2tpreorder.direction import DirectionFinder
+from l2tpreorder.direction import DirectionFinder, control_message_type
 from l2tpreorder.fastpath import parse_header, with_sequence
 from l2tpreorder.pcapwriter import PcapWriter, refuse_input_as_output
-from l2tpreorder.wire import MessageType, parse_control
+from l2tpreorder.wire import MessageType
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
 
@@ -79,14 +79,13 @@ Out = tuple[float, int, bytes, tuple[str, int], tuple[str, int]]
 
 
 class _SessionImpairer:
-    __slots__ = ("burst_left", "dst", "held", "last_ts", "next_ns", "src")
+    __slots__ = ("burst_left", "dst", "held", "next_ns", "src")
 
     def __init__(self, src: tuple[str, int], dst: tuple[str, int]) -> None:
         self.src, self.dst = src, dst
-        self.held: list[list[Any]] = []  # [slots still to wait, data]
+        self.held: list[list[Any]] = []  # [slots still to wait, data, duplicate it?]
         self.burst_left = 0
         self.next_ns = 0
-        self.last_ts = 0.0
 
 
 class Impairer:
@@ -117,11 +116,7 @@ class Impairer:
         self._latest = max(self._latest, d.ts)
         src, dst = (d.src, d.sport), (d.dst, d.dport)
         header = parse_header(d.payload)
-        message_type = None
-        if not isinstance(header, str) and header.is_control:
-            control = parse_control(d.payload)
-            if not isinstance(control, str):
-                message_type = control.message_type
+        message_type = control_message_type(d.payload, header)
         conv, towards_lns = self.directions.find(src, dst, message_type)
         if (
             isinstance(header, str)
@@ -151,7 +146,6 @@ class Impairer:
     ) -> None:
         c, st, rng = self.config, self.stats, self.rng
         st.data_in += 1
-        s.last_ts = ts
         if c.add_seq and without_ns:
             data = with_sequence(data, s.next_ns)
             s.next_ns = (s.next_ns + 1) & 0xFFFF

@@ -13,10 +13,9 @@ import sys
 import time
 
 from l2tpreorder.capture import CaptureFormatError, CaptureReader, UdpDatagram
-from l2tpreorder.config import ConfigError, parse_address
-from l2tpreorder.direction import DirectionFinder, Endpoint, format_endpoint
+from l2tpreorder.config import ConfigError, format_address, parse_address
+from l2tpreorder.direction import DirectionFinder, Endpoint, control_message_type
 from l2tpreorder.fastpath import parse_header
-from l2tpreorder.wire import parse_control
 
 
 def send_live(
@@ -46,12 +45,7 @@ def send_live(
         for item in reader:
             if not isinstance(item, UdpDatagram):
                 continue
-            header = parse_header(item.payload)
-            message_type = None
-            if not isinstance(header, str) and header.is_control:
-                control = parse_control(item.payload)
-                if not isinstance(control, str):
-                    message_type = control.message_type
+            message_type = control_message_type(item.payload, parse_header(item.payload))
             conv, towards_lns = directions.find(
                 (item.src, item.sport), (item.dst, item.dport), message_type
             )
@@ -79,7 +73,7 @@ def send_live(
         return 1
     except OSError as e:
         print(
-            f"l2tpreorder replay: --live {format_endpoint((host, port))}: sending datagram "
+            f"l2tpreorder replay: --live {format_address((host, port))}: sending datagram "
             f"{sent + 1} failed after {sent:,} sent: {e}",
             file=sys.stderr,
         )
@@ -89,10 +83,10 @@ def send_live(
             sel.unregister(sock)
             sock.close()
         sel.close()
-    peers = ", ".join(format_endpoint(lac) for lac in sockets)
+    peers = ", ".join(format_address(lac) for lac in sockets)
     print(
         f"sent {sent:,} datagrams from {len(sockets)} LAC endpoint(s) ({peers}) to "
-        f"{format_endpoint((host, port))} in {time.monotonic() - start:.3f} s; "
+        f"{format_address((host, port))} in {time.monotonic() - start:.3f} s; "
         f"{received:,} datagrams came back"
     )
     return 0

@@ -202,7 +202,7 @@ class DeliveryStats:
     _max_order: int = -1
     _stall_start: float | None = None
 
-    def on_arrival(self, now: float) -> None:
+    def on_arrival(self) -> None:
         self.arrived += 1
 
     def on_delivered(self, order: int | None, now: float) -> None:
@@ -215,7 +215,7 @@ class DeliveryStats:
                 self._max_order = order
         self._end_stall(now)
 
-    def on_dropped(self, reason: str, now: float) -> None:
+    def on_dropped(self, reason: str) -> None:
         self.dropped += 1
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
 
@@ -260,7 +260,7 @@ class ModelRunner:
         self.stats = DeliveryStats()
 
     def receive(self, ns: int | None, order: int, now: float) -> Step[int]:
-        self.stats.on_arrival(now)
+        self.stats.on_arrival()
         step = self.model.receive(ns, order, now)
         self._account(step, order, now)
         return step
@@ -268,7 +268,7 @@ class ModelRunner:
     def _account(self, step: Step[int], arrived: int | None, now: float) -> None:
         stats = self.stats
         for _item, reason in step.dropped:
-            stats.on_dropped(reason, now)
+            stats.on_dropped(reason)
         for item in step.delivered:
             stats.on_delivered(item, now)
         if arrived is not None and arrived not in step.delivered:

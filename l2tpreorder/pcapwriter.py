@@ -23,7 +23,7 @@ LINKTYPE_RAW = 101
 _FILE_HEADER = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 MAGIC_MICRO = 0xA1B2C3D4
-MAGIC_NANO = 0xA1B23C4D
+SNAPLEN = 262144
 
 
 def _checksum(data: bytes) -> int:
@@ -90,34 +90,21 @@ def _open_temporary(path: str | os.PathLike[str]) -> tuple[BinaryIO, str]:
 
 
 class PcapWriter:
-    """Little-endian classic pcap, micro- or nanosecond timestamps."""
+    """Little-endian classic pcap, microsecond timestamps, LINKTYPE_RAW."""
 
-    def __init__(
-        self,
-        f: BinaryIO,
-        linktype: int = LINKTYPE_RAW,
-        nanosecond: bool = False,
-        snaplen: int = 262144,
-    ) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self._f = f
         # set by create(): close() renames the temporary file to the final path
         self._paths: tuple[str, str] | None = None
-        self._scale = 1_000_000_000 if nanosecond else 1_000_000
-        f.write(
-            _FILE_HEADER.pack(
-                MAGIC_NANO if nanosecond else MAGIC_MICRO, 2, 4, 0, 0, snaplen, linktype
-            )
-        )
+        f.write(_FILE_HEADER.pack(MAGIC_MICRO, 2, 4, 0, 0, SNAPLEN, LINKTYPE_RAW))
         self._ident = 0
         self.frames = 0
 
     @classmethod
-    def create(
-        cls, path: str | os.PathLike[str], linktype: int = LINKTYPE_RAW, nanosecond: bool = False
-    ) -> PcapWriter:
+    def create(cls, path: str | os.PathLike[str]) -> PcapWriter:
         f, tmp = _open_temporary(path)
         try:
-            writer = cls(f, linktype, nanosecond)
+            writer = cls(f)
         except BaseException:
             f.close()
             os.unlink(tmp)
@@ -125,10 +112,10 @@ class PcapWriter:
         writer._paths = (tmp, os.fspath(path))
         return writer
 
-    def write_frame(self, ts: float, frame: bytes, orig_len: int | None = None) -> None:
-        ticks = round(ts * self._scale)  # round once, then split: never 1,000,000 usec
-        sec, frac = divmod(ticks, self._scale)
-        self._f.write(_RECORD.pack(sec & 0xFFFFFFFF, frac, len(frame), orig_len or len(frame)))
+    def write_frame(self, ts: float, frame: bytes) -> None:
+        ticks = round(ts * 1_000_000)  # round once, then split: never 1,000,000 usec
+        sec, frac = divmod(ticks, 1_000_000)
+        self._f.write(_RECORD.pack(sec & 0xFFFFFFFF, frac, len(frame), len(frame)))
         self._f.write(frame)
         self.frames += 1
 
