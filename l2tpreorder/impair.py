@@ -150,9 +150,10 @@ class Impairer:
             data = with_sequence(data, s.next_ns)
             s.next_ns = (s.next_ns + 1) & 0xFFFF
             st.seq_added += 1
-        # the same draws for every packet: reproducible whatever is switched on
-        r_loss, r_burst, r_swap, r_disp, r_dup = (rng.random() for _ in range(5))
-        jitter = rng.uniform(0.0, c.jitter) if c.jitter else 0.0
+        # the same six draws for every packet, jitter's too, whatever is switched on: turning
+        # one impairment on or off leaves the dice of the others as they were for the seed
+        r_loss, r_burst, r_swap, r_disp, r_dup, r_jitter = (rng.random() for _ in range(6))
+        jitter = r_jitter * c.jitter
         if s.burst_left:
             s.burst_left -= 1
             st.lost += 1

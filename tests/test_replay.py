@@ -154,8 +154,10 @@ def test_impaired_real_capture_replays_to_contiguous_ns_in_original_order(
 ) -> None:
     src = shared_pcap(name)
     impaired, out = tmp_path / "impaired.pcap", tmp_path / "out.pcap"
+    # A seed whose dice leave each session's first packet in place: a session starts at the
+    # first Ns seen, so a swap of its first two packets is not repairable by any receiver.
     cfg = ImpairConfig(
-        seed=7, swap=0.2, displace=3, displace_prob=0.05, duplicate=0.05, add_seq=True
+        seed=1, swap=0.2, displace=3, displace_prob=0.05, duplicate=0.05, add_seq=True
     )
     stats = impair_file(str(src), str(impaired), cfg)
     assert stats.seq_added == stats.data_in > 0
@@ -440,10 +442,12 @@ def test_live_send_waits_while_the_socket_is_full() -> None:
             while True:
                 tx.send(b"x" * 1024)
                 queued += 1
-        threading.Timer(0.2, lambda: [rx.recv(2048) for _ in range(queued)]).start()
-        send_when_writable(tx, b"last")
         rx.settimeout(5)
-        assert rx.recv(2048) == b"last"
+        drain = threading.Timer(0.2, lambda: [rx.recv(2048) for _ in range(queued)])
+        drain.start()
+        send_when_writable(tx, b"last")
+        drain.join(10)
+        assert rx.recv(2048) == b"last"  # after the `queued` ones the reader took
         with pytest.raises(TimeoutError):  # nobody reads any more: a bounded wait, then an error
             while True:
                 send_when_writable(tx, b"y" * 1024, timeout=0.05)
@@ -481,3 +485,20 @@ def test_impair_bad_flag_names_the_flag_and_unit(
     assert code == 2 and out == ""
     assert expected in err.getvalue(), err.getvalue()
     assert not (tmp_path / "o.pcap").exists()
+
+
+def test_impair_switching_jitter_on_keeps_the_other_dice(tmp_path: Path) -> None:
+    src = str(shared_pcap("jnetpcap_test-l2tp.pcap"))
+    base = dict(add_seq=True, swap=0.1, loss=0.1, duplicate=0.1, seed=5)
+    plain = impair_file(src, str(tmp_path / "a.pcap"), ImpairConfig(**base))  # type: ignore[arg-type]
+    jittered = impair_file(
+        src, str(tmp_path / "b.pcap"), ImpairConfig(**base, jitter=1e-9)  # type: ignore[arg-type]
+    )
+    assert plain.data_in == jittered.data_in == 85
+    counts = (plain.swapped, plain.lost, plain.duplicated)
+    assert counts == (jittered.swapped, jittered.lost, jittered.duplicated)
+    assert all(counts)
+    # 1 ns of jitter moves no packet past another: the same datagrams in the same order
+    assert inner_by_session(tmp_path / "a.pcap", "192.168.98.222") == inner_by_session(
+        tmp_path / "b.pcap", "192.168.98.222"
+    )
