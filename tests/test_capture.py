@@ -168,10 +168,6 @@ def test_generated_files_are_valid_for_tshark(tmp_path: Path) -> None:
 # --- generated: link layers ---------------------------------------------------------------------
 
 
-def one(ip: bytes) -> list[tuple[str, int, bytes]]:
-    return [(f"{n}", lt, frame) for n, lt, frame in [("x", 0, ip)]]
-
-
 LINK_CASES = {
     "ethernet": (g.ETHERNET, g.eth),
     "vlan": (g.ETHERNET, lambda ip: g.eth(ip, [(0x8100, 10)])),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import socket
 import subprocess
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from l2tpreorder import capture, cli
 from l2tpreorder.capture import CaptureReader, UdpDatagram
+from l2tpreorder.config import format_address
 from l2tpreorder.engine import EngineConfig, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.impair import ImpairConfig, impair_file
@@ -117,8 +119,23 @@ def test_every_shared_capture_replays_without_error(name: str, tmp_path: Path) -
     assert st.frames == st.datagrams + st.fragments + sum(st.unreadable.values())
     assert r.l2tp_packets + sum(r.malformed.values()) == st.datagrams
     assert r.written == st.datagrams  # the engine forwards everything it reads here (no Ns)
-    json.dumps(result_as_dict(r))
-    assert format_report(r)
+    doc = json.loads(json.dumps(result_as_dict(r)))
+    assert doc["capture"]["frames"] == st.frames
+    assert doc["capture"]["l2tpv2_packets"] == r.l2tp_packets
+    assert doc["capture"]["unreadable"] == st.unreadable
+    assert doc["written"] == r.written
+    assert [(s["tunnel_id"], s["session_id"], s["packets"]) for s in doc["sessions"]] == [
+        (s.tunnel_id, s.session_id, s.data) for s in r.sessions
+    ]
+    text = format_report(r)
+    assert text.startswith(f"{r.path}: {st.file_format}, {st.frames:,} frames, ")
+    assert f"L2TPv2: {r.l2tp_packets:,} packets" in text
+    for s in r.sessions:  # one table row per session: LAC peer, tunnel, session, packets
+        lac = format_address(s.conversation.lac)
+        row = rf"^{re.escape(lac)} +{s.tunnel_id} +{s.session_id} +{s.data:,} "
+        assert re.search(row, text, re.M), row
+    for reason, n in st.unreadable.items():
+        assert f"not read: {n:,} frames {capture.REASON_TEXT[reason]}" in text
 
 
 @pytest.mark.integration
