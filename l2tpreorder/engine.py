@@ -122,17 +122,15 @@ class EngineConfig:
 class Histogram:
     """Cumulative-friendly bucket counts kept as plain ints (exported at scrape time)."""
 
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # last bucket is +Inf
-        self.count = 0
+        self.counts = [0] * (len(bounds) + 1)  # last bucket is +Inf; their sum is the count
         self.total = 0.0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
         self.total += value
 
 
@@ -230,6 +228,7 @@ class Session:
 
     __slots__ = (
         "alive",
+        "behind_at",
         "behind_next",
         "behind_run",
         "confirmed",
@@ -272,6 +271,7 @@ class Session:
         self.skipped_ranges: list[tuple[int, int]] = []
         self.behind_run = 0
         self.behind_next = -1
+        self.behind_at = -1  # `expected` when the last far-behind packet came (see _behind)
         self.alive = True
         self.confirmed = False  # established by the control channel: evicted last
         self.started = now
@@ -545,12 +545,17 @@ class ReorderEngine:
     def _behind(self, s: Session, data: bytes, ns: int, ns_offset: int, now: float) -> int:
         """A packet behind the expected Ns: late, duplicate, or part of a peer's restart."""
         c = self.counters
-        far = ((s.expected - ns) & MASK) > self._resync_distance
-        if far and ns == s.behind_next:
+        expected = s.expected
+        far = ((expected - ns) & MASK) > self._resync_distance
+        # Consecutive means: the previous packet was far behind too (behind_next), and nothing
+        # was delivered in between (expected unchanged). Checking `expected` here keeps the
+        # in-order fast path free of a reset per packet.
+        if far and ns == s.behind_next and expected == s.behind_at:
             s.behind_run += 1
         else:
             s.behind_run = 1 if far else 0
         s.behind_next = (ns + 1) & MASK
+        s.behind_at = expected
         if s.behind_run >= self._resync_after:
             # Several consecutive packets far behind: the peer restarted its numbering.
             # Deliver what we hold, then continue from this packet.

@@ -38,7 +38,8 @@ SKIP_RESYNC = "resync"  # the peer restarted its numbering; what was held was re
 SKIP_END = "session_end"  # the session ended (CDN, StopCCN, shutdown) with gaps still open
 SKIP_EVICTED = "evicted"  # the session table was full and this session was evicted, gaps open
 # The socket layer reported kernel receive-queue drops: gaps that may be those were given up
-# after a short grace instead of the timeout (see ReorderEngine.note_kernel_drops).
+# at once (or after a 2 ms grace when the session already held packets) instead of after the
+# timeout (see ReorderEngine.note_kernel_drops).
 SKIP_SOCKET_DROP = "socket_overflow"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,

@@ -203,10 +203,12 @@ class UdpSocket:
                     (host, port, flowinfo, scope), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
                 )[0]
             key = (host, port)
-            self._full[key] = (host, port, flowinfo, scope)
         if len(self._sources) >= SOURCE_CACHE:
+            # Clear before storing: clearing after would drop the scope id just learned.
             self._sources.clear()
             self._full.clear()
+        if self.family != socket.AF_INET:
+            self._full[key] = (key[0], port, flowinfo, scope)
         self._sources[raw] = key
         return key
 
@@ -721,12 +723,9 @@ class Relay:
                 datas = [d for _, d in group]
                 peer = peers.get(key)
                 n = peer.up.send_many(datas, lns) if peer is not None else 0
-                if n == len(datas):
-                    sent += n
-                    size += sum(map(len, datas))
-                else:
-                    sent += n
-                    failed += len(datas) - n
+                sent += n
+                size += sum(map(len, datas[:n]))
+                failed += len(datas) - n
             c.tx_datagrams_lns += sent
             c.tx_bytes_lns += size
             c.tx_errors += failed

@@ -465,3 +465,20 @@ def test_flood_sessions_evicted_unconfirmed_are_not_remembered() -> None:
     assert e.counters.sessions_evicted == 47
     e.receive(data(1, session=1), FLOW, 1.0)  # would continue, were it remembered
     assert e.counters.sessions_continued == 0
+
+
+def test_in_order_packets_between_far_behind_ones_break_the_resync_run() -> None:
+    """A resync needs consecutive far-behind packets: in-order traffic in between (here a
+    stale replay of old Ns interleaved with the live stream) must not re-base the session."""
+    e = engine(reorder_timeout=0.1, resync_after=4)
+    for i, ns in enumerate(range(1000, 1010)):
+        e.receive(data(ns), FLOW, i * 0.001)
+    drain(e)
+    outcomes = []
+    for i in range(6):
+        outcomes.append(e.receive(data(1010 + i), FLOW, 0.1 + i * 0.001))
+        outcomes.append(e.receive(data(10 + i), FLOW, 0.1 + i * 0.001))
+    assert outcomes[0::2] == [Outcome.FORWARDED_IN_ORDER] * 6
+    assert outcomes[1::2] == [Outcome.DROPPED_DUPLICATE] * 6
+    assert e.counters.resyncs == 0
+    assert [ident_of(d) for _, d in drain(e)] == list(range(1010, 1016))
