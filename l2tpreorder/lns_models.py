@@ -20,7 +20,8 @@ code (read, never copied: both are GPL), as small sans-IO state machines fed (Ns
   Ns behind rec (by less than 32768) is dropped as already seen; Ns <= rec + 2 (plain integer
   compare) is accepted and becomes rec; anything further ahead is dropped without moving rec, so
   two consecutive losses stall the session until Ns comes round again to rec itself (Ns == rec
-  passes the `<= rec + 2` test), one full 16-bit cycle after the last accepted packet. (xl2tpd first compares Ns with its own *send* counter; when those happen to be equal it
+  passes the `<= rec + 2` test), one full 16-bit cycle after the last accepted packet.
+  (xl2tpd first compares Ns with its own *send* counter; when those happen to be equal it
   increments rec instead. That coincidence is not modelled.)
 
 `item` is whatever the caller wants back (a packet index, a datagram); the models never look at
