@@ -2,10 +2,10 @@
 
 Operators arrive with whatever `tcpdump -w` or Wireshark gave them: classic pcap (micro or
 nanosecond, either byte order) or pcapng, on Ethernet (VLAN/QinQ, PPPoE), Linux cooked SLL/SLL2
-(`tcpdump -i any`), raw IP or BSD loopback. dpkt reads the file format; the link, IP and UDP
-layers are decoded here with `struct` because we need exact control over fragments, truncation
-and the reasons we give for what we cannot read (and because it is several times faster than
-building dpkt objects for every layer).
+(`tcpdump -i any`), raw IP or BSD loopback. dpkt reads the file header and pcapng blocks; pcap
+records and the link, IP and UDP layers are decoded here with `struct` because we need exact
+control over fragments, truncation and the reasons we give for what we cannot read (and because
+it is several times faster than building dpkt objects for every layer).
 
 Memory stays bounded whatever the capture size: frames are read one at a time and the only state
 is the table of incomplete IP fragment reassemblies, which is capped in entries, bytes and age.
@@ -22,7 +22,6 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,6 +41,7 @@ MALFORMED = "malformed"  # a header that contradicts itself (bad IHL, UDP length
 FRAGMENT_INCOMPLETE = "fragment_incomplete"  # a fragment whose datagram never completed
 UNSUPPORTED_LINKTYPE = "unsupported_linktype"
 TRUNCATED_FILE = "truncated_file"  # the capture file ends in the middle of a record/block
+CORRUPT_FILE = "corrupt_file"  # a record/block that cannot be parsed: the rest is not read
 
 REASON_TEXT: dict[str, str] = {
     TRUNCATED: "truncated by the capture's snaplen",
@@ -55,6 +55,7 @@ REASON_TEXT: dict[str, str] = {
     FRAGMENT_INCOMPLETE: "IP fragments whose datagram never completed",
     UNSUPPORTED_LINKTYPE: "unsupported link layer",
     TRUNCATED_FILE: "capture file ends inside a record",
+    CORRUPT_FILE: "capture file corrupt from here on (the rest was not read)",
 }
 
 L2TP_PORT = 1701
@@ -129,18 +130,45 @@ class CaptureStats:
     unreadable: dict[str, int] = field(default_factory=dict)
     linktypes: set[int] = field(default_factory=set)
     file_format: str = ""
+    file_error: str | None = None  # where and why the file stopped being readable, if it did
 
     def count(self, reason: str) -> None:
         self.unreadable[reason] = self.unreadable.get(reason, 0) + 1
+
+
+def describe_unreadable(stats: CaptureStats) -> list[str]:
+    """Report lines for what could not be read, most frequent first (replay's and impair's)."""
+    lines = []
+    for reason, n in sorted(stats.unreadable.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  not read: {n:,} frames {REASON_TEXT.get(reason, reason)}")
+    if stats.file_error:
+        lines.append(f"    -> {stats.file_error}; everything before it was read")
+    if stats.unreadable.get(ENCRYPTED):
+        lines.append(
+            "    -> this is L2TP over IPsec: capture inside the tunnel (after decryption, e.g. on "
+            "the LNS's L2TP port 1701) to see the L2TP traffic."
+        )
+    return lines
 
 
 class CaptureFormatError(ValueError):
     """The file is neither pcap nor pcapng (this one is fatal: there is nothing to read)."""
 
 
+class FileEndsEarly(Exception):
+    """Raised by the format iterators where the file stops being readable (cut off or corrupt):
+    the reader counts it as one unreadable frame with `reason` and ends there, keeping what it
+    read before."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 # --- file formats -------------------------------------------------------------------------------
 
-RawFrame = tuple[float, int, bytes]  # (timestamp, linktype, frame bytes) or a TRUNCATED_FILE mark
+RawFrame = tuple[float, int, bytes]  # (timestamp, linktype, frame bytes)
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1",
@@ -151,28 +179,42 @@ _PCAP_MAGICS = {
     b"\xa1\xb2\xcd\x34",
 }
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-_TRUNCATED_FILE_MARK = -1  # linktype value that marks "file ends mid-record"
 
 
 def _iter_pcap(f: BinaryIO) -> Iterator[RawFrame]:
+    name = getattr(f, "name", "capture")
+    size = os.fstat(f.fileno()).st_size
+    magic = _U32_BE.unpack(f.read(4))[0]
+    f.seek(0)
     try:
         reader = dpkt.pcap.Reader(f)
     except (ValueError, dpkt.NeedData, dpkt.UnpackError) as e:
-        raise CaptureFormatError(f"{getattr(f, 'name', 'capture')}: bad pcap header: {e}") from e
+        raise CaptureFormatError(f"{name}: bad pcap header: {e}") from e
     # The upper bits may carry an FCS length (libpcap's LT_FCS_*): a trailing FCS is cut off
     # anyway by the IP total length, so only the link type proper matters.
     linktype = int(reader.datalink()) & 0xFFFF
-    frames = iter(reader)
+    # Records are read here, not by dpkt's iterator: it hands back a record cut off by the end of
+    # the file as if it were complete, which would then look like a snaplen cut (TRUNCATED).
+    record = dpkt.pcap.MAGIC_TO_PKT_HDR[magic]
+    nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
     while True:
-        try:
-            ts, buf = next(frames)
-        except StopIteration:
+        at = f.tell()
+        head = f.read(record.__hdr_len__)
+        if not head:
             return
-        except (dpkt.NeedData, dpkt.UnpackError, struct.error):
-            yield (0.0, _TRUNCATED_FILE_MARK, b"")
-            return
-        # dpkt gives Decimal for nanosecond files; float keeps ~0.2 us at today's epoch values.
-        yield (float(ts) if isinstance(ts, Decimal) else ts, linktype, bytes(buf))
+        if len(head) < record.__hdr_len__:
+            raise FileEndsEarly(TRUNCATED_FILE, f"{name}: ends inside a record header at byte {at}")
+        hdr = record(head)
+        have = size - at - len(head)  # checked before reading: a corrupt caplen may say 4 GB
+        if hdr.caplen > have:
+            raise FileEndsEarly(
+                TRUNCATED_FILE, f"{name}: record at byte {at} has {have} of its {hdr.caplen} bytes"
+            )
+        buf = f.read(hdr.caplen)
+        if nano:  # correctly rounded, as float(Decimal) would be
+            yield ((hdr.tv_sec * 1_000_000_000 + hdr.tv_usec) / 1_000_000_000, linktype, buf)
+        else:
+            yield (hdr.tv_sec + hdr.tv_usec / 1e6, linktype, buf)
 
 
 @dataclass(slots=True)
@@ -185,78 +227,110 @@ class _Interface:
 def _iter_pcapng(f: BinaryIO) -> Iterator[RawFrame]:
     """pcapng with any number of sections and interfaces (dpkt's own Reader knows only the first
     interface; Wireshark captures on several interfaces have several, each with its link type
-    and timestamp resolution)."""
+    and timestamp resolution). A block that is cut off or that dpkt cannot parse ends the read
+    (FileEndsEarly): what came before it is kept."""
+    name = getattr(f, "name", "capture")
+    size = os.fstat(f.fileno()).st_size
     interfaces: list[_Interface] = []
     le = True
     last_ts = 0.0
     while True:
+        at = f.tell()
         head = f.read(8)
         if not head:
             return
         if len(head) < 8:
-            yield (last_ts, _TRUNCATED_FILE_MARK, b"")
-            return
+            raise FileEndsEarly(TRUNCATED_FILE, f"{name}: ends inside a block header at byte {at}")
         if head[:4] == _PCAPNG_MAGIC:
             bom = f.read(4)
             if bom == b"\x4d\x3c\x2b\x1a":
                 le = True
             elif bom == b"\x1a\x2b\x3c\x4d":
                 le = False
+            elif at == 0:
+                raise CaptureFormatError(
+                    f"{name}: pcapng section header with an unknown byte-order mark {bom.hex()}"
+                )
             else:
-                raise CaptureFormatError("pcapng section header with an unknown byte-order mark")
+                raise FileEndsEarly(
+                    CORRUPT_FILE,
+                    f"{name}: pcapng section header at byte {at} has an unknown byte-order mark",
+                )
             blen = struct.unpack("<I" if le else ">I", head[4:8])[0]
-            rest = f.read(blen - 12) if blen >= 12 else b""
-            if blen < 12 or len(rest) < blen - 12:
-                yield (last_ts, _TRUNCATED_FILE_MARK, b"")
-                return
+            _check_block_length(name, at, blen, size, "section header")
+            f.seek(at + blen)
             interfaces = []  # interface ids are per section
             continue
         btype, blen = struct.unpack("<II" if le else ">II", head)
-        if blen < 12 or blen % 4:
-            raise CaptureFormatError(f"pcapng block of type {btype:#x} with length {blen}")
-        body = f.read(blen - 8)
-        if len(body) < blen - 8:
-            yield (last_ts, _TRUNCATED_FILE_MARK, b"")
-            return
-        buf = head + body
-        if btype == dpkt.pcapng.PCAPNG_BT_IDB:
-            idb = (
-                dpkt.pcapng.InterfaceDescriptionBlockLE(buf)
+        _check_block_length(name, at, blen, size, f"block of type {btype:#x}")
+        buf = head + f.read(blen - 8)
+        try:
+            frame = _pcapng_block(btype, blen, buf, le, interfaces, last_ts)
+        except (dpkt.UnpackError, struct.error, ValueError, IndexError) as e:
+            # dpkt's block parsers raise UnpackError/NeedData on a block that contradicts itself
+            raise FileEndsEarly(
+                CORRUPT_FILE, f"{name}: pcapng block of type {btype:#x} at byte {at}: {e}"
+            ) from e
+        if frame is not None:
+            last_ts = frame[0]
+            yield frame
+
+
+def _check_block_length(name: str, at: int, blen: int, size: int, what: str) -> None:
+    """A pcapng block length that is impossible (corrupt) or runs past the end (cut off); checked
+    before reading, so a corrupt 4 GB length is never allocated."""
+    if blen < 12 or blen % 4:
+        raise FileEndsEarly(CORRUPT_FILE, f"{name}: pcapng {what} at byte {at} has length {blen}")
+    if at + blen > size:
+        raise FileEndsEarly(
+            TRUNCATED_FILE,
+            f"{name}: pcapng {what} at byte {at} has {size - at} of its {blen} bytes",
+        )
+
+
+def _pcapng_block(
+    btype: int, blen: int, buf: bytes, le: bool, interfaces: list[_Interface], last_ts: float
+) -> RawFrame | None:
+    """One non-section block: a frame, or None (interface descriptions are added to
+    `interfaces`; name resolution, statistics and custom blocks carry nothing for us)."""
+    if btype == dpkt.pcapng.PCAPNG_BT_IDB:
+        idb = (
+            dpkt.pcapng.InterfaceDescriptionBlockLE(buf)
+            if le
+            else dpkt.pcapng.InterfaceDescriptionBlock(buf)
+        )
+        divisor, offset = 1e6, 0
+        for opt in idb.opts:
+            if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
+                resol = opt.data[0]
+                divisor = float((2 if resol & 0x80 else 10) ** (resol & 0x7F))
+            elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
+                offset = struct.unpack("<q" if le else ">q", opt.data[:8])[0]
+        interfaces.append(_Interface(int(idb.linktype), divisor, offset))
+        return None
+    if btype in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
+        # EPB and the obsolete PB share the layout we need (PB has a 16-bit interface id).
+        if btype == dpkt.pcapng.PCAPNG_BT_EPB:
+            epb = (
+                dpkt.pcapng.EnhancedPacketBlockLE(buf)
                 if le
-                else dpkt.pcapng.InterfaceDescriptionBlock(buf)
+                else dpkt.pcapng.EnhancedPacketBlock(buf)
             )
-            divisor, offset = 1e6, 0
-            for opt in idb.opts:
-                if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and opt.data:
-                    resol = opt.data[0]
-                    divisor = float((2 if resol & 0x80 else 10) ** (resol & 0x7F))
-                elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
-                    offset = struct.unpack("<q" if le else ">q", opt.data[:8])[0]
-            interfaces.append(_Interface(int(idb.linktype), divisor, offset))
-        elif btype in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
-            # EPB and the obsolete PB share the layout we need (PB has a 16-bit interface id).
-            if btype == dpkt.pcapng.PCAPNG_BT_EPB:
-                epb = (
-                    dpkt.pcapng.EnhancedPacketBlockLE(buf)
-                    if le
-                    else dpkt.pcapng.EnhancedPacketBlock(buf)
-                )
-                iface_id = int(epb.iface_id)
-            else:
-                epb = dpkt.pcapng.PacketBlockLE(buf) if le else dpkt.pcapng.PacketBlock(buf)
-                iface_id = int(epb.iface_id)
-            if iface_id >= len(interfaces):
-                raise CaptureFormatError(f"pcapng packet on undeclared interface {iface_id}")
-            iface = interfaces[iface_id]
-            last_ts = iface.offset + ((epb.ts_high << 32) | epb.ts_low) / iface.divisor
-            yield (last_ts, iface.linktype, bytes(epb.pkt_data))
-        elif btype == dpkt.pcapng.PCAPNG_BT_SPB:
-            # Simple Packet Block: interface 0, no timestamp (keep the previous one).
-            if not interfaces:
-                raise CaptureFormatError("pcapng simple packet block before any interface")
-            caplen = min(struct.unpack("<I" if le else ">I", buf[8:12])[0], blen - 16)
-            yield (last_ts, interfaces[0].linktype, buf[12 : 12 + caplen])
-        # name resolution, statistics, custom blocks: nothing for us
+        else:
+            epb = dpkt.pcapng.PacketBlockLE(buf) if le else dpkt.pcapng.PacketBlock(buf)
+        iface_id = int(epb.iface_id)
+        if iface_id >= len(interfaces):
+            raise ValueError(f"packet on undeclared interface {iface_id}")
+        iface = interfaces[iface_id]
+        ts = iface.offset + ((epb.ts_high << 32) | epb.ts_low) / iface.divisor
+        return (ts, iface.linktype, bytes(epb.pkt_data))
+    if btype == dpkt.pcapng.PCAPNG_BT_SPB:
+        # Simple Packet Block: interface 0, no timestamp (keep the previous one).
+        if not interfaces:
+            raise ValueError("simple packet block before any interface")
+        caplen = min(struct.unpack("<I" if le else ">I", buf[8:12])[0], blen - 16)
+        return (last_ts, interfaces[0].linktype, buf[12 : 12 + caplen])
+    return None
 
 
 def open_frames(f: BinaryIO) -> tuple[str, Iterator[RawFrame]]:
@@ -277,6 +351,11 @@ def open_frames(f: BinaryIO) -> tuple[str, Iterator[RawFrame]]:
 FragKey = tuple[object, ...]
 
 
+# What one fragment frame costs in the byte budget on top of its data: its (frame, ts) record.
+# Without it, duplicate or zero-length fragments grew an entry without limit for free.
+FRAGMENT_FRAME_COST = 64
+
+
 class _Reassembly:
     __slots__ = ("complete_len", "first_ts", "frames", "have", "next_header", "pieces")
 
@@ -287,6 +366,10 @@ class _Reassembly:
         self.next_header: int | None = None  # upper protocol, from the offset-0 fragment
         self.frames: list[tuple[int, float]] = []
         self.have = 0
+
+    @property
+    def cost(self) -> int:
+        return self.have + FRAGMENT_FRAME_COST * len(self.frames)
 
     def add(self, offset: int, data: bytes, more: bool) -> None:
         old = self.pieces.get(offset)
@@ -333,6 +416,11 @@ class Reassembler:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes charged against `max_bytes`: fragment data plus FRAGMENT_FRAME_COST a frame."""
+        return self._bytes
+
     def add(
         self,
         key: FragKey,
@@ -348,16 +436,16 @@ class Reassembler:
         if entry is None:
             entry = _Reassembly(ts)
             self._pending[key] = entry
-        before = entry.have
+        before = entry.cost
         entry.add(offset, data, more)
-        self._bytes += entry.have - before
         if next_header is not None:
             entry.next_header = next_header
         entry.frames.append((frame, ts))
+        self._bytes += entry.cost - before
         whole = entry.assemble()
         if whole is not None:
             del self._pending[key]
-            self._bytes -= entry.have
+            self._bytes -= entry.cost
             assert entry.next_header is not None
             return whole, entry.next_header, entry.frames
         self._enforce_bounds(ts)
@@ -365,7 +453,7 @@ class Reassembler:
 
     def _give_up(self, key: FragKey) -> None:
         entry = self._pending.pop(key)
-        self._bytes -= entry.have
+        self._bytes -= entry.cost
         self.given_up.extend(entry.frames)
 
     def _enforce_bounds(self, now: float) -> None:
@@ -428,14 +516,20 @@ class CaptureReader:
         stats = self.stats
         reasm = self.reassembler
         number = 0
-        max_ts = float("-inf")
-        for ts, linktype, buf in frames:
-            if linktype == _TRUNCATED_FILE_MARK:
+        max_ts = last_ts = float("-inf")
+        while True:
+            try:
+                ts, linktype, buf = next(frames)
+            except StopIteration:
+                break
+            except FileEndsEarly as e:
                 number += 1
                 stats.frames += 1
-                stats.count(TRUNCATED_FILE)
-                yield Unreadable(number, ts, TRUNCATED_FILE)
+                stats.count(e.reason)
+                stats.file_error = e.detail
+                yield Unreadable(number, max(last_ts, 0.0), e.reason)
                 break
+            last_ts = ts
             number += 1
             stats.frames += 1
             stats.linktypes.add(linktype)
@@ -665,9 +759,3 @@ class CaptureReader:
             return Unreadable(n, ts, L2TPV3_IP)
         return Unreadable(n, ts, OTHER_IP_PROTOCOL)
 
-
-def read_capture(
-    path: str | os.PathLike[str], ports: tuple[int, ...] = (L2TP_PORT,)
-) -> Iterator[Item]:
-    """Convenience: iterate a capture without keeping the reader (stats are then lost)."""
-    return iter(CaptureReader(path, ports))

@@ -9,9 +9,12 @@ finally the first packet's destination (reported as a guess).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from l2tpreorder.wire import MessageType
+from l2tpreorder.config import ConfigError, parse_address, parse_ip
+from l2tpreorder.fastpath import Header
+from l2tpreorder.wire import MessageType, parse_control
 
 Endpoint = tuple[str, int]
 
@@ -27,19 +30,32 @@ LAC_SENDS = {
 LNS_SENDS = {MessageType.SCCRP, MessageType.ICRP, MessageType.OCRQ, MessageType.SLI}
 
 
-def format_endpoint(ep: Endpoint) -> str:
-    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
+def control_message_type(payload: bytes, header: Header | str) -> int | None:
+    """The Message Type of a control message (the direction evidence), None for data, a ZLB,
+    or anything malformed."""
+    if isinstance(header, str) or not header.is_control:
+        return None
+    control = parse_control(payload)
+    return None if isinstance(control, str) else control.message_type
 
 
-def parse_host_port(value: str) -> tuple[str, int | None]:
-    """'192.0.2.1', '192.0.2.1:1701', '2001:db8::1', '[2001:db8::1]:1701' -> (host, port)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if value.count(":") == 1:
-        host, _, port = value.partition(":")
-        return host, int(port)
-    return value, None
+LNS_EXPECTED = 'an IP address with an optional port: "IPv4", "IPv4:PORT", "IPv6" or "[IPv6]:PORT"'
+
+
+def parse_lns(flag: str, value: str) -> tuple[str, int | None]:
+    """`--lns`: '192.0.2.1', '192.0.2.1:1701', '2001:db8::1', '[2001:db8::1]:1701' -> (canonical
+    address, port or None). Raises ConfigError naming the flag, the value and the expected form;
+    the address is canonical (config's parsers), as the capture's addresses are."""
+    text = value.strip()
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return parse_ip(flag, bare), None
+    except ConfigError:
+        pass
+    try:
+        return parse_address(flag, text)
+    except ConfigError:
+        raise ConfigError(flag, value, LNS_EXPECTED) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +69,11 @@ class Conversation:
 
 class DirectionFinder:
     def __init__(self, lns_address: str | None = None, ports: tuple[int, ...] = (1701,)) -> None:
-        self.lns_address = lns_address
+        """`lns_address` as typed after --lns; a bad one raises ConfigError."""
+        self._lns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int | None] | None = None
+        if lns_address is not None:
+            host, port = parse_lns("--lns", lns_address)
+            self._lns = (ipaddress.ip_address(host), port)
         self.ports = frozenset(ports)
         self._conversations: dict[tuple[Endpoint, Endpoint], Conversation] = {}
         self._known_lns: set[str] = set()
@@ -83,10 +103,10 @@ class DirectionFinder:
         return conv, dst == conv.lns
 
     def _decide(self, src: Endpoint, dst: Endpoint, message_type: int | None) -> Conversation:
-        if self.lns_address is not None:
-            host, port = parse_host_port(self.lns_address)
+        if self._lns is not None:
+            ip, port = self._lns
             for lns, lac in ((dst, src), (src, dst)):
-                if lns[0] == host and (port is None or port == lns[1]):
+                if (port is None or port == lns[1]) and _same_ip(lns[0], ip):
                     return Conversation(lac, lns, "--lns")
         if message_type in LAC_SENDS:
             return Conversation(src, dst, f"handshake ({MessageType(message_type).name})")
@@ -102,3 +122,11 @@ class DirectionFinder:
         if src[0] in self._known_lns or dst[0] in self._known_lac:
             return Conversation(dst, src, "known address")
         return Conversation(src, dst, "guess (first packet's destination; use --lns)")
+
+
+def _same_ip(text: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Compared as addresses, not strings: '2001:DB8:0::1' is '2001:db8::1'."""
+    try:
+        return ipaddress.ip_address(text) == ip
+    except ValueError:
+        return False

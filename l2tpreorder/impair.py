@@ -23,10 +23,11 @@ from typing import Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
-from l2tpreorder.direction import DirectionFinder
+from l2tpreorder.config import ConfigError
+from l2tpreorder.direction import DirectionFinder, control_message_type
 from l2tpreorder.fastpath import parse_header, with_sequence
-from l2tpreorder.pcapwriter import PcapWriter
-from l2tpreorder.wire import MessageType, parse_control
+from l2tpreorder.pcapwriter import PcapWriter, refuse_input_as_output
+from l2tpreorder.wire import MessageType
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
 
@@ -71,21 +72,20 @@ class ImpairStats:
     duplicated: int = 0
     passed_through: int = 0
     written: int = 0
-    unreadable: dict[str, int] = field(default_factory=dict)
+    capture: capture.CaptureStats = field(default_factory=capture.CaptureStats)
 
 
 Out = tuple[float, int, bytes, tuple[str, int], tuple[str, int]]
 
 
 class _SessionImpairer:
-    __slots__ = ("burst_left", "dst", "held", "last_ts", "next_ns", "src")
+    __slots__ = ("burst_left", "dst", "held", "next_ns", "src")
 
     def __init__(self, src: tuple[str, int], dst: tuple[str, int]) -> None:
         self.src, self.dst = src, dst
-        self.held: list[list[Any]] = []  # [slots still to wait, data]
+        self.held: list[list[Any]] = []  # [slots still to wait, data, duplicate it?]
         self.burst_left = 0
         self.next_ns = 0
-        self.last_ts = 0.0
 
 
 class Impairer:
@@ -116,11 +116,7 @@ class Impairer:
         self._latest = max(self._latest, d.ts)
         src, dst = (d.src, d.sport), (d.dst, d.dport)
         header = parse_header(d.payload)
-        message_type = None
-        if not isinstance(header, str) and header.is_control:
-            control = parse_control(d.payload)
-            if not isinstance(control, str):
-                message_type = control.message_type
+        message_type = control_message_type(d.payload, header)
         conv, towards_lns = self.directions.find(src, dst, message_type)
         if (
             isinstance(header, str)
@@ -150,14 +146,14 @@ class Impairer:
     ) -> None:
         c, st, rng = self.config, self.stats, self.rng
         st.data_in += 1
-        s.last_ts = ts
         if c.add_seq and without_ns:
             data = with_sequence(data, s.next_ns)
             s.next_ns = (s.next_ns + 1) & 0xFFFF
             st.seq_added += 1
-        # the same draws for every packet: reproducible whatever is switched on
-        r_loss, r_burst, r_swap, r_disp, r_dup = (rng.random() for _ in range(5))
-        jitter = rng.uniform(0.0, c.jitter) if c.jitter else 0.0
+        # the same six draws for every packet, jitter's too, whatever is switched on: turning
+        # one impairment on or off leaves the dice of the others as they were for the seed
+        r_loss, r_burst, r_swap, r_disp, r_dup, r_jitter = (rng.random() for _ in range(6))
+        jitter = r_jitter * c.jitter
         if s.burst_left:
             s.burst_left -= 1
             st.lost += 1
@@ -217,6 +213,7 @@ class Impairer:
 
 
 def impair_file(in_path: str, out_path: str, config: ImpairConfig) -> ImpairStats:
+    refuse_input_as_output(in_path, out_path, "OUT")
     reader = CaptureReader(in_path, config.ports)
     with PcapWriter.create(out_path) as writer:
         imp = Impairer(config, writer)
@@ -224,7 +221,7 @@ def impair_file(in_path: str, out_path: str, config: ImpairConfig) -> ImpairStat
             if isinstance(item, UdpDatagram):
                 imp.feed(item)
         imp.finish()
-    imp.stats.unreadable = dict(reader.stats.unreadable)
+    imp.stats.capture = reader.stats
     return imp.stats
 
 
@@ -283,7 +280,28 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--lns", metavar="ADDR[:PORT]")
 
 
+def _flag_errors(args: Any) -> list[str]:
+    """The checks ImpairConfig makes, in the operator's words: flag, value as typed, unit."""
+    errors = []
+    for flag in ("swap", "displace_prob", "loss", "burst_loss", "duplicate"):
+        value = getattr(args, flag)
+        if not 0.0 <= value <= 1.0:
+            errors.append(f"--{flag.replace('_', '-')} {value:g}: expected a probability 0..1")
+    if args.displace < 0 or (args.displace_prob and args.displace < 1):
+        errors.append(f"--displace {args.displace}: expected K >= 1 with --displace-prob")
+    if args.burst_len < 1:
+        errors.append(f"--burst-len {args.burst_len}: expected N >= 1")
+    if not args.jitter >= 0:
+        errors.append(f"--jitter {args.jitter:g}: expected >= 0 ms")
+    return errors
+
+
 def main(args: Any) -> int:
+    errors = _flag_errors(args)
+    if errors:
+        for e in errors:
+            print(f"l2tpreorder impair: error: {e}", file=sys.stderr)
+        return 2
     try:
         config = ImpairConfig(
             seed=args.seed,
@@ -301,7 +319,10 @@ def main(args: Any) -> int:
             lns_address=args.lns,
         )
         stats = impair_file(args.input, args.output, config)
-    except ValueError as e:
+    except capture.CaptureFormatError as e:  # not a capture: as `replay pcap` says it
+        print(f"l2tpreorder impair: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, ConfigError) as e:
         print(f"l2tpreorder impair: {e}", file=sys.stderr)
         return 2
     except OSError as e:
@@ -313,4 +334,6 @@ def main(args: Any) -> int:
         f"({stats.lost_in_bursts:,} in bursts), {stats.duplicated:,} duplicated; "
         f"{stats.seq_added:,} given Ns; {stats.passed_through:,} passed through untouched"
     )
+    for line in capture.describe_unreadable(stats.capture):
+        print(line)
     return 0

@@ -12,10 +12,10 @@ import socket
 import sys
 import time
 
-from l2tpreorder.capture import CaptureReader, UdpDatagram
-from l2tpreorder.direction import DirectionFinder, Endpoint, format_endpoint, parse_host_port
+from l2tpreorder.capture import CaptureFormatError, CaptureReader, UdpDatagram
+from l2tpreorder.config import ConfigError, format_address, parse_address
+from l2tpreorder.direction import DirectionFinder, Endpoint, control_message_type
 from l2tpreorder.fastpath import parse_header
-from l2tpreorder.wire import parse_control
 
 
 def send_live(
@@ -25,27 +25,27 @@ def send_live(
     ports: tuple[int, ...] = (1701,),
     lns_address: str | None = None,
 ) -> int:
-    host, port = parse_host_port(target)
-    if port is None:
-        print(f"l2tpreorder replay: --live {target!r}: expected HOST:PORT", file=sys.stderr)
+    try:
+        host, port = parse_address("--live", target)
+        directions = DirectionFinder(lns_address, ports)
+        reader = CaptureReader(path, ports)
+    except ConfigError as e:
+        print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"l2tpreorder replay: {e}", file=sys.stderr)
+        return 1
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    directions = DirectionFinder(lns_address, ports)
     sockets: dict[Endpoint, socket.socket] = {}
     sel = selectors.DefaultSelector()
     sent = received = 0
     first_ts: float | None = None
     start = time.monotonic()
     try:
-        for item in CaptureReader(path, ports):
+        for item in reader:
             if not isinstance(item, UdpDatagram):
                 continue
-            header = parse_header(item.payload)
-            message_type = None
-            if not isinstance(header, str) and header.is_control:
-                control = parse_control(item.payload)
-                if not isinstance(control, str):
-                    message_type = control.message_type
+            message_type = control_message_type(item.payload, parse_header(item.payload))
             conv, towards_lns = directions.find(
                 (item.src, item.sport), (item.dst, item.dport), message_type
             )
@@ -64,27 +64,50 @@ def send_live(
                 sock.connect((host, port))
                 sel.register(sock, selectors.EVENT_READ)
                 sockets[conv.lac] = sock
-            try:
-                sock.send(item.payload)
-                sent += 1
-            except BlockingIOError:
-                time.sleep(0.001)
-                sock.send(item.payload)
-                sent += 1
+            send_when_writable(sock, item.payload)
+            sent += 1
             received += _drain(sel, 0)
         received += _drain(sel, 0.2)
+    except CaptureFormatError as e:
+        print(f"l2tpreorder replay: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(
+            f"l2tpreorder replay: --live {format_address((host, port))}: sending datagram "
+            f"{sent + 1} failed after {sent:,} sent: {e}",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         for sock in sockets.values():
             sel.unregister(sock)
             sock.close()
         sel.close()
-    peers = ", ".join(format_endpoint(lac) for lac in sockets)
+    peers = ", ".join(format_address(lac) for lac in sockets)
     print(
         f"sent {sent:,} datagrams from {len(sockets)} LAC endpoint(s) ({peers}) to "
-        f"{format_endpoint((host, port))} in {time.monotonic() - start:.3f} s; "
+        f"{format_address((host, port))} in {time.monotonic() - start:.3f} s; "
         f"{received:,} datagrams came back"
     )
     return 0
+
+
+def send_when_writable(sock: socket.socket, data: bytes, timeout: float = 5.0) -> None:
+    """Send on a non-blocking socket; while the send buffer is full, wait until it is writable
+    (up to `timeout` seconds in all, then TimeoutError: a daemon that stopped reading)."""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        while True:
+            try:
+                sock.send(data)
+                return
+            except BlockingIOError:
+                pass
+            if not sel.get_map():
+                sel.register(sock, selectors.EVENT_WRITE)
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError(f"the socket stayed full for {timeout:g} s")
 
 
 def _drain(sel: selectors.BaseSelector, timeout: float) -> int:

@@ -19,8 +19,9 @@ code (read, never copied: both are GPL), as small sans-IO state machines fed (Ns
 * `Xl2tpdSession`: xl2tpd's userspace path (`expand_payload`): `rec` is the last accepted Ns.
   Ns behind rec (by less than 32768) is dropped as already seen; Ns <= rec + 2 (plain integer
   compare) is accepted and becomes rec; anything further ahead is dropped without moving rec, so
-  two consecutive losses stall the session until Ns comes round again to rec + 1 (65,534 packets
-  later). (xl2tpd first compares Ns with its own *send* counter; when those happen to be equal it
+  two consecutive losses stall the session until Ns comes round again to rec itself (Ns == rec
+  passes the `<= rec + 2` test), one full 16-bit cycle after the last accepted packet.
+  (xl2tpd first compares Ns with its own *send* counter; when those happen to be equal it
   increments rec instead. That coincidence is not modelled.)
 
 `item` is whatever the caller wants back (a packet index, a datagram); the models never look at
@@ -202,7 +203,7 @@ class DeliveryStats:
     _max_order: int = -1
     _stall_start: float | None = None
 
-    def on_arrival(self, now: float) -> None:
+    def on_arrival(self) -> None:
         self.arrived += 1
 
     def on_delivered(self, order: int | None, now: float) -> None:
@@ -215,7 +216,7 @@ class DeliveryStats:
                 self._max_order = order
         self._end_stall(now)
 
-    def on_dropped(self, reason: str, now: float) -> None:
+    def on_dropped(self, reason: str) -> None:
         self.dropped += 1
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
 
@@ -260,7 +261,7 @@ class ModelRunner:
         self.stats = DeliveryStats()
 
     def receive(self, ns: int | None, order: int, now: float) -> Step[int]:
-        self.stats.on_arrival(now)
+        self.stats.on_arrival()
         step = self.model.receive(ns, order, now)
         self._account(step, order, now)
         return step
@@ -268,7 +269,7 @@ class ModelRunner:
     def _account(self, step: Step[int], arrived: int | None, now: float) -> None:
         stats = self.stats
         for _item, reason in step.dropped:
-            stats.on_dropped(reason, now)
+            stats.on_dropped(reason)
         for item in step.delivered:
             stats.on_delivered(item, now)
         if arrived is not None and arrived not in step.delivered:

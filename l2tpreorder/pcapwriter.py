@@ -4,11 +4,16 @@ Output is LINKTYPE_RAW (bare IPv4/IPv6, no link layer): the input's link layer, 
 fragmentation are not what these files are about, and every reader (tshark, tcpdump, dpkt, ours)
 decodes raw IP. The IP and UDP headers are rebuilt for each datagram with correct lengths and
 checksums, so a payload whose size changed (Ns added or stripped) is still a valid packet.
+
+A file is written under a temporary name in the same directory and renamed into place by
+`close()`, so a run that fails leaves no partial output (and no earlier file is clobbered), and
+`refuse_input_as_output` stops `-o` from truncating the capture that is about to be read.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import struct
 from types import TracebackType
@@ -18,7 +23,7 @@ LINKTYPE_RAW = 101
 _FILE_HEADER = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 MAGIC_MICRO = 0xA1B2C3D4
-MAGIC_NANO = 0xA1B23C4D
+SNAPLEN = 262144
 
 
 def _checksum(data: bytes) -> int:
@@ -54,36 +59,63 @@ def build_udp_ip(
     return header + udp
 
 
-class PcapWriter:
-    """Little-endian classic pcap, micro- or nanosecond timestamps."""
+class OutputIsInput(ValueError):
+    """The output path names the capture being read: writing it would truncate the input."""
 
-    def __init__(
-        self,
-        f: BinaryIO,
-        linktype: int = LINKTYPE_RAW,
-        nanosecond: bool = False,
-        snaplen: int = 262144,
-    ) -> None:
-        self._f = f
-        self._scale = 1_000_000_000 if nanosecond else 1_000_000
-        f.write(
-            _FILE_HEADER.pack(
-                MAGIC_NANO if nanosecond else MAGIC_MICRO, 2, 4, 0, 0, snaplen, linktype
-            )
+
+def refuse_input_as_output(input_path: str, output_path: str, output_flag: str) -> None:
+    """Raise OutputIsInput when `output_path` is the same file as `input_path` (also through
+    a symlink or another spelling of the path)."""
+    try:
+        same = os.path.samefile(input_path, output_path)
+    except OSError:  # either does not exist: they cannot be the same file
+        return
+    if same:
+        raise OutputIsInput(
+            f"{output_flag} {output_path} is the input capture {input_path}: writing it would "
+            "destroy the capture before it is read; choose another output file"
         )
+
+
+def _open_temporary(path: str | os.PathLike[str]) -> tuple[BinaryIO, str]:
+    """A new file beside `path` (same directory, so the final rename is atomic)."""
+    directory, base = os.path.split(os.fspath(path))
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(fd, "wb"), tmp
+
+
+class PcapWriter:
+    """Little-endian classic pcap, microsecond timestamps, LINKTYPE_RAW."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        # set by create(): close() renames the temporary file to the final path
+        self._paths: tuple[str, str] | None = None
+        f.write(_FILE_HEADER.pack(MAGIC_MICRO, 2, 4, 0, 0, SNAPLEN, LINKTYPE_RAW))
         self._ident = 0
         self.frames = 0
 
     @classmethod
-    def create(
-        cls, path: str | os.PathLike[str], linktype: int = LINKTYPE_RAW, nanosecond: bool = False
-    ) -> PcapWriter:
-        return cls(open(path, "wb"), linktype, nanosecond)
+    def create(cls, path: str | os.PathLike[str]) -> PcapWriter:
+        f, tmp = _open_temporary(path)
+        try:
+            writer = cls(f)
+        except BaseException:
+            f.close()
+            os.unlink(tmp)
+            raise
+        writer._paths = (tmp, os.fspath(path))
+        return writer
 
-    def write_frame(self, ts: float, frame: bytes, orig_len: int | None = None) -> None:
-        ticks = round(ts * self._scale)  # round once, then split: never 1,000,000 usec
-        sec, frac = divmod(ticks, self._scale)
-        self._f.write(_RECORD.pack(sec & 0xFFFFFFFF, frac, len(frame), orig_len or len(frame)))
+    def write_frame(self, ts: float, frame: bytes) -> None:
+        ticks = round(ts * 1_000_000)  # round once, then split: never 1,000,000 usec
+        sec, frac = divmod(ticks, 1_000_000)
+        self._f.write(_RECORD.pack(sec & 0xFFFFFFFF, frac, len(frame), len(frame)))
         self._f.write(frame)
         self.frames += 1
 
@@ -94,7 +126,20 @@ class PcapWriter:
         self.write_frame(ts, build_udp_ip(src, sport, dst, dport, payload, self._ident))
 
     def close(self) -> None:
+        """Finish the file: a temporary file is renamed into place only now."""
+        if self._f.closed:
+            return
         self._f.close()
+        if self._paths is not None:
+            os.replace(*self._paths)
+
+    def abort(self) -> None:
+        """Give up: the temporary file is removed and nothing appears at the output path."""
+        if self._f.closed:
+            return
+        self._f.close()
+        if self._paths is not None:
+            os.unlink(self._paths[0])
 
     def __enter__(self) -> PcapWriter:
         return self
@@ -105,4 +150,7 @@ class PcapWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

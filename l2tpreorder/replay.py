@@ -23,12 +23,18 @@ from typing import IO, Any
 
 from l2tpreorder import capture
 from l2tpreorder.capture import CaptureReader, UdpDatagram
-from l2tpreorder.config import ConfigError, load_with_overrides
-from l2tpreorder.direction import Conversation, DirectionFinder, Endpoint
+from l2tpreorder.config import ConfigError, _ms, load_with_overrides, parse_address
+from l2tpreorder.direction import (
+    Conversation,
+    DirectionFinder,
+    Endpoint,
+    control_message_type,
+    parse_lns,
+)
 from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
-from l2tpreorder.pcapwriter import PcapWriter
+from l2tpreorder.pcapwriter import OutputIsInput, PcapWriter, refuse_input_as_output
 from l2tpreorder.reasons import Outcome
 from l2tpreorder.replay_report import (
     COMPARE_KERNEL0,
@@ -39,14 +45,13 @@ from l2tpreorder.replay_report import (
     format_report,
     result_as_dict,
 )
-from l2tpreorder.wire import parse_control
 
 # --- the replay ---------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class ReplayOptions:
-    engine: EngineConfig = field(default_factory=lambda: EngineConfig(record_hold_times=True))
+    engine: EngineConfig = field(default_factory=EngineConfig)
     ports: tuple[int, ...] = (capture.L2TP_PORT,)
     lns_address: str | None = None
     compare: bool = False
@@ -59,9 +64,8 @@ class Replay:
     def __init__(self, path: str, options: ReplayOptions) -> None:
         self.path = path
         self.options = options
-        config = options.engine
-        if not config.record_hold_times:
-            config = replace(config, record_hold_times=True)
+        # the report's hold-time percentiles need the samples (the one place this is set)
+        config = replace(options.engine, record_hold_times=True)
         self.engine = ReorderEngine(config)
         self.reader = CaptureReader(path, options.ports)
         self.directions = DirectionFinder(options.lns_address, options.ports)
@@ -70,7 +74,10 @@ class Replay:
         # (direction, conversation) -> tunnel ids / (tunnel, session) pairs, for the summary
         self._tunnel_ids: dict[tuple[bool, Conversation], set[int]] = {}
         self._session_ids: dict[tuple[bool, Conversation], set[tuple[int, int]]] = {}
-        self.writer = PcapWriter.create(options.output) if options.output else None
+        self.writer: PcapWriter | None = None
+        if options.output:
+            refuse_input_as_output(path, options.output, "-o")
+            self.writer = PcapWriter.create(options.output)
         self.compare_names = [COMPARE_L2TPREORDER, COMPARE_KERNEL0]
         if options.kernel_reorder_timeout:
             self.compare_names.append(self._kernel_n_name())
@@ -107,9 +114,13 @@ class Replay:
             assert isinstance(flow, Conversation)
             if self.writer is not None:
                 self._write(now, flow.lac, flow.lns, data)
-            if compare and not data[0] & 0x80:
+            if compare:
                 header = parse_header(data)
-                if not isinstance(header, str) and (header.ns is not None or self._strips):
+                if (
+                    not isinstance(header, str)
+                    and not header.is_control
+                    and (header.ns is not None or self._strips)
+                ):
                     rep = self.reports.get((flow, header.tunnel_id, header.session_id))
                     if rep is not None and rep.compare:
                         stats = rep.compare[COMPARE_L2TPREORDER]
@@ -136,10 +147,14 @@ class Replay:
                     self._datagram(item)
             end = self._now if self._now != float("-inf") else 0.0
             self._advance_to_end(end)
+        except BaseException:
+            if self.writer is not None:
+                self.writer.abort()  # no partial -o file
+            raise
         finally:
             progress.done()
-            if self.writer is not None:
-                self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self._finish()
         return result
 
@@ -174,12 +189,9 @@ class Replay:
                 self._write(now, src, dst, payload)
             return
         result.l2tp_packets += 1
-        message_type: int | None = None
+        message_type = control_message_type(payload, header)
         if header.is_control:
             result.control += 1
-            control = parse_control(payload)
-            if not isinstance(control, str):
-                message_type = control.message_type
         else:
             result.data += 1
             if header.ns is not None:
@@ -215,15 +227,15 @@ class Replay:
                     self._compare_models(rep, header.ns, order, now)
         outcome = self.engine.receive(payload, conv, now)
         if rep is not None and header.ns is not None:
-            rep.engine_session(self.engine)
+            rep.track_engine_session(self.engine)
             if rep.sequenced & 0xFF == 0:
                 rep.drain_hold_times()
             if self.options.compare:
                 stats = rep.compare[COMPARE_L2TPREORDER]
                 assert isinstance(stats, DeliveryStats)
-                stats.on_arrival(now)
+                stats.on_arrival()
                 if outcome in (Outcome.DROPPED_DUPLICATE, Outcome.DROPPED_LATE):
-                    stats.on_dropped(Outcome(outcome).name.lower(), now)
+                    stats.on_dropped(Outcome(outcome).name.lower())
                 if outcome == Outcome.FORWARDED_OUT_OF_ORDER:
                     stats.out_of_order += 1
                 if outcome not in (Outcome.FORWARDED_IN_ORDER, Outcome.FORWARDED_OUT_OF_ORDER):
@@ -252,14 +264,15 @@ class Replay:
 
     def _finish(self) -> None:
         result = self.result
+        # virtual time never goes back, so this is at or after every session's last packet
         last = self._now if self._now != float("-inf") else 0.0
         for rep in self.reports.values():
             rep.finish()
             for runner in rep.compare.values():
                 if isinstance(runner, ModelRunner):
-                    runner.close(max(last, rep.last_ts))
+                    runner.close(last)
                 else:
-                    runner.finish(max(last, rep.last_ts))
+                    runner.finish(last)
         result.sessions = sorted(
             self.reports.values(),
             key=lambda r: (r.first_ts, r.conversation.lac, r.tunnel_id, r.session_id),
@@ -409,14 +422,23 @@ def engine_config_from_args(args: Any) -> EngineConfig:
         sequencing=args.sequencing,
         max_held_per_session=args.max_held,
     )
-    return replace(config.engine, record_hold_times=True)
+    return config.engine
 
 
 def main(args: Any) -> int:
     if args.replay_command != "pcap":  # pragma: no cover - argparse enforces the choice
         return 2
-    try:
+    try:  # every flag is checked before anything is read or sent
         engine = engine_config_from_args(args)
+        if args.lns is not None:
+            parse_lns("--lns", args.lns)
+        if args.live is not None:
+            parse_address("--live", args.live)
+        kernel_reorder_timeout = (
+            None
+            if args.kernel_reorder_timeout is None
+            else _ms("--kernel-reorder-timeout", args.kernel_reorder_timeout, 0, 60000)
+        )
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
@@ -430,14 +452,15 @@ def main(args: Any) -> int:
         ports=ports,
         lns_address=args.lns,
         compare=args.compare,
-        kernel_reorder_timeout=(
-            args.kernel_reorder_timeout / 1000.0 if args.kernel_reorder_timeout else None
-        ),
+        kernel_reorder_timeout=kernel_reorder_timeout or None,
         output=args.output,
         progress=sys.stderr if sys.stderr.isatty() else None,
     )
     try:
         result = replay(args.file, options)
+    except OutputIsInput as e:
+        print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
+        return 2
     except (capture.CaptureFormatError, OSError) as e:
         print(f"l2tpreorder replay: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from l2tpreorder import capture
-from l2tpreorder.direction import Conversation, format_endpoint
+from l2tpreorder.config import format_address
+from l2tpreorder.direction import Conversation
 from l2tpreorder.engine import EngineConfig, ReorderEngine, Session
 from l2tpreorder.lns_models import DeliveryStats, ModelRunner
 
@@ -123,12 +124,12 @@ class SessionReport:
             self.max_order = order
         return order
 
-    def engine_session(self, engine: ReorderEngine) -> Session | None:
-        flow = self.conversation
-        s = engine.session(flow, self.tunnel_id, self.session_id)
+    def track_engine_session(self, engine: ReorderEngine) -> None:
+        """Remember the engine's current Session object (it makes a new one when a session
+        ends and its IDs come back), so `finish` can add up all of them."""
+        s = engine.session(self.conversation, self.tunnel_id, self.session_id)
         if s is not None and (not self.engine_sessions or self.engine_sessions[-1] is not s):
             self.engine_sessions.append(s)
-        return s
 
     def drain_hold_times(self) -> None:
         for s in self.engine_sessions:
@@ -156,8 +157,8 @@ class SessionReport:
         d: dict[str, Any] = {
             "tunnel_id": self.tunnel_id,
             "session_id": self.session_id,
-            "peer": format_endpoint(self.conversation.lac),
-            "lns": format_endpoint(self.conversation.lns),
+            "peer": format_address(self.conversation.lac),
+            "lns": format_address(self.conversation.lns),
             "packets": self.data,
             "sequenced": self.sequenced,
             "in_order": self.forwarded_in_order,
@@ -217,6 +218,7 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "udp_datagrams": st.datagrams,
             "reassembled_from_fragments": st.reassembled,
             "unreadable": dict(sorted(st.unreadable.items())),
+            "file_error": st.file_error,
             "l2tpv2_packets": r.l2tp_packets,
             "control": r.control,
             "data": r.data,
@@ -228,7 +230,7 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "timestamps_went_back": r.time_went_back,
         },
         "conversations": [
-            {"lac": format_endpoint(c.lac), "lns": format_endpoint(c.lns), "direction": c.method}
+            {"lac": format_address(c.lac), "lns": format_address(c.lns), "direction": c.method}
             for c in r.conversations
         ],
         "direction_conflicts": r.direction_conflicts,
@@ -261,21 +263,14 @@ def format_report(r: ReplayResult) -> str:
     ]
     if st.reassembled:
         lines.append(f"  {st.reassembled:,} datagrams reassembled from outer IP fragments")
-    for reason, n in sorted(st.unreadable.items(), key=lambda kv: -kv[1]):
-        text = capture.REASON_TEXT.get(reason, reason)
-        lines.append(f"  not read: {n:,} frames {text}")
-    if st.unreadable.get(capture.ENCRYPTED):
-        lines.append(
-            "    -> this is L2TP over IPsec: capture inside the tunnel (after decryption, e.g. on "
-            "the LNS's L2TP port 1701) to see the L2TP traffic."
-        )
+    lines += capture.describe_unreadable(st)
     for reason, n in sorted(r.malformed.items()):
         lines.append(f"  malformed L2TP: {n:,} ({reason})")
     if r.time_went_back:
         lines.append(f"  {r.time_went_back:,} timestamps went backwards (replayed as 'now')")
     for c in r.conversations:
         lines.append(
-            f"  LAC {format_endpoint(c.lac)} -> LNS {format_endpoint(c.lns)}  [{c.method}]"
+            f"  LAC {format_address(c.lac)} -> LNS {format_address(c.lns)}  [{c.method}]"
         )
     if r.direction_conflicts:
         lines.append(
@@ -312,7 +307,7 @@ def format_report(r: ReplayResult) -> str:
         else:  # nothing to reorder: the engine passes unsequenced data straight through
             seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5}"
         lines.append(
-            f"{format_endpoint(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
+            f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
             f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
         )
     if not r.sessions:
@@ -348,7 +343,7 @@ def format_compare(r: ReplayResult) -> str:
     for s in r.sessions:
         if not s.compare:
             continue
-        label = f"{format_endpoint(s.conversation.lac)} {s.tunnel_id}/{s.session_id}"
+        label = f"{format_address(s.conversation.lac)} {s.tunnel_id}/{s.session_id}"
         stats = {n: _stats(s.compare[n]) for n in names}
         for n in names:
             t, d = totals[n], stats[n]

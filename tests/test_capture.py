@@ -3,6 +3,7 @@ truncation and the reasons it gives for what it cannot read. tshark is the refer
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -167,10 +168,6 @@ def test_generated_files_are_valid_for_tshark(tmp_path: Path) -> None:
 # --- generated: link layers ---------------------------------------------------------------------
 
 
-def one(ip: bytes) -> list[tuple[str, int, bytes]]:
-    return [(f"{n}", lt, frame) for n, lt, frame in [("x", 0, ip)]]
-
-
 LINK_CASES = {
     "ethernet": (g.ETHERNET, g.eth),
     "vlan": (g.ETHERNET, lambda ip: g.eth(ip, [(0x8100, 10)])),
@@ -289,6 +286,25 @@ def test_fragment_state_is_bounded_in_entries_and_age(tmp_path: Path) -> None:
     assert seen[1][0] == "UdpDatagram"
 
 
+def test_duplicate_and_empty_fragments_count_against_the_byte_cap(tmp_path: Path) -> None:
+    # 3,000 copies of one fragment, half of them with no data, of a datagram that never completes:
+    # the frames an entry keeps cost bytes too, so it is given up while reading, not at the end.
+    ip = g.udp_ip("10.1.1.1", "10.2.2.2", g.l2tp_data(1, 1, b"d" * 2000))
+    second = g.fragment_ipv4(ip, 1200)[1]
+    empty = second[:2] + (20).to_bytes(2, "big") + second[4:20]
+    frames = [(T0 + i * 1e-4, g.eth(second if i % 2 else empty)) for i in range(3000)]
+    path = g.write_pcap(tmp_path / "dup.pcap", frames, g.ETHERNET)
+    reasm = Reassembler(max_bytes=64 * 1024)
+    reader = CaptureReader(path, reassembler=reasm)
+    first_given_up_at = None
+    for item in reader:
+        assert reasm.buffered <= 64 * 1024
+        if first_given_up_at is None and isinstance(item, Unreadable):
+            first_given_up_at = reader.stats.frames
+    assert first_given_up_at is not None and first_given_up_at < 3000
+    assert reader.stats.unreadable == {capture.FRAGMENT_INCOMPLETE: 3000}
+
+
 # --- generated: what cannot be read -------------------------------------------------------------
 
 
@@ -331,9 +347,43 @@ def test_snaplen_truncation_and_a_file_cut_mid_record(tmp_path: Path) -> None:
     full = g.write_pcap(tmp_path / "c.pcap", [(T0, g.eth(ip)), (T0 + 1, g.eth(ip))], 1)
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(full.read_bytes()[:-100])
-    dgrams, unreadable, _ = read_all(cut)
+    dgrams, unreadable, reader = read_all(cut)
     assert len(dgrams) == 1
-    assert [u.reason for u in unreadable] == [capture.TRUNCATED]  # short last record: snaplen-like
+    # the last record is cut off by the end of the file, not by a snaplen: what the doc promises
+    assert [u.reason for u in unreadable] == [capture.TRUNCATED_FILE]
+    assert "cut.pcap: record at byte" in (reader.stats.file_error or "")
+
+
+def _pcapng_blocks(data: bytes) -> list[tuple[int, int, int]]:
+    """(offset, type, length) of each block of a little-endian pcapng file."""
+    out, pos = [], 0
+    while pos < len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        out.append((pos, btype, blen))
+        pos += blen
+    return out
+
+
+@pytest.mark.parametrize("damage", ["trailing_length", "block_length", "interface_id"])
+def test_pcapng_corrupt_block_in_the_middle_keeps_what_came_before(
+    tmp_path: Path, damage: str
+) -> None:
+    ips = [g.udp_ip("10.0.0.1", "10.0.0.2", g.l2tp_data(1, 2, bytes([i]) * 20)) for i in range(6)]
+    packets = [(0, T0 + i, g.eth(ip)) for i, ip in enumerate(ips)]
+    path = g.write_pcapng(tmp_path / "c.pcapng", [(g.ETHERNET, 6)], packets)
+    data = bytearray(path.read_bytes())
+    at, _, blen = [b for b in _pcapng_blocks(bytes(data)) if b[1] == 6][3]  # the 4th packet
+    if damage == "trailing_length":  # dpkt: UnpackError "length fields do not match"
+        struct.pack_into("<I", data, at + blen - 4, blen + 4)
+    elif damage == "block_length":  # not a multiple of 4
+        struct.pack_into("<I", data, at + 4, blen + 1)
+    else:  # a packet on an interface the section never declared
+        struct.pack_into("<I", data, at + 8, 7)
+    path.write_bytes(bytes(data))
+    dgrams, unreadable, reader = read_all(path)
+    assert [d.frame for d in dgrams] == [1, 2, 3]
+    assert [(u.frame, u.reason) for u in unreadable] == [(4, capture.CORRUPT_FILE)]
+    assert f"c.pcapng: pcapng block of type 0x6 at byte {at}" in (reader.stats.file_error or "")
 
 
 def test_unsupported_link_type_and_not_a_capture(tmp_path: Path) -> None:

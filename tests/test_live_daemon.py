@@ -64,8 +64,10 @@ def receive_all(sock: socket.socket, count: int, into: list[bytes]) -> None:
 def test_live_impaired_capture_through_a_running_daemon(tmp_path: Path) -> None:
     src = shared_pcap("jnetpcap_test-l2tp.pcap")
     impaired = tmp_path / "big-pings.pcap"
+    # a seed whose dice leave each session's first packet in place: a session starts at the
+    # first Ns seen, so a swap of its first two packets is not repairable by any receiver
     code, text = run_cli(
-        "impair", str(src), str(impaired), "--add-seq", "--swap", "0.2", "--seed", "7"
+        "impair", str(src), str(impaired), "--add-seq", "--swap", "0.2", "--seed", "1"
     )
     assert code == 0, text
     original, original_control = towards_lns(src)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import re
 import socket
 import subprocess
 import threading
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from l2tpreorder import capture, cli
 from l2tpreorder.capture import CaptureReader, UdpDatagram
+from l2tpreorder.config import format_address
 from l2tpreorder.engine import EngineConfig, Sequencing
 from l2tpreorder.fastpath import parse_header
 from l2tpreorder.impair import ImpairConfig, impair_file
-from l2tpreorder.live import send_live
+from l2tpreorder.live import send_live, send_when_writable
 from l2tpreorder.replay import (
     COMPARE_KERNEL0,
     COMPARE_L2TPREORDER,
@@ -116,8 +119,23 @@ def test_every_shared_capture_replays_without_error(name: str, tmp_path: Path) -
     assert st.frames == st.datagrams + st.fragments + sum(st.unreadable.values())
     assert r.l2tp_packets + sum(r.malformed.values()) == st.datagrams
     assert r.written == st.datagrams  # the engine forwards everything it reads here (no Ns)
-    json.dumps(result_as_dict(r))
-    assert format_report(r)
+    doc = json.loads(json.dumps(result_as_dict(r)))
+    assert doc["capture"]["frames"] == st.frames
+    assert doc["capture"]["l2tpv2_packets"] == r.l2tp_packets
+    assert doc["capture"]["unreadable"] == st.unreadable
+    assert doc["written"] == r.written
+    assert [(s["tunnel_id"], s["session_id"], s["packets"]) for s in doc["sessions"]] == [
+        (s.tunnel_id, s.session_id, s.data) for s in r.sessions
+    ]
+    text = format_report(r)
+    assert text.startswith(f"{r.path}: {st.file_format}, {st.frames:,} frames, ")
+    assert f"L2TPv2: {r.l2tp_packets:,} packets" in text
+    for s in r.sessions:  # one table row per session: LAC peer, tunnel, session, packets
+        lac = format_address(s.conversation.lac)
+        row = rf"^{re.escape(lac)} +{s.tunnel_id} +{s.session_id} +{s.data:,} "
+        assert re.search(row, text, re.M), row
+    for reason, n in st.unreadable.items():
+        assert f"not read: {n:,} frames {capture.REASON_TEXT[reason]}" in text
 
 
 @pytest.mark.integration
@@ -153,8 +171,10 @@ def test_impaired_real_capture_replays_to_contiguous_ns_in_original_order(
 ) -> None:
     src = shared_pcap(name)
     impaired, out = tmp_path / "impaired.pcap", tmp_path / "out.pcap"
+    # A seed whose dice leave each session's first packet in place: a session starts at the
+    # first Ns seen, so a swap of its first two packets is not repairable by any receiver.
     cfg = ImpairConfig(
-        seed=7, swap=0.2, displace=3, displace_prob=0.05, duplicate=0.05, add_seq=True
+        seed=1, swap=0.2, displace=3, displace_prob=0.05, duplicate=0.05, add_seq=True
     )
     stats = impair_file(str(src), str(impaired), cfg)
     assert stats.seq_added == stats.data_in > 0
@@ -340,3 +360,162 @@ def test_live_sends_lac_payloads_in_capture_order() -> None:
     ]
     assert len(expected) == 95
     assert got == expected
+
+
+# --- damaged captures ---------------------------------------------------------------------------
+
+
+def test_mutated_pcapng_never_escapes_as_a_traceback(tmp_path: Path) -> None:
+    """A real capture converted to pcapng by editcap, then 300 copies with 1-4 random bytes
+    changed or the tail cut off: `replay pcap` and `impair` either report (exit 0, whatever was
+    readable, with the reason it stopped) or refuse a file that is not a capture (exit 1)."""
+    editcap = need_tool("editcap")
+    ng = tmp_path / "j.pcapng"
+    subprocess.run(
+        [editcap, "-F", "pcapng", str(shared_pcap("jnetpcap_test-l2tp.pcap")), str(ng)],
+        check=True,
+        timeout=60,
+    )
+    original = ng.read_bytes()
+    rng = random.Random(7)
+    mutated, out = tmp_path / "m.pcapng", tmp_path / "o.pcap"
+    codes: dict[int, int] = {}
+    stopped_early = 0
+    for _ in range(300):
+        data = bytearray(original)
+        if rng.random() < 0.1:
+            del data[rng.randrange(len(data)) :]
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        mutated.write_bytes(bytes(data))
+        with redirect_stderr(io.StringIO()):
+            code, text = run_cli("replay", "pcap", str(mutated), "--compare", "-o", str(out))
+            codes[code] = codes.get(code, 0) + 1
+            stopped_early += "everything before it was read" in text
+            icode, _ = run_cli("impair", str(mutated), str(out), "--add-seq", "--swap", "0.1")
+        assert code in (0, 1) and icode in (0, 1), (code, icode)
+        assert code == icode
+    assert codes.get(0, 0) > 200 and stopped_early > 10, (codes, stopped_early)
+
+
+def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    src = tmp_path / "in.pcap"
+    src.write_bytes(shared_pcap("jnetpcap_test-l2tp.pcap").read_bytes())
+    original = src.read_bytes()
+    (tmp_path / "link.pcap").symlink_to(src)
+    for argv in (
+        ["replay", "pcap", str(src), "-o", str(src)],
+        ["replay", "pcap", str(src), "-o", str(tmp_path / "link.pcap")],
+        ["impair", str(src), str(src), "--add-seq"],
+        ["impair", str(src), str(tmp_path / "." / "in.pcap")],
+    ):
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code, _ = run_cli(*argv)
+        assert code == 2, argv
+        out_arg = argv[4] if argv[0] == "replay" else argv[2]
+        assert f"{out_arg} is the input capture {src}" in err.getvalue(), err.getvalue()
+        assert src.read_bytes() == original, argv  # 23,686 bytes, not truncated to 24
+
+
+def test_a_failed_run_leaves_no_output_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a capture at all\n")
+    out = tmp_path / "out.pcap"
+    with redirect_stderr(io.StringIO()):
+        assert run_cli("replay", "pcap", str(bogus), "-o", str(out))[0] == 1
+        assert run_cli("impair", str(bogus), str(out))[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no OUT, no temp file
+    # a previous output survives a failed run untouched
+    out.write_bytes(b"earlier result")
+    with redirect_stderr(io.StringIO()):
+        assert run_cli("replay", "pcap", str(bogus), "-o", str(out))[0] == 1
+    assert out.read_bytes() == b"earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.pcap"]
+
+
+@pytest.mark.parametrize("lns", ["2001:DB8:0:0::1", "[2001:db8:0::1]:1701", "2001:0db8::0001"])
+def test_lns_flag_matches_a_non_canonical_ipv6_spelling(lns: str, tmp_path: Path) -> None:
+    lac, server = "2001:db8::2", "2001:db8::1"
+    frames = [  # the LNS speaks first and both ends use port 1701: only --lns can tell
+        (T0, g.eth(g.udp_ip(server, lac, g.l2tp_data(9, 8, b"\xff\x03\x00\x21x"), 1701, 1701))),
+        (T0 + 1, g.eth(g.udp_ip(lac, server, g.l2tp_data(5, 6, b"\xff\x03\x00\x21y"), 1701, 1701))),
+    ]
+    path = g.write_pcap(tmp_path / "v6.pcap", frames, g.ETHERNET)
+    r = replay(str(path), ReplayOptions(lns_address=lns))
+    (conv,) = r.conversations
+    assert (conv.lac[0], conv.lns[0], conv.method) == (lac, server, "--lns")
+    assert [(s.tunnel_id, s.session_id) for s in r.sessions] == [(5, 6)]
+
+
+def test_live_send_waits_while_the_socket_is_full() -> None:
+    """A real full send queue (AF_UNIX datagram pair whose reader is slow): the datagram goes
+    out once there is room, instead of a second BlockingIOError escaping after a 1 ms sleep."""
+    tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        tx.setblocking(False)
+        queued = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                tx.send(b"x" * 1024)
+                queued += 1
+        rx.settimeout(5)
+        drain = threading.Timer(0.2, lambda: [rx.recv(2048) for _ in range(queued)])
+        drain.start()
+        send_when_writable(tx, b"last")
+        drain.join(10)
+        assert rx.recv(2048) == b"last"  # after the `queued` ones the reader took
+        with pytest.raises(TimeoutError):  # nobody reads any more: a bounded wait, then an error
+            while True:
+                send_when_writable(tx, b"y" * 1024, timeout=0.05)
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_impair_says_why_nothing_was_written(tmp_path: Path) -> None:
+    src = shared_pcap("flowcontainer_l2tp.pcap")
+    code, text = run_cli("impair", str(src), str(tmp_path / "o.pcap"))
+    assert code == 0
+    assert "0 datagrams written" in text
+    assert "not read: 2,342 frames encrypted" in text and "L2TP over IPsec" in text
+    assert "not read: 8 frames IKE" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--jitter", "-5"], "--jitter -5: expected >= 0 ms"),
+        (["--swap", "1.5"], "--swap 1.5: expected a probability 0..1"),
+        (["--displace-prob", "0.1"], "--displace 0: expected K >= 1 with --displace-prob"),
+        (["--burst-len", "0"], "--burst-len 0: expected N >= 1"),
+        (["--lns", "1.2.3.4:x"], "--lns = '1.2.3.4:x': expected an IP address"),
+    ],
+)
+def test_impair_bad_flag_names_the_flag_and_unit(
+    flags: list[str], expected: str, tmp_path: Path
+) -> None:
+    src = shared_pcap("jnetpcap_test-l2tp.pcap")
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code, out = run_cli("impair", str(src), str(tmp_path / "o.pcap"), *flags)
+    assert code == 2 and out == ""
+    assert expected in err.getvalue(), err.getvalue()
+    assert not (tmp_path / "o.pcap").exists()
+
+
+def test_impair_switching_jitter_on_keeps_the_other_dice(tmp_path: Path) -> None:
+    src = str(shared_pcap("jnetpcap_test-l2tp.pcap"))
+    base = dict(add_seq=True, swap=0.1, loss=0.1, duplicate=0.1, seed=5)
+    plain = impair_file(src, str(tmp_path / "a.pcap"), ImpairConfig(**base))  # type: ignore[arg-type]
+    jittered = impair_file(
+        src, str(tmp_path / "b.pcap"), ImpairConfig(**base, jitter=1e-9)  # type: ignore[arg-type]
+    )
+    assert plain.data_in == jittered.data_in == 85
+    counts = (plain.swapped, plain.lost, plain.duplicated)
+    assert counts == (jittered.swapped, jittered.lost, jittered.duplicated)
+    assert all(counts)
+    # 1 ns of jitter moves no packet past another: the same datagrams in the same order
+    assert inner_by_session(tmp_path / "a.pcap", "192.168.98.222") == inner_by_session(
+        tmp_path / "b.pcap", "192.168.98.222"
+    )

@@ -157,6 +157,15 @@ def test_bad_config_file_fails_as_check_config_says(case: str, tmp_path: Path) -
         (["--timeout", "-1"], "--timeout = -1.0: expected a number of milliseconds >= 0"),
         (["--timeout", "90000"], "--timeout = 90000.0: expected a number of milliseconds"),
         (["--max-held", "0"], "--max-held = 0: expected an integer 1..32767 packets"),
+        (
+            ["--compare", "--kernel-reorder-timeout", "-50"],
+            "--kernel-reorder-timeout = -50.0: expected a number of milliseconds >= 0 and <= 60000",
+        ),
+        (["--lns", "1.2.3.4:x"], "--lns = '1.2.3.4:x': expected an IP address with an optional"),
+        (["--lns", "lns.example"], "--lns = 'lns.example': expected an IP address"),
+        (["--live", "localhost:abc"], "--live = 'localhost:abc': expected an address"),
+        (["--live", "127.0.0.1"], "--live = '127.0.0.1': expected an address"),
+        (["--live", "127.0.0.1:9", "--lns", "::1:x"], "--lns = '::1:x': expected an IP address"),
     ],
 )
 def test_bad_flag_names_the_flag(flags: list[str], expected: str, tmp_path: Path) -> None:
@@ -164,3 +173,14 @@ def test_bad_flag_names_the_flag(flags: list[str], expected: str, tmp_path: Path
     code, out, err = run_cli("replay", "pcap", str(cap), *flags)
     assert code == 2 and out == ""
     assert err.startswith("l2tpreorder replay: error: ") and expected in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_a_capture"])
+def test_live_with_a_bad_capture_says_so(kind: str, tmp_path: Path) -> None:
+    cap = tmp_path / "in.pcap"
+    if kind == "not_a_capture":
+        cap.write_text("hello\n")
+    # port 9 on loopback: nothing is sent, the capture is refused first
+    code, out, err = run_cli("replay", "pcap", str(cap), "--live", "127.0.0.1:9")
+    assert code == 1 and out == ""
+    assert err.startswith("l2tpreorder replay: ") and str(cap) in err
