@@ -398,17 +398,24 @@ def _cdn(session: int = SESSION) -> bytes:
     )
 
 
-def test_data_carrying_on_after_a_cdn_keeps_the_renumbered_stream_contiguous() -> None:
-    """A spoofed CDN (the LNS rejects it: wrong control Ns) ends our session; the LAC's data
-    goes on. Restarting the renumbering would show the LNS a jump (xl2tpd then stalls)."""
+def _session_ended_by_cdn_after_a_gap() -> ReorderEngine:
+    """Ns 5000 delivered, 5001 lost (the renumbered stream now runs one behind: the LNS has
+    seen 5000, 5001), then a CDN ends the session at t=1.1."""
     e = engine(reorder_timeout=0.01)
     e.receive(data(5000), FLOW, 0.0)
-    e.receive(data(5002), FLOW, 0.0)  # 5001 lost: renumbered stream now runs 1 behind
+    e.receive(data(5002), FLOW, 0.0)
     e.expire(1.0)
     assert [ns_of(d) for _, d in drain(e)] == [5000, 5001]
     e.receive(_cdn(), FLOW, 1.1)
     assert e.session(FLOW, TUNNEL, SESSION) is None
     drain(e)
+    return e
+
+
+def test_data_carrying_on_after_a_cdn_keeps_the_renumbered_stream_contiguous() -> None:
+    """A spoofed CDN (the LNS rejects it: wrong control Ns) ends our session; the LAC's data
+    goes on. Restarting the renumbering would show the LNS a jump (xl2tpd then stalls)."""
+    e = _session_ended_by_cdn_after_a_gap()
     for i, ns in enumerate([5003, 5005, 5004]):
         e.receive(data(ns), FLOW, 1.2 + i * 0.001)
     out = drain(e)
@@ -419,24 +426,14 @@ def test_data_carrying_on_after_a_cdn_keeps_the_renumbered_stream_contiguous() -
 
 
 def test_a_new_call_reusing_the_session_id_starts_afresh() -> None:
-    e = engine(reorder_timeout=0.01)
-    e.receive(data(5000), FLOW, 0.0)
-    e.receive(data(5002), FLOW, 0.0)
-    e.expire(1.0)
-    e.receive(_cdn(), FLOW, 1.1)
-    drain(e)
+    e = _session_ended_by_cdn_after_a_gap()
     e.receive(data(0), FLOW, 1.2)
     assert [ns_of(d) for _, d in drain(e)] == [0]
     assert e.counters.sessions_continued == 0
 
 
 def test_numbering_is_not_carried_over_after_the_memory_expires() -> None:
-    e = engine(reorder_timeout=0.01)
-    e.receive(data(5000), FLOW, 0.0)
-    e.receive(data(5002), FLOW, 0.0)
-    e.expire(1.0)
-    e.receive(_cdn(), FLOW, 1.1)
-    drain(e)
+    e = _session_ended_by_cdn_after_a_gap()
     e.receive(data(5003), FLOW, 1.1 + 121.0)
     assert [ns_of(d) for _, d in drain(e)] == [5003]
     assert e.counters.sessions_continued == 0
