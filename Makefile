@@ -41,7 +41,7 @@ run: $(STAMP)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
 
 # Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
-# fuzz/crashes (keep each as a case in tests/regressions/).
+# fuzz/crashes (keep each as a case in tests/core/regressions/).
 fuzz: $(STAMP)
 	mkdir -p fuzz/corpus fuzz/crashes
 	$(BIN)/python fuzz/fuzz_engine.py -max_total_time=$(FUZZ_SECONDS) \

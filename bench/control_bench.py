@@ -21,8 +21,9 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from l2tpreorder import fastpath, wire
-from l2tpreorder.engine import EngineConfig, ReorderEngine
+from l2tpreorder import wire
+from l2tpreorder.core import fastpath
+from l2tpreorder.core.engine import EngineConfig, ReorderEngine
 from l2tpreorder.wire import MessageType, avp_message_type, build_control, build_data
 
 PEER = ("192.0.2.1", 1701)

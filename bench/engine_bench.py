@@ -29,7 +29,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from l2tpreorder.engine import EngineConfig, ReorderEngine
+from l2tpreorder.core.engine import EngineConfig, ReorderEngine
 from l2tpreorder.wire import build_data
 
 ROOT = Path(__file__).resolve().parent.parent

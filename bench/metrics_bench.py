@@ -24,8 +24,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from l2tpreorder.engine import EngineConfig, ReorderEngine
-from l2tpreorder.metrics import MetricsConfig, build_registry
+from l2tpreorder.core.engine import EngineConfig, ReorderEngine
+from l2tpreorder.daemon.metrics import MetricsConfig, build_registry
 from l2tpreorder.wire import build_data
 from tests.metrics_helpers import Source
 

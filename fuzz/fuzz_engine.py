@@ -10,7 +10,7 @@ clock stepped and timers run as the op byte says. After every record the engine'
 must hold; any exception or broken invariant is a crash that libFuzzer saves and reports.
 
     make fuzz                                   # 5 minutes, corpus in fuzz/corpus/
-    python fuzz/fuzz_engine.py -runs=1 FILE...  # replay inputs (e.g. tests/regressions/*)
+    python fuzz/fuzz_engine.py -runs=1 FILE...  # replay inputs (e.g. tests/core/regressions/*)
 
 `check_input` needs no atheris, so tests replay saved crash inputs with it directly.
 """
@@ -29,14 +29,14 @@ if __name__ == "__main__":
     import atheris
 
     with atheris.instrument_imports(include=["l2tpreorder", "construct"]):
-        from l2tpreorder import reasons
-        from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
-        from l2tpreorder.fastpath import control_fields, parse_header, sequenced_data
+        from l2tpreorder.core import reasons
+        from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
+        from l2tpreorder.core.fastpath import control_fields, parse_header, sequenced_data
         from l2tpreorder.wire import parse_control
 else:
-    from l2tpreorder import reasons
-    from l2tpreorder.engine import EngineConfig, ReorderEngine, Sequencing
-    from l2tpreorder.fastpath import control_fields, parse_header, sequenced_data
+    from l2tpreorder.core import reasons
+    from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
+    from l2tpreorder.core.fastpath import control_fields, parse_header, sequenced_data
     from l2tpreorder.wire import parse_control
 # The invariants and the capture reader the tests use (the harness runs from the repo root).
 from tests.engine_helpers import check_invariants, udp_payloads  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from l2tpreorder.engine import EngineConfig, ReorderEngine
+from l2tpreorder.core.engine import EngineConfig, ReorderEngine
 from l2tpreorder.wire import MessageType, avp_message_type, build_control, build_data
 
 

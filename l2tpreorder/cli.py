@@ -15,10 +15,12 @@ from l2tpreorder import __version__
 
 # name -> (module, one-line help). `replay pcap` is nested: the module adds its own sub-parser.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("l2tpreorder.daemon", "run the relay between LACs and the LNS"),
+    "run": ("l2tpreorder.daemon.service", "run the relay between LACs and the LNS"),
     "check-config": ("l2tpreorder.config", "validate a configuration file and exit"),
-    "replay": ("l2tpreorder.replay", "replay a capture through the engine (replay pcap FILE)"),
-    "impair": ("l2tpreorder.impair", "write a capture with reproducible reordering/loss"),
+    "replay": (
+        "l2tpreorder.tools.replay", "replay a capture through the engine (replay pcap FILE)"
+    ),
+    "impair": ("l2tpreorder.tools.impair", "write a capture with reproducible reordering/loss"),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from l2tpreorder.engine import EngineConfig, Sequencing
+from l2tpreorder.core.engine import EngineConfig, Sequencing
 
 Address = tuple[str, int]  # (IP literal, port); IPv6 without brackets
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -42,8 +42,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    """The `metrics:` section, and what `l2tpreorder.metrics` serves from. The listener defaults
-    to loopback: expose it on purpose. Validated here, once, for the file and for code that
+    """The `metrics:` section, and what `l2tpreorder.daemon.metrics` serves from. The listener
+    defaults to loopback: expose it on purpose. Validated here, once, for the file and for code that
     builds one directly; errors name `metrics.<key>`."""
 
     enabled: bool = True

@@ -32,7 +32,7 @@ from construct import (
     this,
 )
 
-from l2tpreorder import reasons
+from l2tpreorder.core import reasons
 
 # --- header (§3.1) ------------------------------------------------------------------------------
 

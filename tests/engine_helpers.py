@@ -10,8 +10,9 @@ from os import PathLike
 
 import dpkt
 
-from l2tpreorder import fastpath, wire
-from l2tpreorder.engine import ReorderEngine
+from l2tpreorder import wire
+from l2tpreorder.core import fastpath
+from l2tpreorder.core.engine import ReorderEngine
 
 TUNNEL = 25085
 SESSION = 42025
@@ -109,7 +110,7 @@ def expected_malformed_reason(datagram: bytes) -> str | None:
 def udp_payloads(path: str | PathLike[str], port: int | None = None) -> list[tuple[int, bytes]]:
     """(destination port, UDP payload) of each Ethernet/IPv4/UDP frame; `port`: only datagrams
     from or to it. Frames cut short after the UDP header count, with what they have: that is
-    what tcpdump's l2tp-avp-overflow reproducer is (l2tpreorder.capture.CaptureReader rightly
+    what tcpdump's l2tp-avp-overflow reproducer is (l2tpreorder.tools.capture.CaptureReader rightly
     calls such frames unreadable, so it cannot feed them to the parsers)."""
     result = []
     with open(path, "rb") as f:

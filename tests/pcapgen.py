@@ -1,9 +1,9 @@
 """Build capture files of every shape the reader must handle, byte by byte.
 
-Independent of l2tpreorder.pcapwriter on purpose (except for the plain IP/UDP builder): the files
-are written here in both byte orders, micro/nanosecond pcap and pcapng with several interfaces,
-and every link layer, so the reader is tested against formats it did not produce itself. tshark
-reads them too in the tests, which checks that these generated files are valid.
+Independent of l2tpreorder.tools.pcapwriter on purpose (except for the plain IP/UDP builder): the
+files are written here in both byte orders, micro/nanosecond pcap and pcapng with several
+interfaces, and every link layer, so the reader is tested against formats it did not produce
+itself. tshark reads them too in the tests, which checks that these generated files are valid.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from l2tpreorder.pcapwriter import build_udp_ip
+from l2tpreorder.tools.pcapwriter import build_udp_ip
 
 ETHERNET, RAW, NULL, LOOP, SLL, SLL2, IPV4, IPV6, PPP = 1, 101, 0, 108, 113, 276, 228, 229, 9
 

@@ -14,7 +14,7 @@ import yaml
 
 from l2tpreorder import config as cfg
 from l2tpreorder.config import Config, ConfigError, config_from_dict, load_config, with_overrides
-from l2tpreorder.engine import Sequencing
+from l2tpreorder.core.engine import Sequencing
 from tests.conftest import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "config.example.yaml"

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from l2tpreorder.fastpath import Header, parse_header
+from l2tpreorder.core.fastpath import Header, parse_header
 from l2tpreorder.wire import build_data
 
 MAGIC = b"L2RX"  # fake_pppd puts MAGIC + 4-byte frame number in every test frame

@@ -1,0 +1,487 @@
+"""`l2tpreorder run`: the relay as a service (signals, systemd notify, logging, metrics).
+
+Lifecycle: load config -> bind every listen socket (a clear one-line error, not a traceback, when
+that fails) -> READY=1 -> serve. SIGHUP reloads the file (RELOADING=1 ... READY=1) keeping every
+session and held packet; SIGTERM/SIGINT stop reading, deliver everything held in order, and exit
+0 (STOPPING=1). A one-second housekeeping tick forgets idle peers and writes the rate-limited drop
+report; a separate tick pings the systemd watchdog from the event loop, so a stuck loop is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import pwd
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from l2tpreorder.config import (
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    MetricsConfig,
+    format_address,
+    load_with_overrides,
+)
+from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
+from l2tpreorder.daemon.relay import BindError, Relay
+from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.state import load_state
+
+log = logging.getLogger("l2tpreorder")
+
+HOUSEKEEPING_INTERVAL = 1.0
+
+# syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>message`: journald stores the priority and adds its own timestamp (no duplicate)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def stderr_is_journal() -> bool:
+    """True when systemd connected stderr to the journal ($JOURNAL_STREAM names that stream)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, inode = stream.partition(":")
+    if not dev.isdigit() or not inode.isdigit():
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(inode)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class DropReporter:
+    """One warning line per drop reason per interval, however many packets: a flood can't fill
+    the disk, and nothing is counted silently."""
+
+    def __init__(self, source: MetricsSource, interval: float) -> None:
+        self.source = source
+        self.interval = interval
+        self._last = self.snapshot()
+        self._next_at: float | None = None
+
+    def set_interval(self, interval: float) -> None:
+        """A reloaded interval applies from now, not after the old (maybe hour-long) one."""
+        if interval != self.interval:
+            self.interval = interval
+            self._next_at = None
+
+    def snapshot(self) -> dict[str, int]:
+        snap: dict[str, int] = {}
+        r = self.source.relay
+        snap["not_allowed"] = r.dropped_not_allowed
+        snap["not_from_lns"] = r.dropped_not_from_lns
+        snap["peer_limit"] = r.dropped_peer_limit
+        snap["send_error"] = r.tx_errors
+        snap["socket_overflow"] = r.socket_rx_drops
+        for direction, engine in self.source.engines.items():
+            c = engine.counters
+            snap[f"{direction}:duplicate"] = c.dropped_duplicate
+            snap[f"{direction}:late"] = c.dropped_late
+            for reason, n in c.malformed.items():
+                snap[f"{direction}:malformed:{reason}"] = n
+            for reason, n in c.skipped.items():
+                snap[f"{direction}:gave_up_ns:{reason}"] = n
+        return snap
+
+    def tick(self, now: float) -> list[str]:
+        """Log what grew since the last report, if the interval is up; returns the lines."""
+        if self._next_at is None:
+            self._next_at = now + self.interval
+        if now < self._next_at:
+            return []
+        self._next_at = now + self.interval
+        snap = self.snapshot()
+        lines = []
+        for key, value in snap.items():
+            grown = value - self._last.get(key, 0)
+            if grown > 0:
+                what = "sequence numbers given up" if ":gave_up_ns:" in key else "dropped"
+                lines.append(
+                    f"{grown} {what} in the last {self.interval:g} s (reason {key}, {value} total)"
+                )
+        self._last = snap
+        for line in lines:
+            log.warning("%s", line)
+        return lines
+
+
+class MetricsSource:
+    """What the metrics collector reads at scrape time: live engines and relay counters."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    @property
+    def engines(self) -> dict[str, ReorderEngine]:
+        return self._relay.engines
+
+    @property
+    def relay(self) -> RelayCounters:
+        return self._relay.counters
+
+
+def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
+    """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
+    if not settings.enabled:
+        return None
+    try:
+        server = start_metrics_server(settings, source)
+    except OSError as e:
+        where = format_address((settings.listen, settings.port))
+        log.error("metrics: cannot listen on %s: %s; running without metrics", where, e.strerror)
+        return None
+    scheme = "https" if settings.tls_cert else "http"
+    port = server.port  # the bound one when port is 0
+    log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, port)))
+    return server
+
+
+class Daemon:
+    def __init__(self, config: Config, reload_config: Any, notifier: Notifier | None = None):
+        self.config = config
+        self._reload_config = reload_config  # () -> Config, raises ConfigError
+        self.notifier = notifier or Notifier()
+        self.relay: Relay | None = None
+        self.metrics: MetricsServer | None = None
+        self._stop: asyncio.Future[None] | None = None
+
+    def _status(self) -> str:
+        c = self.config
+        return (
+            f"relaying {', '.join(format_address(a) for a in c.listen)} -> "
+            f"{format_address(c.lns)}, reorder timeout {c.engine.reorder_timeout * 1000:g} ms"
+        )
+
+    async def run(self) -> int:
+        # Resolved before anything is bound or the state file consumed: a typo in `user` must
+        # not cost the sessions a restore would bring back.
+        user = None
+        if self.config.user is not None:
+            try:
+                user = pwd.getpwnam(self.config.user)
+            except KeyError:
+                log.error("user = %r: no such user; not starting", self.config.user)
+                return 1
+        raise_fd_limit(self.config.max_peers)
+        loop = asyncio.get_running_loop()
+        relay = self.relay = Relay(self.config, loop=loop)
+        try:
+            relay.bind()
+        except BindError as e:
+            log.error("%s", e)
+            relay.shutdown()  # the Relay opened its timerfd already
+            return 1
+        # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
+        # what was restored, not the default death that would lose it.
+        self._stop = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        state_file = self._state_file()
+        if state_file is not None:
+            self._restore(relay, state_file)
+        self._warn_if_open(self.config)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        source = MetricsSource(relay)
+        self.metrics = start_metrics(self.config.metrics, source)
+        if user is not None:
+            error = drop_privileges(user)
+            if error is not None:
+                log.error("%s", error)
+                if self.metrics is not None:
+                    self.metrics.close()
+                relay.shutdown(state_file=state_file)  # keep what was restored for next time
+                return 1
+        relay.start_reading()
+        self._reporter = DropReporter(source, self.config.drop_report_interval)
+        log.info("%s", self._status())
+        self.notifier.ready(self._status())
+        housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        self._housekeeping_handle = housekeeping
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            self.notifier.watchdog()
+            self._watchdog_handle = loop.call_later(interval, self._watchdog, interval)
+        try:
+            await self._stop
+        finally:
+            self.notifier.stopping()
+            relay.shutdown(state_file=self._state_file())
+            self._housekeeping_handle.cancel()
+            if interval is not None:
+                self._watchdog_handle.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if self.metrics is not None:
+                self.metrics.close()
+            c = relay.engine_up.counters
+            log.info(
+                "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
+                relay.counters.rx_datagrams_lac,
+                relay.counters.tx_datagrams_lns,
+                c.released,
+            )
+            self.notifier.close()
+        return 0
+
+    def _state_file(self) -> str | None:
+        """`state_file`, else $STATE_DIRECTORY/state.json under systemd's StateDirectory=."""
+        if self.config.state_file is not None:
+            return self.config.state_file
+        directory = os.environ.get("STATE_DIRECTORY")
+        if directory:
+            return os.path.join(directory.split(":")[0], "state.json")
+        return None
+
+    def _restore(self, relay: Relay, path: str) -> None:
+        """Restore what the last SIGTERM saved; a bad file is reported and ignored."""
+        # Older than the peer idle timeout: the peers would have been forgotten by now.
+        saved = load_state(path, max_age=self.config.peer_idle_timeout)
+        if saved is None:
+            log.info("no state file %s: starting afresh", path)
+            return
+        # Used once, and removed BEFORE it is used: a later crash must not bring back this (by
+        # then stale) numbering, and a file that crashes the restore must not crash every
+        # restart systemd makes after it.
+        try:
+            os.unlink(path)
+        except OSError as e:
+            log.warning("cannot remove used state file %s: %s", path, e.strerror)
+        if isinstance(saved, str):
+            log.warning("%s; ignored, starting afresh", saved)
+            return
+        running = self.config.engine.sequencing.value
+        if saved.sequencing != running:
+            log.warning(
+                "state file %s was saved with reorder.sequencing = %s, running %s: the saved "
+                "out_ns continue the LNS's numbering only from renumber to renumber, so the "
+                "LNS may see an Ns jump on the restored sessions",
+                path,
+                saved.sequencing,
+                running,
+            )
+        sessions, peers = relay.restore_state(saved)
+        log.info(
+            "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
+            sessions,
+            peers,
+            path,
+        )
+
+    def _request_stop(self, sig: int) -> None:
+        if self._stop is not None and not self._stop.done():
+            log.info("%s: stopping, delivering held packets", signal.Signals(sig).name)
+            if self.relay is not None:
+                self.relay.stop_reading()
+            self._stop.set_result(None)
+
+    def _watchdog(self, interval: float) -> None:
+        self.notifier.watchdog()
+        loop = asyncio.get_running_loop()
+        self._watchdog_handle = loop.call_later(interval, self._watchdog, interval)
+
+    def _housekeeping(self) -> None:
+        relay = self.relay
+        assert relay is not None
+        now = relay.clock()
+        relay.remove_idle(now)
+        relay.update_socket_drops()
+        self._reporter.tick(now)
+        loop = asyncio.get_running_loop()
+        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file; a bad file keeps the running config and says why."""
+        relay = self.relay
+        assert relay is not None
+        self.notifier.reloading()
+        counters = relay.counters
+        try:
+            new = self._reload_config()
+        except ConfigError as e:
+            counters.config_reloads_failed += 1
+            log.error("reload failed, keeping the running configuration: %s", e)
+            self.notifier.ready(self._status())
+            return
+        old = self.config
+        refused = relay.reconfigure(new)
+        for key in refused:
+            log.warning(
+                "reload: %s changed but needs new sockets; not applied, still %s "
+                "(restart the service to apply it)",
+                key,
+                _show(getattr(old, key)),
+            )
+        self.config = relay.config
+        logging.getLogger().setLevel(self.config.log_level.upper())
+        self._reporter.set_interval(self.config.drop_report_interval)
+        if new.metrics != old.metrics:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.metrics = start_metrics(new.metrics, MetricsSource(relay))
+        self._warn_if_open(self.config)
+        counters.config_reloads_ok += 1
+        log.info("configuration reloaded: %s", self._status())
+        self.notifier.ready(self._status())
+
+    @staticmethod
+    def _warn_if_open(config: Config) -> None:
+        if not config.allows_everything:
+            return
+        for host, port in config.listen:
+            ip = ipaddress.ip_address(host)  # validated by config: an IP literal
+            if ip.is_unspecified or ip.is_global:
+                log.warning(
+                    "listening on %s and `allow` accepts every source: anyone who can reach "
+                    "it can talk to the LNS through the relay; list your LAC prefixes in allow",
+                    format_address((host, port)),
+                )
+
+
+def drop_privileges(pw: pwd.struct_passwd) -> str | None:
+    """Started as root, after binding: become `pw` (its group, no supplementary groups) for
+    good; setuid from root to non-root also clears every capability. Returns an error or None.
+    """
+    user = pw.pw_name
+    if os.geteuid() != 0:
+        if os.geteuid() == pw.pw_uid:
+            return None
+        log.warning("user = %r: not started as root, so running as uid %d", user, os.geteuid())
+        return None
+    try:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as e:
+        return f"user = {user!r}: cannot switch to it: {e.strerror}; not running on as root"
+    try:
+        os.setuid(0)
+    except OSError:
+        log.info("running as user %s (uid %d, gid %d)", user, pw.pw_uid, pw.pw_gid)
+        return None
+    return f"user = {user!r}: could switch back to root after dropping; refusing to run"
+
+
+def raise_fd_limit(max_peers: int) -> None:
+    """Each LAC peer holds a socket: lift the soft open-file limit towards the hard one.
+
+    Under systemd, LimitNOFILE= does this (and the system call filter refuses setrlimit);
+    from a shell the soft limit is often 1024.
+    """
+    import resource
+
+    want = max_peers + 256
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            if new > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (OSError, ValueError):
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning(
+            "open-file limit %d is below max_peers + 256 = %d: new LAC peers beyond it are "
+            "refused (reason peer_limit); raise LimitNOFILE / ulimit -n",
+            soft,
+            want,
+        )
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        return ", ".join(format_address(v) for v in value)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return format_address((str(value[0]), value[1]))
+    return str(value)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="LAC-facing address, repeatable; [v6addr]:port for IPv6 (overrides `listen`)",
+    )
+    parser.add_argument("--lns", metavar="HOST:PORT", help="the LNS address (overrides `lns`)")
+    parser.add_argument(
+        "--timeout", type=float, metavar="MS", help="reorder timeout in ms (reorder.timeout_ms)"
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logging.level")
+    parser.add_argument(
+        "--socket-buffer",
+        type=int,
+        metavar="BYTES",
+        help="socket receive/send buffer size (overrides socket_buffer_bytes)",
+    )
+    parser.add_argument(
+        "--udp-gso",
+        action="store_true",
+        default=None,
+        help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    def load() -> Config:
+        return load_with_overrides(
+            args.config,
+            listen=args.listen,
+            lns=args.lns,
+            timeout_ms=args.timeout,
+            log_level=args.log_level,
+            socket_buffer_bytes=args.socket_buffer,
+            udp_gso=args.udp_gso,
+        )
+
+    try:
+        config = load()
+    except ConfigError as e:
+        print(f"l2tpreorder: error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    daemon = Daemon(config, load)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works too
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(daemon.run())

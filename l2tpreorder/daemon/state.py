@@ -1,0 +1,253 @@
+"""Engine state that must survive a restart, saved as versioned JSON.
+
+In renumber mode the LNS has seen our Ns, not the LAC's: a restart that forgot each session's
+`out_ns` would show it a jump, and xl2tpd drops or stalls on those. So on SIGTERM the daemon
+flushes the engine and saves, per session, the next Ns it expects from the LAC (`expected`) and
+the next Ns the LNS will see (`out_ns`), plus whatever the adapter needs in `extra` (the daemon:
+which upstream source port each LAC peer used, so xl2tpd's connected sockets still match).
+
+The file is written atomically (temp file, fsync, rename, fsync of the directory), so a crash
+mid-write leaves the old file or the new one, never half of one. Loading never raises: a
+missing file is normal (first start), a corrupt, truncated, foreign, too new/old or stale file
+is reported (a str reason naming what is wrong) and ignored, and the daemon starts empty.
+
+Flows must be JSON-representable: str, int, float, bool, None, or tuples/lists of these (the
+daemon's flows are (host, port) tuples). Tuples come back as tuples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2tpreorder.core.engine import ReorderEngine
+
+log = logging.getLogger("l2tpreorder.daemon.state")
+
+FORMAT = "l2tpreorder-state"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What one session needs to continue where it stopped."""
+
+    flow: Hashable
+    tunnel_id: int
+    session_id: int
+    expected: int  # next Ns expected from the LAC
+    out_ns: int  # next Ns the LNS will see (renumber mode)
+    confirmed: bool  # established by the control channel (protected from eviction)
+
+
+@dataclass(slots=True)
+class SavedState:
+    """A loaded state file."""
+
+    saved_at: float  # wall-clock time of the save (time.time())
+    sequencing: str  # the engine's mode when saved
+    sessions: list[SessionState] = field(default_factory=list)
+    tunnels: list[tuple[Hashable, int, int]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def restore(self, engine: ReorderEngine, now: float) -> int:
+        """Recreate the saved sessions and tunnel-ID pairs in `engine`; returns how many."""
+        return restore_engine(engine, self.sessions, self.tunnels, now)
+
+
+def restore_engine(
+    engine: ReorderEngine,
+    sessions: list[SessionState],
+    tunnels: list[tuple[Hashable, int, int]],
+    now: float,
+) -> int:
+    """Recreate saved sessions and tunnel-ID pairs in `engine`; returns how many sessions."""
+    for flow, theirs, ours in tunnels:
+        engine.restore_tunnel(flow, theirs, ours)
+    for s in sessions:
+        engine.restore_session(
+            s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now, confirmed=s.confirmed
+        )
+    return len(sessions)
+
+
+def export_engine(engine: ReorderEngine) -> dict[str, Any]:
+    """An engine's sessions and tunnel-ID pairs as JSON-ready data (see `parse_engine`)."""
+    return {
+        "sessions": [
+            {
+                "flow": _encode_flow(s.flow),
+                "tunnel_id": s.tunnel_id,
+                "session_id": s.session_id,
+                "expected": s.expected,
+                "out_ns": s.out_ns,
+                "confirmed": s.confirmed,
+            }
+            for s in engine.sessions()
+        ],
+        "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in engine.tunnel_pairs()],
+    }
+
+
+def parse_engine(
+    document: Any,
+) -> tuple[list[SessionState], list[tuple[Hashable, int, int]]]:
+    """Read what `export_engine` wrote; raises ValueError naming the bad item."""
+    if not isinstance(document, dict):
+        raise ValueError("expected an object with sessions and tunnels")
+    sessions: list[SessionState] = []
+    tunnels: list[tuple[Hashable, int, int]] = []
+    try:
+        for i, item in enumerate(document["sessions"]):
+            if not isinstance(item, dict):
+                raise ValueError(f"sessions[{i}]: expected an object")
+            try:
+                sessions.append(
+                    SessionState(
+                        flow=_decode_flow(item["flow"]),
+                        tunnel_id=_u16(item, "tunnel_id"),
+                        session_id=_u16(item, "session_id"),
+                        expected=_u16(item, "expected"),
+                        out_ns=_u16(item, "out_ns"),
+                        confirmed=bool(item.get("confirmed", True)),
+                    )
+                )
+            except KeyError as e:
+                raise ValueError(f"sessions[{i}]: missing {e.args[0]!r}") from None
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"sessions[{i}]: {e}") from None
+        for i, item in enumerate(document["tunnels"]):
+            if not isinstance(item, list) or len(item) != 3:
+                raise ValueError(f"tunnels[{i}]: expected [flow, their ID, our ID]")
+            pair = {"their": item[1], "our": item[2]}
+            tunnels.append((_decode_flow(item[0]), _u16(pair, "their"), _u16(pair, "our")))
+    except KeyError as e:
+        raise ValueError(f"missing {e.args[0]!r}") from None
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    return sessions, tunnels
+
+
+def _encode_flow(flow: Hashable) -> Any:
+    if flow is None or isinstance(flow, str | int | float | bool):
+        return flow
+    if isinstance(flow, tuple | list):
+        return [_encode_flow(x) for x in flow]
+    raise TypeError(f"flow {flow!r}: cannot be saved (not str/int/float/bool/None/tuple)")
+
+
+def _decode_flow(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_decode_flow(x) for x in value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError(f"flow {value!r}: not a saved flow")
+
+
+def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[str, Any]) -> int:
+    """Write the engine's sessions and `extra` to `path` atomically; returns sessions saved.
+
+    Call `engine.flush(now)` first: held packets are not saved (they are delivered instead).
+    Raises OSError (disk) or TypeError (a flow or `extra` that JSON cannot hold); the caller
+    reports it: a failed save must not stop a shutdown.
+    """
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "saved_at": time.time(),
+        "sequencing": str(engine.config.sequencing),
+        **export_engine(engine),
+        "extra": extra,
+    }
+    text = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    target = Path(path)
+    # A fresh unpredictable name, created with O_EXCL|O_NOFOLLOW and mode 0600: a planted file
+    # or symlink in the state directory can neither be followed nor truncated.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The file is saved now; this only makes the rename survive a power loss. Its failure (some
+    # filesystems refuse fsync on a directory) is not a failed save.
+    try:
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        log.warning(
+            "state saved to %s, but its directory could not be synced (%s): a power loss now "
+            "may bring back the previous file",
+            target,
+            e.strerror,
+        )
+    return len(document["sessions"])
+
+
+def _u16(item: dict[str, Any], key: str) -> int:
+    value = item[key]
+    if type(value) is not int or not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{key}={value!r}: expected an integer 0..65535")
+    return value
+
+
+def load_state(
+    path: str | os.PathLike[str], *, max_age: float | None = None
+) -> SavedState | str | None:
+    """Read a state file: SavedState, None when there is none, or a str saying why it is unusable.
+
+    Never raises. `max_age` (seconds) rejects a file saved longer ago than that: the LAC's
+    numbering has moved on and the tunnels may be gone.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"state file {path}: cannot read: {e}"
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        return f"state file {path}: corrupt or truncated: {e}"
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return f"state file {path}: not an l2tpreorder state file"
+    version = document.get("version")
+    if version != VERSION:
+        return f"state file {path}: version {version!r}, this program reads version {VERSION}"
+    try:
+        saved_at = document["saved_at"]
+        if not isinstance(saved_at, int | float) or not math.isfinite(saved_at):
+            raise ValueError(f"saved_at={saved_at!r}: expected a time")
+        sequencing = document["sequencing"]
+        if not isinstance(sequencing, str):
+            raise ValueError(f"sequencing={sequencing!r}: expected a mode name")
+        extra = document["extra"]
+        if not isinstance(extra, dict):
+            raise ValueError("extra: expected an object")
+        sessions, tunnels = parse_engine(document)
+        state = SavedState(float(saved_at), sequencing, sessions, tunnels, extra)
+    except KeyError as e:
+        return f"state file {path}: bad content: missing {e.args[0]!r}"
+    except (ValueError, TypeError) as e:
+        return f"state file {path}: bad content: {e}"
+    if max_age is not None:
+        age = time.time() - state.saved_at
+        if age > max_age:
+            return f"state file {path}: saved {age:.0f} s ago, older than {max_age:.0f} s"
+    return state
