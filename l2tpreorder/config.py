@@ -294,6 +294,7 @@ REORDER_KEYS = (
     "max_held_bytes",
     "resync_after",
     "max_sessions",
+    "session_idle_timeout_ms",
     "lns_to_lac",
 )
 LOGGING_KEYS = ("level", "drop_report_interval_ms")
@@ -332,6 +333,37 @@ def config_from_dict(data: object, source: str | None = None) -> Config:
         raise
 
 
+def _engine_kwargs(reorder: Mapping[str, object]) -> dict[str, Any]:
+    """EngineConfig keyword arguments from the `reorder:` section."""
+    ekw: dict[str, Any] = {}
+    if "timeout_ms" in reorder:
+        ekw["reorder_timeout"] = _ms("reorder.timeout_ms", reorder["timeout_ms"], 0, 60_000)
+    if "sequencing" in reorder:
+        names = tuple(s.value for s in Sequencing)
+        ekw["sequencing"] = Sequencing(_choice("reorder.sequencing", reorder["sequencing"], names))
+    if "max_held_per_session" in reorder:
+        ekw["max_held_per_session"] = _int(
+            "reorder.max_held_per_session", reorder["max_held_per_session"], 1, 32767, " packets"
+        )
+    if "max_held_bytes" in reorder:
+        ekw["max_held_bytes"] = _int(
+            "reorder.max_held_bytes", reorder["max_held_bytes"], 1, None, " bytes"
+        )
+    if "resync_after" in reorder:
+        ekw["resync_after"] = _int(
+            "reorder.resync_after", reorder["resync_after"], 2, 1000, " packets"
+        )
+    if "session_idle_timeout_ms" in reorder:
+        ekw["session_idle_timeout"] = _ms(
+            "reorder.session_idle_timeout_ms", reorder["session_idle_timeout_ms"], 0, 86_400_000
+        )
+    if "max_sessions" in reorder:
+        ekw["max_sessions"] = _int(
+            "reorder.max_sessions", reorder["max_sessions"], 1, 10_000_000, " sessions"
+        )
+    return ekw
+
+
 def _config_from_dict(data: object, source: str | None) -> Config:
     top = _section(TOP_LEVEL, data, TOP_KEYS)
     d = Config()
@@ -363,28 +395,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         kw["udp_gso"] = _bool("udp_gso", top["udp_gso"])
 
     reorder = _section("reorder", top.get("reorder"), REORDER_KEYS)
-    ekw: dict[str, Any] = {}
-    if "timeout_ms" in reorder:
-        ekw["reorder_timeout"] = _ms("reorder.timeout_ms", reorder["timeout_ms"], 0, 60_000)
-    if "sequencing" in reorder:
-        names = tuple(s.value for s in Sequencing)
-        ekw["sequencing"] = Sequencing(_choice("reorder.sequencing", reorder["sequencing"], names))
-    if "max_held_per_session" in reorder:
-        ekw["max_held_per_session"] = _int(
-            "reorder.max_held_per_session", reorder["max_held_per_session"], 1, 32767, " packets"
-        )
-    if "max_held_bytes" in reorder:
-        ekw["max_held_bytes"] = _int(
-            "reorder.max_held_bytes", reorder["max_held_bytes"], 1, None, " bytes"
-        )
-    if "resync_after" in reorder:
-        ekw["resync_after"] = _int(
-            "reorder.resync_after", reorder["resync_after"], 2, 1000, " packets"
-        )
-    if "max_sessions" in reorder:
-        ekw["max_sessions"] = _int(
-            "reorder.max_sessions", reorder["max_sessions"], 1, 10_000_000, " sessions"
-        )
+    ekw = _engine_kwargs(reorder)
     if "lns_to_lac" in reorder:
         kw["reorder_lns_to_lac"] = _bool("reorder.lns_to_lac", reorder["lns_to_lac"])
     kw["engine"] = EngineConfig(**ekw)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import heapq
 import struct
 from bisect import bisect_left
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from l2tpreorder.core import reasons
+from l2tpreorder.core.continuation import given_up_bit, mark_given_up
 from l2tpreorder.core.fastpath import (
     T_BIT,
     control_fields,
@@ -34,6 +35,12 @@ from l2tpreorder.core.fastpath import (
     without_sequence,
 )
 from l2tpreorder.core.reasons import Outcome
+from l2tpreorder.core.session_table import (
+    HELD_SHRINK,
+    MAX_PENDING_CONFIRMATIONS,
+    Session,
+    SessionTable,
+)
 from l2tpreorder.wire import MessageType
 
 HALF = 0x8000
@@ -56,18 +63,11 @@ HELD = int(Outcome.HELD)
 DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
 DROPPED_LATE = int(Outcome.DROPPED_LATE)
 DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
+DROPPED_STALE = int(Outcome.DROPPED_STALE)
 
-# How many recent skipped Ns ranges a session remembers, to tell a late packet from a duplicate.
-SKIPPED_RANGES_KEPT = 32
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).
 MAX_TUNNEL_MAP = 65536
-# Sessions the control channel established before their first data packet (bounded likewise).
-MAX_PENDING_CONFIRMATIONS = 65536
-# Numbering of recently ended sessions, so a session recreated with the same IDs whose Ns carry
-# on where the old one stopped keeps the LNS's renumbered stream contiguous
-# (see _continue_numbering).
-ENDED_KEPT = 16384
-ENDED_MEMORY = 120.0  # seconds; longer than L2TP's 60 s hello interval
+__all__ = ["MAX_PENDING_CONFIRMATIONS", "EngineConfig", "ReorderEngine", "Sequencing", "Session"]
 
 # Control messages that establish a session, by where our data's session ID appears in them.
 # Our data carries the LNS's IDs. A forward ICCN/OCRP/OCCN (LAC to LNS) has it in the header;
@@ -100,7 +100,9 @@ class EngineConfig:
     max_held_bytes: int = 32 * 1024 * 1024
     resync_after: int = 4  # consecutive far-behind packets that mean "the peer restarted Ns"
     record_hold_times: bool = False  # keep each hold time per session (replay reports)
-    max_sessions: int = 100_000  # session table cap; the least recently active unconfirmed go
+    max_sessions: int = 100_000  # session table cap; the longest-silent session goes first
+    # A session silent this long is forgotten (its numbering is remembered); 0 = never.
+    session_idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.reorder_timeout <= 60:
@@ -117,6 +119,10 @@ class EngineConfig:
             raise ValueError(f"resync_after={self.resync_after!r}: expected 2..1000")
         if not 1 <= self.max_sessions <= 10_000_000:
             raise ValueError(f"max_sessions={self.max_sessions!r}: expected 1..10000000")
+        if not 0 <= self.session_idle_timeout <= 86400:
+            raise ValueError(
+                f"session_idle_timeout={self.session_idle_timeout!r}: expected 0..86400 seconds"
+            )
 
 
 class Histogram:
@@ -141,6 +147,7 @@ class EngineCounters:
         "displacement",
         "dropped_duplicate",
         "dropped_late",
+        "dropped_stale",
         "forwarded_control",
         "forwarded_in_order",
         "forwarded_out_of_order",
@@ -158,7 +165,9 @@ class EngineCounters:
         "sessions_continued",
         "sessions_ended",
         "sessions_evicted",
+        "sessions_evicted_active",
         "sessions_evicted_confirmed",
+        "sessions_idle_expired",
         "sessions_started",
         "skipped",
     )
@@ -175,12 +184,15 @@ class EngineCounters:
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
+        self.dropped_stale = 0  # further behind than the window: delivered or not is unknown
         self.skipped: dict[str, int] = dict.fromkeys(reasons.SKIP_REASONS, 0)
         self.resyncs = 0
         self.sessions_started = 0
         self.sessions_ended = 0  # includes evicted ones: active = started - ended
         self.sessions_evicted = 0  # the session table was full (max_sessions)
         self.sessions_evicted_confirmed = 0  # of those, established by the control channel
+        self.sessions_evicted_active = 0  # of those, active lately: the cap is too small
+        self.sessions_idle_expired = 0  # silent for session_idle_timeout (counted in ended too)
         self.sessions_continued = 0  # recreated sessions whose stream went on
         self.sessions_confirmed = 0  # sessions the control channel established (ICCN, ICRP...)
         self.held_packets = 0  # gauge
@@ -198,6 +210,7 @@ class EngineCounters:
             + self.held_packets
             + self.dropped_duplicate
             + self.dropped_late
+            + self.dropped_stale
         )
 
     @property
@@ -215,7 +228,7 @@ class EngineCounters:
 
     @property
     def dropped(self) -> int:
-        return self.dropped_duplicate + self.dropped_late + self.rx_malformed
+        return self.dropped_duplicate + self.dropped_late + self.dropped_stale + self.rx_malformed
 
     @property
     def accounted(self) -> int:
@@ -223,117 +236,21 @@ class EngineCounters:
         return self.forwarded + self.released + self.dropped + self.held_packets
 
 
-class Session:
-    """Reorder state of one (flow, tunnel_id, session_id). Its counters are plain ints too."""
-
-    __slots__ = (
-        "alive",
-        "behind_at",
-        "behind_next",
-        "behind_run",
-        "confirmed",
-        "cut",
-        "dropped_duplicate",
-        "dropped_late",
-        "expected",
-        "flow",
-        "forwarded_in_order",
-        "forwarded_out_of_order",
-        "held",
-        "held_bytes",
-        "hold_times",
-        "last_active",
-        "max_displacement",
-        "out_ns",
-        "released",
-        "session_id",
-        "skipped",
-        "skipped_ranges",
-        "started",
-        "timer_id",
-        "tunnel_id",
-    )
-
-    def __init__(
-        self, flow: Hashable, tunnel_id: int, session_id: int, ns: int, now: float
-    ) -> None:
-        self.flow = flow
-        self.tunnel_id = tunnel_id
-        self.session_id = session_id
-        self.expected = ns  # next Ns we can deliver
-        self.out_ns = ns  # next Ns the LNS will see (renumber mode)
-        # Ns -> (datagram, arrival time, Ns byte offset). Insertion order is arrival order.
-        self.held: dict[int, tuple[bytes, float, int]] = {}
-        self.held_bytes = 0
-        self.timer_id = 0  # id of this session's live entry in the engine's timer heap; 0 = none
-        self.cut = INF  # earlier deadline for gaps that may be kernel drops (see note_kernel_drops)
-        # (first Ns, count) of recently skipped runs: a packet found here later is "late".
-        self.skipped_ranges: list[tuple[int, int]] = []
-        self.behind_run = 0
-        self.behind_next = -1
-        self.behind_at = -1  # `expected` when the last far-behind packet came (see _behind)
-        self.alive = True
-        self.confirmed = False  # established by the control channel: evicted last
-        self.started = now
-        self.last_active = now  # also the key of the eviction order (see ReorderEngine._evict)
-        self.forwarded_in_order = 0
-        self.forwarded_out_of_order = 0
-        self.released = 0
-        self.dropped_duplicate = 0
-        self.dropped_late = 0
-        self.skipped = 0
-        self.max_displacement = 0
-        self.hold_times: list[float] | None = None
-
-    @property
-    def packets(self) -> int:
-        """Sequenced packets received: derived from outcomes (one count fewer per packet)."""
-        return (
-            self.forwarded_in_order
-            + self.forwarded_out_of_order
-            + self.released
-            + len(self.held)
-            + self.dropped_duplicate
-            + self.dropped_late
-        )
-
-    @property
-    def key(self) -> tuple[Hashable, int, int]:
-        return (self.flow, self.tunnel_id, self.session_id)
-
-
-class ReorderEngine:
+class ReorderEngine(SessionTable):
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.out: list[tuple[Hashable, bytes]] = []
         self.counters = EngineCounters()
-        self._flows: dict[Hashable, dict[int, Session]] = {}
+        self._init_table()
         self._timers: list[tuple[float, int, Session]] = []
         self._next_timer_id = 1
         self._latest = float("-inf")  # latest `now` seen on the slow paths (clock never runs back)
         self._drop_mark = float("-inf")  # when the adapter last reported kernel drops
-        # (flow, the far side's tunnel ID) -> our side's tunnel ID, learned from SCCRQ/SCCRP.
+        # (flow, the far side's tunnel ID) -> our side's tunnel ID, learned from SCCRQ/SCCRP, and
+        # (flow, our tunnel ID) -> far side's IDs, so a StopCCN costs O(its own tunnel).
         self._tunnel_map: dict[tuple[Hashable, int], int] = {}
-        # Indexes so a StopCCN costs O(its own tunnel), not O(all sessions and tunnels): a flood
-        # of StopCCNs must not stall the relay. (flow, our tunnel ID) -> far side's IDs, and
-        # flow -> our tunnel ID -> that tunnel's sessions: the session itself while it is the
-        # only one (a flood of random IDs makes ~1 session per tunnel: ~80 bytes, not ~360).
         self._tunnel_map_ours: dict[tuple[Hashable, int], set[int]] = {}
-        self._tunnel_sessions: dict[Hashable, dict[int, Session | dict[int, Session]]] = {}
-        # (flow, session key) confirmed by the control channel before its first data packet.
-        self._pending_confirmations: dict[tuple[Hashable, int], None] = {}
-        # (flow, session key) -> (expected, out_ns, when) of sessions that ended lately.
-        self._ended: dict[tuple[Hashable, int], tuple[int, int, float]] = {}
-        # Eviction order: heaps of (last_active when pushed, tiebreak, session), one for
-        # unconfirmed and one for confirmed sessions. The per-packet path only writes
-        # s.last_active; an entry whose stamp is older is refreshed when it reaches the top.
-        self._lru: tuple[list[tuple[float, int, Session]], list[tuple[float, int, Session]]] = (
-            [],
-            [],
-        )
-        self._lru_seq = 0
-        self._session_count = 0
         self.config = config or EngineConfig()
         self._apply(self.config)
 
@@ -346,9 +263,11 @@ class ReorderEngine:
         self._max_held = config.max_held_per_session
         self._max_bytes = config.max_held_bytes
         self._resync_after = config.resync_after
-        # A behind packet counts towards a resync only when it is further behind than any packet
-        # we could still be holding: closer than that it is a plain duplicate or late packet.
-        self._resync_distance = max(config.max_held_per_session, 64)
+        # The window W: a behind packet up to W back is classified exactly (duplicate or late,
+        # from the given-up bitmap); further back it counts towards a resync (or is `stale`).
+        # W is more than any packet we could still be holding.
+        self._window = max(config.max_held_per_session, 64)
+        self._idle_timeout = config.session_idle_timeout
         self._record = config.record_hold_times
         self._max_sessions = config.max_sessions
         self._drop_grace = min(config.reorder_timeout, KERNEL_DROP_GRACE)
@@ -431,7 +350,7 @@ class ReorderEngine:
             if control.assigned_tunnel_id is not None and control.tunnel_id:
                 self._remember_tunnel(flow, control.assigned_tunnel_id, control.tunnel_id)
             if msg in CONFIRMING_FORWARD and control.session_id:
-                self._confirm(flow, (control.tunnel_id << 16) | control.session_id)
+                self._confirm(flow, (control.tunnel_id << 16) | control.session_id, now)
             # Flush the session's data before the message that ends it reaches the LNS.
             if msg == MessageType.CDN and control.session_id:
                 self.end_session(flow, control.tunnel_id, control.session_id, now)
@@ -527,15 +446,18 @@ class ReorderEngine:
             c.forwarded_in_order += 1
             self._emit(s, data, ns_offset)
             return FORWARDED_IN_ORDER
-        first = not s.held
-        s.held[ns] = (data, now, ns_offset)
+        held = s.held
+        first = not held
+        held[ns] = (data, now, ns_offset)
+        if len(held) > s.held_peak:
+            s.held_peak = len(held)
         size = len(data)
         s.held_bytes += size
         c.held_packets += 1
         c.held_bytes += size
         if first:
             self._schedule(s)
-        if len(s.held) > self._max_held:
+        if len(held) > self._max_held:
             self._skip_to_next_held(s, reasons.SKIP_CAP)
             self._release_run(s, now)
         if c.held_bytes > self._max_bytes:
@@ -543,32 +465,15 @@ class ReorderEngine:
         return HELD
 
     def _behind(self, s: Session, data: bytes, ns: int, ns_offset: int, now: float) -> int:
-        """A packet behind the expected Ns: late, duplicate, or part of a peer's restart."""
+        """A packet behind the expected Ns: late, duplicate, stale, or part of a peer's restart."""
         c = self.counters
         expected = s.expected
-        far = ((expected - ns) & MASK) > self._resync_distance
-        # Consecutive means: the previous packet was far behind too (behind_next), and nothing
-        # was delivered in between (expected unchanged). Checking `expected` here keeps the
-        # in-order fast path free of a reset per packet.
-        if far and ns == s.behind_next and expected == s.behind_at:
-            s.behind_run += 1
-        else:
-            s.behind_run = 1 if far else 0
-        s.behind_next = (ns + 1) & MASK
-        s.behind_at = expected
-        if s.behind_run >= self._resync_after:
-            # Several consecutive packets far behind: the peer restarted its numbering.
-            # Deliver what we hold, then continue from this packet.
-            self._release_all(s, now, reasons.SKIP_RESYNC)
-            c.resyncs += 1
-            s.behind_run = 0
-            s.skipped_ranges.clear()
-            s.expected = (ns + 1) & MASK
-            s.forwarded_in_order += 1
-            c.forwarded_in_order += 1
-            self._emit(s, data, ns_offset)
-            return FORWARDED_IN_ORDER
-        if self._take_skipped(s, ns):
+        if ((expected - ns) & MASK) > self._window:
+            return self._far_behind(s, data, ns, ns_offset, now)
+        s.behind_run = 0
+        bit = given_up_bit(s.gaps_end, ns, self._window)
+        if s.gaps & bit:
+            s.gaps &= ~bit  # a second copy is a duplicate
             if self._timeout <= 0:
                 # No holding: a late packet still goes out, in arrival order.
                 s.forwarded_out_of_order += 1
@@ -581,6 +486,33 @@ class ReorderEngine:
         s.dropped_duplicate += 1
         c.dropped_duplicate += 1
         return DROPPED_DUPLICATE
+
+    def _far_behind(self, s: Session, data: bytes, ns: int, ns_offset: int, now: float) -> int:
+        """Further behind than the window: `stale`, unless `resync_after` of them in a row (each
+        Ns the next, no other packet of the session in between) say the peer restarted its Ns.
+        Packets released by the timer meanwhile do not break the run: only arrivals count."""
+        c = self.counters
+        arrivals = s.packets
+        if ns == s.behind_next and arrivals == s.behind_at:
+            s.behind_run += 1
+        else:
+            s.behind_run = 1
+        s.behind_next = (ns + 1) & MASK
+        s.behind_at = arrivals + 1
+        if s.behind_run >= self._resync_after:
+            # Deliver what we hold, then continue from this packet.
+            self._release_all(s, now, reasons.SKIP_RESYNC)
+            c.resyncs += 1
+            s.behind_run = 0
+            s.gaps = 0
+            s.expected = s.gaps_end = (ns + 1) & MASK
+            s.forwarded_in_order += 1
+            c.forwarded_in_order += 1
+            self._emit(s, data, ns_offset)
+            return FORWARDED_IN_ORDER
+        s.dropped_stale += 1
+        c.dropped_stale += 1
+        return DROPPED_STALE
 
     # --- output ------------------------------------------------------------------------------
 
@@ -621,36 +553,22 @@ class ReorderEngine:
                 record.append(waited)
             s.expected = (s.expected + 1) & MASK
             self._emit(s, data, ns_offset)
+        if not held and s.held_peak > HELD_SHRINK:
+            s.held = {}  # give back the table a burst grew
+            s.held_peak = 0
         self._schedule(s)
 
     def _skip(self, s: Session, count: int, reason: str) -> None:
         """Give up `count` missing Ns from `expected` on; remember them to spot late arrivals."""
-        ranges = s.skipped_ranges
-        ranges.append((s.expected, count))
-        if len(ranges) > SKIPPED_RANGES_KEPT:
-            del ranges[0]
+        start = s.expected
+        s.gaps = mark_given_up(s.gaps, s.gaps_end, start, count, self._window)
+        s.expected = s.gaps_end = (start + count) & MASK
         s.skipped += count
         self.counters.skipped[reason] += count
-        s.expected = (s.expected + count) & MASK
 
     def _skip_to_next_held(self, s: Session, reason: str) -> None:
         expected = s.expected
         self._skip(s, min((ns - expected) & MASK for ns in s.held), reason)
-
-    def _take_skipped(self, s: Session, ns: int) -> bool:
-        """Was `ns` given up earlier? Then it is late; forget it so a 2nd copy is a duplicate."""
-        ranges = s.skipped_ranges
-        for i, (start, count) in enumerate(ranges):
-            offset = (ns - start) & MASK
-            if offset < count:
-                pieces = []
-                if offset:
-                    pieces.append((start, offset))
-                if offset + 1 < count:
-                    pieces.append(((ns + 1) & MASK, count - offset - 1))
-                ranges[i : i + 1] = pieces
-                return True
-        return False
 
     def _release_all(self, s: Session, now: float, reason: str) -> None:
         while s.held:
@@ -689,13 +607,14 @@ class ReorderEngine:
         return top[0] if top is not None else None
 
     def expire(self, now: float) -> None:
-        """Release every packet whose hold time is up, giving up the gaps in front of it."""
+        """Release every packet whose hold time is up, giving up the gaps in front of it, and
+        forget sessions silent for `session_idle_timeout` (see next_idle_deadline)."""
         now = self._clock(now)
         timeout = self._timeout
         while True:
             top = self._live_timer_top()
             if top is None or top[0] > now:
-                return
+                break
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
@@ -706,6 +625,13 @@ class ReorderEngine:
                 s.cut = INF
                 self._release_all(s, now, reasons.SKIP_SOCKET_DROP)
             self._schedule(s)
+        self._expire_idle(now)
+
+    def flush(self, now: float) -> None:
+        """Deliver everything held, in order (shutdown). Sessions stay."""
+        now = self._clock(now)
+        for s in list(self.sessions()):
+            self._release_all(s, now, reasons.SKIP_END)
 
     def note_kernel_drops(self, now: float) -> None:
         """The adapter learnt that the kernel dropped datagrams on their way in (a full socket
@@ -735,203 +661,6 @@ class ReorderEngine:
         self._latest = now
         return now
 
-    # --- session lifecycle -------------------------------------------------------------------
-
-    def _new_session(self, flow: Hashable, key: int, ns: int, now: float) -> Session:
-        """Create a session, evicting one first when the table is full (max_sessions)."""
-        if self._session_count >= self._max_sessions:
-            self._evict(now)
-        sessions = self._flows.get(flow)
-        if sessions is None:
-            sessions = self._flows[flow] = {}
-        s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
-        if self._record:
-            s.hold_times = []
-        self._index_session(s, key)
-        self._session_count += 1
-        self.counters.sessions_started += 1
-        pending = self._pending_confirmations
-        if pending and (flow, key) in pending:
-            del pending[(flow, key)]
-            s.confirmed = True
-            self.counters.sessions_confirmed += 1
-        if self._ended:
-            self._continue_numbering(s, flow, key, ns, now)
-        self._lru_push(s)
-        return s
-
-    def _continue_numbering(
-        self, s: Session, flow: Hashable, key: int, ns: int, now: float
-    ) -> None:
-        """Carry a recently ended session's renumbering over when its stream simply goes on.
-
-        Sessions end on a CDN or StopCCN the LNS may yet reject (a spoofed one: its control
-        Ns is wrong), on eviction, or when a peer went idle. If data with the same IDs then
-        continues from where the old session stopped (Ns within the window ahead of its next
-        expected value), the LNS still has that session: restarting the renumbering there would
-        show it a jump, which xl2tpd answers by dropping everything until Ns wraps. A real new
-        call restarts its Ns at 0 and so starts afresh.
-        """
-        last = self._ended.pop((flow, key), None)
-        if last is None:
-            return
-        expected, out_ns, ended_at = last
-        gap = (ns - expected) & MASK
-        if now - ended_at > ENDED_MEMORY or gap >= self._resync_distance:
-            return
-        s.out_ns = out_ns
-        c = self.counters
-        c.sessions_continued += 1
-        c.skipped[reasons.SKIP_END] += gap  # missing between the two: never reached the LNS
-
-    def _index_session(self, s: Session, key: int) -> None:
-        tunnels = self._tunnel_sessions.get(s.flow)
-        if tunnels is None:
-            tunnels = self._tunnel_sessions[s.flow] = {}
-        current = tunnels.get(s.tunnel_id)
-        if current is None:
-            tunnels[s.tunnel_id] = s
-        elif isinstance(current, Session):
-            tunnels[s.tunnel_id] = {(current.tunnel_id << 16) | current.session_id: current, key: s}
-        else:
-            current[key] = s
-
-    def _unindex_session(self, s: Session, key: int) -> None:
-        tunnels = self._tunnel_sessions[s.flow]
-        current = tunnels[s.tunnel_id]
-        if isinstance(current, Session):
-            del tunnels[s.tunnel_id]
-        else:
-            del current[key]
-            if not current:
-                del tunnels[s.tunnel_id]
-        if not tunnels:
-            del self._tunnel_sessions[s.flow]
-
-    def tunnel_sessions(self, flow: Hashable, tunnel_id: int) -> list[Session]:
-        """The live sessions of one tunnel (our tunnel ID) of a peer."""
-        current = self._tunnel_sessions.get(flow, {}).get(tunnel_id)
-        if current is None:
-            return []
-        if isinstance(current, Session):
-            return [current]
-        return list(current.values())
-
-    def _lru_push(self, s: Session) -> None:
-        heap = self._lru[s.confirmed]
-        self._lru_seq += 1
-        heapq.heappush(heap, (s.last_active, self._lru_seq, s))
-        if len(heap) > 2 * self._session_count + 1024:
-            # Entries of ended (or since confirmed) sessions pile up: drop them all at once.
-            live = [e for e in heap if e[2].alive and e[2].confirmed == (heap is self._lru[1])]
-            heapq.heapify(live)
-            heap[:] = live
-
-    def _evict(self, now: float) -> bool:
-        """End the least recently active session, unconfirmed ones first; False if none.
-
-        Exact LRU at O(log n) per eviction although the per-packet path only writes
-        `last_active`: every live session has an entry stamped no later than its real last
-        activity, so a top entry whose stamp is still current is the true minimum; a top entry
-        that is out of date is re-pushed with the current value.
-        """
-        for confirmed, heap in enumerate(self._lru):
-            while heap:
-                stamp, _, s = heap[0]
-                if not s.alive or s.confirmed != bool(confirmed):
-                    heapq.heappop(heap)
-                    continue
-                if s.last_active != stamp:
-                    self._lru_seq += 1
-                    heapq.heapreplace(heap, (s.last_active, self._lru_seq, s))
-                    continue
-                heapq.heappop(heap)
-                c = self.counters
-                c.sessions_evicted += 1
-                if s.confirmed:
-                    c.sessions_evicted_confirmed += 1
-                self._end(s, now, reasons.SKIP_EVICTED)
-                return True
-        return False
-
-    def _confirm(self, flow: Hashable, key: int) -> None:
-        """The control channel established session `key` of `flow`: protect it from eviction."""
-        s = self._flows.get(flow, {}).get(key)
-        if s is not None:
-            if not s.confirmed:
-                s.confirmed = True
-                self.counters.sessions_confirmed += 1
-                self._lru_push(s)
-            return
-        pending = self._pending_confirmations
-        if len(pending) >= MAX_PENDING_CONFIRMATIONS:
-            del pending[next(iter(pending))]
-        pending[(flow, key)] = None
-
-    def restore_session(
-        self,
-        flow: Hashable,
-        tunnel_id: int,
-        session_id: int,
-        expected: int,
-        out_ns: int,
-        now: float,
-        *,
-        confirmed: bool = True,
-    ) -> Session:
-        """Recreate a session saved before a restart (see `state`): the LNS keeps seeing
-        contiguous Ns in renumber mode because `out_ns` continues where it stopped."""
-        key = ((tunnel_id & MASK) << 16) | (session_id & MASK)
-        now = self._clock(now)
-        old = self._flows.get(flow, {}).get(key)
-        if old is not None:
-            self._end(old, now, reasons.SKIP_END)
-        s = self._new_session(flow, key, expected & MASK, now)
-        s.out_ns = out_ns & MASK
-        if confirmed and not s.confirmed:
-            s.confirmed = True
-            self.counters.sessions_confirmed += 1
-            self._lru_push(s)
-        return s
-
-    def flush(self, now: float) -> None:
-        """Deliver everything held, in order (shutdown). Sessions stay."""
-        now = self._clock(now)
-        for s in list(self.sessions()):
-            self._release_all(s, now, reasons.SKIP_END)
-
-    def end_session(self, flow: Hashable, tunnel_id: int, session_id: int, now: float) -> bool:
-        """Flush and forget one session (CDN); a reused session ID then starts afresh."""
-        sessions = self._flows.get(flow)
-        if sessions is None:
-            return False
-        s = sessions.get((tunnel_id << 16) | session_id)
-        if s is None:
-            return False
-        self._end(s, self._clock(now), reasons.SKIP_END)
-        return True
-
-    def _end(self, s: Session, now: float, reason: str) -> None:
-        """Deliver what the session holds (no silent loss), then forget it."""
-        self._release_all(s, now, reason)
-        sessions = self._flows[s.flow]
-        key = (s.tunnel_id << 16) | s.session_id
-        del sessions[key]
-        self._unindex_session(s, key)
-        self._pending_confirmations.pop((s.flow, key), None)
-        if s.confirmed or reason != reasons.SKIP_EVICTED:
-            # Unconfirmed sessions evicted by a flood of random IDs are not worth remembering.
-            ended = self._ended
-            if len(ended) >= ENDED_KEPT:
-                del ended[next(iter(ended))]
-            ended[(s.flow, key)] = (s.expected, s.out_ns, now)
-        s.alive = False
-        s.timer_id = 0
-        self._session_count -= 1
-        self.counters.sessions_ended += 1
-        if not sessions:
-            del self._flows[s.flow]
-
     def end_tunnel(self, flow: Hashable, tunnel_id: int, now: float) -> int:
         """Flush and forget every session of one tunnel (StopCCN); returns how many ended."""
         ended = self.tunnel_sessions(flow, tunnel_id)
@@ -939,16 +668,6 @@ class ReorderEngine:
             self.end_session(flow, tunnel_id, s.session_id, now)
         for theirs in self._tunnel_map_ours.pop((flow, tunnel_id), ()):
             del self._tunnel_map[(flow, theirs)]
-        return len(ended)
-
-    def end_flow(self, flow: Hashable, now: float) -> int:
-        """Flush and forget every session of a peer (it went idle or was evicted)."""
-        sessions = self._flows.get(flow)
-        if sessions is None:
-            return 0
-        ended = list(sessions.values())
-        for s in ended:
-            self.end_session(flow, s.tunnel_id, s.session_id, now)
         return len(ended)
 
     def observe_reverse(self, data: bytes, flow: Hashable, now: float) -> str | None:
@@ -964,13 +683,14 @@ class ReorderEngine:
         control = control_fields(data)
         if isinstance(control, str):
             return control
+        now = self._clock(now)
         if control.assigned_tunnel_id is not None and control.tunnel_id:
             self._remember_tunnel(flow, control.tunnel_id, control.assigned_tunnel_id)
         msg = control.message_type
         if msg in CONFIRMING_REVERSE and control.assigned_session_id:
             key = self._our_key(flow, control.tunnel_id, control.assigned_session_id)
             if key is not None:
-                self._confirm(flow, key)
+                self._confirm(flow, key, now)
         elif msg == MessageType.CDN and control.assigned_session_id:
             key = self._our_key(flow, control.tunnel_id, control.assigned_session_id)
             if key is not None:
@@ -1020,30 +740,3 @@ class ReorderEngine:
         """Re-learn a tunnel-ID pair saved before a restart."""
         self._remember_tunnel(flow, their_tunnel_id & MASK, our_tunnel_id & MASK)
 
-    # --- inspection --------------------------------------------------------------------------
-
-    def sessions(self) -> Iterator[Session]:
-        for sessions in self._flows.values():
-            yield from sessions.values()
-
-    def sessions_snapshot(self) -> list[Session]:
-        """Every live session, safe to take from another thread (the metrics scrape).
-
-        `list(dict.values())` runs in C without releasing the GIL, so each copy is atomic; a
-        generator over the live dicts could see one change size mid-walk and raise.
-        """
-        out: list[Session] = []
-        for sessions in list(self._flows.values()):
-            out.extend(list(sessions.values()))
-        return out
-
-    def session(self, flow: Hashable, tunnel_id: int, session_id: int) -> Session | None:
-        return self._flows.get(flow, {}).get((tunnel_id << 16) | session_id)
-
-    @property
-    def session_count(self) -> int:
-        return self._session_count
-
-    @property
-    def flow_count(self) -> int:
-        return len(self._flows)

@@ -62,3 +62,7 @@ class Outcome(IntEnum):
     DROPPED_DUPLICATE = 5  # its Ns was already delivered or is held
     DROPPED_LATE = 6  # its Ns was already given up (skipped): the timeout may be too short
     DROPPED_MALFORMED = 7  # not a usable L2TPv2 message; the reason is counted separately
+    # further behind the next expected Ns than the session's window (W = max(max_held, 64)):
+    # whether it was delivered or given up is no longer known (e.g. a restarting peer's first
+    # packets before the resync, or a packet delayed by more than W)
+    DROPPED_STALE = 8

@@ -87,6 +87,7 @@ class RelayCollector(Collector):
         # One copy of each session table per scrape, for the gauges and the per-session series.
         live = {direction: engine.sessions_snapshot() for direction, engine in engines.items()}
         yield from self._engine_families(engines, live, relay)
+        yield from self._table_families(engines)
         yield from self._relay_families(relay)
         if self._config.per_session:
             yield from self._session_families(live, self._config.per_session_top_n)
@@ -127,7 +128,8 @@ class RelayCollector(Collector):
         )
         dropped = CounterMetricFamily(
             PREFIX + "dropped_packets",
-            "Datagrams dropped, by reason (late: its Ns was already given up; see timeout).",
+            "Datagrams dropped, by reason (late: its Ns was already given up, see timeout; stale:"
+            " further behind than the session's window, delivered or not unknown).",
             labels=[*d, "reason"],
         )
         skipped = CounterMetricFamily(
@@ -213,6 +215,7 @@ class RelayCollector(Collector):
             released.add_metric([direction], c.released)
             dropped.add_metric([direction, "duplicate"], c.dropped_duplicate)
             dropped.add_metric([direction, "late"], c.dropped_late)
+            dropped.add_metric([direction, "stale"], c.dropped_stale)
             dropped.add_metric([direction, "malformed"], c.rx_malformed)
             for reason in reasons.SKIP_REASONS:
                 skipped.add_metric([direction, reason], c.skipped.get(reason, 0))
@@ -242,6 +245,26 @@ class RelayCollector(Collector):
             ended, evicted, continued, hold, displacement, held, held_bytes, held_bytes_limit,
             held_session_max, held_session_limit, timeout, sessions, sessions_limit,
         )  # fmt: skip
+
+    def _table_families(self, engines: Mapping[str, ReorderEngine]) -> Iterator[Metric]:
+        """Session-table hygiene: idle expiry and evictions of active sessions."""
+        d = ["direction"]
+        evicted_active = CounterMetricFamily(
+            PREFIX + "sessions_evicted_active",
+            "Evicted sessions that had sent within the last few reorder timeouts (at least 1 s):"
+            " the table is full of live sessions; raise reorder.max_sessions.",
+            labels=d,
+        )
+        idle_expired = CounterMetricFamily(
+            PREFIX + "sessions_idle_expired",
+            "Sessions forgotten after reorder.session_idle_timeout_ms of silence (numbering kept).",
+            labels=d,
+        )
+        for direction, engine in engines.items():
+            c = engine.counters
+            evicted_active.add_metric([direction], c.sessions_evicted_active)
+            idle_expired.add_metric([direction], c.sessions_idle_expired)
+        yield from (evicted_active, idle_expired)
 
     def _relay_families(self, relay: RelayCounters) -> Iterator[Metric]:
         d = ["direction"]
@@ -339,6 +362,7 @@ class RelayCollector(Collector):
                 released.add_metric(key, s.released)
                 dropped.add_metric([*key, "duplicate"], s.dropped_duplicate)
                 dropped.add_metric([*key, "late"], s.dropped_late)
+                dropped.add_metric([*key, "stale"], s.dropped_stale)
                 skipped.add_metric(key, s.skipped)
                 held.add_metric(key, len(s.held))
         yield from (packets, released, dropped, skipped, held, omitted)

@@ -108,6 +108,7 @@ class DropReporter:
             c = engine.counters
             snap[f"{direction}:duplicate"] = c.dropped_duplicate
             snap[f"{direction}:late"] = c.dropped_late
+            snap[f"{direction}:stale"] = c.dropped_stale
             for reason, n in c.malformed.items():
                 snap[f"{direction}:malformed:{reason}"] = n
             for reason, n in c.skipped.items():

@@ -249,7 +249,7 @@ def test_resync_when_the_peer_restarts_its_numbering() -> None:
         e.receive(data(ns), FLOW, i * 0.001)
     drain(e)
     outcomes = [e.receive(data(ns, 1000 + ns), FLOW, 0.1) for ns in range(6)]
-    assert outcomes[:3] == [Outcome.DROPPED_DUPLICATE] * 3
+    assert outcomes[:3] == [Outcome.DROPPED_STALE] * 3  # beyond the window: unknown, named so
     assert outcomes[3:] == [Outcome.FORWARDED_IN_ORDER] * 3
     out = drain(e)
     assert [ident_of(d) for _, d in out] == [1003, 1004, 1005]
@@ -266,11 +266,20 @@ def test_duplicates_just_behind_never_trigger_a_resync() -> None:
     assert e.counters.resyncs == 0
 
 
-def test_packet_behind_the_session_start_is_a_duplicate_not_delivered() -> None:
+def test_packet_behind_the_session_start_is_late_not_delivered() -> None:
+    """The session's first packet overtook its predecessor: the predecessor was never
+    delivered, and cannot be now (the LNS saw the later Ns first), so it is `late`, not a
+    duplicate; with timeout 0 it goes out in arrival order. A second copy is a duplicate."""
     e = engine(reorder_timeout=0.1)
     e.receive(data(32), FLOW, 0.0)  # the session starts here
-    assert e.receive(data(31), FLOW, 0.001) == Outcome.DROPPED_DUPLICATE
+    assert e.receive(data(31), FLOW, 0.001) == Outcome.DROPPED_LATE
+    assert e.receive(data(31), FLOW, 0.002) == Outcome.DROPPED_DUPLICATE
     assert [ident_of(d) for _, d in drain(e)] == [32]
+    e0 = engine(reorder_timeout=0.0)
+    e0.receive(data(32), FLOW, 0.0)
+    assert e0.receive(data(31), FLOW, 0.001) == Outcome.FORWARDED_OUT_OF_ORDER
+    assert [(ident_of(d), ns_of(d)) for _, d in drain(e0)] == [(32, 32), (31, 33)]
+    check_invariants(e0)
 
 
 def test_cdn_flushes_held_data_before_itself_and_a_reused_id_starts_fresh() -> None:
@@ -290,7 +299,11 @@ def test_cdn_flushes_held_data_before_itself_and_a_reused_id_starts_fresh() -> N
     assert [ident_of(d) for d in out[:-1]] == [12] and out[-1] == cdn
     assert e.session(FLOW, TUNNEL, SESSION) is None
     assert e.counters.skipped[reasons.SKIP_END] == 1
+    # A new call: the control channel sets it up (ICCN), then its Ns start from 0.
+    iccn = wire.build_control(TUNNEL, SESSION, 4, 4, [wire.avp_message_type(wire.MessageType.ICCN)])
+    e.receive(iccn, FLOW, 0.15)
     assert e.receive(data(0), FLOW, 0.2) == Outcome.FORWARDED_IN_ORDER  # fresh: Ns from 0
+    assert [ns_of(d) for _, d in drain(e)][-1] == 0
     assert e.counters.sessions_started == 2
     check_invariants(e)
 
@@ -477,6 +490,6 @@ def test_in_order_packets_between_far_behind_ones_break_the_resync_run() -> None
         outcomes.append(e.receive(data(1010 + i), FLOW, 0.1 + i * 0.001))
         outcomes.append(e.receive(data(10 + i), FLOW, 0.1 + i * 0.001))
     assert outcomes[0::2] == [Outcome.FORWARDED_IN_ORDER] * 6
-    assert outcomes[1::2] == [Outcome.DROPPED_DUPLICATE] * 6
+    assert outcomes[1::2] == [Outcome.DROPPED_STALE] * 6
     assert e.counters.resyncs == 0
     assert [ident_of(d) for _, d in drain(e)] == list(range(1010, 1016))

@@ -1,0 +1,465 @@
+"""The session table: sessions, their lifecycle, the cap, idle expiry and the side tables.
+
+Kept apart from the per-packet logic (engine.py) because it is what decides how much memory the
+relay holds: every table here is bounded by a cap and purged by age or by lifecycle.
+
+- Sessions silent for `session_idle_timeout` are forgotten (held packets go out first); their
+  numbering stays in the continuation memory, so a session that resumes shows the LNS no jump.
+- At `max_sessions`, the longest-silent session is evicted, whatever its confirmation state;
+  evicting one that was active lately (`sessions_evicted_active`) means the cap is too small.
+- The eviction order is one heap of (last activity, entry id, flow, key): it names sessions, it
+  does not hold them, so an ended session is freed at once; stale entries are compacted away.
+- Pending confirmations (the control channel set up a call before its first data packet) go when
+  the call ends (CDN) or after PENDING_MEMORY.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable, Iterator
+from typing import TYPE_CHECKING
+
+from l2tpreorder.core import reasons
+from l2tpreorder.core.continuation import ContinuationMemory, Ended
+
+if TYPE_CHECKING:
+    from l2tpreorder.core.engine import EngineCounters
+
+MASK = 0xFFFF
+INF = float("inf")
+# Pending confirmations older than this are dropped: by then the call sends data without Ns,
+# or never started. (Bounded by count too, against a flood of ICCNs.)
+PENDING_MEMORY = 120.0
+MAX_PENDING_CONFIRMATIONS = 65536
+# An evicted session counts as active (`sessions_evicted_active`) when its last packet came
+# within this many reorder timeouts, or within ACTIVE_FLOOR seconds, whichever is longer.
+ACTIVE_TIMEOUTS = 4
+ACTIVE_FLOOR = 1.0
+# A held-packet dict that grew beyond this is replaced by a fresh one once empty: a dict never
+# gives back the table it grew for a burst.
+HELD_SHRINK = 16
+
+
+class Session:
+    """Reorder state of one (flow, tunnel_id, session_id). Its counters are plain ints too."""
+
+    __slots__ = (
+        "alive",
+        "behind_at",
+        "behind_next",
+        "behind_run",
+        "confirmed",
+        "cut",
+        "dropped_duplicate",
+        "dropped_late",
+        "dropped_stale",
+        "expected",
+        "flow",
+        "forwarded_in_order",
+        "forwarded_out_of_order",
+        "gaps",
+        "gaps_end",
+        "held",
+        "held_bytes",
+        "held_peak",
+        "hold_times",
+        "last_active",
+        "lru_seq",
+        "max_displacement",
+        "out_ns",
+        "released",
+        "session_id",
+        "skipped",
+        "started",
+        "timer_id",
+        "tunnel_id",
+    )
+
+    def __init__(
+        self, flow: Hashable, tunnel_id: int, session_id: int, ns: int, now: float
+    ) -> None:
+        self.flow = flow
+        self.tunnel_id = tunnel_id
+        self.session_id = session_id
+        self.expected = ns  # next Ns we can deliver
+        self.out_ns = ns  # next Ns the LNS will see (renumber mode)
+        # Ns -> (datagram, arrival time, Ns byte offset). Insertion order is arrival order.
+        self.held: dict[int, tuple[bytes, float, int]] = {}
+        self.held_bytes = 0
+        self.held_peak = 0  # most packets held since `held` was last replaced (see HELD_SHRINK)
+        self.timer_id = 0  # id of this session's live entry in the engine's timer heap; 0 = none
+        self.cut = INF  # earlier deadline for gaps that may be kernel drops (see note_kernel_drops)
+        # Given-up Ns as a bitmap (see continuation.mark_given_up): bit i is Ns gaps_end-1-i.
+        self.gaps = 0
+        self.gaps_end = ns
+        self.behind_run = 0
+        self.behind_next = -1
+        self.behind_at = -1  # arrivals counted when the next far-behind packet continues a run
+        self.alive = True
+        self.confirmed = False  # established by the control channel
+        self.started = now
+        self.last_active = now  # also the key of the eviction order (see SessionTable._evict)
+        self.lru_seq = 0  # id of this session's live entry in the eviction heap
+        self.forwarded_in_order = 0
+        self.forwarded_out_of_order = 0
+        self.released = 0
+        self.dropped_duplicate = 0
+        self.dropped_late = 0
+        self.dropped_stale = 0
+        self.skipped = 0
+        self.max_displacement = 0
+        self.hold_times: list[float] | None = None
+
+    @property
+    def packets(self) -> int:
+        """Sequenced packets received: derived from outcomes (one count fewer per packet)."""
+        return (
+            self.forwarded_in_order
+            + self.forwarded_out_of_order
+            + self.released
+            + len(self.held)
+            + self.dropped_duplicate
+            + self.dropped_late
+            + self.dropped_stale
+        )
+
+    @property
+    def key(self) -> tuple[Hashable, int, int]:
+        return (self.flow, self.tunnel_id, self.session_id)
+
+
+class SessionTable:
+    """Mixin of ReorderEngine: the table of sessions and everything bounded around it."""
+
+    counters: EngineCounters
+    _max_sessions: int
+    _idle_timeout: float
+    _timeout: float
+    _window: int
+    _record: bool
+
+    def _init_table(self) -> None:
+        self._flows: dict[Hashable, dict[int, Session]] = {}
+        self._session_count = 0
+        # Indexes so a StopCCN costs O(its own tunnel): flow -> our tunnel ID -> that tunnel's
+        # sessions, the session itself while it is the only one (~80 bytes, not ~360).
+        self._tunnel_sessions: dict[Hashable, dict[int, Session | dict[int, Session]]] = {}
+        # (flow, session key) confirmed by the control channel before its first data packet.
+        self._pending_confirmations: dict[tuple[Hashable, int], float] = {}
+        self._memory = ContinuationMemory()
+        # Eviction and idle order: (last_active when pushed, entry id, flow, key). The per-packet
+        # path only writes s.last_active; an entry whose stamp is older is refreshed at the top.
+        self._lru: list[tuple[float, int, Hashable, int]] = []
+        self._lru_seq = 0
+
+    def _release_all(self, s: Session, now: float, reason: str) -> None:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _clock(self, now: float) -> float:
+        raise NotImplementedError  # ReorderEngine's
+
+    # --- creation ----------------------------------------------------------------------------
+
+    def _new_session(self, flow: Hashable, key: int, ns: int, now: float) -> Session:
+        """Create a session, making room first when the table is full (max_sessions)."""
+        if self._session_count >= self._max_sessions:
+            self._expire_idle(now)
+            if self._session_count >= self._max_sessions:
+                self._evict(now)
+        sessions = self._flows.get(flow)
+        if sessions is None:
+            sessions = self._flows[flow] = {}
+        s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
+        if self._record:
+            s.hold_times = []
+        self._index_session(s, key)
+        self._session_count += 1
+        self.counters.sessions_started += 1
+        pending = self._pending_confirmations
+        if pending and pending.pop((flow, key), None) is not None:
+            s.confirmed = True
+            self.counters.sessions_confirmed += 1
+        ended = self._memory.take(flow, key, now) if len(self._memory) else None
+        if ended is None or not self._continue_numbering(s, ended, ns):
+            # A session's first packet: a predecessor arriving after it was never delivered and
+            # never will be (the LNS saw a later Ns first). It counts as `late`, not duplicate.
+            s.gaps = (1 << self._window) - 1
+        self._lru_push(s)
+        return s
+
+    def _continue_numbering(self, s: Session, ended: Ended, ns: int) -> bool:
+        """Carry an ended session's numbering over when its stream simply goes on.
+
+        Sessions end on a CDN or StopCCN the LNS may yet reject (a spoofed one), on eviction or
+        idle expiry. If data with the same IDs then comes within the window around where the old
+        session stopped, ahead (the stream carries on) or behind (a late packet, a duplicate or
+        the early half of a swap straddling the end), the session takes up the old state: its
+        next expected Ns, renumbering and given-up bitmap. The packet is then classified as if
+        the session had never ended, so each LAC Ns is delivered at most once and the LNS's
+        renumbered stream stays contiguous. A real new call starts afresh: the control message
+        setting it up clears this memory (see _confirm).
+        """
+        ahead = (ns - ended.expected) & MASK
+        if ahead >= self._window and ((ended.expected - ns) & MASK) > self._window:
+            return False
+        s.expected = ended.expected
+        s.out_ns = ended.out_ns
+        s.gaps = ended.gaps
+        s.gaps_end = ended.gaps_end
+        if ended.confirmed and not s.confirmed:
+            s.confirmed = True
+        self.counters.sessions_continued += 1
+        return True
+
+    def _confirm(self, flow: Hashable, key: int, now: float) -> None:
+        """The control channel set up session `key` of `flow`: a new call with these IDs, so an
+        ended session's numbering must not carry over to it."""
+        self._memory.forget(flow, key)
+        s = self._flows.get(flow, {}).get(key)
+        if s is not None:
+            if not s.confirmed:
+                s.confirmed = True
+                self.counters.sessions_confirmed += 1
+            return
+        pending = self._pending_confirmations
+        pending.pop((flow, key), None)
+        while pending:
+            first = next(iter(pending))
+            if len(pending) < MAX_PENDING_CONFIRMATIONS and now - pending[first] <= PENDING_MEMORY:
+                break
+            del pending[first]
+        pending[(flow, key)] = now
+
+    def restore_session(
+        self,
+        flow: Hashable,
+        tunnel_id: int,
+        session_id: int,
+        expected: int,
+        out_ns: int,
+        now: float,
+        *,
+        confirmed: bool = True,
+        gaps: int = 0,
+    ) -> Session:
+        """Recreate a session saved before a restart (see `state`): the LNS keeps seeing
+        contiguous Ns in renumber mode because `out_ns` continues where it stopped."""
+        key = ((tunnel_id & MASK) << 16) | (session_id & MASK)
+        now = self._clock(now)
+        old = self._flows.get(flow, {}).get(key)
+        if old is not None:
+            self._end(old, now, reasons.SKIP_END)
+        self._memory.forget(flow, key)
+        s = self._new_session(flow, key, expected & MASK, now)
+        s.out_ns = out_ns & MASK
+        s.gaps = gaps & ((1 << self._window) - 1)
+        if confirmed and not s.confirmed:
+            s.confirmed = True
+            self.counters.sessions_confirmed += 1
+        return s
+
+    def ended_sessions(self) -> Iterator[tuple[Hashable, int, int, Ended, bool]]:
+        """(flow, tunnel_id, session_id, where it stopped, ended idle) of the continuation
+        memory, for the state file: a spoofed CDN before a restart must not cost a jump."""
+        for flow, key, ended, idle in self._memory.items():
+            yield flow, key >> 16, key & MASK, ended, idle
+
+    def restore_ended(
+        self, flow: Hashable, tunnel_id: int, session_id: int, ended: Ended, *, idle: bool
+    ) -> None:
+        """Re-learn a continuation memory entry saved before a restart (`ended.at` in this
+        engine's clock)."""
+        key = ((tunnel_id & MASK) << 16) | (session_id & MASK)
+        ended.gaps &= (1 << self._window) - 1
+        self._memory.remember(flow, key, ended, idle=idle)
+
+    # --- the tunnel index ---------------------------------------------------------------------
+
+    def _index_session(self, s: Session, key: int) -> None:
+        tunnels = self._tunnel_sessions.get(s.flow)
+        if tunnels is None:
+            tunnels = self._tunnel_sessions[s.flow] = {}
+        current = tunnels.get(s.tunnel_id)
+        if current is None:
+            tunnels[s.tunnel_id] = s
+        elif isinstance(current, Session):
+            tunnels[s.tunnel_id] = {(current.tunnel_id << 16) | current.session_id: current, key: s}
+        else:
+            current[key] = s
+
+    def _unindex_session(self, s: Session, key: int) -> None:
+        tunnels = self._tunnel_sessions[s.flow]
+        current = tunnels[s.tunnel_id]
+        if isinstance(current, Session):
+            del tunnels[s.tunnel_id]
+        else:
+            del current[key]
+            if not current:
+                del tunnels[s.tunnel_id]
+        if not tunnels:
+            del self._tunnel_sessions[s.flow]
+
+    def tunnel_sessions(self, flow: Hashable, tunnel_id: int) -> list[Session]:
+        """The live sessions of one tunnel (our tunnel ID) of a peer."""
+        current = self._tunnel_sessions.get(flow, {}).get(tunnel_id)
+        if current is None:
+            return []
+        if isinstance(current, Session):
+            return [current]
+        return list(current.values())
+
+    # --- eviction and idle order ----------------------------------------------------------------
+
+    def _lru_push(self, s: Session) -> None:
+        heap = self._lru
+        self._lru_seq += 1
+        s.lru_seq = self._lru_seq
+        key = (s.tunnel_id << 16) | s.session_id
+        heapq.heappush(heap, (s.last_active, self._lru_seq, s.flow, key))
+        if len(heap) > 2 * self._session_count + 64:
+            # Entries of ended sessions pile up (a few ints each): drop them all at once.
+            live = [e for e in heap if self._lru_entry_session(e) is not None]
+            heapq.heapify(live)
+            heap[:] = live
+
+    def _lru_entry_session(self, entry: tuple[float, int, Hashable, int]) -> Session | None:
+        sessions = self._flows.get(entry[2])
+        s = sessions.get(entry[3]) if sessions is not None else None
+        return s if s is not None and s.lru_seq == entry[1] else None
+
+    def _lru_oldest(self) -> Session | None:
+        """The longest-silent live session, exactly: every live session has one entry stamped no
+        later than its real last activity, so a top entry whose stamp is current is the minimum;
+        an out-of-date top entry is re-pushed with the current value."""
+        heap = self._lru
+        while heap:
+            entry = heap[0]
+            s = self._lru_entry_session(entry)
+            if s is None:
+                heapq.heappop(heap)
+            elif s.last_active != entry[0]:
+                self._lru_seq += 1
+                s.lru_seq = self._lru_seq
+                heapq.heapreplace(heap, (s.last_active, s.lru_seq, entry[2], entry[3]))
+            else:
+                return s
+        return None
+
+    def _evict(self, now: float) -> bool:
+        """End the longest-silent session, whatever its confirmation state; False if none."""
+        s = self._lru_oldest()
+        if s is None:
+            return False
+        heapq.heappop(self._lru)
+        c = self.counters
+        c.sessions_evicted += 1
+        if s.confirmed:
+            c.sessions_evicted_confirmed += 1
+        if s.last_active > now - max(ACTIVE_TIMEOUTS * self._timeout, ACTIVE_FLOOR):
+            c.sessions_evicted_active += 1
+        self._end(s, now, reasons.SKIP_EVICTED)
+        return True
+
+    def next_idle_deadline(self) -> float | None:
+        """When `expire` will next forget a silent session (None: idle expiry is off or no
+        session). Adapters wake at min(next_deadline(), this)."""
+        if self._idle_timeout <= 0:
+            return None
+        s = self._lru_oldest()
+        return None if s is None else s.last_active + self._idle_timeout
+
+    def _expire_idle(self, now: float) -> None:
+        """Forget sessions silent for `session_idle_timeout` (held packets go out first); their
+        numbering is remembered for IDLE_MEMORY, so one that resumes shows the LNS no jump."""
+        idle = self._idle_timeout
+        if idle <= 0:
+            return
+        while True:
+            s = self._lru_oldest()
+            if s is None or s.last_active + idle > now:
+                break
+            heapq.heappop(self._lru)
+            self.counters.sessions_idle_expired += 1
+            self._end(s, now, reasons.SKIP_END, idle=True)
+        self._purge_side_tables(now)
+
+    def _purge_side_tables(self, now: float) -> None:
+        self._memory.purge(now)
+        pending = self._pending_confirmations
+        while pending:
+            first = next(iter(pending))
+            if now - pending[first] <= PENDING_MEMORY:
+                break
+            del pending[first]
+
+    # --- ends ----------------------------------------------------------------------------------
+
+    def end_session(self, flow: Hashable, tunnel_id: int, session_id: int, now: float) -> bool:
+        """Flush and forget one session (CDN); its numbering is remembered for ENDED_MEMORY in
+        case the LNS did not act on the CDN (see _continue_numbering)."""
+        key = (tunnel_id << 16) | session_id
+        self._pending_confirmations.pop((flow, key), None)  # the call ended before any data
+        sessions = self._flows.get(flow)
+        s = sessions.get(key) if sessions is not None else None
+        if s is None:
+            return False
+        self._end(s, self._clock(now), reasons.SKIP_END)
+        return True
+
+    def _end(self, s: Session, now: float, reason: str, *, idle: bool = False) -> None:
+        """Deliver what the session holds (no silent loss), then forget it."""
+        self._release_all(s, now, reason)
+        sessions = self._flows[s.flow]
+        key = (s.tunnel_id << 16) | s.session_id
+        del sessions[key]
+        self._unindex_session(s, key)
+        self._pending_confirmations.pop((s.flow, key), None)
+        # An evicted session seen once (a flood of random IDs) is not worth remembering.
+        if reason != reasons.SKIP_EVICTED or s.confirmed or s.packets > 1:
+            ended = Ended(s.expected, s.out_ns, s.gaps, s.gaps_end, now, s.confirmed)
+            self._memory.remember(s.flow, key, ended, idle=idle)
+        s.alive = False
+        s.timer_id = 0
+        s.held = {}
+        self._session_count -= 1
+        self.counters.sessions_ended += 1
+        if not sessions:
+            del self._flows[s.flow]
+
+    def end_flow(self, flow: Hashable, now: float) -> int:
+        """Flush and forget every session of a peer (it went idle or was evicted)."""
+        sessions = self._flows.get(flow)
+        if sessions is None:
+            return 0
+        ended = list(sessions.values())
+        for s in ended:
+            self.end_session(flow, s.tunnel_id, s.session_id, now)
+        return len(ended)
+
+    # --- inspection ------------------------------------------------------------------------------
+
+    def sessions(self) -> Iterator[Session]:
+        for sessions in self._flows.values():
+            yield from sessions.values()
+
+    def sessions_snapshot(self) -> list[Session]:
+        """Every live session, safe to take from another thread (the metrics scrape).
+
+        `list(dict.values())` runs in C without releasing the GIL, so each copy is atomic; a
+        generator over the live dicts could see one change size mid-walk and raise.
+        """
+        out: list[Session] = []
+        for sessions in list(self._flows.values()):
+            out.extend(list(sessions.values()))
+        return out
+
+    def session(self, flow: Hashable, tunnel_id: int, session_id: int) -> Session | None:
+        return self._flows.get(flow, {}).get((tunnel_id << 16) | session_id)
+
+    @property
+    def session_count(self) -> int:
+        return self._session_count
+
+    @property
+    def flow_count(self) -> int:
+        return len(self._flows)
