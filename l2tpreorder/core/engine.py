@@ -654,6 +654,11 @@ class ReorderEngine(SessionTable):
             self._skip_to_next_held(s, reasons.SKIP_CAP)
             self._release_run(s, now)
 
+    @property
+    def latest_time(self) -> float:
+        """The latest `now` seen on the slow paths (-inf before any)."""
+        return self._latest
+
     def _clock(self, now: float) -> float:
         """Capture timestamps can step back; held-packet ages must not."""
         if now < self._latest:

@@ -457,6 +457,11 @@ class SessionTable:
         return self._flows.get(flow, {}).get((tunnel_id << 16) | session_id)
 
     @property
+    def window(self) -> int:
+        """W: behind packets up to W back are classified exactly (see continuation)."""
+        return self._window
+
+    @property
     def session_count(self) -> int:
         return self._session_count
 

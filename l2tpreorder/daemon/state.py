@@ -5,6 +5,9 @@ In renumber mode the LNS has seen our Ns, not the LAC's: a restart that forgot e
 flushes the engine and saves, per session, the next Ns it expects from the LAC (`expected`) and
 the next Ns the LNS will see (`out_ns`), plus whatever the adapter needs in `extra` (the daemon:
 which upstream source port each LAC peer used, so xl2tpd's connected sockets still match).
+Each session also carries its given-up bitmap (late vs duplicate stays exact), and the engine's
+continuation memory is saved too (`ended`): a spoofed CDN, an eviction or an idle expiry shortly
+before a restart must not make the LAC's continuing stream start afresh at the LNS.
 
 The file is written atomically (temp file, fsync, rename, fsync of the directory), so a crash
 mid-write leaves the old file or the new one, never half of one. Loading never raises: a
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l2tpreorder.core.continuation import Ended
 from l2tpreorder.core.engine import ReorderEngine
 
 log = logging.getLogger("l2tpreorder.daemon.state")
@@ -45,7 +49,12 @@ class SessionState:
     session_id: int
     expected: int  # next Ns expected from the LAC
     out_ns: int  # next Ns the LNS will see (renumber mode)
-    confirmed: bool  # established by the control channel (protected from eviction)
+    confirmed: bool  # established by the control channel
+    gaps: int = 0  # given-up bitmap (bit i = Ns gaps_end-1-i)
+    gaps_end: int | None = None  # None: expected
+    # Set for an ended session in the continuation memory: seconds before the save it ended.
+    ended_ago: float | None = None
+    idle: bool = False  # it ended by idle expiry (remembered longer)
 
 
 @dataclass(slots=True)
@@ -60,7 +69,8 @@ class SavedState:
 
     def restore(self, engine: ReorderEngine, now: float) -> int:
         """Recreate the saved sessions and tunnel-ID pairs in `engine`; returns how many."""
-        return restore_engine(engine, self.sessions, self.tunnels, now)
+        elapsed = max(0.0, time.time() - self.saved_at)
+        return restore_engine(engine, self.sessions, self.tunnels, now, elapsed)
 
 
 def restore_engine(
@@ -68,19 +78,33 @@ def restore_engine(
     sessions: list[SessionState],
     tunnels: list[tuple[Hashable, int, int]],
     now: float,
+    elapsed: float = 0.0,
 ) -> int:
-    """Recreate saved sessions and tunnel-ID pairs in `engine`; returns how many sessions."""
+    """Recreate saved sessions, continuation memory and tunnel-ID pairs in `engine` (`elapsed`:
+    seconds since the save); returns how many live sessions."""
     for flow, theirs, ours in tunnels:
         engine.restore_tunnel(flow, theirs, ours)
+    live = 0
     for s in sessions:
-        engine.restore_session(
+        if s.ended_ago is not None:
+            gaps_end = s.expected if s.gaps_end is None else s.gaps_end
+            at = now - s.ended_ago - elapsed
+            ended = Ended(s.expected, s.out_ns, s.gaps, gaps_end, at, s.confirmed)
+            engine.restore_ended(s.flow, s.tunnel_id, s.session_id, ended, idle=s.idle)
+            continue
+        restored = engine.restore_session(
             s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now, confirmed=s.confirmed
         )
-    return len(sessions)
+        restored.gaps = s.gaps & ((1 << engine.window) - 1)
+        restored.gaps_end = s.expected if s.gaps_end is None else s.gaps_end
+        live += 1
+    return live
 
 
 def export_engine(engine: ReorderEngine) -> dict[str, Any]:
-    """An engine's sessions and tunnel-ID pairs as JSON-ready data (see `parse_engine`)."""
+    """An engine's sessions, continuation memory and tunnel-ID pairs as JSON-ready data (see
+    `parse_engine`). Call after `engine.flush(now)`: ages count from the engine's latest time."""
+    now = engine.latest_time
     return {
         "sessions": [
             {
@@ -90,8 +114,25 @@ def export_engine(engine: ReorderEngine) -> dict[str, Any]:
                 "expected": s.expected,
                 "out_ns": s.out_ns,
                 "confirmed": s.confirmed,
+                "gaps": format(s.gaps, "x"),
+                "gaps_end": s.gaps_end,
             }
             for s in engine.sessions()
+        ],
+        "ended": [
+            {
+                "flow": _encode_flow(flow),
+                "tunnel_id": tunnel_id,
+                "session_id": session_id,
+                "expected": e.expected,
+                "out_ns": e.out_ns,
+                "confirmed": e.confirmed,
+                "gaps": format(e.gaps, "x"),
+                "gaps_end": e.gaps_end,
+                "ended_ago": max(0.0, now - e.at) if math.isfinite(now) else 0.0,
+                "idle": idle,
+            }
+            for flow, tunnel_id, session_id, e, idle in engine.ended_sessions()
         ],
         "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in engine.tunnel_pairs()],
     }
@@ -106,24 +147,17 @@ def parse_engine(
     sessions: list[SessionState] = []
     tunnels: list[tuple[Hashable, int, int]] = []
     try:
-        for i, item in enumerate(document["sessions"]):
+        items = [("sessions", i, x) for i, x in enumerate(document["sessions"])]
+        items += [("ended", i, x) for i, x in enumerate(document.get("ended", ()))]
+        for name, i, item in items:
             if not isinstance(item, dict):
-                raise ValueError(f"sessions[{i}]: expected an object")
+                raise ValueError(f"{name}[{i}]: expected an object")
             try:
-                sessions.append(
-                    SessionState(
-                        flow=_decode_flow(item["flow"]),
-                        tunnel_id=_u16(item, "tunnel_id"),
-                        session_id=_u16(item, "session_id"),
-                        expected=_u16(item, "expected"),
-                        out_ns=_u16(item, "out_ns"),
-                        confirmed=bool(item.get("confirmed", True)),
-                    )
-                )
+                sessions.append(_session_state(item, ended=name == "ended"))
             except KeyError as e:
-                raise ValueError(f"sessions[{i}]: missing {e.args[0]!r}") from None
+                raise ValueError(f"{name}[{i}]: missing {e.args[0]!r}") from None
             except (ValueError, TypeError) as e:
-                raise ValueError(f"sessions[{i}]: {e}") from None
+                raise ValueError(f"{name}[{i}]: {e}") from None
         for i, item in enumerate(document["tunnels"]):
             if not isinstance(item, list) or len(item) != 3:
                 raise ValueError(f"tunnels[{i}]: expected [flow, their ID, our ID]")
@@ -134,6 +168,29 @@ def parse_engine(
     except TypeError as e:
         raise ValueError(str(e)) from None
     return sessions, tunnels
+
+
+def _session_state(item: dict[str, Any], *, ended: bool) -> SessionState:
+    gaps = int(str(item.get("gaps", "0")), 16)
+    if gaps < 0 or gaps.bit_length() > 32767:
+        raise ValueError(f"gaps={item.get('gaps')!r}: expected a hex bitmap")
+    ago = None
+    if ended:
+        ago = item["ended_ago"]
+        if isinstance(ago, bool) or not isinstance(ago, int | float) or not 0 <= ago < 1e9:
+            raise ValueError(f"ended_ago={ago!r}: expected seconds")
+    return SessionState(
+        flow=_decode_flow(item["flow"]),
+        tunnel_id=_u16(item, "tunnel_id"),
+        session_id=_u16(item, "session_id"),
+        expected=_u16(item, "expected"),
+        out_ns=_u16(item, "out_ns"),
+        confirmed=bool(item.get("confirmed", True)),
+        gaps=gaps,
+        gaps_end=_u16(item, "gaps_end") if "gaps_end" in item else None,
+        ended_ago=None if ago is None else float(ago),
+        idle=bool(item.get("idle", False)),
+    )
 
 
 def _encode_flow(flow: Hashable) -> Any:
@@ -197,7 +254,7 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
             target,
             e.strerror,
         )
-    return len(document["sessions"])
+    return len(document["sessions"])  # live sessions (the memory of ended ones is extra)
 
 
 def _u16(item: dict[str, Any], key: str) -> int:

@@ -333,3 +333,31 @@ def test_restore_never_raises_on_any_extra(
     finally:
         relay.shutdown()
         loop.close()
+
+
+def test_5_a_restart_remembers_recently_ended_sessions(tmp_path: Path) -> None:
+    """Issue 11 item 5: a spoofed CDN, then a restart within 120 s: the LAC's stream carries on
+    and the LNS's renumbered Ns go on without a jump (502 -> 503, not 502 -> 522)."""
+    e = ReorderEngine(EngineConfig(reorder_timeout=0.05))
+    for ns in range(500, 510):
+        e.receive(data(3, 4, ns), LAC, 0.0)
+    e.receive(data(3, 4, 520), LAC, 0.01)  # 510..519 lost
+    e.expire(0.1)
+    cdn = build_control(3, 4, 7, 7, [avp_message_type(MessageType.CDN)])
+    e.receive(cdn, LAC, 1.0)  # spoofed: the LNS keeps the session
+    assert e.session(LAC, 3, 4) is None
+    sent = out_ns(e)
+    assert sent == list(range(500, 511))
+    e.flush(2.0)
+    path = tmp_path / "state.json"
+    assert save_state(e, path, {}) == 0  # no live session, but the memory is saved
+    loaded = load_state(path)
+    assert isinstance(loaded, SavedState)
+    fresh = ReorderEngine(EngineConfig(reorder_timeout=0.05))
+    assert loaded.restore(fresh, 50.0) == 0
+    fresh.receive(data(3, 4, 515), LAC, 50.1)  # in flight: given up before the restart
+    fresh.receive(data(3, 4, 521), LAC, 50.1)
+    fresh.receive(data(3, 4, 522), LAC, 50.2)
+    assert out_ns(fresh) == [511, 512]
+    c = fresh.counters
+    assert (c.dropped_late, c.sessions_continued) == (1, 1)
