@@ -414,10 +414,10 @@ class SessionTable:
         del sessions[key]
         self._unindex_session(s, key)
         self._pending_confirmations.pop((s.flow, key), None)
-        # An evicted session seen once (a flood of random IDs) is not worth remembering.
-        if reason != reasons.SKIP_EVICTED or s.confirmed or s.packets > 1:
-            ended = Ended(s.expected, s.out_ns, s.gaps, s.gaps_end, now, s.confirmed)
-            self._memory.remember(s.flow, key, ended, idle=idle)
+        # Every end is remembered, evictions too (even a session seen once may be real): the
+        # memory is bounded by count (a flood pushes out its own entries) and purged by age.
+        ended = Ended(s.expected, s.out_ns, s.gaps, s.gaps_end, now, s.confirmed)
+        self._memory.remember(s.flow, key, ended, idle=idle)
         s.alive = False
         s.timer_id = 0
         s.held = {}

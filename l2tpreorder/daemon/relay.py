@@ -906,8 +906,16 @@ class Relay:
     # --- housekeeping (once a second from the daemon) ------------------------------------------
 
     def remove_idle(self, now: float | None = None) -> int:
-        """Forget peers quiet for longer than peer_idle_timeout (their held data goes out)."""
+        """Forget peers quiet for longer than peer_idle_timeout (their held data goes out), and
+        sessions quiet for longer than the engine's session_idle_timeout."""
         now = self.clock() if now is None else now
+        # Sessions silent for reorder.session_idle_timeout_ms go too (engine.expire does it;
+        # once a second is precise enough for minutes).
+        self.engine_up.expire(now)
+        if self.engine_down is not None:
+            self.engine_down.expire(now)
+        self._send_out()
+        self._rearm()
         limit = now - self.config.peer_idle_timeout
         idle = [p for p in self.peers.values() if p.last_seen < limit]
         for peer in idle:
