@@ -666,22 +666,31 @@ class ReorderEngine(SessionTable):
         self._latest = now
         return now
 
-    def end_tunnel(self, flow: Hashable, tunnel_id: int, now: float) -> int:
-        """Flush and forget every session of one tunnel (StopCCN); returns how many ended."""
+    def end_tunnel(
+        self, flow: Hashable, tunnel_id: int, now: float, *, remember: bool = True
+    ) -> int:
+        """Flush and forget every session of one tunnel (StopCCN); returns how many ended.
+        `remember`: see end_session."""
         ended = self.tunnel_sessions(flow, tunnel_id)
         for s in ended:
-            self.end_session(flow, tunnel_id, s.session_id, now)
+            self.end_session(flow, tunnel_id, s.session_id, now, remember=remember)
         for theirs in self._tunnel_map_ours.pop((flow, tunnel_id), ()):
             del self._tunnel_map[(flow, theirs)]
         return len(ended)
 
-    def observe_reverse(self, data: bytes, flow: Hashable, now: float) -> str | None:
+    def observe_reverse(
+        self, data: bytes, flow: Hashable, now: float, *, authoritative: bool = True
+    ) -> str | None:
         """Read a control message travelling the other way (LNS to LAC) for session lifecycle.
 
         The far side names our sessions in its AVPs: a CDN carries the Assigned Session ID our
         data uses, in the tunnel whose ID we learned from its SCCRQ/SCCRP; a StopCCN carries the
-        Assigned Tunnel ID. Returns the message name, or None when `data` is not control. The
-        datagram itself is the caller's to forward; this only updates state.
+        Assigned Tunnel ID. `authoritative`: the message comes from the receiver of our data (the
+        LNS, through the socket only it can send to), which ended those sessions itself, so
+        nothing will continue them and their numbering is not remembered; False when it may be
+        spoofed (LNS-to-LAC reordering: it comes from the LAC's side). Returns the message name,
+        or None when `data` is not control. The datagram itself is the caller's to forward; this
+        only updates state.
         """
         if len(data) < 2 or not data[0] & 0x80:
             return None
@@ -699,9 +708,9 @@ class ReorderEngine(SessionTable):
         elif msg == MessageType.CDN and control.assigned_session_id:
             key = self._our_key(flow, control.tunnel_id, control.assigned_session_id)
             if key is not None:
-                self.end_session(flow, key >> 16, key & MASK, now)
+                self.end_session(flow, key >> 16, key & MASK, now, remember=not authoritative)
         elif msg == MessageType.StopCCN and control.assigned_tunnel_id is not None:
-            self.end_tunnel(flow, control.assigned_tunnel_id, now)
+            self.end_tunnel(flow, control.assigned_tunnel_id, now, remember=not authoritative)
         return control.name
 
     def _our_key(self, flow: Hashable, their_tunnel_id: int, our_session_id: int) -> int | None:

@@ -394,19 +394,30 @@ class SessionTable:
 
     # --- ends ----------------------------------------------------------------------------------
 
-    def end_session(self, flow: Hashable, tunnel_id: int, session_id: int, now: float) -> bool:
-        """Flush and forget one session (CDN); its numbering is remembered for ENDED_MEMORY in
-        case the LNS did not act on the CDN (see _continue_numbering)."""
+    def end_session(
+        self,
+        flow: Hashable,
+        tunnel_id: int,
+        session_id: int,
+        now: float,
+        *,
+        remember: bool = True,
+    ) -> bool:
+        """Flush and forget one session (CDN). `remember`: keep its numbering for ENDED_MEMORY in
+        case the LNS did not act on the CDN (a CDN from the LAC's side may be spoofed; see
+        _continue_numbering); False when the LNS itself ended it."""
         key = (tunnel_id << 16) | session_id
         self._pending_confirmations.pop((flow, key), None)  # the call ended before any data
         sessions = self._flows.get(flow)
         s = sessions.get(key) if sessions is not None else None
         if s is None:
             return False
-        self._end(s, self._clock(now), reasons.SKIP_END)
+        self._end(s, self._clock(now), reasons.SKIP_END, remember=remember)
         return True
 
-    def _end(self, s: Session, now: float, reason: str, *, idle: bool = False) -> None:
+    def _end(
+        self, s: Session, now: float, reason: str, *, idle: bool = False, remember: bool = True
+    ) -> None:
         """Deliver what the session holds (no silent loss), then forget it."""
         self._release_all(s, now, reason)
         sessions = self._flows[s.flow]
@@ -416,8 +427,11 @@ class SessionTable:
         self._pending_confirmations.pop((s.flow, key), None)
         # Every end is remembered, evictions too (even a session seen once may be real): the
         # memory is bounded by count (a flood pushes out its own entries) and purged by age.
-        ended = Ended(s.expected, s.out_ns, s.gaps, s.gaps_end, now, s.confirmed)
-        self._memory.remember(s.flow, key, ended, idle=idle)
+        if remember:
+            ended = Ended(s.expected, s.out_ns, s.gaps, s.gaps_end, now, s.confirmed)
+            self._memory.remember(s.flow, key, ended, idle=idle)
+        else:
+            self._memory.forget(s.flow, key)
         s.alive = False
         s.timer_id = 0
         s.held = {}

@@ -693,7 +693,7 @@ class Relay:
                         peer.cmsg = cmsg
                     receive(data, key, now)
                     if down is not None and data and data[0] & 0x80:
-                        down.observe_reverse(data, key, now)
+                        down.observe_reverse(data, key, now, authoritative=False)
             c.rx_bytes_lac += size
             self._send_out()
             if len(datas) < BATCH:

@@ -469,13 +469,22 @@ def test_an_evicted_established_session_that_resumes_keeps_its_numbering() -> No
     check_invariants(e)
 
 
-def test_flood_sessions_evicted_unconfirmed_are_not_remembered() -> None:
+def test_evicted_sessions_are_remembered_within_a_bounded_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Even a session seen once may be real (a live session whose setup we missed): evicted, it
+    continues without a jump; a flood's entries only push each other out of a bounded memory."""
+    from l2tpreorder.core import continuation
+
+    monkeypatch.setattr(continuation, "ENDED_KEPT", 16)
     e = engine(max_sessions=2)
     for session in range(1, 50):
         e.receive(data(0, session=session), FLOW, session * 0.001)
     assert e.counters.sessions_evicted == 47
-    e.receive(data(1, session=1), FLOW, 1.0)  # would continue, were it remembered
-    assert e.counters.sessions_continued == 0
+    assert len(e._memory) == 16
+    e.receive(data(1, session=47), FLOW, 1.0)  # among the remembered: carries on
+    assert e.counters.sessions_continued == 1
+    assert [ns_of(d) for _, d in drain(e)][-1] == 1
 
 
 def test_in_order_packets_between_far_behind_ones_break_the_resync_run() -> None:

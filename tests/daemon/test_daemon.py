@@ -455,7 +455,12 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             got, src = await lns_recv()  # held data went out on the old socket first
             assert payload_of(got) == (1, b"payload-200-2") and src == upstream
             assert relay.engine_up.session_count == 0
-            # Back with a new call (Ns from 0 again): a new peer and a fresh session.
+            # Back with a new call (set up by the control channel, then Ns from 0 again): a new
+            # peer and a fresh session. (Without the ICCN, Ns 0 just behind where the session
+            # stopped would be taken for a late duplicate of the old stream.)
+            iccn = control(MessageType.ICCN, T_LNS, S_LNS)
+            lac.sendto(iccn, ("127.0.0.1", listen))
+            assert (await lns_recv())[0] == iccn
             lac.sendto(data(0), ("127.0.0.1", listen))
             got, _ = await lns_recv()
             assert payload_of(got) == (0, b"payload-200-0")
