@@ -267,6 +267,7 @@ class ReorderEngine(SessionTable):
         # from the given-up bitmap); further back it counts towards a resync (or is `stale`).
         # W is more than any packet we could still be holding.
         self._window = max(config.max_held_per_session, 64)
+        self._all_given_up = (1 << self._window) - 1
         self._idle_timeout = config.session_idle_timeout
         self._record = config.record_hold_times
         self._max_sessions = config.max_sessions

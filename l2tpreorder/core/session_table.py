@@ -136,6 +136,7 @@ class SessionTable:
     _idle_timeout: float
     _timeout: float
     _window: int
+    _all_given_up: int  # (1 << W) - 1, computed once per config
     _record: bool
 
     def _init_table(self) -> None:
@@ -183,7 +184,7 @@ class SessionTable:
         if ended is None or not self._continue_numbering(s, ended, ns):
             # A session's first packet: a predecessor arriving after it was never delivered and
             # never will be (the LNS saw a later Ns first). It counts as `late`, not duplicate.
-            s.gaps = (1 << self._window) - 1
+            s.gaps = self._all_given_up  # one shared int: no allocation per session
         self._lru_push(s)
         return s
 
