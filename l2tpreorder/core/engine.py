@@ -10,10 +10,12 @@ for a peer. Only data messages with Ns are sequenced; control messages and data 
 once, untouched. Every datagram ends in exactly one counted outcome (`reasons.Outcome`):
 
     received == forwarded (control, unsequenced, in order, out of order) + released (after hold)
-                + dropped (duplicate, late, malformed) + held now
+                + dropped (duplicate, late, stale, malformed) + held now
 
 Sequence numbers are compared modulo 2**16 with the half-space rule: Ns is ahead of the expected
-value when (Ns - expected) mod 65536 < 32768, else behind.
+value when (Ns - expected) mod 65536 < 32768, else behind. Behind packets are classified exactly
+within the window W (see core/continuation.py); the session table, its caps, idle expiry and the
+memory that lets a session continue across an end live in core/session_table.py.
 """
 
 from __future__ import annotations
