@@ -33,8 +33,8 @@ from l2tpreorder.core.fastpath import (
     with_ns,
     without_sequence,
 )
+from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.wire import MessageType
 
 HALF = 0x8000
 MASK = 0xFFFF
