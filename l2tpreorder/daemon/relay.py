@@ -12,8 +12,10 @@ socket go back to that LAC from the very address the LAC sent to (IP_PKTINFO on 
 Two layers, kept apart on purpose:
 - `UdpSocket` is the only code that reads or writes datagrams (`read`, `send`, `send_many`):
   recvmmsg batches and UDP GSO runs through `mmsg` (ctypes), plain calls where unavailable.
-- `Relay` feeds batches into the engine, sends `engine.out`, and keeps ONE loop timer armed for
-  the engine's earliest deadline, re-armed after each batch only when that deadline moved.
+- `Relay` feeds batches into the `Pipeline` (both directions, sans-IO), sends what its
+  `take_output()` returns, and keeps ONE loop timer armed for the pipeline's earliest deadline,
+  re-armed after each batch only when that deadline moved. Which control messages end sessions
+  is the pipeline's business, not the relay's.
 
 The per-packet path logs nothing and counts with plain ints. It never sends anywhere but the
 configured LNS or a LAC that sent to us first: it cannot be used as a UDP reflector.
@@ -33,11 +35,12 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from itertools import groupby
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any
 
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon import mmsg, state
 from l2tpreorder.daemon.relay_stats import RelayCounters
 
@@ -61,7 +64,7 @@ DENIED_CACHE = 4096
 # Raw source sockaddrs remembered with their decoded (ip, port) (cleared when full).
 SOURCE_CACHE = 65536
 
-_flow_of = itemgetter(0)
+_route_of = attrgetter("to_lns", "flow")
 
 
 class BindError(Exception):
@@ -539,10 +542,7 @@ class Relay:
         self.counters = counters if counters is not None else RelayCounters()
         self.loop = loop or asyncio.get_event_loop()
         self.clock = clock
-        self.engine_up = ReorderEngine(config.engine)  # LAC -> LNS
-        self.engine_down: ReorderEngine | None = (
-            ReorderEngine(config.engine) if config.reorder_lns_to_lac else None
-        )
+        self.pipeline = Pipeline(config.engine, reorder_from_lns=config.reorder_lns_to_lac)
         self.listeners: list[UdpSocket] = []
         self.peers: dict[Hashable, Peer] = {}
         self._lns: tuple[str, int] = config.lns
@@ -572,10 +572,7 @@ class Relay:
     @property
     def engines(self) -> dict[str, ReorderEngine]:
         """Direction label -> engine (what the metrics collector reads)."""
-        engines = {"lac_to_lns": self.engine_up}
-        if self.engine_down is not None:
-            engines["lns_to_lac"] = self.engine_down
-        return engines
+        return self.pipeline.engines
 
     def bind(self) -> None:
         """Bind every listen address; raises BindError (all or nothing)."""
@@ -617,10 +614,7 @@ class Relay:
     def shutdown(self, state_file: str | None = None) -> None:
         """Stop reading, deliver everything held in order, save state, close every socket."""
         self.stop_reading()
-        now = self.clock()
-        self.engine_up.flush(now)
-        if self.engine_down is not None:
-            self.engine_down.flush(now)
+        self.pipeline.flush(self.clock())
         self._send_out()
         if state_file is not None:
             self.save_state(state_file)
@@ -657,19 +651,18 @@ class Relay:
     def _on_lac_readable(self, lsock: UdpSocket) -> None:
         c = self.counters
         peers = self.peers
-        receive = self.engine_up.receive
-        down = self.engine_down
+        from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, keys, cmsgs = lsock.read(BATCH)
             if not datas:
                 break
             now = self.clock()
             if lsock.drops != self._drops_seen.get(lsock.fd, 0):
-                self._kernel_dropped(lsock, now, self.engine_up)
+                self._kernel_dropped(lsock, now, from_lac=True)
             c.rx_datagrams_lac += len(datas)
             size = 0
-            if cmsgs is None and down is None:
-                # The common shape: one loop of dict lookup + engine per datagram.
+            if cmsgs is None:
+                # The common shape: one loop of dict lookup + pipeline per datagram.
                 for data, key in zip(datas, keys, strict=True):
                     size += len(data)
                     peer = peers.get(key)
@@ -678,10 +671,9 @@ class Relay:
                         if peer is None:
                             continue
                     peer.last_seen = now
-                    receive(data, key, now)
+                    from_lac(data, key, now)
             else:
-                replies = cmsgs if cmsgs is not None else [None] * len(datas)
-                for data, key, cmsg in zip(datas, keys, replies, strict=True):
+                for data, key, cmsg in zip(datas, keys, cmsgs, strict=True):
                     size += len(data)
                     peer = peers.get(key)
                     if peer is None:
@@ -691,22 +683,19 @@ class Relay:
                     peer.last_seen = now
                     if cmsg is not None:
                         peer.cmsg = cmsg
-                    receive(data, key, now)
-                    if down is not None and data and data[0] & 0x80:
-                        down.observe_reverse(data, key, now)
+                    from_lac(data, key, now)
             c.rx_bytes_lac += size
             self._send_out()
             if len(datas) < BATCH:
                 break
         self._rearm()
 
-    def _kernel_dropped(self, sock: UdpSocket, now: float, engine: ReorderEngine | None) -> None:
+    def _kernel_dropped(self, sock: UdpSocket, now: float, *, from_lac: bool) -> None:
         """The kernel dropped datagrams on `sock` (its queue overflowed) since the last batch:
-        the gaps this opens are never filled, so the engine stops waiting the full timeout
+        the gaps this opens are never filled, so the pipeline stops waiting the full timeout
         for gaps that may be those drops."""
         self._drops_seen[sock.fd] = sock.drops
-        if engine is not None:
-            engine.note_kernel_drops(now)
+        self.pipeline.note_kernel_drops(now, from_lac=from_lac)
 
     def _admit(self, addr: Any, key: tuple[str, int], lsock: UdpSocket, now: float) -> Peer | None:
         """A datagram from a new source: check the ACL and the peer cap, open its upstream."""
@@ -769,45 +758,24 @@ class Relay:
         c = self.counters
         lns = self._lns
         key = peer.key
-        up = self.engine_up
+        from_lns = self.pipeline.from_lns
         for _ in range(DRAIN_BATCHES):
             datas, sources, _ = peer.up.read(BATCH)
             if not datas:
                 break
             now = self.clock()
-            down = self.engine_down
             if peer.up.drops != self._drops_seen.get(peer.up.fd, 0):
-                self._kernel_dropped(peer.up, now, down)
+                self._kernel_dropped(peer.up, now, from_lac=False)
             c.rx_datagrams_lns += len(datas)
             size = 0
-            forward: list[bytes] = []
             for data, src in zip(datas, sources, strict=True):
                 size += len(data)
                 if src != lns:
                     c.dropped_not_from_lns += 1  # only the LNS may speak on this socket
                     continue
                 peer.last_seen = now
-                if data and data[0] & 0x80:
-                    # Session lifecycle comes from both directions (CDN/StopCCN by the LNS).
-                    up.observe_reverse(data, key, now)
-                if down is not None:
-                    down.receive(data, key, now)
-                else:
-                    forward.append(data)
+                from_lns(data, key, now)
             c.rx_bytes_lns += size
-            if forward:
-                if peer.cmsg is None:
-                    sent = peer.lsock.send_many(forward, peer.addr)
-                    sent_bytes = sum(map(len, forward[:sent]))
-                else:
-                    sent = sent_bytes = 0
-                    for data in forward:
-                        if peer.lsock.send(data, peer.addr, peer.cmsg):
-                            sent += 1
-                            sent_bytes += len(data)
-                c.tx_datagrams_lac += sent
-                c.tx_bytes_lac += sent_bytes
-                c.tx_errors += len(forward) - sent
             self._send_out()
             if len(datas) < BATCH:
                 break
@@ -816,48 +784,46 @@ class Relay:
     # --- output and the one timer ------------------------------------------------------------
 
     def _send_out(self) -> None:
-        """Send what the engines released (the adapter's half of the engine contract).
+        """Send what the pipeline released (the adapter's half of the sans-IO contract).
 
-        Consecutive datagrams for one peer go to its socket as one run (`send_many`: UDP GSO).
+        Consecutive datagrams for one peer and direction go out as one run (`send_many`: UDP
+        GSO); towards a LAC that needs a PKTINFO reply cmsg, one by one.
         """
+        out = self.pipeline.take_output()
+        if not out:
+            return
         c = self.counters
-        out = self.engine_up.take_output()
-        if out:
-            peers = self.peers
-            lns = self._lns
-            sent = size = failed = 0
-            for key, group in groupby(out, _flow_of):
-                datas = [d for _, d, _ in group]
-                peer = peers.get(key)
+        peers = self.peers
+        lns = self._lns
+        for (to_lns, key), group in groupby(out, _route_of):
+            datas = [o.data for o in group]
+            peer = peers.get(key)
+            if to_lns:
                 n = peer.up.send_many(datas, lns) if peer is not None else 0
-                sent += n
-                size += sum(map(len, datas[:n]))
-                failed += len(datas) - n
-            c.tx_datagrams_lns += sent
-            c.tx_bytes_lns += size
-            c.tx_errors += failed
-        down = self.engine_down
-        out = down.take_output() if down is not None else []
-        if out:
-            peers = self.peers
-            sent = size = 0
-            for key, data, _ in out:
-                peer = peers.get(key)
-                if peer is not None and peer.lsock.send(data, peer.addr, peer.cmsg):
-                    sent += 1
-                    size += len(data)
-                else:
-                    c.tx_errors += 1
+                c.tx_datagrams_lns += n
+                c.tx_bytes_lns += sum(map(len, datas[:n]))
+            else:
+                n = self._send_to_lac(peer, datas) if peer is not None else 0
+            c.tx_errors += len(datas) - n
+
+    def _send_to_lac(self, peer: Peer, datas: list[bytes]) -> int:
+        """Send a run back to one LAC from the address it sent to; returns how many went."""
+        c = self.counters
+        if peer.cmsg is None:
+            sent = peer.lsock.send_many(datas, peer.addr)
             c.tx_datagrams_lac += sent
-            c.tx_bytes_lac += size
+            c.tx_bytes_lac += sum(map(len, datas[:sent]))
+            return sent
+        sent = 0
+        for data in datas:
+            if peer.lsock.send(data, peer.addr, peer.cmsg):
+                sent += 1
+                c.tx_bytes_lac += len(data)
+        c.tx_datagrams_lac += sent
+        return sent
 
     def next_deadline(self) -> float | None:
-        deadline = self.engine_up.next_deadline()
-        if self.engine_down is not None:
-            other = self.engine_down.next_deadline()
-            if other is not None and (deadline is None or other < deadline):
-                deadline = other
-        return deadline
+        return self.pipeline.next_deadline()
 
     def _rearm(self) -> None:
         """Keep the single timer on the engines' earliest deadline; touch it only on change."""
@@ -895,10 +861,7 @@ class Relay:
         self._expire_due()
 
     def _expire_due(self) -> None:
-        now = self.clock()
-        self.engine_up.expire(now)
-        if self.engine_down is not None:
-            self.engine_down.expire(now)
+        self.pipeline.expire(self.clock())
         self._send_out()
         self._rearm()
 
@@ -916,9 +879,7 @@ class Relay:
         return len(idle)
 
     def _remove_peer(self, peer: Peer, now: float) -> None:
-        self.engine_up.end_flow(peer.key, now)
-        if self.engine_down is not None:
-            self.engine_down.end_flow(peer.key, now)
+        self.pipeline.end_flow(peer.key, now)
         self._send_out()
         if self._reading:
             self.loop.remove_reader(peer.up.fd)
@@ -961,10 +922,11 @@ class Relay:
                 }
             )
         extra: dict[str, Any] = {"peers": peers, "lns_to_lac": None}
-        if self.engine_down is not None:
-            extra["lns_to_lac"] = state.export_engine(self.engine_down)
+        to_lac = self.pipeline.engine_to_lac
+        if to_lac is not None:
+            extra["lns_to_lac"] = state.export_engine(to_lac)
         try:
-            count = state.save_state(self.engine_up, path, extra)
+            count = state.save_state(self.pipeline.engine, path, extra)
         except (OSError, TypeError, ValueError) as e:
             log.error("cannot save state to %s: %s (a restart will renumber afresh)", path, e)
             return False
@@ -1042,11 +1004,12 @@ class Relay:
             peer.cmsg = p.cmsg if lsock.pktinfo else None
             self._add_peer(peer)
             restored_peers += 1
-        sessions = saved.restore(self.engine_up, now)
+        sessions = saved.restore(self.pipeline.engine, now)
         down = saved.extra.get("lns_to_lac")
-        if down is not None and self.engine_down is not None:
+        to_lac = self.pipeline.engine_to_lac
+        if down is not None and to_lac is not None:
             try:
-                sessions += state.restore_engine(self.engine_down, *state.parse_engine(down), now)
+                sessions += state.restore_engine(to_lac, *state.parse_engine(down), now)
             except ValueError as e:
                 log.warning("state: LNS-to-LAC sessions not restored: %s", e)
         return sessions, restored_peers
@@ -1057,16 +1020,8 @@ class Relay:
         """Apply what can change live; returns the keys refused because they need a rebind."""
         refused = self.config.rebind_changes(new)
         now = self.clock()
-        self.engine_up.reconfigure(new.engine, now)
-        if new.reorder_lns_to_lac and self.engine_down is None:
-            self.engine_down = ReorderEngine(new.engine)
-        elif self.engine_down is not None:
-            if not new.reorder_lns_to_lac:
-                self.engine_down.flush(now)
-                self._send_out()
-                self.engine_down = None
-            else:
-                self.engine_down.reconfigure(new.engine, now)
+        self.pipeline.reconfigure(new.engine, now, reorder_from_lns=new.reorder_lns_to_lac)
+        self._send_out()
         self._allow = new.allow
         self._denied.clear()
         # Keep the sockets' settings (refused keys) from the running config.

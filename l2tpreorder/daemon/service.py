@@ -244,7 +244,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self.metrics is not None:
                 self.metrics.close()
-            c = relay.engine_up.counters
+            c = relay.pipeline.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
                 relay.counters.rx_datagrams_lac,

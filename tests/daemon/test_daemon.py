@@ -439,10 +439,10 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert payload_of(got)[0] == 0
             lac.sendto(data(2), ("127.0.0.1", listen))
             for _ in range(100):
-                if relay.engine_up.counters.held_packets:
+                if relay.pipeline.engine.counters.held_packets:
                     break
                 await asyncio.sleep(0.01)
-            assert relay.engine_up.counters.held_packets == 1
+            assert relay.pipeline.engine.counters.held_packets == 1
             now = relay.clock()
             assert relay.remove_idle(now + 30) == 0  # quiet, but not for longer than 61 s
             assert relay.counters.peers == 1
@@ -454,12 +454,12 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
             got, src = await lns_recv()  # held data went out on the old socket first
             assert payload_of(got) == (1, b"payload-200-2") and src == upstream
-            assert relay.engine_up.session_count == 0
+            assert relay.pipeline.engine.session_count == 0
             # Back with a new call (Ns from 0 again): a new peer and a fresh session.
             lac.sendto(data(0), ("127.0.0.1", listen))
             got, _ = await lns_recv()
             assert payload_of(got) == (0, b"payload-200-0")
-            assert relay.engine_up.counters.sessions_continued == 0
+            assert relay.pipeline.engine.counters.sessions_continued == 0
             assert relay.counters.peers == 1
         finally:
             relay.shutdown()
