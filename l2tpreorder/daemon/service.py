@@ -30,9 +30,10 @@ from l2tpreorder.config import (
 )
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
-from l2tpreorder.daemon.relay import BindError, Relay
+from l2tpreorder.daemon.relay import Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.sockets import BindError
 from l2tpreorder.daemon.state import load_state
 
 log = logging.getLogger("l2tpreorder")
