@@ -202,6 +202,10 @@ class EngineCounters:
         )
 
     @property
+    def sessions_evicted_unconfirmed(self) -> int:
+        return self.sessions_evicted - self.sessions_evicted_confirmed
+
+    @property
     def received(self) -> int:
         return self.rx_control + self.rx_data_seq + self.rx_data_unseq + self.rx_malformed
 
@@ -1066,7 +1070,3 @@ class ReorderEngine:
     @property
     def session_count(self) -> int:
         return self._session_count
-
-    @property
-    def flow_count(self) -> int:
-        return len(self._flows)

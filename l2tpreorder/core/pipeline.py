@@ -22,12 +22,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator
 from typing import Protocol
 
+from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig, EngineCounters, ReorderEngine, Session
 from l2tpreorder.core.reasons import Outcome
-
-# Metric label of each direction (also the state file's key for the LNS-to-LAC sessions).
-LAC_TO_LNS = "lac_to_lns"
-LNS_TO_LAC = "lns_to_lac"
 
 _FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
 _FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)

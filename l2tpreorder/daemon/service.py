@@ -28,6 +28,7 @@ from l2tpreorder.config import (
     format_address,
     load_with_overrides,
 )
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.relay import Relay
@@ -98,21 +99,12 @@ class DropReporter:
             self._next_at = None
 
     def snapshot(self) -> dict[str, int]:
-        snap: dict[str, int] = {}
-        r = self.source.relay
-        snap["not_allowed"] = r.dropped_not_allowed
-        snap["not_from_lns"] = r.dropped_not_from_lns
-        snap["peer_limit"] = r.dropped_peer_limit
-        snap["send_error"] = r.tx_errors
-        snap["socket_overflow"] = r.socket_rx_drops
+        """Every `report` row of the counters table, the engines' prefixed by direction."""
+        snap = counters.drop_report(self.source.relay, counters.Source.RELAY)
         for direction, engine in self.source.engines.items():
-            c = engine.counters
-            snap[f"{direction}:duplicate"] = c.dropped_duplicate
-            snap[f"{direction}:late"] = c.dropped_late
-            for reason, n in c.malformed.items():
-                snap[f"{direction}:malformed:{reason}"] = n
-            for reason, n in c.skipped.items():
-                snap[f"{direction}:gave_up_ns:{reason}"] = n
+            snap.update(
+                counters.drop_report(engine.counters, counters.Source.ENGINE, f"{direction}:")
+            )
         return snap
 
     def tick(self, now: float) -> list[str]:

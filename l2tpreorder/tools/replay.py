@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from l2tpreorder.config import ConfigError, _ms, load_with_overrides, parse_address
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.fastpath import parse_header
 from l2tpreorder.core.pipeline import Pipeline
@@ -290,20 +291,7 @@ class Replay:
             max(len(self._session_ids.get((d, c), ())) for d in (True, False)) for c in convs
         )
         result.compared = self.compare_names if self.options.compare else []
-        c = self.engine.counters
-        result.counters = {
-            "received": c.received,
-            "forwarded_control": c.forwarded_control,
-            "forwarded_unsequenced": c.forwarded_unsequenced,
-            "forwarded_in_order": c.forwarded_in_order,
-            "forwarded_out_of_order": c.forwarded_out_of_order,
-            "released": c.released,
-            "dropped_duplicate": c.dropped_duplicate,
-            "dropped_late": c.dropped_late,
-            "malformed": {k: v for k, v in c.malformed.items() if v},
-            "skipped": {k: v for k, v in c.skipped.items() if v},
-            "resyncs": c.resyncs,
-        }
+        result.counters = counters.engine_totals(self.engine.counters)
 
 
 def replay(path: str, options: ReplayOptions | None = None) -> ReplayResult:
