@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from l2tpreorder.config import ConfigError, _ms, load_with_overrides, parse_address
+from l2tpreorder.config import ConfigError, load_with_overrides, parse_address, parse_ms
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.fastpath import parse_header
@@ -428,7 +428,7 @@ def main(args: Any) -> int:
         kernel_reorder_timeout = (
             None
             if args.kernel_reorder_timeout is None
-            else _ms("--kernel-reorder-timeout", args.kernel_reorder_timeout, 0, 60000)
+            else parse_ms("--kernel-reorder-timeout", args.kernel_reorder_timeout, 0, 60000)
         )
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
