@@ -390,8 +390,8 @@ class ReorderEngine:
         """Take one datagram travelling towards the LNS; returns its `Outcome`.
 
         `tag` is opaque and leaves with the datagram (the in-path adapter's packet id)."""
-        # fastpath.sequenced_data, inlined (a call costs ~13% of this path); the property test
-        # tests/core/test_engine_inline_parse.py proves both classify every datagram alike.
+        # tests/engine_helpers.sequenced_data, inlined (a call costs ~13% of this path); the
+        # property test tests/core/test_engine_inline_parse.py proves both classify alike.
         n = len(data)
         if n < 10:
             return self._receive_other(data, flow, now, tag)

@@ -66,7 +66,8 @@ class Pipeline:
     """The LAC-to-LNS engine, the optional LNS-to-LAC engine, and the rules joining them."""
 
     # Bound per configuration (see _wire): with one engine, `from_lac` IS the engine's
-    # receive, which saves a Python call per datagram on the hot path.
+    # receive, which saves a Python call per datagram on the hot path. So an adapter may keep
+    # `from_lac` in a local for a batch, but must fetch it again after `reconfigure`.
     from_lac: _Receive
     from_lns: _Receive
 

@@ -34,19 +34,19 @@ class Admission:
             return False
         return any(ip in net for net in self.allow)
 
-    def is_self(self, key: tuple[str, int]) -> bool:
+    def is_self(self, source: tuple[str, int]) -> bool:
         """The LNS or one of our own sockets as a "LAC" (spoofed): relaying it could loop."""
-        return key == self.lns or key[1] == 0 or key in self.bound()
+        return source == self.lns or source[1] == 0 or source in self.bound()
 
-    def refuses(self, key: tuple[str, int]) -> bool:
-        """A datagram from a new source `key`: True when it may not become a peer."""
-        if key in self._denied:
+    def refuses(self, source: tuple[str, int]) -> bool:
+        """A datagram from a new source `source`: True when it may not become a peer."""
+        if source in self._denied:
             return True
-        if self.allowed(key[0]) and not self.is_self(key):
+        if self.allowed(source[0]) and not self.is_self(source):
             return False
         if len(self._denied) >= DENIED_CACHE:
             self._denied.clear()
-        self._denied[key] = None
+        self._denied[source] = None
         return True
 
     def reconfigure(self, allow: tuple[Network, ...]) -> None:

@@ -56,13 +56,13 @@ _route_of = attrgetter("to_lns", "flow")
 class Peer:
     """One LAC (source ip, port): where it came in, and its own fixed socket towards the LNS."""
 
-    __slots__ = ("addr", "cmsg", "key", "last_seen", "lsock", "up")
+    __slots__ = ("addr", "cmsg", "flow", "last_seen", "lsock", "up")
 
     def __init__(
-        self, addr: Any, key: tuple[str, int], lsock: UdpSocket, up: UdpSocket, now: float
+        self, addr: Any, flow: tuple[str, int], lsock: UdpSocket, up: UdpSocket, now: float
     ) -> None:
         self.addr = addr  # as the kernel gave it (IPv6: with flowinfo and scope id) for sending
-        self.key = key  # (ip, port): the engine's flow key
+        self.flow = flow  # (ip, port): this peer's flow in the pipeline
         self.lsock = lsock  # LAC-facing socket it sent to; replies leave from it
         self.cmsg: Any = None  # PKTINFO making replies leave from the address the LAC used
         self.up = up
@@ -132,7 +132,7 @@ class Relay:
 
     @property
     def bound_addresses(self) -> list[Address]:
-        return [s.sock.getsockname()[:2] for s in self.listeners]  # (ip, port), as peers' keys
+        return [s.sock.getsockname()[:2] for s in self.listeners]  # (ip, port), as peers' flows
 
     def start_reading(self) -> None:
         for lsock in self.listeners:
@@ -194,7 +194,7 @@ class Relay:
         peers = self.peers
         from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
-            datas, keys, cmsgs = lsock.read(BATCH)
+            datas, flows, cmsgs = lsock.read(BATCH)
             if not datas:
                 break
             now = self.clock()
@@ -204,27 +204,27 @@ class Relay:
             size = 0
             if cmsgs is None:
                 # The common shape: one loop of dict lookup + pipeline per datagram.
-                for data, key in zip(datas, keys, strict=True):
+                for data, flow in zip(datas, flows, strict=True):
                     size += len(data)
-                    peer = peers.get(key)
+                    peer = peers.get(flow)
                     if peer is None:
-                        peer = self._admit(lsock.address_of(key), key, lsock, now)
+                        peer = self._admit(lsock.address_of(flow), flow, lsock, now)
                         if peer is None:
                             continue
                     peer.last_seen = now
-                    from_lac(data, key, now)
+                    from_lac(data, flow, now)
             else:
-                for data, key, cmsg in zip(datas, keys, cmsgs, strict=True):
+                for data, flow, cmsg in zip(datas, flows, cmsgs, strict=True):
                     size += len(data)
-                    peer = peers.get(key)
+                    peer = peers.get(flow)
                     if peer is None:
-                        peer = self._admit(lsock.address_of(key), key, lsock, now)
+                        peer = self._admit(lsock.address_of(flow), flow, lsock, now)
                         if peer is None:
                             continue
                     peer.last_seen = now
                     if cmsg is not None:
                         peer.cmsg = cmsg
-                    from_lac(data, key, now)
+                    from_lac(data, flow, now)
             c.rx_bytes_lac += size
             self._send_out()
             if len(datas) < BATCH:
@@ -238,10 +238,10 @@ class Relay:
         self._drops_seen[sock.fd] = sock.drops
         self.pipeline.note_kernel_drops(now, from_lac=from_lac)
 
-    def _admit(self, addr: Any, key: tuple[str, int], lsock: UdpSocket, now: float) -> Peer | None:
+    def _admit(self, addr: Any, flow: tuple[str, int], lsock: UdpSocket, now: float) -> Peer | None:
         """A datagram from a new source: check the ACL and the peer cap, open its upstream."""
         c = self.counters
-        if self.admission.refuses(key):
+        if self.admission.refuses(flow):
             c.dropped_not_allowed += 1
             return None
         if len(self.peers) >= self.config.max_peers:
@@ -252,7 +252,7 @@ class Relay:
         except OSError:
             c.dropped_peer_limit += 1  # out of file descriptors: counted, reported by the tick
             return None
-        return self._add_peer(Peer(addr, key, lsock, up, now))
+        return self._add_peer(Peer(addr, flow, lsock, up, now))
 
     def _upstream_socket(self, port: int) -> UdpSocket:
         sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -266,14 +266,14 @@ class Relay:
 
     def _add_peer(self, peer: Peer) -> Peer:
         c = self.counters
-        key, up, sock = peer.key, peer.up, peer.up.sock
-        self.peers[key] = peer
+        flow, up, sock = peer.flow, peer.up, peer.up.sock
+        self.peers[flow] = peer
         c.peers = len(self.peers)
         if self._reading:
             self.loop.add_reader(up.fd, self._on_lns_readable, peer)
         log.info(
             "new LAC peer %s: upstream %s -> LNS %s",
-            format_address(key),
+            format_address(flow),
             format_address(sock.getsockname()[:2]),
             format_address(self._lns),
         )
@@ -284,7 +284,7 @@ class Relay:
     def _on_lns_readable(self, peer: Peer) -> None:
         c = self.counters
         lns = self._lns
-        key = peer.key
+        flow = peer.flow
         from_lns = self.pipeline.from_lns
         for _ in range(DRAIN_BATCHES):
             datas, sources, _ = peer.up.read(BATCH)
@@ -301,7 +301,7 @@ class Relay:
                     c.dropped_not_from_lns += 1  # only the LNS may speak on this socket
                     continue
                 peer.last_seen = now
-                from_lns(data, key, now)
+                from_lns(data, flow, now)
             c.rx_bytes_lns += size
             self._send_out()
             if len(datas) < BATCH:
@@ -322,9 +322,9 @@ class Relay:
         c = self.counters
         peers = self.peers
         lns = self._lns
-        for (to_lns, key), group in groupby(out, _route_of):
+        for (to_lns, flow), group in groupby(out, _route_of):
             datas = [o.data for o in group]
-            peer = peers.get(key)
+            peer = peers.get(flow)
             if to_lns:
                 n = peer.up.send_many(datas, lns) if peer is not None else 0
                 c.tx_datagrams_lns += n
@@ -400,19 +400,19 @@ class Relay:
         limit = now - self.config.peer_idle_timeout
         idle = [p for p in self.peers.values() if p.last_seen < limit]
         for peer in idle:
-            log.info("LAC peer %s idle: upstream socket closed", format_address(peer.key))
+            log.info("LAC peer %s idle: upstream socket closed", format_address(peer.flow))
             self._remove_peer(peer, now)
         self.counters.peers_removed_idle += len(idle)
         return len(idle)
 
     def _remove_peer(self, peer: Peer, now: float) -> None:
-        self.pipeline.end_flow(peer.key, now)
+        self.pipeline.end_flow(peer.flow, now)
         self._send_out()
         if self._reading:
             self.loop.remove_reader(peer.up.fd)
         self._closed_socket_drops += self._socket_drops.pop(peer.up.inode, 0)
         peer.up.close()
-        del self.peers[peer.key]
+        del self.peers[peer.flow]
         self.counters.peers = len(self.peers)
         self._rearm()
 
@@ -472,7 +472,7 @@ class Relay:
         for problem in problems:
             log.warning("state: %s; that entry is skipped", problem)
         for p in saved_peers:
-            where = format_address(p.key)
+            where = format_address(p.flow)
             lsock = listeners.get(p.listen)
             if lsock is None:
                 log.warning(
@@ -488,13 +488,13 @@ class Relay:
                     format_address(p.listen),
                 )
                 continue
-            if p.key in self.peers:
+            if p.flow in self.peers:
                 log.warning("state: LAC peer %s is listed twice; the later entry is skipped", where)
                 continue
-            if not self.admission.allowed(p.key[0]):
+            if not self.admission.allowed(p.flow[0]):
                 log.warning("state: LAC peer %s is no longer allowed (`allow`); skipped", where)
                 continue
-            if self.admission.is_self(p.key):
+            if self.admission.is_self(p.flow):
                 log.warning("state: LAC peer %s is the LNS or one of our sockets; skipped", where)
                 continue
             if p.upstream[0] != self._upstream_ip:
@@ -523,7 +523,7 @@ class Relay:
                     e.strerror,
                 )
                 continue
-            peer = Peer(p.addr, p.key, lsock, up, now)
+            peer = Peer(p.addr, p.flow, lsock, up, now)
             peer.cmsg = p.cmsg if lsock.pktinfo else None
             self._add_peer(peer)
             restored_peers += 1
@@ -548,9 +548,9 @@ class Relay:
         self.admission.reconfigure(new.allow)
         # Keep the sockets' settings (refused keys) from the running config.
         self.config = replace(new, **{key: getattr(self.config, key) for key in REBIND_KEYS})
-        for peer in [p for p in self.peers.values() if not self.admission.allowed(p.key[0])]:
+        for peer in [p for p in self.peers.values() if not self.admission.allowed(p.flow[0])]:
             log.warning(
-                "LAC peer %s no longer allowed: its sessions end now", format_address(peer.key)
+                "LAC peer %s no longer allowed: its sessions end now", format_address(peer.flow)
             )
             self._remove_peer(peer, now)
         self._send_out()

@@ -86,7 +86,7 @@ class DropReporter:
     """One warning line per drop reason per interval, however many packets: a flood can't fill
     the disk, and nothing is counted silently."""
 
-    def __init__(self, source: MetricsSource, interval: float) -> None:
+    def __init__(self, source: RelaySource, interval: float) -> None:
         self.source = source
         self.interval = interval
         self._last = self.snapshot()
@@ -129,8 +129,8 @@ class DropReporter:
         return lines
 
 
-class MetricsSource:
-    """What the metrics collector reads at scrape time: live engines and relay counters."""
+class RelaySource:
+    """The running relay as `metrics.MetricsSource`: live engines and relay counters."""
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
@@ -144,7 +144,7 @@ class MetricsSource:
         return self._relay.counters
 
 
-def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
+def start_metrics(settings: MetricsConfig, source: RelaySource) -> MetricsServer | None:
     """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
     if not settings.enabled:
         return None
@@ -205,7 +205,7 @@ class Daemon:
             self._restore(relay, state_file)
         self._warn_if_open(self.config)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        source = MetricsSource(relay)
+        source = RelaySource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
         if user is not None:
             error = drop_privileges(user)
@@ -341,7 +341,7 @@ class Daemon:
         if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.close()
-            self.metrics = start_metrics(new.metrics, MetricsSource(relay))
+            self.metrics = start_metrics(new.metrics, RelaySource(relay))
         self._warn_if_open(self.config)
         counters.config_reloads_ok += 1
         log.info("configuration reloaded: %s", self._status())

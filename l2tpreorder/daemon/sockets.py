@@ -62,7 +62,7 @@ class UdpSocket:
     """A non-blocking UDP socket and its datagram I/O; the swap point for batched syscalls.
 
     `read` drains up to a batch with one recvmmsg (`mmsg`), or a recvfrom/recvmsg loop where
-    that is unavailable, and returns parallel lists: datagrams, source keys (ip, port) and, on
+    that is unavailable, and returns parallel lists: datagrams, sources (ip, port) and, on
     PKTINFO sockets, the cmsg that makes a reply leave from the address the LAC sent to. Source
     addresses are decoded once per distinct raw sockaddr (cached), not per datagram.
     `send_many` sends a run for one destination with UDP GSO where sizes allow.
@@ -93,7 +93,7 @@ class UdpSocket:
         self.gso = gso and mmsg.GSO_AVAILABLE
         self.drops = 0
         self._sources: dict[bytes, tuple[str, int]] = {}
-        self._full: dict[tuple[str, int], Any] = {}  # IPv6 key -> (host, port, flow, scope)
+        self._full: dict[tuple[str, int], Any] = {}  # IPv6 source -> (host, port, flow info, scope)
         self._names: dict[int, struct.Struct] = {}
         if pktinfo:
             if sock.family == socket.AF_INET6:
@@ -145,8 +145,8 @@ class UdpSocket:
         if st is None:
             shape = "2x6s24x" if self.family == socket.AF_INET else "2x26s4x"
             st = self._names[n] = struct.Struct(shape * n)
-        sources = self._sources
-        keys = [sources.get(raw) or self._decode(raw) for raw in st.unpack_from(mem, ring.names_at)]
+        cache = self._sources
+        found = [cache.get(raw) or self._decode(raw) for raw in st.unpack_from(mem, ring.names_at)]
         cmsgs = None
         if self.pktinfo:
             cmsgs = [
@@ -157,13 +157,13 @@ class UdpSocket:
             count = mmsg.drops_in(ring.control(n - 1, last))
             if count is not None:
                 self.drops = count
-        return datas, keys, cmsgs
+        return datas, found, cmsgs
 
     def _decode(self, raw: bytes) -> tuple[str, int]:
-        """A raw sockaddr (without its family) as the (ip, port) key recvfrom would give."""
+        """A raw sockaddr (without its family) as the (ip, port) recvfrom would give."""
         port = (raw[0] << 8) | raw[1]
         if self.family == socket.AF_INET:
-            key = (socket.inet_ntop(socket.AF_INET, raw[2:6]), port)
+            source = (socket.inet_ntop(socket.AF_INET, raw[2:6]), port)
         else:
             flowinfo, scope = struct.unpack_from("=I16xI", raw, 2)
             host = socket.inet_ntop(socket.AF_INET6, raw[6:22])
@@ -171,25 +171,25 @@ class UdpSocket:
                 host = socket.getnameinfo(
                     (host, port, flowinfo, scope), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
                 )[0]
-            key = (host, port)
+            source = (host, port)
         if len(self._sources) >= SOURCE_CACHE:
             # Clear before storing: clearing after would drop the scope id just learned.
             self._sources.clear()
             self._full.clear()
         if self.family != socket.AF_INET:
-            self._full[key] = (key[0], port, flowinfo, scope)
-        self._sources[raw] = key
-        return key
+            self._full[source] = (source[0], port, flowinfo, scope)
+        self._sources[raw] = source
+        return source
 
-    def address_of(self, key: tuple[str, int]) -> Any:
-        """The address to send to for a source key (IPv6: with flow info and scope id)."""
-        return self._full.get(key, key)
+    def address_of(self, source: tuple[str, int]) -> Any:
+        """The address to send to for a source (IPv6: with flow info and scope id)."""
+        return self._full.get(source, source)
 
     def _read_loop(
         self, limit: int
     ) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
         datas: list[bytes] = []
-        keys: list[tuple[str, int]] = []
+        sources: list[tuple[str, int]] = []
         cmsgs: list[Any] | None = [] if self.pktinfo else None
         try:
             if cmsgs is None:
@@ -197,23 +197,23 @@ class UdpSocket:
                 for _ in range(limit):
                     data, addr = recvfrom(RECV_SIZE)
                     datas.append(data)
-                    keys.append(self._key_of(addr))
+                    sources.append(self._source_of(addr))
             else:
                 recvmsg = self.sock.recvmsg
                 for _ in range(limit):
                     data, anc, _flags, addr = recvmsg(RECV_SIZE, _ANC_SIZE)
                     datas.append(data)
-                    keys.append(self._key_of(addr))
+                    sources.append(self._source_of(addr))
                     cmsgs.append(_reply_cmsg(anc))
         except OSError:  # BlockingIOError ends every drain
             pass
-        return datas, keys, cmsgs
+        return datas, sources, cmsgs
 
-    def _key_of(self, addr: Any) -> tuple[str, int]:
-        key: tuple[str, int] = addr[:2]
+    def _source_of(self, addr: Any) -> tuple[str, int]:
+        source: tuple[str, int] = addr[:2]
         if len(addr) > 2:
-            self._full[key] = addr
-        return key
+            self._full[source] = addr
+        return source
 
     def send(self, data: bytes, addr: Any, cmsg: Any = None) -> bool:
         try:

@@ -280,7 +280,7 @@ def peer_entry(
 class SavedPeer:
     """One validated `extra.peers` entry of a state file (what `Relay.save_state` wrote)."""
 
-    __slots__ = ("addr", "cmsg", "family", "key", "listen", "upstream")
+    __slots__ = ("addr", "cmsg", "family", "flow", "listen", "upstream")
 
     def __init__(
         self,
@@ -290,7 +290,7 @@ class SavedPeer:
         cmsg: list[tuple[int, int, bytes]] | None,
     ) -> None:
         self.addr = addr  # as the kernel gave it: (host, port) or (host, port, flowinfo, scope)
-        self.key: tuple[str, int] = (addr[0], addr[1])
+        self.flow: tuple[str, int] = (addr[0], addr[1])  # the peer's flow: (ip, port)
         v6 = ipaddress.ip_address(addr[0]).version == 6
         self.family = socket.AF_INET6 if v6 else socket.AF_INET
         self.listen = listen

@@ -410,7 +410,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
     from prometheus_client import generate_latest
 
     from l2tpreorder.daemon.metrics import MetricsConfig, build_registry
-    from l2tpreorder.daemon.service import MetricsSource
+    from l2tpreorder.daemon.service import RelaySource
 
     listen, lns_port = free_udp_port(), free_udp_port()
     lns = udp(port=lns_port)
@@ -449,7 +449,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert relay.remove_idle(now + 62) == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
             exported = generate_latest(
-                build_registry(MetricsConfig(), MetricsSource(relay))
+                build_registry(MetricsConfig(), RelaySource(relay))
             ).decode()
             assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
             got, src = await lns_recv()  # held data went out on the old socket first
@@ -626,7 +626,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
 
     from l2tpreorder.daemon.sdnotify import Notifier
     from l2tpreorder.daemon.service import Daemon as RelayDaemon
-    from l2tpreorder.daemon.service import DropReporter, MetricsSource
+    from l2tpreorder.daemon.service import DropReporter, RelaySource
 
     listen = free_udp_port()
     config = config_from_dict(
@@ -647,7 +647,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
         relay.bind()
         relay.start_reading()
         try:
-            reporter = daemon._reporter = DropReporter(MetricsSource(relay), 3600.0)
+            reporter = daemon._reporter = DropReporter(RelaySource(relay), 3600.0)
             assert reporter.tick(relay.clock()) == []  # the next report is an hour out
             denied.sendto(data(None), ("127.0.0.1", listen))
             for _ in range(500):
