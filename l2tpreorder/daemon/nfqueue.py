@@ -14,6 +14,7 @@ of what is still queued (see `Verdicts`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -97,7 +98,9 @@ def _message(msg: int, queue: int, attrs: bytes, flags: int = NLM_F_REQUEST, seq
     )
 
 
-def verdict_message(queue: int, packet_id: int, verdict: int, payload: bytes | None = None) -> bytes:
+def verdict_message(
+    queue: int, packet_id: int, verdict: int, payload: bytes | None = None
+) -> bytes:
     """NFQNL_MSG_VERDICT for one packet; with `payload`, the packet is replaced by it."""
     attrs = _attr(NFQA_VERDICT_HDR, _VERDICT_HDR.pack(verdict, packet_id))
     if payload is not None:
@@ -190,7 +193,8 @@ class NfQueue:
         self._request(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen), "queue maxlen")
         if fail_open:
             flag = struct.pack("!I", NFQA_CFG_F_FAIL_OPEN)
-            self._request_attrs(_attr(NFQA_CFG_FLAGS, flag) + _attr(NFQA_CFG_MASK, flag), "fail-open")
+            both = _attr(NFQA_CFG_FLAGS, flag) + _attr(NFQA_CFG_MASK, flag)
+            self._request_attrs(both, "fail-open")
 
     def _request(self, kind: int, value: bytes, what: str) -> None:
         self._request_attrs(_attr(kind, value), what)
@@ -269,10 +273,8 @@ class NfQueue:
 
     def close(self) -> None:
         """Unbind (queued packets then follow the rule's bypass) and close."""
-        try:
+        with contextlib.suppress(OSError):
             self._request(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_UNBIND, 0), "unbind")
-        except OSError:
-            pass
         self.sock.close()
 
 
