@@ -99,6 +99,9 @@ class Config:
     # Started as root: bind the listen sockets, then switch to this user (and its group) for
     # good. None: stay who we are (systemd's unit uses DynamicUser + CAP_NET_BIND_SERVICE).
     user: str | None = None
+    # `relay` (UDP relay in front of the LNS) or `inpath` (NFQUEUE verdicts, docs/inpath.md).
+    mode: str = "relay"
+    inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -286,7 +289,11 @@ TOP_KEYS = (
     "metrics",
     "state_file",
     "user",
+    "mode",
+    "inpath",
 )
+MODES = ("relay", "inpath")
+INPATH_KEYS = ("queue", "queues")
 REORDER_KEYS = (
     "timeout_ms",
     "sequencing",
@@ -406,6 +413,16 @@ def _config_from_dict(data: object, source: str | None) -> Config:
             86_400_000,
         )
 
+    if "mode" in top:
+        kw["mode"] = _choice("mode", top["mode"], MODES)
+    inpath = _section("inpath", top.get("inpath"), INPATH_KEYS)
+    if "queue" in inpath and "queues" in inpath:
+        raise ConfigError("inpath.queues", inpath["queues"], "either inpath.queue or .queues")
+    if "queue" in inpath:
+        kw["inpath_queues"] = (_int("inpath.queue", inpath["queue"], 0, 65535),)
+    if "queues" in inpath:
+        kw["inpath_queues"] = parse_queues("inpath.queues", inpath["queues"])
+
     metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
     # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).
     values: dict[str, Any] = {str(k): v for k, v in metrics.items()}
@@ -414,6 +431,23 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     _check_lns("lns", top.get("lns", format_address(config.lns)), config)
     _check_upstream_bind(config)
     return config
+
+
+def parse_queues(key: str, value: object) -> tuple[int, ...]:
+    """`"A-B"` (a range, as --queue-balance A:B balances over) or one number -> queue numbers."""
+    expected = 'a queue range "A-B" with 0 <= A <= B <= 65535 (at most 64 queues), or a number'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_int(key, value, 0, 65535),)
+    if not isinstance(value, str):
+        raise ConfigError(key, value, expected)
+    first, sep, last = value.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(key, value, expected) from None
+    if not 0 <= lo <= hi <= 65535 or hi - lo >= 64:
+        raise ConfigError(key, value, expected)
+    return tuple(range(lo, hi + 1))
 
 
 def load_config(path: str | Path) -> Config:
@@ -511,6 +545,12 @@ def describe(config: Config) -> str:
             f"max {e.max_held_per_session} held/session, {e.max_held_bytes} bytes held in all"
             + (", also LNS->LAC" if config.reorder_lns_to_lac else ""),
             f"peers: max {config.max_peers}, idle after {config.peer_idle_timeout:g} s",
+            f"mode: {config.mode}"
+            + (
+                " (queues " + ", ".join(str(q) for q in config.inpath_queues) + ")"
+                if config.mode == "inpath"
+                else ""
+            ),
             "metrics: "
             + (
                 f"{format_address((config.metrics.listen, config.metrics.port))}"

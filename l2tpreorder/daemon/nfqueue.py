@@ -59,6 +59,10 @@ NFQA_CFG_F_FAIL_OPEN = 0x1
 NF_DROP = 0
 NF_ACCEPT = 1
 
+NF_INET_LOCAL_IN = 1
+NF_INET_FORWARD = 2
+NF_INET_LOCAL_OUT = 3
+
 # Largest copy that still fits one receive slot with the netlink/nfqueue headers around it; a
 # bigger packet arrives truncated (NFQA_CAP_LEN) and is accepted untouched, never dropped.
 MAX_COPY = mmsg.SLOT_SIZE - 512
@@ -83,6 +87,7 @@ class Packet:
     packet_id: int
     payload: bytes
     truncated: bool  # the copy is shorter than the packet (NFQA_CAP_LEN present)
+    hook: int  # netfilter hook: NF_INET_LOCAL_IN, FORWARD or LOCAL_OUT
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -132,6 +137,7 @@ def parse_messages(buf: bytes | memoryview) -> Iterator[Packet]:
 
 def _parse_packet(attrs: memoryview) -> Packet | None:
     packet_id: int | None = None
+    hook = 0
     payload = b""
     truncated = False
     at, end = 0, len(attrs)
@@ -141,7 +147,7 @@ def _parse_packet(attrs: memoryview) -> Packet | None:
             break
         kind &= NLA_TYPE_MASK
         if kind == NFQA_PACKET_HDR:
-            packet_id = struct.unpack_from("!I", attrs, at + 4)[0]
+            packet_id, _, hook = struct.unpack_from("!IHB", attrs, at + 4)
         elif kind == NFQA_PAYLOAD:
             payload = bytes(attrs[at + 4 : at + length])
         elif kind == NFQA_CAP_LEN:
@@ -149,7 +155,7 @@ def _parse_packet(attrs: memoryview) -> Packet | None:
         at += (length + 3) & ~3
     if packet_id is None:
         return None
-    return Packet(packet_id, payload, truncated)
+    return Packet(packet_id, payload, truncated, hook)
 
 
 class NfQueue:

@@ -1,0 +1,193 @@
+"""In-path mode (issue 15) with real parts: the kernel's NFQUEUE behind a real iptables rule, a
+real `l2tpreorder run` (mode: inpath) and real UDP sockets in a network namespace named with the
+pid. The test is the LAC (several loopback addresses) and the LNS (a socket on 1701 that the
+daemon never touches: it sees the LAC's own address)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l2tpreorder import wire
+from tests.conftest import need_root, need_tool
+from tests.integration.inpath_helpers import (
+    InPathDaemon,
+    bound_queues,
+    data,
+    frame_of,
+    metric,
+    ns_of,
+    quiet,
+    receive_all,
+)
+from tests.netns import NetNs, wait_until
+
+pytestmark = [pytest.mark.integration]
+
+QUEUE = 3
+LNS = ("127.0.0.1", 1701)
+
+
+@pytest.fixture
+def ns() -> Iterator[NetNs]:
+    need_root()
+    need_tool("iptables")
+    need_tool("ip")
+    space = NetNs("inpath")
+    try:
+        space.run(
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
+            "-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass",
+        )  # fmt: skip
+        yield space
+    finally:
+        space.close()
+
+
+def swapped(n: int, seed: int = 1) -> list[int]:
+    """0..n-1 with about a tenth of the neighbours swapped (never the first packet)."""
+    order = list(range(n))
+    rng = random.Random(seed)
+    i = 1
+    while i < n - 1:
+        if rng.random() < 0.1:
+            order[i], order[i + 1] = order[i + 1], order[i]
+            i += 2
+        else:
+            i += 1
+    return order
+
+
+def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: Path) -> None:
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40001)
+    order = swapped(400)
+    assert order != sorted(order)
+    for n in order:
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, 400)
+    assert [ns_of(d) for d, _ in got] == list(range(400))
+    assert {addr for _, addr in got} == {("127.0.0.2", 40001)}  # the LAC, not 127.0.0.1:port
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_queued_packets_total", queue=str(QUEUE)) == 400
+    assert metric(text, "l2tpreorder_received_packets_total", direction="lac_to_lns") == 400
+    assert daemon.stop() == 0
+
+
+def test_displacement_and_loss_renumbered_with_valid_checksums(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """Displacement 4 and two lost packets: the LNS gets contiguous Ns (renumber rewrites the
+    packets: the kernel checks the UDP checksum of a rewritten packet, so every one arriving
+    proves it valid)."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 100})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.3", 1701)
+    sent = [n for n in range(200) if n not in (50, 51)]
+    order = list(sent)
+    for i in range(10, len(order) - 10, 20):  # packet i arrives after the 4 behind it
+        order[i : i + 5] = [*order[i + 1:i + 5], order[i]]
+    for n in order:
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, len(sent))
+    assert [ns_of(d) for d, _ in got] == list(range(len(sent)))  # renumbered over the loss
+    assert [frame_of(d) for d, _ in got] == sent  # in the LAC's order, nothing lost or doubled
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="accept_rewritten") > 0
+    assert daemon.stop() == 0
+
+
+def test_duplicates_dropped_and_counted(ns: NetNs, tmp_path: Path) -> None:
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40002)
+    for n in (0, 1, 2, 1, 3, 2):
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, 4)
+    assert [ns_of(d) for d, _ in got] == [0, 1, 2, 3]
+    assert quiet(lns)
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="drop") == 2
+    assert daemon.stop() == 0
+
+
+def test_not_ours_passes_untouched(ns: NetNs, tmp_path: Path) -> None:
+    """L2TPv3 over UDP, other UDP, control messages and data without Ns: accepted at once,
+    byte for byte, even while a session holds an early packet."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40003)
+    lac.sendto(data(0), LNS)
+    lac.sendto(data(2), LNS)  # held: 1 is missing
+    assert ns_of(receive_all(lns, 1)[0][0]) == 0
+    l2tpv3 = struct.pack("!HHI", 0x0003, 0, 0x1234) + b"v3 data"
+    other = b"\x00\x01 not l2tp at all"
+    control = wire.build_control(7, 0, 5, 0, [wire.avp_message_type(6)])  # HELLO
+    unsequenced = wire.build_data(7, 9, b"no-ns")
+    sent = [l2tpv3, other, control, unsequenced]
+    for d in sent:
+        lac.sendto(d, LNS)
+    got = [d for d, _ in receive_all(lns, len(sent), timeout=5)]
+    assert got == sent
+    lac.sendto(data(1), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 2)] == [1, 2]
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_passed_not_ours_total", reason="not_l2tpv2") == 2
+    assert daemon.stop() == 0
+
+
+def test_sigterm_accepts_what_is_held_and_restart_continues_numbering(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 30000})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40004)
+    for n in (0, 1, 3, 4):  # 3 and 4 wait for 2 (30 s)
+        lac.sendto(data(n), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 2)] == [0, 1]
+    assert quiet(lns)
+    assert daemon.stop(signal.SIGTERM) == 0
+    # Released at shutdown, in order, renumbered over the gap given up.
+    assert [(ns_of(d), frame_of(d)) for d, _ in receive_all(lns, 2)] == [(2, 3), (3, 4)]
+    assert (tmp_path / "state.json").exists()
+    daemon.start()
+    lac.sendto(data(5), LNS)
+    lac.sendto(data(6), LNS)
+    got = receive_all(lns, 2)
+    assert [(ns_of(d), frame_of(d)) for d, _ in got] == [(4, 5), (5, 6)]  # no Ns jump
+    assert daemon.stop() == 0
+
+
+def test_kill_9_fails_open_and_restart_resumes_ordering(ns: NetNs, tmp_path: Path) -> None:
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40005)
+    for n in (0, 2, 1):
+        lac.sendto(data(n), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 3)] == [0, 1, 2]
+    daemon.stop(signal.SIGKILL)
+    wait_until("the queue unbound after kill -9", lambda: QUEUE not in bound_queues(ns))
+    for n in (3, 5, 4):  # nobody reads the queue: the rule's bypass passes them, unordered
+        lac.sendto(data(n), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 3)] == [3, 5, 4]
+    daemon.start()
+    for n in (6, 8, 7):
+        lac.sendto(data(n), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 3)] == [6, 7, 8]
+    assert daemon.stop() == 0
