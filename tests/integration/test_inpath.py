@@ -5,6 +5,7 @@ daemon never touches: it sees the LAC's own address)."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import struct
@@ -190,4 +191,90 @@ def test_kill_9_fails_open_and_restart_resumes_ordering(ns: NetNs, tmp_path: Pat
     for n in (6, 8, 7):
         lac.sendto(data(n), LNS)
     assert [ns_of(d) for d, _ in receive_all(lns, 3)] == [6, 7, 8]
+    assert daemon.stop() == 0
+
+
+def worker_pid(ns: NetNs, queue: int) -> int:
+    for pid in ns.run("ip", "netns", "pids", ns.name).stdout.split():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--inpath-worker" in argv and argv[argv.index(b"--inpath-worker") + 1] == b"%d" % queue:
+            return int(pid)
+    raise AssertionError(f"no worker for queue {queue}")
+
+
+@pytest.fixture
+def ns2() -> Iterator[NetNs]:
+    need_root()
+    need_tool("iptables")
+    space = NetNs("inpath2")
+    try:
+        space.run(
+            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
+            "-j", "NFQUEUE", "--queue-balance", "4:5", "--queue-bypass",
+        )  # fmt: skip
+        yield space
+    finally:
+        space.close()
+
+
+def test_two_workers_share_the_lacs_and_survive_each_other(ns2: NetNs, tmp_path: Path) -> None:
+    daemon = InPathDaemon(ns2, tmp_path, "4-5", reorder={"timeout_ms": 30000})
+    daemon.start()
+    lns = ns2.udp(*LNS)
+    lacs = [ns2.udp(f"127.0.0.{i}", 1701) for i in range(2, 14)]
+    queue_of: dict[int, str] = {}
+    before = daemon.scrape_or_none()
+    assert before is not None
+    for i, lac in enumerate(lacs):  # one in-order packet each; see which queue counted it
+        lac.sendto(data(0, tunnel=i + 1), LNS)
+        receive_all(lns, 1)
+
+        def counted(i: int = i) -> bool:
+            text = daemon.scrape_or_none() or ""
+            for q in ("4", "5"):
+                try:
+                    n = metric(text, "l2tpreorder_inpath_queued_packets_total", queue=q)
+                except AssertionError:
+                    n = 0
+                if n > sum(1 for v in queue_of.values() if v == q):
+                    queue_of[i] = q
+                    return True
+            return False
+
+        wait_until(f"LAC {i} counted by a worker", counted)
+    assert set(queue_of.values()) == {"4", "5"}, queue_of  # both workers have LACs
+    text = daemon.scrape_or_none()
+    assert text is not None
+    # Metrics add up: every packet counted once, by one worker, in both families.
+    assert metric(text, "l2tpreorder_inpath_queued_packets_total") == len(lacs)
+    assert metric(text, "l2tpreorder_received_packets_total", direction="lac_to_lns") == len(lacs)
+    victim = next(i for i, q in queue_of.items() if q == "4")
+    survivor = next(i for i, q in queue_of.items() if q == "5")
+    lacs[survivor].sendto(data(2, tunnel=survivor + 1), LNS)  # held by worker 5: 1 missing
+    assert quiet(lns)
+    old_pid = worker_pid(ns2, 4)
+    os.kill(old_pid, 9)
+
+    def restarted() -> bool:
+        try:
+            return worker_pid(ns2, 4) != old_pid and 4 in bound_queues(ns2)
+        except AssertionError:
+            return False
+
+    wait_until("worker 4 restarted by the supervisor", restarted)
+    # Worker 5's session was untouched: its held packet is still held and released in order.
+    lacs[survivor].sendto(data(1, tunnel=survivor + 1), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 2)] == [1, 2]
+    # A fresh worker 4 (kill -9 saved nothing): a new session, ordering resumed.
+    wait_until("worker 4 serving", lambda: daemon.scrape_or_none() is not None)
+    for n in (2, 4, 3):
+        lacs[victim].sendto(data(n, tunnel=victim + 1), LNS)
+    assert [frame_of(d) for d, _ in receive_all(lns, 3)] == [2, 3, 4]
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_worker_restarts_total", queue="4") == 1
     assert daemon.stop() == 0
