@@ -92,7 +92,7 @@ def make_config(sel: int, extra: int = 0) -> EngineConfig:
 
 def check_engine(e: ReorderEngine) -> None:
     check_invariants(e)
-    e.out.clear()
+    e.take_output()
 
 
 def check_input(data: bytes) -> None:

@@ -49,9 +49,7 @@ def ident_of(datagram: bytes) -> int:
 
 
 def drain(engine: ReorderEngine) -> list[tuple[Hashable, bytes]]:
-    out = list(engine.out)
-    engine.out.clear()
-    return out
+    return [(flow, data) for flow, data, _ in engine.take_output()]
 
 
 def check_invariants(e: ReorderEngine) -> None:
@@ -66,14 +64,14 @@ def check_invariants(e: ReorderEngine) -> None:
     for s in e.sessions():
         count += 1
         assert len(s.held) <= cfg.max_held_per_session
-        assert s.held_bytes == sum(len(d) for d, _, _ in s.held.values())
+        assert s.held_bytes == sum(len(d) for d, _, _, _ in s.held.values())
         held += len(s.held)
         held_bytes += s.held_bytes
     assert c.held_packets == held
     assert c.held_bytes == held_bytes <= cfg.max_held_bytes
     assert e.session_count == count <= cfg.max_sessions
     check_indexes(e)
-    for _, out in e.out:
+    for _, out, _ in e._out:  # peeked at, left for the caller to take
         assert not isinstance(fastpath.parse_header(out), str), out.hex()
 
 

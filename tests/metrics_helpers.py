@@ -51,9 +51,9 @@ def drive(
                 now = max(now, deadline)
                 engine.expire(now)
             now = target
-        engine.out.clear()
+        engine.take_output()
     engine.expire(now)
-    engine.out.clear()
+    engine.take_output()
     return now
 
 

@@ -821,13 +821,13 @@ class Relay:
         Consecutive datagrams for one peer go to its socket as one run (`send_many`: UDP GSO).
         """
         c = self.counters
-        out = self.engine_up.out
+        out = self.engine_up.take_output()
         if out:
             peers = self.peers
             lns = self._lns
             sent = size = failed = 0
             for key, group in groupby(out, _flow_of):
-                datas = [d for _, d in group]
+                datas = [d for _, d, _ in group]
                 peer = peers.get(key)
                 n = peer.up.send_many(datas, lns) if peer is not None else 0
                 sent += n
@@ -836,12 +836,12 @@ class Relay:
             c.tx_datagrams_lns += sent
             c.tx_bytes_lns += size
             c.tx_errors += failed
-            out.clear()
         down = self.engine_down
-        if down is not None and down.out:
+        out = down.take_output() if down is not None else []
+        if out:
             peers = self.peers
             sent = size = 0
-            for key, data in down.out:
+            for key, data, _ in out:
                 peer = peers.get(key)
                 if peer is not None and peer.lsock.send(data, peer.addr, peer.cmsg):
                     sent += 1
@@ -850,7 +850,6 @@ class Relay:
                     c.tx_errors += 1
             c.tx_datagrams_lac += sent
             c.tx_bytes_lac += size
-            down.out.clear()
 
     def next_deadline(self) -> float | None:
         deadline = self.engine_up.next_deadline()

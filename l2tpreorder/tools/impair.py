@@ -23,11 +23,11 @@ from typing import Any
 
 from l2tpreorder.config import ConfigError
 from l2tpreorder.core.fastpath import parse_header, with_sequence
+from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.capture import CaptureReader, UdpDatagram
 from l2tpreorder.tools.direction import DirectionFinder, control_message_type
 from l2tpreorder.tools.pcapwriter import PcapWriter, refuse_input_as_output
-from l2tpreorder.wire import MessageType
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
 

@@ -105,11 +105,11 @@ class Replay:
         return ts
 
     def _drain(self, now: float) -> None:
-        engine = self.engine
-        if not engine.out:
+        out = self.engine.take_output()
+        if not out:
             return
         compare = self.options.compare
-        for flow, data in engine.out:
+        for flow, data, _ in out:
             self.result.forwarded += 1
             assert isinstance(flow, Conversation)
             if self.writer is not None:
@@ -127,7 +127,6 @@ class Replay:
                         assert isinstance(stats, DeliveryStats)
                         # the engine delivers out of order only with timeout 0, and counts it
                         stats.on_delivered(None, now)
-        engine.out.clear()
 
     def _write(self, ts: float, src: Endpoint, dst: Endpoint, data: bytes) -> None:
         assert self.writer is not None

@@ -32,12 +32,12 @@ class ReferenceEngine(ReorderEngine):
     So this checks the inlined parse AND the inlined in-order shortcut against independent
     code, not against a copy of themselves."""
 
-    def receive(self, data: bytes, flow: Hashable, now: float) -> int:
+    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
         fast = fastpath.sequenced_data(data)
         if fast is None:
-            return self._receive_other(data, flow, now)
+            return self._receive_other(data, flow, now, tag)
         key, ns, ns_offset = fast
-        return self._receive_sequenced(data, flow, key, ns, ns_offset, now)
+        return self._receive_sequenced(data, flow, key, ns, ns_offset, now, tag)
 
 
 class RouteRecorder(ReorderEngine):
@@ -45,9 +45,9 @@ class RouteRecorder(ReorderEngine):
 
     slow: list[bytes]
 
-    def _receive_other(self, data: bytes, flow: Hashable, now: float) -> int:
+    def _receive_other(self, data: bytes, flow: Hashable, now: float, tag: object) -> int:
         self.slow.append(data)
-        return super()._receive_other(data, flow, now)
+        return super()._receive_other(data, flow, now, tag)
 
 
 def _counters(e: ReorderEngine) -> dict[str, object]:
@@ -76,7 +76,7 @@ def test_fresh_engine_classifies_like_fastpath(data: bytes) -> None:
         assert outcome == Outcome.FORWARDED_IN_ORDER
         s = e.session(FLOW, key >> 16, key & MASK)
         assert s is not None and s.expected == (ns + 1) & MASK
-        assert e.out == [(FLOW, data)]
+        assert e.take_output() == [(FLOW, data, None)]
     elif isinstance(header, str):
         assert outcome == Outcome.DROPPED_MALFORMED
         assert e.counters.malformed[header] == 1
@@ -142,12 +142,10 @@ def test_receive_matches_the_reference_engine(
     now = 1.0
     for data in packets:
         assert engine.receive(data, FLOW, now) == ref.receive(data, FLOW, now)
-        assert engine.out == ref.out
+        assert engine.take_output() == ref.take_output()
         now += 0.01
         engine.expire(now)
         ref.expire(now)
-        assert engine.out == ref.out
-        engine.out.clear()
-        ref.out.clear()
+        assert engine.take_output() == ref.take_output()
     assert _counters(engine) == _counters(ref)
     check_invariants(engine)

@@ -499,7 +499,7 @@ def _valid_state_file(path: Path, sequencing: str = "renumber") -> bytes:
 
     engine = ReorderEngine(EngineConfig(sequencing=Sequencing(sequencing)))
     engine.receive(data(7), ("127.0.0.1", 40000), 0.0)
-    engine.out.clear()
+    engine.take_output()
     save_state(engine, path, {"peers": [], "lns_to_lac": None})
     return path.read_bytes()
 

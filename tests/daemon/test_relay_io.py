@@ -121,7 +121,7 @@ def _flood_then_read() -> Relay:
                 lac.sendto(packet(s, 50), ("127.0.0.1", listen))
                 for _ in range(500):
                     await asyncio.sleep(0.01)
-                    if c.rx_datagrams_lac == queued + s and not relay.engine_up.out:
+                    if c.rx_datagrams_lac == queued + s and not relay.engine_up._out:
                         break
                 assert c.rx_datagrams_lac == queued + s, "the relay did not read Ns 50"
             return relay
