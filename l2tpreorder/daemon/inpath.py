@@ -19,8 +19,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 from l2tpreorder.core.checksum import IpUdp, parse_ip_udp, with_payload
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.daemon._pipeline_standin import Pipeline  # TEMPORARY
 from l2tpreorder.daemon.nfqueue import (
     NF_ACCEPT,
     NF_DROP,

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config, ConfigError
 from l2tpreorder.core.engine import ReorderEngine
-from l2tpreorder.daemon._pipeline_standin import Pipeline  # TEMPORARY
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon.inpath import InPath
 from l2tpreorder.daemon.metrics import PREFIX, MetricsServer, RelayCollector
 from l2tpreorder.daemon.nfqueue import NfQueue, read_queue_stats

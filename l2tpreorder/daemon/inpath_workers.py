@@ -11,6 +11,7 @@ time and adds a `queue` label.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import signal
@@ -199,10 +200,8 @@ class Supervisor:
     @staticmethod
     def _close_stdout(proc: subprocess.Popen[bytes]) -> None:
         if proc.stdout is not None:
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_reader(proc.stdout.fileno())
-            except (RuntimeError, ValueError):
-                pass
             proc.stdout.close()
 
     def _forward(self, sig: int) -> None:
