@@ -10,10 +10,12 @@ in order, and saves the sessions' numbering to the state file like relay mode.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import pwd
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -106,7 +108,13 @@ class InPathCollector(Collector):
             labels=["queue"],
         )
         waiting.add_metric([q], w.adapter.held)
-        yield from (passed, verdicts, queued, messages, waiting)
+        errors = CounterMetricFamily(
+            PREFIX + "inpath_verdict_errors",
+            "Verdicts the kernel refused (logged; e.g. EPERM without CAP_NET_ADMIN).",
+            labels=["queue"],
+        )
+        errors.add_metric([q], w.verdict_errors)
+        yield from (passed, verdicts, queued, messages, waiting, errors)
         yield from kernel_queue_families([w.queue_num])
 
 
@@ -160,6 +168,8 @@ class InPathWorker:
         self.metrics: MetricsServer | None = None
         self.reloads_ok = 0
         self.reloads_failed = 0
+        self.verdict_errors = 0
+        self._errors_logged_at = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stop: asyncio.Future[None] | None = None
@@ -189,9 +199,7 @@ class InPathWorker:
         self._restore()
         self.metrics = self._start_metrics()
         if user is not None:
-            from l2tpreorder.daemon.service import drop_privileges
-
-            error = drop_privileges(user)
+            error = drop_privileges_keep_net_admin(user)
             if error is not None:
                 log.error("%s", error)
                 self._shutdown()
@@ -265,7 +273,25 @@ class InPathWorker:
             if not packets:
                 break
             q.send(self.adapter.handle(packets, time.monotonic()))
+        if q.errors:
+            self._report_errors(q.errors)
         self._arm()
+
+    def _report_errors(self, errors: list[int]) -> None:
+        """The kernel refused verdicts: say so (at most every 10 s), never silently."""
+        self.verdict_errors += len(errors)
+        now = time.monotonic()
+        if now >= self._errors_logged_at + 10:
+            self._errors_logged_at = now
+            log.error(
+                "the kernel refused %d verdict(s) on NFQUEUE %d (%s, %d in all); refused "
+                "packets stay queued until this worker exits",
+                len(errors),
+                self.queue_num,
+                os.strerror(errors[-1]),
+                self.verdict_errors,
+            )
+        errors.clear()
 
     def _expire(self) -> None:
         self._timer = None
@@ -347,6 +373,45 @@ class InPathWorker:
             self._arm()
         log.info("configuration reloaded: %s", self._status())
         self.notifier.ready(self._status())
+
+
+PR_SET_KEEPCAPS = 8
+CAP_NET_ADMIN = 12
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_privileges_keep_net_admin(pw: pwd.struct_passwd) -> str | None:
+    """Started as root, after binding: become `pw` keeping CAP_NET_ADMIN and nothing else.
+
+    Why keep it: the kernel checks CAP_NET_ADMIN of the sender on every nfnetlink message, the
+    verdicts included (tried: after a plain setuid the verdicts are refused and every queued
+    packet waits forever). Returns an error or None."""
+    user = pw.pw_name
+    if os.geteuid() != 0:
+        if os.geteuid() != pw.pw_uid:
+            log.warning("user = %r: not started as root, so running as uid %d", user, os.geteuid())
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+        header = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+        keep = 1 << CAP_NET_ADMIN
+        data = ctypes.create_string_buffer(struct.pack("=6I", keep, keep, 0, 0, 0, 0))
+        if libc.capset(ctypes.c_char_p(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+        libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    except OSError as e:
+        return f"user = {user!r}: cannot switch to it keeping CAP_NET_ADMIN: {e}; not running on"
+    try:
+        os.setuid(0)
+    except OSError:
+        log.info("running as user %s (uid %d), only CAP_NET_ADMIN kept", user, pw.pw_uid)
+        return None
+    return f"user = {user!r}: could switch back to root after dropping; refusing to run"
 
 
 def state_file_for(config: Config, queue: int) -> str | None:

@@ -119,8 +119,9 @@ def batch_verdict_message(queue: int, last_id: int, verdict: int) -> bytes:
     return _message(NFQNL_MSG_VERDICT_BATCH, queue, attrs)
 
 
-def parse_messages(buf: bytes | memoryview) -> Iterator[Packet]:
-    """Packets in one received netlink buffer (other message types are skipped)."""
+def parse_messages(buf: bytes | memoryview, errors: list[int] | None = None) -> Iterator[Packet]:
+    """Packets in one received netlink buffer; the errno of each error message (a refused
+    verdict: the kernel answers errors even unasked) goes to `errors`; the rest is skipped."""
     view = memoryview(buf)
     at, end = 0, len(view)
     packet_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
@@ -132,6 +133,10 @@ def parse_messages(buf: bytes | memoryview) -> Iterator[Packet]:
             packet = _parse_packet(view[at + _HDR_LEN : at + length])
             if packet is not None:
                 yield packet
+        elif kind == NLMSG_ERROR and errors is not None and length >= _NLMSGHDR.size + 4:
+            code = -struct.unpack_from("=i", view, at + _NLMSGHDR.size)[0]
+            if code:
+                errors.append(code)
         at += (length + 3) & ~3
 
 
@@ -180,6 +185,7 @@ class NfQueue:
             self.sock.close()
             raise
         self._ring = mmsg.ring() if mmsg.AVAILABLE else None
+        self.errors: list[int] = []  # errno of refused verdicts since the caller last looked
         self._buf = bytearray(mmsg.SLOT_SIZE)
 
     def _setup(self, copy_range: int, maxlen: int, rcvbuf: int, fail_open: bool) -> None:
@@ -240,14 +246,14 @@ class NfQueue:
                 mem = ring.mem
                 for i in range(n):
                     at = ring.offsets[i]
-                    packets.extend(parse_messages(mem[at : at + lengths[2 * i + 1]]))
+                    packets.extend(parse_messages(mem[at : at + lengths[2 * i + 1]], self.errors))
             return packets
         for _ in range(limit):
             try:
                 n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
-            packets.extend(parse_messages(memoryview(self._buf)[:n]))
+            packets.extend(parse_messages(memoryview(self._buf)[:n], self.errors))
         return packets
 
     def send(self, messages: list[bytes]) -> None:

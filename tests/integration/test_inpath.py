@@ -278,3 +278,25 @@ def test_two_workers_share_the_lacs_and_survive_each_other(ns2: NetNs, tmp_path:
     assert text is not None
     assert metric(text, "l2tpreorder_inpath_worker_restarts_total", queue="4") == 1
     assert daemon.stop() == 0
+
+
+def test_user_drops_to_an_unprivileged_user_keeping_only_net_admin(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """The kernel checks CAP_NET_ADMIN on every verdict: a plain setuid would leave every queued
+    packet waiting. With `user`, the worker keeps that one capability and nothing else."""
+    tmp_path.chmod(0o777)  # the state file is written as that user
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, user="nobody")
+    daemon.start()
+    assert daemon.proc is not None
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+    cap_eff = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
+    assert uid != "0"
+    assert int(cap_eff, 16) == 1 << 12  # CAP_NET_ADMIN only
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40006)
+    for n in (0, 2, 1, 3):
+        lac.sendto(data(n), LNS)
+    assert [ns_of(d) for d, _ in receive_all(lns, 4)] == [0, 1, 2, 3]
+    assert daemon.stop() == 0
