@@ -102,6 +102,7 @@ class Config:
     # `relay` (UDP relay in front of the LNS) or `inpath` (NFQUEUE verdicts, docs/inpath.md).
     mode: str = "relay"
     inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
+    inpath_queue_maxlen: int = 65536  # packets the kernel keeps per queue before failing open
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -293,7 +294,7 @@ TOP_KEYS = (
     "inpath",
 )
 MODES = ("relay", "inpath")
-INPATH_KEYS = ("queue", "queues")
+INPATH_KEYS = ("queue", "queues", "queue_maxlen")
 REORDER_KEYS = (
     "timeout_ms",
     "sequencing",
@@ -422,6 +423,10 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         kw["inpath_queues"] = (_int("inpath.queue", inpath["queue"], 0, 65535),)
     if "queues" in inpath:
         kw["inpath_queues"] = parse_queues("inpath.queues", inpath["queues"])
+    if "queue_maxlen" in inpath:
+        kw["inpath_queue_maxlen"] = _int(
+            "inpath.queue_maxlen", inpath["queue_maxlen"], 1, 1 << 24, " packets"
+        )
 
     metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
     # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).

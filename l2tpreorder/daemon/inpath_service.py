@@ -185,7 +185,7 @@ class InPathWorker:
                 return 78
         loop = self._loop = asyncio.get_running_loop()
         try:
-            self.queue = NfQueue(self.queue_num)
+            self.queue = NfQueue(self.queue_num, maxlen=self.config.inpath_queue_maxlen)
         except OSError as e:
             log.error(
                 "cannot bind NFQUEUE %d: %s (needs CAP_NET_ADMIN; is another reader bound?)",

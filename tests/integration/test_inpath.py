@@ -300,3 +300,31 @@ def test_user_drops_to_an_unprivileged_user_keeping_only_net_admin(
         lac.sendto(data(n), LNS)
     assert [ns_of(d) for d, _ in receive_all(lns, 4)] == [0, 1, 2, 3]
     assert daemon.stop() == 0
+
+
+def test_queue_overflow_fails_open_nothing_dropped(ns: NetNs, tmp_path: Path) -> None:
+    """A stopped (or overwhelmed) reader: beyond queue_maxlen the kernel passes packets on
+    unordered (fail-open) instead of dropping them; the queued ones follow once it reads."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, inpath={"queue": QUEUE, "queue_maxlen": 32})
+    daemon.start()
+    assert daemon.proc is not None
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40007)
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for n in range(300):
+            lac.sendto(data(n), LNS)
+        passed = receive_all(lns, 300 - 32)  # fail-open: past the 32 the queue holds
+        assert sorted(frame_of(d) for d, _ in passed) == list(range(32, 300))
+        assert quiet(lns)  # the 32 queued wait for the stopped reader: none dropped
+        stats = ns.run("cat", "/proc/net/netfilter/nfnetlink_queue").stdout.split()
+        assert stats[2] == "32" and stats[5] == "0" and stats[6] == "0"  # waiting, no drops
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    late = receive_all(lns, 32)
+    assert sorted(frame_of(d) for d, _ in late) == list(range(32))  # nothing lost
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_queued_packets_total", queue=str(QUEUE)) == 32
+    assert metric(text, "l2tpreorder_inpath_kernel_queue_drops_total", queue=str(QUEUE)) == 0
+    assert daemon.stop() == 0
