@@ -169,6 +169,15 @@ class Bench:
             raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
         return relay, port
 
+    def start_target(self, target: Target, lab: InPathLab | None,
+                     sink_port: int) -> tuple[subprocess.Popen[str] | None, int]:
+        """The process under test (None: generator straight to the sink) and where to send."""
+        if lab is not None:
+            return self.start_inpath(target, lab), sink_port
+        if target.template is not None:
+            return self.start_relay(target, sink_port)
+        return None, sink_port
+
     def start_inpath(self, target: Target, lab: InPathLab) -> subprocess.Popen[str]:
         """`l2tpreorder run` in in-path mode on the lab's queue(s): one worker pinned like the
         relay; several float over both CPUs (honest for a 2-core machine with a harness)."""
@@ -208,12 +217,7 @@ class Bench:
         sink, sink_port = self.start_sink(sessions, latency)
         relay = None
         try:
-            if lab is not None:
-                relay, dest = self.start_inpath(target, lab), sink_port
-            elif target.template is not None:
-                relay, dest = self.start_relay(target, sink_port)
-            else:
-                dest = sink_port
+            relay, dest = self.start_target(target, lab, sink_port)
             cmd = [
                 PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{dest}",
                 "--sessions", str(sessions), "--rate", str(rate), "--duration", str(duration),

@@ -414,6 +414,21 @@ def _config_from_dict(data: object, source: str | None) -> Config:
             86_400_000,
         )
 
+    kw.update(_mode_settings(top))
+
+    metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
+    # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).
+    values: dict[str, Any] = {str(k): v for k, v in metrics.items()}
+    kw["metrics"] = MetricsConfig(**values)
+    config = replace(d, **kw)
+    _check_lns("lns", top.get("lns", format_address(config.lns)), config)
+    _check_upstream_bind(config)
+    return config
+
+
+def _mode_settings(top: Mapping[str, object]) -> dict[str, Any]:
+    """`mode` and the `inpath:` section (docs/inpath.md)."""
+    kw: dict[str, Any] = {}
     if "mode" in top:
         kw["mode"] = _choice("mode", top["mode"], MODES)
     inpath = _section("inpath", top.get("inpath"), INPATH_KEYS)
@@ -427,15 +442,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         kw["inpath_queue_maxlen"] = _int(
             "inpath.queue_maxlen", inpath["queue_maxlen"], 1, 1 << 24, " packets"
         )
-
-    metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
-    # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).
-    values: dict[str, Any] = {str(k): v for k, v in metrics.items()}
-    kw["metrics"] = MetricsConfig(**values)
-    config = replace(d, **kw)
-    _check_lns("lns", top.get("lns", format_address(config.lns)), config)
-    _check_upstream_bind(config)
-    return config
+    return kw
 
 
 def parse_queues(key: str, value: object) -> tuple[int, ...]:
