@@ -18,7 +18,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from l2tpreorder.core.checksum import IpUdp, parse_ip_udp, with_payload
+from l2tpreorder.core.checksum import parse_ip_udp, with_payload
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.daemon.nfqueue import (
@@ -31,7 +31,6 @@ from l2tpreorder.daemon.nfqueue import (
 )
 
 _DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-_DROPPED_LATE = int(Outcome.DROPPED_LATE)
 _DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
 
 
@@ -130,17 +129,6 @@ class Verdicts:
         self._run_len = 0
 
 
-class _Held:
-    """A packet the pipeline has (or will release): the IP packet and its L2TP slice."""
-
-    __slots__ = ("l2tp", "packet", "where")
-
-    def __init__(self, packet: bytes, where: IpUdp, l2tp: bytes) -> None:
-        self.packet = packet
-        self.where = where
-        self.l2tp = l2tp
-
-
 class InPath:
     """Feeds queued packets into a Pipeline and turns its output into verdicts."""
 
@@ -148,15 +136,104 @@ class InPath:
         self.pipeline = pipeline
         self.counters = InPathCounters()
         self.verdicts = Verdicts(queue, self.counters)
-        self._inflight: dict[int, _Held] = {}  # packet id -> what the pipeline was given
-        self._addresses: dict[bytes, str] = {}  # packed address -> text (flows are (ip, port))
+        # packet id -> (IP packet, the L2TP bytes the pipeline was given)
+        self._inflight: dict[int, tuple[bytes, bytes]] = {}
+        # (packed address + port bytes) -> flow (ip text, port): the relay's flows
+        self._flows: dict[bytes, Hashable] = {}
 
     def handle(self, packets: list[Packet], now: float) -> list[bytes]:
-        """Take a batch of queued packets; returns the verdict messages to send now."""
-        for p in packets:
-            self._one(p, now)
+        """Take a batch of queued packets; returns the verdict messages to send now.
+
+        The common case (whole IPv4 UDP datagram from the LAC side) is inlined: this loop is
+        the per-packet cost of in-path mode; anything else takes `_other`."""
+        c = self.counters
+        c.packets += len(packets)
+        pending = self.verdicts.pending
+        inflight = self._inflight
+        flows = self._flows
+        from_lac = self.pipeline.from_lac
+        fast = 0
+        for packet_id, hook, pkt, truncated in packets:
+            pending[packet_id] = None
+            n = len(pkt)
+            if (
+                truncated
+                or hook == NF_INET_LOCAL_OUT
+                or n < 30
+                or pkt[0] != 0x45
+                or pkt[9] != 17
+                or (pkt[6] & 0x3F)
+                or pkt[7]
+                or ((pkt[2] << 8) | pkt[3]) != n
+                or ((pkt[24] << 8) | pkt[25]) != n - 20
+                or pkt[29] & 0x0F != 2
+            ):
+                self._other(packet_id, hook, pkt, truncated, now)
+                continue
+            key = pkt[12:16] + pkt[20:22]
+            flow = flows.get(key)
+            if flow is None:
+                flow = self._new_flow(key)
+            l2tp = pkt[28:]
+            fast += 1
+            inflight[packet_id] = (pkt, l2tp)
+            outcome = from_lac(l2tp, flow, now, packet_id)
+            if outcome >= _DROPPED_DUPLICATE:  # DUPLICATE, LATE, MALFORMED: the last three
+                self._dropped(packet_id, outcome)
+        c.from_lac += fast
         self._release()
         return self.verdicts.take()
+
+    def _new_flow(self, key: bytes) -> Hashable:
+        family = socket.AF_INET if len(key) == 6 else socket.AF_INET6
+        flow = (socket.inet_ntop(family, key[:-2]), (key[-2] << 8) | key[-1])
+        if len(self._flows) >= 65536:
+            self._flows.clear()
+        self._flows[key] = flow
+        return flow
+
+    def _dropped(self, packet_id: int, outcome: int) -> None:
+        """The pipeline refused it: duplicates/late are dropped; not L2TPv2 passes untouched."""
+        del self._inflight[packet_id]
+        if outcome == _DROPPED_MALFORMED:
+            self.counters.not_l2tpv2 += 1
+            self._accept_untouched(packet_id)
+        else:
+            self.counters.dropped += 1
+            self.verdicts.drop(packet_id)
+
+    def _other(self, packet_id: int, hook: int, pkt: bytes, truncated: bool, now: float) -> None:
+        """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
+        c = self.counters
+        where = None if truncated else parse_ip_udp(pkt)
+        if where is None:
+            if truncated:
+                c.truncated += 1
+            else:
+                c.not_udp += 1
+            self._accept_untouched(packet_id)
+            return
+        l2tp = pkt[where.payload_at : where.end]
+        if len(l2tp) < 2 or l2tp[1] & 0x0F != 2:  # L2TPv3 over UDP, or not L2TP at all
+            c.not_l2tpv2 += 1
+            self._accept_untouched(packet_id)
+            return
+        self._inflight[packet_id] = (pkt, l2tp)
+        if hook == NF_INET_LOCAL_OUT:
+            c.from_lns += 1
+            flow = self._flow_of(where.dst, where.dport)
+            outcome = self.pipeline.from_lns(l2tp, flow, now, packet_id)
+        else:
+            c.from_lac += 1
+            flow = self._flow_of(where.src, where.sport)
+            outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
+        if outcome >= _DROPPED_DUPLICATE:
+            self._dropped(packet_id, outcome)
+
+    def _flow_of(self, address: bytes, port: int) -> Hashable:
+        key = address + bytes(((port >> 8), port & 0xFF))
+        flow = self._flows.get(key)
+        return flow if flow is not None else self._new_flow(key)
 
     def expire(self, now: float) -> list[bytes]:
         self.pipeline.expire(now)
@@ -172,55 +249,9 @@ class InPath:
             self.counters.accepted += 1
         return self.verdicts.take()
 
-    def _one(self, p: Packet, now: float) -> None:
-        c = self.counters
-        c.packets += 1
-        packet_id = p.packet_id
-        self.verdicts.add(packet_id)
-        where = None if p.truncated else parse_ip_udp(p.payload)
-        if where is None:
-            if p.truncated:
-                c.truncated += 1
-            else:
-                c.not_udp += 1
-            self._accept_untouched(packet_id)
-            return
-        l2tp = p.payload[where.payload_at : where.end]
-        if len(l2tp) < 2 or l2tp[1] & 0x0F != 2:  # L2TPv3 over UDP, or not L2TP at all
-            c.not_l2tpv2 += 1
-            self._accept_untouched(packet_id)
-            return
-        self._inflight[packet_id] = _Held(p.payload, where, l2tp)
-        if p.hook == NF_INET_LOCAL_OUT:
-            c.from_lns += 1
-            outcome = self.pipeline.from_lns(l2tp, self._flow(where, False), now, packet_id)
-        else:
-            c.from_lac += 1
-            outcome = self.pipeline.from_lac(l2tp, self._flow(where, True), now, packet_id)
-        if outcome == _DROPPED_MALFORMED:  # not usable L2TPv2: not ours to judge, pass it
-            del self._inflight[packet_id]
-            c.not_l2tpv2 += 1
-            self._accept_untouched(packet_id)
-        elif outcome in (_DROPPED_DUPLICATE, _DROPPED_LATE):
-            del self._inflight[packet_id]
-            c.dropped += 1
-            self.verdicts.drop(packet_id)
-
     def _accept_untouched(self, packet_id: int) -> None:
         self.counters.accepted += 1
         self.verdicts.accept(packet_id)
-
-    def _flow(self, where: IpUdp, from_lac: bool) -> Hashable:
-        """The LAC peer: (ip text, port), the same flow as relay mode uses."""
-        raw, port = (where.src, where.sport) if from_lac else (where.dst, where.dport)
-        text = self._addresses.get(raw)
-        if text is None:
-            family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
-            text = socket.inet_ntop(family, raw)
-            if len(self._addresses) > 65536:
-                self._addresses.clear()
-            self._addresses[raw] = text
-        return (text, port)
 
     def _release(self) -> None:
         """Verdicts for everything the pipeline has released, in its order."""
@@ -229,20 +260,23 @@ class InPath:
             return
         inflight = self._inflight
         verdicts = self.verdicts
+        accept = verdicts.accept
         c = self.counters
+        c.accepted += len(out)
         for o in out:
             tag = o.tag
-            if not isinstance(tag, int):
+            held = inflight.pop(tag, None)  # type: ignore[call-overload]
+            if held is None:  # not ours (cannot happen: every datagram we give has a tag)
                 continue
-            held = inflight.pop(tag, None)
-            if held is None:
-                continue
-            c.accepted += 1
-            if o.data is held.l2tp or o.data == held.l2tp:
-                verdicts.accept(tag)
+            pkt, l2tp = held
+            data = o.data
+            if data is l2tp or data == l2tp:
+                accept(tag)  # type: ignore[arg-type]
             else:
                 c.accepted_rewritten += 1
-                verdicts.accept(tag, with_payload(held.packet, held.where, o.data))
+                where = parse_ip_udp(pkt)
+                assert where is not None  # it was parsed on the way in
+                accept(tag, with_payload(pkt, where, data))  # type: ignore[arg-type]
 
     @property
     def held(self) -> int:

@@ -19,8 +19,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from l2tpreorder.daemon import mmsg
 
@@ -80,14 +80,9 @@ class NfqueueError(OSError):
     """The kernel refused a queue configuration request (errno and what was asked)."""
 
 
-@dataclass(slots=True)
-class Packet:
-    """One queued packet: its id (for the verdict) and the copied bytes (an IP packet)."""
-
-    packet_id: int
-    payload: bytes
-    truncated: bool  # the copy is shorter than the packet (NFQA_CAP_LEN present)
-    hook: int  # netfilter hook: NF_INET_LOCAL_IN, FORWARD or LOCAL_OUT
+# One queued packet: (packet id for the verdict, netfilter hook, the copied bytes = an IP packet,
+# truncated: the copy is shorter than the packet). A plain tuple: built once per packet.
+Packet = tuple[int, int, bytes, bool]
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -119,48 +114,51 @@ def batch_verdict_message(queue: int, last_id: int, verdict: int) -> bytes:
     return _message(NFQNL_MSG_VERDICT_BATCH, queue, attrs)
 
 
-def parse_messages(buf: bytes | memoryview, errors: list[int] | None = None) -> Iterator[Packet]:
-    """Packets in one received netlink buffer; the errno of each error message (a refused
-    verdict: the kernel answers errors even unasked) goes to `errors`; the rest is skipped."""
-    view = memoryview(buf)
-    at, end = 0, len(view)
-    packet_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
-    while at + _NLMSGHDR.size <= end:
-        length, kind = _NLMSGHDR.unpack_from(view, at)[:2]
-        if length < _NLMSGHDR.size or at + length > end:
+_PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_U32 = struct.Struct("=I")
+_ID_HOOK = struct.Struct("!IHB")
+_ERRNO = struct.Struct("=i")
+
+
+def parse_messages(
+    buf: Any, at: int, end: int, out: list[Packet], errors: list[int] | None = None
+) -> None:
+    """Append the packets of the netlink messages in buf[at:end] to `out`; the errno of each
+    error message (a refused verdict: the kernel answers errors even unasked) goes to `errors`.
+
+    Works on bytes, a bytearray or the receive ring's mmap without copying the message: only
+    the payload is copied out. The per-packet cost of in-path mode starts here."""
+    hdr = _NLMSGHDR.unpack_from
+    nla = _NLATTR.unpack_from
+    while at + 16 <= end:
+        length, kind = hdr(buf, at)[:2]
+        if length < 16 or at + length > end:
             return
-        if kind == packet_type:
-            packet = _parse_packet(view[at + _HDR_LEN : at + length])
-            if packet is not None:
-                yield packet
-        elif kind == NLMSG_ERROR and errors is not None and length >= _NLMSGHDR.size + 4:
-            code = -struct.unpack_from("=i", view, at + _NLMSGHDR.size)[0]
+        if kind == _PACKET_TYPE:
+            packet_id = -1
+            hook = 0
+            payload = b""
+            truncated = False
+            a, stop = at + _HDR_LEN, at + length
+            while a + 4 <= stop:
+                alen, atype = nla(buf, a)
+                if alen < 4 or a + alen > stop:
+                    break
+                atype &= NLA_TYPE_MASK
+                if atype == NFQA_PAYLOAD:
+                    payload = buf[a + 4 : a + alen]
+                elif atype == NFQA_PACKET_HDR:
+                    packet_id, _, hook = _ID_HOOK.unpack_from(buf, a + 4)
+                elif atype == NFQA_CAP_LEN:
+                    truncated = True
+                a += (alen + 3) & ~3
+            if packet_id >= 0:
+                out.append((packet_id, hook, bytes(payload), truncated))
+        elif kind == NLMSG_ERROR and errors is not None and length >= 20:
+            code = -_ERRNO.unpack_from(buf, at + 16)[0]
             if code:
                 errors.append(code)
         at += (length + 3) & ~3
-
-
-def _parse_packet(attrs: memoryview) -> Packet | None:
-    packet_id: int | None = None
-    hook = 0
-    payload = b""
-    truncated = False
-    at, end = 0, len(attrs)
-    while at + _NLATTR.size <= end:
-        length, kind = _NLATTR.unpack_from(attrs, at)
-        if length < _NLATTR.size or at + length > end:
-            break
-        kind &= NLA_TYPE_MASK
-        if kind == NFQA_PACKET_HDR:
-            packet_id, _, hook = struct.unpack_from("!IHB", attrs, at + 4)
-        elif kind == NFQA_PAYLOAD:
-            payload = bytes(attrs[at + 4 : at + length])
-        elif kind == NFQA_CAP_LEN:
-            truncated = True
-        at += (length + 3) & ~3
-    if packet_id is None:
-        return None
-    return Packet(packet_id, payload, truncated, hook)
 
 
 class NfQueue:
@@ -244,16 +242,18 @@ class NfQueue:
             if n:
                 lengths = ring.lengths(n)
                 mem = ring.mem
+                offsets = ring.offsets
+                errors = self.errors
                 for i in range(n):
-                    at = ring.offsets[i]
-                    packets.extend(parse_messages(mem[at : at + lengths[2 * i + 1]], self.errors))
+                    at = offsets[i]
+                    parse_messages(mem, at, at + lengths[2 * i + 1], packets, errors)
             return packets
         for _ in range(limit):
             try:
                 n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
-            packets.extend(parse_messages(memoryview(self._buf)[:n], self.errors))
+            parse_messages(self._buf, 0, n, packets, self.errors)
         return packets
 
     def send(self, messages: list[bytes]) -> None:
