@@ -83,9 +83,7 @@ def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: P
     assert daemon.stop() == 0
 
 
-def test_displacement_and_loss_renumbered_with_valid_checksums(
-    ns: NetNs, tmp_path: Path
-) -> None:
+def test_displacement_and_loss_renumbered_with_valid_checksums(ns: NetNs, tmp_path: Path) -> None:
     """Displacement 4 and two lost packets: the LNS gets contiguous Ns (renumber rewrites the
     packets: the kernel checks the UDP checksum of a rewritten packet, so every one arriving
     proves it valid)."""
@@ -96,7 +94,7 @@ def test_displacement_and_loss_renumbered_with_valid_checksums(
     sent = [n for n in range(200) if n not in (50, 51)]
     order = list(sent)
     for i in range(10, len(order) - 10, 20):  # packet i arrives after the 4 behind it
-        order[i : i + 5] = [*order[i + 1:i + 5], order[i]]
+        order[i : i + 5] = [*order[i + 1 : i + 5], order[i]]
     for n in order:
         lac.sendto(data(n), LNS)
     got = receive_all(lns, len(sent))
@@ -327,4 +325,43 @@ def test_queue_overflow_fails_open_nothing_dropped(ns: NetNs, tmp_path: Path) ->
     assert text is not None
     assert metric(text, "l2tpreorder_inpath_queued_packets_total", queue=str(QUEUE)) == 32
     assert metric(text, "l2tpreorder_inpath_kernel_queue_drops_total", queue=str(QUEUE)) == 0
+    assert daemon.stop() == 0
+
+
+def test_lns_control_through_the_output_rule_ends_a_session(ns: NetNs, tmp_path: Path) -> None:
+    """With the optional OUTPUT rule from `l2tpreorder rules` (u32: T bit set), the LNS's
+    control messages pass through us untouched, and its CDN ends our session at once: the
+    packet held for it is released without waiting for the timeout."""
+    from l2tpreorder.config import config_from_dict
+    from l2tpreorder.tools.rules import render
+
+    rules = render(config_from_dict({"mode": "inpath", "inpath": {"queue": QUEUE}}))
+    output_rule = next(
+        line for line in rules.splitlines() if line.startswith("iptables  -A OUTPUT")
+    )
+    import shlex
+
+    ns.run(*shlex.split(output_rule))
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 30000})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40008)
+    lac.sendto(data(0), LNS)
+    lac.sendto(data(2), LNS)  # held for 30 s: 1 is missing
+    assert ns_of(receive_all(lns, 1)[0][0]) == 0
+    unsequenced = wire.build_data(100, 55, b"lns data")  # not queued (T bit clear)
+    lns.sendto(unsequenced, ("127.0.0.2", 40008))
+    assert receive_all(lac, 1)[0][0] == unsequenced
+    cdn = wire.build_control(100, 55, 3, 4, [
+        wire.avp_message_type(wire.MessageType.CDN),
+        wire.avp_result_code(3),
+        wire.avp_assigned_session_id(9),  # the LNS's session ID: the one the LAC's data uses
+    ])  # fmt: skip
+    lns.sendto(cdn, ("127.0.0.2", 40008))
+    assert receive_all(lac, 1)[0][0] == cdn  # passed untouched
+    held = receive_all(lns, 1, timeout=10)  # released by the CDN, long before the 30 s
+    assert frame_of(held[0][0]) == 2
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_socket_received_datagrams_total", direction="lns_to_lac") == 1
     assert daemon.stop() == 0
