@@ -71,7 +71,7 @@ class InPathCounters:
 class Verdicts:
     """Verdict messages for one queue, in decision order, with in-order runs batched."""
 
-    __slots__ = ("_run_last", "_run_len", "counters", "messages", "pending", "queue")
+    __slots__ = ("counters", "messages", "pending", "queue", "run_last", "run_len")
 
     def __init__(self, queue: int, counters: InPathCounters) -> None:
         self.queue = queue
@@ -80,18 +80,18 @@ class Verdicts:
         # the kernel's own queue order.
         self.pending: OrderedDict[int, None] = OrderedDict()
         self.messages: list[bytes] = []
-        self._run_last = -1
-        self._run_len = 0
+        self.run_last = -1
+        self.run_len = 0
 
     def add(self, packet_id: int) -> None:
         self.pending[packet_id] = None
 
     def accept(self, packet_id: int, payload: bytes | None = None) -> None:
         pending = self.pending
-        if payload is None and self._front() == packet_id:
+        if payload is None and pending and next(iter(pending)) == packet_id:
             pending.popitem(last=False)
-            self._run_last = packet_id
-            self._run_len += 1
+            self.run_last = packet_id
+            self.run_len += 1
             return
         self._end_run()
         del pending[packet_id]
@@ -110,23 +110,18 @@ class Verdicts:
         messages, self.messages = self.messages, []
         return messages
 
-    def _front(self) -> int | None:
-        for packet_id in self.pending:
-            return packet_id
-        return None
-
     def _end_run(self) -> None:
-        n = self._run_len
+        n = self.run_len
         if not n:
             return
         c = self.counters
         c.verdict_messages += 1
         if n == 1:
-            self.messages.append(verdict_message(self.queue, self._run_last, NF_ACCEPT))
+            self.messages.append(verdict_message(self.queue, self.run_last, NF_ACCEPT))
         else:
             c.batch_verdicts += 1
-            self.messages.append(batch_verdict_message(self.queue, self._run_last, NF_ACCEPT))
-        self._run_len = 0
+            self.messages.append(batch_verdict_message(self.queue, self.run_last, NF_ACCEPT))
+        self.run_len = 0
 
 
 class InPath:
@@ -254,29 +249,38 @@ class InPath:
         self.verdicts.accept(packet_id)
 
     def _release(self) -> None:
-        """Verdicts for everything the pipeline has released, in its order."""
+        """Verdicts for everything the pipeline has released, in its order.
+
+        `Verdicts.accept` inlined for the common case (unchanged, at the head of the queue:
+        it joins the batch run); everything else goes through the method."""
         out = self.pipeline.take_output()
         if not out:
             return
         inflight = self._inflight
         verdicts = self.verdicts
-        accept = verdicts.accept
+        pending = verdicts.pending
+        pop_head = pending.popitem
         c = self.counters
         c.accepted += len(out)
         for o in out:
-            tag = o.tag
-            held = inflight.pop(tag, None)  # type: ignore[call-overload]
+            tag: int = o.tag  # type: ignore[assignment]  # always our packet id
+            held = inflight.pop(tag, None)
             if held is None:  # not ours (cannot happen: every datagram we give has a tag)
                 continue
             pkt, l2tp = held
             data = o.data
             if data is l2tp or data == l2tp:
-                accept(tag)  # type: ignore[arg-type]
+                if pending and next(iter(pending)) == tag:
+                    pop_head(last=False)
+                    verdicts.run_last = tag
+                    verdicts.run_len += 1
+                else:
+                    verdicts.accept(tag)
             else:
                 c.accepted_rewritten += 1
                 where = parse_ip_udp(pkt)
                 assert where is not None  # it was parsed on the way in
-                accept(tag, with_payload(pkt, where, data))  # type: ignore[arg-type]
+                verdicts.accept(tag, with_payload(pkt, where, data))
 
     @property
     def held(self) -> int:

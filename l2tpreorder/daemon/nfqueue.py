@@ -116,7 +116,9 @@ def batch_verdict_message(queue: int, last_id: int, verdict: int) -> bytes:
 
 _PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 _U32 = struct.Struct("=I")
-_ID_HOOK = struct.Struct("!IHB")
+_LEN_TYPE = struct.Struct("=IH")
+# nlattr header (host order) + nfqnl_msg_packet_hdr (id big-endian: ntohl), hook byte
+_FIRST_ATTR = struct.Struct("=HHIHB")
 _ERRNO = struct.Struct("=i")
 
 
@@ -128,18 +130,24 @@ def parse_messages(
 
     Works on bytes, a bytearray or the receive ring's mmap without copying the message: only
     the payload is copied out. The per-packet cost of in-path mode starts here."""
-    hdr = _NLMSGHDR.unpack_from
+    hdr = _LEN_TYPE.unpack_from
     nla = _NLATTR.unpack_from
+    first = _FIRST_ATTR.unpack_from
+    ntohl = socket.ntohl
     while at + 16 <= end:
-        length, kind = hdr(buf, at)[:2]
+        length, kind = hdr(buf, at)
         if length < 16 or at + length > end:
             return
         if kind == _PACKET_TYPE:
-            packet_id = -1
-            hook = 0
+            stop = at + length
+            # The kernel puts NFQA_PACKET_HDR first: id and hook without a lookup.
+            alen, atype, raw_id, _, hook = first(buf, at + _HDR_LEN)
+            if atype & NLA_TYPE_MASK != NFQA_PACKET_HDR or alen < 11:
+                at += (length + 3) & ~3
+                continue
+            a = at + _HDR_LEN + 12
             payload = b""
             truncated = False
-            a, stop = at + _HDR_LEN, at + length
             while a + 4 <= stop:
                 alen, atype = nla(buf, a)
                 if alen < 4 or a + alen > stop:
@@ -147,13 +155,10 @@ def parse_messages(
                 atype &= NLA_TYPE_MASK
                 if atype == NFQA_PAYLOAD:
                     payload = buf[a + 4 : a + alen]
-                elif atype == NFQA_PACKET_HDR:
-                    packet_id, _, hook = _ID_HOOK.unpack_from(buf, a + 4)
                 elif atype == NFQA_CAP_LEN:
                     truncated = True
                 a += (alen + 3) & ~3
-            if packet_id >= 0:
-                out.append((packet_id, hook, bytes(payload), truncated))
+            out.append((ntohl(raw_id), hook, bytes(payload), truncated))
         elif kind == NLMSG_ERROR and errors is not None and length >= 20:
             code = -_ERRNO.unpack_from(buf, at + 16)[0]
             if code:
