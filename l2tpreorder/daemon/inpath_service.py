@@ -241,6 +241,8 @@ class InPathWorker:
             server = MetricsServer(settings, registry)
         except OSError as e:
             log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+            if self._report_metrics_port:  # still tell the supervisor we are up (port 0: none)
+                print(f"{WORKER_METRICS_LINE}0", flush=True)
             return None
         if self._report_metrics_port:
             print(f"{WORKER_METRICS_LINE}{server.port}", flush=True)

@@ -66,7 +66,7 @@ class WorkersCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
         for w in self._supervisor.workers.values():
-            if w.metrics_port is None:
+            if not w.metrics_port:  # not up yet, or up without metrics (port 0)
                 continue
             try:
                 url = f"http://127.0.0.1:{w.metrics_port}/metrics"
