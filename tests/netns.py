@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -56,8 +57,8 @@ class NetNs:
         self.procs.append(proc)
         return proc
 
-    def socket(self, family: int, kind: int, bind: tuple[Any, ...] | None = None) -> socket.socket:
-        """A socket created inside this namespace (and bound there, when `bind` is given)."""
+    def call(self, fn: Callable[[], T]) -> T:
+        """`fn()` run in a thread inside this namespace: the sockets it creates live there."""
         result: list[Any] = []
 
         def inside() -> None:
@@ -68,10 +69,7 @@ class NetNs:
                         raise OSError(ctypes.get_errno(), "setns")
                 finally:
                     os.close(fd)
-                s = socket.socket(family, kind)
-                if bind is not None:
-                    s.bind(bind)
-                result.append(s)
+                result.append(fn())
             except BaseException as e:  # handed to the caller
                 result.append(e)
 
@@ -79,11 +77,22 @@ class NetNs:
         t.start()
         t.join(timeout=30)
         if not result:
-            raise AssertionError("creating a socket in the namespace did not finish")
+            raise AssertionError("a call in the namespace did not finish")
         if isinstance(result[0], BaseException):
             raise result[0]
-        sock: socket.socket = result[0]
-        return sock
+        value: T = result[0]
+        return value
+
+    def socket(self, family: int, kind: int, bind: tuple[Any, ...] | None = None) -> socket.socket:
+        """A socket created inside this namespace (and bound there, when `bind` is given)."""
+
+        def make() -> socket.socket:
+            s = socket.socket(family, kind)
+            if bind is not None:
+                s.bind(bind)
+            return s
+
+        return self.call(make)
 
     def udp(self, host: str, port: int = 0) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

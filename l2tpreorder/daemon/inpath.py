@@ -135,6 +135,7 @@ class InPath:
         self._inflight: dict[int, tuple[bytes, bytes]] = {}
         # (packed address + port bytes) -> flow (ip text, port): the relay's flows
         self._flows: dict[bytes, Hashable] = {}
+        self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
 
     def handle(self, packets: list[Packet], now: float) -> list[bytes]:
         """Take a batch of queued packets; returns the verdict messages to send now.
@@ -143,6 +144,8 @@ class InPath:
         the per-packet cost of in-path mode; anything else takes `_other`."""
         c = self.counters
         c.packets += len(packets)
+        if packets:
+            self.last_id = packets[-1][0]
         pending = self.verdicts.pending
         inflight = self._inflight
         flows = self._flows

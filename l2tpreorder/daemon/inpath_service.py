@@ -36,6 +36,7 @@ from l2tpreorder.daemon.state import load_state, save_state
 
 log = logging.getLogger("l2tpreorder")
 
+SHUTDOWN_DRAIN_READS = 64  # x 64 messages read and ordered at SIGTERM before accepting the rest
 READ_BATCHES_PER_WAKE = 16  # x 64 messages: bounded so timers and signals still run
 WORKER_METRICS_LINE = "l2tpreorder-worker-metrics-port="
 
@@ -327,7 +328,16 @@ class InPathWorker:
         if q is not None:
             if self._loop is not None:
                 self._loop.remove_reader(q.fileno())
+            # What already waits in the socket still gets ordered (bounded: traffic goes on),
+            # then everything held is released in order, then the rest is accepted unordered
+            # before the unbind, which would drop it.
+            for _ in range(SHUTDOWN_DRAIN_READS):
+                packets = q.read()
+                if not packets:
+                    break
+                q.send(self.adapter.handle(packets, time.monotonic()))
             q.send(self.adapter.flush(time.monotonic()))
+            q.accept_all(self.adapter.last_id)
         if self._timer is not None:
             self._timer.cancel()
         if self.state_file is not None:

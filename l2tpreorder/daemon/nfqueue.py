@@ -288,8 +288,23 @@ class NfQueue:
                     return
                 raise
 
+    def accept_all(self, last_seen_id: int | None) -> None:
+        """NF_ACCEPT, unordered, for every packet still queued, read or not.
+
+        Why: unbinding drops (NF_DROP) whatever is still queued, and at shutdown under load
+        that is every packet not yet read. A batch verdict covers all queued ids up to the one
+        given, compared modulo 2^32 within half the id space: `last_seen_id` + 2^30 reaches
+        every packet queued after the last one read. Without one, the kernel's id counter
+        from /proc stands in."""
+        if last_seen_id is None:
+            stats = read_queue_stats().get(self.queue)
+            last_seen_id = stats.id_sequence if stats is not None else 0
+        self.send(
+            [batch_verdict_message(self.queue, (last_seen_id + (1 << 30)) & 0xFFFFFFFF, NF_ACCEPT)]
+        )
+
     def close(self) -> None:
-        """Unbind (queued packets then follow the rule's bypass) and close."""
+        """Unbind (from then on the rule's bypass passes packets) and close."""
         with contextlib.suppress(OSError):
             self._request(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_UNBIND, 0), "unbind")
         self.sock.close()

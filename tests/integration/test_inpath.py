@@ -365,3 +365,27 @@ def test_lns_control_through_the_output_rule_ends_a_session(ns: NetNs, tmp_path:
     assert text is not None
     assert metric(text, "l2tpreorder_socket_received_datagrams_total", direction="lns_to_lac") == 1
     assert daemon.stop() == 0
+
+
+def test_sigterm_under_backlog_loses_nothing(ns: NetNs, tmp_path: Path) -> None:
+    """SIGTERM with thousands of packets queued behind a stopped reader: none lost (the unbind
+    itself would drop what still waits: tests/daemon/test_nfqueue.py shows that part)."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    assert daemon.proc is not None
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40009)
+    total = 6000  # more than the shutdown drain reads (64 x 64)
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for n in range(total):
+            lac.sendto(data(n & 0xFFFF, tunnel=1 + n // 1000), LNS)
+        assert quiet(lns)  # all queued behind the stopped reader
+        daemon.proc.send_signal(signal.SIGTERM)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert daemon.proc.wait(timeout=30) == 0
+    daemon.proc = None
+    got = receive_all(lns, total, timeout=30)
+    assert sorted(frame_of(d) for d, _ in got) == sorted(n & 0xFFFF for n in range(total))
+    assert quiet(lns)
