@@ -14,6 +14,9 @@ from l2tpreorder import wire
 from l2tpreorder.core import fastpath
 from l2tpreorder.core.engine import ReorderEngine
 
+_u16 = struct.Struct("!H").unpack_from
+_u16x4 = struct.Struct("!HHHH").unpack_from
+
 TUNNEL = 25085
 SESSION = 42025
 FLOW = ("192.0.2.10", 1701)  # an opaque flow key; nothing is ever sent anywhere
@@ -122,3 +125,28 @@ def udp_payloads(path: str | PathLike[str], port: int | None = None) -> list[tup
             if port is None or port in (sport, dport):
                 result.append((dport, bytes(frame[at + 8 :])))
     return result
+
+
+def sequenced_data(data: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """(session key, Ns, Ns byte offset) for the two common shapes of sequenced data, else None.
+
+    The engine's per-packet path written out as a function (`ReorderEngine.receive` inlines it):
+    data messages with S set and O clear, with or without Length. Anything else (control, no Ns,
+    offsets, malformed) returns None and takes `parse_header`. The session key is
+    tunnel_id << 16 | session_id. The oracle of two property tests: it equals `parse_header`
+    (test_fastpath_equivalence), and the engine classifies like it (test_engine_inline_parse).
+    """
+    if len(data) >= 12:
+        flags, a, b, c = _u16x4(data)
+        shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
+        if shape == 0x0802:  # data, S, no L: flags tid sid Ns
+            return (a << 16) | b, c, 6
+        if shape == 0x4802 and 12 <= a <= len(data):  # data, L, S: flags len tid sid Ns
+            d = _u16(data, 8)[0]
+            return (b << 16) | c, d, 8
+        return None
+    if len(data) >= 10:
+        flags, a, b, c = _u16x4(data)
+        if flags & 0xCA0F == 0x0802:
+            return (a << 16) | b, c, 6
+    return None

@@ -202,6 +202,10 @@ class EngineCounters:
         )
 
     @property
+    def sessions_evicted_unconfirmed(self) -> int:
+        return self.sessions_evicted - self.sessions_evicted_confirmed
+
+    @property
     def received(self) -> int:
         return self.rx_control + self.rx_data_seq + self.rx_data_unseq + self.rx_malformed
 
@@ -386,8 +390,8 @@ class ReorderEngine:
         """Take one datagram travelling towards the LNS; returns its `Outcome`.
 
         `tag` is opaque and leaves with the datagram (the in-path adapter's packet id)."""
-        # fastpath.sequenced_data, inlined (a call costs ~13% of this path); the property test
-        # tests/core/test_engine_inline_parse.py proves both classify every datagram alike.
+        # tests/engine_helpers.sequenced_data, inlined (a call costs ~13% of this path); the
+        # property test tests/core/test_engine_inline_parse.py proves both classify alike.
         n = len(data)
         if n < 10:
             return self._receive_other(data, flow, now, tag)
@@ -1066,7 +1070,3 @@ class ReorderEngine:
     @property
     def session_count(self) -> int:
         return self._session_count
-
-    @property
-    def flow_count(self) -> int:
-        return len(self._flows)

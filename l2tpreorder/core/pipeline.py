@@ -22,12 +22,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator
 from typing import Protocol
 
+from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig, EngineCounters, ReorderEngine, Session
 from l2tpreorder.core.reasons import Outcome
-
-# Metric label of each direction (also the state file's key for the LNS-to-LAC sessions).
-LAC_TO_LNS = "lac_to_lns"
-LNS_TO_LAC = "lns_to_lac"
 
 _FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
 _FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
@@ -69,7 +66,8 @@ class Pipeline:
     """The LAC-to-LNS engine, the optional LNS-to-LAC engine, and the rules joining them."""
 
     # Bound per configuration (see _wire): with one engine, `from_lac` IS the engine's
-    # receive, which saves a Python call per datagram on the hot path.
+    # receive, which saves a Python call per datagram on the hot path. So an adapter may keep
+    # `from_lac` in a local for a batch, but must fetch it again after `reconfigure`.
     from_lac: _Receive
     from_lns: _Receive
 

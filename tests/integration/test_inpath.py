@@ -287,10 +287,15 @@ def test_user_drops_to_an_unprivileged_user_keeping_only_net_admin(
     daemon = InPathDaemon(ns, tmp_path, QUEUE, user="nobody")
     daemon.start()
     assert daemon.proc is not None
-    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
-    uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
-    cap_eff = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
-    assert uid != "0"
+    pid = daemon.proc.pid
+
+    def field(name: str) -> str:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return next(line.split()[1] for line in status.splitlines() if line.startswith(name))
+
+    # /metrics answers just before the switch: wait for it (bounded), then check what is left.
+    wait_until("the worker to switch user", lambda: field("Uid:") != "0")
+    cap_eff = field("CapEff:")
     assert int(cap_eff, 16) == 1 << 12  # CAP_NET_ADMIN only
     lns = ns.udp(*LNS)
     lac = ns.udp("127.0.0.2", 40006)
