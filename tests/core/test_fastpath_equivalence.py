@@ -94,7 +94,7 @@ def check_sequenced_shortcut(data: bytes) -> None:
     assert ns_offset == fast.ns_offset
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers())
 @example(b"\x48\x02\x00\x0a" + bytes(8))  # L+S data, Length 10 < its 12-byte header
 @example(b"\x48\x02\x00\x0c" + bytes(8))  # L+S data, Length exactly the header
@@ -104,14 +104,14 @@ def test_fast_path_equals_construct(data: bytes) -> None:
     check_sequenced_shortcut(data)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=40))
 def test_fast_path_equals_construct_on_noise(data: bytes) -> None:
     check_same(data)
     check_sequenced_shortcut(data)
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(
     tunnel_id=st.integers(0, 0xFFFF),
     session_id=st.integers(0, 0xFFFF),
