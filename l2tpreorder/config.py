@@ -131,6 +131,10 @@ class Config:
     # Started as root: bind the listen sockets, then switch to this user (and its group) for
     # good. None: stay who we are (systemd's unit uses DynamicUser + CAP_NET_BIND_SERVICE).
     user: str | None = None
+    # `relay` (UDP relay in front of the LNS) or `inpath` (NFQUEUE verdicts, docs/inpath.md).
+    mode: str = "relay"
+    inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
+    inpath_queue_maxlen: int = 65536  # packets the kernel keeps per queue before failing open
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -374,6 +378,37 @@ def _show_optional(value: object) -> str:
     return "null" if value is None else str(value)
 
 
+MODES = ("relay", "inpath")
+
+
+def parse_queues(key: str, value: object) -> tuple[int, ...]:
+    """`"A-B"` (a range, as --queue-balance A:B balances over) or one number -> queue numbers."""
+    expected = 'a queue range "A-B" with 0 <= A <= B <= 65535 (at most 64 queues), or a number'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_int(key, value, 0, 65535),)
+    if not isinstance(value, str):
+        raise ConfigError(key, value, expected)
+    first, sep, last = value.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(key, value, expected) from None
+    if not 0 <= lo <= hi <= 65535 or hi - lo >= 64:
+        raise ConfigError(key, value, expected)
+    return tuple(range(lo, hi + 1))
+
+
+def _show_queues(queues: tuple[int, ...]) -> str:
+    return str(queues[0]) if len(queues) == 1 else f'"{queues[0]}-{queues[-1]}"'
+
+
+def _check_inpath(top: Mapping[str, object]) -> None:
+    """inpath.queue and inpath.queues name the same thing: one of them."""
+    inpath = top.get("inpath")
+    if isinstance(inpath, dict) and "queue" in inpath and "queues" in inpath:
+        raise ConfigError("inpath.queues", inpath["queues"], "either inpath.queue or .queues")
+
+
 def _as_given(key: str, value: object) -> object:
     """`metrics.*`: MetricsConfig checks its own values (also when code builds one)."""
     return value
@@ -447,6 +482,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics.tls_key", "metrics.tls_key", _as_given, _show_optional),
     Setting("state_file", "state_file", _optional_path, _show_optional),
     Setting("user", "user", _optional(_user), _show_optional),
+    _choice_of("mode", "mode", MODES),
+    Setting(
+        "inpath.queue", "inpath_queues", lambda k, v: (_int(k, v, 0, 65535),), _show_queues
+    ),
+    Setting("inpath.queues", "inpath_queues", parse_queues, _show_queues),
+    _integer("inpath.queue_maxlen", "inpath_queue_maxlen", 1, 1 << 24, "packets"),
 )
 
 # --- the file's shape (derived from SETTINGS) -----------------------------------------------
@@ -489,6 +530,7 @@ def config_from_dict(data: object, source: str | None = None) -> Config:
 
 def _config_from_dict(data: object, source: str | None) -> Config:
     top = _section(TOP_LEVEL, data, TOP_KEYS)
+    _check_inpath(top)
     parsed: dict[str, dict[str, Any]] = {"": {"source": source}, "engine": {}, "metrics": {}}
     checked: dict[str, Mapping[str, object]] = {}
     for setting in SETTINGS:

@@ -43,6 +43,7 @@ def test_example_documents_every_key_with_a_comment() -> None:
             "reorder",
             "logging",
             "metrics",
+            "inpath",
         ):
             assert lines[i - 1].lstrip().startswith("#"), f"undocumented: {line!r}"
 

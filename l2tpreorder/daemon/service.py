@@ -448,6 +448,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
     )
+    # mode: inpath with several queues: the supervisor starts itself once per queue with this.
+    parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -468,6 +470,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"l2tpreorder: error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    if config.mode == "inpath":
+        from l2tpreorder.daemon import inpath_service
+
+        if args.inpath_worker is not None:
+            return inpath_service.run_worker(
+                config, load, args.inpath_worker, report_metrics_port=True
+            )
+        return inpath_service.run_inpath(config, load, args.config)
     daemon = Daemon(config, load)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
