@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 e.receive(datagram(tunnel, session, ns), flow, t)
                 ns += 1
             live[key] = ns
-            e.out.clear()
+            e.take_output()
             deadline = e.next_deadline()
             if deadline is not None and deadline <= t:
                 e.expire(t)
         e.expire(t)
-        e.out.clear()
+        e.take_output()
         rss = rss_bytes()
         c = e.counters
         print(

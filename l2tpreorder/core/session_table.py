@@ -83,8 +83,8 @@ class Session:
         self.session_id = session_id
         self.expected = ns  # next Ns we can deliver
         self.out_ns = ns  # next Ns the LNS will see (renumber mode)
-        # Ns -> (datagram, arrival time, Ns byte offset). Insertion order is arrival order.
-        self.held: dict[int, tuple[bytes, float, int]] = {}
+        # Ns -> (datagram, arrival time, Ns byte offset, tag). Insertion order is arrival order.
+        self.held: dict[int, tuple[bytes, float, int, object]] = {}
         self.held_bytes = 0
         self.held_peak = 0  # most packets held since `held` was last replaced (see HELD_SHRINK)
         self.timer_id = 0  # id of this session's live entry in the engine's timer heap; 0 = none
@@ -479,7 +479,3 @@ class SessionTable:
     @property
     def session_count(self) -> int:
         return self._session_count
-
-    @property
-    def flow_count(self) -> int:
-        return len(self._flows)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from l2tpreorder.config import format_address
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Session
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.direction import Conversation
@@ -69,6 +70,7 @@ class SessionReport:
         "data",
         "dropped_duplicate",
         "dropped_late",
+        "dropped_stale",
         "engine_sessions",
         "first_ts",
         "forwarded_in_order",
@@ -106,6 +108,7 @@ class SessionReport:
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
+        self.dropped_stale = 0
         self.skipped = 0
         self.max_displacement = 0
         self.compare: dict[str, ModelRunner | DeliveryStats] = {}
@@ -140,13 +143,9 @@ class SessionReport:
 
     def finish(self) -> None:
         self.drain_hold_times()
-        for s in self.engine_sessions:
-            self.forwarded_in_order += s.forwarded_in_order
-            self.forwarded_out_of_order += s.forwarded_out_of_order
-            self.released += s.released
-            self.dropped_duplicate += s.dropped_duplicate
-            self.dropped_late += s.dropped_late
-            self.skipped += s.skipped
+        for s in self.engine_sessions:  # the counters table's per-session `total` rows
+            for name in counters.SESSION_TOTALS:
+                setattr(self, name, getattr(self, name) + getattr(s, name))
             self.max_displacement = max(self.max_displacement, s.max_displacement)
         self.engine_sessions = []
 
@@ -174,6 +173,7 @@ class SessionReport:
             "skipped_ns": self.skipped,
             "late": self.dropped_late,
             "duplicate": self.dropped_duplicate,
+            "stale": self.dropped_stale,
             "forwarded_out_of_order": self.forwarded_out_of_order,
         }
         if self.compare:

@@ -1,0 +1,104 @@
+"""Verdict batching: NFQNL_MSG_VERDICT_BATCH covers every queued id up to the one given, so it
+may only be used for a run that is exactly the head of what is still queued."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from l2tpreorder import wire
+from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.daemon.inpath import InPath, InPathCounters, Verdicts
+from l2tpreorder.daemon.nfqueue import NF_ACCEPT, NF_DROP, NF_INET_LOCAL_IN
+from tests.pcapgen import udp_ip
+
+
+def decode(messages: list[bytes]) -> list[tuple[str, int, int, bool]]:
+    """(kind, verdict, id, has payload) of each netlink verdict message."""
+    out = []
+    for m in messages:
+        length, kind = struct.unpack_from("=IH", m)
+        assert length == len(m)
+        verdict, packet_id = struct.unpack_from("!II", m, 20 + 4)
+        name = {0x301: "single", 0x303: "batch"}[kind]
+        out.append((name, verdict, packet_id, length > 20 + 4 + 8))
+    return out
+
+
+def test_in_order_run_is_one_batch() -> None:
+    v = Verdicts(0, InPathCounters())
+    for i in range(1, 6):
+        v.add(i)
+    for i in range(1, 6):
+        v.accept(i)
+    assert decode(v.take()) == [("batch", NF_ACCEPT, 5, False)]
+    assert not v.pending
+
+
+def test_a_held_packet_in_front_forces_single_verdicts() -> None:
+    v = Verdicts(0, InPathCounters())
+    for i in (1, 2, 3, 4):
+        v.add(i)
+    v.accept(1)  # head: may start a run
+    v.accept(3)  # 2 is still held: a batch up to 3 would accept 2 too
+    v.accept(4)
+    assert decode(v.take()) == [
+        ("single", NF_ACCEPT, 1, False),
+        ("single", NF_ACCEPT, 3, False),
+        ("single", NF_ACCEPT, 4, False),
+    ]
+    assert list(v.pending) == [2]
+    v.add(5)
+    v.accept(2)  # the gap fills: 2 is the head again, then 5 follows it
+    v.accept(5)
+    assert decode(v.take()) == [("batch", NF_ACCEPT, 5, False)]
+
+
+def test_rewritten_and_dropped_packets_end_a_run() -> None:
+    v = Verdicts(0, InPathCounters())
+    for i in (1, 2, 3, 4):
+        v.add(i)
+    v.accept(1)
+    v.accept(2)
+    v.drop(3)
+    v.accept(4, b"E" + bytes(27))
+    assert decode(v.take()) == [
+        ("batch", NF_ACCEPT, 2, False),
+        ("single", NF_DROP, 3, False),
+        ("single", NF_ACCEPT, 4, True),
+    ]
+
+
+def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
+    """The adapter drives the real Pipeline: a packet further behind than the session's window
+    is `stale` (issue 11) and gets NF_DROP, counted in `dropped` as a duplicate is; an idle
+    session's expiry comes through the pipeline's deadline and releases what it held."""
+    config = EngineConfig(reorder_timeout=1.0, max_held_per_session=64, session_idle_timeout=5.0)
+    inpath = InPath(Pipeline(config), 0)
+    window = 64  # W = max(max_held_per_session, 64)
+
+    def packet(ns: int) -> bytes:
+        return udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=ns))
+
+    first = 1000
+    in_order = [(i + 1, NF_INET_LOCAL_IN, packet(first + i), False) for i in range(3)]
+    assert decode(inpath.handle(in_order, 0.0)) == [("batch", NF_ACCEPT, 3, False)]
+    duplicate = (4, NF_INET_LOCAL_IN, packet(first + 1), False)
+    stale = (5, NF_INET_LOCAL_IN, packet(first - window - 10), False)
+    early = (6, NF_INET_LOCAL_IN, packet(first + 4), False)  # held: Ns first+3 missing
+    assert decode(inpath.handle([duplicate, stale, early], 0.1)) == [
+        ("single", NF_DROP, 4, False),
+        ("single", NF_DROP, 5, False),
+    ]
+    assert inpath.counters.dropped == 2
+    engine = inpath.pipeline.engine
+    assert engine.counters.dropped_duplicate == 1 and engine.counters.dropped_stale == 1
+    assert inpath.pipeline.next_deadline() == pytest.approx(1.1)
+    # The gap is given up; renumbered to close it, so the accept carries the rewritten packet.
+    assert decode(inpath.expire(1.1)) == [("single", NF_ACCEPT, 6, True)]
+    assert inpath.pipeline.next_deadline() == pytest.approx(0.1 + 5.0)  # idle expiry
+    inpath.expire(5.1)
+    assert engine.session_count == 0 and engine.counters.sessions_idle_expired == 1
+    assert inpath.held == 0
