@@ -295,6 +295,8 @@ REORDER_KEYS = (
     "resync_after",
     "max_sessions",
     "lns_to_lac",
+    "adaptive",
+    "min_timeout_ms",
 )
 LOGGING_KEYS = ("level", "drop_report_interval_ms")
 METRICS_KEYS = (
@@ -384,6 +386,12 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     if "max_sessions" in reorder:
         ekw["max_sessions"] = _int(
             "reorder.max_sessions", reorder["max_sessions"], 1, 10_000_000, " sessions"
+        )
+    if "adaptive" in reorder:
+        ekw["adaptive"] = _bool("reorder.adaptive", reorder["adaptive"])
+    if "min_timeout_ms" in reorder:
+        ekw["min_timeout"] = _ms(
+            "reorder.min_timeout_ms", reorder["min_timeout_ms"], 0, 60_000, lo_open=True
         )
     if "lns_to_lac" in reorder:
         kw["reorder_lns_to_lac"] = _bool("reorder.lns_to_lac", reorder["lns_to_lac"])
@@ -507,7 +515,14 @@ def describe(config: Config) -> str:
             "listen: " + ", ".join(format_address(a) for a in config.listen),
             "lns: " + format_address(config.lns),
             "allow: " + ", ".join(str(n) for n in config.allow),
-            f"reorder: timeout {e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing.value}, "
+            "reorder: "
+            + (
+                f"adaptive timeout per session, {min(e.min_timeout, e.reorder_timeout) * 1000:g}"
+                f"..{e.reorder_timeout * 1000:g} ms, "
+                if e.adaptive and e.reorder_timeout > 0
+                else f"timeout {e.reorder_timeout * 1000:g} ms, "
+            )
+            + f"sequencing {e.sequencing.value}, "
             f"max {e.max_held_per_session} held/session, {e.max_held_bytes} bytes held in all"
             + (", also LNS->LAC" if config.reorder_lns_to_lac else ""),
             f"peers: max {config.max_peers}, idle after {config.peer_idle_timeout:g} s",

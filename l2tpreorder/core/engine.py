@@ -25,7 +25,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from l2tpreorder.core import reasons
+from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.fastpath import (
     T_BIT,
     control_fields,
@@ -101,6 +101,8 @@ class EngineConfig:
     resync_after: int = 4  # consecutive far-behind packets that mean "the peer restarted Ns"
     record_hold_times: bool = False  # keep each hold time per session (replay reports)
     max_sessions: int = 100_000  # session table cap; the least recently active unconfirmed go
+    adaptive: bool = False  # per-session timeout learnt in [min_timeout, reorder_timeout]
+    min_timeout: float = 0.002  # the adaptive timeout's floor (the cap wins if it is lower)
 
     def __post_init__(self) -> None:
         if not 0 <= self.reorder_timeout <= 60:
@@ -117,6 +119,8 @@ class EngineConfig:
             raise ValueError(f"resync_after={self.resync_after!r}: expected 2..1000")
         if not 1 <= self.max_sessions <= 10_000_000:
             raise ValueError(f"max_sessions={self.max_sessions!r}: expected 1..10000000")
+        if not 0 < self.min_timeout <= 60:
+            raise ValueError(f"min_timeout={self.min_timeout!r}: expected 0 < seconds <= 60")
 
 
 class Histogram:
@@ -138,6 +142,7 @@ class EngineCounters:
     """Every outcome and event as a plain int: an increment costs ~15 ns, not ~240 ns."""
 
     __slots__ = (
+        "adaptive_grows",
         "displacement",
         "dropped_duplicate",
         "dropped_late",
@@ -187,6 +192,7 @@ class EngineCounters:
         self.held_bytes = 0  # gauge
         self.hold_time = Histogram(HOLD_TIME_BUCKETS)
         self.displacement = Histogram(DISPLACEMENT_BUCKETS)
+        self.adaptive_grows = 0  # late arrivals that grew a session's adaptive timeout
 
     @property
     def rx_data_seq(self) -> int:
@@ -239,6 +245,7 @@ class Session:
         "flow",
         "forwarded_in_order",
         "forwarded_out_of_order",
+        "gave_up_at",
         "held",
         "held_bytes",
         "hold_times",
@@ -246,10 +253,14 @@ class Session:
         "max_displacement",
         "out_ns",
         "released",
+        "reo_delay",
+        "reo_keep",
+        "reo_seen",
         "session_id",
         "skipped",
         "skipped_ranges",
         "started",
+        "timeout",
         "timer_id",
         "tunnel_id",
     )
@@ -284,6 +295,12 @@ class Session:
         self.skipped = 0
         self.max_displacement = 0
         self.hold_times: list[float] | None = None
+        # Adaptive timeout (see core.adaptive; set by adaptive.start when the mode is on).
+        self.timeout = 0.0
+        self.reo_delay = 0.0
+        self.reo_keep = 0
+        self.reo_seen = 0
+        self.gave_up_at = adaptive.NO_GAP
 
     @property
     def packets(self) -> int:
@@ -352,13 +369,20 @@ class ReorderEngine:
         self._record = config.record_hold_times
         self._max_sessions = config.max_sessions
         self._drop_grace = min(config.reorder_timeout, KERNEL_DROP_GRACE)
+        self._adapt = (
+            adaptive.Bounds(min(config.min_timeout, config.reorder_timeout), config.reorder_timeout)
+            if config.adaptive and config.reorder_timeout > 0
+            else None
+        )
 
     def reconfigure(self, config: EngineConfig, now: float) -> None:
         """Apply a new config (SIGHUP) keeping every session and held packet."""
-        old_timeout = self._timeout
+        old_timeout, old_adapt = self._timeout, self._adapt
         self.config = config
         self._apply(config)
-        if config.reorder_timeout != old_timeout:
+        if self._adapt != old_adapt:
+            self._adapt_rebound(old_adapt is None)
+        if config.reorder_timeout != old_timeout or self._adapt != old_adapt:
             for s in self.sessions():
                 if s.held:
                     self._schedule(s)
@@ -370,6 +394,22 @@ class ReorderEngine:
         while self._session_count > self._max_sessions and self._evict(now):
             pass
         self.expire(now)
+
+    def _adapt_rebound(self, fresh: bool) -> None:
+        """Adaptive mode switched on (fresh: start every session at the cap) or its bounds
+        changed (keep what each session learnt, clamped into the new range)."""
+        bounds = self._adapt
+        if bounds is None:
+            return
+        for s in self.sessions():
+            if fresh:
+                adaptive.start(s, bounds)
+            else:
+                adaptive.rebound(s, bounds)
+
+    def _timeout_of(self, s: Session) -> float:
+        """The session's reorder timeout: its own in adaptive mode, else the configured one."""
+        return self._timeout if self._adapt is None else s.timeout
 
     # --- the per-packet path -----------------------------------------------------------------
 
@@ -478,6 +518,8 @@ class ReorderEngine:
             c.forwarded_in_order += 1
             self._emit(s, data, ns_offset)
             if s.held:
+                if self._adapt is not None:  # the gap filled: how late its packet was
+                    adaptive.on_fill(s, now - next(iter(s.held.values()))[1], self._adapt)
                 self._release_run(s, now)
             return FORWARDED_IN_ORDER
         if distance < HALF:
@@ -577,6 +619,8 @@ class ReorderEngine:
                 return FORWARDED_OUT_OF_ORDER
             s.dropped_late += 1
             c.dropped_late += 1
+            if self._adapt is not None and adaptive.on_late(s, now, self._adapt):
+                c.adaptive_grows += 1  # the timeout was too short for this session: grown
             return DROPPED_LATE
         s.dropped_duplicate += 1
         c.dropped_duplicate += 1
@@ -666,7 +710,7 @@ class ReorderEngine:
             s.timer_id = 0
             s.cut = INF
             return
-        deadline = next(iter(s.held.values()))[1] + self._timeout  # dict order: arrival order
+        deadline = next(iter(s.held.values()))[1] + self._timeout_of(s)  # dict: arrival order
         if s.cut < deadline:
             deadline = s.cut
         timer_id = self._next_timer_id
@@ -691,7 +735,7 @@ class ReorderEngine:
     def expire(self, now: float) -> None:
         """Release every packet whose hold time is up, giving up the gaps in front of it."""
         now = self._clock(now)
-        timeout = self._timeout
+        adapt = self._adapt
         while True:
             top = self._live_timer_top()
             if top is None or top[0] > now:
@@ -699,7 +743,10 @@ class ReorderEngine:
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
-            while s.held and next(iter(s.held.values()))[1] + timeout <= now:
+            timeout = self._timeout_of(s)
+            while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
+                if adapt is not None:
+                    adaptive.on_give_up(s, first, adapt)
                 self._skip_to_next_held(s, reasons.SKIP_TIMEOUT)
                 self._release_run(s, now)
             if s.cut <= now:
@@ -747,6 +794,8 @@ class ReorderEngine:
         s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
         if self._record:
             s.hold_times = []
+        if self._adapt is not None:
+            adaptive.start(s, self._adapt)
         self._index_session(s, key)
         self._session_count += 1
         self.counters.sessions_started += 1

@@ -300,6 +300,7 @@ class Replay:
             "malformed": {k: v for k, v in c.malformed.items() if v},
             "skipped": {k: v for k, v in c.skipped.items() if v},
             "resyncs": c.resyncs,
+            "adaptive_grows": c.adaptive_grows,
         }
 
 

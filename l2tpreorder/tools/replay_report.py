@@ -77,6 +77,7 @@ class SessionReport:
         "last_ns",
         "last_order",
         "last_ts",
+        "learned_timeout",
         "max_displacement",
         "max_order",
         "released",
@@ -108,6 +109,7 @@ class SessionReport:
         self.dropped_late = 0
         self.skipped = 0
         self.max_displacement = 0
+        self.learned_timeout: float | None = None  # adaptive mode: the timeout at the end
         self.compare: dict[str, ModelRunner | DeliveryStats] = {}
 
     def order_of(self, ns: int) -> int:
@@ -148,6 +150,8 @@ class SessionReport:
             self.dropped_late += s.dropped_late
             self.skipped += s.skipped
             self.max_displacement = max(self.max_displacement, s.max_displacement)
+        if self.engine_sessions and self.engine_sessions[-1].timeout > 0:
+            self.learned_timeout = self.engine_sessions[-1].timeout  # 0 = fixed timeout
         self.engine_sessions = []
 
     def as_dict(self) -> dict[str, Any]:
@@ -171,6 +175,7 @@ class SessionReport:
                 "p99": ms(self.hold.quantile(0.99)),
                 "max": ms(self.hold.max) if self.hold.count else None,
             },
+            "learned_timeout_ms": ms(self.learned_timeout),
             "skipped_ns": self.skipped,
             "late": self.dropped_late,
             "duplicate": self.dropped_duplicate,
@@ -240,6 +245,8 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "max_held_per_session": r.engine.max_held_per_session,
             "max_held_bytes": r.engine.max_held_bytes,
             "resync_after": r.engine.resync_after,
+            "adaptive": r.engine.adaptive,
+            "min_timeout_ms": r.engine.min_timeout * 1000,
         },
         "totals": r.counters,
         "forwarded": r.forwarded,
@@ -251,6 +258,12 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
 
 def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.3g}"
+
+
+def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
+    """The session's learnt timeout (adaptive), else the fixed one; ms."""
+    t = s.learned_timeout if s.learned_timeout is not None else e.reorder_timeout
+    return f"{t * 1000:.3g}"
 
 
 def format_report(r: ReplayResult) -> str:
@@ -278,15 +291,20 @@ def format_report(r: ReplayResult) -> str:
             "direction: pass --lns ADDR"
         )
     e = r.engine
+    timeout = (
+        f"adaptive reorder timeout {min(e.min_timeout, e.reorder_timeout) * 1000:g}.."
+        f"{e.reorder_timeout * 1000:g} ms"
+        if e.adaptive and e.reorder_timeout > 0
+        else f"reorder timeout {e.reorder_timeout * 1000:g} ms"
+    )
     lines.append(
-        f"engine: reorder timeout {e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing}, "
-        f"max held {e.max_held_per_session}/session"
+        f"engine: {timeout}, sequencing {e.sequencing}, max held {e.max_held_per_session}/session"
     )
     lines.append("")
     head = (
         f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
         f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
-        f"{'skipped':>7} {'late':>5} {'dup':>5}"
+        f"{'skipped':>7} {'late':>5} {'dup':>5} {'timeout ms':>10}"
     )
     lines.append(head)
     lines.append("-" * len(head))
@@ -302,10 +320,11 @@ def format_report(r: ReplayResult) -> str:
         if s.sequenced:
             seq_cols = (
                 f"{s.forwarded_in_order:>8,} {s.reordered:>9,} {s.max_displacement:>8} "
-                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,}"
+                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,} "
+                f"{_timeout_col(s, e):>10}"
             )
         else:  # nothing to reorder: the engine passes unsequenced data straight through
-            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5}"
+            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5} {'-':>10}"
         lines.append(
             f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
             f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
