@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import platform
+from bisect import bisect_left
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Protocol
 
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
+    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
@@ -87,6 +89,7 @@ class RelayCollector(Collector):
         # One copy of each session table per scrape, for the gauges and the per-session series.
         live = {direction: engine.sessions_snapshot() for direction, engine in engines.items()}
         yield from self._engine_families(engines, live, relay)
+        yield from _adaptive_families(engines, live)
         yield from self._relay_families(relay)
         if self._config.per_session:
             yield from self._session_families(live, self._config.per_session_top_n)
@@ -342,6 +345,48 @@ class RelayCollector(Collector):
                 skipped.add_metric(key, s.skipped)
                 held.add_metric(key, len(s.held))
         yield from (packets, released, dropped, skipped, held, omitted)
+
+
+# Bucket bounds of the current per-session timeouts, seconds (reorder.adaptive).
+SESSION_TIMEOUT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+)  # fmt: skip
+
+
+def _adaptive_families(
+    engines: Mapping[str, ReorderEngine], live_sessions: Mapping[str, list[Session]]
+) -> Iterator[Metric]:
+    """The current reorder timeout of every session (adaptive: learnt; fixed: the configured
+    one) as a gauge histogram, and how often a late arrival grew a session's timeout."""
+    d = ["direction"]
+    timeouts = GaugeHistogramMetricFamily(
+        PREFIX + "session_timeout_seconds",
+        "Sessions by their current reorder timeout (reorder.adaptive: learnt per session, "
+        "within [min_timeout_ms, timeout_ms]; else the configured timeout).",
+        labels=d,
+    )
+    grows = CounterMetricFamily(
+        PREFIX + "adaptive_timeout_grows",
+        "Late arrivals that grew a session's adaptive timeout (its learnt timeout was too short).",
+        labels=d,
+    )
+    for direction, engine in engines.items():
+        cfg = engine.config
+        adaptive = cfg.adaptive and cfg.reorder_timeout > 0
+        values = [s.timeout if adaptive else cfg.reorder_timeout for s in live_sessions[direction]]
+        counts = [0] * (len(SESSION_TIMEOUT_BUCKETS) + 1)
+        for v in values:
+            counts[bisect_left(SESSION_TIMEOUT_BUCKETS, v)] += 1
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, n in zip(SESSION_TIMEOUT_BUCKETS, counts, strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", len(values)))
+        timeouts.add_metric([direction], buckets, sum(values))
+        grows.add_metric([direction], engine.counters.adaptive_grows)
+    yield timeouts
+    yield grows
 
 
 def _packets(s: Session) -> int:
