@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.example.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench fuzz clean
+.PHONY: venv test lint typecheck pytest run bench fuzz clean adaptive-eval
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	timeout 320 $(BIN)/python -m bench.run
+
+# Fixed vs adaptive reorder timeout on field-shaped captures (docs/adaptive.md), ~1 minute.
+adaptive-eval: $(STAMP)
+	$(BIN)/python -m bench.adaptive_eval
 
 run: $(STAMP)
 	$(BIN)/l2tpreorder run --config $(CONFIG)

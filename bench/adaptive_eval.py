@@ -121,31 +121,32 @@ class Case:
     impair: ImpairConfig | None
 
 
-def cases(scale: float) -> list[Case]:
-    lns = LNS
+def cases(scale: float, sessions: int = 20) -> list[Case]:
+    lns, n = LNS, sessions
     return [
         Case(
             "split-pair",
-            "20 sessions x 1/ms, every 5th frame split, small half 0.1-0.4 ms early; 0.5% loss",
-            lambda r, s: split_pair(r, 20, 3.0 * s),
+            f"{n} sessions x 1/ms, every 5th frame split, small half 0.1-0.4 ms early; 0.5% loss",
+            lambda r, s: split_pair(r, n, 3.0 * s),
             ImpairConfig(seed=1, loss=0.005, lns_address=lns),
         ),
         Case(
             "multipath",
-            "20 sessions x 1/ms, 5% of packets 6-18 ms late; 0.1% loss",
-            lambda r, s: multipath(r, 20, 3.0 * s),
+            f"{n} sessions x 1/ms, 5% of packets 6-18 ms late; 0.1% loss",
+            lambda r, s: multipath(r, n, 3.0 * s),
             ImpairConfig(seed=2, loss=0.001, lns_address=lns),
         ),
         Case(
             "loss-bursts",
-            "20 sessions x 1/ms, 2% swapped, loss bursts of 5 (0.2% of slots start one)",
-            lambda r, s: steady(r, 20, 3.0 * s),
+            f"{n} sessions x 1/ms, 2% swapped, loss bursts of 5 (0.2% of slots start one)",
+            lambda r, s: steady(r, n, 3.0 * s),
             ImpairConfig(seed=3, swap=0.02, burst_loss=0.002, burst_len=5, lns_address=lns),
         ),
         Case(
             "idle-resume",
-            "10 sessions: split-pair, 30 s idle, resume with 2% of packets 6-18 ms late; 0.2% loss",
-            lambda r, s: idle_resume(r, 10, 4.0 * s),
+            f"{max(1, n // 2)} sessions: split-pair, 30 s idle, resume with 2% of packets "
+            "6-18 ms late; 0.2% loss",
+            lambda r, s: idle_resume(r, max(1, n // 2), 4.0 * s),
             ImpairConfig(seed=4, loss=0.002, lns_address=lns),
         ),
         Case(
@@ -214,14 +215,14 @@ def summarize(result: ReplayResult) -> dict[str, Any]:
 
 
 def run_case(
-    case: Case, path: Path, engine: EngineConfig
+    case: Case, path: Path, engine: EngineConfig, compare: bool = True
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     lns = case.impair.lns_address if case.impair else None
     for label, cfg in (
         ("fixed 100 ms", replace(engine, adaptive=False)),
         ("adaptive", replace(engine, adaptive=True)),
     ):
-        result = replay(str(path), ReplayOptions(engine=cfg, lns_address=lns, compare=True))
+        result = replay(str(path), ReplayOptions(engine=cfg, lns_address=lns, compare=compare))
         yield label, summarize(result)
 
 
@@ -259,18 +260,25 @@ def format_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
 
 
 def evaluate(
-    workdir: Path, scale: float = 1.0, only: str | None = None, engine: EngineConfig | None = None
+    workdir: Path,
+    scale: float = 1.0,
+    only: str | None = None,
+    engine: EngineConfig | None = None,
+    *,
+    sessions: int = 20,
+    compare: bool = True,
 ) -> list[tuple[str, str, dict[str, Any]]]:
+    """Build each capture and replay it fixed and adaptive; rows of (capture, mode, numbers)."""
     engine = engine or EngineConfig(reorder_timeout=0.1)
     rows = []
-    for case in cases(scale):
+    for case in cases(scale, sessions):
         if only and case.name != only:
             continue
         path = build(case, workdir, scale)
         if path is None:
             print(f"{case.name}: {JNETPCAP} not found, skipped", file=sys.stderr)
             continue
-        for label, r in run_case(case, path, engine):
+        for label, r in run_case(case, path, engine, compare):
             rows.append((case.name, label, r))
     return rows
 
@@ -294,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps([{"capture": n, "mode": m, **r} for n, m, r in rows], indent=2))
     else:
         print(format_table(rows))
+        print()
+        for case in cases(args.scale):
+            print(f"{case.name:<12} {case.what}")
     return 0
 
 

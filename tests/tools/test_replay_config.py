@@ -61,6 +61,8 @@ FILE_REORDER = {
     "max_held_per_session": 8,
     "max_held_bytes": 100_000,
     "resync_after": 7,
+    "adaptive": False,  # these tests are about the fixed timeout the file sets
+    "min_timeout_ms": 5,
 }
 
 
@@ -79,6 +81,8 @@ def test_config_file_reorder_settings_apply_in_replay(tmp_path: Path) -> None:
         "max_held_per_session": 8,
         "max_held_bytes": 100_000,
         "resync_after": 7,
+        "adaptive": False,
+        "min_timeout_ms": 5,
     }
     (s,) = doc["sessions"]
     # 31, 32, 33 wait for the lost 30 until 25 ms after 31 arrived (the file's timeout)
@@ -104,6 +108,8 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
         "max_held_per_session": 8,  # not overridden: still the file's
         "max_held_bytes": 100_000,
         "resync_after": 7,
+        "adaptive": False,
+        "min_timeout_ms": 5,
     }
     (s,) = doc["sessions"]
     assert s["hold_ms"]["max"] == pytest.approx(45, abs=0.01)
