@@ -407,7 +407,7 @@ class ReorderEngine:
             else:
                 adaptive.rebound(s, bounds)
 
-    def _timeout_of(self, s: Session) -> float:
+    def timeout_of(self, s: Session) -> float:
         """The session's reorder timeout: its own in adaptive mode, else the configured one."""
         return self._timeout if self._adapt is None else s.timeout
 
@@ -710,7 +710,7 @@ class ReorderEngine:
             s.timer_id = 0
             s.cut = INF
             return
-        deadline = next(iter(s.held.values()))[1] + self._timeout_of(s)  # dict: arrival order
+        deadline = next(iter(s.held.values()))[1] + self.timeout_of(s)  # dict: arrival order
         if s.cut < deadline:
             deadline = s.cut
         timer_id = self._next_timer_id
@@ -743,7 +743,7 @@ class ReorderEngine:
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
-            timeout = self._timeout_of(s)
+            timeout = self.timeout_of(s)
             while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
                 if adapt is not None:
                     adaptive.on_give_up(s, first, adapt)

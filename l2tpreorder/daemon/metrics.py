@@ -371,9 +371,7 @@ def _adaptive_families(
         labels=d,
     )
     for direction, engine in engines.items():
-        cfg = engine.config
-        adaptive = cfg.adaptive and cfg.reorder_timeout > 0
-        values = [s.timeout if adaptive else cfg.reorder_timeout for s in live_sessions[direction]]
+        values = [engine.timeout_of(s) for s in live_sessions[direction]]
         counts = [0] * (len(SESSION_TIMEOUT_BUCKETS) + 1)
         for v in values:
             counts[bisect_left(SESSION_TIMEOUT_BUCKETS, v)] += 1
