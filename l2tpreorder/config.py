@@ -73,11 +73,6 @@ class MetricsConfig:
 REBIND_KEYS = ("listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso")
 
 
-# The daemon's default for reorder.adaptive (EngineConfig itself defaults to a fixed timeout):
-# chosen from the evaluation in docs/adaptive.md.
-ADAPTIVE_DEFAULT = True
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything `l2tpreorder run` needs. Times in seconds."""
@@ -93,7 +88,7 @@ class Config:
     upstream_bind: str | None = None
     socket_buffer_bytes: int = 4 * 1024 * 1024
     udp_gso: bool = False  # send runs to the LNS as UDP GSO super-datagrams (see README)
-    engine: EngineConfig = field(default_factory=lambda: EngineConfig(adaptive=ADAPTIVE_DEFAULT))
+    engine: EngineConfig = field(default_factory=EngineConfig)
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
     drop_report_interval: float = 10.0
@@ -400,7 +395,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
         )
     if "lns_to_lac" in reorder:
         kw["reorder_lns_to_lac"] = _bool("reorder.lns_to_lac", reorder["lns_to_lac"])
-    kw["engine"] = EngineConfig(**{"adaptive": ADAPTIVE_DEFAULT, **ekw})
+    kw["engine"] = EngineConfig(**ekw)
     if "state_file" in top:
         kw["state_file"] = _optional_path("state_file", top["state_file"])
     if top.get("user") is not None:
