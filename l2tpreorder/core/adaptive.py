@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-MULTIPLIER = 1.5  # timeout / estimated reorder delay: room for a delay a bit above those seen
+MULTIPLIER = 2.0  # timeout / estimated reorder delay: room for a delay a bit above those seen
 DECAY_DIV = 32  # per event, the estimate moves ~1/32 of the way down to a smaller observation
 KEEP_EVENTS = 64  # after a late arrival grew the timeout, this many events do not shrink it
 NO_GAP = -1.0  # gave_up_at when no gap has been given up by the timer yet
