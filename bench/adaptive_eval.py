@@ -37,11 +37,7 @@ LAC, LNS = "10.0.0.1", "10.0.0.2"
 JNETPCAP = Path(__file__).resolve().parents[1] / "../shared/pcaps/jnetpcap_test-l2tp.pcap"
 SMALL, BIG = b"\xff\x03\x00\x21" + bytes(60), b"\xff\x03\x00\x21" + bytes(1400)
 
-# (time, session index, payload) -> one datagram; each session's Ns is in send order.
-Packet = tuple[float, int, bytes]
-
-
-def _write(path: Path, packets: list[tuple[float, int, int, bytes]]) -> None:
+def write_capture(path: Path, packets: list[tuple[float, int, int, bytes]]) -> None:
     """packets: (time, session index, Ns, PPP payload); written in time order."""
     packets.sort(key=lambda p: p[0])
     with PcapWriter.create(path) as w:
@@ -166,7 +162,7 @@ def build(case: Case, workdir: Path, scale: float) -> Path | None:
             return None
         src = JNETPCAP.resolve()
     else:
-        _write(src, case.build(random.Random(case.name), scale))
+        write_capture(src, case.build(random.Random(case.name), scale))
     out = workdir / f"{case.name}.pcap"
     if case.impair is not None:
         impair_file(str(src), str(out), case.impair)
