@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from l2tpreorder.config import Config, ConfigError, config_from_dict, describe
+from l2tpreorder.config import Config, ConfigError, config_from_dict, effective, notes
 
 ISSUE_EXAMPLE = "reorder: {adaptive: true, timeout_ms: 100}\n"
 
@@ -16,7 +16,9 @@ ISSUE_EXAMPLE = "reorder: {adaptive: true, timeout_ms: 100}\n"
 def test_defaults_are_a_fixed_timeout_with_a_2_ms_floor_ready() -> None:
     e = Config().engine
     assert (e.adaptive, e.min_timeout, e.reorder_timeout) == (False, 0.002, 0.1)
-    assert "reorder: timeout 100 ms," in describe(Config())
+    shown = dict(effective(Config()))
+    assert (shown["reorder.adaptive"], shown["reorder.min_timeout_ms"]) == ("false", "2")
+    assert notes(Config()) == []
 
 
 def test_file_keys_reach_the_engine_config() -> None:
@@ -26,10 +28,13 @@ def test_file_keys_reach_the_engine_config() -> None:
         0.005,
         0.08,
     )
-    assert "reorder: adaptive timeout per session, 5..80 ms," in describe(c)
+    shown = dict(effective(c))
+    assert (shown["reorder.adaptive"], shown["reorder.min_timeout_ms"]) == ("true", "5")
+    assert notes(c) == []
     # a floor above the cap: the cap wins (said so, not refused)
     c = config_from_dict({"reorder": {"adaptive": True, "min_timeout_ms": 500}})
-    assert "adaptive timeout per session, 100..100 ms" in describe(c)
+    (note,) = notes(c)
+    assert "the adaptive timeout stays at 100 ms" in note
 
 
 @pytest.mark.parametrize(
@@ -55,4 +60,19 @@ def test_check_config_accepts_the_issue_example_and_says_what_it_means(tmp_path:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "reorder: adaptive timeout per session, 2..100 ms, sequencing renumber" in run.stdout
+    shown = dict(line.split(": ", 1) for line in run.stdout.splitlines()[1:])
+    assert shown["reorder.adaptive"] == "true"
+    assert (shown["reorder.timeout_ms"], shown["reorder.min_timeout_ms"]) == ("100", "2")
+    assert "note:" not in run.stderr
+
+
+def test_check_config_notes_a_floor_above_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "floor.yaml"
+    path.write_text("reorder: {adaptive: true, timeout_ms: 10, min_timeout_ms: 20}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "note: reorder.min_timeout_ms is above reorder.timeout_ms" in run.stderr
+    assert "stays at 10 ms" in run.stderr

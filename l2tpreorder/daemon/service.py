@@ -28,11 +28,13 @@ from l2tpreorder.config import (
     format_address,
     load_with_overrides,
 )
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
-from l2tpreorder.daemon.relay import BindError, Relay
+from l2tpreorder.daemon.relay import Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.sockets import BindError
 from l2tpreorder.daemon.state import load_state
 
 log = logging.getLogger("l2tpreorder")
@@ -84,7 +86,7 @@ class DropReporter:
     """One warning line per drop reason per interval, however many packets: a flood can't fill
     the disk, and nothing is counted silently."""
 
-    def __init__(self, source: MetricsSource, interval: float) -> None:
+    def __init__(self, source: RelaySource, interval: float) -> None:
         self.source = source
         self.interval = interval
         self._last = self.snapshot()
@@ -97,21 +99,12 @@ class DropReporter:
             self._next_at = None
 
     def snapshot(self) -> dict[str, int]:
-        snap: dict[str, int] = {}
-        r = self.source.relay
-        snap["not_allowed"] = r.dropped_not_allowed
-        snap["not_from_lns"] = r.dropped_not_from_lns
-        snap["peer_limit"] = r.dropped_peer_limit
-        snap["send_error"] = r.tx_errors
-        snap["socket_overflow"] = r.socket_rx_drops
+        """Every `report` row of the counters table, the engines' prefixed by direction."""
+        snap = counters.drop_report(self.source.relay, counters.Source.RELAY)
         for direction, engine in self.source.engines.items():
-            c = engine.counters
-            snap[f"{direction}:duplicate"] = c.dropped_duplicate
-            snap[f"{direction}:late"] = c.dropped_late
-            for reason, n in c.malformed.items():
-                snap[f"{direction}:malformed:{reason}"] = n
-            for reason, n in c.skipped.items():
-                snap[f"{direction}:gave_up_ns:{reason}"] = n
+            snap.update(
+                counters.drop_report(engine.counters, counters.Source.ENGINE, f"{direction}:")
+            )
         return snap
 
     def tick(self, now: float) -> list[str]:
@@ -136,8 +129,8 @@ class DropReporter:
         return lines
 
 
-class MetricsSource:
-    """What the metrics collector reads at scrape time: live engines and relay counters."""
+class RelaySource:
+    """The running relay as `metrics.MetricsSource`: live engines and relay counters."""
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
@@ -151,7 +144,7 @@ class MetricsSource:
         return self._relay.counters
 
 
-def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
+def start_metrics(settings: MetricsConfig, source: RelaySource) -> MetricsServer | None:
     """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
     if not settings.enabled:
         return None
@@ -212,7 +205,7 @@ class Daemon:
             self._restore(relay, state_file)
         self._warn_if_open(self.config)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        source = MetricsSource(relay)
+        source = RelaySource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
         if user is not None:
             error = drop_privileges(user)
@@ -244,7 +237,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self.metrics is not None:
                 self.metrics.close()
-            c = relay.engine_up.counters
+            c = relay.pipeline.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
                 relay.counters.rx_datagrams_lac,
@@ -348,7 +341,7 @@ class Daemon:
         if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.close()
-            self.metrics = start_metrics(new.metrics, MetricsSource(relay))
+            self.metrics = start_metrics(new.metrics, RelaySource(relay))
         self._warn_if_open(self.config)
         counters.config_reloads_ok += 1
         log.info("configuration reloaded: %s", self._status())
@@ -455,6 +448,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
     )
+    # mode: inpath with several queues: the supervisor starts itself once per queue with this.
+    parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -475,6 +470,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"l2tpreorder: error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    if config.mode == "inpath":
+        from l2tpreorder.daemon import inpath_service
+
+        if args.inpath_worker is not None:
+            return inpath_service.run_worker(
+                config, load, args.inpath_worker, report_metrics_port=True
+            )
+        return inpath_service.run_inpath(config, load, args.config)
     daemon = Daemon(config, load)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
