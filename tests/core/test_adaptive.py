@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing, Session
+from l2tpreorder.core.pipeline import Pipeline
 from tests.engine_helpers import (
     FLOW,
     SESSION,
@@ -239,3 +240,21 @@ def test_adaptive_mode_keeps_every_invariant_and_the_timeout_in_its_bounds(
     assert e.counters.held_packets == 0
     seen.update(ident_of(d) for _, d in drain(e))
     assert len(seen) == e.counters.forwarded + e.counters.released
+
+
+def test_the_pipeline_adapters_drive_adapts_too_and_tags_travel() -> None:
+    """The relay and the in-path adapter (NFQUEUE ids as tags) drive a Pipeline: adaptive mode
+    lives in the engine, so it works there, and a late drop never reaches take_output()."""
+    p = Pipeline(ADAPTIVE)
+    e = p.engine
+    p.from_lac(data(0), FLOW, 0.0, "id0")
+    ns, t = swaps(e, 1, 0.001, LEARN, 0.0003)  # learn through the pipeline's own engine
+    p.take_output()
+    assert session(e).timeout == FLOOR
+    assert p.from_lac(data(ns + 1), FLOW, t, "behind") == reasons.Outcome.HELD
+    assert p.next_deadline() == pytest.approx(t + FLOOR)  # the learnt timeout, not the cap
+    p.expire(t + FLOOR)
+    assert [(o.tag, ident_of(o.data)) for o in p.take_output()] == [("behind", ns + 1)]
+    assert p.from_lac(data(ns), FLOW, t + 0.008, "late") == reasons.Outcome.DROPPED_LATE
+    assert p.take_output() == [] and e.counters.adaptive_grows == 1
+    check_invariants(e)
