@@ -38,6 +38,9 @@ from l2tpreorder.daemon.state import load_state
 log = logging.getLogger("l2tpreorder")
 
 HOUSEKEEPING_INTERVAL = 1.0
+# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus=78 makes a bad configuration end in
+# `failed` at once instead of a restart loop that can never succeed.
+EX_CONFIG = 78
 
 # syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {
@@ -192,7 +195,12 @@ class Daemon:
                 user = pwd.getpwnam(self.config.user)
             except KeyError:
                 log.error("user = %r: no such user; not starting", self.config.user)
-                return 1
+                return EX_CONFIG
+        state_dir = os.path.dirname(os.path.abspath(self.config.state_file or "."))
+        if self.config.state_file is not None and not os.path.isdir(state_dir):
+            log.error("state_file = %r: no such directory %s; not starting",
+                      self.config.state_file, state_dir)
+            return EX_CONFIG
         raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
@@ -472,8 +480,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load()
     except ConfigError as e:
-        print(f"l2tpreorder: error: {e}", file=sys.stderr)
-        return 2
+        # Logging is not set up yet (its level comes from this file): under journald the
+        # `<3>` prefix still files the reason at error priority (`journalctl -p err`).
+        prefix = "<3>" if stderr_is_journal() else ""
+        print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
+        return EX_CONFIG
     setup_logging(config.log_level)
     daemon = Daemon(config, load)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop

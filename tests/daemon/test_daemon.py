@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -384,7 +385,7 @@ def test_bad_config_at_startup_is_one_clear_line(tmp_path: Path) -> None:
         timeout=30,
         cwd=PROJECT_ROOT,
     )
-    assert res.returncode == 2
+    assert res.returncode == 78, "EX_CONFIG: the unit's RestartPreventExitStatus"
     assert res.stderr == (
         f"l2tpreorder: error: {path}: listen[0] = '[::1]:99999': expected an address "
         '"IPv4:PORT" or "[IPv6]:PORT" with PORT 1..65535\n'
@@ -520,7 +521,7 @@ def test_unknown_user_fails_before_the_state_file_is_consumed(tmp_path: Path) ->
         timeout=30,
         cwd=PROJECT_ROOT,
     )
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == 78, res.stderr
     assert "user = 'l2r-no-such-user': no such user" in res.stderr
     assert "Traceback" not in res.stderr
     assert state_file.read_bytes() == saved, "the saved sessions must survive a config typo"
@@ -685,3 +686,35 @@ def test_restoring_a_state_saved_in_another_sequencing_mode_warns(
         f"state file {state_file} was saved with reorder.sequencing = preserve, running renumber"
         in log
     )
+
+
+def test_config_error_under_journald_is_logged_at_error_priority(tmp_path: Path) -> None:
+    """stderr is "the journal" (JOURNAL_STREAM names its device:inode, as systemd sets it): the
+    reason carries `<3>`, so `journalctl -p err` shows it, and the exit status is EX_CONFIG."""
+    config = tmp_path / "c.yaml"
+    config.write_text("reorder: {timeout_ms: -5}\n")
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        st = os.fstat(err.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        res = subprocess.run(
+            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(config)],
+            stderr=err, stdout=subprocess.DEVNULL, timeout=30, cwd=PROJECT_ROOT, env=env,
+        )
+    assert res.returncode == 78
+    text = err_path.read_text()
+    assert text.startswith("<3>l2tpreorder: error: ") and "timeout_ms" in text, text
+
+
+def test_missing_state_file_directory_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"listen: ['127.0.0.1:{free_udp_port()}']\nlns: '127.0.0.1:{free_udp_port()}'\n"
+        f"state_file: '{tmp_path}/nonexistent/state.json'\nmetrics: {{enabled: false}}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT,
+    )
+    assert res.returncode == 78, res.stderr
+    assert "no such directory" in res.stderr and "Traceback" not in res.stderr
