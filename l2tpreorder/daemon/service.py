@@ -179,6 +179,7 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         self._stop: asyncio.Future[None] | None = None
         self.control: ControlServer | None = None
+        self.housekeeping_errors: dict[str, int] = {}
         self._started = time.monotonic()
 
     def _status(self) -> str:
@@ -354,14 +355,35 @@ class Daemon:
         self._watchdog_handle = loop.call_later(interval, self._watchdog, interval)
 
     def _housekeeping(self) -> None:
+        """Idle expiry, socket-drop metric, drop report: re-armed FIRST, and each step on its
+        own, so one failing step (e.g. /proc unreadable after a privilege drop) neither stops
+        the tick for good nor skips the other steps."""
+        loop = asyncio.get_running_loop()
+        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
         relay = self.relay
         assert relay is not None
         now = relay.clock()
-        relay.remove_idle(now)
-        relay.update_socket_drops()
-        self._reporter.tick(now)
-        loop = asyncio.get_running_loop()
-        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        for name, step in self.housekeeping_steps():
+            try:
+                step(now)
+            except Exception:  # noqa: BLE001 - logged; the next tick runs every step again
+                self._housekeeping_failed(name)
+
+    def housekeeping_steps(self) -> list[tuple[str, Callable[[float], object]]]:
+        relay = self.relay
+        assert relay is not None
+        return [
+            ("idle peer expiry", relay.remove_idle),
+            ("socket drop count", lambda _: relay.update_socket_drops()),
+            ("drop report", self._reporter.tick),
+        ]
+
+    def _housekeeping_failed(self, name: str) -> None:
+        """Log a failing step with its traceback the 1st, 2nd, 4th, 8th... time (bounded)."""
+        n = self.housekeeping_errors[name] = self.housekeeping_errors.get(name, 0) + 1
+        if n & (n - 1) == 0:
+            times = "1 time" if n == 1 else f"{n} times"
+            log.exception("housekeeping: %s failed (%s so far); still running", name, times)
 
     def reload(self) -> tuple[str | None, list[str]]:
         """SIGHUP or `l2tpreorder reload`: re-read the file; a bad file keeps the running
