@@ -366,7 +366,7 @@ class Daemon:
         for name, step in self.housekeeping_steps():
             try:
                 step(now)
-            except Exception:  # noqa: BLE001 - logged; the next tick runs every step again
+            except Exception:  # logged; the next tick runs every step again
                 self._housekeeping_failed(name)
 
     def housekeeping_steps(self) -> list[tuple[str, Callable[[float], object]]]:

@@ -62,9 +62,11 @@ def test_a_failing_step_is_logged_and_the_tick_keeps_running(
         daemon._request_stop(signal.SIGTERM)
         return await run
 
-    with caplog.at_level(logging.ERROR, logger="l2tpreorder"):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            code = runner.run(scenario())
+    with (
+        caplog.at_level(logging.ERROR, logger="l2tpreorder"),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        code = runner.run(scenario())
     assert code == 0
     assert len(drop_counts) >= len(failed) - 1, "the steps after the failing one still ran"
     errors = [r for r in caplog.records if "housekeeping: idle peer expiry failed" in r.message]
