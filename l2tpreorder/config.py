@@ -70,7 +70,9 @@ class MetricsConfig:
 
 # Config fields a running relay cannot change without new sockets: a reload keeps their old
 # values and names them (Config.rebind_changes, Relay.reconfigure).
-REBIND_KEYS = ("listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso")
+REBIND_KEYS = (
+    "listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso", "control_socket"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,9 @@ class Config:
     # Started as root: bind the listen sockets, then switch to this user (and its group) for
     # good. None: stay who we are (systemd's unit uses DynamicUser + CAP_NET_BIND_SERVICE).
     user: str | None = None
+    # Unix socket for `l2tpreorder status` / `reload`. None: $RUNTIME_DIRECTORY/control.sock
+    # under systemd, else /run/l2tpreorder/control.sock (see daemon/control.py for fallbacks).
+    control_socket: str | None = None
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -286,6 +291,7 @@ TOP_KEYS = (
     "metrics",
     "state_file",
     "user",
+    "control_socket",
 )
 REORDER_KEYS = (
     "timeout_ms",
@@ -390,6 +396,8 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     kw["engine"] = EngineConfig(**ekw)
     if "state_file" in top:
         kw["state_file"] = _optional_path("state_file", top["state_file"])
+    if "control_socket" in top:
+        kw["control_socket"] = _optional_path("control_socket", top["control_socket"])
     if top.get("user") is not None:
         if not isinstance(top["user"], str) or not top["user"]:
             raise ConfigError("user", top["user"], "a user name or null")

@@ -17,6 +17,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +30,13 @@ from l2tpreorder.config import (
     load_with_overrides,
 )
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.relay import BindError, Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.state import load_state
+from l2tpreorder.daemon.status import snapshot
 
 log = logging.getLogger("l2tpreorder")
 
@@ -178,6 +181,9 @@ class Daemon:
         self.relay: Relay | None = None
         self.metrics: MetricsServer | None = None
         self._stop: asyncio.Future[None] | None = None
+        self.control: ControlServer | None = None
+        self.housekeeping_errors: dict[str, int] = {}
+        self._started = time.monotonic()
 
     def _status(self) -> str:
         c = self.config
@@ -222,12 +228,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         source = MetricsSource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
+        await self._start_control(user)
         if user is not None:
             error = drop_privileges(user)
             if error is not None:
                 log.error("%s", error)
                 if self.metrics is not None:
                     self.metrics.close()
+                if self.control is not None:
+                    self.control.close()
                 relay.shutdown(state_file=state_file)  # keep what was restored for next time
                 return 1
         relay.start_reading()
@@ -252,6 +261,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self.metrics is not None:
                 self.metrics.close()
+            if self.control is not None:
+                self.control.close()
             c = relay.engine_up.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
@@ -261,6 +272,39 @@ class Daemon:
             )
             self.notifier.close()
         return 0
+
+    async def _start_control(self, user: pwd.struct_passwd | None) -> None:
+        """The control socket for `status` and `reload`; without it the daemon still relays."""
+        control = ControlServer({"status": self._status_answer, "reload": self._reload_answer})
+        owner = (user.pw_uid, user.pw_gid) if user is not None else None
+        try:
+            path = await control.start(self.config.control_socket, owner)
+        except OSError as e:
+            log.error(
+                "control socket: %s; running without it (status and reload by command fail, "
+                "SIGHUP still reloads)",
+                e.strerror or e,
+            )
+            return
+        self.control = control
+        log.info("control socket: %s", path)
+
+    async def _status_answer(self) -> dict[str, Any]:
+        assert self.relay is not None
+        extra = {
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "status": self._status(),
+            "config": self.config.source,
+            "lns": format_address(self.config.lns),
+        }
+        return snapshot(self.relay, extra)
+
+    async def _reload_answer(self) -> dict[str, Any]:
+        error, not_applied = self.reload()
+        if error is not None:
+            return {"ok": False, "error": error}
+        return {"ok": True, "status": self._status(), "not_applied": not_applied}
 
     def _state_file(self) -> str | None:
         """`state_file`, else $STATE_DIRECTORY/state.json under systemd's StateDirectory=."""
@@ -319,17 +363,39 @@ class Daemon:
         self._watchdog_handle = loop.call_later(interval, self._watchdog, interval)
 
     def _housekeeping(self) -> None:
+        """Idle expiry, socket-drop metric, drop report: re-armed FIRST, and each step on its
+        own, so one failing step (e.g. /proc unreadable after a privilege drop) neither stops
+        the tick for good nor skips the other steps."""
+        loop = asyncio.get_running_loop()
+        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
         relay = self.relay
         assert relay is not None
         now = relay.clock()
-        relay.remove_idle(now)
-        relay.update_socket_drops()
-        self._reporter.tick(now)
-        loop = asyncio.get_running_loop()
-        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        for name, step in self.housekeeping_steps():
+            try:
+                step(now)
+            except Exception:  # logged; the next tick runs every step again
+                self._housekeeping_failed(name)
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the file; a bad file keeps the running config and says why."""
+    def housekeeping_steps(self) -> list[tuple[str, Callable[[float], object]]]:
+        relay = self.relay
+        assert relay is not None
+        return [
+            ("idle peer expiry", relay.remove_idle),
+            ("socket drop count", lambda _: relay.update_socket_drops()),
+            ("drop report", self._reporter.tick),
+        ]
+
+    def _housekeeping_failed(self, name: str) -> None:
+        """Log a failing step with its traceback the 1st, 2nd, 4th, 8th... time (bounded)."""
+        n = self.housekeeping_errors[name] = self.housekeeping_errors.get(name, 0) + 1
+        if n & (n - 1) == 0:
+            times = "1 time" if n == 1 else f"{n} times"
+            log.exception("housekeeping: %s failed (%s so far); still running", name, times)
+
+    def reload(self) -> tuple[str | None, list[str]]:
+        """SIGHUP or `l2tpreorder reload`: re-read the file; a bad file keeps the running
+        config and says why. Returns (error or None, notes on changes not applied)."""
         relay = self.relay
         assert relay is not None
         self.notifier.reloading()
@@ -340,16 +406,16 @@ class Daemon:
             counters.config_reloads_failed += 1
             log.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self._status())
-            return
+            return str(e), []
         old = self.config
         refused = relay.reconfigure(new)
+        notes = []
         for key in refused:
-            log.warning(
-                "reload: %s changed but needs new sockets; not applied, still %s "
-                "(restart the service to apply it)",
-                key,
-                _show(getattr(old, key)),
+            notes.append(
+                f"{key} changed but needs new sockets; not applied, still "
+                f"{_show(getattr(old, key))} (restart the service to apply it)"
             )
+            log.warning("reload: %s", notes[-1])
         self.config = relay.config
         logging.getLogger().setLevel(self.config.log_level.upper())
         self._reporter.set_interval(self.config.drop_report_interval)
@@ -361,6 +427,7 @@ class Daemon:
         counters.config_reloads_ok += 1
         log.info("configuration reloaded: %s", self._status())
         self.notifier.ready(self._status())
+        return None, notes
 
     @staticmethod
     def _warn_if_open(config: Config) -> None:
