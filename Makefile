@@ -53,6 +53,7 @@ fuzz: $(STAMP)
 # Debian's own python3 (and pybuild's modules), not a pyenv/venv python earlier on PATH.
 DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 DEB_VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+DEB_OUT ?= .
 deb:
 	@test -n "$(DEB_VERSION)" || { echo "make deb: dpkg-parsechangelog (dpkg-dev) is missing"; exit 2; }
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
@@ -60,8 +61,8 @@ deb:
 	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$$tmp/src"; \
 	(cd "$$tmp/src" && env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b >"$$tmp/build.log" 2>&1) \
 		|| { tail -40 "$$tmp/build.log"; exit 1; }; \
-	cp "$$tmp/l2tpreorder_$(DEB_VERSION)_all.deb" .
-	@echo "built l2tpreorder_$(DEB_VERSION)_all.deb"
+	cp "$$tmp/l2tpreorder_$(DEB_VERSION)_all.deb" $(DEB_OUT)/
+	@echo "built $(DEB_OUT)/l2tpreorder_$(DEB_VERSION)_all.deb"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
