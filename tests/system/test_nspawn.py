@@ -51,6 +51,8 @@ def box(tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[C
         # The container has no network: the package's dependencies are in the cached root
         # already (rootfs.DEB_DEPENDS), and apt still checks them.
         container.sh(f"apt-get install -y /root/{deb.name}", timeout=300)
+        state = container.show(UNIT, "ActiveState", "UnitFileState")
+        assert state == {"ActiveState": "inactive", "UnitFileState": "disabled"}, state
         yield container
     finally:
         container.stop()
@@ -232,6 +234,15 @@ def test_journal_has_priorities_and_no_second_timestamp(box: Container) -> None:
     assert any("`allow` accepts every source" in m for m in by_priority.get("4", [])), by_priority
     for e in entries:
         assert not re.match(r"<\d>|\d{4}-\d\d-\d\d", e["MESSAGE"]), e["MESSAGE"]
+
+
+def test_upgrade_restarts_a_running_relay(box: Container) -> None:
+    """A fresh install started nothing (the fixture's install; test 1 started it by hand); an
+    upgrade (here a reinstall) restarts the running relay so the new code runs."""
+    pid = box.show(UNIT, "MainPID")["MainPID"]
+    box.sh("apt-get install -y --reinstall /root/l2tpreorder_*_all.deb", timeout=300)
+    s = box.show(UNIT, "MainPID", "ActiveState")
+    assert s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid), s
 
 
 def test_security_score_of_the_loaded_unit(box: Container) -> None:
