@@ -25,7 +25,8 @@ from tests.daemon.test_systemd import SECURITY_THRESHOLD
 from tests.system.nspawn import Container
 from tests.system.rootfs import ensure_tarball, unpack
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# The first test pays for the fixture: on a fresh machine that includes debootstrap (~90-150 s).
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 UNIT = "l2tpreorder.service"
 CONFIG = "etc/l2tpreorder/config.yaml"
