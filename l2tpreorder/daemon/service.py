@@ -192,21 +192,29 @@ class Daemon:
             f"{format_address(c.lns)}, reorder timeout {c.engine.reorder_timeout * 1000:g} ms"
         )
 
-    async def run(self) -> int:
-        # Resolved before anything is bound or the state file consumed: a typo in `user` must
-        # not cost the sessions a restore would bring back.
+    def _check_startup_config(self) -> pwd.struct_passwd | str | None:
+        """The `user` to become (None: stay), or what is wrong (exit EX_CONFIG). Checked before
+        anything is bound or the state file consumed: a typo in `user` must not cost the
+        sessions a restore would bring back, and a state-file directory that does not exist
+        would otherwise show only at the first stop, when the sessions are lost already."""
         user = None
         if self.config.user is not None:
             try:
                 user = pwd.getpwnam(self.config.user)
             except KeyError:
-                log.error("user = %r: no such user; not starting", self.config.user)
-                return EX_CONFIG
-        state_dir = os.path.dirname(os.path.abspath(self.config.state_file or "."))
-        if self.config.state_file is not None and not os.path.isdir(state_dir):
-            log.error("state_file = %r: no such directory %s; not starting",
-                      self.config.state_file, state_dir)
+                return f"user = {self.config.user!r}: no such user"
+        if self.config.state_file is not None:
+            state_dir = os.path.dirname(os.path.abspath(self.config.state_file))
+            if not os.path.isdir(state_dir):
+                return f"state_file = {self.config.state_file!r}: no such directory {state_dir}"
+        return user
+
+    async def run(self) -> int:
+        checked = self._check_startup_config()
+        if isinstance(checked, str):
+            log.error("%s; not starting", checked)
             return EX_CONFIG
+        user = checked
         raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
