@@ -289,6 +289,17 @@ class RelayCollector(Collector):
             "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
             value=relay.peers_removed_idle,
         )
+        yield CounterMetricFamily(
+            PREFIX + "lns_icmp_errors",
+            "ICMP errors (port/host unreachable...) for datagrams the relay sent to the LNS.",
+            value=relay.lns_icmp_errors,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "lns_unresponsive",
+            "1 while the LNS does not answer: ICMP errors, or LAC traffic in and nothing back "
+            "from the LNS for 90 s; 0 once it is heard again.",
+            value=relay.lns_unresponsive,
+        )
         reloads = CounterMetricFamily(
             PREFIX + "config_reloads",
             "Configuration reloads (SIGHUP), by result.",

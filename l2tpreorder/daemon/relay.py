@@ -39,7 +39,9 @@ from typing import Any
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import mmsg, state
+from l2tpreorder.daemon.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
 from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.upstream_poll import UpstreamPoller
 
 log = logging.getLogger("l2tpreorder.daemon.relay")
 
@@ -566,6 +568,10 @@ class Relay:
         self._reading = False
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
+        self.health = LnsHealth(config.lns, self.counters)
+        self._upstream: UpstreamPoller[Peer] = UpstreamPoller(
+            self._on_lns_readable, self._on_lns_error
+        )
 
     # --- setup and teardown ------------------------------------------------------------------
 
@@ -602,6 +608,7 @@ class Relay:
         if self._timerfd is not None and not self._timerfd_reading:
             self.loop.add_reader(self._timerfd.fd, self._on_timerfd)
             self._timerfd_reading = True
+        self.loop.add_reader(self._upstream.fd, self._upstream.dispatch)
         self._reading = True
 
     def stop_reading(self) -> None:
@@ -611,8 +618,7 @@ class Relay:
         self._reading = False
         for lsock in self.listeners:
             self.loop.remove_reader(lsock.fd)
-        for peer in self.peers.values():
-            self.loop.remove_reader(peer.up.fd)
+        self.loop.remove_reader(self._upstream.fd)
 
     def shutdown(self, state_file: str | None = None) -> None:
         """Stop reading, deliver everything held in order, save state, close every socket."""
@@ -635,8 +641,10 @@ class Relay:
             self._timerfd.close()
             self._timerfd = None
         for peer in self.peers.values():
+            self._upstream.remove(peer.up.fd)
             peer.up.close()
         self.peers.clear()
+        self._upstream.close()
         self.counters.peers = 0
         for lsock in self.listeners:
             lsock.close()
@@ -731,6 +739,7 @@ class Relay:
         sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             set_buffers(sock, min(self.config.socket_buffer_bytes, 1 << 20))
+            enable_icmp_errors(sock)
             sock.bind((self._upstream_ip, port))
             return UdpSocket(sock, gso=self.config.udp_gso)
         except OSError:
@@ -742,8 +751,7 @@ class Relay:
         key, up, sock = peer.key, peer.up, peer.up.sock
         self.peers[key] = peer
         c.peers = len(self.peers)
-        if self._reading:
-            self.loop.add_reader(up.fd, self._on_lns_readable, peer)
+        self._upstream.add(up.fd, peer)
         log.info(
             "new LAC peer %s: upstream %s -> LNS %s",
             format_address(key),
@@ -764,6 +772,12 @@ class Relay:
         return any(ip in net for net in self._allow)
 
     # --- LNS -> LAC ----------------------------------------------------------------------------
+
+    def _on_lns_error(self, peer: Peer) -> None:
+        """EPOLLERR on an upstream socket: ICMP errors queued for what we sent (lns_health)."""
+        errors = drain_icmp_errors(peer.up.sock)
+        if errors:
+            self.health.on_icmp_errors(errors)
 
     def _on_lns_readable(self, peer: Peer) -> None:
         c = self.counters
@@ -921,8 +935,7 @@ class Relay:
         if self.engine_down is not None:
             self.engine_down.end_flow(peer.key, now)
         self._send_out()
-        if self._reading:
-            self.loop.remove_reader(peer.up.fd)
+        self._upstream.remove(peer.up.fd)
         self._closed_socket_drops += self._socket_drops.pop(peer.up.inode, 0)
         peer.up.close()
         del self.peers[peer.key]

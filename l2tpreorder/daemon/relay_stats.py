@@ -16,6 +16,8 @@ class RelayCounters:
         "dropped_not_allowed",
         "dropped_not_from_lns",
         "dropped_peer_limit",
+        "lns_icmp_errors",
+        "lns_unresponsive",
         "peers",
         "peers_removed_idle",
         "rx_bytes_lac",
@@ -48,3 +50,5 @@ class RelayCounters:
         self.peers_removed_idle = 0  # peers forgotten after peer_idle_timeout without traffic
         self.config_reloads_ok = 0
         self.config_reloads_failed = 0
+        self.lns_icmp_errors = 0  # ICMP errors for datagrams sent to the LNS (lns_health)
+        self.lns_unresponsive = 0  # gauge: 1 while the LNS does not answer (lns_health)

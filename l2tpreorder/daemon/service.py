@@ -376,6 +376,7 @@ class Daemon:
             ("idle peer expiry", relay.remove_idle),
             ("socket drop count", lambda _: relay.update_socket_drops()),
             ("drop report", self._reporter.tick),
+            ("LNS health", relay.health.tick),
         ]
 
     def _housekeeping_failed(self, name: str) -> None:
