@@ -40,6 +40,7 @@ from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import mmsg, state
 from l2tpreorder.daemon.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
+from l2tpreorder.daemon.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.upstream_poll import UpstreamPoller
 
@@ -552,6 +553,12 @@ class Relay:
             socket.AF_INET6 if ipaddress.ip_address(config.lns[0]).version == 6 else socket.AF_INET
         )
         self._upstream_ip = config.upstream_bind or self._route_source()
+        # An LNS on loopback sees each LAC from its own 127/8 address (loopback_sources.py).
+        self._sources: LoopbackSources | None = None
+        if config.upstream_bind is None and lns_is_ipv4_loopback(config.lns[0]):
+            # The shared address all peers used before: never handed out, so a peer restored
+            # from an older state file keeps it (and its xl2tpd tunnel) without colliding.
+            self._sources = LoopbackSources({"127.0.0.0", "127.255.255.255", self._upstream_ip})
         self._allow = config.allow
         self._denied: dict[tuple[str, int], None] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -642,6 +649,7 @@ class Relay:
             self._timerfd = None
         for peer in self.peers.values():
             self._upstream.remove(peer.up.fd)
+            self._release_source(peer)
             peer.up.close()
         self.peers.clear()
         self._upstream.close()
@@ -728,19 +736,22 @@ class Relay:
         if len(self.peers) >= self.config.max_peers:
             c.dropped_peer_limit += 1
             return None
+        source = self._sources.acquire(key[0]) if self._sources is not None else None
         try:
-            up = self._upstream_socket(0)
+            up = self._upstream_socket(0, source)
         except OSError:
+            if self._sources is not None:
+                self._sources.release(key[0])
             c.dropped_peer_limit += 1  # out of file descriptors: counted, reported by the tick
             return None
         return self._add_peer(Peer(addr, key, lsock, up, now))
 
-    def _upstream_socket(self, port: int) -> UdpSocket:
+    def _upstream_socket(self, port: int, source: str | None = None) -> UdpSocket:
         sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             set_buffers(sock, min(self.config.socket_buffer_bytes, 1 << 20))
             enable_icmp_errors(sock)
-            sock.bind((self._upstream_ip, port))
+            sock.bind((source or self._upstream_ip, port))
             return UdpSocket(sock, gso=self.config.udp_gso)
         except OSError:
             sock.close()
@@ -936,6 +947,7 @@ class Relay:
             self.engine_down.end_flow(peer.key, now)
         self._send_out()
         self._upstream.remove(peer.up.fd)
+        self._release_source(peer)
         self._closed_socket_drops += self._socket_drops.pop(peer.up.inode, 0)
         peer.up.close()
         del self.peers[peer.key]
@@ -1026,13 +1038,8 @@ class Relay:
             if self._is_self(p.key):
                 log.warning("state: LAC peer %s is the LNS or one of our sockets; skipped", where)
                 continue
-            if p.upstream[0] != self._upstream_ip:
-                log.warning(
-                    "state: LAC peer %s: saved upstream address %s is not the current %s; skipped",
-                    where,
-                    p.upstream[0],
-                    self._upstream_ip,
-                )
+            source = self._restored_source(p, where)
+            if source is None:
                 continue
             if len(self.peers) >= self.config.max_peers:
                 log.warning(
@@ -1042,8 +1049,10 @@ class Relay:
                 )
                 continue
             try:
-                up = self._upstream_socket(p.upstream[1])
+                up = self._upstream_socket(p.upstream[1], source)
             except OSError as e:
+                if self._sources is not None and source != self._upstream_ip:
+                    self._sources.release(p.key[0])
                 log.warning(
                     "state: LAC peer %s: cannot bind upstream port %d again (%s); it gets a new "
                     "one when it next sends",
@@ -1064,6 +1073,34 @@ class Relay:
             except ValueError as e:
                 log.warning("state: LNS-to-LAC sessions not restored: %s", e)
         return sessions, restored_peers
+
+    def _release_source(self, peer: Peer) -> None:
+        if self._sources is None:
+            return
+        with contextlib.suppress(OSError):
+            if peer.up.sock.getsockname()[0] == self._upstream_ip:
+                return  # the shared address of an older version's state file: not allocated
+        self._sources.release(peer.key[0])
+
+    def _restored_source(self, p: SavedPeer, where: str) -> str | None:
+        """The saved upstream address if it still applies (taking it), else None (logged)."""
+        saved = p.upstream[0]
+        if self._sources is not None and saved != self._upstream_ip:
+            if self._sources.restore(p.key[0], saved):
+                return saved
+            log.warning(
+                "state: LAC peer %s: saved upstream address %s is taken; skipped", where, saved
+            )
+            return None
+        if saved != self._upstream_ip:
+            log.warning(
+                "state: LAC peer %s: saved upstream address %s is not the current %s; skipped",
+                where,
+                saved,
+                self._upstream_ip,
+            )
+            return None
+        return saved
 
     # --- SIGHUP ------------------------------------------------------------------------------
 
