@@ -308,6 +308,12 @@ class RelayCollector(Collector):
         reloads.add_metric(["success"], relay.config_reloads_ok)
         reloads.add_metric(["failure"], relay.config_reloads_failed)
         yield reloads
+        yield GaugeMetricFamily(
+            PREFIX + "config_load_failing",
+            "1 while the configuration file fails to load (the last reload was refused and "
+            "the old configuration runs); 0 after a successful reload.",
+            value=relay.config_load_failing,
+        )
 
     def _session_families(
         self, live_sessions: Mapping[str, list[Session]], top_n: int

@@ -11,6 +11,7 @@ class RelayCounters:
     """Per-process relay counters and gauges; one instance per daemon."""
 
     __slots__ = (
+        "config_load_failing",
         "config_reloads_failed",
         "config_reloads_ok",
         "dropped_not_allowed",
@@ -50,5 +51,6 @@ class RelayCounters:
         self.peers_removed_idle = 0  # peers forgotten after peer_idle_timeout without traffic
         self.config_reloads_ok = 0
         self.config_reloads_failed = 0
+        self.config_load_failing = 0  # gauge: 1 while the file's last reload failed
         self.lns_icmp_errors = 0  # ICMP errors for datagrams sent to the LNS (lns_health)
         self.lns_unresponsive = 0  # gauge: 1 while the LNS does not answer (lns_health)

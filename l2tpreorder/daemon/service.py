@@ -30,6 +30,7 @@ from l2tpreorder.config import (
     load_with_overrides,
 )
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.relay import BindError, Relay
@@ -171,9 +172,16 @@ def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServ
 
 
 class Daemon:
-    def __init__(self, config: Config, reload_config: Any, notifier: Notifier | None = None):
+    def __init__(
+        self,
+        config: Config,
+        reload_config: Any,
+        notifier: Notifier | None = None,
+        load_file: Callable[[], Config] | None = None,
+    ):
         self.config = config
         self._reload_config = reload_config  # () -> Config, raises ConfigError
+        self._load_file = load_file  # () -> the file alone, without command-line flags
         self.notifier = notifier or Notifier()
         self.relay: Relay | None = None
         self.metrics: MetricsServer | None = None
@@ -397,10 +405,13 @@ class Daemon:
             new = self._reload_config()
         except ConfigError as e:
             counters.config_reloads_failed += 1
+            counters.config_load_failing = 1
             log.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self._status())
             return str(e), []
+        counters.config_load_failing = 0
         old = self.config
+        self._log_changes(old, new)
         refused = relay.reconfigure(new)
         notes = []
         for key in refused:
@@ -421,6 +432,21 @@ class Daemon:
         log.info("configuration reloaded: %s", self._status())
         self.notifier.ready(self._status())
         return None, notes
+
+    def _log_changes(self, old: Config, new: Config) -> None:
+        """One line per changed setting, and one per setting a command-line flag overrides."""
+        changed = reload_report.changes(old, new)
+        for line in changed:
+            log.info("reload: %s", line)
+        if not changed:
+            log.info("reload: no setting changed")
+        if self._load_file is not None:
+            try:
+                file_only = self._load_file()
+            except ConfigError:
+                return
+            for line in reload_report.overridden(file_only, new):
+                log.warning("reload: %s", line)
 
     @staticmethod
     def _warn_if_open(config: Config) -> None:
@@ -543,7 +569,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"l2tpreorder: error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    daemon = Daemon(config, load)
+    daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
