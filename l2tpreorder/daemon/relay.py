@@ -39,6 +39,7 @@ from typing import Any
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import mmsg, state
+from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
 from l2tpreorder.daemon.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
 from l2tpreorder.daemon.relay_stats import RelayCounters
@@ -183,9 +184,7 @@ class UdpSocket:
         keys = [sources.get(raw) or self._decode(raw) for raw in st.unpack_from(mem, ring.names_at)]
         cmsgs = None
         if self.pktinfo:
-            cmsgs = [
-                _pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)
-            ]
+            cmsgs = [_pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)]
         last = lengths[2 * n - 2]
         if last:
             count = mmsg.drops_in(ring.control(n - 1, last))
@@ -219,9 +218,7 @@ class UdpSocket:
         """The address to send to for a source key (IPv6: with flow info and scope id)."""
         return self._full.get(key, key)
 
-    def _read_loop(
-        self, limit: int
-    ) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
+    def _read_loop(self, limit: int) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
         datas: list[bytes] = []
         keys: list[tuple[str, int]] = []
         cmsgs: list[Any] | None = [] if self.pktinfo else None
@@ -576,6 +573,10 @@ class Relay:
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
         self.health = LnsHealth(config.lns, self.counters)
+        # --log-level debug: a logging wrapper around engine_up.receive (debug_log.py); None =
+        # the engine is called directly.
+        self.debug: DebugEvents | None = None
+        self._lac_receive: Callable[[bytes, Hashable, float], int] = self.engine_up.receive
         self._upstream: UpstreamPoller[Peer] = UpstreamPoller(
             self._on_lns_readable, self._on_lns_error
         )
@@ -673,7 +674,7 @@ class Relay:
     def _on_lac_readable(self, lsock: UdpSocket) -> None:
         c = self.counters
         peers = self.peers
-        receive = self.engine_up.receive
+        receive = self._lac_receive
         down = self.engine_down
         for _ in range(DRAIN_BATCHES):
             datas, keys, cmsgs = lsock.read(BATCH)
@@ -729,12 +730,17 @@ class Relay:
         c = self.counters
         if key in self._denied or not self._allowed(key[0]) or self._is_self(key):
             c.dropped_not_allowed += 1
+            c.count_not_allowed_source(key[0])
+            if self.debug is not None:
+                self.debug.refused(key, "source not in `allow` (reason not_allowed)", now)
             if len(self._denied) >= DENIED_CACHE:
                 self._denied.clear()
             self._denied[key] = None
             return None
         if len(self.peers) >= self.config.max_peers:
             c.dropped_peer_limit += 1
+            if self.debug is not None:
+                self.debug.refused(key, "max_peers reached (reason peer_limit)", now)
             return None
         source = self._sources.acquire(key[0]) if self._sources is not None else None
         try:
@@ -1103,6 +1109,15 @@ class Relay:
         return saved
 
     # --- SIGHUP ------------------------------------------------------------------------------
+
+    def set_debug(self, enabled: bool) -> None:
+        """Debug lines on or off (start, reload); off costs nothing per datagram."""
+        if enabled and self.debug is None:
+            self.debug = DebugEvents(self.engine_up)
+            self._lac_receive = self.debug.receiver()
+        elif not enabled:
+            self.debug = None
+            self._lac_receive = self.engine_up.receive
 
     def reconfigure(self, new: Config) -> list[str]:
         """Apply what can change live; returns the keys refused because they need a rebind."""

@@ -118,22 +118,25 @@ class DropReporter:
                 snap[f"{direction}:gave_up_ns:{reason}"] = n
         return snap
 
-    def tick(self, now: float) -> list[str]:
-        """Log what grew since the last report, if the interval is up; returns the lines."""
+    def tick(self, now: float, final: bool = False) -> list[str]:
+        """Log what grew since the last report, if the interval is up (or `final`: at stop,
+        the last, partial interval); returns the lines."""
         if self._next_at is None:
             self._next_at = now + self.interval
-        if now < self._next_at:
+        if now < self._next_at and not final:
             return []
         self._next_at = now + self.interval
         snap = self.snapshot()
         lines = []
+        period = "before stopping" if final else f"in the last {self.interval:g} s"
         for key, value in snap.items():
             grown = value - self._last.get(key, 0)
             if grown > 0:
                 what = "sequence numbers given up" if ":gave_up_ns:" in key else "dropped"
-                lines.append(
-                    f"{grown} {what} in the last {self.interval:g} s (reason {key}, {value} total)"
-                )
+                line = f"{grown} {what} {period} (reason {key}, {value} total)"
+                if key == "not_allowed":
+                    line += f"; top sources: {self.source.relay.top_not_allowed()}"
+                lines.append(line)
         self._last = snap
         for line in lines:
             log.warning("%s", line)
@@ -239,6 +242,7 @@ class Daemon:
                     self.control.close()
                 relay.shutdown(state_file=state_file)  # keep what was restored for next time
                 return 1
+        relay.set_debug(self.config.log_level == "debug")
         relay.start_reading()
         self._reporter = DropReporter(source, self.config.drop_report_interval)
         log.info("%s", self._status())
@@ -263,6 +267,7 @@ class Daemon:
                 self.metrics.close()
             if self.control is not None:
                 self.control.close()
+            self._reporter.tick(relay.clock(), final=True)
             c = relay.engine_up.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
@@ -385,6 +390,7 @@ class Daemon:
             ("socket drop count", lambda _: relay.update_socket_drops()),
             ("drop report", self._reporter.tick),
             ("LNS health", relay.health.tick),
+            ("debug lines", lambda now: relay.debug.tick(now) if relay.debug else None),
         ]
 
     def _housekeeping_failed(self, name: str) -> None:
@@ -422,6 +428,7 @@ class Daemon:
             log.warning("reload: %s", notes[-1])
         self.config = relay.config
         logging.getLogger().setLevel(self.config.log_level.upper())
+        relay.set_debug(self.config.log_level == "debug")
         self._reporter.set_interval(self.config.drop_report_interval)
         if new.metrics != old.metrics:
             if self.metrics is not None:
