@@ -289,6 +289,17 @@ class RelayCollector(Collector):
             "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
             value=relay.peers_removed_idle,
         )
+        yield CounterMetricFamily(
+            PREFIX + "lns_icmp_errors",
+            "ICMP errors (port/host unreachable...) for datagrams the relay sent to the LNS.",
+            value=relay.lns_icmp_errors,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "lns_unresponsive",
+            "1 while the LNS does not answer: ICMP errors, or LAC traffic in and nothing back "
+            "from the LNS for 90 s; 0 once it is heard again.",
+            value=relay.lns_unresponsive,
+        )
         reloads = CounterMetricFamily(
             PREFIX + "config_reloads",
             "Configuration reloads (SIGHUP), by result.",
@@ -297,6 +308,12 @@ class RelayCollector(Collector):
         reloads.add_metric(["success"], relay.config_reloads_ok)
         reloads.add_metric(["failure"], relay.config_reloads_failed)
         yield reloads
+        yield GaugeMetricFamily(
+            PREFIX + "config_load_failing",
+            "1 while the configuration file fails to load (the last reload was refused and "
+            "the old configuration runs); 0 after a successful reload.",
+            value=relay.config_load_failing,
+        )
 
     def _session_families(
         self, live_sessions: Mapping[str, list[Session]], top_n: int

@@ -30,6 +30,7 @@ from l2tpreorder.config import (
     load_with_overrides,
 )
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.relay import BindError, Relay
@@ -120,22 +121,25 @@ class DropReporter:
                 snap[f"{direction}:gave_up_ns:{reason}"] = n
         return snap
 
-    def tick(self, now: float) -> list[str]:
-        """Log what grew since the last report, if the interval is up; returns the lines."""
+    def tick(self, now: float, final: bool = False) -> list[str]:
+        """Log what grew since the last report, if the interval is up (or `final`: at stop,
+        the last, partial interval); returns the lines."""
         if self._next_at is None:
             self._next_at = now + self.interval
-        if now < self._next_at:
+        if now < self._next_at and not final:
             return []
         self._next_at = now + self.interval
         snap = self.snapshot()
         lines = []
+        period = "before stopping" if final else f"in the last {self.interval:g} s"
         for key, value in snap.items():
             grown = value - self._last.get(key, 0)
             if grown > 0:
                 what = "sequence numbers given up" if ":gave_up_ns:" in key else "dropped"
-                lines.append(
-                    f"{grown} {what} in the last {self.interval:g} s (reason {key}, {value} total)"
-                )
+                line = f"{grown} {what} {period} (reason {key}, {value} total)"
+                if key == "not_allowed":
+                    line += f"; top sources: {self.source.relay.top_not_allowed()}"
+                lines.append(line)
         self._last = snap
         for line in lines:
             log.warning("%s", line)
@@ -174,9 +178,16 @@ def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServ
 
 
 class Daemon:
-    def __init__(self, config: Config, reload_config: Any, notifier: Notifier | None = None):
+    def __init__(
+        self,
+        config: Config,
+        reload_config: Any,
+        notifier: Notifier | None = None,
+        load_file: Callable[[], Config] | None = None,
+    ):
         self.config = config
         self._reload_config = reload_config  # () -> Config, raises ConfigError
+        self._load_file = load_file  # () -> the file alone, without command-line flags
         self.notifier = notifier or Notifier()
         self.relay: Relay | None = None
         self.metrics: MetricsServer | None = None
@@ -247,6 +258,7 @@ class Daemon:
                     self.control.close()
                 relay.shutdown(state_file=state_file)  # keep what was restored for next time
                 return 1
+        relay.set_debug(self.config.log_level == "debug")
         relay.start_reading()
         self._reporter = DropReporter(source, self.config.drop_report_interval)
         log.info("%s", self._status())
@@ -271,6 +283,7 @@ class Daemon:
                 self.metrics.close()
             if self.control is not None:
                 self.control.close()
+            self._reporter.tick(relay.clock(), final=True)
             c = relay.engine_up.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
@@ -392,6 +405,8 @@ class Daemon:
             ("idle peer expiry", relay.remove_idle),
             ("socket drop count", lambda _: relay.update_socket_drops()),
             ("drop report", self._reporter.tick),
+            ("LNS health", relay.health.tick),
+            ("debug lines", lambda now: relay.debug.tick(now) if relay.debug else None),
         ]
 
     def _housekeeping_failed(self, name: str) -> None:
@@ -412,10 +427,13 @@ class Daemon:
             new = self._reload_config()
         except ConfigError as e:
             counters.config_reloads_failed += 1
+            counters.config_load_failing = 1
             log.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self._status())
             return str(e), []
+        counters.config_load_failing = 0
         old = self.config
+        self._log_changes(old, new)
         refused = relay.reconfigure(new)
         notes = []
         for key in refused:
@@ -426,6 +444,7 @@ class Daemon:
             log.warning("reload: %s", notes[-1])
         self.config = relay.config
         logging.getLogger().setLevel(self.config.log_level.upper())
+        relay.set_debug(self.config.log_level == "debug")
         self._reporter.set_interval(self.config.drop_report_interval)
         if new.metrics != old.metrics:
             if self.metrics is not None:
@@ -436,6 +455,21 @@ class Daemon:
         log.info("configuration reloaded: %s", self._status())
         self.notifier.ready(self._status())
         return None, notes
+
+    def _log_changes(self, old: Config, new: Config) -> None:
+        """One line per changed setting, and one per setting a command-line flag overrides."""
+        changed = reload_report.changes(old, new)
+        for line in changed:
+            log.info("reload: %s", line)
+        if not changed:
+            log.info("reload: no setting changed")
+        if self._load_file is not None:
+            try:
+                file_only = self._load_file()
+            except ConfigError:
+                return
+            for line in reload_report.overridden(file_only, new):
+                log.warning("reload: %s", line)
 
     @staticmethod
     def _warn_if_open(config: Config) -> None:
@@ -561,7 +595,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(config.log_level)
-    daemon = Daemon(config, load)
+    daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop

@@ -81,7 +81,8 @@ def snapshot(relay: Relay, extra: dict[str, Any]) -> dict[str, Any]:
         "rx_datagrams_lns": c.rx_datagrams_lns,
         "reordered": engine.counters.released,
     }
-    return {"ok": True, **extra, "totals": totals, "peers": peers}
+    health = {"answering": relay.health.reason is None, "problem": relay.health.reason}
+    return {"ok": True, **extra, "lns_health": health, "totals": totals, "peers": peers}
 
 
 # --- the client: `l2tpreorder status` --------------------------------------------------------
@@ -109,6 +110,9 @@ def format_table(answer: dict[str, Any]) -> str:
         f"{_count(t.get('peers', 0), 'LAC peer')}, {_count(t.get('sessions', 0), 'session')}, "
         f"{t.get('held', 0)} held now",
     ]
+    problem = answer.get("lns_health", {}).get("problem")
+    if problem:
+        lines.append(f"LNS {answer.get('lns', '?')} DOES NOT ANSWER: {problem}")
     header = "  " + " ".join(f"{title:>{width}}" for _, title, width in COLUMNS)
     for peer in answer.get("peers", []):
         lines.append("")

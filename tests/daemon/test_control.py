@@ -78,7 +78,7 @@ def test_status_lists_peers_and_sessions_with_held_packets(daemon) -> None:
     assert answer["pid"] == d.proc.pid
     (peer,) = answer["peers"]
     assert peer["lac"] == f"127.0.0.1:{lac.getsockname()[1]}"
-    assert peer["upstream"] == f"127.0.0.1:{upstream[1]}", "the address xl2tpd sees"
+    assert peer["upstream"] == f"{upstream[0]}:{upstream[1]}", "the address xl2tpd sees"
     by_id = {(s["tunnel_id"], s["session_id"]): s for s in peer["sessions"]}
     assert set(by_id) == {(T_LNS, 200), (T_LNS, 7)}
     s = by_id[(T_LNS, 200)]
@@ -96,9 +96,8 @@ def test_status_lists_peers_and_sessions_with_held_packets(daemon) -> None:
 
     table = cli("status", "--config", str(d.config_path))
     assert table.returncode == 0, table.stderr
-    assert f"LAC 127.0.0.1:{lac.getsockname()[1]}  seen by the LNS as 127.0.0.1:{upstream[1]}" in (
-        table.stdout
-    )
+    seen = f"LAC 127.0.0.1:{lac.getsockname()[1]}  seen by the LNS as {upstream[0]}:{upstream[1]}"
+    assert seen in table.stdout
     assert "1 LAC peer, 2 sessions, 0 held now" in table.stdout
 
 

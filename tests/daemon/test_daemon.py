@@ -132,7 +132,10 @@ def test_each_lac_has_a_fixed_upstream_port_and_replies_come_from_where_it_sent(
     (up_a,) = upstream[b"a"]
     (up_b,) = upstream[b"b"]
     assert up_a != up_b
-    assert up_a[0] == up_b[0] == "127.0.0.1"  # the routed source address, fixed
+    # LNS on loopback: each LAC address its own 127/8 source (docs/lac-addresses.md); LAC
+    # 127.0.0.3 -> 127.0.0.3; 127.0.0.1 is the relay's own route source, so LAC a gets another.
+    assert up_b[0] == "127.0.0.3"
+    assert up_a[0].startswith("127.") and up_a[0] not in ("127.0.0.1", "127.0.0.3")
 
     lns.sendto(b"\x00\x02reply-for-b", up_b)
     lns.sendto(b"\x00\x02reply-for-a", up_a)
