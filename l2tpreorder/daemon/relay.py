@@ -184,7 +184,9 @@ class UdpSocket:
         keys = [sources.get(raw) or self._decode(raw) for raw in st.unpack_from(mem, ring.names_at)]
         cmsgs = None
         if self.pktinfo:
-            cmsgs = [_pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)]
+            cmsgs = [
+                _pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)
+            ]
         last = lengths[2 * n - 2]
         if last:
             count = mmsg.drops_in(ring.control(n - 1, last))
@@ -218,7 +220,9 @@ class UdpSocket:
         """The address to send to for a source key (IPv6: with flow info and scope id)."""
         return self._full.get(key, key)
 
-    def _read_loop(self, limit: int) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
+    def _read_loop(
+        self, limit: int
+    ) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
         datas: list[bytes] = []
         keys: list[tuple[str, int]] = []
         cmsgs: list[Any] | None = [] if self.pktinfo else None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,12 +149,23 @@ def test_socket_is_0600_and_removed_at_exit(daemon) -> None:
     assert not os.path.exists(path)
 
 
-def test_another_user_cannot_connect(tmp_path: Path) -> None:
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's own tmp dirs are 0700 up the tree), so only
+    the modes under test keep another user out."""
+    path = Path(tempfile.mkdtemp(prefix="l2rx-ctl-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_another_user_cannot_connect(open_dir: Path) -> None:
     need(os.geteuid() == 0, "root (to try the socket as another user)")
     need(shutil.which("setpriv") is not None, "setpriv")
     nobody = pwd.getpwnam("nobody")
-    # A directory everyone may enter, so only the socket's own mode keeps `nobody` out.
-    os.chmod(tmp_path, 0o755)
+    tmp_path = open_dir
     listen, lns_port = free_udp_port(), free_udp_port()
     sock = tmp_path / "control.sock"
     cfg = base_config([f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", control_socket=str(sock))
@@ -161,7 +176,8 @@ def test_another_user_cannot_connect(tmp_path: Path) -> None:
         d.ready()
         r = cli("status", "--config", str(tmp_path / "peek.yaml"), user=str(nobody.pw_uid))
         assert r.returncode == 2, (r.stdout, r.stderr)
-        assert "Permission denied" in r.stderr
+        # Refused at connect() by the socket's mode (the file and directory are readable).
+        assert f"{sock}: Permission denied" in r.stderr
         assert cli("status", "--config", str(tmp_path / "peek.yaml")).returncode == 0
     finally:
         d.stop()
@@ -181,3 +197,46 @@ def test_default_socket_paths_follow_runtime_directory(monkeypatch: pytest.Monke
 def test_table_uses_singular_and_plural() -> None:
     answer = {"pid": 1, "uptime_s": 2, "totals": {"peers": 1, "sessions": 1, "held": 0}}
     assert "1 LAC peer, 1 session, 0 held now" in format_table(answer)
+
+
+def test_unprivileged_daemon_with_the_example_config_serves_status(open_dir: Path) -> None:
+    """`make run` as an ordinary user: no /run access, so /tmp/l2tpreorder-UID/control.sock."""
+    need(os.geteuid() == 0, "root (to run the daemon as another user)")
+    need(shutil.which("setpriv") is not None, "setpriv")
+    nobody = pwd.getpwnam("nobody")
+    tmp_path = open_dir
+    example = (PROJECT_ROOT / "config.example.yaml").read_text()
+    config = tmp_path / "example.yaml"
+    config.write_text(example.replace("enabled: true", "enabled: false"))
+    os.chmod(config, 0o644)
+    listen, lns_port = free_udp_port(), free_udp_port()
+    cmd = [
+        shutil.which("setpriv") or "setpriv", f"--reuid={nobody.pw_uid}", "--regid=nogroup",
+        "--clear-groups", sys.executable, "-m", "l2tpreorder", "run", "--config", str(config),
+        "--listen", f"127.0.0.1:{listen}", "--lns", f"127.0.0.1:{lns_port}",
+    ]  # fmt: skip
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + WAIT * 2
+        while (found := re.search(r"control socket: (\S+)", log.read_text())) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        sock = Path(found.group(1))
+        # /tmp/l2tpreorder-UID, or /run/l2tpreorder if it exists and is the user's already.
+        assert str(sock) in (
+            "/run/l2tpreorder/control.sock",
+            f"/tmp/l2tpreorder-{nobody.pw_uid}/control.sock",
+        )
+        assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
+        assert os.stat(sock).st_uid == nobody.pw_uid
+        r = cli("status", "--config", str(config), "--json", user=str(nobody.pw_uid))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["pid"] == proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(WAIT)
+    assert not sock.exists(), "removed at exit"
+    with contextlib.suppress(OSError):
+        sock.parent.rmdir()  # the directory the daemon created for this test

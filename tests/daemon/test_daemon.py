@@ -670,7 +670,9 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
             lines = runner.run(scenario())
     finally:
         denied.close()
-    assert lines == ["1 dropped in the last 0.1 s (reason not_allowed, 1 total)"]
+    assert lines == [
+        "1 dropped in the last 0.1 s (reason not_allowed, 1 total); top sources: 127.0.0.2 x1"
+    ]
 
 
 def test_restoring_a_state_saved_in_another_sequencing_mode_warns(

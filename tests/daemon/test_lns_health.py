@@ -16,8 +16,8 @@ import uvloop
 
 from l2tpreorder.config import config_from_dict
 from l2tpreorder.daemon.relay import Relay
-from tests.conftest import PROJECT_ROOT
-from tests.daemon.test_daemon import base_config, data
+from tests.conftest import PROJECT_ROOT, need
+from tests.daemon.test_daemon import _has_ipv6_loopback, base_config, data
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, recv, udp
 
 pytestmark = pytest.mark.integration
@@ -131,3 +131,23 @@ def test_lac_traffic_and_no_answer_for_the_silence_period_is_unresponsive() -> N
     assert before is None
     assert during is not None and "nothing came back from it for 1 s" in during
     assert after is None
+
+
+def test_ipv6_lns_port_unreachable_is_seen_too(tmp_path: Path) -> None:
+    """IPV6_RECVERR: the same line for an IPv6 LNS with nothing listening."""
+
+    need(_has_ipv6_loopback(), "IPv6 loopback ::1")
+    listen, lns_port = free_udp_port("::1"), free_udp_port("::1")
+    cfg = base_config([f"[::1]:{listen}"], f"[::1]:{lns_port}")
+    d = Daemon(tmp_path, cfg)
+    lac = udp("::1")
+    try:
+        d.ready()
+        expected = f"LNS [::1]:{lns_port} does not answer: ICMP port unreachable"
+        deadline = time.monotonic() + WAIT
+        while expected not in d.log():
+            assert time.monotonic() < deadline, d.log()
+            lac.sendto(data(None), ("::1", listen))
+            time.sleep(0.05)
+    finally:
+        d.stop()
