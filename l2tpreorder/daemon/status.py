@@ -32,9 +32,10 @@ from l2tpreorder.daemon.relay import Relay
 
 
 def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any]:
-    timeout = getattr(s, "timeout", None)  # per-session when adaptive timeouts exist
-    if not isinstance(timeout, float):
-        timeout = engine.config.reorder_timeout
+    # The session's own timeout where the engine adapts it (`timeout_of`, adaptive mode),
+    # else the configured one.
+    timeout_of = getattr(engine, "timeout_of", None)
+    timeout = timeout_of(s) if callable(timeout_of) else engine.config.reorder_timeout
     return {
         "tunnel_id": s.tunnel_id,
         "session_id": s.session_id,
