@@ -78,7 +78,7 @@ def stopccn(sessions: int, rounds: int) -> dict[str, float]:
     for t in range(1, rounds + 1):
         for s in range(1, SMALL_TUNNEL + 1):
             start(t, s)
-    e.out.clear()
+    e.take_output()
     scan: list[float] = []
     indexed: list[float] = []
     for t in range(1, rounds + 1):
@@ -90,7 +90,7 @@ def stopccn(sessions: int, rounds: int) -> dict[str, float]:
         e.receive(stop, PEER, 1.0)
         indexed.append(time.perf_counter() - t0)
         assert len(found) == SMALL_TUNNEL and not e.tunnel_sessions(PEER, t)
-        e.out.clear()
+        e.take_output()
     assert e.session_count == sessions
     scan_ms = statistics.median(scan) * 1e3
     index_ms = statistics.median(indexed) * 1e3

@@ -96,7 +96,7 @@ def warmup_packets(sessions: int) -> list[bytes]:
 def drive_engine(engine: ReorderEngine, packets: list[bytes], start: float) -> int:
     """The daemon's loop in virtual time; returns elapsed perf_counter ns."""
     receive = engine.receive
-    out = engine.out
+    take_output = engine.take_output
     next_deadline = engine.next_deadline
     expire = engine.expire
     flow = FLOW
@@ -109,7 +109,7 @@ def drive_engine(engine: ReorderEngine, packets: list[bytes], start: float) -> i
         deadline = next_deadline()
         if deadline is not None and deadline <= now:
             expire(now)
-        out.clear()
+        take_output()
         now += step
     return time.perf_counter_ns() - t0
 
@@ -142,7 +142,7 @@ def bench_case(sessions: int, pattern: str, count: int, repeat: int) -> dict[str
         engine = ReorderEngine(EngineConfig(reorder_timeout=TIMEOUT))
         for data in warm:
             engine.receive(data, FLOW, 0.0)
-        engine.out.clear()
+        engine.take_output()
         gc.collect()
         c = engine.counters
         before = (c.forwarded_in_order, c.released, c.dropped)
@@ -184,9 +184,9 @@ def rss_child(sessions: int) -> dict[str, Any]:
     before = rss_kib()
     for s in range(sessions):
         engine.receive(maker.make(s, 0), FLOW, 0.0)
-        if len(engine.out) >= BATCH:
-            engine.out.clear()
-    engine.out.clear()
+        if s % BATCH == 0:
+            engine.take_output()
+    engine.take_output()
     gc.collect()
     after = rss_kib()
     return {

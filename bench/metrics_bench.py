@@ -45,7 +45,7 @@ def populate(engine: ReorderEngine, sessions: int) -> list[tuple[tuple[str, int]
         if i % 10 == 0:
             engine.receive(build_data(tunnel, sid, bytes(104), ns=5), peer, now)  # held
         templates.append((peer, build_data(tunnel, sid, bytes(104), ns=1), i))
-    engine.out.clear()
+    engine.take_output()
     return templates
 
 
@@ -91,7 +91,7 @@ def relay_batches(
         now = time.monotonic()
         for data, peer in batch:
             engine.receive(data, peer, now)
-        engine.out.clear()
+        engine.take_output()
         latencies.append(time.perf_counter() - t0)
     return latencies
 

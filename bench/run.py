@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import udp
+from bench.inpath_bench import InPathLab, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -55,6 +56,8 @@ class Target:
     name: str
     template: str | None  # None = no relay (generator straight into the sink)
     label: str = ""  # what printouts and the plot call it (e.g. a stand-in for the daemon)
+    # In-path mode on these NFQUEUE queues: generator -> sink in a namespace, queued to us.
+    inpath: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
@@ -76,6 +79,7 @@ class Bench:
     live: list[subprocess.Popen[str]] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    netns: list[str] = field(default_factory=list)  # `ip netns exec NS` during in-path trials
 
     # ---- process plumbing -------------------------------------------------------------------
 
@@ -89,7 +93,7 @@ class Bench:
 
     def prefix(self, cpu: int | None) -> list[str]:
         """taskset/nice in front of a bench process (the same for baseline and daemon)."""
-        out: list[str] = []
+        out: list[str] = list(self.netns)
         if self.args.nice:
             out += ["nice", "-n", str(self.args.nice)]
         if self.pin and cpu is not None:
@@ -165,6 +169,32 @@ class Bench:
             raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
         return relay, port
 
+    def start_target(self, target: Target, lab: InPathLab | None,
+                     sink_port: int) -> tuple[subprocess.Popen[str] | None, int]:
+        """The process under test (None: generator straight to the sink) and where to send."""
+        if lab is not None:
+            return self.start_inpath(target, lab), sink_port
+        if target.template is not None:
+            return self.start_relay(target, sink_port)
+        return None, sink_port
+
+    def start_inpath(self, target: Target, lab: InPathLab) -> subprocess.Popen[str]:
+        """`l2tpreorder run` in in-path mode on the lab's queue(s): one worker pinned like the
+        relay; several float over both CPUs (honest for a 2-core machine with a harness)."""
+        config = lab.config(self.args.timeout_ms)
+        cmd = [PY, "-m", "l2tpreorder", "run", "--config", str(config)]
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in relay_log)
+        cpu = 1 if target.inpath and len(target.inpath) == 1 else None
+        relay = self.spawn(cmd, cpu, stdout=log, stderr=subprocess.STDOUT)
+        self.relay_logs[relay.pid] = log
+        ok = lab.wait_bound(relay)
+        config.unlink()
+        if not ok:
+            self.stop(relay)
+            tail = " | ".join(self.relay_log(relay).strip().splitlines()[-3:])
+            raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
+        return relay
+
     def relay_log(self, relay: subprocess.Popen[str]) -> str:
         log = self.relay_logs.pop(relay.pid, None)
         if log is None:
@@ -182,13 +212,12 @@ class Bench:
     ) -> dict[str, Any]:
         duration = duration if duration is not None else self.args.trial_seconds
         timeout_s = self.args.timeout_ms / 1000.0
+        lab = InPathLab(target.inpath) if target.inpath else None
+        self.netns = lab.prefix() if lab else []
         sink, sink_port = self.start_sink(sessions, latency)
         relay = None
         try:
-            if target.template is not None:
-                relay, dest = self.start_relay(target, sink_port)
-            else:
-                dest = sink_port
+            relay, dest = self.start_target(target, lab, sink_port)
             cmd = [
                 PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{dest}",
                 "--sessions", str(sessions), "--rate", str(rate), "--duration", str(duration),
@@ -197,12 +226,16 @@ class Bench:
             ]
             sent = self.run_generator(cmd, duration + 60)
             time.sleep(timeout_s + 0.3)  # let held packets be released and the sink drain
-            relay_sockets = udp.udp_socket_stats(dest) if relay is not None else []
+            relay_sockets = udp.udp_socket_stats(dest) if relay is not None and not lab else []
+            queue_drops = lab.kernel_drops() if lab is not None else 0
         finally:
             out, err = self.stop(sink)
             if relay is not None:
-                self.stop(relay)
+                self.stop(relay, grace=10.0)
                 relay_err = self.relay_log(relay)
+            if lab is not None:
+                lab.close()
+            self.netns = []
         lines = out.strip().splitlines()
         if not lines:
             raise RuntimeError(f"sink gave no results: {err[-500:]}")
@@ -229,7 +262,7 @@ class Bench:
             "out_of_order": got["out_of_order"],
             "duplicates": got["duplicates"],
             "header_mismatch": got["header_mismatch"],
-            "relay_socket_drops": sum(s["drops"] for s in relay_sockets),
+            "relay_socket_drops": sum(s["drops"] for s in relay_sockets) + queue_drops,
             "sink_socket_drops": got["sink_socket_drops"],
             "latency_normal_ns": got["latency_normal_ns"],
             "latency_after_gap_ns": got["latency_after_gap_ns"],
@@ -263,6 +296,10 @@ class Bench:
             steps += 1
             r = self.trial(target, sessions=sessions, rate=rate, swaps=swaps, label="search")
             ok = r["loss"] <= LOSS_FREE and not r["generator_limited"] and r["warmup_lost"] == 0
+            if target.inpath and r["sent"]:
+                # Fail-open passes what overflows unordered instead of losing it: for in-path
+                # mode, packets out of order count against "loss-free" too.
+                ok = ok and (r["lost"] + r["out_of_order"]) / r["sent"] <= LOSS_FREE
             if r["generator_limited"]:
                 bound = True
             if ok:
@@ -285,6 +322,49 @@ class Bench:
         return {"target": target.name, "sessions": sessions, "swaps": swaps,
                 "loss_free_pps": lo, "first_failing_pps": None if hi == math.inf else hi,
                 "harness_bound": bound, "steps": steps}
+
+
+def measure_inpath(b: Bench, args: argparse.Namespace, daemon_lf: dict[str, Any] | None,
+                   base_rate: float, ceiling: float) -> dict[str, Any]:
+    """Loss-free search of in-path mode with 1 and 2 workers (same sessions and swaps)."""
+    why = unavailable()
+    if why is not None:
+        b.notes.append(why)
+        return {"unavailable": why}
+    out: dict[str, Any] = {}
+    start = (daemon_lf or {}).get("loss_free_pps") or base_rate or args.start_rate
+    for workers in (1, 2):
+        if b.remaining() < 40:
+            b.notes.append(f"in-path with {workers} worker(s) skipped: bench budget spent")
+            break
+        queues = tuple(range(workers))
+        target = Target(f"inpath{workers}", None, f"inpath x{workers}", inpath=queues)
+        print(f"loss-free search, in-path, {workers} worker(s), {args.sessions} sessions:",
+              flush=True)
+        try:
+            out[str(workers)] = b.search(target, sessions=args.sessions, swaps=args.swaps,
+                                         start=start, ceiling=ceiling)
+        except TargetUnavailable as e:
+            b.notes.append(f"in-path with {workers} worker(s) unavailable: {e}")
+            break
+    return out
+
+
+def print_inpath(inpath: dict[str, Any], daemon_lf: dict[str, Any] | None) -> None:
+    """The in-path lines, just above the headline (which stays the last line)."""
+    one, two = inpath.get("1"), inpath.get("2")
+    relay = (daemon_lf or {}).get("loss_free_pps")
+    for workers, r in (("1", one), ("2", two)):
+        if r:
+            print(f"  in-path, {workers} worker(s), loss-free: {r['loss_free_pps']:.0f} pps"
+                  + ("  [harness-bound]" if r["harness_bound"] else ""))
+    if one and two and one["loss_free_pps"]:
+        print(f"  in-path 2 workers / 1 worker: {two['loss_free_pps'] / one['loss_free_pps']:.2f}"
+              " (2 cores: the generator and sink need one)")
+    if one and relay and one["loss_free_pps"]:
+        print(f"loss-free ratio inpath/relay: {one['loss_free_pps'] / relay:.2f}")
+    else:
+        print(f"loss-free ratio inpath/relay: n/a ({inpath.get('unavailable', 'no result')})")
 
 
 def measure_ceilings(b: Bench) -> dict[str, float]:
@@ -508,6 +588,8 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         except TargetUnavailable as e:
             b.notes.append(f"daemon with --udp-gso unavailable: {e}")
 
+    summary["inpath"] = measure_inpath(b, args, daemon_lf, base_rate, ceiling)
+
     # 2x overload at the usual session count, and at many sessions for the daemon.
     if base_rate and b.remaining() > 20:
         summary["baseline"]["overload_2x"] = b.trial(
@@ -650,6 +732,7 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         reason = "daemon unavailable" if not daemon_ok else "no loss-free rate found"
         print(f"loss-free ratio daemon/baseline: n/a ({reason})")
         return 1
+    print_inpath(summary["inpath"], daemon_lf)
     stand_in = "" if daemon.label == "daemon" else f"  (daemon = {daemon.label})"
     print(f"loss-free ratio daemon/baseline: {ratio:.2f}{stand_in}")
     return 0

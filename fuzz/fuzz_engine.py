@@ -31,15 +31,15 @@ if __name__ == "__main__":
     with atheris.instrument_imports(include=["l2tpreorder", "construct"]):
         from l2tpreorder.core import reasons
         from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
-        from l2tpreorder.core.fastpath import control_fields, parse_header, sequenced_data
+        from l2tpreorder.core.fastpath import control_fields, parse_header
         from l2tpreorder.wire import parse_control
 else:
     from l2tpreorder.core import reasons
     from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
-    from l2tpreorder.core.fastpath import control_fields, parse_header, sequenced_data
+    from l2tpreorder.core.fastpath import control_fields, parse_header
     from l2tpreorder.wire import parse_control
 # The invariants and the capture reader the tests use (the harness runs from the repo root).
-from tests.engine_helpers import check_invariants, udp_payloads  # noqa: E402
+from tests.engine_helpers import check_invariants, sequenced_data, udp_payloads  # noqa: E402
 
 FLOWS: tuple[Hashable, ...] = (("192.0.2.1", 1701), ("192.0.2.2", 1701), ("192.0.2.3", 4500), 4)
 TIMEOUTS = (0.0, 0.01, 0.1, 0.1)
@@ -92,7 +92,7 @@ def make_config(sel: int, extra: int = 0) -> EngineConfig:
 
 def check_engine(e: ReorderEngine) -> None:
     check_invariants(e)
-    e.out.clear()
+    e.take_output()
 
 
 def check_input(data: bytes) -> None:

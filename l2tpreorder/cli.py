@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": (
         "l2tpreorder.tools.replay", "replay a capture through the engine (replay pcap FILE)"
     ),
+    "rules": ("l2tpreorder.tools.rules", "print the firewall rules for in-path mode (NFQUEUE)"),
     "impair": ("l2tpreorder.tools.impair", "write a capture with reproducible reordering/loss"),
 }
 

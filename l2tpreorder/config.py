@@ -10,6 +10,7 @@ every host and at every moment.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +38,38 @@ class ConfigError(ValueError):
         self.expected = expected
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key} = {value!r}: expected {expected}")
+        super().__init__(f"{where}{key} = {yaml_repr(value)}: expected {expected}")
+
+
+class YamlSyntaxError(ConfigError):
+    """The file is not valid YAML (or repeats a key): says where, as an editor would."""
+
+    def __init__(self, line: int, column: int, problem: str, source: str | None = None) -> None:
+        ConfigError.__init__(self, "(yaml)", problem, "valid YAML", source)
+        where = f"{source}: " if source else ""
+        self.args = (f"{where}line {line}, column {column}: {problem}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def yaml_repr(value: object) -> str:
+    """A value in an error message as the file spells it: true/false/null, numbers as written
+    (86400000, not 8.64e+07), strings quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return number(value)
+    return repr(value)
+
+
+def number(value: float) -> str:
+    """A number without exponent: 86400000, 0.5, 1e-06 stays exact."""
+    if value == value and value not in (float("inf"), float("-inf")) and value == int(value):
+        return str(int(value))
+    return repr(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +136,10 @@ class Config:
     # Unix socket for `l2tpreorder status` / `reload`. None: $RUNTIME_DIRECTORY/control.sock
     # under systemd, else /run/l2tpreorder/control.sock (see daemon/control.py for fallbacks).
     control_socket: str | None = None
+    # `relay` (UDP relay in front of the LNS) or `inpath` (NFQUEUE verdicts, docs/inpath.md).
+    mode: str = "relay"
+    inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
+    inpath_queue_maxlen: int = 65536  # packets the kernel keeps per queue before failing open
     source: str | None = None  # the file it came from, for messages
 
     @property
@@ -186,9 +222,12 @@ def _int(key: str, value: object, lo: int, hi: int | None, unit: str = "") -> in
     return value
 
 
-def _ms(key: str, value: object, lo_ms: float, hi_ms: float, lo_open: bool = False) -> float:
+def parse_ms(
+    key: str, value: object, lo_ms: float, hi_ms: float, lo_open: bool = False
+) -> float:
     """Milliseconds in the file -> seconds in the program."""
-    expected = f"a number of milliseconds {'>' if lo_open else '>='} {lo_ms:g} and <= {hi_ms:g}"
+    low = f"{'>' if lo_open else '>='} {number(lo_ms)}"
+    expected = f"a number of milliseconds {low} and <= {number(hi_ms)}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(key, value, expected)
     if value != value or value > hi_ms or value < lo_ms or (lo_open and value == lo_ms):
@@ -274,44 +313,201 @@ def _check_upstream_bind(config: Config) -> None:
         )
 
 
-# --- the file's shape -----------------------------------------------------------------------
+# --- the settings: one declaration each -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its key in the file, where it lands in `Config`, how it is checked (type,
+    range, unit: the constructors below), how it is shown, and the `run` flag overriding it.
+
+    The file's validation, the flags and check-config's summary all come from this table."""
+
+    key: str  # dotted, as in the file: "reorder.timeout_ms"
+    field: str  # Config attribute; "engine.x" and "metrics.x" land in those sub-configs
+    parse: Callable[[str, object], Any]  # (name for messages, value as written) -> program value
+    show: Callable[[Any], str]  # program value -> as the file would spell it
+    flag: str | None = None  # the `run` option, e.g. "--timeout"
+    override: str | None = None  # its with_overrides() keyword, e.g. "timeout_ms"
+    parse_flag: Callable[[str, object], Any] | None = None  # when the flag's form differs
+
+
+def _integer(key: str, field: str, lo: int, hi: int | None, unit: str = "") -> Setting:
+    suffix = f" {unit}" if unit else ""
+    return Setting(key, field, lambda k, v: _int(k, v, lo, hi, suffix), str)
+
+
+def _millis(key: str, field: str, lo: float, hi: float, lo_open: bool = False) -> Setting:
+    """Milliseconds in the file, seconds in the program."""
+    return Setting(
+        key,
+        field,
+        lambda k, v: parse_ms(k, v, lo, hi, lo_open),
+        lambda seconds: number(round(seconds * 1000, 6)),
+    )
+
+
+def _boolean(key: str, field: str) -> Setting:
+    return Setting(key, field, _bool, yaml_repr)
+
+
+def _choice_of(key: str, field: str, choices: tuple[str, ...]) -> Setting:
+    return Setting(key, field, lambda k, v: _choice(k, v, choices), lambda v: str(v))
+
+
+def _optional(parse: Callable[[str, object], Any]) -> Callable[[str, object], Any]:
+    """null means the default (None)."""
+    return lambda k, v: None if v is None else parse(k, v)
+
+
+def _user(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, value, "a user name or null")
+    return value
+
+
+def _addresses(key: str, value: object) -> tuple[Address, ...]:
+    return _listen(key, value, _list(key, value, parse_address))
+
+
+def _flag_addresses(key: str, value: object) -> tuple[Address, ...]:
+    assert isinstance(value, list)
+    return _listen(key, value, tuple(parse_address(key, v) for v in value))
+
+
+def _sequencing(key: str, value: object) -> Sequencing:
+    return Sequencing(_choice(key, value, tuple(s.value for s in Sequencing)))
+
+
+def _show_optional(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
+MODES = ("relay", "inpath")
+
+
+def parse_queues(key: str, value: object) -> tuple[int, ...]:
+    """`"A-B"` (a range, as --queue-balance A:B balances over) or one number -> queue numbers."""
+    expected = 'a queue range "A-B" with 0 <= A <= B <= 65535 (at most 64 queues), or a number'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_int(key, value, 0, 65535),)
+    if not isinstance(value, str):
+        raise ConfigError(key, value, expected)
+    first, sep, last = value.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(key, value, expected) from None
+    if not 0 <= lo <= hi <= 65535 or hi - lo >= 64:
+        raise ConfigError(key, value, expected)
+    return tuple(range(lo, hi + 1))
+
+
+def _show_queues(queues: tuple[int, ...]) -> str:
+    return str(queues[0]) if len(queues) == 1 else f'"{queues[0]}-{queues[-1]}"'
+
+
+def _check_inpath(top: Mapping[str, object]) -> None:
+    """inpath.queue and inpath.queues name the same thing: one of them."""
+    inpath = top.get("inpath")
+    if isinstance(inpath, dict) and "queue" in inpath and "queues" in inpath:
+        raise ConfigError("inpath.queues", inpath["queues"], "either inpath.queue or .queues")
+
+
+def _as_given(key: str, value: object) -> object:
+    """`metrics.*`: MetricsConfig checks its own values (also when code builds one)."""
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    replace(
+        Setting("listen", "listen", _addresses, lambda v: ", ".join(map(format_address, v))),
+        flag="--listen",
+        override="listen",
+        parse_flag=_flag_addresses,
+    ),
+    Setting("lns", "lns", parse_address, format_address, "--lns", "lns"),
+    Setting(
+        "allow",
+        "allow",
+        lambda k, v: _list(k, v, parse_network),
+        lambda v: ", ".join(map(str, v)),
+    ),
+    _integer("max_peers", "max_peers", 1, 1_000_000),
+    _millis(
+        "peer_idle_timeout_ms",
+        "peer_idle_timeout",
+        HELLO_INTERVAL_S * 1000,
+        86_400_000,
+        lo_open=True,
+    ),
+    Setting("upstream_bind", "upstream_bind", _optional(parse_ip), _show_optional),
+    replace(
+        _integer("socket_buffer_bytes", "socket_buffer_bytes", 4096, 1 << 30, "bytes"),
+        flag="--socket-buffer",
+        override="socket_buffer_bytes",
+    ),
+    replace(_boolean("udp_gso", "udp_gso"), flag="--udp-gso", override="udp_gso"),
+    replace(
+        _millis("reorder.timeout_ms", "engine.reorder_timeout", 0, 60_000),
+        flag="--timeout",
+        override="timeout_ms",
+    ),
+    Setting(
+        "reorder.sequencing",
+        "engine.sequencing",
+        _sequencing,
+        lambda v: str(v.value),
+        "--sequencing",
+        "sequencing",
+    ),
+    replace(
+        _integer(
+            "reorder.max_held_per_session", "engine.max_held_per_session", 1, 32767, "packets"
+        ),
+        flag="--max-held",
+        override="max_held_per_session",
+    ),
+    _integer("reorder.max_held_bytes", "engine.max_held_bytes", 1, None, "bytes"),
+    _integer("reorder.resync_after", "engine.resync_after", 2, 1000, "packets"),
+    _integer("reorder.max_sessions", "engine.max_sessions", 1, 10_000_000, "sessions"),
+    _boolean("reorder.lns_to_lac", "reorder_lns_to_lac"),
+    replace(
+        _choice_of("logging.level", "log_level", LOG_LEVELS),
+        flag="--log-level",
+        override="log_level",
+    ),
+    _millis("logging.drop_report_interval_ms", "drop_report_interval", 100, 86_400_000),
+    Setting("metrics.enabled", "metrics.enabled", _as_given, yaml_repr),
+    Setting("metrics.listen", "metrics.listen", _as_given, str),
+    Setting("metrics.port", "metrics.port", _as_given, str),
+    Setting("metrics.per_session", "metrics.per_session", _as_given, yaml_repr),
+    Setting("metrics.per_session_top_n", "metrics.per_session_top_n", _as_given, str),
+    Setting("metrics.tls_cert", "metrics.tls_cert", _as_given, _show_optional),
+    Setting("metrics.tls_key", "metrics.tls_key", _as_given, _show_optional),
+    Setting("state_file", "state_file", _optional_path, _show_optional),
+    Setting("user", "user", _optional(_user), _show_optional),
+    Setting("control_socket", "control_socket", _optional_path, _show_optional),
+    _choice_of("mode", "mode", MODES),
+    Setting(
+        "inpath.queue", "inpath_queues", lambda k, v: (_int(k, v, 0, 65535),), _show_queues
+    ),
+    Setting("inpath.queues", "inpath_queues", parse_queues, _show_queues),
+    _integer("inpath.queue_maxlen", "inpath_queue_maxlen", 1, 1 << 24, "packets"),
+)
+
+# --- the file's shape (derived from SETTINGS) -----------------------------------------------
 
 TOP_LEVEL = "(top level)"  # the key named when the document itself is not a mapping
-TOP_KEYS = (
-    "listen",
-    "lns",
-    "allow",
-    "max_peers",
-    "peer_idle_timeout_ms",
-    "upstream_bind",
-    "socket_buffer_bytes",
-    "udp_gso",
-    "reorder",
-    "logging",
-    "metrics",
-    "state_file",
-    "user",
-    "control_socket",
-)
-REORDER_KEYS = (
-    "timeout_ms",
-    "sequencing",
-    "max_held_per_session",
-    "max_held_bytes",
-    "resync_after",
-    "max_sessions",
-    "lns_to_lac",
-)
-LOGGING_KEYS = ("level", "drop_report_interval_ms")
-METRICS_KEYS = (
-    "enabled",
-    "listen",
-    "port",
-    "per_session",
-    "per_session_top_n",
-    "tls_cert",
-    "tls_key",
-)
+TOP_KEYS = tuple(dict.fromkeys(s.key.partition(".")[0] for s in SETTINGS))
+SECTION_KEYS: dict[str, tuple[str, ...]] = {}
+for _s in SETTINGS:
+    if "." in _s.key:
+        _section_name, _, _name = _s.key.partition(".")
+        SECTION_KEYS[_section_name] = (*SECTION_KEYS.get(_section_name, ()), _name)
+REORDER_KEYS = SECTION_KEYS["reorder"]
+LOGGING_KEYS = SECTION_KEYS["logging"]
+METRICS_KEYS = SECTION_KEYS["metrics"]
 
 
 def _section(key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, object]:
@@ -340,88 +536,55 @@ def config_from_dict(data: object, source: str | None = None) -> Config:
 
 def _config_from_dict(data: object, source: str | None) -> Config:
     top = _section(TOP_LEVEL, data, TOP_KEYS)
-    d = Config()
-    kw: dict[str, Any] = {"source": source}
-    if "listen" in top:
-        parsed = _list("listen", top["listen"], parse_address)
-        kw["listen"] = _listen("listen", top["listen"], parsed)
-    if "lns" in top:
-        kw["lns"] = parse_address("lns", top["lns"])
-    if "allow" in top:
-        kw["allow"] = _list("allow", top["allow"], parse_network)
-    if "max_peers" in top:
-        kw["max_peers"] = _int("max_peers", top["max_peers"], 1, 1_000_000)
-    if "peer_idle_timeout_ms" in top:
-        kw["peer_idle_timeout"] = _ms(
-            "peer_idle_timeout_ms",
-            top["peer_idle_timeout_ms"],
-            HELLO_INTERVAL_S * 1000,
-            86_400_000,
-            lo_open=True,
-        )
-    if top.get("upstream_bind") is not None:
-        kw["upstream_bind"] = parse_ip("upstream_bind", top["upstream_bind"])
-    if "socket_buffer_bytes" in top:
-        kw["socket_buffer_bytes"] = _int(
-            "socket_buffer_bytes", top["socket_buffer_bytes"], 4096, 1 << 30, " bytes"
-        )
-    if "udp_gso" in top:
-        kw["udp_gso"] = _bool("udp_gso", top["udp_gso"])
-
-    reorder = _section("reorder", top.get("reorder"), REORDER_KEYS)
-    ekw: dict[str, Any] = {}
-    if "timeout_ms" in reorder:
-        ekw["reorder_timeout"] = _ms("reorder.timeout_ms", reorder["timeout_ms"], 0, 60_000)
-    if "sequencing" in reorder:
-        names = tuple(s.value for s in Sequencing)
-        ekw["sequencing"] = Sequencing(_choice("reorder.sequencing", reorder["sequencing"], names))
-    if "max_held_per_session" in reorder:
-        ekw["max_held_per_session"] = _int(
-            "reorder.max_held_per_session", reorder["max_held_per_session"], 1, 32767, " packets"
-        )
-    if "max_held_bytes" in reorder:
-        ekw["max_held_bytes"] = _int(
-            "reorder.max_held_bytes", reorder["max_held_bytes"], 1, None, " bytes"
-        )
-    if "resync_after" in reorder:
-        ekw["resync_after"] = _int(
-            "reorder.resync_after", reorder["resync_after"], 2, 1000, " packets"
-        )
-    if "max_sessions" in reorder:
-        ekw["max_sessions"] = _int(
-            "reorder.max_sessions", reorder["max_sessions"], 1, 10_000_000, " sessions"
-        )
-    if "lns_to_lac" in reorder:
-        kw["reorder_lns_to_lac"] = _bool("reorder.lns_to_lac", reorder["lns_to_lac"])
-    kw["engine"] = EngineConfig(**ekw)
-    if "state_file" in top:
-        kw["state_file"] = _optional_path("state_file", top["state_file"])
-    if "control_socket" in top:
-        kw["control_socket"] = _optional_path("control_socket", top["control_socket"])
-    if top.get("user") is not None:
-        if not isinstance(top["user"], str) or not top["user"]:
-            raise ConfigError("user", top["user"], "a user name or null")
-        kw["user"] = top["user"]
-
-    logging_ = _section("logging", top.get("logging"), LOGGING_KEYS)
-    if "level" in logging_:
-        kw["log_level"] = _choice("logging.level", logging_["level"], LOG_LEVELS)
-    if "drop_report_interval_ms" in logging_:
-        kw["drop_report_interval"] = _ms(
-            "logging.drop_report_interval_ms",
-            logging_["drop_report_interval_ms"],
-            100,
-            86_400_000,
-        )
-
-    metrics = _section("metrics", top.get("metrics"), METRICS_KEYS)
-    # The values go in unchecked: MetricsConfig validates them (one place, errors metrics.<key>).
-    values: dict[str, Any] = {str(k): v for k, v in metrics.items()}
-    kw["metrics"] = MetricsConfig(**values)
-    config = replace(d, **kw)
+    _check_inpath(top)
+    parsed: dict[str, dict[str, Any]] = {"": {"source": source}, "engine": {}, "metrics": {}}
+    checked: dict[str, Mapping[str, object]] = {}
+    for setting in SETTINGS:
+        section, _, name = setting.key.rpartition(".")
+        if section and section not in checked:
+            checked[section] = _section(section, top.get(section), SECTION_KEYS[section])
+        document = checked[section] if section else top
+        if name in document:
+            where, _, attr = setting.field.rpartition(".")
+            parsed[where][attr] = setting.parse(setting.key, document[name])
+    config = replace(
+        Config(),
+        **parsed[""],
+        engine=EngineConfig(**parsed["engine"]),
+        metrics=MetricsConfig(**parsed["metrics"]),
+    )
     _check_lns("lns", top.get("lns", format_address(config.lns)), config)
     _check_upstream_bind(config)
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the second would win
+    silently: a second `reorder:` section replaces the first)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:
+            continue  # an unhashable key: construct_mapping reports it
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first given on line {first + 1})",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,
+)
 
 
 def load_config(path: str | Path) -> Config:
@@ -434,61 +597,43 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError("(file)", source, "UTF-8 text", source) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or "syntax error"
-        raise ConfigError("(yaml)", problem, f"valid YAML{where}", source) from None
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlSyntaxError(line, column, problem, source) from None
     return config_from_dict(data, source)
 
 
-def with_overrides(
-    config: Config,
-    *,
-    listen: list[str] | None = None,
-    lns: str | None = None,
-    timeout_ms: float | None = None,
-    sequencing: str | None = None,
-    max_held_per_session: int | None = None,
-    log_level: str | None = None,
-    socket_buffer_bytes: int | None = None,
-    udp_gso: bool | None = None,
-) -> Config:
+def with_overrides(config: Config, **flags: Any) -> Config:
     """Apply command-line flags on top of the file (they win, also on reload).
 
-    Flags are checked with the file's rules and errors name the flag (`--timeout = -1.0: ...`).
+    `flags` are the `override` keywords of SETTINGS (None: not given). Flags are checked with
+    the file's rules and errors name the flag (`--timeout = -1: ...`).
     """
-    kw: dict[str, Any] = {}
-    ekw: dict[str, Any] = {}
-    if listen:
-        kw["listen"] = _listen(
-            "--listen", listen, tuple(parse_address("--listen", v) for v in listen)
-        )
-    if lns is not None:
-        kw["lns"] = parse_address("--lns", lns)
-    if timeout_ms is not None:
-        ekw["reorder_timeout"] = _ms("--timeout", timeout_ms, 0, 60_000)
-    if sequencing is not None:
-        names = tuple(s.value for s in Sequencing)
-        ekw["sequencing"] = Sequencing(_choice("--sequencing", sequencing, names))
-    if max_held_per_session is not None:
-        ekw["max_held_per_session"] = _int("--max-held", max_held_per_session, 1, 32767, " packets")
-    if ekw:
-        kw["engine"] = replace(config.engine, **ekw)
-    if log_level is not None:
-        kw["log_level"] = _choice("--log-level", log_level, LOG_LEVELS)
-    if socket_buffer_bytes is not None:
-        kw["socket_buffer_bytes"] = _int(
-            "--socket-buffer", socket_buffer_bytes, 4096, 1 << 30, " bytes"
-        )
-    if udp_gso is not None:
-        kw["udp_gso"] = udp_gso
-    if not kw:
+    raw_lns = flags.get("lns")
+    parsed: dict[str, dict[str, Any]] = {"": {}, "engine": {}}
+    for setting in SETTINGS:
+        if setting.override is None:
+            continue
+        value = flags.pop(setting.override, None)
+        if value is None or value == []:
+            continue
+        assert setting.flag is not None
+        parse = setting.parse_flag or setting.parse
+        where, _, attr = setting.field.rpartition(".")
+        parsed[where][attr] = parse(setting.flag, value)
+    if flags:
+        raise TypeError(f"with_overrides: no setting is overridden by {sorted(flags)}")
+    if not parsed[""] and not parsed["engine"]:
         return config
+    kw = parsed[""]
+    if parsed["engine"]:
+        kw["engine"] = replace(config.engine, **parsed["engine"])
     new = replace(config, **kw)
-    if lns is not None:
-        _check_lns("--lns", lns, new)
+    if "lns" in kw:
+        _check_lns("--lns", raw_lns, new)
     else:
         _check_lns("lns", format_address(new.lns), new)  # --listen now covers the file's lns
     _check_upstream_bind(new)  # --lns of the other family than the file's upstream_bind
@@ -504,43 +649,87 @@ def load_with_overrides(path: str | Path | None, **flags: Any) -> Config:
     return with_overrides(load_config(path) if path else Config(), **flags)
 
 
+# --- what `run` checks on this host before it starts --------------------------------------------
+
+
+def check_host(config: Config) -> None:
+    """What `run` needs of this host beyond a valid file: the `user` exists, and the directory
+    of `state_file` exists and is writable (the file is written there on every stop).
+    Raises ConfigError; `check-config` runs it so it refuses what `run` would."""
+    import pwd
+
+    uid, gids = os.geteuid(), set(os.getgroups()) | {os.getegid()}
+    if config.user is not None:
+        try:
+            pw = pwd.getpwnam(config.user)
+        except KeyError:
+            expected = "an existing user or null"
+            raise ConfigError("user", config.user, expected, config.source) from None
+        uid, gids = pw.pw_uid, {pw.pw_gid, *os.getgrouplist(pw.pw_name, pw.pw_gid)}
+    if config.state_file is not None:
+        directory = os.path.dirname(os.path.abspath(config.state_file))
+        if not os.path.isdir(directory):
+            expected = f"a path in an existing directory ({directory} does not exist)"
+            raise ConfigError("state_file", config.state_file, expected, config.source)
+        if not _writable_by(directory, uid, gids):
+            who = f"user {config.user}" if config.user is not None else "this user"
+            expected = f"a path in a directory {who} can write ({directory} is not)"
+            raise ConfigError("state_file", config.state_file, expected, config.source)
+
+
+def _writable_by(directory: str, uid: int, gids: set[int]) -> bool:
+    """Whether `uid` may create files in `directory` (the daemon writes its state file after
+    dropping to `user`, so the check is for that user, not for whoever runs check-config)."""
+    if uid == 0:
+        return True
+    st = os.stat(directory)
+    need = 0o3  # write + search
+    if st.st_uid == uid:
+        return (st.st_mode >> 6) & need == need
+    if st.st_gid in gids:
+        return (st.st_mode >> 3) & need == need
+    return st.st_mode & need == need
+
+
 # --- `l2tpreorder check-config FILE` ----------------------------------------------------------
 
 
+def effective(config: Config) -> list[tuple[str, str]]:
+    """(key, value as the file would spell it) for every setting, defaults included."""
+    rows = []
+    for setting in SETTINGS:
+        value: Any = config
+        for part in setting.field.split("."):
+            value = getattr(value, part)
+        rows.append((setting.key, setting.show(value)))
+    return rows
+
+
 def describe(config: Config) -> str:
-    """A short human summary of what the config means (check-config prints it)."""
-    e = config.engine
-    return "\n".join(
-        [
-            "listen: " + ", ".join(format_address(a) for a in config.listen),
-            "lns: " + format_address(config.lns),
-            "allow: " + ", ".join(str(n) for n in config.allow),
-            f"reorder: timeout {e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing.value}, "
-            f"max {e.max_held_per_session} held/session, {e.max_held_bytes} bytes held in all"
-            + (", also LNS->LAC" if config.reorder_lns_to_lac else ""),
-            f"peers: max {config.max_peers}, idle after {config.peer_idle_timeout:g} s",
-            "metrics: "
-            + (
-                f"{format_address((config.metrics.listen, config.metrics.port))}"
-                if config.metrics.enabled
-                else "off"
-            ),
-        ]
-    )
+    """Every effective setting, one per line (check-config prints it)."""
+    return "\n".join(f"{key}: {value}" for key, value in effective(config))
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("file", help="YAML configuration file to validate")
+    parser.add_argument("file", nargs="?", help="YAML configuration file to validate")
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", dest="config", help="the same, as `run` takes it"
+    )
 
 
 def main(args: Any) -> int:
     import sys
 
+    path = args.config or args.file
+    if path is None or (args.config and args.file and args.config != args.file):
+        print("error: give one configuration file: FILE or --config FILE", file=sys.stderr)
+        return 2
     try:
-        config = load_config(args.file)
+        config = load_config(path)
+        check_host(config)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.file}: OK")
+    print(f"{path}: OK")
     print(describe(config))
     return 0

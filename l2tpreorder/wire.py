@@ -33,6 +33,7 @@ from construct import (
 )
 
 from l2tpreorder.core import reasons
+from l2tpreorder.core.msgtype import MessageType
 
 # --- header (§3.1) ------------------------------------------------------------------------------
 
@@ -69,25 +70,6 @@ Header = Struct(
 )
 
 # --- control messages (§4) ----------------------------------------------------------------------
-
-
-class MessageType(IntEnum):
-    """Control message types (Message Type AVP value, §6)."""
-
-    SCCRQ = 1
-    SCCRP = 2
-    SCCCN = 3
-    StopCCN = 4
-    HELLO = 6
-    OCRQ = 7
-    OCRP = 8
-    OCCN = 9
-    ICRQ = 10
-    ICRP = 11
-    ICCN = 12
-    CDN = 14
-    WEN = 15
-    SLI = 16
 
 
 class AttributeType(IntEnum):

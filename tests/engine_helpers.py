@@ -14,6 +14,9 @@ from l2tpreorder import wire
 from l2tpreorder.core import fastpath
 from l2tpreorder.core.engine import ReorderEngine
 
+_u16 = struct.Struct("!H").unpack_from
+_u16x4 = struct.Struct("!HHHH").unpack_from
+
 TUNNEL = 25085
 SESSION = 42025
 FLOW = ("192.0.2.10", 1701)  # an opaque flow key; nothing is ever sent anywhere
@@ -49,9 +52,7 @@ def ident_of(datagram: bytes) -> int:
 
 
 def drain(engine: ReorderEngine) -> list[tuple[Hashable, bytes]]:
-    out = list(engine.out)
-    engine.out.clear()
-    return out
+    return [(flow, data) for flow, data, _ in engine.take_output()]
 
 
 def check_invariants(e: ReorderEngine) -> None:
@@ -66,14 +67,14 @@ def check_invariants(e: ReorderEngine) -> None:
     for s in e.sessions():
         count += 1
         assert len(s.held) <= cfg.max_held_per_session
-        assert s.held_bytes == sum(len(d) for d, _, _ in s.held.values())
+        assert s.held_bytes == sum(len(d) for d, _, _, _ in s.held.values())
         held += len(s.held)
         held_bytes += s.held_bytes
     assert c.held_packets == held
     assert c.held_bytes == held_bytes <= cfg.max_held_bytes
     assert e.session_count == count <= cfg.max_sessions
     check_indexes(e)
-    for _, out in e.out:
+    for _, out, _ in e._out:  # peeked at, left for the caller to take
         assert not isinstance(fastpath.parse_header(out), str), out.hex()
 
 
@@ -124,3 +125,28 @@ def udp_payloads(path: str | PathLike[str], port: int | None = None) -> list[tup
             if port is None or port in (sport, dport):
                 result.append((dport, bytes(frame[at + 8 :])))
     return result
+
+
+def sequenced_data(data: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """(session key, Ns, Ns byte offset) for the two common shapes of sequenced data, else None.
+
+    The engine's per-packet path written out as a function (`ReorderEngine.receive` inlines it):
+    data messages with S set and O clear, with or without Length. Anything else (control, no Ns,
+    offsets, malformed) returns None and takes `parse_header`. The session key is
+    tunnel_id << 16 | session_id. The oracle of two property tests: it equals `parse_header`
+    (test_fastpath_equivalence), and the engine classifies like it (test_engine_inline_parse).
+    """
+    if len(data) >= 12:
+        flags, a, b, c = _u16x4(data)
+        shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
+        if shape == 0x0802:  # data, S, no L: flags tid sid Ns
+            return (a << 16) | b, c, 6
+        if shape == 0x4802 and 12 <= a <= len(data):  # data, L, S: flags len tid sid Ns
+            d = _u16(data, 8)[0]
+            return (b << 16) | c, d, 8
+        return None
+    if len(data) >= 10:
+        flags, a, b, c = _u16x4(data)
+        if flags & 0xCA0F == 0x0802:
+            return (a << 16) | b, c, 6
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_example_documents_every_key_with_a_comment() -> None:
             "reorder",
             "logging",
             "metrics",
+            "inpath",
         ):
             assert lines[i - 1].lstrip().startswith("#"), f"undocumented: {line!r}"
 
@@ -145,7 +147,8 @@ def test_errors_name_key_value_and_expectation(
     assert err.value == value
     assert expected in err.expected
     text = str(err)
-    assert text.startswith(f"test.yaml: {key} = {value!r}: expected ")
+    # Values as the file spells them (issue 13): true/false/null, numbers as written.
+    assert text.startswith(f"test.yaml: {key} = {cfg.yaml_repr(value)}: expected ")
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
@@ -159,8 +162,10 @@ def test_unreadable_and_invalid_yaml_are_config_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("reorder:\n  timeout_ms: [1,\n")
-    with pytest.raises(ConfigError, match=r"valid YAML \(line \d+, column \d+\)"):
+    with pytest.raises(ConfigError) as info:
         load_config(bad)
+    # "FILE: line L, column C: problem", without the `(yaml) = ...` framing (issue 13).
+    assert re.fullmatch(rf"{re.escape(str(bad))}: line \d+, column \d+: [^=]+", str(info.value))
 
 
 def test_command_line_overrides_win() -> None:
@@ -269,3 +274,95 @@ def test_check_config_command(tmp_path: Path) -> None:
         f"error: {bad}: reorder.max_held_bytes = -4: expected an integer >= 1 bytes"
     )
     assert "Traceback" not in res.stderr
+
+
+def test_values_in_errors_are_spelled_as_in_yaml() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"reorder": {"timeout_ms": True}})
+    assert str(info.value).startswith("reorder.timeout_ms = true: expected")
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"peer_idle_timeout_ms": 86_400_001})
+    assert str(info.value) == (
+        "peer_idle_timeout_ms = 86400001: expected a number of milliseconds > 60000 and <= 86400000"
+    )
+    assert cfg.yaml_repr(None) == "null" and cfg.yaml_repr(False) == "false"
+    assert cfg.yaml_repr(0.5) == "0.5" and cfg.yaml_repr(8.64e7) == "86400000"
+
+
+def test_a_key_given_twice_is_refused_anywhere(tmp_path: Path) -> None:
+    """The second `reorder:` used to replace the first silently."""
+    for text, line in (
+        ("reorder:\n  timeout_ms: 5\nreorder:\n  sequencing: strip\n", 3),
+        ("reorder:\n  timeout_ms: 5\n  timeout_ms: 7\n", 3),
+        ("metrics:\n  port: 1\nlns: 127.0.0.1:1702\nmetrics: {port: 2}\n", 4),
+    ):
+        path = tmp_path / "dup.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert re.fullmatch(
+            rf"{re.escape(str(path))}: line {line}, column \d+: duplicate key '\w+' "
+            r"\(first given on line \d\)",
+            str(info.value),
+        ), str(info.value)
+    path = tmp_path / "fine.yaml"
+    path.write_text("reorder:\n  timeout_ms: 5\nlogging:\n  level: debug\n")
+    assert load_config(path).engine.reorder_timeout == 0.005
+
+
+def test_check_host_refuses_an_unknown_user_and_a_bad_state_directory(tmp_path: Path) -> None:
+    cfg.check_host(Config(user="root", state_file=str(tmp_path / "state.json")))
+    with pytest.raises(ConfigError) as info:
+        cfg.check_host(Config(user="no-such-user-l2tpreorder"))
+    assert info.value.key == "user"
+    with pytest.raises(ConfigError) as info:
+        cfg.check_host(Config(state_file=str(tmp_path / "missing" / "state.json")))
+    assert info.value.key == "state_file" and "does not exist" in info.value.expected
+
+
+def test_check_host_refuses_an_unwritable_state_directory(tmp_path: Path) -> None:
+    """Checked for the user the daemon writes as: `user:` when set, else whoever runs it."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    state = str(locked / "state.json")
+    # As root, run would drop to `nobody` and then fail to save; unprivileged, we fail ourselves.
+    user = "nobody" if os.geteuid() == 0 else None
+    with pytest.raises(ConfigError) as info:
+        cfg.check_host(Config(state_file=state, user=user))
+    assert info.value.key == "state_file" and "is not)" in info.value.expected
+    locked.chmod(0o777)
+    cfg.check_host(Config(state_file=state, user=user))
+
+
+def test_check_config_refuses_what_run_would(tmp_path: Path) -> None:
+    cases = {
+        "user: no-such-user-l2tpreorder\n": "user = 'no-such-user-l2tpreorder': expected",
+        f"state_file: {tmp_path}/nowhere/state.json\n": "does not exist",
+        "reorder: {timeout_ms: 5}\nreorder: {timeout_ms: 6}\n": "duplicate key 'reorder'",
+        "reorder:\n  timeout_ms: [1,\n": "line 3, column 1: expected the node content",
+    }
+    for text, needle in cases.items():
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        res = _check_config("--config", str(bad))
+        assert res.returncode == 1, (text, res.stdout)
+        assert needle in res.stderr, (text, res.stderr)
+        assert "(yaml) =" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_check_config_prints_every_effective_setting_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("peer_idle_timeout_ms: 86400000\nreorder: {timeout_ms: 0.5}\n")
+    for args in ((str(path),), ("--config", str(path)), ("-c", str(path))):
+        res = _check_config(*args)
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert lines[0] == f"{path}: OK"
+        shown = dict(line.split(": ", 1) for line in lines[1:])
+        assert list(shown) == [s.key for s in cfg.SETTINGS]  # every setting, in file order
+        assert shown["peer_idle_timeout_ms"] == "86400000"
+        assert shown["reorder.timeout_ms"] == "0.5"
+        assert shown["udp_gso"] == "false" and shown["user"] == "null"
+        assert shown["reorder.max_held_bytes"] == "33554432"
+    assert _check_config().returncode == 2  # no file at all

@@ -1,9 +1,10 @@
 """The reorder engine: a pure state machine, in the sans-IO style of h11 and aioquic.
 
-It is fed `(datagram, flow, now)` and appends what should go to the LNS now to `out`; the caller
-asks `next_deadline()` and calls `expire(now)` when that time comes. It never touches a socket,
-a clock or an event loop, so the daemon, `replay pcap` (virtual time) and the benchmarks drive the
-very same code.
+It is fed `(datagram, flow, now, tag)` and queues what should go to the LNS now, each with its
+opaque `tag`, for `take_output()`; the caller asks `next_deadline()` and calls `expire(now)` when
+that time comes. Adapters drive it through `pipeline.Pipeline`, which owns both directions. It
+never touches a socket, a clock or an event loop, so the daemon, `replay pcap` (virtual time) and
+the benchmarks drive the very same code.
 
 Sessions are keyed by (flow, tunnel_id, session_id); `flow` is whatever hashable the adapter uses
 for a peer. Only data messages with Ns are sequenced; control messages and data without Ns pass at
@@ -33,8 +34,8 @@ from l2tpreorder.core.fastpath import (
     with_ns,
     without_sequence,
 )
+from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.wire import MessageType
 
 HALF = 0x8000
 MASK = 0xFFFF
@@ -201,6 +202,10 @@ class EngineCounters:
         )
 
     @property
+    def sessions_evicted_unconfirmed(self) -> int:
+        return self.sessions_evicted - self.sessions_evicted_confirmed
+
+    @property
     def received(self) -> int:
         return self.rx_control + self.rx_data_seq + self.rx_data_unseq + self.rx_malformed
 
@@ -262,8 +267,8 @@ class Session:
         self.session_id = session_id
         self.expected = ns  # next Ns we can deliver
         self.out_ns = ns  # next Ns the LNS will see (renumber mode)
-        # Ns -> (datagram, arrival time, Ns byte offset). Insertion order is arrival order.
-        self.held: dict[int, tuple[bytes, float, int]] = {}
+        # Ns -> (datagram, arrival time, Ns byte offset, tag). Insertion order is arrival order.
+        self.held: dict[int, tuple[bytes, float, int, object]] = {}
         self.held_bytes = 0
         self.timer_id = 0  # id of this session's live entry in the engine's timer heap; 0 = none
         self.cut = INF  # earlier deadline for gaps that may be kernel drops (see note_kernel_drops)
@@ -306,7 +311,8 @@ class ReorderEngine:
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
-        self.out: list[tuple[Hashable, bytes]] = []
+        # (flow, datagram, tag) ready to send, in order; handed over by take_output().
+        self._out: list[tuple[Hashable, bytes, object]] = []
         self.counters = EngineCounters()
         self._flows: dict[Hashable, dict[int, Session]] = {}
         self._timers: list[tuple[float, int, Session]] = []
@@ -373,13 +379,22 @@ class ReorderEngine:
 
     # --- the per-packet path -----------------------------------------------------------------
 
-    def receive(self, data: bytes, flow: Hashable, now: float) -> int:
-        """Take one datagram travelling towards the LNS; returns its `Outcome`."""
-        # fastpath.sequenced_data, inlined (a call costs ~13% of this path); the property test
-        # tests/core/test_engine_inline_parse.py proves both classify every datagram alike.
+    def take_output(self) -> list[tuple[Hashable, bytes, object]]:
+        """Everything ready to send, in send order: (flow, datagram, tag); clears it."""
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
+        """Take one datagram travelling towards the LNS; returns its `Outcome`.
+
+        `tag` is opaque and leaves with the datagram (the in-path adapter's packet id)."""
+        # tests/engine_helpers.sequenced_data, inlined (a call costs ~13% of this path); the
+        # property test tests/core/test_engine_inline_parse.py proves both classify alike.
         n = len(data)
         if n < 10:
-            return self._receive_other(data, flow, now)
+            return self._receive_other(data, flow, now, tag)
         flags, a, b, ns = _u16x4(data)
         shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
         if shape == 0x0802:  # data, S, no L: flags tid sid Ns
@@ -390,7 +405,7 @@ class ReorderEngine:
             ns = _u16(data, 8)[0]
             ns_offset = 8
         else:
-            return self._receive_other(data, flow, now)
+            return self._receive_other(data, flow, now, tag)
         sessions = self._flows.get(flow)
         if sessions is not None:
             s = sessions.get(key)
@@ -411,11 +426,11 @@ class ReorderEngine:
                     s.out_ns = s.expected
                     if self._mode is Sequencing.STRIP:
                         data = without_sequence(data, ns_offset)
-                self.out.append((flow, data))
+                self._out.append((flow, data, tag))
                 return FORWARDED_IN_ORDER
-        return self._receive_sequenced(data, flow, key, ns, ns_offset, now)
+        return self._receive_sequenced(data, flow, key, ns, ns_offset, now, tag)
 
-    def _receive_other(self, data: bytes, flow: Hashable, now: float) -> int:
+    def _receive_other(self, data: bytes, flow: Hashable, now: float, tag: object) -> int:
         """Control messages, data without Ns, unusual header shapes and malformed input."""
         c = self.counters
         header = parse_header(data)
@@ -438,17 +453,17 @@ class ReorderEngine:
             elif msg == MessageType.StopCCN and control.tunnel_id:
                 self.end_tunnel(flow, control.tunnel_id, now)
             c.forwarded_control += 1
-            self.out.append((flow, data))
+            self._out.append((flow, data, tag))
             return FORWARDED_CONTROL
         if header.ns is None:
             c.rx_data_unseq += 1
             c.forwarded_unsequenced += 1
-            self.out.append((flow, data))
+            self._out.append((flow, data, tag))
             return FORWARDED_UNSEQUENCED
         # Sequenced data of a rarer shape (offset field): same path as the fast one.
         assert header.ns_offset is not None
         key = (header.tunnel_id << 16) | header.session_id
-        return self._receive_sequenced(data, flow, key, header.ns, header.ns_offset, now)
+        return self._receive_sequenced(data, flow, key, header.ns, header.ns_offset, now, tag)
 
     def _malformed(self, reason: str) -> int:
         c = self.counters
@@ -457,7 +472,14 @@ class ReorderEngine:
         return DROPPED_MALFORMED
 
     def _receive_sequenced(
-        self, data: bytes, flow: Hashable, key: int, ns: int, ns_offset: int, now: float
+        self,
+        data: bytes,
+        flow: Hashable,
+        key: int,
+        ns: int,
+        ns_offset: int,
+        now: float,
+        tag: object,
     ) -> int:
         now = self._clock(now)
         c = self.counters
@@ -476,7 +498,7 @@ class ReorderEngine:
             s.expected = (ns + 1) & MASK
             s.forwarded_in_order += 1
             c.forwarded_in_order += 1
-            self._emit(s, data, ns_offset)
+            self._emit(s, data, ns_offset, tag)
             if s.held:
                 self._release_run(s, now)
             return FORWARDED_IN_ORDER
@@ -487,15 +509,17 @@ class ReorderEngine:
                 # and cost the hold-and-release work per drop, when the relay is already short
                 # of CPU (measured: 0.56x of the loss-free rate at 2x overload). Give it up now;
                 # a merely swapped predecessor arriving next is then dropped as late.
-                return self._ahead(s, data, ns, ns_offset, distance, now, reasons.SKIP_SOCKET_DROP)
-            outcome = self._ahead(s, data, ns, ns_offset, distance, now)
+                return self._ahead(
+                    s, data, ns, ns_offset, distance, now, tag, reasons.SKIP_SOCKET_DROP
+                )
+            outcome = self._ahead(s, data, ns, ns_offset, distance, now, tag)
             if suspect and s.held:
                 cut = now + self._drop_grace
                 if cut < s.cut:
                     s.cut = cut
                     self._schedule(s)
             return outcome
-        return self._behind(s, data, ns, ns_offset, now)
+        return self._behind(s, data, ns, ns_offset, now, tag)
 
     def _ahead(
         self,
@@ -505,6 +529,7 @@ class ReorderEngine:
         ns_offset: int,
         distance: int,
         now: float,
+        tag: object,
         give_up: str | None = None,
     ) -> int:
         """An early packet: hold it, or give up the gap in front of it at once and pass it
@@ -525,10 +550,10 @@ class ReorderEngine:
             s.expected = (ns + 1) & MASK
             s.forwarded_in_order += 1
             c.forwarded_in_order += 1
-            self._emit(s, data, ns_offset)
+            self._emit(s, data, ns_offset, tag)
             return FORWARDED_IN_ORDER
         first = not s.held
-        s.held[ns] = (data, now, ns_offset)
+        s.held[ns] = (data, now, ns_offset, tag)
         size = len(data)
         s.held_bytes += size
         c.held_packets += 1
@@ -542,7 +567,9 @@ class ReorderEngine:
             self._enforce_byte_cap(now)
         return HELD
 
-    def _behind(self, s: Session, data: bytes, ns: int, ns_offset: int, now: float) -> int:
+    def _behind(
+        self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
+    ) -> int:
         """A packet behind the expected Ns: late, duplicate, or part of a peer's restart."""
         c = self.counters
         expected = s.expected
@@ -566,14 +593,14 @@ class ReorderEngine:
             s.expected = (ns + 1) & MASK
             s.forwarded_in_order += 1
             c.forwarded_in_order += 1
-            self._emit(s, data, ns_offset)
+            self._emit(s, data, ns_offset, tag)
             return FORWARDED_IN_ORDER
         if self._take_skipped(s, ns):
             if self._timeout <= 0:
                 # No holding: a late packet still goes out, in arrival order.
                 s.forwarded_out_of_order += 1
                 c.forwarded_out_of_order += 1
-                self._emit(s, data, ns_offset)
+                self._emit(s, data, ns_offset, tag)
                 return FORWARDED_OUT_OF_ORDER
             s.dropped_late += 1
             c.dropped_late += 1
@@ -584,7 +611,7 @@ class ReorderEngine:
 
     # --- output ------------------------------------------------------------------------------
 
-    def _emit(self, s: Session, data: bytes, ns_offset: int) -> None:
+    def _emit(self, s: Session, data: bytes, ns_offset: int, tag: object) -> None:
         """Send one sequenced packet on, with Ns as the configured mode wants it."""
         ns = (data[ns_offset] << 8) | data[ns_offset + 1]
         if self._renumber:
@@ -597,7 +624,7 @@ class ReorderEngine:
             s.out_ns = (ns + 1) & MASK
             if self._mode is Sequencing.STRIP:
                 data = without_sequence(data, ns_offset)
-        self.out.append((s.flow, data))
+        self._out.append((s.flow, data, tag))
 
     def _release_run(self, s: Session, now: float) -> None:
         """Deliver held packets from `expected` on while they are contiguous."""
@@ -608,7 +635,7 @@ class ReorderEngine:
             item = held.pop(s.expected, None)
             if item is None:
                 break
-            data, arrival, ns_offset = item
+            data, arrival, ns_offset, tag = item
             size = len(data)
             s.held_bytes -= size
             c.held_bytes -= size
@@ -620,7 +647,7 @@ class ReorderEngine:
             if record is not None:
                 record.append(waited)
             s.expected = (s.expected + 1) & MASK
-            self._emit(s, data, ns_offset)
+            self._emit(s, data, ns_offset, tag)
         self._schedule(s)
 
     def _skip(self, s: Session, count: int, reason: str) -> None:
@@ -1043,7 +1070,3 @@ class ReorderEngine:
     @property
     def session_count(self) -> int:
         return self._session_count
-
-    @property
-    def flow_count(self) -> int:
-        return len(self._flows)

@@ -22,7 +22,6 @@ VERSION_MASK = 0x000F
 
 _u16 = struct.Struct("!H").unpack_from
 _u16x2 = struct.Struct("!HH").unpack_from
-_u16x4 = struct.Struct("!HHHH").unpack_from
 _pack_u16 = struct.Struct("!H").pack
 _u16x2_pack = struct.Struct("!HH").pack
 
@@ -156,30 +155,6 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header | str:
         if pos > end:
             return reasons.OFFSET_BEYOND_END
     return Header(flags, length, tunnel_id, session_id, ns, nr, offset_size, ns_offset, pos, end)
-
-
-def sequenced_data(data: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """(session key, Ns, Ns byte offset) for the two common shapes of sequenced data, else None.
-
-    The engine's per-packet path: data messages with S set and O clear, with or without Length.
-    Anything else (control, no Ns, offsets, malformed) returns None and takes `parse_header`.
-    The session key is tunnel_id << 16 | session_id. Proven equal to `parse_header` by a property
-    test, so the two can never disagree on what a packet is.
-    """
-    if len(data) >= 12:
-        flags, a, b, c = _u16x4(data)
-        shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
-        if shape == 0x0802:  # data, S, no L: flags tid sid Ns
-            return (a << 16) | b, c, 6
-        if shape == 0x4802 and 12 <= a <= len(data):  # data, L, S: flags len tid sid Ns
-            d = _u16(data, 8)[0]
-            return (b << 16) | c, d, 8
-        return None
-    if len(data) >= 10:
-        flags, a, b, c = _u16x4(data)
-        if flags & 0xCA0F == 0x0802:
-            return (a << 16) | b, c, 6
-    return None
 
 
 def with_ns(data: bytes, ns_offset: int, ns: int) -> bytes:

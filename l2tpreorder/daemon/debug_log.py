@@ -1,9 +1,9 @@
 """`--log-level debug`: lines worth reading, from the engine's outcomes, never from inside it.
 
 The core does not log (it is sans-IO and its hot path counts in plain ints). With debug on, the
-relay swaps its per-datagram `engine.receive` for `DebugEvents.receive`, which calls the engine
-and, for a late or duplicate drop or a malformed datagram, logs the LAC, tunnel_id, session_id
-and Ns. With debug off nothing here runs: the relay calls the engine directly (zero cost).
+relay swaps its per-datagram `pipeline.from_lac` for `DebugEvents.receive`, which calls the
+pipeline and, for a late or duplicate drop or a malformed datagram, logs the LAC, tunnel_id,
+session_id and Ns. With debug off nothing here runs: the relay calls the pipeline directly.
 Session starts and ends, and gaps given up, come from comparing the session table once per
 housekeeping tick. Every line goes through one rate limit (a flood must not fill the disk);
 what it holds back is counted and said.
@@ -12,12 +12,12 @@ what it holds back is counted and said.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 from l2tpreorder.config import format_address
 from l2tpreorder.core import reasons
-from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.fastpath import parse_header
+from l2tpreorder.core.pipeline import Pipeline
 
 log = logging.getLogger("l2tpreorder")
 
@@ -61,29 +61,25 @@ class RateLimit:
 
 
 class DebugEvents:
-    """Debug lines for one engine (LAC -> LNS)."""
+    """Debug lines for one pipeline's LAC-to-LNS direction."""
 
-    __slots__ = ("_engine", "_known", "limit")
+    __slots__ = ("_known", "_pipeline", "limit")
 
-    def __init__(self, engine: ReorderEngine) -> None:
-        self._engine = engine
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
         self.limit = RateLimit()
         # (flow, tunnel_id, session_id) -> skipped count at the last tick
         self._known: dict[tuple[Hashable, int, int], int] = {
-            s.key: s.skipped for s in engine.sessions()
+            s.key: s.skipped for s in pipeline.sessions()
         }
 
-    def receiver(self) -> Callable[[bytes, Hashable, float], int]:
-        """What the relay calls per datagram while debug logging is on."""
-        receive = self._engine.receive
-
-        def logged(data: bytes, flow: Hashable, now: float) -> int:
-            outcome = receive(data, flow, now)
-            if outcome in _DROPS or outcome == reasons.Outcome.DROPPED_MALFORMED:
-                self._dropped(outcome, data, flow, now)
-            return outcome
-
-        return logged
+    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
+        """What the relay calls per datagram while debug logging is on (`from_lac`'s shape;
+        looked up each call: the pipeline rebinds it on reconfigure)."""
+        outcome = self._pipeline.from_lac(data, flow, now, tag)
+        if outcome in _DROPS or outcome == reasons.Outcome.DROPPED_MALFORMED:
+            self._dropped(outcome, data, flow, now)
+        return outcome
 
     def _dropped(self, outcome: int, data: bytes, flow: Hashable, now: float) -> None:
         if not self.limit.allow(now):
@@ -108,7 +104,7 @@ class DebugEvents:
     def tick(self, now: float) -> None:
         """Sessions started and ended since the last tick, and gaps given up in them."""
         current: dict[tuple[Hashable, int, int], int] = {}
-        for s in self._engine.sessions():
+        for s in self._pipeline.sessions():
             key = s.key
             current[key] = s.skipped
             before = self._known.get(key)

@@ -30,14 +30,12 @@ from prometheus_client.registry import Collector
 
 from l2tpreorder import __version__
 from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
-from l2tpreorder.core import reasons
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import Histogram, ReorderEngine, Session
 from l2tpreorder.daemon.metrics_http import serve_metrics
 from l2tpreorder.daemon.relay_stats import RelayCounters
 
 PREFIX = "l2tpreorder_"
-LAC_TO_LNS = "lac_to_lns"
-LNS_TO_LAC = "lns_to_lac"
 
 
 class MetricsSource(Protocol):
@@ -87,7 +85,6 @@ class RelayCollector(Collector):
         # One copy of each session table per scrape, for the gauges and the per-session series.
         live = {direction: engine.sessions_snapshot() for direction, engine in engines.items()}
         yield from self._engine_families(engines, live, relay)
-        yield from self._relay_families(relay)
         if self._config.per_session:
             yield from self._session_families(live, self._config.per_session_top_n)
         build = GaugeMetricFamily(
@@ -104,58 +101,21 @@ class RelayCollector(Collector):
         live_sessions: Mapping[str, list[Session]],
         relay: RelayCounters,
     ) -> Iterator[Metric]:
+        """The counters table's engine and relay rows (every relay family: its drop reasons
+        share `dropped_packets`), then the histograms and config gauges."""
+        families: dict[str, Metric] = {}
+        for direction, engine in engines.items():
+            for row in _ENGINE_ROWS:
+                _add(families, row, [direction], getattr(engine.counters, row.attribute))
+        for row in _RELAY_ROWS:
+            _add(families, row, [], getattr(relay, row.attribute))
+        yield from families.values()
+        yield from self._config_families(engines, live_sessions)
+
+    def _config_families(
+        self, engines: Mapping[str, ReorderEngine], live_sessions: Mapping[str, list[Session]]
+    ) -> Iterator[Metric]:
         d = ["direction"]
-        received = CounterMetricFamily(
-            PREFIX + "received_packets",
-            "Datagrams the reorder engine received, by kind.",
-            labels=[*d, "kind"],
-        )
-        malformed = CounterMetricFamily(
-            PREFIX + "malformed_packets",
-            "Datagrams dropped as not usable L2TPv2, by reason.",
-            labels=[*d, "reason"],
-        )
-        forwarded = CounterMetricFamily(
-            PREFIX + "forwarded_packets",
-            "Datagrams passed on at once (not held), by kind.",
-            labels=[*d, "kind"],
-        )
-        released = CounterMetricFamily(
-            PREFIX + "released_packets",
-            "Data packets that arrived early, were held, then released in order (reordered).",
-            labels=d,
-        )
-        dropped = CounterMetricFamily(
-            PREFIX + "dropped_packets",
-            "Datagrams dropped, by reason (late: its Ns was already given up; see timeout).",
-            labels=[*d, "reason"],
-        )
-        skipped = CounterMetricFamily(
-            PREFIX + "skipped_sequence_numbers",
-            "Ns values given up without the packet arriving (lost before us), by reason.",
-            labels=[*d, "reason"],
-        )
-        resyncs = CounterMetricFamily(
-            PREFIX + "resyncs",
-            "Times a peer restarted its Ns numbering and the session followed.",
-            labels=d,
-        )
-        started = CounterMetricFamily(PREFIX + "sessions_started", "Sessions first seen.", labels=d)
-        ended = CounterMetricFamily(
-            PREFIX + "sessions_ended", "Sessions ended (CDN, StopCCN, peer idle).", labels=d
-        )
-        evicted = CounterMetricFamily(
-            PREFIX + "sessions_evicted",
-            "Sessions evicted because the table was full (max_sessions), by whether the control"
-            " channel had established them (those go last).",
-            labels=[*d, "confirmed"],
-        )
-        continued = CounterMetricFamily(
-            PREFIX + "sessions_continued",
-            "Sessions recreated with the same IDs whose Ns went on where the ended one stopped"
-            " (a CDN the LNS did not act on, an eviction, an idle peer back): renumbering kept.",
-            labels=d,
-        )
         hold = HistogramMetricFamily(
             PREFIX + "hold_time_seconds",
             "How long released packets were held waiting for a gap to fill.",
@@ -165,12 +125,6 @@ class RelayCollector(Collector):
             PREFIX + "reorder_displacement_packets",
             "How many Ns positions early an out-of-order packet arrived.",
             labels=d,
-        )
-        held = GaugeMetricFamily(
-            PREFIX + "held_packets", "Packets held now, waiting for a gap.", labels=d
-        )
-        held_bytes = GaugeMetricFamily(
-            PREFIX + "held_bytes", "Bytes held now, waiting for a gap.", labels=d
         )
         held_bytes_limit = GaugeMetricFamily(
             PREFIX + "held_limit_bytes",
@@ -200,32 +154,8 @@ class RelayCollector(Collector):
         for direction, engine in engines.items():
             c = engine.counters
             cfg = engine.config
-            received.add_metric([direction, "control"], c.rx_control)
-            received.add_metric([direction, "data_with_ns"], c.rx_data_seq)
-            received.add_metric([direction, "data_without_ns"], c.rx_data_unseq)
-            received.add_metric([direction, "malformed"], c.rx_malformed)
-            for reason, n in list(c.malformed.items()):
-                malformed.add_metric([direction, reason], n)
-            forwarded.add_metric([direction, "control"], c.forwarded_control)
-            forwarded.add_metric([direction, "data_without_ns"], c.forwarded_unsequenced)
-            forwarded.add_metric([direction, "data_in_order"], c.forwarded_in_order)
-            forwarded.add_metric([direction, "data_out_of_order"], c.forwarded_out_of_order)
-            released.add_metric([direction], c.released)
-            dropped.add_metric([direction, "duplicate"], c.dropped_duplicate)
-            dropped.add_metric([direction, "late"], c.dropped_late)
-            dropped.add_metric([direction, "malformed"], c.rx_malformed)
-            for reason in reasons.SKIP_REASONS:
-                skipped.add_metric([direction, reason], c.skipped.get(reason, 0))
-            resyncs.add_metric([direction], c.resyncs)
-            started.add_metric([direction], c.sessions_started)
-            ended.add_metric([direction], c.sessions_ended)
-            evicted.add_metric([direction, "no"], c.sessions_evicted - c.sessions_evicted_confirmed)
-            evicted.add_metric([direction, "yes"], c.sessions_evicted_confirmed)
-            continued.add_metric([direction], c.sessions_continued)
             _histogram(hold, [direction], c.hold_time)
             _histogram(displacement, [direction], c.displacement)
-            held.add_metric([direction], c.held_packets)
-            held_bytes.add_metric([direction], c.held_bytes)
             held_bytes_limit.add_metric([direction], cfg.max_held_bytes)
             live = live_sessions[direction]
             held_session_max.add_metric([direction], max((len(s.held) for s in live), default=0))
@@ -233,112 +163,18 @@ class RelayCollector(Collector):
             timeout.add_metric([direction], cfg.reorder_timeout)
             sessions.add_metric([direction], len(live))
             sessions_limit.add_metric([direction], cfg.max_sessions)
-        # Drops before the engine: the relay's access control and peer cap, by direction.
-        dropped.add_metric([LAC_TO_LNS, "not_allowed"], relay.dropped_not_allowed)
-        dropped.add_metric([LAC_TO_LNS, "peer_limit"], relay.dropped_peer_limit)
-        dropped.add_metric([LNS_TO_LAC, "not_from_lns"], relay.dropped_not_from_lns)
         yield from (
-            received, malformed, forwarded, released, dropped, skipped, resyncs, started,
-            ended, evicted, continued, hold, displacement, held, held_bytes, held_bytes_limit,
-            held_session_max, held_session_limit, timeout, sessions, sessions_limit,
+            hold, displacement, held_bytes_limit, held_session_max, held_session_limit, timeout,
+            sessions, sessions_limit,
         )  # fmt: skip
-
-    def _relay_families(self, relay: RelayCounters) -> Iterator[Metric]:
-        d = ["direction"]
-        rx = CounterMetricFamily(
-            PREFIX + "socket_received_datagrams",
-            "Datagrams read from the sockets facing where the direction starts.",
-            labels=d,
-        )
-        rx.add_metric([LAC_TO_LNS], relay.rx_datagrams_lac)
-        rx.add_metric([LNS_TO_LAC], relay.rx_datagrams_lns)
-        tx = CounterMetricFamily(
-            PREFIX + "socket_sent_datagrams",
-            "Datagrams written to the sockets facing where the direction ends.",
-            labels=d,
-        )
-        tx.add_metric([LAC_TO_LNS], relay.tx_datagrams_lns)
-        tx.add_metric([LNS_TO_LAC], relay.tx_datagrams_lac)
-        rx_bytes = CounterMetricFamily(
-            PREFIX + "socket_received_bytes", "UDP payload bytes read, by direction.", labels=d
-        )
-        rx_bytes.add_metric([LAC_TO_LNS], relay.rx_bytes_lac)
-        rx_bytes.add_metric([LNS_TO_LAC], relay.rx_bytes_lns)
-        tx_bytes = CounterMetricFamily(
-            PREFIX + "socket_sent_bytes", "UDP payload bytes written, by direction.", labels=d
-        )
-        tx_bytes.add_metric([LAC_TO_LNS], relay.tx_bytes_lns)
-        tx_bytes.add_metric([LNS_TO_LAC], relay.tx_bytes_lac)
-        yield from (rx, tx, rx_bytes, tx_bytes)
-        yield CounterMetricFamily(
-            PREFIX + "send_errors",
-            "Datagrams lost because sendto failed.",
-            value=relay.tx_errors,
-        )
-        yield CounterMetricFamily(
-            PREFIX + "socket_receive_drops",
-            "Datagrams the kernel dropped on a full receive queue of the relay's sockets "
-            "(the drops column of /proc/net/udp, what SO_RXQ_OVFL counts).",
-            value=relay.socket_rx_drops,
-        )
-        yield GaugeMetricFamily(
-            PREFIX + "peers", "LAC peers with an upstream socket now.", value=relay.peers
-        )
-        yield CounterMetricFamily(
-            PREFIX + "peers_removed_idle",
-            "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
-            value=relay.peers_removed_idle,
-        )
-        yield CounterMetricFamily(
-            PREFIX + "lns_icmp_errors",
-            "ICMP errors (port/host unreachable...) for datagrams the relay sent to the LNS.",
-            value=relay.lns_icmp_errors,
-        )
-        yield GaugeMetricFamily(
-            PREFIX + "lns_unresponsive",
-            "1 while the LNS does not answer: ICMP errors, or LAC traffic in and nothing back "
-            "from the LNS for 90 s; 0 once it is heard again.",
-            value=relay.lns_unresponsive,
-        )
-        reloads = CounterMetricFamily(
-            PREFIX + "config_reloads",
-            "Configuration reloads (SIGHUP), by result.",
-            labels=["result"],
-        )
-        reloads.add_metric(["success"], relay.config_reloads_ok)
-        reloads.add_metric(["failure"], relay.config_reloads_failed)
-        yield reloads
-        yield GaugeMetricFamily(
-            PREFIX + "config_load_failing",
-            "1 while the configuration file fails to load (the last reload was refused and "
-            "the old configuration runs); 0 after a successful reload.",
-            value=relay.config_load_failing,
-        )
 
     def _session_families(
         self, live_sessions: Mapping[str, list[Session]], top_n: int
     ) -> Iterator[Metric]:
         labels = ["direction", "peer", "tunnel_id", "session_id"]
-        packets = CounterMetricFamily(
-            PREFIX + "session_received_packets",
-            "Sequenced data packets of one session (top sessions by packets only).",
-            labels=labels,
-        )
-        released = CounterMetricFamily(
-            PREFIX + "session_released_packets",
-            "Packets of one session released after being held (reordered).",
-            labels=labels,
-        )
-        dropped = CounterMetricFamily(
-            PREFIX + "session_dropped_packets",
-            "Packets of one session dropped, by reason.",
-            labels=[*labels, "reason"],
-        )
-        skipped = CounterMetricFamily(
-            PREFIX + "session_skipped_sequence_numbers",
-            "Ns values of one session given up (lost before us).",
-            labels=labels,
-        )
+        families: dict[str, Metric] = {}
+        for row in _SESSION_ROWS:  # every family, even with no session
+            _family(families, row)
         held = GaugeMetricFamily(
             PREFIX + "session_held_packets", "Packets of one session held now.", labels=labels
         )
@@ -352,13 +188,40 @@ class RelayCollector(Collector):
             omitted.add_metric([direction], max(0, len(live) - top_n))
             for s in top:
                 key = [direction, _peer_label(s.flow), str(s.tunnel_id), str(s.session_id)]
-                packets.add_metric(key, s.packets)
-                released.add_metric(key, s.released)
-                dropped.add_metric([*key, "duplicate"], s.dropped_duplicate)
-                dropped.add_metric([*key, "late"], s.dropped_late)
-                skipped.add_metric(key, s.skipped)
+                for row in _SESSION_ROWS:
+                    _add(families, row, key, getattr(s, row.attribute))
                 held.add_metric(key, len(s.held))
-        yield from (packets, released, dropped, skipped, held, omitted)
+        yield from families.values()
+        yield from (held, omitted)
+
+
+_ENGINE_ROWS = tuple(r for r in counters.of(counters.Source.ENGINE) if r.family is not None)
+_RELAY_ROWS = tuple(r for r in counters.of(counters.Source.RELAY) if r.family is not None)
+_SESSION_ROWS = tuple(r for r in counters.of(counters.Source.SESSION) if r.family is not None)
+
+
+def _family(families: dict[str, Metric], row: counters.Counter) -> Metric:
+    f = row.family
+    assert f is not None
+    family = families.get(f.name)
+    if family is None:
+        kind = CounterMetricFamily if f.kind is counters.Kind.COUNTER else GaugeMetricFamily
+        family = families[f.name] = kind(PREFIX + f.name, f.help, labels=list(f.labels))
+    return family
+
+
+def _add(
+    families: dict[str, Metric], row: counters.Counter, labels: list[str], value: object
+) -> None:
+    """One table row's sample(s); a dict value gives one per key (the last label)."""
+    family = _family(families, row)
+    assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
+    if isinstance(value, dict):
+        for key, n in list(value.items()):
+            family.add_metric([*labels, *row.labels, key], n)
+    else:
+        assert isinstance(value, int | float)
+        family.add_metric([*labels, *row.labels], value)
 
 
 def _packets(s: Session) -> int:

@@ -26,16 +26,19 @@ from l2tpreorder.config import (
     Config,
     ConfigError,
     MetricsConfig,
+    check_host,
     format_address,
     load_with_overrides,
 )
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
-from l2tpreorder.daemon.relay import BindError, Relay
+from l2tpreorder.daemon.relay import Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.sockets import BindError
 from l2tpreorder.daemon.state import load_state
 from l2tpreorder.daemon.status import snapshot
 
@@ -91,7 +94,7 @@ class DropReporter:
     """One warning line per drop reason per interval, however many packets: a flood can't fill
     the disk, and nothing is counted silently."""
 
-    def __init__(self, source: MetricsSource, interval: float) -> None:
+    def __init__(self, source: RelaySource, interval: float) -> None:
         self.source = source
         self.interval = interval
         self._last = self.snapshot()
@@ -104,21 +107,12 @@ class DropReporter:
             self._next_at = None
 
     def snapshot(self) -> dict[str, int]:
-        snap: dict[str, int] = {}
-        r = self.source.relay
-        snap["not_allowed"] = r.dropped_not_allowed
-        snap["not_from_lns"] = r.dropped_not_from_lns
-        snap["peer_limit"] = r.dropped_peer_limit
-        snap["send_error"] = r.tx_errors
-        snap["socket_overflow"] = r.socket_rx_drops
+        """Every `report` row of the counters table, the engines' prefixed by direction."""
+        snap = counters.drop_report(self.source.relay, counters.Source.RELAY)
         for direction, engine in self.source.engines.items():
-            c = engine.counters
-            snap[f"{direction}:duplicate"] = c.dropped_duplicate
-            snap[f"{direction}:late"] = c.dropped_late
-            for reason, n in c.malformed.items():
-                snap[f"{direction}:malformed:{reason}"] = n
-            for reason, n in c.skipped.items():
-                snap[f"{direction}:gave_up_ns:{reason}"] = n
+            snap.update(
+                counters.drop_report(engine.counters, counters.Source.ENGINE, f"{direction}:")
+            )
         return snap
 
     def tick(self, now: float, final: bool = False) -> list[str]:
@@ -146,8 +140,8 @@ class DropReporter:
         return lines
 
 
-class MetricsSource:
-    """What the metrics collector reads at scrape time: live engines and relay counters."""
+class RelaySource:
+    """The running relay as `metrics.MetricsSource`: live engines and relay counters."""
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
@@ -161,7 +155,7 @@ class MetricsSource:
         return self._relay.counters
 
 
-def start_metrics(settings: MetricsConfig, source: MetricsSource) -> MetricsServer | None:
+def start_metrics(settings: MetricsConfig, source: RelaySource) -> MetricsServer | None:
     """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
     if not settings.enabled:
         return None
@@ -203,29 +197,10 @@ class Daemon:
             f"{format_address(c.lns)}, reorder timeout {c.engine.reorder_timeout * 1000:g} ms"
         )
 
-    def _check_startup_config(self) -> pwd.struct_passwd | str | None:
-        """The `user` to become (None: stay), or what is wrong (exit EX_CONFIG). Checked before
-        anything is bound or the state file consumed: a typo in `user` must not cost the
-        sessions a restore would bring back, and a state-file directory that does not exist
-        would otherwise show only at the first stop, when the sessions are lost already."""
-        user = None
-        if self.config.user is not None:
-            try:
-                user = pwd.getpwnam(self.config.user)
-            except KeyError:
-                return f"user = {self.config.user!r}: no such user"
-        if self.config.state_file is not None:
-            state_dir = os.path.dirname(os.path.abspath(self.config.state_file))
-            if not os.path.isdir(state_dir):
-                return f"state_file = {self.config.state_file!r}: no such directory {state_dir}"
-        return user
-
     async def run(self) -> int:
-        checked = self._check_startup_config()
-        if isinstance(checked, str):
-            log.error("%s; not starting", checked)
-            return EX_CONFIG
-        user = checked
+        # `main` ran config.check_host already (exit EX_CONFIG before anything is bound or the
+        # state file consumed): the user exists and the state directory is writable by it.
+        user = pwd.getpwnam(self.config.user) if self.config.user is not None else None
         raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
@@ -245,7 +220,7 @@ class Daemon:
             self._restore(relay, state_file)
         self._warn_if_open(self.config)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        source = MetricsSource(relay)
+        source = RelaySource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
         await self._start_control(user)
         if user is not None:
@@ -284,7 +259,7 @@ class Daemon:
             if self.control is not None:
                 self.control.close()
             self._reporter.tick(relay.clock(), final=True)
-            c = relay.engine_up.counters
+            c = relay.pipeline.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
                 relay.counters.rx_datagrams_lac,
@@ -449,7 +424,7 @@ class Daemon:
         if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.close()
-            self.metrics = start_metrics(new.metrics, MetricsSource(relay))
+            self.metrics = start_metrics(new.metrics, RelaySource(relay))
         self._warn_if_open(self.config)
         counters.config_reloads_ok += 1
         log.info("configuration reloaded: %s", self._status())
@@ -572,6 +547,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
     )
+    # mode: inpath with several queues: the supervisor starts itself once per queue with this.
+    parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -588,6 +565,10 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         config = load()
+        # What the file cannot say about this host (the user exists, the state directory is
+        # writable): checked before anything is bound or the state file consumed, so a typo
+        # in `user` does not cost the sessions a restore would bring back.
+        check_host(config)
     except ConfigError as e:
         # Logging is not set up yet (its level comes from this file): under journald the
         # `<3>` prefix still files the reason at error priority (`journalctl -p err`).
@@ -595,6 +576,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(config.log_level)
+    if config.mode == "inpath":
+        from l2tpreorder.daemon import inpath_service
+
+        if args.inpath_worker is not None:
+            return inpath_service.run_worker(
+                config, load, args.inpath_worker, report_metrics_port=True
+            )
+        return inpath_service.run_inpath(config, load, args.config)
     daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:

@@ -54,7 +54,7 @@ def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any
 def snapshot(relay: Relay, extra: dict[str, Any]) -> dict[str, Any]:
     """Everything `status` shows, as JSON-ready values (called on the event loop)."""
     now = relay.clock()
-    engine = relay.engine_up
+    engine = relay.pipeline.engine
     by_flow: dict[Hashable, list[dict[str, Any]]] = {}
     for s in engine.sessions():
         by_flow.setdefault(s.flow, []).append(session_json(s, engine, now))

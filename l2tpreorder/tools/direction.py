@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from l2tpreorder.config import ConfigError, parse_address, parse_ip
 from l2tpreorder.core.fastpath import Header
-from l2tpreorder.wire import MessageType, parse_control
+from l2tpreorder.core.msgtype import MessageType
+from l2tpreorder.wire import parse_control
 
 Endpoint = tuple[str, int]
 

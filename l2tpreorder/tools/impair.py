@@ -18,16 +18,17 @@ from __future__ import annotations
 import heapq
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from l2tpreorder.config import ConfigError
 from l2tpreorder.core.fastpath import parse_header, with_sequence
+from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.capture import CaptureReader, UdpDatagram
 from l2tpreorder.tools.direction import DirectionFinder, control_message_type
 from l2tpreorder.tools.pcapwriter import PcapWriter, refuse_input_as_output
-from l2tpreorder.wire import MessageType
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
 
@@ -49,16 +50,37 @@ class ImpairConfig:
     lns_address: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("swap", "displace_prob", "loss", "burst_loss", "duplicate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r}: expected a probability 0..1")
-        if self.displace < 0 or (self.displace_prob and self.displace < 1):
-            raise ValueError(f"displace={self.displace!r}: expected k >= 1 with displace_prob")
-        if self.burst_len < 1:
-            raise ValueError(f"burst_len={self.burst_len!r}: expected >= 1")
-        if self.jitter < 0:
-            raise ValueError(f"jitter={self.jitter!r}: expected >= 0 seconds")
+        problems = range_problems(vars_of(self), lambda name: name)
+        if problems:
+            name, expected = problems[0]
+            unit = " seconds" if name == "jitter" else ""
+            raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}{unit}")
+
+
+PROBABILITIES = ("swap", "displace_prob", "loss", "burst_loss", "duplicate")
+
+
+def vars_of(config: ImpairConfig) -> dict[str, float]:
+    names = (*PROBABILITIES, "displace", "burst_len", "jitter")
+    return {name: getattr(config, name) for name in names}
+
+
+def range_problems(
+    values: dict[str, float], call: Callable[[str], str]
+) -> list[tuple[str, str]]:
+    """The ranges of ImpairConfig, declared once: (field, what is expected) for each value out
+    of range; `call` names a field in the expectation (the config's word or the CLI flag)."""
+    problems = [
+        (name, "a probability 0..1") for name in PROBABILITIES if not 0.0 <= values[name] <= 1.0
+    ]
+    displace = values["displace"]
+    if displace < 0 or (values["displace_prob"] and displace < 1):
+        problems.append(("displace", f"K >= 1 with {call('displace_prob')}"))
+    if values["burst_len"] < 1:
+        problems.append(("burst_len", "N >= 1"))
+    if not values["jitter"] >= 0:
+        problems.append(("jitter", ">= 0"))
+    return problems
 
 
 @dataclass(slots=True)
@@ -305,18 +327,19 @@ def add_arguments(parser: Any) -> None:
 
 
 def _flag_errors(args: Any) -> list[str]:
-    """The checks ImpairConfig makes, in the operator's words: flag, value as typed, unit."""
+    """ImpairConfig's range checks in the operator's words: flag, value as typed, unit."""
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    values = {name: getattr(args, name) for name in (*PROBABILITIES, "displace", "burst_len")}
+    values["jitter"] = args.jitter  # milliseconds, as typed
     errors = []
-    for flag in ("swap", "displace_prob", "loss", "burst_loss", "duplicate"):
-        value = getattr(args, flag)
-        if not 0.0 <= value <= 1.0:
-            errors.append(f"--{flag.replace('_', '-')} {value:g}: expected a probability 0..1")
-    if args.displace < 0 or (args.displace_prob and args.displace < 1):
-        errors.append(f"--displace {args.displace}: expected K >= 1 with --displace-prob")
-    if args.burst_len < 1:
-        errors.append(f"--burst-len {args.burst_len}: expected N >= 1")
-    if not args.jitter >= 0:
-        errors.append(f"--jitter {args.jitter:g}: expected >= 0 ms")
+    for name, expected in range_problems(values, flag):
+        value = values[name]
+        typed = f"{value:g}" if isinstance(value, float) else str(value)
+        unit = " ms" if name == "jitter" else ""
+        errors.append(f"{flag(name)} {typed}: expected {expected}{unit}")
     return errors
 
 

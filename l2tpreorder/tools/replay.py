@@ -1,13 +1,13 @@
 """`l2tpreorder replay pcap FILE`: what l2tpreorder would have done with a capture's traffic.
 
-A thin adapter around the same sans-IO `ReorderEngine` the daemon runs, driven in virtual time by
-the capture's timestamps: before each datagram every engine deadline up to its timestamp fires at
-its own time, so release times in `-o OUT.pcap` are the ones the daemon would have produced.
+A thin adapter around the same sans-IO `Pipeline` the daemon runs, driven in virtual time by the
+capture's timestamps: before each datagram every deadline up to its timestamp fires at its own
+time, so release times in `-o OUT.pcap` are the ones the daemon would have produced.
 
-Only traffic towards the LNS goes through the engine, as in the daemon; the other direction is
-passed through (its control messages still end sessions via `observe_reverse`). Which end is the
-LNS is decided per conversation by `l2tpreorder.tools.direction`; what is reported, and how, lives
-in `l2tpreorder.tools.replay_report`.
+Both directions go through the pipeline, as in the daemon: traffic towards the LNS is reordered,
+the other direction passed on (the pipeline reads its control messages for session ends). Which
+end is the LNS is decided per conversation by `l2tpreorder.tools.direction`; what is reported,
+and how, lives in `l2tpreorder.tools.replay_report`.
 
 Memory does not grow with the capture: per-packet state lives only in the engine's bounded hold
 queues; hold times are folded into fixed-size log histograms per session.
@@ -21,9 +21,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from l2tpreorder.config import ConfigError, _ms, load_with_overrides, parse_address
-from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
+from l2tpreorder.config import ConfigError, load_with_overrides, parse_address, parse_ms
+from l2tpreorder.core import counters
+from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.fastpath import parse_header
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.capture import CaptureReader, UdpDatagram
@@ -66,7 +68,8 @@ class Replay:
         self.options = options
         # the report's hold-time percentiles need the samples (the one place this is set)
         config = replace(options.engine, record_hold_times=True)
-        self.engine = ReorderEngine(config)
+        self.pipeline = Pipeline(config)
+        self.engine = self.pipeline.engine  # LAC to LNS: the sessions the report follows
         self.reader = CaptureReader(path, options.ports)
         self.directions = DirectionFinder(options.lns_address, options.ports)
         self.result = ReplayResult(path, self.reader.stats, engine=options.engine)
@@ -95,23 +98,28 @@ class Replay:
         if ts < self._now:
             self.result.time_went_back += 1
             ts = self._now
-        engine = self.engine
-        deadline = engine.next_deadline()
+        pipeline = self.pipeline
+        deadline = pipeline.next_deadline()
         while deadline is not None and deadline <= ts:
-            engine.expire(deadline)
+            pipeline.expire(deadline)
             self._drain(deadline)
-            deadline = engine.next_deadline()
+            deadline = pipeline.next_deadline()
         self._now = ts
         return ts
 
     def _drain(self, now: float) -> None:
-        engine = self.engine
-        if not engine.out:
+        out = self.pipeline.take_output()
+        if not out:
             return
         compare = self.options.compare
-        for flow, data in engine.out:
-            self.result.forwarded += 1
+        for o in out:
+            flow, data = o.flow, o.data
             assert isinstance(flow, Conversation)
+            if not o.to_lns:  # passed on towards the LAC, as it came
+                if self.writer is not None:
+                    self._write(now, flow.lns, flow.lac, data)
+                continue
+            self.result.forwarded += 1
             if self.writer is not None:
                 self._write(now, flow.lac, flow.lns, data)
             if compare:
@@ -127,7 +135,6 @@ class Replay:
                         assert isinstance(stats, DeliveryStats)
                         # the engine delivers out of order only with timeout 0, and counts it
                         stats.on_delivered(None, now)
-        engine.out.clear()
 
     def _write(self, ts: float, src: Endpoint, dst: Endpoint, data: bytes) -> None:
         assert self.writer is not None
@@ -160,14 +167,14 @@ class Replay:
 
     def _advance_to_end(self, end: float) -> None:
         """After the last packet the daemon would still release what it holds, at its deadline."""
-        engine = self.engine
-        deadline = engine.next_deadline()
+        pipeline = self.pipeline
+        deadline = pipeline.next_deadline()
         while deadline is not None:
-            engine.expire(deadline)
+            pipeline.expire(deadline)
             self._drain(deadline)
             self._now = max(self._now, deadline)
-            deadline = engine.next_deadline()
-        engine.flush(self._now if self._now != float("-inf") else end)
+            deadline = pipeline.next_deadline()
+        pipeline.flush(self._now if self._now != float("-inf") else end)
         self._drain(self._now)
 
     def _datagram(self, d: UdpDatagram) -> None:
@@ -183,10 +190,10 @@ class Replay:
             result.malformed[header] = result.malformed.get(header, 0) + 1
             conv, towards_lns = self.directions.find(src, dst, None)
             if towards_lns:
-                self.engine.receive(payload, conv, now)  # counted by the engine as malformed
-                self._drain(now)
-            elif self.writer is not None:
-                self._write(now, src, dst, payload)
+                self.pipeline.from_lac(payload, conv, now)  # counted by the engine as malformed
+            else:
+                self.pipeline.from_lns(payload, conv, now)
+            self._drain(now)
             return
         result.l2tp_packets += 1
         message_type = control_message_type(payload, header)
@@ -204,11 +211,8 @@ class Replay:
                     (header.tunnel_id, header.session_id)
                 )
         if not towards_lns:
-            if header.is_control:
-                self.engine.observe_reverse(payload, conv, now)
-                self._drain(now)
-            if self.writer is not None:
-                self._write(now, src, dst, payload)
+            self.pipeline.from_lns(payload, conv, now)
+            self._drain(now)
             return
         rep: SessionReport | None = None
         order = 0
@@ -225,7 +229,7 @@ class Replay:
                 order = rep.order_of(header.ns)
                 if self.options.compare:
                     self._compare_models(rep, header.ns, order, now)
-        outcome = self.engine.receive(payload, conv, now)
+        outcome = self.pipeline.from_lac(payload, conv, now)
         if rep is not None and header.ns is not None:
             rep.track_engine_session(self.engine)
             if rep.sequenced & 0xFF == 0:
@@ -287,20 +291,7 @@ class Replay:
             max(len(self._session_ids.get((d, c), ())) for d in (True, False)) for c in convs
         )
         result.compared = self.compare_names if self.options.compare else []
-        c = self.engine.counters
-        result.counters = {
-            "received": c.received,
-            "forwarded_control": c.forwarded_control,
-            "forwarded_unsequenced": c.forwarded_unsequenced,
-            "forwarded_in_order": c.forwarded_in_order,
-            "forwarded_out_of_order": c.forwarded_out_of_order,
-            "released": c.released,
-            "dropped_duplicate": c.dropped_duplicate,
-            "dropped_late": c.dropped_late,
-            "malformed": {k: v for k, v in c.malformed.items() if v},
-            "skipped": {k: v for k, v in c.skipped.items() if v},
-            "resyncs": c.resyncs,
-        }
+        result.counters = counters.engine_totals(self.engine.counters)
 
 
 def replay(path: str, options: ReplayOptions | None = None) -> ReplayResult:
@@ -437,7 +428,7 @@ def main(args: Any) -> int:
         kernel_reorder_timeout = (
             None
             if args.kernel_reorder_timeout is None
-            else _ms("--kernel-reorder-timeout", args.kernel_reorder_timeout, 0, 60000)
+            else parse_ms("--kernel-reorder-timeout", args.kernel_reorder_timeout, 0, 60000)
         )
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from l2tpreorder.config import format_address
+from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Session
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.direction import Conversation
@@ -142,13 +143,9 @@ class SessionReport:
 
     def finish(self) -> None:
         self.drain_hold_times()
-        for s in self.engine_sessions:
-            self.forwarded_in_order += s.forwarded_in_order
-            self.forwarded_out_of_order += s.forwarded_out_of_order
-            self.released += s.released
-            self.dropped_duplicate += s.dropped_duplicate
-            self.dropped_late += s.dropped_late
-            self.skipped += s.skipped
+        for s in self.engine_sessions:  # the counters table's per-session `total` rows
+            for name in counters.SESSION_TOTALS:
+                setattr(self, name, getattr(self, name) + getattr(s, name))
             self.max_displacement = max(self.max_displacement, s.max_displacement)
         self.engine_sessions = []
 

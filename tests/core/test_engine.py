@@ -193,7 +193,7 @@ def test_malformed_input_is_counted_by_reason() -> None:
     assert c.malformed[reasons.L2TPV3] == 1
     assert c.malformed[reasons.BAD_VERSION] == 1
     assert c.malformed[reasons.BAD_AVP] == 1
-    assert e.out == []
+    assert e.take_output() == []
     check_invariants(e)
 
 

@@ -1,4 +1,4 @@
-"""Property tests: `ReorderEngine.receive` inlines fastpath.sequenced_data; prove they agree.
+"""Property tests: `ReorderEngine.receive` inlines engine_helpers.sequenced_data; they agree.
 
 1. Any datagram (the equivalence test's generator: every flag combination, lying Length values,
    offsets, truncation) fed to a fresh engine takes the inlined fast route exactly when
@@ -7,7 +7,7 @@
    `parse_header` names (malformed reason, control, unsequenced, or sequenced with an offset).
 2. Sequences of such datagrams, mixed with in-order/swapped/far-behind data for a few sessions,
    give the same outcomes, output and counters as a reference engine that calls
-   `fastpath.sequenced_data` and sends every sequenced packet down the general path.
+   `sequenced_data` and sends every sequenced packet down the general path.
 """
 
 from __future__ import annotations
@@ -23,21 +23,21 @@ from l2tpreorder.core import fastpath
 from l2tpreorder.core.engine import MASK, EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.core.reasons import Outcome
 from tests.core.test_fastpath_equivalence import headers
-from tests.engine_helpers import FLOW, check_invariants
+from tests.engine_helpers import FLOW, check_invariants, sequenced_data
 
 
 class ReferenceEngine(ReorderEngine):
-    """No inlining at all: every datagram is classified by fastpath.sequenced_data and every
+    """No inlining at all: every datagram is classified by sequenced_data and every
     sequenced one takes the general path (`_receive_sequenced`), never the in-order shortcut.
     So this checks the inlined parse AND the inlined in-order shortcut against independent
     code, not against a copy of themselves."""
 
-    def receive(self, data: bytes, flow: Hashable, now: float) -> int:
-        fast = fastpath.sequenced_data(data)
+    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
+        fast = sequenced_data(data)
         if fast is None:
-            return self._receive_other(data, flow, now)
+            return self._receive_other(data, flow, now, tag)
         key, ns, ns_offset = fast
-        return self._receive_sequenced(data, flow, key, ns, ns_offset, now)
+        return self._receive_sequenced(data, flow, key, ns, ns_offset, now, tag)
 
 
 class RouteRecorder(ReorderEngine):
@@ -45,9 +45,9 @@ class RouteRecorder(ReorderEngine):
 
     slow: list[bytes]
 
-    def _receive_other(self, data: bytes, flow: Hashable, now: float) -> int:
+    def _receive_other(self, data: bytes, flow: Hashable, now: float, tag: object) -> int:
         self.slow.append(data)
-        return super()._receive_other(data, flow, now)
+        return super()._receive_other(data, flow, now, tag)
 
 
 def _counters(e: ReorderEngine) -> dict[str, object]:
@@ -65,7 +65,7 @@ def test_fresh_engine_classifies_like_fastpath(data: bytes) -> None:
     e = RouteRecorder(EngineConfig())
     e.slow = []
     outcome = e.receive(data, FLOW, 1.0)
-    fast = fastpath.sequenced_data(data)
+    fast = sequenced_data(data)
     header = fastpath.parse_header(data)
     # The inlined parse takes the fast route exactly when sequenced_data returns a result.
     assert e.slow == ([] if fast is not None else [data])
@@ -76,7 +76,7 @@ def test_fresh_engine_classifies_like_fastpath(data: bytes) -> None:
         assert outcome == Outcome.FORWARDED_IN_ORDER
         s = e.session(FLOW, key >> 16, key & MASK)
         assert s is not None and s.expected == (ns + 1) & MASK
-        assert e.out == [(FLOW, data)]
+        assert e.take_output() == [(FLOW, data, None)]
     elif isinstance(header, str):
         assert outcome == Outcome.DROPPED_MALFORMED
         assert e.counters.malformed[header] == 1
@@ -142,12 +142,10 @@ def test_receive_matches_the_reference_engine(
     now = 1.0
     for data in packets:
         assert engine.receive(data, FLOW, now) == ref.receive(data, FLOW, now)
-        assert engine.out == ref.out
+        assert engine.take_output() == ref.take_output()
         now += 0.01
         engine.expire(now)
         ref.expire(now)
-        assert engine.out == ref.out
-        engine.out.clear()
-        ref.out.clear()
+        assert engine.take_output() == ref.take_output()
     assert _counters(engine) == _counters(ref)
     check_invariants(engine)

@@ -12,7 +12,7 @@ from tests.engine_helpers import FLOW, check_invariants, data, drain, ident_of, 
 starts = st.one_of(st.sampled_from([65530, 65535, 0]), st.integers(0, 0xFFFF))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(start=starts, rest=st.permutations(list(range(1, 60))))
 def test_any_order_within_the_timeout_comes_out_in_ns_order_exactly_once(
     start: int, rest: list[int]
@@ -49,7 +49,7 @@ def impaired_streams(draw: st.DrawFn) -> tuple[int, list[tuple[float, int]], set
     return start, arrivals, lost
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=impaired_streams(), mode=st.sampled_from(list(Sequencing)))
 def test_loss_duplication_and_reordering_within_the_timeout(
     stream: tuple[int, list[tuple[float, int]], set[int]], mode: Sequencing
@@ -94,7 +94,7 @@ def hostile_runs(draw: st.DrawFn) -> list[tuple[str, float, int, int]]:
     return ops
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=hostile_runs(),
     timeout=st.sampled_from([0.0, 0.01, 0.1]),

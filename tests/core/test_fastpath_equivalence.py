@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from l2tpreorder import wire
 from l2tpreorder.core import fastpath, reasons
+from tests.engine_helpers import sequenced_data
 
 
 @st.composite
@@ -75,7 +76,7 @@ def check_sequenced_shortcut(data: bytes) -> None:
     """The engine's shortcut agrees with parse_header whenever it answers, and always answers
     for the common shapes (data, S set, no offset)."""
     fast = fastpath.parse_header(data)
-    shortcut = fastpath.sequenced_data(data)
+    shortcut = sequenced_data(data)
     common = (
         isinstance(fast, fastpath.Header)
         and not fast.is_control
@@ -93,7 +94,7 @@ def check_sequenced_shortcut(data: bytes) -> None:
     assert ns_offset == fast.ns_offset
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers())
 @example(b"\x48\x02\x00\x0a" + bytes(8))  # L+S data, Length 10 < its 12-byte header
 @example(b"\x48\x02\x00\x0c" + bytes(8))  # L+S data, Length exactly the header
@@ -103,14 +104,14 @@ def test_fast_path_equals_construct(data: bytes) -> None:
     check_sequenced_shortcut(data)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=40))
 def test_fast_path_equals_construct_on_noise(data: bytes) -> None:
     check_same(data)
     check_sequenced_shortcut(data)
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(
     tunnel_id=st.integers(0, 0xFFFF),
     session_id=st.integers(0, 0xFFFF),

@@ -178,14 +178,13 @@ configs = st.builds(
 
 def check_output(e: ReorderEngine, sent: list[tuple[Hashable, bytes]]) -> None:
     """Everything sent on is a well-formed L2TPv2 message of a flow that sent us something."""
-    for flow, out in e.out:
+    for flow, out, _ in e.take_output():
         assert flow in FLOWS
         header = parse_header(out)
         assert not isinstance(header, str), (header, out.hex())
         if not header.is_control and e.config.sequencing is Sequencing.STRIP:
             assert header.ns is None
         sent.append((flow, out))
-    e.out.clear()
 
 
 @settings(
@@ -256,12 +255,12 @@ def test_broken_avp_lists_are_counted_bad_avp(data: bytes) -> None:
     reason = expected_malformed_reason(data)
     if reason is None:
         assert outcome == Outcome.FORWARDED_CONTROL
-        assert e.out == [("lac", data)]  # control passes untouched
+        assert e.take_output() == [("lac", data, None)]  # control passes untouched
     else:
         assert reason in (reasons.BAD_AVP, reasons.LENGTH_EXCEEDS_DATAGRAM)
         assert outcome == Outcome.DROPPED_MALFORMED
         assert e.counters.malformed[reason] == 1
-        assert e.out == []
+        assert e.take_output() == []
 
 
 def test_avp_length_past_the_message_end_is_bad_avp() -> None:
@@ -295,4 +294,4 @@ def test_tcpdump_avp_overflow_capture_is_counted_malformed() -> None:
     assert c.malformed[reasons.CONTROL_WITHOUT_LENGTH_OR_SEQUENCE] == 16
     assert c.malformed[reasons.BAD_VERSION] == 2
     assert sum(1 for port, _ in payloads if port == 1701) == 16
-    assert e.out == [] and e.session_count == 0
+    assert e.take_output() == [] and e.session_count == 0

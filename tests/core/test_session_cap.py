@@ -62,7 +62,7 @@ def test_flood_keeps_table_at_cap_and_established_session_flows_in_order() -> No
     assert c.sessions_evicted_confirmed == 0
     s = e.session(lac, 7, 9)
     assert s is not None and s.confirmed
-    mine = [d for f, d in e.out if f == lac and d[0] & 0x80 == 0]
+    mine = [d for f, d, _ in e.take_output() if f == lac and d[0] & 0x80 == 0]
     payloads = [ident_of(d) for d in mine]
     assert payloads == list(range(ns)), "the established session lost or reordered packets"
     out_ns = [h.ns for h in map(parse_header, mine) if not isinstance(h, str)]
@@ -111,10 +111,11 @@ def test_eviction_delivers_held_packets_first() -> None:
     e.receive(data(0, tunnel=1, session=1), "a", 0.0)
     assert e.receive(data(3, tunnel=1, session=1), "a", 0.1) == reasons.Outcome.HELD
     assert e.receive(data(2, tunnel=1, session=1), "a", 0.2) == reasons.Outcome.HELD
-    e.out.clear()
+    e.take_output()
     e.receive(data(0, tunnel=2, session=2), "b", 0.3)  # evicts (1, 1) of "a" (holds Ns 2, 3)
-    assert [f for f, _ in e.out] == ["a", "a", "b"]
-    assert [parse_header(d).ns for _, d in e.out[:2]] == [1, 2]  # type: ignore[union-attr]
+    out = e.take_output()
+    assert [f for f, _, _ in out] == ["a", "a", "b"]
+    assert [parse_header(d).ns for _, d, _ in out[:2]] == [1, 2]  # type: ignore[union-attr]
     c = e.counters
     assert c.released == 2 and c.held_packets == 0
     assert c.skipped[reasons.SKIP_EVICTED] == 1
@@ -196,13 +197,13 @@ def test_memory_stays_flat_under_a_flood_at_the_cap() -> None:
     try:
         for i, p in enumerate(packets[:cap]):
             e.receive(p, i % 7, i * 1e-4)
-        e.out.clear()
+        e.take_output()
         at_cap = tracemalloc.get_traced_memory()[0]
         for i, p in enumerate(packets[cap:], start=cap):
             e.receive(p, i % 7, i * 1e-4)
-            if len(e.out) > 1000:
-                e.out.clear()
-        e.out.clear()
+            if i % 1000 == 0:
+                e.take_output()
+        e.take_output()
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()

@@ -414,7 +414,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
     from prometheus_client import generate_latest
 
     from l2tpreorder.daemon.metrics import MetricsConfig, build_registry
-    from l2tpreorder.daemon.service import MetricsSource
+    from l2tpreorder.daemon.service import RelaySource
 
     listen, lns_port = free_udp_port(), free_udp_port()
     lns = udp(port=lns_port)
@@ -443,27 +443,27 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert payload_of(got)[0] == 0
             lac.sendto(data(2), ("127.0.0.1", listen))
             for _ in range(100):
-                if relay.engine_up.counters.held_packets:
+                if relay.pipeline.engine.counters.held_packets:
                     break
                 await asyncio.sleep(0.01)
-            assert relay.engine_up.counters.held_packets == 1
+            assert relay.pipeline.engine.counters.held_packets == 1
             now = relay.clock()
             assert relay.remove_idle(now + 30) == 0  # quiet, but not for longer than 61 s
             assert relay.counters.peers == 1
             assert relay.remove_idle(now + 62) == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
             exported = generate_latest(
-                build_registry(MetricsConfig(), MetricsSource(relay))
+                build_registry(MetricsConfig(), RelaySource(relay))
             ).decode()
             assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
             got, src = await lns_recv()  # held data went out on the old socket first
             assert payload_of(got) == (1, b"payload-200-2") and src == upstream
-            assert relay.engine_up.session_count == 0
+            assert relay.pipeline.engine.session_count == 0
             # Back with a new call (Ns from 0 again): a new peer and a fresh session.
             lac.sendto(data(0), ("127.0.0.1", listen))
             got, _ = await lns_recv()
             assert payload_of(got) == (0, b"payload-200-0")
-            assert relay.engine_up.counters.sessions_continued == 0
+            assert relay.pipeline.engine.counters.sessions_continued == 0
             assert relay.counters.peers == 1
         finally:
             relay.shutdown()
@@ -503,7 +503,7 @@ def _valid_state_file(path: Path, sequencing: str = "renumber") -> bytes:
 
     engine = ReorderEngine(EngineConfig(sequencing=Sequencing(sequencing)))
     engine.receive(data(7), ("127.0.0.1", 40000), 0.0)
-    engine.out.clear()
+    engine.take_output()
     save_state(engine, path, {"peers": [], "lns_to_lac": None})
     return path.read_bytes()
 
@@ -525,7 +525,7 @@ def test_unknown_user_fails_before_the_state_file_is_consumed(tmp_path: Path) ->
         cwd=PROJECT_ROOT,
     )
     assert res.returncode == 78, res.stderr
-    assert "user = 'l2r-no-such-user': no such user" in res.stderr
+    assert "user = 'l2r-no-such-user': expected an existing user" in res.stderr
     assert "Traceback" not in res.stderr
     assert state_file.read_bytes() == saved, "the saved sessions must survive a config typo"
 
@@ -630,7 +630,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
 
     from l2tpreorder.daemon.sdnotify import Notifier
     from l2tpreorder.daemon.service import Daemon as RelayDaemon
-    from l2tpreorder.daemon.service import DropReporter, MetricsSource
+    from l2tpreorder.daemon.service import DropReporter, RelaySource
 
     listen = free_udp_port()
     config = config_from_dict(
@@ -651,7 +651,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
         relay.bind()
         relay.start_reading()
         try:
-            reporter = daemon._reporter = DropReporter(MetricsSource(relay), 3600.0)
+            reporter = daemon._reporter = DropReporter(RelaySource(relay), 3600.0)
             assert reporter.tick(relay.clock()) == []  # the next report is an hour out
             denied.sendto(data(None), ("127.0.0.1", listen))
             for _ in range(500):
@@ -722,4 +722,4 @@ def test_missing_state_file_directory_is_a_config_error(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT,
     )
     assert res.returncode == 78, res.stderr
-    assert "no such directory" in res.stderr and "Traceback" not in res.stderr
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr

@@ -201,7 +201,7 @@ def test_scrapes_while_the_relay_thread_churns_sessions() -> None:
                 fed[0] += 1
             for sid in range(1, 200, 2):
                 engine.end_session(PEER, 1, sid, now)
-            engine.out.clear()
+            engine.take_output()
 
     thread = threading.Thread(target=relay)
     thread.start()

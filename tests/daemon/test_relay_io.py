@@ -13,7 +13,8 @@ import pytest
 from l2tpreorder.config import config_from_dict
 from l2tpreorder.core import reasons
 from l2tpreorder.daemon import mmsg
-from l2tpreorder.daemon.relay import Relay, UdpSocket
+from l2tpreorder.daemon.relay import Relay
+from l2tpreorder.daemon.sockets import UdpSocket
 from l2tpreorder.wire import build_data
 from tests.conftest import need
 from tests.daemon_harness import free_udp_port, udp
@@ -121,7 +122,7 @@ def _flood_then_read() -> Relay:
                 lac.sendto(packet(s, 50), ("127.0.0.1", listen))
                 for _ in range(500):
                     await asyncio.sleep(0.01)
-                    if c.rx_datagrams_lac == queued + s and not relay.engine_up.out:
+                    if c.rx_datagrams_lac == queued + s and not relay.pipeline.engine._out:
                         break
                 assert c.rx_datagrams_lac == queued + s, "the relay did not read Ns 50"
             return relay
@@ -148,7 +149,7 @@ def test_kernel_drops_are_seen_and_their_gaps_given_up_without_the_timeout() -> 
     need(mmsg.AVAILABLE, "recvmmsg through ctypes (Linux, 64-bit)")
     relay = _flood_then_read()
     assert relay.counters.rx_datagrams_lac < 50 * SESSIONS  # the kernel did drop
-    up = relay.engine_up.counters
+    up = relay.pipeline.engine.counters
     # Every session's Ns 50 went out although its predecessors were lost and the 30 s reorder
     # timeout never passed: the gaps were given up because of the reported drops.
     assert up.skipped[reasons.SKIP_SOCKET_DROP] > 0
@@ -162,7 +163,7 @@ def test_plain_io_fallback_relays_the_same_way(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(mmsg, "AVAILABLE", False)
     monkeypatch.setattr(mmsg, "GSO_AVAILABLE", False)
     relay = _flood_then_read()
-    up = relay.engine_up.counters
+    up = relay.pipeline.engine.counters
     assert up.skipped[reasons.SKIP_SOCKET_DROP] == 0
     assert up.skipped[reasons.SKIP_END] > 0  # Ns 50 waited for the timeout; shutdown sent it
     assert up.received == up.accounted

@@ -33,7 +33,7 @@ def data(tunnel_id: int, session_id: int, ns: int) -> bytes:
 def out_ns(e: ReorderEngine) -> list[int]:
     """Ns of the data messages sent to the LNS."""
     result = []
-    for _, d in e.out:
+    for _, d, _ in e._out:  # peeked at, as sent so far
         h = parse_header(d)
         assert not isinstance(h, str) and h.ns is not None
         if not h.is_control:

@@ -38,6 +38,10 @@ L2TP_PORT = 1701
 # Where xl2tpd listens when l2tpreorder takes its public address (README deployment guide).
 MOVED_ADDR = "127.0.0.1"
 MOVED_PORT = 1702
+INPATH_QUEUE = 3
+INPATH_RULE = (
+    f"iptables RULE INPUT -p udp --dport 1701 -j NFQUEUE --queue-num {INPATH_QUEUE} --queue-bypass"
+)
 
 
 class LabError(RuntimeError):
@@ -65,6 +69,8 @@ class Scenario:
     # Restart the relay (SIGTERM, then start it again, as systemd does) once the LNS has this
     # many frames; it keeps its state in a state file across the restart.
     restart_relay_after: int | None = None
+    # In-path mode instead: xl2tpd keeps 1701, an iptables INPUT rule queues to l2tpreorder.
+    inpath: bool = False
 
     @property
     def impair_range(self) -> tuple[int, int]:
@@ -216,6 +222,10 @@ class Lab:
                 proc.kill()
                 proc.wait(timeout=3)
         self.procs.clear()
+        if getattr(self, "inpath_rule", False):
+            subprocess.run(["ip", "netns", "exec", self.ns["lns"], *INPATH_RULE.replace(
+                "RULE", "-D").split()], capture_output=True, timeout=30)
+            self.inpath_rule = False
         for name in self.created:
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
                                   text=True, timeout=10).stdout.split()
@@ -233,7 +243,8 @@ class Lab:
 
     # -- one scenario ------------------------------------------------------------------------
     def run(self, sc: Scenario) -> Outcome:
-        workdir = self.root / f"{sc.name}-{'relay' if sc.relay else 'direct'}"
+        kind = "relay" if sc.relay else "inpath" if sc.inpath else "direct"
+        workdir = self.root / f"{sc.name}-{kind}"
         workdir.mkdir(parents=True)
         try:
             return self._run(sc, workdir)
@@ -274,6 +285,8 @@ class Lab:
         (w / "relay.yaml").write_text(relay_yaml)
         relay_argv += ["--config", str(w / "relay.yaml")]
         relay = None
+        if sc.inpath:
+            self._start_inpath(sc, w)
         if sc.relay:
             relay = self.spawn("lns", relay_argv, w / "relay.log")
             wait_for("relay bound to UDP 1701",
@@ -323,6 +336,22 @@ class Lab:
             captured=decode_capture(pcap, *lns_listen), lns_log=_text(w / "lns-xl2tpd.log"),
             relay_log=_text(w / "relay.log"), workdir=w,
         )
+
+    def _start_inpath(self, sc: Scenario, w: Path) -> None:
+        """The iptables INPUT rule (removed again by `stop_processes`) and the daemon."""
+        (w / "inpath.yaml").write_text(
+            f"mode: inpath\ninpath: {{queue: {INPATH_QUEUE}}}\nmetrics: {{enabled: false}}\n"
+            f"reorder: {{timeout_ms: {sc.relay_timeout_ms}}}\n"
+        )
+        subprocess.run(["ip", "netns", "exec", self.ns["lns"], *INPATH_RULE.replace(
+            "RULE", "-A").split()], check=True, capture_output=True, timeout=30)
+        self.inpath_rule = True
+        self.spawn("lns", [sys.executable, "-m", "l2tpreorder", "run", "--config",
+                           str(w / "inpath.yaml")], w / "relay.log")
+        wait_for("in-path daemon bound to its queue", lambda: subprocess.run(
+            ["ip", "netns", "exec", self.ns["lns"], "cat",
+             "/proc/net/netfilter/nfnetlink_queue"], capture_output=True, text=True,
+            timeout=10).stdout.strip() != "", 15)
 
     def _udp_bound(self, role: str, addr: str, port: int) -> bool:
         out = subprocess.run(["ip", "netns", "exec", self.ns[role], "ss", "-Hlun"],

@@ -522,3 +522,16 @@ def test_impair_switching_jitter_on_keeps_the_other_dice(tmp_path: Path) -> None
     assert inner_by_session(tmp_path / "a.pcap", "192.168.98.222") == inner_by_session(
         tmp_path / "b.pcap", "192.168.98.222"
     )
+
+
+def test_impair_config_refuses_what_the_flags_refuse() -> None:
+    """One declaration of impair's ranges (impair.range_problems): the dataclass says it too."""
+    for bad, needle in (
+        ({"swap": 1.5}, "swap=1.5: expected a probability 0..1"),
+        ({"displace_prob": 0.1}, "displace=0: expected K >= 1 with displace_prob"),
+        ({"burst_len": 0}, "burst_len=0: expected N >= 1"),
+        ({"jitter": -0.005}, "jitter=-0.005: expected >= 0 seconds"),
+    ):
+        with pytest.raises(ValueError) as info:
+            ImpairConfig(**bad)  # type: ignore[arg-type]
+        assert str(info.value) == needle

@@ -131,7 +131,7 @@ BAD_FILES = {
         "reorder:\n  max_held_per_session: 0\n",
         "reorder.max_held_per_session = 0: expected an integer 1..32767 packets",
     ),
-    "not YAML": ("reorder: [\n", "(yaml) = "),
+    "not YAML": ("reorder: [\n", "line 2, column 1: "),  # where, as an editor says it
 }
 
 
@@ -154,12 +154,12 @@ def test_bad_config_file_fails_as_check_config_says(case: str, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--timeout", "-1"], "--timeout = -1.0: expected a number of milliseconds >= 0"),
-        (["--timeout", "90000"], "--timeout = 90000.0: expected a number of milliseconds"),
+        (["--timeout", "-1"], "--timeout = -1: expected a number of milliseconds >= 0"),
+        (["--timeout", "90000"], "--timeout = 90000: expected a number of milliseconds"),
         (["--max-held", "0"], "--max-held = 0: expected an integer 1..32767 packets"),
         (
             ["--compare", "--kernel-reorder-timeout", "-50"],
-            "--kernel-reorder-timeout = -50.0: expected a number of milliseconds >= 0 and <= 60000",
+            "--kernel-reorder-timeout = -50: expected a number of milliseconds >= 0 and <= 60000",
         ),
         (["--lns", "1.2.3.4:x"], "--lns = '1.2.3.4:x': expected an IP address with an optional"),
         (["--lns", "lns.example"], "--lns = 'lns.example': expected an IP address"),

@@ -1,0 +1,248 @@
+"""Every counter l2tpreorder exports, declared once: where it is read and how it is shown.
+
+The Prometheus families (`daemon.metrics`), the periodic drop reports (`daemon.service`), replay's
+totals and its per-session report (`tools.replay`, `tools.replay_report`) are generated from these
+tables, so a new counter is one line here plus the attribute that counts it.
+
+A `Counter` reads `attribute` of its `source`: the engine's `EngineCounters` (exported once per
+direction, with a `direction` label first), a `Session` (per-session series and replay's
+per-session report), or the relay's `RelayCounters` (whose rows name their direction themselves).
+An attribute that is a dict (reason -> count) becomes one series per key, its last label the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Source(StrEnum):
+    ENGINE = "engine"  # EngineCounters, per direction
+    SESSION = "session"  # Session, per session
+    RELAY = "relay"  # RelayCounters, the daemon's sockets
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A Prometheus metric family (name without the `l2tpreorder_` prefix)."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One number: its attribute, the family and label values it is exported under, and
+    whether drop reports (`report`, the reason word) and replay's totals (`total`) show it."""
+
+    source: Source
+    attribute: str
+    family: Family | None  # None: not a metric (read by the replay report only)
+    labels: tuple[str, ...] = ()  # label values after `direction` (engine, session rows)
+    report: str | None = None
+    total: bool = False
+
+
+def _f(name: str, help: str, *labels: str, kind: Kind = Kind.COUNTER) -> Family:
+    return Family(name, kind, help, labels)
+
+
+D = "direction"
+RECEIVED = _f("received_packets", "Datagrams the reorder engine received, by kind.", D, "kind")
+MALFORMED = _f(
+    "malformed_packets", "Datagrams dropped as not usable L2TPv2, by reason.", D, "reason"
+)
+FORWARDED = _f("forwarded_packets", "Datagrams passed on at once (not held), by kind.", D, "kind")
+RELEASED = _f(
+    "released_packets",
+    "Data packets that arrived early, were held, then released in order (reordered).",
+    D,
+)
+DROPPED = _f(
+    "dropped_packets",
+    "Datagrams dropped, by reason (late: its Ns was already given up; see timeout).",
+    D,
+    "reason",
+)
+SKIPPED = _f(
+    "skipped_sequence_numbers",
+    "Ns values given up without the packet arriving (lost before us), by reason.",
+    D,
+    "reason",
+)
+RESYNCS = _f("resyncs", "Times a peer restarted its Ns numbering and the session followed.", D)
+STARTED = _f("sessions_started", "Sessions first seen.", D)
+ENDED = _f("sessions_ended", "Sessions ended (CDN, StopCCN, peer idle).", D)
+EVICTED = _f(
+    "sessions_evicted",
+    "Sessions evicted because the table was full (max_sessions), by whether the control"
+    " channel had established them (those go last).",
+    D,
+    "confirmed",
+)
+CONTINUED = _f(
+    "sessions_continued",
+    "Sessions recreated with the same IDs whose Ns went on where the ended one stopped"
+    " (a CDN the LNS did not act on, an eviction, an idle peer back): renumbering kept.",
+    D,
+)
+HELD = _f("held_packets", "Packets held now, waiting for a gap.", D, kind=Kind.GAUGE)
+HELD_BYTES = _f("held_bytes", "Bytes held now, waiting for a gap.", D, kind=Kind.GAUGE)
+
+SOCKET_RX = _f(
+    "socket_received_datagrams",
+    "Datagrams read from the sockets facing where the direction starts.",
+    D,
+)
+SOCKET_TX = _f(
+    "socket_sent_datagrams", "Datagrams written to the sockets facing where the direction ends.", D
+)
+SOCKET_RX_BYTES = _f("socket_received_bytes", "UDP payload bytes read, by direction.", D)
+SOCKET_TX_BYTES = _f("socket_sent_bytes", "UDP payload bytes written, by direction.", D)
+SEND_ERRORS = _f("send_errors", "Datagrams lost because sendto failed.")
+SOCKET_DROPS = _f(
+    "socket_receive_drops",
+    "Datagrams the kernel dropped on a full receive queue of the relay's sockets "
+    "(the drops column of /proc/net/udp, what SO_RXQ_OVFL counts).",
+)
+PEERS = _f("peers", "LAC peers with an upstream socket now.", kind=Kind.GAUGE)
+PEERS_IDLE = _f(
+    "peers_removed_idle",
+    "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
+)
+RELOADS = _f("config_reloads", "Configuration reloads (SIGHUP), by result.", "result")
+LOAD_FAILING = _f(
+    "config_load_failing",
+    "1 while the configuration file fails to load (the last reload was refused and "
+    "the old configuration runs); 0 after a successful reload.",
+    kind=Kind.GAUGE,
+)
+LNS_ICMP = _f(
+    "lns_icmp_errors",
+    "ICMP errors (port/host unreachable...) for datagrams the relay sent to the LNS.",
+)
+LNS_UNRESPONSIVE = _f(
+    "lns_unresponsive",
+    "1 while the LNS does not answer: ICMP errors, or LAC traffic in and nothing back "
+    "from the LNS for 90 s; 0 once it is heard again.",
+    kind=Kind.GAUGE,
+)
+
+S = ("direction", "peer", "tunnel_id", "session_id")
+S_PACKETS = _f(
+    "session_received_packets",
+    "Sequenced data packets of one session (top sessions by packets only).",
+    *S,
+)
+S_RELEASED = _f(
+    "session_released_packets", "Packets of one session released after being held (reordered).", *S
+)
+S_DROPPED = _f(
+    "session_dropped_packets", "Packets of one session dropped, by reason.", *S, "reason"
+)
+S_SKIPPED = _f(
+    "session_skipped_sequence_numbers", "Ns values of one session given up (lost before us).", *S
+)
+
+E, SE, R = Source.ENGINE, Source.SESSION, Source.RELAY
+# Direction labels (also `pipeline.LAC_TO_LNS`/`LNS_TO_LAC`, which take them from here).
+LAC_TO_LNS, LNS_TO_LAC = "lac_to_lns", "lns_to_lac"
+
+COUNTERS: tuple[Counter, ...] = (
+    # --- the engine, per direction ---
+    Counter(E, "received", None, total=True),
+    Counter(E, "rx_control", RECEIVED, ("control",)),
+    Counter(E, "rx_data_seq", RECEIVED, ("data_with_ns",)),
+    Counter(E, "rx_data_unseq", RECEIVED, ("data_without_ns",)),
+    Counter(E, "rx_malformed", RECEIVED, ("malformed",)),
+    Counter(E, "forwarded_control", FORWARDED, ("control",), total=True),
+    Counter(E, "forwarded_unsequenced", FORWARDED, ("data_without_ns",), total=True),
+    Counter(E, "forwarded_in_order", FORWARDED, ("data_in_order",), total=True),
+    Counter(E, "forwarded_out_of_order", FORWARDED, ("data_out_of_order",), total=True),
+    Counter(E, "released", RELEASED, total=True),
+    Counter(E, "dropped_duplicate", DROPPED, ("duplicate",), report="duplicate", total=True),
+    Counter(E, "dropped_late", DROPPED, ("late",), report="late", total=True),
+    Counter(E, "malformed", MALFORMED, report="malformed", total=True),
+    Counter(E, "rx_malformed", DROPPED, ("malformed",)),
+    Counter(E, "skipped", SKIPPED, report="gave_up_ns", total=True),
+    Counter(E, "resyncs", RESYNCS, total=True),
+    Counter(E, "sessions_started", STARTED),
+    Counter(E, "sessions_ended", ENDED),
+    Counter(E, "sessions_evicted_unconfirmed", EVICTED, ("no",)),
+    Counter(E, "sessions_evicted_confirmed", EVICTED, ("yes",)),
+    Counter(E, "sessions_continued", CONTINUED),
+    Counter(E, "held_packets", HELD),
+    Counter(E, "held_bytes", HELD_BYTES),
+    # --- the relay's sockets and peers (their rows carry their own direction) ---
+    Counter(R, "dropped_not_allowed", DROPPED, (LAC_TO_LNS, "not_allowed"), report="not_allowed"),
+    Counter(
+        R, "dropped_not_from_lns", DROPPED, (LNS_TO_LAC, "not_from_lns"), report="not_from_lns"
+    ),
+    Counter(R, "dropped_peer_limit", DROPPED, (LAC_TO_LNS, "peer_limit"), report="peer_limit"),
+    Counter(R, "tx_errors", SEND_ERRORS, report="send_error"),
+    Counter(R, "socket_rx_drops", SOCKET_DROPS, report="socket_overflow"),
+    Counter(R, "rx_datagrams_lac", SOCKET_RX, (LAC_TO_LNS,)),
+    Counter(R, "rx_datagrams_lns", SOCKET_RX, (LNS_TO_LAC,)),
+    Counter(R, "tx_datagrams_lns", SOCKET_TX, (LAC_TO_LNS,)),
+    Counter(R, "tx_datagrams_lac", SOCKET_TX, (LNS_TO_LAC,)),
+    Counter(R, "rx_bytes_lac", SOCKET_RX_BYTES, (LAC_TO_LNS,)),
+    Counter(R, "rx_bytes_lns", SOCKET_RX_BYTES, (LNS_TO_LAC,)),
+    Counter(R, "tx_bytes_lns", SOCKET_TX_BYTES, (LAC_TO_LNS,)),
+    Counter(R, "tx_bytes_lac", SOCKET_TX_BYTES, (LNS_TO_LAC,)),
+    Counter(R, "peers", PEERS),
+    Counter(R, "peers_removed_idle", PEERS_IDLE),
+    Counter(R, "config_reloads_ok", RELOADS, ("success",)),
+    Counter(R, "config_reloads_failed", RELOADS, ("failure",)),
+    Counter(R, "config_load_failing", LOAD_FAILING),
+    Counter(R, "lns_icmp_errors", LNS_ICMP),
+    Counter(R, "lns_unresponsive", LNS_UNRESPONSIVE),
+    # --- one session (per-session series, replay's per-session report sums `total` rows) ---
+    Counter(SE, "packets", S_PACKETS),
+    Counter(SE, "forwarded_in_order", None, total=True),
+    Counter(SE, "forwarded_out_of_order", None, total=True),
+    Counter(SE, "released", S_RELEASED, total=True),
+    Counter(SE, "dropped_duplicate", S_DROPPED, ("duplicate",), total=True),
+    Counter(SE, "dropped_late", S_DROPPED, ("late",), total=True),
+    Counter(SE, "skipped", S_SKIPPED, total=True),
+)
+
+
+def of(source: Source) -> tuple[Counter, ...]:
+    return tuple(c for c in COUNTERS if c.source is source)
+
+
+def engine_totals(counters: object) -> dict[str, object]:
+    """Replay's totals: every `total` engine row by attribute; dicts keep their non-zero keys."""
+    totals: dict[str, object] = {}
+    for c in of(Source.ENGINE):
+        if c.total:
+            value = getattr(counters, c.attribute)
+            totals[c.attribute] = (
+                {k: v for k, v in value.items() if v} if isinstance(value, dict) else value
+            )
+    return totals
+
+
+def drop_report(counters: object, source: Source, prefix: str = "") -> dict[str, int]:
+    """What drop reports watch: `report` rows as `prefix + word` (dicts: `word:key`)."""
+    snap: dict[str, int] = {}
+    for c in of(source):
+        if c.report is None:
+            continue
+        value = getattr(counters, c.attribute)
+        if isinstance(value, dict):
+            for key, n in value.items():
+                snap[f"{prefix}{c.report}:{key}"] = n
+        else:
+            snap[prefix + c.report] = value
+    return snap
+
+
+SESSION_TOTALS: tuple[str, ...] = tuple(c.attribute for c in of(Source.SESSION) if c.total)

@@ -1,0 +1,473 @@
+"""`l2tpreorder run` with `mode: inpath`: one worker per NFQUEUE queue, each an event loop around
+`InPath` (signals, timer, state file, metrics, privilege drop).
+
+One queue: this process is the worker. Several: this process supervises one worker process per
+queue (`inpath_workers`), because threads would share one GIL. Binding a queue needs only
+CAP_NET_ADMIN; `user` drops privileges right after the bind. SIGTERM accepts everything held,
+in order, and saves the sessions' numbering to the state file like relay mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from l2tpreorder.config import Config, ConfigError
+from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.daemon.inpath import InPath
+from l2tpreorder.daemon.metrics import PREFIX, MetricsServer, RelayCollector
+from l2tpreorder.daemon.nfqueue import NfQueue, read_queue_stats
+from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.state import load_state, save_state
+
+log = logging.getLogger("l2tpreorder")
+
+SHUTDOWN_DRAIN_READS = 64  # x 64 messages read and ordered at SIGTERM before accepting the rest
+READ_BATCHES_PER_WAKE = 16  # x 64 messages: bounded so timers and signals still run
+WORKER_METRICS_LINE = "l2tpreorder-worker-metrics-port="
+
+
+class InPathSource:
+    """What the metrics collectors read: the pipeline's engines and the adapter's counters."""
+
+    def __init__(self, worker: InPathWorker) -> None:
+        self._worker = worker
+
+    @property
+    def engines(self) -> dict[str, ReorderEngine]:
+        return self._worker.pipeline.engines
+
+    @property
+    def relay(self) -> RelayCounters:
+        """The relay families, filled from what in-path mode has in their place."""
+        c = self._worker.adapter.counters
+        r = RelayCounters()
+        r.rx_datagrams_lac = c.from_lac
+        r.rx_datagrams_lns = c.from_lns
+        r.tx_datagrams_lns = c.accepted
+        r.config_reloads_ok = self._worker.reloads_ok
+        r.config_reloads_failed = self._worker.reloads_failed
+        return r
+
+
+class InPathCollector(Collector):
+    """The in-path families: per-queue adapter counters and the kernel's queue counters."""
+
+    def __init__(self, worker: InPathWorker) -> None:
+        self._worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        w = self._worker
+        q = str(w.queue_num)
+        c = w.adapter.counters
+        passed = CounterMetricFamily(
+            PREFIX + "inpath_passed_not_ours",
+            "Queued packets accepted untouched at once because they are not whole L2TPv2 "
+            "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
+            "the packet; not_l2tpv2: L2TPv3 or other UDP).",
+            labels=["queue", "reason"],
+        )
+        for reason in ("not_udp", "truncated", "not_l2tpv2"):
+            passed.add_metric([q, reason], getattr(c, reason))
+        verdicts = CounterMetricFamily(
+            PREFIX + "inpath_verdicts",
+            "Verdicts given: accept (untouched), accept_rewritten (renumber/strip), drop "
+            "(duplicates and late packets).",
+            labels=["queue", "verdict"],
+        )
+        verdicts.add_metric([q, "accept"], c.accepted - c.accepted_rewritten)
+        verdicts.add_metric([q, "accept_rewritten"], c.accepted_rewritten)
+        verdicts.add_metric([q, "drop"], c.dropped)
+        queued = CounterMetricFamily(
+            PREFIX + "inpath_queued_packets", "Packets read from the queue.", labels=["queue"]
+        )
+        queued.add_metric([q], c.packets)
+        messages = CounterMetricFamily(
+            PREFIX + "inpath_verdict_messages",
+            "Netlink verdict messages sent (batch: one for a run of packets).",
+            labels=["queue", "kind"],
+        )
+        messages.add_metric([q, "single"], c.verdict_messages - c.batch_verdicts)
+        messages.add_metric([q, "batch"], c.batch_verdicts)
+        waiting = GaugeMetricFamily(
+            PREFIX + "inpath_awaiting_verdict",
+            "Packets read and held back (no verdict yet).",
+            labels=["queue"],
+        )
+        waiting.add_metric([q], w.adapter.held)
+        errors = CounterMetricFamily(
+            PREFIX + "inpath_verdict_errors",
+            "Verdicts the kernel refused (logged; e.g. EPERM without CAP_NET_ADMIN).",
+            labels=["queue"],
+        )
+        errors.add_metric([q], w.verdict_errors)
+        yield from (passed, verdicts, queued, messages, waiting, errors)
+        yield from kernel_queue_families([w.queue_num])
+
+
+def kernel_queue_families(queues: list[int]) -> Iterator[Metric]:
+    """/proc/net/netfilter/nfnetlink_queue for our queues (this network namespace)."""
+    stats = read_queue_stats()
+    dropped = CounterMetricFamily(
+        PREFIX + "inpath_kernel_queue_drops",
+        "The kernel's per-queue drop counters: queue_full (queue at its maximum length) and "
+        "socket_full (our netlink socket full). Fail-open passes packets instead of dropping "
+        "them there and the kernel does not count those passes.",
+        labels=["queue", "reason"],
+    )
+    backlog = GaugeMetricFamily(
+        PREFIX + "inpath_kernel_queue_waiting",
+        "Packets waiting in the kernel's queue for a verdict (read or not yet read).",
+        labels=["queue"],
+    )
+    for n in queues:
+        s = stats.get(n)
+        if s is None:
+            continue
+        dropped.add_metric([str(n), "queue_full"], s.queue_dropped)
+        dropped.add_metric([str(n), "socket_full"], s.user_dropped)
+        backlog.add_metric([str(n)], s.waiting)
+    yield from (dropped, backlog)
+
+
+class InPathWorker:
+    """One queue: read, hand to the pipeline, verdicts; one timer for the earliest deadline."""
+
+    def __init__(
+        self,
+        config: Config,
+        queue_num: int,
+        reload_config: Callable[[], Config],
+        *,
+        state_file: str | None = None,
+        notifier: Notifier | None = None,
+        report_metrics_port: bool = False,
+    ) -> None:
+        self.config = config
+        self.queue_num = queue_num
+        self._reload_config = reload_config
+        self.state_file = state_file
+        self.notifier = notifier or Notifier()
+        self._report_metrics_port = report_metrics_port
+        self.pipeline = Pipeline(config.engine, reorder_from_lns=config.reorder_lns_to_lac)
+        self.adapter = InPath(self.pipeline, queue_num)
+        self.queue: NfQueue | None = None
+        self.metrics: MetricsServer | None = None
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.verdict_errors = 0
+        self._errors_logged_at = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stop: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> int:
+        user = None
+        if self.config.user is not None:
+            try:
+                user = pwd.getpwnam(self.config.user)
+            except KeyError:
+                log.error("user = %r: no such user; not starting", self.config.user)
+                return 78
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            self.queue = NfQueue(self.queue_num, maxlen=self.config.inpath_queue_maxlen)
+        except OSError as e:
+            log.error(
+                "cannot bind NFQUEUE %d: %s (needs CAP_NET_ADMIN; is another reader bound?)",
+                self.queue_num,
+                e.strerror or e,
+            )
+            return 1
+        self._stop = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        self._restore()
+        self.metrics = self._start_metrics()
+        if user is not None:
+            error = drop_privileges_keep_net_admin(user)
+            if error is not None:
+                log.error("%s", error)
+                self._shutdown()
+                return 1
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_reader(self.queue.fileno(), self._readable)
+        status = self._status()
+        log.info("%s", status)
+        self.notifier.ready(status)
+        try:
+            await self._stop
+        finally:
+            self.notifier.stopping()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self._shutdown()
+            self.notifier.close()
+        return 0
+
+    def _status(self) -> str:
+        e = self.config.engine
+        return (
+            f"in-path on NFQUEUE {self.queue_num}, reorder timeout "
+            f"{e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing.value}"
+        )
+
+    def _start_metrics(self) -> MetricsServer | None:
+        settings = self.config.metrics
+        if not settings.enabled and not self._report_metrics_port:
+            return None
+        if self._report_metrics_port:  # a supervised worker: loopback, any port, told upwards
+            from dataclasses import replace
+
+            settings = replace(settings, listen="127.0.0.1", port=0, tls_cert=None, tls_key=None)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(RelayCollector(InPathSource(self), settings))
+        registry.register(InPathCollector(self))
+        try:
+            server = MetricsServer(settings, registry)
+        except OSError as e:
+            log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+            if self._report_metrics_port:  # still tell the supervisor we are up (port 0: none)
+                print(f"{WORKER_METRICS_LINE}0", flush=True)
+            return None
+        if self._report_metrics_port:
+            print(f"{WORKER_METRICS_LINE}{server.port}", flush=True)
+        else:
+            log.info("metrics: http://%s:%d/metrics", settings.listen, server.port)
+        return server
+
+    def _restore(self) -> None:
+        path = self.state_file
+        if path is None:
+            return
+        saved = load_state(path, max_age=self.config.peer_idle_timeout)
+        if saved is None:
+            return
+        try:
+            os.unlink(path)  # used once (see relay mode's Daemon._restore)
+        except OSError as e:
+            log.warning("cannot remove used state file %s: %s", path, e.strerror)
+        if isinstance(saved, str):
+            log.warning("%s; ignored, starting afresh", saved)
+            return
+        n = saved.restore(self.pipeline.engine, time.monotonic())
+        log.info("restored %d sessions from %s", n, path)
+
+    def _readable(self) -> None:
+        q = self.queue
+        assert q is not None
+        for _ in range(READ_BATCHES_PER_WAKE):
+            packets = q.read()
+            if not packets:
+                break
+            q.send(self.adapter.handle(packets, time.monotonic()))
+        if q.errors:
+            self._report_errors(q.errors)
+        self._arm()
+
+    def _report_errors(self, errors: list[int]) -> None:
+        """The kernel refused verdicts: say so (at most every 10 s), never silently."""
+        self.verdict_errors += len(errors)
+        now = time.monotonic()
+        if now >= self._errors_logged_at + 10:
+            self._errors_logged_at = now
+            log.error(
+                "the kernel refused %d verdict(s) on NFQUEUE %d (%s, %d in all); refused "
+                "packets stay queued until this worker exits",
+                len(errors),
+                self.queue_num,
+                os.strerror(errors[-1]),
+                self.verdict_errors,
+            )
+        errors.clear()
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self.queue is not None
+        self.queue.send(self.adapter.expire(time.monotonic()))
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep ONE timer at the pipeline's earliest deadline."""
+        deadline = self.pipeline.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            loop = self._loop
+            assert loop is not None
+            self._timer = loop.call_at(loop.time() + (deadline - time.monotonic()), self._expire)
+
+    def _request_stop(self, sig: int) -> None:
+        if self._stop is not None and not self._stop.done():
+            log.info("%s: stopping, accepting held packets in order", signal.Signals(sig).name)
+            self._stop.set_result(None)
+
+    def _shutdown(self) -> None:
+        """Accept everything held, in order; save the numbering; unbind (bypass from now)."""
+        q = self.queue
+        if q is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(q.fileno())
+            # What already waits in the socket still gets ordered (bounded: traffic goes on),
+            # then everything held is released in order, then the rest is accepted unordered
+            # before the unbind, which would drop it.
+            for _ in range(SHUTDOWN_DRAIN_READS):
+                packets = q.read()
+                if not packets:
+                    break
+                q.send(self.adapter.handle(packets, time.monotonic()))
+            q.send(self.adapter.flush(time.monotonic()))
+            q.accept_all(self.adapter.last_id)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.state_file is not None:
+            try:
+                n = save_state(self.pipeline.engine, self.state_file, {"queue": self.queue_num})
+                log.info("saved %d sessions to %s", n, self.state_file)
+            except (OSError, TypeError) as e:
+                log.error("cannot save state to %s: %s", self.state_file, e)
+        if q is not None:
+            q.close()
+            self.queue = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        c = self.adapter.counters
+        log.info(
+            "stopped: %d packets queued, %d accepted (%d rewritten), %d dropped, %d not ours",
+            c.packets,
+            c.accepted,
+            c.accepted_rewritten,
+            c.dropped,
+            c.not_udp + c.truncated + c.not_l2tpv2,
+        )
+
+    def reload(self) -> None:
+        """SIGHUP: new engine settings for the running sessions; a bad file changes nothing."""
+        self.notifier.reloading()
+        try:
+            new = self._reload_config()
+        except ConfigError as e:
+            self.reloads_failed += 1
+            log.error("reload failed, keeping the running configuration: %s", e)
+            self.notifier.ready(self._status())
+            return
+        if new.inpath_queues != self.config.inpath_queues or new.mode != self.config.mode:
+            log.warning("reload: mode/inpath queues changed; restart the service to apply")
+        self.pipeline.reconfigure(
+            new.engine, time.monotonic(), reorder_from_lns=new.reorder_lns_to_lac
+        )
+        self.config = new
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.reloads_ok += 1
+        if self.queue is not None:
+            self.queue.send(self.adapter.expire(time.monotonic()))
+            self._arm()
+        log.info("configuration reloaded: %s", self._status())
+        self.notifier.ready(self._status())
+
+
+PR_SET_KEEPCAPS = 8
+CAP_NET_ADMIN = 12
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_privileges_keep_net_admin(pw: pwd.struct_passwd) -> str | None:
+    """Started as root, after binding: become `pw` keeping CAP_NET_ADMIN and nothing else.
+
+    Why keep it: the kernel checks CAP_NET_ADMIN of the sender on every nfnetlink message, the
+    verdicts included (tried: after a plain setuid the verdicts are refused and every queued
+    packet waits forever). Returns an error or None."""
+    user = pw.pw_name
+    if os.geteuid() != 0:
+        if os.geteuid() != pw.pw_uid:
+            log.warning("user = %r: not started as root, so running as uid %d", user, os.geteuid())
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+        header = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+        keep = 1 << CAP_NET_ADMIN
+        data = ctypes.create_string_buffer(struct.pack("=6I", keep, keep, 0, 0, 0, 0))
+        if libc.capset(ctypes.c_char_p(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+        libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    except OSError as e:
+        return f"user = {user!r}: cannot switch to it keeping CAP_NET_ADMIN: {e}; not running on"
+    try:
+        os.setuid(0)
+    except OSError:
+        log.info("running as user %s (uid %d), only CAP_NET_ADMIN kept", user, pw.pw_uid)
+        return None
+    return f"user = {user!r}: could switch back to root after dropping; refusing to run"
+
+
+def state_file_for(config: Config, queue: int) -> str | None:
+    """The state file of one queue's worker: `state_file` itself for a single queue."""
+    path = config.state_file
+    if path is None:
+        directory = os.environ.get("STATE_DIRECTORY")
+        if not directory:
+            return None
+        path = os.path.join(directory.split(":")[0], "state.json")
+    if len(config.inpath_queues) == 1:
+        return path
+    return f"{path}.queue{queue}"
+
+
+def run_inpath(config: Config, load: Callable[[], Config], config_path: str | None) -> int:
+    """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several."""
+    if len(config.inpath_queues) > 1:
+        from l2tpreorder.daemon.inpath_workers import supervise
+
+        return supervise(config, config_path)
+    queue = config.inpath_queues[0]
+    return run_worker(config, load, queue, report_metrics_port=False)
+
+
+def run_worker(
+    config: Config, load: Callable[[], Config], queue: int, *, report_metrics_port: bool
+) -> int:
+    worker = InPathWorker(
+        config,
+        queue,
+        load,
+        state_file=state_file_for(config, queue),
+        notifier=None if not report_metrics_port else Notifier({}),
+        report_metrics_port=report_metrics_port,
+    )
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        code = runner.run(worker.run())
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,231 @@
+"""Several in-path queues: one worker process per queue, supervised by the main process.
+
+Why processes: the per-packet work is Python, and threads would share one GIL. The rule's
+`--queue-balance A:B` (nft `fanout`) hashes by address, so one LAC always lands on the same
+worker and each worker's sessions are its own. The supervisor restarts a worker that dies
+(while it is down its queue fails open through the rule's bypass), forwards SIGHUP and SIGTERM,
+and serves one `/metrics` for all workers: it scrapes each worker's loopback endpoint at scrape
+time and adds a `queue` label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from l2tpreorder.config import Config
+from l2tpreorder.daemon.inpath_service import WORKER_METRICS_LINE
+from l2tpreorder.daemon.metrics import MetricsServer
+from l2tpreorder.daemon.sdnotify import Notifier
+
+log = logging.getLogger("l2tpreorder")
+
+RESTART_DELAY = 1.0  # a worker that dies at once must not spin
+STOP_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the worker before exec: SIGTERM when the supervisor dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Worker:
+    """One queue's worker process and what it told us (its metrics port)."""
+
+    __slots__ = ("metrics_port", "proc", "queue", "restarts", "started_at")
+
+    def __init__(self, queue: int) -> None:
+        self.queue = queue
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port: int | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+
+
+class WorkersCollector(Collector):
+    """Every worker's families, each sample labelled with its worker's queue."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for w in self._supervisor.workers.values():
+            if not w.metrics_port:  # not up yet, or up without metrics (port 0)
+                continue
+            try:
+                url = f"http://127.0.0.1:{w.metrics_port}/metrics"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:
+                continue  # restarting: its series come back with it
+            for family in text_string_to_metric_families(text):
+                m = merged.get(family.name)
+                if m is None:
+                    m = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for s in family.samples:
+                    labels = dict(s.labels)
+                    labels.setdefault("queue", str(w.queue))
+                    m.add_sample(s.name, labels, s.value, s.timestamp)
+        yield from merged.values()
+        restarts = Metric(
+            "l2tpreorder_inpath_worker_restarts", "Worker processes restarted.", "counter"
+        )
+        for w in self._supervisor.workers.values():
+            restarts.add_sample(
+                "l2tpreorder_inpath_worker_restarts_total", {"queue": str(w.queue)}, w.restarts
+            )
+        yield restarts
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.workers = {q: Worker(q) for q in config.inpath_queues}
+        self.notifier = Notifier()
+        self._stopping = False
+        self._ready_sent = False
+        self.metrics: MetricsServer | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+
+        def request_stop(sig: int) -> None:
+            if not stop.done():
+                log.info("%s: stopping the workers", signal.Signals(sig).name)
+                stop.set_result(None)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        for w in self.workers.values():
+            self._start(w)
+        if self.config.metrics.enabled:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(WorkersCollector(self))
+            try:
+                self.metrics = MetricsServer(self.config.metrics, registry)
+            except OSError as e:
+                log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+        watch = loop.create_task(self._watch())
+        try:
+            await stop
+        finally:
+            self._stopping = True
+            watch.cancel()
+            self.notifier.stopping()
+            await loop.run_in_executor(None, self._stop_all)
+            if self.metrics is not None:
+                self.metrics.close()
+            self.notifier.close()
+        return 0
+
+    def _start(self, w: Worker) -> None:
+        argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
+        if self.config_path is not None:
+            argv += ["--config", self.config_path]
+        w.metrics_port = None
+        w.started_at = time.monotonic()
+        w.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        assert w.proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        loop.add_reader(w.proc.stdout.fileno(), self._worker_output, w, w.proc)
+        log.info("worker for NFQUEUE %d started (pid %d)", w.queue, w.proc.pid)
+
+    def _worker_output(self, w: Worker, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            asyncio.get_running_loop().remove_reader(proc.stdout.fileno())
+            return
+        text = line.decode(errors="replace").strip()
+        if text.startswith(WORKER_METRICS_LINE) and proc is w.proc:
+            w.metrics_port = int(text[len(WORKER_METRICS_LINE) :])
+            if not self._ready_sent and all(
+                x.metrics_port is not None for x in self.workers.values()
+            ):
+                self._ready_sent = True
+                status = f"in-path: {len(self.workers)} workers for NFQUEUE " + ", ".join(
+                    str(q) for q in self.workers
+                )
+                log.info("%s", status)
+                self.notifier.ready(status)
+
+    async def _watch(self) -> None:
+        """Restart workers that died (their queues fail open meanwhile)."""
+        while not self._stopping:
+            await asyncio.sleep(0.2)
+            for w in self.workers.values():
+                proc = w.proc
+                if proc is None or proc.poll() is None:
+                    continue
+                log.error(
+                    "worker for NFQUEUE %d (pid %d) exited with %s; its queue fails open "
+                    "until it is back",
+                    w.queue,
+                    proc.pid,
+                    proc.returncode,
+                )
+                self._close_stdout(proc)
+                w.proc = None
+                wait = RESTART_DELAY - (time.monotonic() - w.started_at)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if self._stopping:
+                    return
+                w.restarts += 1
+                self._start(w)
+
+    @staticmethod
+    def _close_stdout(proc: subprocess.Popen[bytes]) -> None:
+        if proc.stdout is not None:
+            with contextlib.suppress(RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_reader(proc.stdout.fileno())
+            proc.stdout.close()
+
+    def _forward(self, sig: int) -> None:
+        for w in self.workers.values():
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(sig)
+
+    def _stop_all(self) -> None:
+        """SIGTERM every worker (each accepts what it holds, in order) and wait, bounded."""
+        self._forward(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for w in self.workers.values():
+            if w.proc is None:
+                continue
+            try:
+                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker for NFQUEUE %d did not stop; killing it", w.queue)
+                w.proc.kill()
+                w.proc.wait(timeout=5)
+
+
+def supervise(config: Config, config_path: str | None) -> int:
+    """Run one worker per configured queue until SIGTERM."""
+    supervisor = Supervisor(config, config_path)
+    with asyncio.Runner() as runner:
+        return runner.run(supervisor.run())

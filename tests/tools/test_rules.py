@@ -1,0 +1,67 @@
+"""`l2tpreorder rules`: the printed iptables rules are accepted by the real iptables (in a
+namespace of our own) and queue to the configured queue(s) with bypass."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l2tpreorder.cli import main as cli_main
+from l2tpreorder.config import config_from_dict
+from l2tpreorder.tools.rules import render
+from tests.conftest import need_root, need_tool
+from tests.netns import NetNs
+
+
+@pytest.fixture
+def ns() -> Iterator[NetNs]:
+    need_root()
+    need_tool("iptables")
+    need_tool("ip6tables")
+    space = NetNs("rules")
+    try:
+        yield space
+    finally:
+        space.close()
+
+
+@pytest.mark.parametrize(
+    ("inpath", "target"),
+    [
+        ({"queue": 3}, "--queue-num 3 --queue-bypass"),
+        ({"queues": "0-3"}, "--queue-balance 0:3 --queue-bypass"),
+    ],
+)
+def test_iptables_accepts_every_printed_rule(
+    ns: NetNs, inpath: dict[str, object], target: str
+) -> None:
+    config = config_from_dict({"mode": "inpath", "inpath": inpath})
+    text = render(config, lns4="198.18.12.1", lns6="fd00:12::1")
+    commands = [line for line in text.splitlines() if line.startswith(("iptables", "ip6tables"))]
+    assert len(commands) == 6
+    for line in commands:
+        argv = shlex.split(line)
+        assert target in line
+        ns.run(*argv)  # raises when iptables refuses the rule
+    listed = ns.run("iptables", "-S").stdout + ns.run("ip6tables", "-S").stdout
+    assert listed.count("NFQUEUE") == 6
+    for chain in ("INPUT", "OUTPUT", "FORWARD"):
+        assert f"-A {chain} -" in listed
+
+
+def test_nft_forms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('mode: inpath\ninpath:\n  queues: "2-5"\n')
+    assert cli_main(["rules", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "udp dport 1701 queue num 2-5 fanout,bypass" in out
+    assert "ip daddr LNS_IPV4 udp dport 1701 queue num 2-5 fanout,bypass" in out
+    cfg.write_text("mode: inpath\ninpath:\n  queue: 7\n")
+    assert cli_main(["rules", "--config", str(cfg), "--lns-ipv6", "fd00::1"]) == 0
+    out = capsys.readouterr().out
+    assert "udp dport 1701 queue num 7 bypass" in out
+    assert "ip6 daddr fd00::1 udp dport 1701 queue num 7 bypass" in out
+    assert cli_main(["rules", "--config", str(cfg), "--lns-ipv4", "fd00::1"]) == 2
