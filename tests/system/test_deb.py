@@ -63,6 +63,10 @@ def test_packaged_unit_runs_the_packaged_program(built_deb: Path, tmp_path: Path
     assert "ExecStart=/usr/bin/l2tpreorder run --config /etc/l2tpreorder/config.yaml" in unit
     assert "ExecReload=/usr/bin/l2tpreorder reload --config /etc/l2tpreorder/config.yaml" in unit
     assert "/usr/local/bin" not in unit
+    inpath = (tmp_path / "lib/systemd/system/l2tpreorder-inpath.service").read_text()
+    assert "ExecStart=/usr/bin/l2tpreorder run --config /etc/l2tpreorder/config.yaml" in inpath
+    assert "/usr/local/bin" not in inpath
+    assert (tmp_path / "usr/share/doc/l2tpreorder/inpath.md").exists()  # its Documentation=
 
 
 def test_lintian_accepts_the_package(built_deb: Path) -> None:
