@@ -124,7 +124,7 @@ def test_reload_applies_a_good_file_and_refuses_a_broken_one(daemon) -> None:
     d.config_path.write_text(f"control_socket: '{sock}'\nreorder: [\n")
     r = cli("reload", "--config", str(d.config_path))
     assert r.returncode == 1, r.stderr
-    assert "YAML" in r.stderr
+    assert "line 3, column 1" in r.stderr, r.stderr  # config.YamlSyntaxError: where, as an editor
     assert "reorder timeout 250 ms" in status_json(d)["status"], "kept the running config"
     assert d.proc.poll() is None
 
@@ -136,6 +136,16 @@ def test_unreachable_daemon_is_exit_2(tmp_path: Path) -> None:
         r = cli(command, "--config", str(cfg))
         assert r.returncode == 2
         assert "is l2tpreorder running?" in r.stderr
+
+
+def test_inpath_mode_is_named_as_not_covered(tmp_path: Path) -> None:
+    """In-path workers have no control socket yet: say so, not "is it running?"."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"mode: inpath\ncontrol_socket: {tmp_path / 'none.sock'}\n")
+    for command in ("status", "reload"):
+        r = cli(command, "--config", str(cfg))
+        assert r.returncode == 2
+        assert "mode: inpath is not covered" in r.stderr, r.stderr
 
 
 def test_socket_is_0600_and_removed_at_exit(daemon) -> None:
