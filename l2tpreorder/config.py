@@ -102,7 +102,9 @@ class MetricsConfig:
 
 # Config fields a running relay cannot change without new sockets: a reload keeps their old
 # values and names them (Config.rebind_changes, Relay.reconfigure).
-REBIND_KEYS = ("listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso")
+REBIND_KEYS = (
+    "listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso", "control_socket"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,9 @@ class Config:
     # Started as root: bind the listen sockets, then switch to this user (and its group) for
     # good. None: stay who we are (systemd's unit uses DynamicUser + CAP_NET_BIND_SERVICE).
     user: str | None = None
+    # Unix socket for `l2tpreorder status` / `reload`. None: $RUNTIME_DIRECTORY/control.sock
+    # under systemd, else /run/l2tpreorder/control.sock (see daemon/control.py for fallbacks).
+    control_socket: str | None = None
     # `relay` (UDP relay in front of the LNS) or `inpath` (NFQUEUE verdicts, docs/inpath.md).
     mode: str = "relay"
     inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
@@ -484,6 +489,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics.tls_key", "metrics.tls_key", _as_given, _show_optional),
     Setting("state_file", "state_file", _optional_path, _show_optional),
     Setting("user", "user", _optional(_user), _show_optional),
+    Setting("control_socket", "control_socket", _optional_path, _show_optional),
     _choice_of("mode", "mode", MODES),
     Setting(
         "inpath.queue", "inpath_queues", lambda k, v: (_int(k, v, 0, 65535),), _show_queues

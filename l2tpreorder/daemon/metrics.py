@@ -19,7 +19,6 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
@@ -35,6 +34,7 @@ from l2tpreorder import __version__
 from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import Histogram, ReorderEngine, Session
+from l2tpreorder.daemon.metrics_http import serve_metrics
 from l2tpreorder.daemon.relay_stats import RelayCounters
 
 PREFIX = "l2tpreorder_"
@@ -276,12 +276,8 @@ class MetricsServer:
     """The running `/metrics` listener; `close()` stops it and frees the port."""
 
     def __init__(self, config: MetricsConfig, registry: CollectorRegistry) -> None:
-        self._httpd, self._thread = start_http_server(
-            config.port,
-            addr=config.listen,
-            registry=registry,
-            certfile=config.tls_cert,
-            keyfile=config.tls_key,
+        self._httpd, self._thread = serve_metrics(
+            config.listen, config.port, registry, config.tls_cert, config.tls_key
         )
         self.port: int = self._httpd.server_port
 

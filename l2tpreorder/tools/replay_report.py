@@ -95,7 +95,9 @@ class SessionReport:
         self.session_id = session_id
         self.data = 0
         self.sequenced = 0
-        self.reordered = 0  # arrived after a packet with a higher Ns (seen in the capture)
+        # Arrived after a packet with a higher Ns (seen in the capture, before the engine). Not
+        # "reordered": that word means the engine's `released` everywhere (docs/reordered.md).
+        self.reordered = 0
         self.last_ns: int | None = None
         self.last_order = -1
         self.max_order = -1
@@ -163,8 +165,8 @@ class SessionReport:
             "packets": self.data,
             "sequenced": self.sequenced,
             "in_order": self.forwarded_in_order,
-            "reordered": self.reordered,
-            "released_after_hold": self.released,
+            "reordered": self.released,  # held, then released in order (docs/reordered.md)
+            "arrived_after_higher_ns": self.reordered,
             "max_displacement": self.max_displacement,
             "hold_ms": {
                 "count": self.hold.count,
@@ -228,7 +230,11 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "malformed": dict(sorted(r.malformed.items())),
             "tunnels": r.tunnels,
             "sessions": r.sessions_seen,
-            "duration_s": round((r.last_ts or 0) - (r.first_ts or 0), 6),
+            "duration_s": (
+                round(r.last_ts - r.first_ts, 6)
+                if r.l2tp_packets >= 2 and r.first_ts is not None and r.last_ts is not None
+                else None
+            ),
             "timestamps_went_back": r.time_went_back,
         },
         "conversations": [
@@ -253,6 +259,11 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
     }
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 frame`, `2 frames`, `1,234 frames`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.3g}"
 
@@ -265,11 +276,17 @@ def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
 
 def format_report(r: ReplayResult) -> str:
     st = r.capture
+    # The span of the L2TP datagrams: with fewer than two there is none (not "0.000 s").
+    span = (
+        f"L2TP over {r.last_ts - r.first_ts:.3f} s"
+        if r.l2tp_packets >= 2 and r.first_ts is not None and r.last_ts is not None
+        else "no L2TP time span"
+    )
     lines = [
-        f"{r.path}: {st.file_format}, {st.frames:,} frames, "
-        f"{(r.last_ts or 0) - (r.first_ts or 0):.3f} s",
-        f"  L2TPv2: {r.l2tp_packets:,} packets ({r.control:,} control, {r.data:,} data, "
-        f"{r.data_with_ns:,} with Ns), {r.tunnels} tunnels, {r.sessions_seen} sessions",
+        f"{r.path}: {st.file_format}, {plural(st.frames, 'frame')}, {span}",
+        f"  L2TPv2: {plural(r.l2tp_packets, 'packet')} ({r.control:,} control, {r.data:,} data, "
+        f"{r.data_with_ns:,} with Ns), {plural(r.tunnels, 'tunnel')}, "
+        f"{plural(r.sessions_seen, 'session')}",
     ]
     if st.reassembled:
         lines.append(f"  {st.reassembled:,} datagrams reassembled from outer IP fragments")
@@ -316,7 +333,7 @@ def format_report(r: ReplayResult) -> str:
         )
         if s.sequenced:
             seq_cols = (
-                f"{s.forwarded_in_order:>8,} {s.reordered:>9,} {s.max_displacement:>8} "
+                f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.max_displacement:>8} "
                 f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,} "
                 f"{_timeout_col(s, e):>10}"
             )

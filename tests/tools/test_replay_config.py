@@ -87,7 +87,7 @@ def test_config_file_reorder_settings_apply_in_replay(tmp_path: Path) -> None:
     (s,) = doc["sessions"]
     # 31, 32, 33 wait for the lost 30 until 25 ms after 31 arrived (the file's timeout)
     assert s["hold_ms"]["max"] == pytest.approx(25, abs=0.01)
-    assert (s["skipped_ns"], s["released_after_hold"]) == (1, 3)
+    assert (s["skipped_ns"], s["reordered"]) == (1, 3)
     assert doc["totals"]["skipped"] == {"timeout": 1}
     assert ns_sent(out) == [ns for ns in range(60) if ns != 30]  # preserve: the gap stays
 
