@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.example.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench fuzz clean
+.PHONY: venv test lint typecheck pytest run bench fuzz clean adaptive-eval deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	timeout 320 $(BIN)/python -m bench.run
 
+# Fixed vs adaptive reorder timeout on field-shaped captures (docs/adaptive.md), ~1 minute.
+adaptive-eval: $(STAMP)
+	$(BIN)/python -m bench.adaptive_eval
+
 run: $(STAMP)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
 
@@ -46,6 +50,23 @@ fuzz: $(STAMP)
 	mkdir -p fuzz/corpus fuzz/crashes
 	$(BIN)/python fuzz/fuzz_engine.py -max_total_time=$(FUZZ_SECONDS) \
 		-artifact_prefix=fuzz/crashes/ fuzz/corpus
+
+# `make deb`: l2tpreorder_<version>_all.deb here, built with Debian's tooling (debian/, dh +
+# pybuild) in a temporary copy of the tree (tracked and new files, not ignored ones), so the
+# source tree stays clean. Build-deps: .ci/apt-packages.txt. See docs/deployment.md.
+# Debian's own python3 (and pybuild's modules), not a pyenv/venv python earlier on PATH.
+DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+DEB_VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+DEB_OUT ?= .
+deb:
+	@test -n "$(DEB_VERSION)" || { echo "make deb: dpkg-parsechangelog (dpkg-dev) is missing"; exit 2; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src"; \
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$$tmp/src"; \
+	(cd "$$tmp/src" && env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b >"$$tmp/build.log" 2>&1) \
+		|| { tail -40 "$$tmp/build.log"; exit 1; }; \
+	cp "$$tmp/l2tpreorder_$(DEB_VERSION)_all.deb" $(DEB_OUT)/
+	@echo "built $(DEB_OUT)/l2tpreorder_$(DEB_VERSION)_all.deb"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -87,6 +87,7 @@ def make_config(sel: int, extra: int = 0) -> EngineConfig:
         max_held_per_session=HELD_CAPS[extra & 3],
         max_held_bytes=BYTE_CAPS[(extra >> 2) & 3],
         max_sessions=1 + ((sel >> 4) & 7),
+        adaptive=bool(sel & 0x80),  # the per-session adaptive timeout, floor 2 ms
     )
 
 

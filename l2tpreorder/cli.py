@@ -17,6 +17,10 @@ from l2tpreorder import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("l2tpreorder.daemon.service", "run the relay between LACs and the LNS"),
     "check-config": ("l2tpreorder.config", "validate a configuration file and exit"),
+    "status": ("l2tpreorder.daemon.status", "show the running daemon's LAC peers and sessions"),
+    "reload": (
+        "l2tpreorder.daemon.control", "make the running daemon re-read its file; wait for it"
+    ),
     "replay": (
         "l2tpreorder.tools.replay", "replay a capture through the engine (replay pcap FILE)"
     ),

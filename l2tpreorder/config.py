@@ -102,7 +102,9 @@ class MetricsConfig:
 
 # Config fields a running relay cannot change without new sockets: a reload keeps their old
 # values and names them (Config.rebind_changes, Relay.reconfigure).
-REBIND_KEYS = ("listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso")
+REBIND_KEYS = (
+    "listen", "lns", "upstream_bind", "socket_buffer_bytes", "udp_gso", "control_socket"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,9 @@ class Config:
     # Started as root: bind the listen sockets, then switch to this user (and its group) for
     # good. None: stay who we are (systemd's unit uses DynamicUser + CAP_NET_BIND_SERVICE).
     user: str | None = None
+    # Unix socket for `l2tpreorder status` / `reload`. None: $RUNTIME_DIRECTORY/control.sock
+    # under systemd, else /run/l2tpreorder/control.sock (see daemon/control.py for fallbacks).
+    control_socket: str | None = None
     # `relay` (UDP relay in front of the LNS) or `inpath` (NFQUEUE verdicts, docs/inpath.md).
     mode: str = "relay"
     inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
@@ -448,6 +453,8 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--timeout",
         override="timeout_ms",
     ),
+    _boolean("reorder.adaptive", "engine.adaptive"),
+    _millis("reorder.min_timeout_ms", "engine.min_timeout", 0, 60_000, lo_open=True),
     Setting(
         "reorder.sequencing",
         "engine.sequencing",
@@ -483,6 +490,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics.tls_key", "metrics.tls_key", _as_given, _show_optional),
     Setting("state_file", "state_file", _optional_path, _show_optional),
     Setting("user", "user", _optional(_user), _show_optional),
+    Setting("control_socket", "control_socket", _optional_path, _show_optional),
     _choice_of("mode", "mode", MODES),
     Setting(
         "inpath.queue", "inpath_queues", lambda k, v: (_int(k, v, 0, 65535),), _show_queues
@@ -705,6 +713,19 @@ def describe(config: Config) -> str:
     return "\n".join(f"{key}: {value}" for key, value in effective(config))
 
 
+def notes(config: Config) -> list[str]:
+    """What a valid config means but its values do not say (check-config prints these too)."""
+    e = config.engine
+    if e.adaptive and 0 < e.reorder_timeout < e.min_timeout:
+        return [
+            f"reorder.min_timeout_ms is above reorder.timeout_ms: the adaptive timeout stays at "
+            f"{e.reorder_timeout * 1000:g} ms (the cap wins)"
+        ]
+    if e.adaptive and e.reorder_timeout == 0:
+        return ["reorder.adaptive has no effect with reorder.timeout_ms 0 (nothing is held)"]
+    return []
+
+
 def add_arguments(parser: Any) -> None:
     parser.add_argument("file", nargs="?", help="YAML configuration file to validate")
     parser.add_argument(
@@ -727,4 +748,6 @@ def main(args: Any) -> int:
         return 1
     print(f"{path}: OK")
     print(describe(config))
+    for note in notes(config):
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -65,6 +65,10 @@ class Daemon:
     ) -> None:
         self.tmp = tmp
         self.config_path = tmp / "config.yaml"
+        # Each test daemon its own control socket: the default (/run/l2tpreorder) is one per
+        # host, and parallel tests (or a real daemon) must not share it.
+        if isinstance(config, dict) and "control_socket" not in config:
+            config = {**config, "control_socket": str(tmp / "control.sock")}
         self.write_config(config)
         self.notify_path = str(tmp / "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -243,6 +243,7 @@ def test_rebind_changes_are_named() -> None:
         upstream_bind="127.0.0.1",
         socket_buffer_bytes=8192,
         udp_gso=True,
+        control_socket="/tmp/other.sock",
     )
     assert a.rebind_changes(changed) == list(cfg.REBIND_KEYS)
     two = dataclasses.replace(a, listen=(("127.0.0.1", 1), ("127.0.0.2", 1)))

@@ -105,6 +105,11 @@ IDLE_EXPIRED = _f(
     "Sessions forgotten after reorder.session_idle_timeout_ms of silence (numbering kept).",
     D,
 )
+ADAPTIVE_GROWS = _f(
+    "adaptive_timeout_grows",
+    "Late arrivals that grew a session's adaptive timeout (its learnt timeout was too short).",
+    D,
+)
 HELD = _f("held_packets", "Packets held now, waiting for a gap.", D, kind=Kind.GAUGE)
 HELD_BYTES = _f("held_bytes", "Bytes held now, waiting for a gap.", D, kind=Kind.GAUGE)
 
@@ -130,6 +135,22 @@ PEERS_IDLE = _f(
     "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
 )
 RELOADS = _f("config_reloads", "Configuration reloads (SIGHUP), by result.", "result")
+LOAD_FAILING = _f(
+    "config_load_failing",
+    "1 while the configuration file fails to load (the last reload was refused and "
+    "the old configuration runs); 0 after a successful reload.",
+    kind=Kind.GAUGE,
+)
+LNS_ICMP = _f(
+    "lns_icmp_errors",
+    "ICMP errors (port/host unreachable...) for datagrams the relay sent to the LNS.",
+)
+LNS_UNRESPONSIVE = _f(
+    "lns_unresponsive",
+    "1 while the LNS does not answer: ICMP errors, or LAC traffic in and nothing back "
+    "from the LNS for 90 s; 0 once it is heard again.",
+    kind=Kind.GAUGE,
+)
 
 S = ("direction", "peer", "tunnel_id", "session_id")
 S_PACKETS = _f(
@@ -170,6 +191,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(E, "rx_malformed", DROPPED, ("malformed",)),
     Counter(E, "skipped", SKIPPED, report="gave_up_ns", total=True),
     Counter(E, "resyncs", RESYNCS, total=True),
+    Counter(E, "adaptive_grows", ADAPTIVE_GROWS, total=True),  # reorder.adaptive
     Counter(E, "sessions_started", STARTED),
     Counter(E, "sessions_ended", ENDED),
     Counter(E, "sessions_evicted_unconfirmed", EVICTED, ("no",)),
@@ -199,6 +221,9 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(R, "peers_removed_idle", PEERS_IDLE),
     Counter(R, "config_reloads_ok", RELOADS, ("success",)),
     Counter(R, "config_reloads_failed", RELOADS, ("failure",)),
+    Counter(R, "config_load_failing", LOAD_FAILING),
+    Counter(R, "lns_icmp_errors", LNS_ICMP),
+    Counter(R, "lns_unresponsive", LNS_UNRESPONSIVE),
     # --- one session (per-session series, replay's per-session report sums `total` rows) ---
     Counter(SE, "packets", S_PACKETS),
     Counter(SE, "forwarded_in_order", None, total=True),

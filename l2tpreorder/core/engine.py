@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import heapq
 import struct
-from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from l2tpreorder.core import reasons
+from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.continuation import given_up_bit, mark_given_up
+from l2tpreorder.core.engine_counters import (
+    DISPLACEMENT_BUCKETS,
+    HOLD_TIME_BUCKETS,
+    EngineCounters,
+    Histogram,
+)
 from l2tpreorder.core.fastpath import (
     T_BIT,
     control_fields,
@@ -70,7 +75,17 @@ DROPPED_STALE = int(Outcome.DROPPED_STALE)
 
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).
 MAX_TUNNEL_MAP = 65536
-__all__ = ["MAX_PENDING_CONFIRMATIONS", "EngineConfig", "ReorderEngine", "Sequencing", "Session"]
+__all__ = [
+    "DISPLACEMENT_BUCKETS",
+    "HOLD_TIME_BUCKETS",
+    "MAX_PENDING_CONFIRMATIONS",
+    "EngineConfig",
+    "EngineCounters",
+    "Histogram",
+    "ReorderEngine",
+    "Sequencing",
+    "Session",
+]
 
 # Control messages that establish a session, by where our data's session ID appears in them.
 # Our data carries the LNS's IDs. A forward ICCN/OCRP/OCCN (LAC to LNS) has it in the header;
@@ -78,11 +93,6 @@ __all__ = ["MAX_PENDING_CONFIRMATIONS", "EngineConfig", "ReorderEngine", "Sequen
 # the LAC's own session ID, so it cannot name the session our data will use.
 CONFIRMING_FORWARD = frozenset({MessageType.ICCN, MessageType.OCRP, MessageType.OCCN})
 CONFIRMING_REVERSE = frozenset({MessageType.ICRP, MessageType.OCRQ})
-
-HOLD_TIME_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)  # fmt: skip
-DISPLACEMENT_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256, 1024)
 
 
 class Sequencing(StrEnum):
@@ -106,6 +116,8 @@ class EngineConfig:
     max_sessions: int = 100_000  # session table cap; the longest-silent session goes first
     # A session silent this long is forgotten (its numbering is remembered); 0 = never.
     session_idle_timeout: float = 300.0
+    adaptive: bool = False  # per-session timeout learnt in [min_timeout, reorder_timeout]
+    min_timeout: float = 0.002  # the adaptive timeout's floor (the cap wins if it is lower)
 
     def __post_init__(self) -> None:
         if not 0 <= self.reorder_timeout <= 60:
@@ -126,121 +138,8 @@ class EngineConfig:
             raise ValueError(
                 f"session_idle_timeout={self.session_idle_timeout!r}: expected 0..86400 seconds"
             )
-
-
-class Histogram:
-    """Cumulative-friendly bucket counts kept as plain ints (exported at scrape time)."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # last bucket is +Inf; their sum is the count
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-
-class EngineCounters:
-    """Every outcome and event as a plain int: an increment costs ~15 ns, not ~240 ns."""
-
-    __slots__ = (
-        "displacement",
-        "dropped_duplicate",
-        "dropped_late",
-        "dropped_stale",
-        "forwarded_control",
-        "forwarded_in_order",
-        "forwarded_out_of_order",
-        "forwarded_unsequenced",
-        "held_bytes",
-        "held_packets",
-        "hold_time",
-        "malformed",
-        "released",
-        "resyncs",
-        "rx_control",
-        "rx_data_unseq",
-        "rx_malformed",
-        "sessions_confirmed",
-        "sessions_continued",
-        "sessions_ended",
-        "sessions_evicted",
-        "sessions_evicted_active",
-        "sessions_evicted_confirmed",
-        "sessions_idle_expired",
-        "sessions_started",
-        "skipped",
-    )
-
-    def __init__(self) -> None:
-        self.rx_control = 0
-        self.rx_data_unseq = 0
-        self.rx_malformed = 0
-        self.malformed: dict[str, int] = dict.fromkeys(reasons.MALFORMED_REASONS, 0)
-        self.forwarded_control = 0
-        self.forwarded_unsequenced = 0
-        self.forwarded_in_order = 0
-        self.forwarded_out_of_order = 0
-        self.released = 0
-        self.dropped_duplicate = 0
-        self.dropped_late = 0
-        self.dropped_stale = 0  # further behind than the window: delivered or not is unknown
-        self.skipped: dict[str, int] = dict.fromkeys(reasons.SKIP_REASONS, 0)
-        self.resyncs = 0
-        self.sessions_started = 0
-        self.sessions_ended = 0  # includes evicted ones: active = started - ended
-        self.sessions_evicted = 0  # the session table was full (max_sessions)
-        self.sessions_evicted_confirmed = 0  # of those, established by the control channel
-        self.sessions_evicted_active = 0  # of those, active lately: the cap is too small
-        self.sessions_idle_expired = 0  # silent for session_idle_timeout (counted in ended too)
-        self.sessions_continued = 0  # recreated sessions whose stream went on
-        self.sessions_confirmed = 0  # sessions the control channel established (ICCN, ICRP...)
-        self.held_packets = 0  # gauge
-        self.held_bytes = 0  # gauge
-        self.hold_time = Histogram(HOLD_TIME_BUCKETS)
-        self.displacement = Histogram(DISPLACEMENT_BUCKETS)
-
-    @property
-    def rx_data_seq(self) -> int:
-        """Sequenced data received: derived from its outcomes, so the hot path skips a count."""
-        return (
-            self.forwarded_in_order
-            + self.forwarded_out_of_order
-            + self.released
-            + self.held_packets
-            + self.dropped_duplicate
-            + self.dropped_late
-            + self.dropped_stale
-        )
-
-    @property
-    def sessions_evicted_unconfirmed(self) -> int:
-        return self.sessions_evicted - self.sessions_evicted_confirmed
-
-    @property
-    def received(self) -> int:
-        return self.rx_control + self.rx_data_seq + self.rx_data_unseq + self.rx_malformed
-
-    @property
-    def forwarded(self) -> int:
-        return (
-            self.forwarded_control
-            + self.forwarded_unsequenced
-            + self.forwarded_in_order
-            + self.forwarded_out_of_order
-        )
-
-    @property
-    def dropped(self) -> int:
-        return self.dropped_duplicate + self.dropped_late + self.dropped_stale + self.rx_malformed
-
-    @property
-    def accounted(self) -> int:
-        """Outcomes so far; equals `received` at all times (the engine's invariant)."""
-        return self.forwarded + self.released + self.dropped + self.held_packets
+        if not 0 < self.min_timeout <= 60:
+            raise ValueError(f"min_timeout={self.min_timeout!r}: expected 0 < seconds <= 60")
 
 
 class ReorderEngine(SessionTable):
@@ -280,13 +179,20 @@ class ReorderEngine(SessionTable):
         self._record = config.record_hold_times
         self._max_sessions = config.max_sessions
         self._drop_grace = min(config.reorder_timeout, KERNEL_DROP_GRACE)
+        self._adapt = (
+            adaptive.Bounds(min(config.min_timeout, config.reorder_timeout), config.reorder_timeout)
+            if config.adaptive and config.reorder_timeout > 0
+            else None
+        )
 
     def reconfigure(self, config: EngineConfig, now: float) -> None:
         """Apply a new config (SIGHUP) keeping every session and held packet."""
-        old_timeout = self._timeout
+        old_timeout, old_adapt = self._timeout, self._adapt
         self.config = config
         self._apply(config)
-        if config.reorder_timeout != old_timeout:
+        if self._adapt != old_adapt:
+            self._adapt_rebound(old_adapt is None)
+        if config.reorder_timeout != old_timeout or self._adapt != old_adapt:
             for s in self.sessions():
                 if s.held:
                     self._schedule(s)
@@ -298,6 +204,22 @@ class ReorderEngine(SessionTable):
         while self._session_count > self._max_sessions and self._evict(now):
             pass
         self.expire(now)
+
+    def _adapt_rebound(self, fresh: bool) -> None:
+        """Adaptive mode switched on (fresh: start every session at the cap) or its bounds
+        changed (keep what each session learnt, clamped into the new range)."""
+        bounds = self._adapt
+        if bounds is None:
+            return
+        for s in self.sessions():
+            if fresh:
+                adaptive.start(s, bounds)
+            else:
+                adaptive.rebound(s, bounds)
+
+    def timeout_of(self, s: Session) -> float:
+        """The session's reorder timeout: its own in adaptive mode, else the configured one."""
+        return self._timeout if self._adapt is None else s.timeout
 
     # --- the per-packet path -----------------------------------------------------------------
 
@@ -422,6 +344,8 @@ class ReorderEngine(SessionTable):
             c.forwarded_in_order += 1
             self._emit(s, data, ns_offset, tag)
             if s.held:
+                if self._adapt is not None:  # the gap filled: how late its packet was
+                    adaptive.on_fill(s, now - next(iter(s.held.values()))[1], self._adapt)
                 self._release_run(s, now)
             return FORWARDED_IN_ORDER
         if distance < HALF:
@@ -512,6 +436,8 @@ class ReorderEngine(SessionTable):
                 return FORWARDED_OUT_OF_ORDER
             s.dropped_late += 1
             c.dropped_late += 1
+            if self._adapt is not None and adaptive.on_late(s, now, self._adapt):
+                c.adaptive_grows += 1  # the timeout was too short for this session: grown
             return DROPPED_LATE
         s.dropped_duplicate += 1
         c.dropped_duplicate += 1
@@ -616,7 +542,7 @@ class ReorderEngine(SessionTable):
             s.timer_id = 0
             s.cut = INF
             return
-        deadline = next(iter(s.held.values()))[1] + self._timeout  # dict order: arrival order
+        deadline = next(iter(s.held.values()))[1] + self.timeout_of(s)  # dict: arrival order
         if s.cut < deadline:
             deadline = s.cut
         timer_id = self._next_timer_id
@@ -642,7 +568,7 @@ class ReorderEngine(SessionTable):
         """Release every packet whose hold time is up, giving up the gaps in front of it, and
         forget sessions silent for `session_idle_timeout` (see next_idle_deadline)."""
         now = self._clock(now)
-        timeout = self._timeout
+        adapt = self._adapt
         while True:
             top = self._live_timer_top()
             if top is None or top[0] > now:
@@ -650,7 +576,10 @@ class ReorderEngine(SessionTable):
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
-            while s.held and next(iter(s.held.values()))[1] + timeout <= now:
+            timeout = self.timeout_of(s)
+            while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
+                if adapt is not None:
+                    adaptive.on_give_up(s, first, adapt)
                 self._skip_to_next_held(s, reasons.SKIP_TIMEOUT)
                 self._release_run(s, now)
             if s.cut <= now:
@@ -785,4 +714,3 @@ class ReorderEngine(SessionTable):
     def restore_tunnel(self, flow: Hashable, their_tunnel_id: int, our_tunnel_id: int) -> None:
         """Re-learn a tunnel-ID pair saved before a restart."""
         self._remember_tunnel(flow, their_tunnel_id & MASK, our_tunnel_id & MASK)
-

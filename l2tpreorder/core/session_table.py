@@ -19,11 +19,11 @@ import heapq
 from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING
 
-from l2tpreorder.core import reasons
+from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.continuation import ContinuationMemory, Ended
 
 if TYPE_CHECKING:
-    from l2tpreorder.core.engine import EngineCounters
+    from l2tpreorder.core.engine_counters import EngineCounters
 
 MASK = 0xFFFF
 INF = float("inf")
@@ -59,6 +59,7 @@ class Session:
         "forwarded_out_of_order",
         "gaps",
         "gaps_end",
+        "gave_up_at",
         "held",
         "held_bytes",
         "held_peak",
@@ -68,9 +69,13 @@ class Session:
         "max_displacement",
         "out_ns",
         "released",
+        "reo_delay",
+        "reo_keep",
+        "reo_seen",
         "session_id",
         "skipped",
         "started",
+        "timeout",
         "timer_id",
         "tunnel_id",
     )
@@ -109,6 +114,12 @@ class Session:
         self.skipped = 0
         self.max_displacement = 0
         self.hold_times: list[float] | None = None
+        # Adaptive timeout (see core.adaptive; set by adaptive.start when the mode is on).
+        self.timeout = 0.0
+        self.reo_delay = 0.0
+        self.reo_keep = 0
+        self.reo_seen = 0
+        self.gave_up_at = adaptive.NO_GAP
 
     @property
     def packets(self) -> int:
@@ -138,6 +149,7 @@ class SessionTable:
     _window: int
     _all_given_up: int  # (1 << W) - 1, computed once per config
     _record: bool
+    _adapt: adaptive.Bounds | None
 
     def _init_table(self) -> None:
         self._flows: dict[Hashable, dict[int, Session]] = {}
@@ -173,6 +185,8 @@ class SessionTable:
         s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
         if self._record:
             s.hold_times = []
+        if self._adapt is not None:
+            adaptive.start(s, self._adapt)  # at the cap: nothing learnt yet (a continued one too)
         self._index_session(s, key)
         self._session_count += 1
         self.counters.sessions_started += 1

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import heapq
 import platform
+from bisect import bisect_left
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
+    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
@@ -33,6 +34,7 @@ from l2tpreorder import __version__
 from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import Histogram, ReorderEngine, Session
+from l2tpreorder.daemon.metrics_http import serve_metrics
 from l2tpreorder.daemon.relay_stats import RelayCounters
 
 PREFIX = "l2tpreorder_"
@@ -111,6 +113,7 @@ class RelayCollector(Collector):
             _add(families, row, [], getattr(relay, row.attribute))
         yield from families.values()
         yield from self._config_families(engines, live_sessions)
+        yield _session_timeouts(engines, live_sessions)
 
     def _config_families(
         self, engines: Mapping[str, ReorderEngine], live_sessions: Mapping[str, list[Session]]
@@ -224,6 +227,38 @@ def _add(
         family.add_metric([*labels, *row.labels], value)
 
 
+# Bucket bounds of the current per-session timeouts, seconds (reorder.adaptive).
+SESSION_TIMEOUT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+)  # fmt: skip
+
+
+def _session_timeouts(
+    engines: Mapping[str, ReorderEngine], live_sessions: Mapping[str, list[Session]]
+) -> GaugeHistogramMetricFamily:
+    """The current reorder timeout of every session (adaptive: learnt; fixed: the configured
+    one) as a gauge histogram; how often a late arrival grew one is a counters-table row."""
+    timeouts = GaugeHistogramMetricFamily(
+        PREFIX + "session_timeout_seconds",
+        "Sessions by their current reorder timeout (reorder.adaptive: learnt per session, "
+        "within [min_timeout_ms, timeout_ms]; else the configured timeout).",
+        labels=["direction"],
+    )
+    for direction, engine in engines.items():
+        values = [engine.timeout_of(s) for s in live_sessions[direction]]
+        counts = [0] * (len(SESSION_TIMEOUT_BUCKETS) + 1)
+        for v in values:
+            counts[bisect_left(SESSION_TIMEOUT_BUCKETS, v)] += 1
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, n in zip(SESSION_TIMEOUT_BUCKETS, counts, strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", len(values)))
+        timeouts.add_metric([direction], buckets, sum(values))
+    return timeouts
+
+
 def _packets(s: Session) -> int:
     return s.packets
 
@@ -241,12 +276,8 @@ class MetricsServer:
     """The running `/metrics` listener; `close()` stops it and frees the port."""
 
     def __init__(self, config: MetricsConfig, registry: CollectorRegistry) -> None:
-        self._httpd, self._thread = start_http_server(
-            config.port,
-            addr=config.listen,
-            registry=registry,
-            certfile=config.tls_cert,
-            keyfile=config.tls_key,
+        self._httpd, self._thread = serve_metrics(
+            config.listen, config.port, registry, config.tls_cert, config.tls_key
         )
         self.port: int = self._httpd.server_port
 

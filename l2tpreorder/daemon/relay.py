@@ -41,8 +41,12 @@ from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon import mmsg, state
 from l2tpreorder.daemon.admission import Admission
+from l2tpreorder.daemon.debug_log import DebugEvents
+from l2tpreorder.daemon.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
+from l2tpreorder.daemon.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sockets import BATCH, BindError, UdpSocket, set_buffers, udp_drops
+from l2tpreorder.daemon.upstream_poll import UpstreamPoller
 
 log = logging.getLogger("l2tpreorder.daemon.relay")
 
@@ -92,6 +96,12 @@ class Relay:
             socket.AF_INET6 if ipaddress.ip_address(config.lns[0]).version == 6 else socket.AF_INET
         )
         self._upstream_ip = config.upstream_bind or self._route_source()
+        # An LNS on loopback sees each LAC from its own 127/8 address (loopback_sources.py).
+        self._sources: LoopbackSources | None = None
+        if config.upstream_bind is None and lns_is_ipv4_loopback(config.lns[0]):
+            # The shared address all peers used before: never handed out, so a peer restored
+            # from an older state file keeps it (and its xl2tpd tunnel) without colliding.
+            self._sources = LoopbackSources({"127.0.0.0", "127.255.255.255", self._upstream_ip})
         self.admission = Admission(config.allow, config.lns, lambda: self.bound_addresses)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -107,6 +117,13 @@ class Relay:
         self._reading = False
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
+        self.health = LnsHealth(config.lns, self.counters)
+        # --log-level debug: a logging wrapper around pipeline.from_lac (debug_log.py); None =
+        # the pipeline is called directly.
+        self.debug: DebugEvents | None = None
+        self._upstream: UpstreamPoller[Peer] = UpstreamPoller(
+            self._on_lns_readable, self._on_lns_error
+        )
 
     # --- setup and teardown ------------------------------------------------------------------
 
@@ -140,6 +157,7 @@ class Relay:
         if self._timerfd is not None and not self._timerfd_reading:
             self.loop.add_reader(self._timerfd.fd, self._on_timerfd)
             self._timerfd_reading = True
+        self.loop.add_reader(self._upstream.fd, self._upstream.dispatch)
         self._reading = True
 
     def stop_reading(self) -> None:
@@ -149,8 +167,7 @@ class Relay:
         self._reading = False
         for lsock in self.listeners:
             self.loop.remove_reader(lsock.fd)
-        for peer in self.peers.values():
-            self.loop.remove_reader(peer.up.fd)
+        self.loop.remove_reader(self._upstream.fd)
 
     def shutdown(self, state_file: str | None = None) -> None:
         """Stop reading, deliver everything held in order, save state, close every socket."""
@@ -170,8 +187,11 @@ class Relay:
             self._timerfd.close()
             self._timerfd = None
         for peer in self.peers.values():
+            self._upstream.remove(peer.up.fd)
+            self._release_source(peer)
             peer.up.close()
         self.peers.clear()
+        self._upstream.close()
         self.counters.peers = 0
         for lsock in self.listeners:
             lsock.close()
@@ -192,7 +212,8 @@ class Relay:
     def _on_lac_readable(self, lsock: UdpSocket) -> None:
         c = self.counters
         peers = self.peers
-        from_lac = self.pipeline.from_lac
+        # Fetched per readiness callback: the pipeline rebinds `from_lac` on reconfigure.
+        from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, flows, cmsgs = lsock.read(BATCH)
             if not datas:
@@ -243,22 +264,31 @@ class Relay:
         c = self.counters
         if self.admission.refuses(flow):
             c.dropped_not_allowed += 1
+            c.count_not_allowed_source(flow[0])
+            if self.debug is not None:
+                self.debug.refused(flow, "source not in `allow` (reason not_allowed)", now)
             return None
         if len(self.peers) >= self.config.max_peers:
             c.dropped_peer_limit += 1
+            if self.debug is not None:
+                self.debug.refused(flow, "max_peers reached (reason peer_limit)", now)
             return None
+        source = self._sources.acquire(flow[0]) if self._sources is not None else None
         try:
-            up = self._upstream_socket(0)
+            up = self._upstream_socket(0, source)
         except OSError:
+            if self._sources is not None:
+                self._sources.release(flow[0])
             c.dropped_peer_limit += 1  # out of file descriptors: counted, reported by the tick
             return None
         return self._add_peer(Peer(addr, flow, lsock, up, now))
 
-    def _upstream_socket(self, port: int) -> UdpSocket:
+    def _upstream_socket(self, port: int, source: str | None = None) -> UdpSocket:
         sock = socket.socket(self._lns_family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             set_buffers(sock, min(self.config.socket_buffer_bytes, 1 << 20))
-            sock.bind((self._upstream_ip, port))
+            enable_icmp_errors(sock)
+            sock.bind((source or self._upstream_ip, port))
             return UdpSocket(sock, gso=self.config.udp_gso)
         except OSError:
             sock.close()
@@ -269,8 +299,7 @@ class Relay:
         flow, up, sock = peer.flow, peer.up, peer.up.sock
         self.peers[flow] = peer
         c.peers = len(self.peers)
-        if self._reading:
-            self.loop.add_reader(up.fd, self._on_lns_readable, peer)
+        self._upstream.add(up.fd, peer)
         log.info(
             "new LAC peer %s: upstream %s -> LNS %s",
             format_address(flow),
@@ -280,6 +309,12 @@ class Relay:
         return peer
 
     # --- LNS -> LAC ----------------------------------------------------------------------------
+
+    def _on_lns_error(self, peer: Peer) -> None:
+        """EPOLLERR on an upstream socket: ICMP errors queued for what we sent (lns_health)."""
+        errors = drain_icmp_errors(peer.up.sock)
+        if errors:
+            self.health.on_icmp_errors(errors)
 
     def _on_lns_readable(self, peer: Peer) -> None:
         c = self.counters
@@ -409,8 +444,8 @@ class Relay:
     def _remove_peer(self, peer: Peer, now: float) -> None:
         self.pipeline.end_flow(peer.flow, now)
         self._send_out()
-        if self._reading:
-            self.loop.remove_reader(peer.up.fd)
+        self._upstream.remove(peer.up.fd)
+        self._release_source(peer)
         self._closed_socket_drops += self._socket_drops.pop(peer.up.inode, 0)
         peer.up.close()
         del self.peers[peer.flow]
@@ -498,13 +533,8 @@ class Relay:
             if self.admission.is_self(p.flow):
                 log.warning("state: LAC peer %s is the LNS or one of our sockets; skipped", where)
                 continue
-            if p.upstream[0] != self._upstream_ip:
-                log.warning(
-                    "state: LAC peer %s: saved upstream address %s is not the current %s; skipped",
-                    where,
-                    p.upstream[0],
-                    self._upstream_ip,
-                )
+            source = self._restored_source(p, where)
+            if source is None:
                 continue
             if len(self.peers) >= self.config.max_peers:
                 log.warning(
@@ -514,8 +544,10 @@ class Relay:
                 )
                 continue
             try:
-                up = self._upstream_socket(p.upstream[1])
+                up = self._upstream_socket(p.upstream[1], source)
             except OSError as e:
+                if self._sources is not None and source != self._upstream_ip:
+                    self._sources.release(p.flow[0])
                 log.warning(
                     "state: LAC peer %s: cannot bind upstream port %d again (%s); it gets a new "
                     "one when it next sends",
@@ -538,7 +570,42 @@ class Relay:
                 log.warning("state: LNS-to-LAC sessions not restored: %s", e)
         return sessions, restored_peers
 
+    def _release_source(self, peer: Peer) -> None:
+        if self._sources is None:
+            return
+        with contextlib.suppress(OSError):
+            if peer.up.sock.getsockname()[0] == self._upstream_ip:
+                return  # the shared address of an older version's state file: not allocated
+        self._sources.release(peer.flow[0])
+
+    def _restored_source(self, p: state.SavedPeer, where: str) -> str | None:
+        """The saved upstream address if it still applies (taking it), else None (logged)."""
+        saved = p.upstream[0]
+        if self._sources is not None and saved != self._upstream_ip:
+            if self._sources.restore(p.flow[0], saved):
+                return saved
+            log.warning(
+                "state: LAC peer %s: saved upstream address %s is taken; skipped", where, saved
+            )
+            return None
+        if saved != self._upstream_ip:
+            log.warning(
+                "state: LAC peer %s: saved upstream address %s is not the current %s; skipped",
+                where,
+                saved,
+                self._upstream_ip,
+            )
+            return None
+        return saved
+
     # --- SIGHUP ------------------------------------------------------------------------------
+
+    def set_debug(self, enabled: bool) -> None:
+        """Debug lines on or off (start, reload); off costs nothing per datagram."""
+        if enabled and self.debug is None:
+            self.debug = DebugEvents(self.pipeline)
+        elif not enabled:
+            self.debug = None
 
     def reconfigure(self, new: Config) -> list[str]:
         """Apply what can change live; returns the keys refused because they need a rebind."""

@@ -6,16 +6,22 @@ the instance; the collector only reads it.
 
 from __future__ import annotations
 
+MAX_SOURCES = 1024  # distinct refused sources counted per report interval
+
 
 class RelayCounters:
     """Per-process relay counters and gauges; one instance per daemon."""
 
     __slots__ = (
+        "config_load_failing",
         "config_reloads_failed",
         "config_reloads_ok",
         "dropped_not_allowed",
         "dropped_not_from_lns",
         "dropped_peer_limit",
+        "lns_icmp_errors",
+        "lns_unresponsive",
+        "not_allowed_sources",
         "peers",
         "peers_removed_idle",
         "rx_bytes_lac",
@@ -48,3 +54,22 @@ class RelayCounters:
         self.peers_removed_idle = 0  # peers forgotten after peer_idle_timeout without traffic
         self.config_reloads_ok = 0
         self.config_reloads_failed = 0
+        self.config_load_failing = 0  # gauge: 1 while the file's last reload failed
+        self.lns_icmp_errors = 0  # ICMP errors for datagrams sent to the LNS (lns_health)
+        self.lns_unresponsive = 0  # gauge: 1 while the LNS does not answer (lns_health)
+        # not_allowed drops by source IP since the last drop report (bounded; the report
+        # names the top ones and clears it).
+        self.not_allowed_sources: dict[str, int] = {}
+
+    def count_not_allowed_source(self, ip: str) -> None:
+        sources = self.not_allowed_sources
+        if ip in sources or len(sources) < MAX_SOURCES:
+            sources[ip] = sources.get(ip, 0) + 1
+        else:
+            sources["other"] = sources.get("other", 0) + 1
+
+    def top_not_allowed(self, n: int = 3) -> str:
+        """`a x12, b x3, ...` for the report line, then start counting afresh."""
+        top = sorted(self.not_allowed_sources.items(), key=lambda kv: -kv[1])[:n]
+        self.not_allowed_sources = {}
+        return ", ".join(f"{ip} x{count}" for ip, count in top)

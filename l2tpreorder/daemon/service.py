@@ -17,6 +17,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,21 +26,28 @@ from l2tpreorder.config import (
     Config,
     ConfigError,
     MetricsConfig,
+    check_host,
     format_address,
     load_with_overrides,
 )
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.daemon import reload_report
+from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.relay import Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.sockets import BindError
 from l2tpreorder.daemon.state import load_state
+from l2tpreorder.daemon.status import snapshot
 
 log = logging.getLogger("l2tpreorder")
 
 HOUSEKEEPING_INTERVAL = 1.0
+# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus=78 makes a bad configuration end in
+# `failed` at once instead of a restart loop that can never succeed.
+EX_CONFIG = 78
 
 # syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {
@@ -107,22 +115,25 @@ class DropReporter:
             )
         return snap
 
-    def tick(self, now: float) -> list[str]:
-        """Log what grew since the last report, if the interval is up; returns the lines."""
+    def tick(self, now: float, final: bool = False) -> list[str]:
+        """Log what grew since the last report, if the interval is up (or `final`: at stop,
+        the last, partial interval); returns the lines."""
         if self._next_at is None:
             self._next_at = now + self.interval
-        if now < self._next_at:
+        if now < self._next_at and not final:
             return []
         self._next_at = now + self.interval
         snap = self.snapshot()
         lines = []
+        period = "before stopping" if final else f"in the last {self.interval:g} s"
         for key, value in snap.items():
             grown = value - self._last.get(key, 0)
             if grown > 0:
                 what = "sequence numbers given up" if ":gave_up_ns:" in key else "dropped"
-                lines.append(
-                    f"{grown} {what} in the last {self.interval:g} s (reason {key}, {value} total)"
-                )
+                line = f"{grown} {what} {period} (reason {key}, {value} total)"
+                if key == "not_allowed":
+                    line += f"; top sources: {self.source.relay.top_not_allowed()}"
+                lines.append(line)
         self._last = snap
         for line in lines:
             log.warning("%s", line)
@@ -161,13 +172,23 @@ def start_metrics(settings: MetricsConfig, source: RelaySource) -> MetricsServer
 
 
 class Daemon:
-    def __init__(self, config: Config, reload_config: Any, notifier: Notifier | None = None):
+    def __init__(
+        self,
+        config: Config,
+        reload_config: Any,
+        notifier: Notifier | None = None,
+        load_file: Callable[[], Config] | None = None,
+    ):
         self.config = config
         self._reload_config = reload_config  # () -> Config, raises ConfigError
+        self._load_file = load_file  # () -> the file alone, without command-line flags
         self.notifier = notifier or Notifier()
         self.relay: Relay | None = None
         self.metrics: MetricsServer | None = None
         self._stop: asyncio.Future[None] | None = None
+        self.control: ControlServer | None = None
+        self.housekeeping_errors: dict[str, int] = {}
+        self._started = time.monotonic()
 
     def _status(self) -> str:
         c = self.config
@@ -177,15 +198,9 @@ class Daemon:
         )
 
     async def run(self) -> int:
-        # Resolved before anything is bound or the state file consumed: a typo in `user` must
-        # not cost the sessions a restore would bring back.
-        user = None
-        if self.config.user is not None:
-            try:
-                user = pwd.getpwnam(self.config.user)
-            except KeyError:
-                log.error("user = %r: no such user; not starting", self.config.user)
-                return 1
+        # `main` ran config.check_host already (exit EX_CONFIG before anything is bound or the
+        # state file consumed): the user exists and the state directory is writable by it.
+        user = pwd.getpwnam(self.config.user) if self.config.user is not None else None
         raise_fd_limit(self.config.max_peers)
         loop = asyncio.get_running_loop()
         relay = self.relay = Relay(self.config, loop=loop)
@@ -207,14 +222,18 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         source = RelaySource(relay)
         self.metrics = start_metrics(self.config.metrics, source)
+        await self._start_control(user)
         if user is not None:
             error = drop_privileges(user)
             if error is not None:
                 log.error("%s", error)
                 if self.metrics is not None:
                     self.metrics.close()
+                if self.control is not None:
+                    self.control.close()
                 relay.shutdown(state_file=state_file)  # keep what was restored for next time
                 return 1
+        relay.set_debug(self.config.log_level == "debug")
         relay.start_reading()
         self._reporter = DropReporter(source, self.config.drop_report_interval)
         log.info("%s", self._status())
@@ -237,6 +256,9 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self.metrics is not None:
                 self.metrics.close()
+            if self.control is not None:
+                self.control.close()
+            self._reporter.tick(relay.clock(), final=True)
             c = relay.pipeline.counters
             log.info(
                 "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
@@ -246,6 +268,39 @@ class Daemon:
             )
             self.notifier.close()
         return 0
+
+    async def _start_control(self, user: pwd.struct_passwd | None) -> None:
+        """The control socket for `status` and `reload`; without it the daemon still relays."""
+        control = ControlServer({"status": self._status_answer, "reload": self._reload_answer})
+        owner = (user.pw_uid, user.pw_gid) if user is not None else None
+        try:
+            path = await control.start(self.config.control_socket, owner)
+        except OSError as e:
+            log.error(
+                "control socket: %s; running without it (status and reload by command fail, "
+                "SIGHUP still reloads)",
+                e.strerror or e,
+            )
+            return
+        self.control = control
+        log.info("control socket: %s", path)
+
+    async def _status_answer(self) -> dict[str, Any]:
+        assert self.relay is not None
+        extra = {
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "status": self._status(),
+            "config": self.config.source,
+            "lns": format_address(self.config.lns),
+        }
+        return snapshot(self.relay, extra)
+
+    async def _reload_answer(self) -> dict[str, Any]:
+        error, not_applied = self.reload()
+        if error is not None:
+            return {"ok": False, "error": error}
+        return {"ok": True, "status": self._status(), "not_applied": not_applied}
 
     def _state_file(self) -> str | None:
         """`state_file`, else $STATE_DIRECTORY/state.json under systemd's StateDirectory=."""
@@ -304,17 +359,41 @@ class Daemon:
         self._watchdog_handle = loop.call_later(interval, self._watchdog, interval)
 
     def _housekeeping(self) -> None:
+        """Idle expiry, socket-drop metric, drop report: re-armed FIRST, and each step on its
+        own, so one failing step (e.g. /proc unreadable after a privilege drop) neither stops
+        the tick for good nor skips the other steps."""
+        loop = asyncio.get_running_loop()
+        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
         relay = self.relay
         assert relay is not None
         now = relay.clock()
-        relay.remove_idle(now)
-        relay.update_socket_drops()
-        self._reporter.tick(now)
-        loop = asyncio.get_running_loop()
-        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        for name, step in self.housekeeping_steps():
+            try:
+                step(now)
+            except Exception:  # logged; the next tick runs every step again
+                self._housekeeping_failed(name)
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the file; a bad file keeps the running config and says why."""
+    def housekeeping_steps(self) -> list[tuple[str, Callable[[float], object]]]:
+        relay = self.relay
+        assert relay is not None
+        return [
+            ("idle peer expiry", relay.remove_idle),
+            ("socket drop count", lambda _: relay.update_socket_drops()),
+            ("drop report", self._reporter.tick),
+            ("LNS health", relay.health.tick),
+            ("debug lines", lambda now: relay.debug.tick(now) if relay.debug else None),
+        ]
+
+    def _housekeeping_failed(self, name: str) -> None:
+        """Log a failing step with its traceback the 1st, 2nd, 4th, 8th... time (bounded)."""
+        n = self.housekeeping_errors[name] = self.housekeeping_errors.get(name, 0) + 1
+        if n & (n - 1) == 0:
+            times = "1 time" if n == 1 else f"{n} times"
+            log.exception("housekeeping: %s failed (%s so far); still running", name, times)
+
+    def reload(self) -> tuple[str | None, list[str]]:
+        """SIGHUP or `l2tpreorder reload`: re-read the file; a bad file keeps the running
+        config and says why. Returns (error or None, notes on changes not applied)."""
         relay = self.relay
         assert relay is not None
         self.notifier.reloading()
@@ -323,20 +402,24 @@ class Daemon:
             new = self._reload_config()
         except ConfigError as e:
             counters.config_reloads_failed += 1
+            counters.config_load_failing = 1
             log.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self._status())
-            return
+            return str(e), []
+        counters.config_load_failing = 0
         old = self.config
+        self._log_changes(old, new)
         refused = relay.reconfigure(new)
+        notes = []
         for key in refused:
-            log.warning(
-                "reload: %s changed but needs new sockets; not applied, still %s "
-                "(restart the service to apply it)",
-                key,
-                _show(getattr(old, key)),
+            notes.append(
+                f"{key} changed but needs new sockets; not applied, still "
+                f"{_show(getattr(old, key))} (restart the service to apply it)"
             )
+            log.warning("reload: %s", notes[-1])
         self.config = relay.config
         logging.getLogger().setLevel(self.config.log_level.upper())
+        relay.set_debug(self.config.log_level == "debug")
         self._reporter.set_interval(self.config.drop_report_interval)
         if new.metrics != old.metrics:
             if self.metrics is not None:
@@ -346,6 +429,22 @@ class Daemon:
         counters.config_reloads_ok += 1
         log.info("configuration reloaded: %s", self._status())
         self.notifier.ready(self._status())
+        return None, notes
+
+    def _log_changes(self, old: Config, new: Config) -> None:
+        """One line per changed setting, and one per setting a command-line flag overrides."""
+        changed = reload_report.changes(old, new)
+        for line in changed:
+            log.info("reload: %s", line)
+        if not changed:
+            log.info("reload: no setting changed")
+        if self._load_file is not None:
+            try:
+                file_only = self._load_file()
+            except ConfigError:
+                return
+            for line in reload_report.overridden(file_only, new):
+                log.warning("reload: %s", line)
 
     @staticmethod
     def _warn_if_open(config: Config) -> None:
@@ -466,9 +565,16 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         config = load()
+        # What the file cannot say about this host (the user exists, the state directory is
+        # writable): checked before anything is bound or the state file consumed, so a typo
+        # in `user` does not cost the sessions a restore would bring back.
+        check_host(config)
     except ConfigError as e:
-        print(f"l2tpreorder: error: {e}", file=sys.stderr)
-        return 2
+        # Logging is not set up yet (its level comes from this file): under journald the
+        # `<3>` prefix still files the reason at error priority (`journalctl -p err`).
+        prefix = "<3>" if stderr_is_journal() else ""
+        print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
+        return EX_CONFIG
     setup_logging(config.log_level)
     if config.mode == "inpath":
         from l2tpreorder.daemon import inpath_service
@@ -478,7 +584,7 @@ def main(args: argparse.Namespace) -> int:
                 config, load, args.inpath_worker, report_metrics_port=True
             )
         return inpath_service.run_inpath(config, load, args.config)
-    daemon = Daemon(config, load)
+    daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop

@@ -268,7 +268,13 @@ def add_arguments(parser: Any) -> None:
         metavar="K",
         help="displace packets by K positions (with --displace-prob)",
     )
-    parser.add_argument("--displace-prob", type=float, default=0.0, metavar="P")
+    parser.add_argument(
+        "--displace-prob",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a packet is displaced by --displace positions",
+    )
     parser.add_argument(
         "--loss", type=float, default=0.0, metavar="P", help="probability of losing a single packet"
     )
@@ -279,8 +285,16 @@ def add_arguments(parser: Any) -> None:
         metavar="P",
         help="probability that a burst of --burst-len losses starts",
     )
-    parser.add_argument("--burst-len", type=int, default=3, metavar="N")
-    parser.add_argument("--duplicate", type=float, default=0.0, metavar="P")
+    parser.add_argument(
+        "--burst-len", type=int, default=3, metavar="N", help="packets lost in one burst (3)"
+    )
+    parser.add_argument(
+        "--duplicate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a packet is sent twice",
+    )
     parser.add_argument(
         "--jitter",
         type=float,
@@ -298,8 +312,18 @@ def add_arguments(parser: Any) -> None:
         action="store_true",
         help="impair LNS->LAC data too (default: only towards the LNS)",
     )
-    parser.add_argument("--port", type=int, action="append", metavar="PORT")
-    parser.add_argument("--lns", metavar="ADDR[:PORT]")
+    parser.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        metavar="PORT",
+        help="UDP port carrying L2TP, repeatable (default 1701)",
+    )
+    parser.add_argument(
+        "--lns",
+        metavar="ADDR[:PORT]",
+        help="the LNS's address, when guessing the direction from the capture is not enough",
+    )
 
 
 def _flag_errors(args: Any) -> list[str]:
@@ -357,6 +381,14 @@ def main(args: Any) -> int:
         f"({stats.lost_in_bursts:,} in bursts), {stats.duplicated:,} duplicated; "
         f"{stats.seq_added:,} given Ns; {stats.passed_through:,} passed through untouched"
     )
+    if stats.swapped or stats.displaced:
+        # A swap or displacement makes one packet early; replay counts it as reordered when the
+        # engine held it and released it in order (not when it was a session's first packet,
+        # or its gap was lost or given up). docs/reordered.md.
+        print(
+            f"at most {stats.swapped + stats.displaced:,} packets will be reordered "
+            "(held, then released in order) by the relay"
+        )
     for line in capture.describe_unreadable(stats.capture):
         print(line)
     return 0

@@ -79,6 +79,7 @@ class SessionReport:
         "last_ns",
         "last_order",
         "last_ts",
+        "learned_timeout",
         "max_displacement",
         "max_order",
         "released",
@@ -95,7 +96,9 @@ class SessionReport:
         self.session_id = session_id
         self.data = 0
         self.sequenced = 0
-        self.reordered = 0  # arrived after a packet with a higher Ns (seen in the capture)
+        # Arrived after a packet with a higher Ns (seen in the capture, before the engine). Not
+        # "reordered": that word means the engine's `released` everywhere (docs/reordered.md).
+        self.reordered = 0
         self.last_ns: int | None = None
         self.last_order = -1
         self.max_order = -1
@@ -111,6 +114,7 @@ class SessionReport:
         self.dropped_stale = 0
         self.skipped = 0
         self.max_displacement = 0
+        self.learned_timeout: float | None = None  # adaptive mode: the timeout at the end
         self.compare: dict[str, ModelRunner | DeliveryStats] = {}
 
     def order_of(self, ns: int) -> int:
@@ -147,6 +151,8 @@ class SessionReport:
             for name in counters.SESSION_TOTALS:
                 setattr(self, name, getattr(self, name) + getattr(s, name))
             self.max_displacement = max(self.max_displacement, s.max_displacement)
+        if self.engine_sessions and self.engine_sessions[-1].timeout > 0:
+            self.learned_timeout = self.engine_sessions[-1].timeout  # 0 = fixed timeout
         self.engine_sessions = []
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,8 +167,8 @@ class SessionReport:
             "packets": self.data,
             "sequenced": self.sequenced,
             "in_order": self.forwarded_in_order,
-            "reordered": self.reordered,
-            "released_after_hold": self.released,
+            "reordered": self.released,  # held, then released in order (docs/reordered.md)
+            "arrived_after_higher_ns": self.reordered,
             "max_displacement": self.max_displacement,
             "hold_ms": {
                 "count": self.hold.count,
@@ -170,6 +176,7 @@ class SessionReport:
                 "p99": ms(self.hold.quantile(0.99)),
                 "max": ms(self.hold.max) if self.hold.count else None,
             },
+            "learned_timeout_ms": ms(self.learned_timeout),
             "skipped_ns": self.skipped,
             "late": self.dropped_late,
             "duplicate": self.dropped_duplicate,
@@ -226,7 +233,11 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "malformed": dict(sorted(r.malformed.items())),
             "tunnels": r.tunnels,
             "sessions": r.sessions_seen,
-            "duration_s": round((r.last_ts or 0) - (r.first_ts or 0), 6),
+            "duration_s": (
+                round(r.last_ts - r.first_ts, 6)
+                if r.l2tp_packets >= 2 and r.first_ts is not None and r.last_ts is not None
+                else None
+            ),
             "timestamps_went_back": r.time_went_back,
         },
         "conversations": [
@@ -240,6 +251,8 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
             "max_held_per_session": r.engine.max_held_per_session,
             "max_held_bytes": r.engine.max_held_bytes,
             "resync_after": r.engine.resync_after,
+            "adaptive": r.engine.adaptive,
+            "min_timeout_ms": r.engine.min_timeout * 1000,
         },
         "totals": r.counters,
         "forwarded": r.forwarded,
@@ -249,17 +262,69 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
     }
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 frame`, `2 frames`, `1,234 frames`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.3g}"
 
 
+def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
+    """The session's learnt timeout (adaptive), else the fixed one; ms."""
+    t = s.learned_timeout if s.learned_timeout is not None else e.reorder_timeout
+    return f"{t * 1000:.3g}"
+
+
+def _session_rows(r: ReplayResult) -> list[str]:
+    """The per-session table: header, rule and one row per session."""
+    e = r.engine
+    lines: list[str] = []
+    head = (
+        f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
+        f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
+        f"{'skipped':>7} {'late':>5} {'dup':>5} {'timeout ms':>10}"
+    )
+    lines.append(head)
+    lines.append("-" * len(head))
+    for s in r.sessions:
+        hold = (
+            "-"
+            if not s.hold.count
+            else (
+                f"{_fmt_ms(s.hold.quantile(0.5))}/{_fmt_ms(s.hold.quantile(0.99))}/"
+                f"{_fmt_ms(s.hold.max)}"
+            )
+        )
+        if s.sequenced:
+            seq_cols = (
+                f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.max_displacement:>8} "
+                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,} "
+                f"{_timeout_col(s, e):>10}"
+            )
+        else:  # nothing to reorder: the engine passes unsequenced data straight through
+            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5} {'-':>10}"
+        lines.append(
+            f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
+            f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
+        )
+    return lines
+
+
 def format_report(r: ReplayResult) -> str:
     st = r.capture
+    # The span of the L2TP datagrams: with fewer than two there is none (not "0.000 s").
+    span = (
+        f"L2TP over {r.last_ts - r.first_ts:.3f} s"
+        if r.l2tp_packets >= 2 and r.first_ts is not None and r.last_ts is not None
+        else "no L2TP time span"
+    )
     lines = [
-        f"{r.path}: {st.file_format}, {st.frames:,} frames, "
-        f"{(r.last_ts or 0) - (r.first_ts or 0):.3f} s",
-        f"  L2TPv2: {r.l2tp_packets:,} packets ({r.control:,} control, {r.data:,} data, "
-        f"{r.data_with_ns:,} with Ns), {r.tunnels} tunnels, {r.sessions_seen} sessions",
+        f"{r.path}: {st.file_format}, {plural(st.frames, 'frame')}, {span}",
+        f"  L2TPv2: {plural(r.l2tp_packets, 'packet')} ({r.control:,} control, {r.data:,} data, "
+        f"{r.data_with_ns:,} with Ns), {plural(r.tunnels, 'tunnel')}, "
+        f"{plural(r.sessions_seen, 'session')}",
     ]
     if st.reassembled:
         lines.append(f"  {st.reassembled:,} datagrams reassembled from outer IP fragments")
@@ -278,38 +343,17 @@ def format_report(r: ReplayResult) -> str:
             "direction: pass --lns ADDR"
         )
     e = r.engine
+    timeout = (
+        f"adaptive reorder timeout {min(e.min_timeout, e.reorder_timeout) * 1000:g}.."
+        f"{e.reorder_timeout * 1000:g} ms"
+        if e.adaptive and e.reorder_timeout > 0
+        else f"reorder timeout {e.reorder_timeout * 1000:g} ms"
+    )
     lines.append(
-        f"engine: reorder timeout {e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing}, "
-        f"max held {e.max_held_per_session}/session"
+        f"engine: {timeout}, sequencing {e.sequencing}, max held {e.max_held_per_session}/session"
     )
     lines.append("")
-    head = (
-        f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
-        f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
-        f"{'skipped':>7} {'late':>5} {'dup':>5}"
-    )
-    lines.append(head)
-    lines.append("-" * len(head))
-    for s in r.sessions:
-        hold = (
-            "-"
-            if not s.hold.count
-            else (
-                f"{_fmt_ms(s.hold.quantile(0.5))}/{_fmt_ms(s.hold.quantile(0.99))}/"
-                f"{_fmt_ms(s.hold.max)}"
-            )
-        )
-        if s.sequenced:
-            seq_cols = (
-                f"{s.forwarded_in_order:>8,} {s.reordered:>9,} {s.max_displacement:>8} "
-                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,}"
-            )
-        else:  # nothing to reorder: the engine passes unsequenced data straight through
-            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5}"
-        lines.append(
-            f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
-            f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
-        )
+    lines += _session_rows(r)
     if not r.sessions:
         lines.append("(no data messages towards an LNS)")
     malformed = sum(r.malformed.values())

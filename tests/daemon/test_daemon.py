@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -131,7 +132,10 @@ def test_each_lac_has_a_fixed_upstream_port_and_replies_come_from_where_it_sent(
     (up_a,) = upstream[b"a"]
     (up_b,) = upstream[b"b"]
     assert up_a != up_b
-    assert up_a[0] == up_b[0] == "127.0.0.1"  # the routed source address, fixed
+    # LNS on loopback: each LAC address its own 127/8 source (docs/lac-addresses.md); LAC
+    # 127.0.0.3 -> 127.0.0.3; 127.0.0.1 is the relay's own route source, so LAC a gets another.
+    assert up_b[0] == "127.0.0.3"
+    assert up_a[0].startswith("127.") and up_a[0] not in ("127.0.0.1", "127.0.0.3")
 
     lns.sendto(b"\x00\x02reply-for-b", up_b)
     lns.sendto(b"\x00\x02reply-for-a", up_a)
@@ -384,7 +388,7 @@ def test_bad_config_at_startup_is_one_clear_line(tmp_path: Path) -> None:
         timeout=30,
         cwd=PROJECT_ROOT,
     )
-    assert res.returncode == 2
+    assert res.returncode == 78, "EX_CONFIG: the unit's RestartPreventExitStatus"
     assert res.stderr == (
         f"l2tpreorder: error: {path}: listen[0] = '[::1]:99999': expected an address "
         '"IPv4:PORT" or "[IPv6]:PORT" with PORT 1..65535\n'
@@ -525,8 +529,8 @@ def test_unknown_user_fails_before_the_state_file_is_consumed(tmp_path: Path) ->
         timeout=30,
         cwd=PROJECT_ROOT,
     )
-    assert res.returncode == 1, res.stderr
-    assert "user = 'l2r-no-such-user': no such user" in res.stderr
+    assert res.returncode == 78, res.stderr
+    assert "user = 'l2r-no-such-user': expected an existing user" in res.stderr
     assert "Traceback" not in res.stderr
     assert state_file.read_bytes() == saved, "the saved sessions must survive a config typo"
 
@@ -671,7 +675,9 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
             lines = runner.run(scenario())
     finally:
         denied.close()
-    assert lines == ["1 dropped in the last 0.1 s (reason not_allowed, 1 total)"]
+    assert lines == [
+        "1 dropped in the last 0.1 s (reason not_allowed, 1 total); top sources: 127.0.0.2 x1"
+    ]
 
 
 def test_restoring_a_state_saved_in_another_sequencing_mode_warns(
@@ -690,3 +696,35 @@ def test_restoring_a_state_saved_in_another_sequencing_mode_warns(
         f"state file {state_file} was saved with reorder.sequencing = preserve, running renumber"
         in log
     )
+
+
+def test_config_error_under_journald_is_logged_at_error_priority(tmp_path: Path) -> None:
+    """stderr is "the journal" (JOURNAL_STREAM names its device:inode, as systemd sets it): the
+    reason carries `<3>`, so `journalctl -p err` shows it, and the exit status is EX_CONFIG."""
+    config = tmp_path / "c.yaml"
+    config.write_text("reorder: {timeout_ms: -5}\n")
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        st = os.fstat(err.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        res = subprocess.run(
+            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(config)],
+            stderr=err, stdout=subprocess.DEVNULL, timeout=30, cwd=PROJECT_ROOT, env=env,
+        )
+    assert res.returncode == 78
+    text = err_path.read_text()
+    assert text.startswith("<3>l2tpreorder: error: ") and "timeout_ms" in text, text
+
+
+def test_missing_state_file_directory_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"listen: ['127.0.0.1:{free_udp_port()}']\nlns: '127.0.0.1:{free_udp_port()}'\n"
+        f"state_file: '{tmp_path}/nonexistent/state.json'\nmetrics: {{enabled: false}}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT,
+    )
+    assert res.returncode == 78, res.stderr
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr

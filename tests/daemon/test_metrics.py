@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import threading
@@ -252,6 +253,11 @@ def test_server_speaks_tls_when_configured(
         assert "l2tpreorder_build_info" in text
         with pytest.raises(OSError):  # plain HTTP is refused
             _get(f"http://127.0.0.1:{server.port}/metrics")
+        # A client that connects and never starts the handshake does not block other scrapes
+        # (the handshake runs in the scrape's thread, not in the listener's accept()).
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+            text = _get(f"https://127.0.0.1:{server.port}/metrics", context)
+            assert "l2tpreorder_build_info" in text
     finally:
         server.close()
 
@@ -292,7 +298,7 @@ def test_promtool_check_and_test_rules() -> None:
         cwd=rules, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 8 rules found" in check.stdout
+    assert "SUCCESS: 11 rules found" in check.stdout
     test = subprocess.run(
         [promtool, "test", "rules", "alerts.test.yml"],
         cwd=rules, capture_output=True, text=True, check=False,

@@ -527,7 +527,7 @@ def test_every_alert_expression_evaluates_and_its_measure_returns_data(
 ) -> None:
     prom, _ = scraped
     rules = _alert_rules()
-    assert len(rules) == 8
+    assert len(rules) == 11
     for rule in rules:
         prom.query(rule["expr"])  # valid PromQL against real data
         measure = COMPARISON_AT_END.sub("", rule["expr"].strip())

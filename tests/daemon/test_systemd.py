@@ -45,7 +45,7 @@ def unit_settings() -> dict[str, list[str]]:
 def test_unit_has_the_required_service_settings() -> None:
     s = unit_settings()
     assert s["Type"] == ["notify"]
-    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["RestartPreventExitStatus"] == ["78"]  # EX_CONFIG from `run`: no restart loop
     assert "xl2tpd.service" in s["Before"][0].split()
     assert s["Restart"] == ["on-failure"]
     assert s["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
@@ -63,6 +63,14 @@ def test_unit_execstart_is_a_valid_command_line() -> None:
     assert args.command == "run" and args.config == "/etc/l2tpreorder/config.yaml"
 
 
+def test_unit_execreload_waits_for_the_daemon() -> None:
+    """ExecReload asks over the control socket (and waits), not `kill -HUP` (which does not)."""
+    argv = shlex.split(unit_settings()["ExecReload"][0])
+    assert argv[0] == shlex.split(unit_settings()["ExecStart"][0])[0]
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "reload" and args.config == "/etc/l2tpreorder/config.yaml"
+
+
 def _fake_root(tmp_path: Path) -> Path:
     """A root with the system's units, our unit in /etc and its ExecStart program present,
     so `verify` checks the unit as an operator would have installed it."""
@@ -71,12 +79,21 @@ def _fake_root(tmp_path: Path) -> Path:
     shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/l2tpreorder.service")
-    for program in ("/usr/local/bin/l2tpreorder", "/bin/kill"):
+    for program in ("/usr/local/bin/l2tpreorder",):
         target = root / program.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("#!/bin/sh\n")
         target.chmod(0o755)
+    # The package installs l2tpreorder(8) with the unit; verify looks up Documentation= man:
+    # pages with the host's `man`, so the tests point MANPATH at the root's pages (_verify_env).
+    man8 = root / "usr/share/man/man8"
+    man8.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "man" / "l2tpreorder.8", man8)
     return root
+
+
+def _verify_env(root: Path) -> dict[str, str]:
+    return dict(os.environ, MANPATH=f"{root}/usr/share/man")
 
 
 def test_systemd_analyze_verify_has_no_warnings(tmp_path: Path) -> None:
@@ -87,6 +104,7 @@ def test_systemd_analyze_verify_has_no_warnings(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env=_verify_env(root),
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "" and res.stderr.strip() == "", res.stdout + res.stderr
@@ -103,6 +121,7 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env=_verify_env(root),
     )
     assert "NoSuchSetting" in res.stdout + res.stderr
 

@@ -81,6 +81,10 @@ class Proxy:
         self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.up.bind((args.upstream_source, 0))
         self.up.connect(args.upstream)
+        # Non-blocking both: a pending ICMP error can make `select` report a socket readable
+        # whose error another call then consumes; a blocking recv on it would wait for ever.
+        self.down.setblocking(False)
+        self.up.setblocking(False)
 
     def log(self, **event: Any) -> None:
         self.record.write(json.dumps(event) + "\n")
@@ -92,6 +96,9 @@ class Proxy:
             # Nobody listened upstream (the relay restarting): the ICMP error comes back on the
             # next send, and that datagram is lost, as a real LAC's would be.
             self.log(event="refused", kind=kind, frame=frame_number(datagram), **extra)
+            return
+        except BlockingIOError:  # send buffer full (non-blocking socket): lost, as on a wire
+            self.log(event="blocked", kind=kind, frame=frame_number(datagram), **extra)
             return
         self.log(event="sent", kind=kind, hex=datagram.hex(), frame=frame_number(datagram), **extra)
 
@@ -137,6 +144,32 @@ class Proxy:
             header = parse_header(held)
             self.send_up(held, "data", ns=None if isinstance(header, str) else header.ns)
 
+    def drain_down(self) -> None:
+        """Everything the LAC sent so far; returns when the socket would block."""
+        while True:
+            try:
+                datagram, self.lac = self.down.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                continue  # an ICMP error for an earlier reply to the LAC: nothing to read
+            self.from_lac(datagram)
+
+    def drain_up(self) -> None:
+        """Every reply from upstream, passed to the LAC; returns when the socket would block."""
+        while True:
+            try:
+                reply = self.up.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                continue  # see send_up: the error is consumed, data may still be queued
+            if self.lac is not None:
+                try:
+                    self.down.sendto(reply, self.lac)
+                except (BlockingIOError, ConnectionRefusedError):
+                    self.log(event="reply_lost")
+
     def serve(self) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self.down, selectors.EVENT_READ, "down")
@@ -146,15 +179,9 @@ class Proxy:
         while True:
             for key, _ in sel.select(timeout=IDLE_FLUSH / 2):
                 if key.data == "down":
-                    datagram, self.lac = self.down.recvfrom(65535)
-                    self.from_lac(datagram)
+                    self.drain_down()
                 else:
-                    try:
-                        reply = self.up.recv(65535)
-                    except ConnectionRefusedError:
-                        continue  # see send_up
-                    if self.lac is not None:
-                        self.down.sendto(reply, self.lac)
+                    self.drain_up()
             if self.held is not None and time.monotonic() - self.last_data > IDLE_FLUSH:
                 self.release_held()
 

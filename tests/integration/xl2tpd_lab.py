@@ -277,11 +277,13 @@ class Lab:
             "--lns", f"{MOVED_ADDR}:{MOVED_PORT}",
             "--timeout", str(sc.relay_timeout_ms), *sc.relay_args,
         ]
+        # Its own control socket: the default one (/run/l2tpreorder) is one per host, and the
+        # namespaces share the file system with parallel runs.
+        relay_yaml = f"control_socket: {w / 'control.sock'}\n"
         if sc.restart_relay_after is not None:
-            (w / "relay.yaml").write_text(
-                f"state_file: {w / 'relay-state.json'}\nmetrics: {{enabled: false}}\n"
-            )
-            relay_argv += ["--config", str(w / "relay.yaml")]
+            relay_yaml += f"state_file: {w / 'relay-state.json'}\nmetrics: {{enabled: false}}\n"
+        (w / "relay.yaml").write_text(relay_yaml)
+        relay_argv += ["--config", str(w / "relay.yaml")]
         relay = None
         if sc.inpath:
             self._start_inpath(sc, w)

@@ -129,8 +129,10 @@ def test_every_shared_capture_replays_without_error(name: str, tmp_path: Path) -
         (s.tunnel_id, s.session_id, s.data) for s in r.sessions
     ]
     text = format_report(r)
-    assert text.startswith(f"{r.path}: {st.file_format}, {st.frames:,} frames, ")
-    assert f"L2TPv2: {r.l2tp_packets:,} packets" in text
+    frames = "1 frame" if st.frames == 1 else f"{st.frames:,} frames"
+    assert text.startswith(f"{r.path}: {st.file_format}, {frames}, ")
+    packets = "1 packet" if r.l2tp_packets == 1 else f"{r.l2tp_packets:,} packets"
+    assert f"L2TPv2: {packets} (" in text
     for s in r.sessions:  # one table row per session: LAC peer, tunnel, session, packets
         lac = format_address(s.conversation.lac)
         row = rf"^{re.escape(lac)} +{s.tunnel_id} +{s.session_id} +{s.data:,} "

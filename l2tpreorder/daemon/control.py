@@ -1,0 +1,286 @@
+"""The control socket: `l2tpreorder status` and `l2tpreorder reload` talk to the running daemon.
+
+A Unix stream socket, mode 0600 (only the daemon's user and root can connect), one request per
+connection: the client sends one JSON line `{"command": "status"}` or `{"command": "reload"}`,
+the server answers one JSON line `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. A
+reload is answered only after it was applied or refused, so `l2tpreorder reload` (the unit's
+ExecReload) returns when the new configuration is live, and fails when it was rejected.
+
+Where the socket lives: `control_socket` from the config file, else the first usable of
+$RUNTIME_DIRECTORY/control.sock (systemd's RuntimeDirectory=), /run/l2tpreorder/control.sock,
+/tmp/l2tpreorder-UID/control.sock (an unprivileged `make run`). The client tries the same list
+and connects to the first socket that exists, so both find each other from the config alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("l2tpreorder")
+
+DEFAULT_CONFIG = "/etc/l2tpreorder/config.yaml"  # the path the shipped unit runs with
+RUN_DIR = "/run/l2tpreorder"
+MAX_REQUEST = 4096  # one short JSON line; anything longer is refused, not buffered
+CLIENT_TIMEOUT = 30.0  # a reload under load can take a while; never hang forever
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
+
+Handler = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def socket_candidates(configured: str | None) -> list[str]:
+    """Socket paths in the order the server tries to bind and the client tries to connect."""
+    if configured is not None:
+        return [configured]
+    paths = []
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    if runtime:
+        paths.append(os.path.join(runtime.split(":")[0], "control.sock"))
+    paths.append(os.path.join(RUN_DIR, "control.sock"))
+    paths.append(f"/tmp/l2tpreorder-{os.getuid()}/control.sock")
+    return paths
+
+
+def _own_directory(directory: str) -> bool:
+    """Create `directory` (0700) or accept an existing one we own that is no symlink: a
+    fallback under /tmp must not be a directory another user prepared for us."""
+    try:
+        os.mkdir(directory, 0o700)
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+class ControlServer:
+    """Serves the control socket on the daemon's event loop; one JSON line in, one out."""
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self.handlers = handlers
+        self.path: str | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, configured: str | None, owner: tuple[int, int] | None = None) -> str:
+        """Bind the first usable path; chown it to `owner` (uid, gid) when privileges are to
+        be dropped, so the daemon's user can still remove it at exit. Raises OSError."""
+        errors = []
+        for path in socket_candidates(configured):
+            directory = os.path.dirname(path) or "."
+            if configured is None and not _own_directory(directory):
+                errors.append(f"{directory}: not a directory we can use")
+                continue
+            try:
+                await self._bind(path, owner)
+            except OSError as e:
+                errors.append(f"{path}: {e.strerror}")
+                if configured is not None:
+                    break
+                continue
+            self.path = path
+            return path
+        raise OSError(0, "cannot create the control socket (" + "; ".join(errors) + ")")
+
+    async def _bind(self, path: str, owner: tuple[int, int] | None) -> None:
+        _remove_stale(path)
+        old = os.umask(0o177)  # 0600 from the first moment, not after a chmod
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=path, limit=MAX_REQUEST
+            )
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(path, *owner)
+            with contextlib.suppress(OSError):
+                if os.stat(os.path.dirname(path)).st_uid == 0 and path.startswith(RUN_DIR):
+                    os.chown(os.path.dirname(path), *owner)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
+            except (ValueError, asyncio.LimitOverrunError):
+                line = b""
+            answer = await self._answer(line)
+            writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+            await writer.drain()
+        except (OSError, TimeoutError):
+            pass  # the client went away: nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": 'expected one JSON line such as {"command": "status"}'}
+        command = request.get("command") if isinstance(request, dict) else None
+        handler = self.handlers.get(command) if isinstance(command, str) else None
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            return {"ok": False, "error": f"unknown command {command!r}; known: {known}"}
+        try:
+            return await handler()
+        except Exception as e:
+            log.exception("control: %s failed", command)
+            return {"ok": False, "error": f"{command} failed: {e}"}
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file (a stale one would mislead clients)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+
+
+def _remove_stale(path: str) -> None:
+    """A socket file left by a killed daemon: remove it if nobody answers on it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(17, f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+            return
+    raise OSError(98, f"another l2tpreorder answers on {path}")
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """The daemon could not be reached or answered nonsense (exit code 2)."""
+
+
+def configured_socket(config_path: str | None) -> str | None:
+    """`control_socket` from the config file, read leniently: a file the daemon would refuse
+    (the very file an operator is trying to reload) must not stop us finding the socket."""
+    return _configured(config_path, "control_socket")
+
+
+def _configured(config_path: str | None, key: str) -> str | None:
+    """A top-level string setting of the config file, read leniently (see configured_socket)."""
+    path = config_path or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ControlError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        # Broken YAML elsewhere in the file: the top-level line alone still names the value.
+        found = re.search(rf"^{key}:[ \t]*[\"']?([^\"'#\s]+)", text, re.MULTILINE)
+        return found.group(1) if found and found.group(1) != "null" else None
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+# The in-path workers (one process per queue) have no control socket yet.
+INPATH_NOT_COVERED = (
+    "mode: inpath is not covered by `status` and `reload` yet (its workers have no control "
+    "socket): reload with `systemctl reload l2tpreorder-inpath` (SIGHUP) and read its numbers "
+    "from /metrics"
+)
+
+
+def request(
+    command: str, config_path: str | None, timeout: float = CLIENT_TIMEOUT
+) -> dict[str, Any]:
+    """Send one command to the daemon found from the config file; returns its answer."""
+    if _configured(config_path, "mode") == "inpath":
+        raise ControlError(INPATH_NOT_COVERED)
+    candidates = socket_candidates(configured_socket(config_path))
+    existing = [p for p in candidates if os.path.exists(p)]
+    if not existing:
+        raise ControlError(
+            "no control socket at " + ", ".join(candidates) + ": is l2tpreorder running?"
+        )
+    path = existing[0]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise ControlError(f"{path}: no answer within {timeout:g} s") from None
+        except OSError as e:
+            raise ControlError(f"{path}: {e.strerror or e}") from None
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise ControlError(f"{path}: not an l2tpreorder answer: {data[:80]!r}") from None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        raise ControlError(f"{path}: not an l2tpreorder answer: {data[:80]!r}")
+    return answer
+
+
+# --- `l2tpreorder reload` --------------------------------------------------------------------
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help=f"the daemon's config file (names its control_socket; default {DEFAULT_CONFIG})",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Ask the daemon to re-read its file; returns when it was applied (0) or refused (1)."""
+    try:
+        answer = request("reload", args.config)
+    except ControlError as e:
+        print(f"l2tpreorder: reload: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        print(f"l2tpreorder: reload refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_REFUSED
+    for note in answer.get("not_applied", []):
+        print(f"l2tpreorder: reload: {note}", file=sys.stderr)
+    print(f"reloaded: {answer.get('status', '')}")
+    return EXIT_OK

@@ -1,0 +1,78 @@
+"""`reorder.adaptive` and `reorder.min_timeout_ms` in the config file and `check-config`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from l2tpreorder.config import Config, ConfigError, config_from_dict, effective, notes
+
+ISSUE_EXAMPLE = "reorder: {adaptive: true, timeout_ms: 100}\n"
+
+
+def test_defaults_are_a_fixed_timeout_with_a_2_ms_floor_ready() -> None:
+    e = Config().engine
+    assert (e.adaptive, e.min_timeout, e.reorder_timeout) == (False, 0.002, 0.1)
+    shown = dict(effective(Config()))
+    assert (shown["reorder.adaptive"], shown["reorder.min_timeout_ms"]) == ("false", "2")
+    assert notes(Config()) == []
+
+
+def test_file_keys_reach_the_engine_config() -> None:
+    c = config_from_dict({"reorder": {"adaptive": True, "min_timeout_ms": 5, "timeout_ms": 80}})
+    assert (c.engine.adaptive, c.engine.min_timeout, c.engine.reorder_timeout) == (
+        True,
+        0.005,
+        0.08,
+    )
+    shown = dict(effective(c))
+    assert (shown["reorder.adaptive"], shown["reorder.min_timeout_ms"]) == ("true", "5")
+    assert notes(c) == []
+    # a floor above the cap: the cap wins (said so, not refused)
+    c = config_from_dict({"reorder": {"adaptive": True, "min_timeout_ms": 500}})
+    (note,) = notes(c)
+    assert "the adaptive timeout stays at 100 ms" in note
+
+
+@pytest.mark.parametrize(
+    ("reorder", "message"),
+    [
+        ({"adaptive": "yes"}, "reorder.adaptive = 'yes': expected true or false"),
+        ({"min_timeout_ms": 0}, "min_timeout_ms = 0: expected a number of milliseconds > 0 "),
+        ({"min_timeout_ms": -1}, "reorder.min_timeout_ms = -1"),
+        ({"min_timeout_ms": 60_001}, "<= 60000"),
+    ],
+)
+def test_bad_values_name_the_key(reorder: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"reorder": reorder})
+    assert message in str(err.value)
+
+
+def test_check_config_accepts_the_issue_example_and_says_what_it_means(tmp_path: Path) -> None:
+    path = tmp_path / "adaptive.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    run = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    shown = dict(line.split(": ", 1) for line in run.stdout.splitlines()[1:])
+    assert shown["reorder.adaptive"] == "true"
+    assert (shown["reorder.timeout_ms"], shown["reorder.min_timeout_ms"]) == ("100", "2")
+    assert "note:" not in run.stderr
+
+
+def test_check_config_notes_a_floor_above_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "floor.yaml"
+    path.write_text("reorder: {adaptive: true, timeout_ms: 10, min_timeout_ms: 20}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "note: reorder.min_timeout_ms is above reorder.timeout_ms" in run.stderr
+    assert "stays at 10 ms" in run.stderr
