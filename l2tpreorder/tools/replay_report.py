@@ -274,6 +274,41 @@ def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
     return f"{t * 1000:.3g}"
 
 
+def _session_rows(r: ReplayResult) -> list[str]:
+    """The per-session table: header, rule and one row per session."""
+    e = r.engine
+    lines: list[str] = []
+    head = (
+        f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
+        f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
+        f"{'skipped':>7} {'late':>5} {'dup':>5} {'timeout ms':>10}"
+    )
+    lines.append(head)
+    lines.append("-" * len(head))
+    for s in r.sessions:
+        hold = (
+            "-"
+            if not s.hold.count
+            else (
+                f"{_fmt_ms(s.hold.quantile(0.5))}/{_fmt_ms(s.hold.quantile(0.99))}/"
+                f"{_fmt_ms(s.hold.max)}"
+            )
+        )
+        if s.sequenced:
+            seq_cols = (
+                f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.max_displacement:>8} "
+                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,} "
+                f"{_timeout_col(s, e):>10}"
+            )
+        else:  # nothing to reorder: the engine passes unsequenced data straight through
+            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5} {'-':>10}"
+        lines.append(
+            f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
+            f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
+        )
+    return lines
+
+
 def format_report(r: ReplayResult) -> str:
     st = r.capture
     # The span of the L2TP datagrams: with fewer than two there is none (not "0.000 s").
@@ -315,34 +350,7 @@ def format_report(r: ReplayResult) -> str:
         f"engine: {timeout}, sequencing {e.sequencing}, max held {e.max_held_per_session}/session"
     )
     lines.append("")
-    head = (
-        f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
-        f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
-        f"{'skipped':>7} {'late':>5} {'dup':>5} {'timeout ms':>10}"
-    )
-    lines.append(head)
-    lines.append("-" * len(head))
-    for s in r.sessions:
-        hold = (
-            "-"
-            if not s.hold.count
-            else (
-                f"{_fmt_ms(s.hold.quantile(0.5))}/{_fmt_ms(s.hold.quantile(0.99))}/"
-                f"{_fmt_ms(s.hold.max)}"
-            )
-        )
-        if s.sequenced:
-            seq_cols = (
-                f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.max_displacement:>8} "
-                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,} "
-                f"{_timeout_col(s, e):>10}"
-            )
-        else:  # nothing to reorder: the engine passes unsequenced data straight through
-            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5} {'-':>10}"
-        lines.append(
-            f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
-            f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
-        )
+    lines += _session_rows(r)
     if not r.sessions:
         lines.append("(no data messages towards an LNS)")
     malformed = sum(r.malformed.values())
