@@ -91,10 +91,8 @@ def ns2() -> Iterator[NetNs]:
 
 
 def start(ns: NetNs, tmp_path: Path, queues: str | int, timeout_ms: int) -> InPathDaemon:
-    sock = tmp_path / "control.sock"
-    daemon = InPathDaemon(
-        ns, tmp_path, queues, control_socket=str(sock), reorder={"timeout_ms": timeout_ms}
-    )
+    sock = tmp_path / "control.sock"  # InPathDaemon's control_socket
+    daemon = InPathDaemon(ns, tmp_path, queues, reorder={"timeout_ms": timeout_ms})
     daemon.start()
     wait_until("the control socket", sock.exists)
     return daemon
