@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from l2tpreorder.config import Config, ConfigError
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.inpath import InPath
 from l2tpreorder.daemon.metrics import PREFIX, MetricsServer, RelayCollector
 from l2tpreorder.daemon.nfqueue import NfQueue, read_queue_stats
@@ -196,7 +197,6 @@ class InPathWorker:
                 log.error("user = %r: no such user; not starting", self.config.user)
                 return 78
         loop = self._loop = asyncio.get_running_loop()
-        control_socket = self._control_socket
         try:
             self.queue = NfQueue(self.queue_num, maxlen=self.config.inpath_queue_maxlen)
         except OSError as e:
@@ -211,11 +211,11 @@ class InPathWorker:
             loop.add_signal_handler(sig, self._request_stop, sig)
         self._restore()
         self.metrics = self._start_metrics()
-        if control_socket is not None or not self._report_metrics_port:
+        if self._control_socket is not None or not self._report_metrics_port:
             from l2tpreorder.daemon.inpath_control import start_worker_control
 
             owner = (user.pw_uid, user.pw_gid) if user is not None else None
-            self.control = await start_worker_control(self, control_socket, owner)
+            self.control = await start_worker_control(self, self._control_socket, owner)
         if user is not None:
             error = drop_privileges_keep_net_admin(user)
             if error is not None:
@@ -395,6 +395,8 @@ class InPathWorker:
             self.notifier.ready(self.status_line())
             return str(e), []
         self.config_load_failing = 0
+        for line in reload_report.changes(self.config, new) or ["no setting changed"]:
+            log.info("reload: %s", line)
         notes = []
         if new.inpath_queues != self.config.inpath_queues or new.mode != self.config.mode:
             notes.append("mode/inpath queues changed; not applied (restart the service)")
