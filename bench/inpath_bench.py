@@ -78,6 +78,8 @@ class InPathLab:
             f.write(
                 f"mode: inpath\ninpath: {{{queues}}}\nmetrics: {{enabled: false}}\n"
                 f"reorder: {{timeout_ms: {timeout_ms}}}\nlogging: {{level: warning}}\n"
+                # its own control socket (removed at exit), not the host's /run/l2tpreorder
+                f"control_socket: {name[: -len('.yaml')]}.sock\n"
             )
         return Path(name)
 

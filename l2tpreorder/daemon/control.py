@@ -209,20 +209,10 @@ def _configured(config_path: str | None, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-# The in-path workers (one process per queue) have no control socket yet.
-INPATH_NOT_COVERED = (
-    "mode: inpath is not covered by `status` and `reload` yet (its workers have no control "
-    "socket): reload with `systemctl reload l2tpreorder-inpath` (SIGHUP) and read its numbers "
-    "from /metrics"
-)
-
-
 def request(
     command: str, config_path: str | None, timeout: float = CLIENT_TIMEOUT
 ) -> dict[str, Any]:
     """Send one command to the daemon found from the config file; returns its answer."""
-    if _configured(config_path, "mode") == "inpath":
-        raise ControlError(INPATH_NOT_COVERED)
     candidates = socket_candidates(configured_socket(config_path))
     existing = [p for p in candidates if os.path.exists(p)]
     if not existing:

@@ -19,6 +19,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 from l2tpreorder.config import Config, ConfigError
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.inpath import InPath
 from l2tpreorder.daemon.metrics import PREFIX, MetricsServer, RelayCollector
 from l2tpreorder.daemon.nfqueue import NfQueue, read_queue_stats
@@ -34,11 +36,15 @@ from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.state import load_state, save_state
 
+if TYPE_CHECKING:
+    from l2tpreorder.daemon.control import ControlServer
+
 log = logging.getLogger("l2tpreorder")
 
 SHUTDOWN_DRAIN_READS = 64  # x 64 messages read and ordered at SIGTERM before accepting the rest
 READ_BATCHES_PER_WAKE = 16  # x 64 messages: bounded so timers and signals still run
 WORKER_METRICS_LINE = "l2tpreorder-worker-metrics-port="
+WORKER_CONTROL_ENV = "L2TPREORDER_WORKER_CONTROL"  # a supervised worker's control socket
 
 
 class InPathSource:
@@ -61,6 +67,7 @@ class InPathSource:
         r.tx_datagrams_lns = c.accepted
         r.config_reloads_ok = self._worker.reloads_ok
         r.config_reloads_failed = self._worker.reloads_failed
+        r.config_load_failing = self._worker.config_load_failing
         return r
 
 
@@ -156,6 +163,7 @@ class InPathWorker:
         state_file: str | None = None,
         notifier: Notifier | None = None,
         report_metrics_port: bool = False,
+        control_socket: str | None = None,
     ) -> None:
         self.config = config
         self.queue_num = queue_num
@@ -163,6 +171,10 @@ class InPathWorker:
         self.state_file = state_file
         self.notifier = notifier or Notifier()
         self._report_metrics_port = report_metrics_port
+        # Supervised: the private socket the supervisor asks (None: none); alone: the daemon's.
+        self._control_socket = control_socket
+        self.control: ControlServer | None = None
+        self.config_load_failing = 0
         self.pipeline = Pipeline(config.engine, reorder_from_lns=config.reorder_lns_to_lac)
         self.adapter = InPath(self.pipeline, queue_num)
         self.queue: NfQueue | None = None
@@ -199,6 +211,11 @@ class InPathWorker:
             loop.add_signal_handler(sig, self._request_stop, sig)
         self._restore()
         self.metrics = self._start_metrics()
+        if self._control_socket is not None or not self._report_metrics_port:
+            from l2tpreorder.daemon.inpath_control import start_worker_control
+
+            owner = (user.pw_uid, user.pw_gid) if user is not None else None
+            self.control = await start_worker_control(self, self._control_socket, owner)
         if user is not None:
             error = drop_privileges_keep_net_admin(user)
             if error is not None:
@@ -207,7 +224,7 @@ class InPathWorker:
                 return 1
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_reader(self.queue.fileno(), self._readable)
-        status = self._status()
+        status = self.status_line()
         log.info("%s", status)
         self.notifier.ready(status)
         try:
@@ -220,7 +237,7 @@ class InPathWorker:
             self.notifier.close()
         return 0
 
-    def _status(self) -> str:
+    def status_line(self) -> str:
         e = self.config.engine
         return (
             f"in-path on NFQUEUE {self.queue_num}, reorder timeout "
@@ -352,6 +369,9 @@ class InPathWorker:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         c = self.adapter.counters
         log.info(
             "stopped: %d packets queued, %d accepted (%d rewritten), %d dropped, %d not ours",
@@ -362,18 +382,25 @@ class InPathWorker:
             c.not_udp + c.truncated + c.not_l2tpv2,
         )
 
-    def reload(self) -> None:
-        """SIGHUP: new engine settings for the running sessions; a bad file changes nothing."""
+    def reload(self) -> tuple[str | None, list[str]]:
+        """SIGHUP or `l2tpreorder reload`: new engine settings for the running sessions; a bad
+        file changes nothing. Returns (error or None, notes on changes not applied)."""
         self.notifier.reloading()
         try:
             new = self._reload_config()
         except ConfigError as e:
             self.reloads_failed += 1
+            self.config_load_failing = 1
             log.error("reload failed, keeping the running configuration: %s", e)
-            self.notifier.ready(self._status())
-            return
+            self.notifier.ready(self.status_line())
+            return str(e), []
+        self.config_load_failing = 0
+        for line in reload_report.changes(self.config, new) or ["no setting changed"]:
+            log.info("reload: %s", line)
+        notes = []
         if new.inpath_queues != self.config.inpath_queues or new.mode != self.config.mode:
-            log.warning("reload: mode/inpath queues changed; restart the service to apply")
+            notes.append("mode/inpath queues changed; not applied (restart the service)")
+            log.warning("reload: %s", notes[-1])
         self.pipeline.reconfigure(
             new.engine, time.monotonic(), reorder_from_lns=new.reorder_lns_to_lac
         )
@@ -383,8 +410,9 @@ class InPathWorker:
         if self.queue is not None:
             self.queue.send(self.adapter.expire(time.monotonic()))
             self._arm()
-        log.info("configuration reloaded: %s", self._status())
-        self.notifier.ready(self._status())
+        log.info("configuration reloaded: %s", self.status_line())
+        self.notifier.ready(self.status_line())
+        return None, notes
 
 
 PR_SET_KEEPCAPS = 8
@@ -459,6 +487,7 @@ def run_worker(
         state_file=state_file_for(config, queue),
         notifier=None if not report_metrics_port else Notifier({}),
         report_metrics_port=report_metrics_port,
+        control_socket=os.environ.get(WORKER_CONTROL_ENV) if report_metrics_port else None,
     )
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:

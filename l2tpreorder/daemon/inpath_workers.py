@@ -5,7 +5,8 @@ Why processes: the per-packet work is Python, and threads would share one GIL. T
 worker and each worker's sessions are its own. The supervisor restarts a worker that dies
 (while it is down its queue fails open through the rule's bypass), forwards SIGHUP and SIGTERM,
 and serves one `/metrics` for all workers: it scrapes each worker's loopback endpoint at scrape
-time and adds a `queue` label.
+time and adds a `queue` label. It serves the control socket too (`inpath_control`): `status`
+and `reload` ask each worker over its private socket.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -27,7 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config
-from l2tpreorder.daemon.inpath_service import WORKER_METRICS_LINE
+from l2tpreorder.daemon.control import ControlServer
+from l2tpreorder.daemon.inpath_service import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
 from l2tpreorder.daemon.metrics import MetricsServer
 from l2tpreorder.daemon.sdnotify import Notifier
 
@@ -104,6 +107,12 @@ class Supervisor:
         self._stopping = False
         self._ready_sent = False
         self.metrics: MetricsServer | None = None
+        self.control: ControlServer | None = None
+
+    def status_line(self) -> str:
+        return f"in-path: {len(self.workers)} workers for NFQUEUE " + ", ".join(
+            str(q) for q in self.workers
+        )
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -117,6 +126,9 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        from l2tpreorder.daemon.inpath_control import start_supervisor_control
+
+        self.control = await start_supervisor_control(self)
         for w in self.workers.values():
             self._start(w)
         if self.config.metrics.enabled:
@@ -136,6 +148,8 @@ class Supervisor:
             await loop.run_in_executor(None, self._stop_all)
             if self.metrics is not None:
                 self.metrics.close()
+            if self.control is not None:
+                self.control.close()
             self.notifier.close()
         return 0
 
@@ -145,8 +159,18 @@ class Supervisor:
             argv += ["--config", self.config_path]
         w.metrics_port = None
         w.started_at = time.monotonic()
+        env = dict(os.environ)
+        env.pop(WORKER_CONTROL_ENV, None)
+        if self.control is not None and self.control.path is not None:
+            from l2tpreorder.daemon.inpath_control import worker_socket
+
+            env[WORKER_CONTROL_ENV] = worker_socket(self.control.path, w.queue)
         w.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            argv,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env=env,
         )
         assert w.proc.stdout is not None
         loop = asyncio.get_running_loop()
@@ -166,9 +190,7 @@ class Supervisor:
                 x.metrics_port is not None for x in self.workers.values()
             ):
                 self._ready_sent = True
-                status = f"in-path: {len(self.workers)} workers for NFQUEUE " + ", ".join(
-                    str(q) for q in self.workers
-                )
+                status = self.status_line()
                 log.info("%s", status)
                 self.notifier.ready(status)
 

@@ -115,11 +115,17 @@ def format_table(answer: dict[str, Any]) -> str:
     problem = answer.get("lns_health", {}).get("problem")
     if problem:
         lines.append(f"LNS {answer.get('lns', '?')} DOES NOT ANSWER: {problem}")
+    lines.extend(_queue_line(q) for q in answer.get("queues", []))
     header = "  " + " ".join(f"{title:>{width}}" for _, title, width in COLUMNS)
     for peer in answer.get("peers", []):
         lines.append("")
+        where = (
+            f"on NFQUEUE {peer['queue']}"
+            if "queue" in peer
+            else f"seen by the LNS as {peer['upstream']}"
+        )
         lines.append(
-            f"LAC {peer['lac']}  seen by the LNS as {peer['upstream']}  "
+            f"LAC {peer['lac']}  {where}  "
             f"(last packet {peer['last_seen_s']:.1f} s ago, "
             f"{_count(len(peer['sessions']), 'session')})"
         )
@@ -128,6 +134,19 @@ def format_table(answer: dict[str, Any]) -> str:
         for s in peer["sessions"]:
             lines.append("  " + " ".join(f"{_cell(s[k]):>{w}}" for k, _, w in COLUMNS))
     return "\n".join(lines)
+
+
+def _queue_line(q: dict[str, Any]) -> str:
+    """In-path mode: one line per queue's worker (or why it did not answer)."""
+    if "error" in q:
+        return f"NFQUEUE {q['queue']}: worker not answering: {q['error']}"
+    k = q.get("kernel") or {}
+    return (
+        f"NFQUEUE {q['queue']}: worker pid {q['pid']}, {q['counters']['packets']} packets, "
+        f"{q['awaiting_verdict']} awaiting verdict; kernel: {k.get('waiting', '?')} waiting, "
+        f"{k.get('queue_full_drops', '?')} queue_full + {k.get('socket_full_drops', '?')} "
+        "socket_full drops"
+    )
 
 
 def _cell(value: object) -> str:

@@ -138,16 +138,6 @@ def test_unreachable_daemon_is_exit_2(tmp_path: Path) -> None:
         assert "is l2tpreorder running?" in r.stderr
 
 
-def test_inpath_mode_is_named_as_not_covered(tmp_path: Path) -> None:
-    """In-path workers have no control socket yet: say so, not "is it running?"."""
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"mode: inpath\ncontrol_socket: {tmp_path / 'none.sock'}\n")
-    for command in ("status", "reload"):
-        r = cli(command, "--config", str(cfg))
-        assert r.returncode == 2
-        assert "mode: inpath is not covered" in r.stderr, r.stderr
-
-
 def test_socket_is_0600_and_removed_at_exit(daemon) -> None:
     d, cfg, _, _ = daemon
     path = cfg["control_socket"]

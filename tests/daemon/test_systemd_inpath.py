@@ -37,6 +37,17 @@ def test_only_net_admin_and_netlink() -> None:
     assert build_parser().parse_args(argv[1:]).command == "run"
 
 
+def test_execreload_waits_for_every_worker() -> None:
+    """ExecReload asks over the control socket (and waits for every worker), not `kill -HUP`;
+    RuntimeDirectory= gives that socket its place (/run is read-only under ProtectSystem)."""
+    s = settings()
+    argv = shlex.split(s["ExecReload"][0])
+    assert argv[0] == shlex.split(s["ExecStart"][0])[0]
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "reload" and args.config == "/etc/l2tpreorder/config.yaml"
+    assert s["RuntimeDirectory"] == ["l2tpreorder"]
+
+
 def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     tool = need_tool("systemd-analyze")
     root = tmp_path / "root"

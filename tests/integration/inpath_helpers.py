@@ -61,6 +61,8 @@ class InPathDaemon:
             "mode": "inpath",
             "inpath": inpath,
             "state_file": str(workdir / "state.json"),
+            # Its own control socket: /run/l2tpreorder is one per host, shared by parallel runs.
+            "control_socket": str(workdir / "control.sock"),
             "metrics": {"enabled": True, "listen": "127.0.0.1", "port": 9109},
             "reorder": {"timeout_ms": 300},
             "logging": {"level": "debug"},

@@ -342,6 +342,7 @@ class Lab:
         (w / "inpath.yaml").write_text(
             f"mode: inpath\ninpath: {{queue: {INPATH_QUEUE}}}\nmetrics: {{enabled: false}}\n"
             f"reorder: {{timeout_ms: {sc.relay_timeout_ms}}}\n"
+            f"control_socket: {w / 'control.sock'}\n"
         )
         subprocess.run(["ip", "netns", "exec", self.ns["lns"], *INPATH_RULE.replace(
             "RULE", "-A").split()], check=True, capture_output=True, timeout=30)
