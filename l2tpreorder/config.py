@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from l2tpreorder.core.engine import LIMITS as ENGINE_LIMITS
+from l2tpreorder.core.engine import LOW_OPEN as ENGINE_LOW_OPEN
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 
 Address = tuple[str, int]  # (IP literal, port); IPv6 without brackets
@@ -347,6 +349,19 @@ def _millis(key: str, field: str, lo: float, hi: float, lo_open: bool = False) -
     )
 
 
+def _engine_integer(key: str, name: str, unit: str) -> Setting:
+    """An EngineConfig integer, its range from the engine's one declaration (LIMITS)."""
+    lo, hi = ENGINE_LIMITS[name]
+    return _integer(key, f"engine.{name}", int(lo), None if hi is None else int(hi), unit)
+
+
+def _engine_millis(key: str, name: str) -> Setting:
+    """An EngineConfig time: seconds in LIMITS, milliseconds in the file."""
+    lo, hi = ENGINE_LIMITS[name]
+    assert hi is not None  # every engine time has an upper bound
+    return _millis(key, f"engine.{name}", lo * 1000, hi * 1000, lo_open=name in ENGINE_LOW_OPEN)
+
+
 def _boolean(key: str, field: str) -> Setting:
     return Setting(key, field, _bool, yaml_repr)
 
@@ -449,12 +464,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     replace(_boolean("udp_gso", "udp_gso"), flag="--udp-gso", override="udp_gso"),
     replace(
-        _millis("reorder.timeout_ms", "engine.reorder_timeout", 0, 60_000),
+        _engine_millis("reorder.timeout_ms", "reorder_timeout"),
         flag="--timeout",
         override="timeout_ms",
     ),
     _boolean("reorder.adaptive", "engine.adaptive"),
-    _millis("reorder.min_timeout_ms", "engine.min_timeout", 0, 60_000, lo_open=True),
+    _engine_millis("reorder.min_timeout_ms", "min_timeout"),
     Setting(
         "reorder.sequencing",
         "engine.sequencing",
@@ -464,16 +479,14 @@ SETTINGS: tuple[Setting, ...] = (
         "sequencing",
     ),
     replace(
-        _integer(
-            "reorder.max_held_per_session", "engine.max_held_per_session", 1, 32767, "packets"
-        ),
+        _engine_integer("reorder.max_held_per_session", "max_held_per_session", "packets"),
         flag="--max-held",
         override="max_held_per_session",
     ),
-    _integer("reorder.max_held_bytes", "engine.max_held_bytes", 1, None, "bytes"),
-    _integer("reorder.resync_after", "engine.resync_after", 2, 1000, "packets"),
-    _integer("reorder.max_sessions", "engine.max_sessions", 1, 10_000_000, "sessions"),
-    _millis("reorder.session_idle_timeout_ms", "engine.session_idle_timeout", 0, 86_400_000),
+    _engine_integer("reorder.max_held_bytes", "max_held_bytes", "bytes"),
+    _engine_integer("reorder.resync_after", "resync_after", "packets"),
+    _engine_integer("reorder.max_sessions", "max_sessions", "sessions"),
+    _engine_millis("reorder.session_idle_timeout_ms", "session_idle_timeout"),
     _boolean("reorder.lns_to_lac", "reorder_lns_to_lac"),
     replace(
         _choice_of("logging.level", "log_level", LOG_LEVELS),

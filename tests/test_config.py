@@ -366,3 +366,47 @@ def test_check_config_prints_every_effective_setting_as_written(tmp_path: Path) 
         assert shown["udp_gso"] == "false" and shown["user"] == "null"
         assert shown["reorder.max_held_bytes"] == "33554432"
     assert _check_config().returncode == 2  # no file at all
+
+
+# Every engine range is declared once (core.engine.LIMITS); the file's keys are built from it, so
+# the file and EngineConfig accept exactly the same values (the file in milliseconds).
+_ENGINE_KEYS = {
+    "reorder_timeout": ("timeout_ms", 1000),
+    "min_timeout": ("min_timeout_ms", 1000),
+    "max_held_per_session": ("max_held_per_session", 1),
+    "max_held_bytes": ("max_held_bytes", 1),
+    "resync_after": ("resync_after", 1),
+    "max_sessions": ("max_sessions", 1),
+    "session_idle_timeout": ("session_idle_timeout_ms", 1000),
+}
+
+
+def test_every_engine_limit_has_a_file_key() -> None:
+    from l2tpreorder.core.engine import LIMITS
+
+    assert set(LIMITS) == set(_ENGINE_KEYS)
+
+
+@pytest.mark.parametrize("name", sorted(_ENGINE_KEYS))
+def test_file_and_engine_agree_on_each_range(name: str) -> None:
+    from l2tpreorder.core.engine import LIMITS, LOW_OPEN, EngineConfig
+
+    key, scale = _ENGINE_KEYS[name]
+    lo, hi = LIMITS[name]
+    step = 0.001 if scale == 1000 else 1
+    edges = [lo - step, lo, lo + step] + ([] if hi is None else [hi, hi + step])
+    for value in edges:
+        engine_ok = True
+        try:
+            EngineConfig(**{name: value})  # type: ignore[arg-type]
+        except ValueError:
+            engine_ok = False
+        file_value = round(value * scale, 6) if scale != 1 else int(value)
+        file_ok = True
+        try:
+            config_from_dict({"reorder": {key: file_value}})
+        except ConfigError:
+            file_ok = False
+        assert file_ok == engine_ok, (name, value, file_ok, engine_ok)
+        inside = (value > lo if name in LOW_OPEN else value >= lo) and (hi is None or value <= hi)
+        assert engine_ok == inside, (name, value)
