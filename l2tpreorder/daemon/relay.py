@@ -39,6 +39,7 @@ from typing import Any
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.core.snapshot import restore_engine
 from l2tpreorder.daemon import mmsg, state
 from l2tpreorder.daemon.admission import Admission
 from l2tpreorder.daemon.debug_log import DebugEvents
@@ -565,7 +566,7 @@ class Relay:
         to_lac = self.pipeline.engine_to_lac
         if down is not None and to_lac is not None:
             try:
-                sessions += state.restore_engine(to_lac, *state.parse_engine(down), now)
+                sessions += restore_engine(to_lac, *state.parse_engine(down), now)
             except ValueError as e:
                 log.warning("state: LNS-to-LAC sessions not restored: %s", e)
         return sessions, restored_peers

@@ -33,31 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2tpreorder.core.continuation import Ended
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.snapshot import SessionState, restore_engine, snapshot
 from l2tpreorder.daemon.sockets import IN_PKTINFO, IP_PKTINFO, IPV6_PKTINFO, IPV6_PKTINFO_SIZE
 
 log = logging.getLogger("l2tpreorder.daemon.state")
 
 FORMAT = "l2tpreorder-state"
 VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    """What one session needs to continue where it stopped."""
-
-    flow: Hashable
-    tunnel_id: int
-    session_id: int
-    expected: int  # next Ns expected from the LAC
-    out_ns: int  # next Ns the LNS will see (renumber mode)
-    confirmed: bool  # established by the control channel
-    gaps: int = 0  # given-up bitmap (bit i = Ns gaps_end-1-i)
-    gaps_end: int | None = None  # None: expected
-    # Set for an ended session in the continuation memory: seconds before the save it ended.
-    ended_ago: float | None = None
-    idle: bool = False  # it ended by idle expiry (remembered longer)
 
 
 @dataclass(slots=True)
@@ -76,69 +59,32 @@ class SavedState:
         return restore_engine(engine, self.sessions, self.tunnels, now, elapsed)
 
 
-def restore_engine(
-    engine: ReorderEngine,
-    sessions: list[SessionState],
-    tunnels: list[tuple[Hashable, int, int]],
-    now: float,
-    elapsed: float = 0.0,
-) -> int:
-    """Recreate saved sessions, continuation memory and tunnel-ID pairs in `engine` (`elapsed`:
-    seconds since the save); returns how many live sessions."""
-    for flow, theirs, ours in tunnels:
-        engine.restore_tunnel(flow, theirs, ours)
-    live = 0
-    for s in sessions:
-        if s.ended_ago is not None:
-            gaps_end = s.expected if s.gaps_end is None else s.gaps_end
-            at = now - s.ended_ago - elapsed
-            ended = Ended(s.expected, s.out_ns, s.gaps, gaps_end, at, s.confirmed)
-            engine.restore_ended(s.flow, s.tunnel_id, s.session_id, ended, idle=s.idle)
-            continue
-        restored = engine.restore_session(
-            s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now, confirmed=s.confirmed
-        )
-        restored.gaps = s.gaps & ((1 << engine.window) - 1)
-        restored.gaps_end = s.expected if s.gaps_end is None else s.gaps_end
-        live += 1
-    return live
-
-
 def export_engine(engine: ReorderEngine) -> dict[str, Any]:
-    """An engine's sessions, continuation memory and tunnel-ID pairs as JSON-ready data (see
-    `parse_engine`). Call after `engine.flush(now)`: ages count from the engine's latest time."""
-    now = engine.latest_time
+    """An engine's `snapshot` as JSON-ready data (see `parse_engine`). Call after
+    `engine.flush(now)`: ages count from the engine's latest time."""
+    sessions, tunnels = snapshot(engine)
     return {
-        "sessions": [
-            {
-                "flow": _encode_flow(s.flow),
-                "tunnel_id": s.tunnel_id,
-                "session_id": s.session_id,
-                "expected": s.expected,
-                "out_ns": s.out_ns,
-                "confirmed": s.confirmed,
-                "gaps": format(s.gaps, "x"),
-                "gaps_end": s.gaps_end,
-            }
-            for s in engine.sessions()
-        ],
-        "ended": [
-            {
-                "flow": _encode_flow(flow),
-                "tunnel_id": tunnel_id,
-                "session_id": session_id,
-                "expected": e.expected,
-                "out_ns": e.out_ns,
-                "confirmed": e.confirmed,
-                "gaps": format(e.gaps, "x"),
-                "gaps_end": e.gaps_end,
-                "ended_ago": max(0.0, now - e.at) if math.isfinite(now) else 0.0,
-                "idle": idle,
-            }
-            for flow, tunnel_id, session_id, e, idle in engine.ended_sessions()
-        ],
-        "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in engine.tunnel_pairs()],
+        "sessions": [_session_item(s) for s in sessions if s.ended_ago is None],
+        "ended": [_session_item(s) for s in sessions if s.ended_ago is not None],
+        "tunnels": [[_encode_flow(f), theirs, ours] for f, theirs, ours in tunnels],
     }
+
+
+def _session_item(s: SessionState) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "flow": _encode_flow(s.flow),
+        "tunnel_id": s.tunnel_id,
+        "session_id": s.session_id,
+        "expected": s.expected,
+        "out_ns": s.out_ns,
+        "confirmed": s.confirmed,
+        "gaps": format(s.gaps, "x"),
+        "gaps_end": s.gaps_end,
+    }
+    if s.ended_ago is not None:
+        item["ended_ago"] = s.ended_ago
+        item["idle"] = s.idle
+    return item
 
 
 def parse_engine(

@@ -183,11 +183,12 @@ def lifecycles(draw: st.DrawFn) -> list[tuple[str, int, int]]:
 def _restart(e: ReorderEngine, cfg: EngineConfig, now: float) -> ReorderEngine:
     """What the daemon does on SIGTERM (after flushing) + start: save, restore into a new
     engine."""
+    from l2tpreorder.core.snapshot import restore_engine
     from l2tpreorder.daemon import state
 
     document = state.export_engine(e)
     fresh = ReorderEngine(cfg)
-    state.restore_engine(fresh, *state.parse_engine(document), now)
+    restore_engine(fresh, *state.parse_engine(document), now)
     return fresh
 
 
