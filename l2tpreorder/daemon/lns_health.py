@@ -140,7 +140,9 @@ class LnsHealth:
     def tick(self, now: float) -> None:
         """Housekeeping: LAC datagrams in, nothing back from the LNS for too long?"""
         c = self.counters
-        lac, lns = c.rx_datagrams_lac, c.rx_datagrams_lns
+        # What we sent the LNS (refused LAC datagrams never reach it), and what it sent back:
+        # a datagram from anyone else on an upstream socket is not an answer.
+        lac, lns = c.tx_datagrams_lns, c.rx_datagrams_lns - c.dropped_not_from_lns
         lac_grew, lns_grew = lac != self._lac_seen, lns != self._lns_seen
         self._lac_seen, self._lns_seen = lac, lns
         if lns_grew:

@@ -98,7 +98,7 @@ def test_lac_traffic_and_no_answer_for_the_silence_period_is_unresponsive() -> N
     )
     lac = udp()
 
-    async def scenario() -> tuple[str | None, str | None, str | None]:
+    async def scenario() -> tuple[str | None, str | None, str | None, str | None]:
         relay = Relay(config, loop=asyncio.get_running_loop())
         relay.health.silence_after = 0.5
         relay.bind()
@@ -117,19 +117,28 @@ def test_lac_traffic_and_no_answer_for_the_silence_period_is_unresponsive() -> N
             relay.health.tick(start + 0.7)
             during = relay.health.reason
             _, upstream = lns.recvfrom(65535)
+            stranger = udp()  # anyone else writing to the upstream socket is not the LNS
+            stranger.sendto(data(None), upstream)
+            while relay.counters.dropped_not_from_lns < 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            relay.health.tick(start + 0.75)
+            after_stranger = relay.health.reason
+            stranger.close()
             lns.sendto(data(None), upstream)
-            while relay.counters.rx_datagrams_lns < 1:
+            while relay.counters.rx_datagrams_lns < 2:  # the stranger's, then the LNS's
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             relay.health.tick(start + 0.8)
-            return before, during, relay.health.reason
+            return before, during, after_stranger, relay.health.reason
         finally:
             relay.shutdown()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        before, during, after = runner.run(scenario())
+        before, during, after_stranger, after = runner.run(scenario())
     assert before is None
     assert during is not None and "nothing came back from it for 1 s" in during
+    assert after_stranger == during, "a stranger's datagram is not the LNS answering"
     assert after is None
 
 
