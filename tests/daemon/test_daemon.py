@@ -563,7 +563,11 @@ def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_pat
                 assert time.monotonic() < deadline, "the daemon never opened its state file"
                 time.sleep(0.01)
         d.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)  # let the signal land while the daemon waits for the file's bytes
+        # Wait until the kernel delivered it (no longer pending in /proc), i.e. it landed while
+        # the daemon waits for the file's bytes; a fixed sleep could lose that race under load.
+        while _signal_pending(d.proc.pid, signal.SIGTERM):
+            assert time.monotonic() < deadline + 10, "SIGTERM never delivered"
+            time.sleep(0.005)
         os.set_blocking(fd, True)
         try:
             os.write(fd, saved)
@@ -582,6 +586,15 @@ def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_pat
         ]
     finally:
         d.stop()
+
+
+def _signal_pending(pid: int, signum: int) -> bool:
+    """Is `signum` still pending for the process (ShdPnd in /proc/PID/status)?"""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("ShdPnd:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 def test_bind_failure_closes_what_the_relay_opened() -> None:
