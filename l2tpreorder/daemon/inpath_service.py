@@ -85,10 +85,11 @@ class InPathCollector(Collector):
             PREFIX + "inpath_passed_not_ours",
             "Queued packets accepted untouched at once because they are not whole L2TPv2 "
             "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
-            "the packet; not_l2tpv2: L2TPv3 or other UDP).",
+            "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
+            "bits but a malformed header, not counted by the engine).",
             labels=["queue", "reason"],
         )
-        for reason in ("not_udp", "truncated", "not_l2tpv2"):
+        for reason in ("not_udp", "truncated", "not_l2tpv2", "malformed_l2tpv2"):
             passed.add_metric([q, reason], getattr(c, reason))
         verdicts = CounterMetricFamily(
             PREFIX + "inpath_verdicts",
@@ -379,7 +380,7 @@ class InPathWorker:
             c.accepted,
             c.accepted_rewritten,
             c.dropped,
-            c.not_udp + c.truncated + c.not_l2tpv2,
+            c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2,
         )
 
     def reload(self) -> tuple[str | None, list[str]]:
