@@ -18,7 +18,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -468,12 +468,18 @@ def state_file_for(config: Config, queue: int) -> str | None:
     return f"{path}.queue{queue}"
 
 
-def run_inpath(config: Config, load: Callable[[], Config], config_path: str | None) -> int:
-    """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several."""
+def run_inpath(
+    config: Config,
+    load: Callable[[], Config],
+    config_path: str | None,
+    overrides: Sequence[str] = (),
+) -> int:
+    """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several
+    (`overrides`: the command line's flags over the file, handed on to every worker)."""
     if len(config.inpath_queues) > 1:
         from l2tpreorder.daemon.inpath_workers import supervise
 
-        return supervise(config, config_path)
+        return supervise(config, config_path, overrides)
     queue = config.inpath_queues[0]
     return run_worker(config, load, queue, report_metrics_port=False)
 

@@ -551,6 +551,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
 
 
+def override_argv(args: argparse.Namespace) -> list[str]:
+    """The `run` flags that override the file, as argv again: the in-path supervisor starts its
+    workers with them, so every queue runs with what the operator asked for, not the file's."""
+    out: list[str] = []
+    for address in args.listen or ():
+        out += ["--listen", address]
+    if args.lns is not None:
+        out += ["--lns", args.lns]
+    if args.timeout is not None:
+        out += ["--timeout", repr(args.timeout)]
+    if args.log_level is not None:
+        out += ["--log-level", args.log_level]
+    if args.socket_buffer is not None:
+        out += ["--socket-buffer", str(args.socket_buffer)]
+    if args.udp_gso:
+        out.append("--udp-gso")
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     def load() -> Config:
         return load_with_overrides(
@@ -583,7 +602,7 @@ def main(args: argparse.Namespace) -> int:
             return inpath_service.run_worker(
                 config, load, args.inpath_worker, report_metrics_port=True
             )
-        return inpath_service.run_inpath(config, load, args.config)
+        return inpath_service.run_inpath(config, load, args.config, override_argv(args))
     daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
