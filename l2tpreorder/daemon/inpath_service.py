@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from l2tpreorder.config import Config, ConfigError
+from l2tpreorder.config import EX_CONFIG, Config, ConfigError, state_file_path
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon import reload_report
@@ -194,9 +194,9 @@ class InPathWorker:
         if self.config.user is not None:
             try:
                 user = pwd.getpwnam(self.config.user)
-            except KeyError:
+            except KeyError:  # config.check_host found it; it vanished since
                 log.error("user = %r: no such user; not starting", self.config.user)
-                return 78
+                return EX_CONFIG
         loop = self._loop = asyncio.get_running_loop()
         try:
             self.queue = NfQueue(self.queue_num, maxlen=self.config.inpath_queue_maxlen)
@@ -455,19 +455,6 @@ def drop_privileges_keep_net_admin(pw: pwd.struct_passwd) -> str | None:
     return f"user = {user!r}: could switch back to root after dropping; refusing to run"
 
 
-def state_file_for(config: Config, queue: int) -> str | None:
-    """The state file of one queue's worker: `state_file` itself for a single queue."""
-    path = config.state_file
-    if path is None:
-        directory = os.environ.get("STATE_DIRECTORY")
-        if not directory:
-            return None
-        path = os.path.join(directory.split(":")[0], "state.json")
-    if len(config.inpath_queues) == 1:
-        return path
-    return f"{path}.queue{queue}"
-
-
 def run_inpath(
     config: Config,
     load: Callable[[], Config],
@@ -491,7 +478,8 @@ def run_worker(
         config,
         queue,
         load,
-        state_file=state_file_for(config, queue),
+        # One queue: `state_file` itself (as relay mode); several: one file per worker.
+        state_file=state_file_path(config, queue if len(config.inpath_queues) > 1 else None),
         notifier=None if not report_metrics_port else Notifier({}),
         report_metrics_port=report_metrics_port,
         control_socket=os.environ.get(WORKER_CONTROL_ENV) if report_metrics_port else None,
