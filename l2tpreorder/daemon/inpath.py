@@ -274,12 +274,13 @@ class InPath:
         pending = verdicts.pending
         pop_head = pending.popitem
         c = self.counters
-        c.accepted += len(out)
+        accepted = 0
         for o in out:
             tag: int = o.tag  # type: ignore[assignment]  # always our packet id
             held = inflight.pop(tag, None)
             if held is None:  # not ours (cannot happen: every datagram we give has a tag)
                 continue
+            accepted += 1  # counted here: a skipped one gets no verdict, so no outcome of ours
             pkt, l2tp = held
             data = o.data
             if data is l2tp or data == l2tp:
@@ -294,6 +295,7 @@ class InPath:
                 where = parse_ip_udp(pkt)
                 assert where is not None  # it was parsed on the way in
                 verdicts.accept(tag, with_payload(pkt, where, data))
+        c.accepted += accepted
 
     @property
     def held(self) -> int:

@@ -130,3 +130,26 @@ def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
         assert sum(ec.malformed.values()) == 0 and all(v >= 0 for v in ec.malformed.values())
     assert inpath.pipeline.engine.counters.received == 1  # the good one only
     assert c.packets == c.accepted + c.dropped
+
+
+def test_output_without_a_packet_of_ours_is_not_counted_as_accepted() -> None:
+    """What the pipeline releases for a tag the adapter never read gets no verdict, so it is
+    no outcome of the adapter's: accepted + dropped stays equal to the packets read."""
+    inpath = InPath(Pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+
+    def packet(ns: int) -> bytes:
+        return udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=ns))
+
+    flow = ("192.0.2.1", 1701)
+    assert decode(inpath.handle([(1, NF_INET_LOCAL_IN, packet(10), False)], 0.0)) == [
+        ("single", NF_ACCEPT, 1, False)
+    ]
+    # Not through the adapter: an early datagram with a tag no queued packet has.
+    inpath.pipeline.from_lac(wire.build_data(7, 9, b"x", ns=12), flow, 0.1, 999)
+    early = (2, NF_INET_LOCAL_IN, packet(13), False)  # held behind the same gap
+    assert inpath.handle([early], 0.2) == []
+    assert decode(inpath.expire(1.2)) == [("single", NF_ACCEPT, 2, True)]
+    c = inpath.counters
+    assert inpath.pipeline.engine.counters.released == 2  # ours and the stranger, both
+    assert c.packets == 2 and c.accepted + c.dropped == c.packets, c.as_dict()
+    assert not inpath.verdicts.pending
