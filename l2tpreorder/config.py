@@ -667,6 +667,23 @@ def load_with_overrides(path: str | Path | None, **flags: Any) -> Config:
 
 # --- what `run` checks on this host before it starts --------------------------------------------
 
+# sysexits.h EX_CONFIG: the units' RestartPreventExitStatus=78 makes a bad configuration end in
+# `failed` at once instead of a restart loop that can never succeed.
+EX_CONFIG = 78
+
+
+def state_file_path(config: Config, queue: int | None = None) -> str | None:
+    """Where `run` saves and restores its state: `state_file`, else $STATE_DIRECTORY/state.json
+    under systemd's StateDirectory=, else nowhere. `queue`: an in-path worker of several, each
+    with its own file (`.queueN` appended). One helper for both modes: they must agree."""
+    path = config.state_file
+    if path is None:
+        directory = os.environ.get("STATE_DIRECTORY")
+        if not directory:
+            return None
+        path = os.path.join(directory.split(":")[0], "state.json")
+    return path if queue is None else f"{path}.queue{queue}"
+
 
 def check_host(config: Config) -> None:
     """What `run` needs of this host beyond a valid file: the `user` exists, and the directory

@@ -101,17 +101,20 @@ def with_payload(packet: bytes, where: IpUdp, payload: bytes) -> bytes:
 
     Same length (renumber): the UDP checksum is updated incrementally (RFC 1624, eqn. 3) over the
     changed words only; an IPv4 checksum of zero ("none") stays zero. Other lengths (strip): UDP
-    and IP lengths are rewritten and the checksums computed afresh."""
+    and IP lengths are rewritten and the checksums computed afresh. Bytes after the UDP datagram
+    (IPv4 padding inside the total length, an IPv6 payload longer than the UDP datagram) are not
+    ours: kept byte for byte, and the IP length still covers them."""
     old = packet[where.payload_at : where.end]
+    trailer = packet[where.end :]
     head = bytearray(packet[: where.payload_at])
     u = where.udp_at
     old_csum = (head[u + 6] << 8) | head[u + 7]
     if len(payload) == len(old):
         if where.version == 4 and old_csum == 0:
-            return bytes(head) + payload
+            return bytes(head) + payload + trailer
         first = _first_difference(old, payload)
         if first < 0:
-            return packet[: where.end]
+            return packet
         last = _last_difference(old, payload) + 1
         first &= ~1  # the payload starts at an even offset of the segment: stay word-aligned
         last += last & 1
@@ -120,21 +123,22 @@ def with_payload(packet: bytes, where: IpUdp, payload: bytes) -> bytes:
         hc = _fold_add(hc, ones_sum(payload[first:last]))
         csum = ~hc & 0xFFFF
         struct.pack_into("!H", head, u + 6, csum or 0xFFFF)
-        return bytes(head) + payload
+        return bytes(head) + payload + trailer
     udp_len = 8 + len(payload)
+    grown = len(payload) - len(old)  # the IP length changes by as much: the trailer stays in it
     struct.pack_into("!H", head, u + 4, udp_len)
     if where.version == 4:
-        struct.pack_into("!H", head, 2, u + udp_len)
+        struct.pack_into("!H", head, 2, ((head[2] << 8) | head[3]) + grown)
         struct.pack_into("!H", head, 10, 0)
         struct.pack_into("!H", head, 10, ipv4_header_checksum(bytes(head[:u])))
     else:
-        struct.pack_into("!H", head, 4, u + udp_len - 40)
+        struct.pack_into("!H", head, 4, ((head[4] << 8) | head[5]) + grown)
     if where.version == 6 or old_csum != 0:
         udp = bytes(head[u:]) + payload
         struct.pack_into("!H", head, u + 6, udp_checksum(where.src, where.dst, udp))
     else:
         struct.pack_into("!H", head, u + 6, 0)
-    return bytes(head) + payload
+    return bytes(head) + payload + trailer
 
 
 def _first_difference(a: bytes, b: bytes) -> int:

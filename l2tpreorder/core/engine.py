@@ -320,6 +320,17 @@ class ReorderEngine(SessionTable):
         c.malformed[reason] += 1
         return DROPPED_MALFORMED
 
+    def disown_malformed(self, data: bytes) -> None:
+        """An adapter passes on a datagram this engine found malformed (in-path mode accepts
+        it untouched): the outcome is the adapter's, so the engine takes back its drop count.
+        `data` must be the datagram `receive` just returned DROPPED_MALFORMED for."""
+        header = parse_header(data)
+        reason = header if isinstance(header, str) else control_fields(data)
+        assert isinstance(reason, str), "not a datagram this engine found malformed"
+        c = self.counters
+        c.rx_malformed -= 1
+        c.malformed[reason] -= 1
+
     def _receive_sequenced(
         self,
         data: bytes,

@@ -44,6 +44,7 @@ class InPathCounters:
         "dropped",
         "from_lac",
         "from_lns",
+        "malformed_l2tpv2",
         "not_l2tpv2",
         "not_udp",
         "packets",
@@ -58,6 +59,9 @@ class InPathCounters:
         self.not_udp = 0  # not one whole UDP datagram (other protocol, fragment): accepted
         self.truncated = 0  # copy shorter than the packet: accepted untouched
         self.not_l2tpv2 = 0  # UDP but not usable L2TPv2 (L2TPv3, other UDP): accepted
+        # L2TPv2 version bits but the engine found it malformed: accepted untouched, and not
+        # counted by the engine (one outcome per datagram: it is passed, not dropped)
+        self.malformed_l2tpv2 = 0
         self.accepted = 0  # NF_ACCEPT verdicts (every packet but `dropped` ends here)
         self.accepted_rewritten = 0  # of those, with a rewritten packet (renumber, strip)
         self.dropped = 0  # NF_DROP verdicts: duplicate, late and stale packets
@@ -177,7 +181,7 @@ class InPath:
             inflight[packet_id] = (pkt, l2tp)
             outcome = from_lac(l2tp, flow, now, packet_id)
             if outcome >= _DROPPED_DUPLICATE:  # DUPLICATE, LATE, MALFORMED, STALE: the last four
-                self._dropped(packet_id, outcome)
+                self._dropped(packet_id, outcome, True)
         c.from_lac += fast
         self._release()
         return self.verdicts.take()
@@ -190,11 +194,17 @@ class InPath:
         self._flows[key] = flow
         return flow
 
-    def _dropped(self, packet_id: int, outcome: int) -> None:
-        """The pipeline refused it: duplicate, late, stale are dropped; not L2TPv2 passes."""
-        del self._inflight[packet_id]
+    def _dropped(self, packet_id: int, outcome: int, from_lac: bool) -> None:
+        """The pipeline refused it: duplicate, late, stale are dropped. A malformed one is
+        accepted untouched (not ours to judge) and counted once, here: the engine that found
+        it malformed takes back its own drop count."""
+        _, l2tp = self._inflight.pop(packet_id)
         if outcome == _DROPPED_MALFORMED:
-            self.counters.not_l2tpv2 += 1
+            p = self.pipeline
+            engine = p.engine if from_lac else p.engine_to_lac
+            assert engine is not None  # LNS datagrams reach an engine only when it reorders
+            engine.disown_malformed(l2tp)
+            self.counters.malformed_l2tpv2 += 1
             self._accept_untouched(packet_id)
         else:
             self.counters.dropped += 1
@@ -226,7 +236,7 @@ class InPath:
             flow = self._flow_of(where.src, where.sport)
             outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
         if outcome >= _DROPPED_DUPLICATE:
-            self._dropped(packet_id, outcome)
+            self._dropped(packet_id, outcome, hook != NF_INET_LOCAL_OUT)
 
     def _flow_of(self, address: bytes, port: int) -> Hashable:
         key = address + bytes(((port >> 8), port & 0xFF))
@@ -264,12 +274,13 @@ class InPath:
         pending = verdicts.pending
         pop_head = pending.popitem
         c = self.counters
-        c.accepted += len(out)
+        accepted = 0
         for o in out:
             tag: int = o.tag  # type: ignore[assignment]  # always our packet id
             held = inflight.pop(tag, None)
             if held is None:  # not ours (cannot happen: every datagram we give has a tag)
                 continue
+            accepted += 1  # counted here: a skipped one gets no verdict, so no outcome of ours
             pkt, l2tp = held
             data = o.data
             if data is l2tp or data == l2tp:
@@ -284,6 +295,7 @@ class InPath:
                 where = parse_ip_udp(pkt)
                 assert where is not None  # it was parsed on the way in
                 verdicts.accept(tag, with_payload(pkt, where, data))
+        c.accepted += accepted
 
     @property
     def held(self) -> int:

@@ -18,14 +18,14 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from l2tpreorder.config import Config, ConfigError
+from l2tpreorder.config import EX_CONFIG, Config, ConfigError, state_file_path
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon import reload_report
@@ -85,10 +85,11 @@ class InPathCollector(Collector):
             PREFIX + "inpath_passed_not_ours",
             "Queued packets accepted untouched at once because they are not whole L2TPv2 "
             "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
-            "the packet; not_l2tpv2: L2TPv3 or other UDP).",
+            "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
+            "bits but a malformed header, not counted by the engine).",
             labels=["queue", "reason"],
         )
-        for reason in ("not_udp", "truncated", "not_l2tpv2"):
+        for reason in ("not_udp", "truncated", "not_l2tpv2", "malformed_l2tpv2"):
             passed.add_metric([q, reason], getattr(c, reason))
         verdicts = CounterMetricFamily(
             PREFIX + "inpath_verdicts",
@@ -193,9 +194,9 @@ class InPathWorker:
         if self.config.user is not None:
             try:
                 user = pwd.getpwnam(self.config.user)
-            except KeyError:
+            except KeyError:  # config.check_host found it; it vanished since
                 log.error("user = %r: no such user; not starting", self.config.user)
-                return 78
+                return EX_CONFIG
         loop = self._loop = asyncio.get_running_loop()
         try:
             self.queue = NfQueue(self.queue_num, maxlen=self.config.inpath_queue_maxlen)
@@ -379,7 +380,7 @@ class InPathWorker:
             c.accepted,
             c.accepted_rewritten,
             c.dropped,
-            c.not_udp + c.truncated + c.not_l2tpv2,
+            c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2,
         )
 
     def reload(self) -> tuple[str | None, list[str]]:
@@ -454,25 +455,18 @@ def drop_privileges_keep_net_admin(pw: pwd.struct_passwd) -> str | None:
     return f"user = {user!r}: could switch back to root after dropping; refusing to run"
 
 
-def state_file_for(config: Config, queue: int) -> str | None:
-    """The state file of one queue's worker: `state_file` itself for a single queue."""
-    path = config.state_file
-    if path is None:
-        directory = os.environ.get("STATE_DIRECTORY")
-        if not directory:
-            return None
-        path = os.path.join(directory.split(":")[0], "state.json")
-    if len(config.inpath_queues) == 1:
-        return path
-    return f"{path}.queue{queue}"
-
-
-def run_inpath(config: Config, load: Callable[[], Config], config_path: str | None) -> int:
-    """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several."""
+def run_inpath(
+    config: Config,
+    load: Callable[[], Config],
+    config_path: str | None,
+    overrides: Sequence[str] = (),
+) -> int:
+    """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several
+    (`overrides`: the command line's flags over the file, handed on to every worker)."""
     if len(config.inpath_queues) > 1:
         from l2tpreorder.daemon.inpath_workers import supervise
 
-        return supervise(config, config_path)
+        return supervise(config, config_path, overrides)
     queue = config.inpath_queues[0]
     return run_worker(config, load, queue, report_metrics_port=False)
 
@@ -484,7 +478,8 @@ def run_worker(
         config,
         queue,
         load,
-        state_file=state_file_for(config, queue),
+        # One queue: `state_file` itself (as relay mode); several: one file per worker.
+        state_file=state_file_path(config, queue if len(config.inpath_queues) > 1 else None),
         notifier=None if not report_metrics_port else Notifier({}),
         report_metrics_port=report_metrics_port,
         control_socket=os.environ.get(WORKER_CONTROL_ENV) if report_metrics_port else None,

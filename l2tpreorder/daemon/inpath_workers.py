@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -99,9 +99,12 @@ class WorkersCollector(Collector):
 
 
 class Supervisor:
-    def __init__(self, config: Config, config_path: str | None) -> None:
+    def __init__(
+        self, config: Config, config_path: str | None, overrides: Sequence[str] = ()
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        self.overrides = list(overrides)
         self.workers = {q: Worker(q) for q in config.inpath_queues}
         self.notifier = Notifier()
         self._stopping = False
@@ -157,6 +160,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
         if self.config_path is not None:
             argv += ["--config", self.config_path]
+        argv += self.overrides  # `run`'s flags over the file: each worker loads the same config
         w.metrics_port = None
         w.started_at = time.monotonic()
         env = dict(os.environ)
@@ -246,8 +250,8 @@ class Supervisor:
                 w.proc.wait(timeout=5)
 
 
-def supervise(config: Config, config_path: str | None) -> int:
+def supervise(config: Config, config_path: str | None, overrides: Sequence[str] = ()) -> int:
     """Run one worker per configured queue until SIGTERM."""
-    supervisor = Supervisor(config, config_path)
+    supervisor = Supervisor(config, config_path, overrides)
     with asyncio.Runner() as runner:
         return runner.run(supervisor.run())

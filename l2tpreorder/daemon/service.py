@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from l2tpreorder.config import (
+    EX_CONFIG,
     LOG_LEVELS,
     Config,
     ConfigError,
@@ -29,6 +30,7 @@ from l2tpreorder.config import (
     check_host,
     format_address,
     load_with_overrides,
+    state_file_path,
 )
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
@@ -45,9 +47,6 @@ from l2tpreorder.daemon.status import snapshot
 log = logging.getLogger("l2tpreorder")
 
 HOUSEKEEPING_INTERVAL = 1.0
-# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus=78 makes a bad configuration end in
-# `failed` at once instead of a restart loop that can never succeed.
-EX_CONFIG = 78
 
 # syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {
@@ -215,7 +214,7 @@ class Daemon:
         self._stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
-        state_file = self._state_file()
+        state_file = state_file_path(self.config)
         if state_file is not None:
             self._restore(relay, state_file)
         self._warn_if_open(self.config)
@@ -248,7 +247,7 @@ class Daemon:
             await self._stop
         finally:
             self.notifier.stopping()
-            relay.shutdown(state_file=self._state_file())
+            relay.shutdown(state_file=state_file_path(self.config))
             self._housekeeping_handle.cancel()
             if interval is not None:
                 self._watchdog_handle.cancel()
@@ -301,15 +300,6 @@ class Daemon:
         if error is not None:
             return {"ok": False, "error": error}
         return {"ok": True, "status": self._status(), "not_applied": not_applied}
-
-    def _state_file(self) -> str | None:
-        """`state_file`, else $STATE_DIRECTORY/state.json under systemd's StateDirectory=."""
-        if self.config.state_file is not None:
-            return self.config.state_file
-        directory = os.environ.get("STATE_DIRECTORY")
-        if directory:
-            return os.path.join(directory.split(":")[0], "state.json")
-        return None
 
     def _restore(self, relay: Relay, path: str) -> None:
         """Restore what the last SIGTERM saved; a bad file is reported and ignored."""
@@ -551,6 +541,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
 
 
+def override_argv(args: argparse.Namespace) -> list[str]:
+    """The `run` flags that override the file, as argv again: the in-path supervisor starts its
+    workers with them, so every queue runs with what the operator asked for, not the file's."""
+    out: list[str] = []
+    for address in args.listen or ():
+        out += ["--listen", address]
+    if args.lns is not None:
+        out += ["--lns", args.lns]
+    if args.timeout is not None:
+        out += ["--timeout", repr(args.timeout)]
+    if args.log_level is not None:
+        out += ["--log-level", args.log_level]
+    if args.socket_buffer is not None:
+        out += ["--socket-buffer", str(args.socket_buffer)]
+    if args.udp_gso:
+        out.append("--udp-gso")
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     def load() -> Config:
         return load_with_overrides(
@@ -583,7 +592,7 @@ def main(args: argparse.Namespace) -> int:
             return inpath_service.run_worker(
                 config, load, args.inpath_worker, report_metrics_port=True
             )
-        return inpath_service.run_inpath(config, load, args.config)
+        return inpath_service.run_inpath(config, load, args.config, override_argv(args))
     daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:

@@ -21,6 +21,9 @@ L2TP_PORT = 1701
 # no extension headers (an IPv6 packet with them is simply not matched: it passes).
 U32_CONTROL_V4 = '"0>>22&0x3C@8>>24&0x80=0x80"'
 U32_CONTROL_V6 = '"48>>24&0x80=0x80"'
+# The same for nft: one bit at offset 64 of the transport header (the L2TP header's first bit,
+# right after the 8-byte UDP header); nft finds the transport header for both families.
+NFT_CONTROL = "@th,64,1 1"
 
 
 def _queue_target(queues: tuple[int, ...]) -> tuple[str, str]:
@@ -59,6 +62,9 @@ def render(config: Config, *, port: int = L2TP_PORT, lns4: str = "", lns6: str =
         "nft add table inet l2tpreorder",
         "nft add chain inet l2tpreorder input '{ type filter hook input priority 0; }'",
         f"nft add rule inet l2tpreorder input udp dport {port} {nft}",
+        "# optional: the LNS's control messages too, so its CDN/StopCCN end our sessions at once",
+        "nft add chain inet l2tpreorder output '{ type filter hook output priority 0; }'",
+        f"nft add rule inet l2tpreorder output udp sport {port} {NFT_CONTROL} {nft}",
         "",
         "# --- B. this host routes between the LACs and a remote LNS: iptables",
         "# (only the LAC -> LNS direction: name the LNS address)",

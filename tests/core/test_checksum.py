@@ -104,3 +104,42 @@ def test_not_ours_is_none() -> None:
     assert parse_ip_udp(bytes(fragment)) is None
     assert parse_ip_udp(good[:30]) is None  # truncated copy: total length beyond the bytes
     assert parse_ip_udp(b"\x00" * 40) is None
+
+
+def with_trailer(packet: bytes, trailer: bytes) -> bytes:
+    """`packet` with `trailer` after its UDP datagram, inside the IP length (IPv4 padding, an
+    IPv6 payload longer than the UDP datagram): not ours, kept byte for byte."""
+    out = bytearray(packet + trailer)
+    if out[0] >> 4 == 4:
+        struct.pack_into("!H", out, 2, len(out))
+        struct.pack_into("!H", out, 10, 0)
+        struct.pack_into("!H", out, 10, ~word_sum(bytes(out[:20])) & 0xFFFF)
+    else:
+        struct.pack_into("!H", out, 4, len(out) - 40)
+    return bytes(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(packets, st.binary(min_size=1, max_size=16), st.integers(0, 8), st.integers(0, 299))
+def test_bytes_after_the_udp_datagram_are_kept_and_lengths_agree(  # type: ignore[no-untyped-def]
+    p, trailer, cut, at
+) -> None:
+    """Same length (renumber) and shorter (strip): the trailing bytes stay, the IP length
+    still covers them, and the result is what building it from scratch gives."""
+    version, src, dst, payload, zero = p
+    src, dst = (src[:4], dst[:4]) if version == 4 else (src, dst)
+    packet = with_trailer(build(version, src, dst, payload, zero), trailer)
+    where = parse_ip_udp(packet)
+    assert where is not None and packet[where.end :] == trailer
+    at %= len(payload)
+    same = payload[:at] + bytes([payload[at] ^ 0x5A]) + payload[at + 1 :]
+    shorter = payload[: max(0, len(payload) - cut)]
+    for new in (payload, same, shorter):
+        out = with_payload(packet, where, new)
+        assert out == with_trailer(build(version, src, dst, new, zero), trailer)
+        out_where = parse_ip_udp(out)
+        assert out_where is not None and out[out_where.end :] == trailer
+        assert out[out_where.payload_at : out_where.end] == new
+        assert verify_udp(out)
+        if version == 4:
+            assert word_sum(out[:20]) == 0xFFFF

@@ -11,7 +11,7 @@ from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon.inpath import InPath, InPathCounters, Verdicts
-from l2tpreorder.daemon.nfqueue import NF_ACCEPT, NF_DROP, NF_INET_LOCAL_IN
+from l2tpreorder.daemon.nfqueue import NF_ACCEPT, NF_DROP, NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT
 from tests.pcapgen import udp_ip
 
 
@@ -102,3 +102,54 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
     inpath.expire(5.1)
     assert engine.session_count == 0 and engine.counters.sessions_idle_expired == 1
     assert inpath.held == 0
+
+
+def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
+    """L2TPv2 version bits but a malformed header (Length beyond the datagram): accepted
+    untouched, counted as passed-not-ours (malformed_l2tpv2) and NOT as an engine drop: exactly
+    one counted outcome per datagram."""
+    inpath = InPath(Pipeline(EngineConfig(), reorder_from_lns=True), 0)
+    good = wire.build_data(7, 9, b"xyz", ns=5)
+    bad = bytearray(good)
+    bad[0] |= 0x40  # L bit: a Length field now lies where the tunnel id was
+    packets = [
+        (1, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", bytes(bad)), False),
+        (2, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", good), False),
+        (3, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", b"\x02\x02"), False),  # too short
+        (4, NF_INET_LOCAL_OUT, udp_ip("192.0.2.2", "192.0.2.1", bytes(bad)), False),
+    ]
+    verdicts = decode(inpath.handle(packets, 0.0))
+    assert {(v, has_payload) for _, v, _, has_payload in verdicts} == {(NF_ACCEPT, False)}
+    assert not inpath.verdicts.pending and inpath.held == 0
+    c = inpath.counters
+    assert (c.malformed_l2tpv2, c.not_l2tpv2, c.dropped, c.accepted) == (3, 0, 0, 4)
+    for engine in (inpath.pipeline.engine, inpath.pipeline.engine_to_lac):
+        assert engine is not None
+        ec = engine.counters
+        assert ec.rx_malformed == 0 and ec.dropped == 0, engine
+        assert sum(ec.malformed.values()) == 0 and all(v >= 0 for v in ec.malformed.values())
+    assert inpath.pipeline.engine.counters.received == 1  # the good one only
+    assert c.packets == c.accepted + c.dropped
+
+
+def test_output_without_a_packet_of_ours_is_not_counted_as_accepted() -> None:
+    """What the pipeline releases for a tag the adapter never read gets no verdict, so it is
+    no outcome of the adapter's: accepted + dropped stays equal to the packets read."""
+    inpath = InPath(Pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+
+    def packet(ns: int) -> bytes:
+        return udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=ns))
+
+    flow = ("192.0.2.1", 1701)
+    assert decode(inpath.handle([(1, NF_INET_LOCAL_IN, packet(10), False)], 0.0)) == [
+        ("single", NF_ACCEPT, 1, False)
+    ]
+    # Not through the adapter: an early datagram with a tag no queued packet has.
+    inpath.pipeline.from_lac(wire.build_data(7, 9, b"x", ns=12), flow, 0.1, 999)
+    early = (2, NF_INET_LOCAL_IN, packet(13), False)  # held behind the same gap
+    assert inpath.handle([early], 0.2) == []
+    assert decode(inpath.expire(1.2)) == [("single", NF_ACCEPT, 2, True)]
+    c = inpath.counters
+    assert inpath.pipeline.engine.counters.released == 2  # ours and the stranger, both
+    assert c.packets == 2 and c.accepted + c.dropped == c.packets, c.as_dict()
+    assert not inpath.verdicts.pending

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 from l2tpreorder.cli import build_parser
+from l2tpreorder.daemon.inpath_workers import STOP_TIMEOUT
+from l2tpreorder.daemon.service import EX_CONFIG
 from tests.conftest import PROJECT_ROOT, need_tool
 
 UNIT = PROJECT_ROOT / "systemd" / "l2tpreorder-inpath.service"
@@ -35,6 +37,21 @@ def test_only_net_admin_and_netlink() -> None:
     assert s["Conflicts"] == ["l2tpreorder.service"]
     argv = shlex.split(s["ExecStart"][0])
     assert build_parser().parse_args(argv[1:]).command == "run"
+
+
+def test_stop_timeout_outlasts_the_supervisors_own() -> None:
+    """systemd must not SIGKILL workers while they still release held packets: the unit's
+    TimeoutStopSec exceeds the supervisor's wait for its workers (with room to spare)."""
+    (value,) = settings()["TimeoutStopSec"]
+    assert re.fullmatch(r"\d+", value), value  # plain seconds: compared below as such
+    assert int(value) >= STOP_TIMEOUT + 5, (value, STOP_TIMEOUT)
+
+
+def test_a_config_error_is_not_restarted() -> None:
+    """Exit EX_CONFIG (78) means a wrong configuration: Restart=on-failure must not loop."""
+    s = settings()
+    assert s["Restart"] == ["on-failure"]
+    assert s["RestartPreventExitStatus"] == [str(EX_CONFIG)]
 
 
 def test_execreload_waits_for_every_worker() -> None:

@@ -76,9 +76,10 @@ class InPathDaemon:
         self.config.write_text(yaml.safe_dump(document))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *run_args: str) -> None:
+        """`run --config FILE` plus `run_args` (flags that override the file)."""
         self.proc = self.ns.popen(
-            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(self.config), *run_args],
             self.log,
             cwd=PROJECT_ROOT,
         )

@@ -221,6 +221,21 @@ def test_two_workers_status_by_queue_and_reload_waits_for_both(
     assert not any(p.name.startswith("control.sock.queue") for p in tmp_path.iterdir())
 
 
+def test_two_workers_run_with_the_command_lines_overrides(ns2: NetNs, tmp_path: Path) -> None:
+    """`run --timeout` with several queues: each worker is started with the flag too, so its
+    engine runs with the command line's timeout, not the file's."""
+    daemon = InPathDaemon(ns2, tmp_path, "4-5", reorder={"timeout_ms": 30000})
+    daemon.start("--timeout", "1234", "--log-level", "info")
+    try:
+        text = daemon.scrape_or_none()
+        assert text is not None
+        for q in ("4", "5"):
+            seconds = metric(text, "l2tpreorder_reorder_timeout_seconds", queue=q)
+            assert seconds == 1.234, (q, seconds)
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_no_daemon_in_inpath_mode_is_exit_2(tmp_path: Path) -> None:
     """Without a running daemon, in-path mode reads like relay mode: "is it running?"."""
     cfg = tmp_path / "c.yaml"
