@@ -326,8 +326,9 @@ class ReorderEngine(SessionTable):
         `data` must be the datagram `receive` just returned DROPPED_MALFORMED for."""
         header = parse_header(data)
         reason = header if isinstance(header, str) else control_fields(data)
-        assert isinstance(reason, str), "not a datagram this engine found malformed"
         c = self.counters
+        if not isinstance(reason, str) or c.malformed.get(reason, 0) < 1:
+            return  # not one this engine counted: nothing to take back (never raise on input)
         c.rx_malformed -= 1
         c.malformed[reason] -= 1
 
