@@ -12,7 +12,7 @@ import dpkt
 
 from l2tpreorder import wire
 from l2tpreorder.core import fastpath
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.engine import EngineConfig, ReorderEngine
 
 _u16 = struct.Struct("!H").unpack_from
 _u16x4 = struct.Struct("!HHHH").unpack_from
@@ -20,6 +20,11 @@ _u16x4 = struct.Struct("!HHHH").unpack_from
 TUNNEL = 25085
 SESSION = 42025
 FLOW = ("192.0.2.10", 1701)  # an opaque flow key; nothing is ever sent anywhere
+
+
+def engine(**kw: object) -> ReorderEngine:
+    """An engine with these EngineConfig fields (the rest default)."""
+    return ReorderEngine(EngineConfig(**kw))  # type: ignore[arg-type]
 
 
 def data(

@@ -15,13 +15,10 @@ from tests.engine_helpers import (
     check_invariants,
     data,
     drain,
+    engine,
     ident_of,
     ns_of,
 )
-
-
-def engine(**kw: object) -> ReorderEngine:
-    return ReorderEngine(EngineConfig(**kw))  # type: ignore[arg-type]
 
 
 def test_seed_trace_swap_is_put_back_in_order() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from l2tpreorder import wire
 from l2tpreorder.core import reasons
-from l2tpreorder.core.engine import EngineConfig, ReorderEngine
+from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.reasons import Outcome
 from tests.engine_helpers import (
     FLOW,
@@ -15,13 +15,10 @@ from tests.engine_helpers import (
     check_invariants,
     data,
     drain,
+    engine,
     ident_of,
     ns_of,
 )
-
-
-def engine(**kw: object) -> ReorderEngine:
-    return ReorderEngine(EngineConfig(**kw))  # type: ignore[arg-type]
 
 
 def cdn() -> bytes:
