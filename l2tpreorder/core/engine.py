@@ -154,6 +154,7 @@ class ReorderEngine(SessionTable):
         # (flow, datagram, tag) ready to send, in order; handed over by take_output().
         self._out: list[tuple[Hashable, bytes, object]] = []
         self.counters = EngineCounters()
+        self._last_malformed: str | None = None  # reason of the latest DROPPED_MALFORMED
         self._init_table()
         self._timers: list[tuple[float, int, Session]] = []
         self._next_timer_id = 1
@@ -318,17 +319,18 @@ class ReorderEngine(SessionTable):
         c = self.counters
         c.rx_malformed += 1
         c.malformed[reason] += 1
+        self._last_malformed = reason
         return DROPPED_MALFORMED
 
-    def disown_malformed(self, data: bytes) -> None:
-        """An adapter passes on a datagram this engine found malformed (in-path mode accepts
-        it untouched): the outcome is the adapter's, so the engine takes back its drop count.
-        `data` must be the datagram `receive` just returned DROPPED_MALFORMED for."""
-        header = parse_header(data)
-        reason = header if isinstance(header, str) else control_fields(data)
+    def disown_malformed(self) -> None:
+        """An adapter passes on the datagram `receive` just returned DROPPED_MALFORMED for (in-path
+        mode accepts it untouched): the outcome is the adapter's, so the engine takes back the
+        drop it counted, by the reason it recorded (no second parse)."""
+        reason = self._last_malformed
+        if reason is None:
+            return  # nothing counted since the last call: never raise on the wire path
+        self._last_malformed = None
         c = self.counters
-        if not isinstance(reason, str) or c.malformed.get(reason, 0) < 1:
-            return  # not one this engine counted: nothing to take back (never raise on input)
         c.rx_malformed -= 1
         c.malformed[reason] -= 1
 

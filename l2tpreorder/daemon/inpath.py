@@ -198,12 +198,12 @@ class InPath:
         """The pipeline refused it: duplicate, late, stale are dropped. A malformed one is
         accepted untouched (not ours to judge) and counted once, here: the engine that found
         it malformed takes back its own drop count."""
-        _, l2tp = self._inflight.pop(packet_id)
+        del self._inflight[packet_id]
         if outcome == _DROPPED_MALFORMED:
             p = self.pipeline
             engine = p.engine if from_lac else p.engine_to_lac
-            assert engine is not None  # LNS datagrams reach an engine only when it reorders
-            engine.disown_malformed(l2tp)
+            if engine is not None:  # LNS datagrams reach an engine only when it reorders
+                engine.disown_malformed()
             self.counters.malformed_l2tpv2 += 1
             self._accept_untouched(packet_id)
         else:
