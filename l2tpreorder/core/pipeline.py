@@ -110,11 +110,10 @@ class Pipeline:
 
     def _from_lns_passed(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
         """An LNS datagram passed on untouched; its control messages still end our sessions."""
+        self._to_lac.append(Output(False, flow, data, tag))
         if data and data[0] & 0x80:
             self.engine.observe_reverse(data, flow, now, authoritative=True)
-            self._to_lac.append(Output(False, flow, data, tag))
             return _FORWARDED_CONTROL
-        self._to_lac.append(Output(False, flow, data, tag))
         return _FORWARDED_UNSEQUENCED
 
     def _from_lns_reordered(
