@@ -37,6 +37,7 @@ from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
+from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.relay import Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
@@ -448,30 +449,6 @@ class Daemon:
                     "it can talk to the LNS through the relay; list your LAC prefixes in allow",
                     format_address((host, port)),
                 )
-
-
-def drop_privileges(pw: pwd.struct_passwd) -> str | None:
-    """Started as root, after binding: become `pw` (its group, no supplementary groups) for
-    good; setuid from root to non-root also clears every capability. Returns an error or None.
-    """
-    user = pw.pw_name
-    if os.geteuid() != 0:
-        if os.geteuid() == pw.pw_uid:
-            return None
-        log.warning("user = %r: not started as root, so running as uid %d", user, os.geteuid())
-        return None
-    try:
-        os.setgroups([])
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
-    except OSError as e:
-        return f"user = {user!r}: cannot switch to it: {e.strerror}; not running on as root"
-    try:
-        os.setuid(0)
-    except OSError:
-        log.info("running as user %s (uid %d, gid %d)", user, pw.pw_uid, pw.pw_gid)
-        return None
-    return f"user = {user!r}: could switch back to root after dropping; refusing to run"
 
 
 def raise_fd_limit(max_peers: int) -> None:
