@@ -33,7 +33,7 @@ from l2tpreorder.daemon.nfqueue import NfQueue, read_queue_stats
 from l2tpreorder.daemon.privileges import CAP_NET_ADMIN, drop_privileges
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.state import load_state, save_state
+from l2tpreorder.daemon.state import consume_state, save_state
 
 if TYPE_CHECKING:
     from l2tpreorder.daemon.control import ControlServer
@@ -272,15 +272,12 @@ class InPathWorker:
         path = self.state_file
         if path is None:
             return
-        saved = load_state(path, max_age=self.config.peer_idle_timeout)
+        saved = consume_state(
+            path,
+            max_age=self.config.peer_idle_timeout,
+            sequencing=self.config.engine.sequencing.value,
+        )
         if saved is None:
-            return
-        try:
-            os.unlink(path)  # used once (see relay mode's Daemon._restore)
-        except OSError as e:
-            log.warning("cannot remove used state file %s: %s", path, e.strerror)
-        if isinstance(saved, str):
-            log.warning("%s; ignored, starting afresh", saved)
             return
         n = saved.restore(self.pipeline.engine, time.monotonic())
         log.info("restored %d sessions from %s", n, path)

@@ -42,7 +42,7 @@ from l2tpreorder.daemon.relay import Relay
 from l2tpreorder.daemon.relay_stats import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.sockets import BindError
-from l2tpreorder.daemon.state import load_state
+from l2tpreorder.daemon.state import consume_state
 from l2tpreorder.daemon.status import snapshot
 
 log = logging.getLogger("l2tpreorder")
@@ -305,30 +305,13 @@ class Daemon:
     def _restore(self, relay: Relay, path: str) -> None:
         """Restore what the last SIGTERM saved; a bad file is reported and ignored."""
         # Older than the peer idle timeout: the peers would have been forgotten by now.
-        saved = load_state(path, max_age=self.config.peer_idle_timeout)
+        saved = consume_state(
+            path,
+            max_age=self.config.peer_idle_timeout,
+            sequencing=self.config.engine.sequencing.value,
+        )
         if saved is None:
-            log.info("no state file %s: starting afresh", path)
             return
-        # Used once, and removed BEFORE it is used: a later crash must not bring back this (by
-        # then stale) numbering, and a file that crashes the restore must not crash every
-        # restart systemd makes after it.
-        try:
-            os.unlink(path)
-        except OSError as e:
-            log.warning("cannot remove used state file %s: %s", path, e.strerror)
-        if isinstance(saved, str):
-            log.warning("%s; ignored, starting afresh", saved)
-            return
-        running = self.config.engine.sequencing.value
-        if saved.sequencing != running:
-            log.warning(
-                "state file %s was saved with reorder.sequencing = %s, running %s: the saved "
-                "out_ns continue the LNS's numbering only from renumber to renumber, so the "
-                "LNS may see an Ns jump on the restored sessions",
-                path,
-                saved.sequencing,
-                running,
-            )
         sessions, peers = relay.restore_state(saved)
         log.info(
             "restored %d sessions and %d LAC peers (with their upstream ports) from %s",

@@ -259,6 +259,36 @@ def load_state(
     return state
 
 
+def consume_state(
+    path: str | os.PathLike[str], *, max_age: float, sequencing: str
+) -> SavedState | None:
+    """Load the state file for a restart and remove it; None when there is none or it is
+    unusable (said in the log). Removed BEFORE it is used: a later crash must not bring back
+    this (by then stale) numbering, and a file that crashes the restore must not crash every
+    restart systemd makes after it. Both modes start through here."""
+    saved = load_state(path, max_age=max_age)
+    if saved is None:
+        log.info("no state file %s: starting afresh", path)
+        return None
+    try:
+        os.unlink(path)
+    except OSError as e:
+        log.warning("cannot remove used state file %s: %s", path, e.strerror)
+    if isinstance(saved, str):
+        log.warning("%s; ignored, starting afresh", saved)
+        return None
+    if saved.sequencing != sequencing:
+        log.warning(
+            "state file %s was saved with reorder.sequencing = %s, running %s: the saved "
+            "out_ns continue the LNS's numbering only from renumber to renumber, so the "
+            "LNS may see an Ns jump on the restored sessions",
+            path,
+            saved.sequencing,
+            sequencing,
+        )
+    return saved
+
+
 # --- the relay's part of `extra`: each LAC peer's addresses and upstream port ---------------------
 
 
