@@ -16,7 +16,7 @@ from l2tpreorder import __version__
 
 # name -> (module, one-line help). `replay pcap` is nested: the module adds its own sub-parser.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("l2tpreorder.daemon.service", "run the relay between LACs and the LNS"),
+    "run": ("l2tpreorder.daemon.service", "run the daemon (relay or in-path mode, per the config)"),
     "check-config": ("l2tpreorder.config", "validate a configuration file and exit"),
     "status": ("l2tpreorder.daemon.status", "show the running daemon's LAC peers and sessions"),
     "reload": (
