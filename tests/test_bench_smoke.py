@@ -154,3 +154,25 @@ def test_run_smoke_writes_results_and_headline(tmp_path: Path) -> None:
         assert t["header_mismatch"] == 0
         assert t["received"] <= t["sent"]
     assert summary["engine"]["rss"]["sessions"] == 1000
+
+
+def test_soak_runs_and_reconciles(tmp_path: Path) -> None:
+    """`bench.soak` (the 15-minute memory figure in docs/sessions.md), shrunk to seconds: the
+    relay reads every datagram, the LNS checker sees every packet sent once and in order, and
+    the duplicates sent are exactly the duplicates dropped."""
+    out = tmp_path / "soak.json"
+    run = subprocess.run(
+        [PY, "-m", "bench.soak", "--seconds", "12", "--rate", "1500", "--sessions", "50",
+         "--peers", "10", "--cap", "60", "--idle-seconds", "4", "--warmup", "4",
+         "--json", str(out)],
+        cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=180)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["problems"] == [] and result["violations"] == 0
+    sent = result["sent"]
+    assert sent["sent"] > 5000 and sent["copies"] > 0 and sent["lac_cdns"] > 0
+    assert result["lns"]["data"] == sent["sent"]
+    assert result["lns"]["lns_cdns"] == sent["lns_cdns"] > 0
+    assert result["dropped"]["duplicate"] == sent["copies"]
+    assert result["sessions"]["sessions_started_total"] > 0
+    assert len(result["rss_kib"]) >= 2
