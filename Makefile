@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.example.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench fuzz clean adaptive-eval deb
+.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	timeout 320 $(BIN)/python -m bench.run
+
+# 15 minutes of session churn at 10k datagrams/s through the real relay; RSS after warm-up
+# (docs/sessions.md). Exit status 1 on any order violation or accounting mismatch.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --seconds 900 --rate 10000
 
 # Fixed vs adaptive reorder timeout on field-shaped captures (docs/adaptive.md), ~1 minute.
 adaptive-eval: $(STAMP)
