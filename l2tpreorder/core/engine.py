@@ -223,6 +223,11 @@ class ReorderEngine(SessionTable):
             else:
                 adaptive.rebound(s, bounds)
 
+    @property
+    def adaptive_timeouts(self) -> bool:
+        """Sessions learn their own timeouts (else all use the configured one)."""
+        return self._adapt is not None
+
     def timeout_of(self, s: Session) -> float:
         """The session's reorder timeout: its own in adaptive mode, else the configured one."""
         return self._timeout if self._adapt is None else s.timeout

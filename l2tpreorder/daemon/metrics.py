@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import platform
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Protocol
 
@@ -245,17 +246,23 @@ def _session_timeouts(
         labels=["direction"],
     )
     for direction, engine in engines.items():
-        values = [engine.timeout_of(s) for s in live_sessions[direction]]
+        live = live_sessions[direction]
+        # Fixed timeouts are all one value: no per-session pass (a scrape holds the GIL).
+        by_value = (
+            Counter(engine.timeout_of(s) for s in live)
+            if engine.adaptive_timeouts
+            else Counter({engine.timeout_of(live[0]): len(live)} if live else {})
+        )
         counts = [0] * (len(SESSION_TIMEOUT_BUCKETS) + 1)
-        for v in values:
-            counts[bisect_left(SESSION_TIMEOUT_BUCKETS, v)] += 1
+        for v, n in by_value.items():
+            counts[bisect_left(SESSION_TIMEOUT_BUCKETS, v)] += n
         buckets: list[tuple[str, float]] = []
         cumulative = 0
         for bound, n in zip(SESSION_TIMEOUT_BUCKETS, counts, strict=False):
             cumulative += n
             buckets.append((repr(bound), cumulative))
-        buckets.append(("+Inf", len(values)))
-        timeouts.add_metric([direction], buckets, sum(values))
+        buckets.append(("+Inf", len(live)))
+        timeouts.add_metric([direction], buckets, sum(v * n for v, n in by_value.items()))
     return timeouts
 
 

@@ -67,7 +67,10 @@ def test_fixed_mode_reports_every_session_at_the_configured_timeout() -> None:
     name = "l2tpreorder_session_timeout_seconds_bucket"
     assert value(s, name, direction=D, le="0.02") == 0
     assert value(s, name, direction=D, le="0.05") == 3
+    assert value(s, "l2tpreorder_session_timeout_seconds_gsum", direction=D) == pytest.approx(0.15)
     assert value(s, "l2tpreorder_adaptive_timeout_grows_total", direction=D) == 0
+    empty = parse(scrape(Source({D: ReorderEngine(EngineConfig(reorder_timeout=0.05))})))
+    assert value(empty, name, direction=D, le="+Inf") == 0
 
 
 @pytest.mark.integration
