@@ -652,13 +652,19 @@ class ReorderEngine(SessionTable):
         return now
 
     def end_tunnel(
-        self, flow: Hashable, tunnel_id: int, now: float, *, remember: bool = True
+        self,
+        flow: Hashable,
+        tunnel_id: int,
+        now: float,
+        *,
+        remember: bool = True,
+        why: str = reasons.END_STOPCCN,
     ) -> int:
         """Flush and forget every session of one tunnel (StopCCN); returns how many ended.
-        `remember`: see end_session."""
+        `remember`, `why`: see end_session."""
         ended = self.tunnel_sessions(flow, tunnel_id)
         for s in ended:
-            self.end_session(flow, tunnel_id, s.session_id, now, remember=remember)
+            self.end_session(flow, tunnel_id, s.session_id, now, remember=remember, why=why)
         for theirs in self._tunnel_map_ours.pop((flow, tunnel_id), ()):
             del self._tunnel_map[(flow, theirs)]
         return len(ended)
@@ -693,9 +699,15 @@ class ReorderEngine(SessionTable):
         elif msg == MessageType.CDN and control.assigned_session_id:
             key = self._our_key(flow, control.tunnel_id, control.assigned_session_id)
             if key is not None:
-                self.end_session(flow, key >> 16, key & MASK, now, remember=not authoritative)
+                self.end_session(
+                    flow, key >> 16, key & MASK, now,
+                    remember=not authoritative, why=reasons.END_CDN_REVERSE,
+                )  # fmt: skip
         elif msg == MessageType.StopCCN and control.assigned_tunnel_id is not None:
-            self.end_tunnel(flow, control.assigned_tunnel_id, now, remember=not authoritative)
+            self.end_tunnel(
+                flow, control.assigned_tunnel_id, now,
+                remember=not authoritative, why=reasons.END_STOPCCN_REVERSE,
+            )  # fmt: skip
         return control.name
 
     def _our_key(self, flow: Hashable, their_tunnel_id: int, our_session_id: int) -> int | None:

@@ -50,6 +50,17 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_SOCKET_DROP,
 )
 
+# Why a session ended (`SessionTable.end_log`, which the debug lines read). "_reverse": the control
+# message came from the receiver of this direction's data (the LNS, for LAC to LNS).
+END_CDN = "cdn"
+END_CDN_REVERSE = "cdn_reverse"
+END_STOPCCN = "stopccn"
+END_STOPCCN_REVERSE = "stopccn_reverse"
+END_EVICTED = "evicted"  # the table was at max_sessions: the longest-silent session went
+END_IDLE = "idle"  # silent for session_idle_timeout
+END_PEER = "peer_gone"  # the adapter forgot the peer (end_flow)
+END_REPLACED = "replaced"  # a restored session took its place
+
 
 class Outcome(IntEnum):
     """What `ReorderEngine.receive` did with one datagram. Exactly one per datagram."""

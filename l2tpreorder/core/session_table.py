@@ -38,6 +38,9 @@ ACTIVE_FLOOR = 1.0
 # A held-packet dict that grew beyond this is replaced by a fresh one once empty: a dict never
 # gives back the table it grew for a burst.
 HELD_SHRINK = 16
+# Ends recorded between two reads of `end_log` (the debug lines read it once per tick); beyond
+# it they are only counted (`end_log_missed`).
+END_LOG_KEPT = 4096
 
 
 class Session:
@@ -164,6 +167,10 @@ class SessionTable:
         # path only writes s.last_active; an entry whose stamp is older is refreshed at the top.
         self._lru: list[tuple[float, int, Hashable, int]] = []
         self._lru_seq = 0
+        # (flow, tunnel_id, session_id, reasons.END_*) of each end, while an adapter wants them
+        # (None: not recorded, the default). The adapter takes the list and leaves a new one.
+        self.end_log: list[tuple[Hashable, int, int, str]] | None = None
+        self.end_log_missed = 0
 
     def _release_all(self, s: Session, now: float, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
@@ -263,7 +270,7 @@ class SessionTable:
         now = self._clock(now)
         old = self._flows.get(flow, {}).get(key)
         if old is not None:
-            self._end(old, now, reasons.SKIP_END)
+            self._end(old, now, reasons.SKIP_END, reasons.END_REPLACED)
         self._memory.forget(flow, key)
         s = self._new_session(flow, key, expected & MASK, now)
         s.out_ns = out_ns & MASK
@@ -372,7 +379,7 @@ class SessionTable:
             c.sessions_evicted_confirmed += 1
         if s.last_active > now - max(ACTIVE_TIMEOUTS * self._timeout, ACTIVE_FLOOR):
             c.sessions_evicted_active += 1
-        self._end(s, now, reasons.SKIP_EVICTED)
+        self._end(s, now, reasons.SKIP_EVICTED, reasons.END_EVICTED)
         return True
 
     def next_idle_deadline(self) -> float | None:
@@ -395,7 +402,7 @@ class SessionTable:
                 break
             heapq.heappop(self._lru)
             self.counters.sessions_idle_expired += 1
-            self._end(s, now, reasons.SKIP_END, idle=True)
+            self._end(s, now, reasons.SKIP_END, reasons.END_IDLE, idle=True)
         self._purge_side_tables(now)
 
     def _purge_side_tables(self, now: float) -> None:
@@ -417,24 +424,39 @@ class SessionTable:
         now: float,
         *,
         remember: bool = True,
+        why: str = reasons.END_CDN,
     ) -> bool:
         """Flush and forget one session (CDN). `remember`: keep its numbering for ENDED_MEMORY in
         case the LNS did not act on the CDN (a CDN from the LAC's side may be spoofed; see
-        _continue_numbering); False when the LNS itself ended it."""
+        _continue_numbering); False when the LNS itself ended it. `why`: reasons.END_*."""
         key = (tunnel_id << 16) | session_id
         self._pending_confirmations.pop((flow, key), None)  # the call ended before any data
         sessions = self._flows.get(flow)
         s = sessions.get(key) if sessions is not None else None
         if s is None:
             return False
-        self._end(s, self._clock(now), reasons.SKIP_END, remember=remember)
+        self._end(s, self._clock(now), reasons.SKIP_END, why, remember=remember)
         return True
 
     def _end(
-        self, s: Session, now: float, reason: str, *, idle: bool = False, remember: bool = True
+        self,
+        s: Session,
+        now: float,
+        reason: str,
+        why: str,
+        *,
+        idle: bool = False,
+        remember: bool = True,
     ) -> None:
-        """Deliver what the session holds (no silent loss), then forget it."""
+        """Deliver what the session holds (no silent loss), then forget it. `reason`: the skip
+        reason of any gap still open; `why`: the end's reasons.END_*, for `end_log`."""
         self._release_all(s, now, reason)
+        log = self.end_log
+        if log is not None:
+            if len(log) < END_LOG_KEPT:
+                log.append((s.flow, s.tunnel_id, s.session_id, why))
+            else:
+                self.end_log_missed += 1
         sessions = self._flows[s.flow]
         key = (s.tunnel_id << 16) | s.session_id
         del sessions[key]
@@ -462,7 +484,7 @@ class SessionTable:
             return 0
         ended = list(sessions.values())
         for s in ended:
-            self.end_session(flow, s.tunnel_id, s.session_id, now)
+            self.end_session(flow, s.tunnel_id, s.session_id, now, why=reasons.END_PEER)
         return len(ended)
 
     # --- inspection ------------------------------------------------------------------------------

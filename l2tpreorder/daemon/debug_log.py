@@ -4,9 +4,10 @@ The core does not log (it is sans-IO and its hot path counts in plain ints). Wit
 relay swaps its per-datagram `pipeline.from_lac` for `DebugEvents.receive`, which calls the
 pipeline and, for a late, duplicate or stale drop or a malformed datagram, logs the LAC, tunnel_id,
 session_id and Ns. With debug off nothing here runs: the relay calls the pipeline directly.
-Session starts and ends, and gaps given up, come from comparing the session table once per
-housekeeping tick. Every line goes through one rate limit (a flood must not fill the disk);
-what it holds back is counted and said.
+Session starts and gaps given up come from comparing the session table once per housekeeping
+tick; session ends, with why, from the engine's `end_log`, recorded only while debug is on.
+Every line goes through one rate limit (a flood must not fill the disk); what it holds back is
+counted and said.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ _DROPS: dict[int, str] = {
     reasons.Outcome.DROPPED_LATE: "late (its gap was given up already)",
     reasons.Outcome.DROPPED_DUPLICATE: "duplicate (this Ns was delivered already)",
     reasons.Outcome.DROPPED_STALE: "stale (further behind than the session's window)",
+}
+
+# The LAC-to-LNS engine's end reasons, in an operator's words ("reverse" is the LNS's side).
+_ENDS: dict[str, str] = {
+    reasons.END_CDN: "CDN from the LAC side",
+    reasons.END_CDN_REVERSE: "CDN from the LNS",
+    reasons.END_STOPCCN: "StopCCN from the LAC side (its tunnel closed)",
+    reasons.END_STOPCCN_REVERSE: "StopCCN from the LNS (its tunnel closed)",
+    reasons.END_EVICTED: "evicted, the longest silent at reorder.max_sessions",
+    reasons.END_IDLE: "silent for reorder.session_idle_timeout_ms",
+    reasons.END_PEER: "its LAC peer was forgotten (idle past peer_idle_timeout_ms, or not allowed)",
+    reasons.END_REPLACED: "replaced by a session from the state file",
 }
 
 
@@ -69,10 +82,16 @@ class DebugEvents:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
         self.limit = RateLimit()
+        pipeline.engine.end_log = []  # the engine records ends while this exists (see close)
+        pipeline.engine.end_log_missed = 0
         # (flow, tunnel_id, session_id) -> skipped count at the last tick
         self._known: dict[tuple[Hashable, int, int], int] = {
             s.key: s.skipped for s in pipeline.sessions()
         }
+
+    def close(self) -> None:
+        """Debug logging is off again: the engine stops recording ends."""
+        self._pipeline.engine.end_log = None
 
     def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
         """What the relay calls per datagram while debug logging is on (`from_lac`'s shape;
@@ -113,10 +132,18 @@ class DebugEvents:
                 self._line(now, "session started", key, f"at Ns {s.expected}")
             elif s.skipped > before:
                 self._line(now, "gave up", key, f"{s.skipped - before} missing Ns (waited out)")
-        for key in self._known.keys() - current.keys():
-            why = "CDN/StopCCN, eviction, idle expiry, or its peer went idle"
-            self._line(now, "session ended", key, why)
+        engine = self._pipeline.engine
+        ends, engine.end_log = engine.end_log or [], []
+        for flow, tunnel_id, session_id, why in ends:
+            self._line(now, "session ended", (flow, tunnel_id, session_id), _ENDS.get(why, why))
+        if engine.end_log_missed:
+            self._note(now, f"{engine.end_log_missed} more sessions ended (not itemised)")
+            engine.end_log_missed = 0
         self._known = current
+
+    def _note(self, now: float, text: str) -> None:
+        if self.limit.allow(now):
+            log.debug("%s", text)
 
     def _line(self, now: float, what: str, key: tuple[Hashable, int, int], detail: str) -> None:
         if self.limit.allow(now):

@@ -605,7 +605,8 @@ class Relay:
         """Debug lines on or off (start, reload); off costs nothing per datagram."""
         if enabled and self.debug is None:
             self.debug = DebugEvents(self.pipeline)
-        elif not enabled:
+        elif not enabled and self.debug is not None:
+            self.debug.close()
             self.debug = None
 
     def reconfigure(self, new: Config) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from l2tpreorder.wire import MessageType, avp_message_type, avp_result_code, build_control
 from tests.daemon.test_daemon import data, payload_of
 from tests.daemon_harness import Daemon, free_udp_port, recv, udp
 
@@ -39,6 +40,10 @@ def test_debug_lines_and_the_final_drop_report(tmp_path: Path) -> None:
         d.wait_log(f"dropped from LAC {here}: tunnel_id 100 session_id 200 Ns 0: duplicate")
         d.wait_log(f"refused datagram from 127.0.0.2:{stranger.getsockname()[1]}: source not in")
         d.wait_log(f"session started: LAC {here} tunnel_id 100 session_id 200, at Ns")
+        cdn = build_control(100, 200, 0, 0, [avp_message_type(MessageType.CDN), avp_result_code(1)])
+        lac.sendto(cdn, relay)
+        assert recv(lns)[0] == cdn
+        d.wait_log(f"session ended: LAC {here} tunnel_id 100 session_id 200, CDN from the LAC side")
         assert d.terminate() == 0
         log = d.log()
         assert (
