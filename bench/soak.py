@@ -202,7 +202,7 @@ class Lac:
         self.datagrams += 1
         try:
             self.socks[peer].sendto(data, self.relay)
-        except BlockingIOError:  # never expected on loopback; counted as lost if it happens
+        except BlockingIOError:  # not expected on loopback; the reconciliation will show it
             self.counts["send_errors"] = self.counts.get("send_errors", 0) + 1
 
     def new_call(self, now: float) -> None:
@@ -231,7 +231,7 @@ class Lac:
         roll = rng.random() if call.seq >= 3 and call.left > 3 else 1.0
         if roll < self.args.loss:
             self.counts["lost"] += 1
-            call.seq, call.ns, call.left = call.seq + 1, call.ns + 1, call.left - 1
+            call.seq, call.ns, call.left = call.seq + 1, (call.ns + 1) & 0xFFFF, call.left - 1
             return True
         last = call.left <= 1  # (no swap or loss among the last three: roll is 1.0 there)
         flags = LNS_ENDS if last and call.end == "lns_cdn" else 0
@@ -256,30 +256,22 @@ class Lac:
 
     def finish(self, call: Call, now: float) -> None:
         """The call's last packet went out: end it the way it was drawn."""
+        if call.end in ("silent", "resume"):
+            self.counts["silent"] += 1
+            if call.end == "resume":  # silent past its idle expiry, then carries on, then a CDN
+                call.end, call.left = "lac_cdn", self.rng.randint(5, 50)
+                self.resumes.append((now + self.args.idle_seconds * self.rng.uniform(1.2, 3), call))
+            return  # "silent" for good: the relay's idle expiry forgets it; IDs never reused
         if call.end == "lac_cdn":
-            self.send(
-                call.peer,
-                control(
-                    MessageType.CDN,
-                    TUNNEL0 + call.peer,
-                    call.sid,
-                    avp_result_code(1),
-                    avp_assigned_session_id(call.sid),
-                ),
-            )
+            cdn = control(
+                MessageType.CDN, TUNNEL0 + call.peer, call.sid,
+                avp_result_code(1), avp_assigned_session_id(call.sid),
+            )  # fmt: skip
+            self.send(call.peer, cdn)
             self.counts["lac_cdns"] += 1
-        elif call.end == "lns_cdn":
+        else:  # "lns_cdn": the checker answered its last packet with a CDN from the LNS
             self.counts["lns_cdns"] += 1
-        elif call.end == "resume":  # silent past its idle expiry, then carries on
-            call.end, call.left = "lac_cdn", self.rng.randint(5, 50)
-            self.resumes.append((now + self.args.idle_seconds * self.rng.uniform(1.2, 3), call))
-            self.counts["silent"] += 1
-            return
-        else:
-            self.counts["silent"] += 1
-            return  # silent for good: the relay's idle expiry forgets it; IDs never reused
-        if call.end != "resume":
-            self.free_sids[call.peer].append(call.sid)
+        self.free_sids[call.peer].append(call.sid)  # a later ICCN call may reuse the IDs
 
     def rest_a_peer(self, now: float) -> None:
         """A LAC drops its tunnel (StopCCN), stays away past peer_idle_timeout, comes back."""
