@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,8 +40,12 @@ def parse_tree(spec: str) -> tuple[str, str, str]:
 
 
 def wait_quiet(pattern: str | None) -> None:
-    """Wait while `pgrep -f pattern` finds a process (other benchmarks on a shared machine)."""
-    while pattern and subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+    """Wait while `pgrep -f pattern` finds a process other than this one (other benchmarks on a
+    shared machine; this one's command line holds the pattern itself)."""
+    while pattern:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        if not set(found.split()) - {str(os.getpid())}:
+            return
         time.sleep(2)
 
 
