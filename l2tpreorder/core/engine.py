@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import heapq
 import struct
+from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from l2tpreorder.core import adaptive, reasons
-from l2tpreorder.core.continuation import given_up_bit, mark_given_up
 from l2tpreorder.core.engine_counters import (
     DISPLACEMENT_BUCKETS,
     HOLD_TIME_BUCKETS,
@@ -349,7 +349,10 @@ class ReorderEngine(SessionTable):
         now: float,
         tag: object,
     ) -> int:
-        now = self._clock(now)
+        if now < self._latest:  # self._clock(now), inlined
+            now = self._latest
+        else:
+            self._latest = now
         c = self.counters
         sessions = self._flows.get(flow)
         s = sessions.get(key) if sessions is not None else None
@@ -406,13 +409,16 @@ class ReorderEngine(SessionTable):
         (timeout 0, or `give_up` names why, e.g. kernel drops)."""
         c = self.counters
         s.behind_run = 0
-        if ns in s.held:
+        held = s.held
+        if ns in held:
             s.dropped_duplicate += 1
             c.dropped_duplicate += 1
             return DROPPED_DUPLICATE
         if distance > s.max_displacement:
             s.max_displacement = distance
-        c.displacement.observe(distance)
+        hist = c.displacement  # hist.observe(distance), inlined
+        hist.counts[bisect_left(hist.bounds, distance)] += 1
+        hist.total += distance
         if give_up is None and self._timeout <= 0:
             give_up = reasons.SKIP_TIMEOUT
         if give_up is not None:
@@ -422,18 +428,18 @@ class ReorderEngine(SessionTable):
             c.forwarded_in_order += 1
             self._emit(s, data, ns_offset, tag)
             return FORWARDED_IN_ORDER
-        held = s.held
         first = not held
         held[ns] = (data, now, ns_offset, tag)
-        if len(held) > s.held_peak:
-            s.held_peak = len(held)
+        count = len(held)
+        if count > s.held_peak:
+            s.held_peak = count
         size = len(data)
         s.held_bytes += size
         c.held_packets += 1
         c.held_bytes += size
         if first:
             self._schedule(s)
-        if len(held) > self._max_held:
+        if count > self._max_held:
             self._skip_to_next_held(s, reasons.SKIP_CAP)
             self._release_run(s, now)
         if c.held_bytes > self._max_bytes:
@@ -449,7 +455,8 @@ class ReorderEngine(SessionTable):
         if ((expected - ns) & MASK) > self._window:
             return self._far_behind(s, data, ns, ns_offset, now, tag)
         s.behind_run = 0
-        bit = given_up_bit(s.gaps_end, ns, self._window)
+        i = (s.gaps_end - 1 - ns) & MASK  # continuation.given_up_bit, inlined
+        bit = 1 << i if i < self._window else 0
         if s.gaps & bit:
             s.gaps &= ~bit  # a second copy is a duplicate
             if self._timeout <= 0:
@@ -515,35 +522,70 @@ class ReorderEngine(SessionTable):
 
     def _release_run(self, s: Session, now: float) -> None:
         """Deliver held packets from `expected` on while they are contiguous."""
-        c = self.counters
         held = s.held
-        record = s.hold_times
-        while True:
-            item = held.pop(s.expected, None)
-            if item is None:
-                break
-            data, arrival, ns_offset, tag = item
-            size = len(data)
+        expected = s.expected
+        item = held.pop(expected, None)
+        if item is not None:
+            # Per packet only what differs per packet: the counters move once per run, the
+            # histogram's observe and (renumber mode) _emit are inlined.
+            c = self.counters
+            record = s.hold_times
+            hist = c.hold_time
+            counts, bounds = hist.counts, hist.bounds
+            renumber = self._renumber
+            out = self._out
+            flow = s.flow
+            released = size = 0
+            while item is not None:
+                data, arrival, ns_offset, tag = item
+                size += len(data)
+                released += 1
+                waited = now - arrival
+                counts[bisect_left(bounds, waited)] += 1
+                hist.total += waited
+                if record is not None:
+                    record.append(waited)
+                ns = expected  # the held key is the packet's Ns
+                expected = (ns + 1) & MASK
+                if renumber:  # self._emit(s, data, ns_offset, tag), inlined
+                    out_ns = s.out_ns
+                    s.out_ns = (out_ns + 1) & MASK
+                    if out_ns != ns:
+                        data = with_ns(data, ns_offset, out_ns)
+                    out.append((flow, data, tag))
+                else:
+                    self._emit(s, data, ns_offset, tag)
+                item = held.pop(expected, None)
+            s.expected = expected
             s.held_bytes -= size
             c.held_bytes -= size
-            c.held_packets -= 1
-            s.released += 1
-            c.released += 1
-            waited = now - arrival
-            c.hold_time.observe(waited)
-            if record is not None:
-                record.append(waited)
-            s.expected = (s.expected + 1) & MASK
-            self._emit(s, data, ns_offset, tag)
-        if not held and s.held_peak > HELD_SHRINK:
-            s.held = {}  # give back the table a burst grew
-            s.held_peak = 0
-        self._schedule(s)
+            c.held_packets -= released
+            s.released += released
+            c.released += released
+        if not held:
+            if s.held_peak > HELD_SHRINK:
+                s.held = {}  # give back the table a burst grew
+                s.held_peak = 0
+            s.timer_id = 0  # self._schedule(s) of an empty session, inlined
+            s.cut = INF
+        else:
+            self._schedule(s)
 
     def _skip(self, s: Session, count: int, reason: str) -> None:
         """Give up `count` missing Ns from `expected` on; remember them to spot late arrivals."""
         start = s.expected
-        s.gaps = mark_given_up(s.gaps, s.gaps_end, start, count, self._window)
+        # s.gaps = mark_given_up(s.gaps, s.gaps_end, start, count, W), inlined without its
+        # big-int work where the old bits all fall off (test_engine_skip_inline proves it equal).
+        window = self._window
+        if count >= window:
+            s.gaps = self._all_given_up
+        else:
+            gaps = s.gaps
+            shift = (start - s.gaps_end) & MASK
+            if gaps and shift < window:
+                s.gaps = ((gaps << (shift + count)) | ((1 << count) - 1)) & self._all_given_up
+            else:
+                s.gaps = (1 << count) - 1
         s.expected = s.gaps_end = (start + count) & MASK
         s.skipped += count
         self.counters.skipped[reason] += count
@@ -566,7 +608,10 @@ class ReorderEngine(SessionTable):
             s.timer_id = 0
             s.cut = INF
             return
-        deadline = next(iter(s.held.values()))[1] + self.timeout_of(s)  # dict: arrival order
+        # Arrival of the oldest (dict order is arrival order) + self.timeout_of(s), inlined.
+        deadline = next(iter(s.held.values()))[1] + (
+            self._timeout if self._adapt is None else s.timeout
+        )
         if s.cut < deadline:
             deadline = s.cut
         timer_id = self._next_timer_id
@@ -600,7 +645,7 @@ class ReorderEngine(SessionTable):
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
-            timeout = self.timeout_of(s)
+            timeout = self._timeout if adapt is None else s.timeout  # self.timeout_of(s)
             while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
                 if adapt is not None:
                     adaptive.on_give_up(s, first, adapt)

@@ -354,15 +354,18 @@ class SessionTable:
         later than its real last activity, so a top entry whose stamp is current is the minimum;
         an out-of-date top entry is re-pushed with the current value."""
         heap = self._lru
+        flows = self._flows
         while heap:
             entry = heap[0]
-            s = self._lru_entry_session(entry)
-            if s is None:
+            # s = self._lru_entry_session(entry), inlined: expire() comes here every time.
+            sessions = flows.get(entry[2])
+            s = sessions.get(entry[3]) if sessions is not None else None
+            if s is None or s.lru_seq != entry[1]:
                 heapq.heappop(heap)
             elif s.last_active != entry[0]:
-                self._lru_seq += 1
-                s.lru_seq = self._lru_seq
-                heapq.heapreplace(heap, (s.last_active, s.lru_seq, entry[2], entry[3]))
+                seq = self._lru_seq = self._lru_seq + 1
+                s.lru_seq = seq
+                heapq.heapreplace(heap, (s.last_active, seq, entry[2], entry[3]))
             else:
                 return s
         return None
