@@ -399,6 +399,13 @@ class SessionTable:
         idle = self._idle_timeout
         if idle <= 0:
             return
+        heap = self._lru
+        if not heap or heap[0][0] + idle > now:
+            # No entry is stamped later than its session's last activity, so the top's stamp is
+            # a lower bound: nobody is idle yet, and the out-of-date entries can wait (refreshing
+            # them on every expire() cost ~150 ns a packet at 10,000 sessions with 1% loss).
+            self._purge_side_tables(now)
+            return
         while True:
             s = self._lru_oldest()
             if s is None or s.last_active + idle > now:
