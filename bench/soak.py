@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = struct.Struct("!HHIIB")
 LNS_ENDS = 1  # flag: the last packet of a call the LNS ends with a CDN
 COPY = 2  # flag: a deliberate duplicate
+NEUTRAL = 0.5  # a roll of the dice that plans no loss, swap or duplicate
 TUNNEL0 = 1000
 PPP = b"\xff\x03\x00\x21" + bytes(60)  # PPP IPv4 framing and some bytes, a small data packet
 
@@ -228,12 +229,15 @@ class Lac:
     def step(self, call: Call) -> bool:
         """Send the call's next datagram(s); False when the call has ended."""
         rng, tpl = self.rng, self.tpl
-        roll = rng.random() if call.seq >= 3 and call.left > 3 else 1.0
+        # A call's first and last three packets go out plain (NEUTRAL: no loss, swap or copy), so
+        # no copy follows the last packet: after a CDN from the LNS it would start a new session
+        # (by design: the LNS ended the call), which the checker would call a duplicate.
+        roll = rng.random() if call.seq >= 3 and call.left > 3 else NEUTRAL
         if roll < self.args.loss:
             self.counts["lost"] += 1
             call.seq, call.ns, call.left = call.seq + 1, (call.ns + 1) & 0xFFFF, call.left - 1
             return True
-        last = call.left <= 1  # (no swap or loss among the last three: roll is 1.0 there)
+        last = call.left <= 1
         flags = LNS_ENDS if last and call.end == "lns_cdn" else 0
         if roll < self.args.loss + self.args.swaps and call.left > 2:  # a swapped pair
             ahead = tpl.make(call.peer, call.sid, call.gen, call.seq + 1, call.ns + 1, flags)
