@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,9 @@ class Outcome:
     lns_log: str
     relay_log: str
     workdir: Path
+    # The lab's own findings, shown by describe(): kernel drop counters that moved (UDP receive
+    # buffers per namespace, tcpdump), and any drain step that hit its deadline.
+    notes: list[str] = field(default_factory=list)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.proxy_events if e["event"] == kind]
@@ -130,6 +134,7 @@ class Outcome:
             f"displaced {len(self.events('displaced'))}, dropped {len(self.events('dropped'))}, "
             f"duplicated {len(self.events('duplicated'))}, captured data "
             f"{len(self.captured_data)}; files in {self.workdir}"
+            + "".join(f"; {note}" for note in self.notes)
         )
 
 
@@ -264,6 +269,7 @@ class Lab:
             f"done {w}/lac-done\nlog {w}/lac-pppd.log\n"
         )
 
+        udp_before = self._udp_counters()
         pcap = w / "lns.pcap"
         self.spawn("lns", ["tcpdump", "-i", "any", "-n", "-U", "-w", str(pcap), "udp"],
                    w / "tcpdump.log")
@@ -329,13 +335,41 @@ class Lab:
 
         time.sleep(0.2)  # tcpdump -U writes per packet; give the last ones a moment
         self.stop_processes()
+        notes = self._drop_notes(udp_before, self._udp_counters(), _text(w / "tcpdump.log"))
         received = [int(x) for x in _text(w / "results").split()]
         events = [json.loads(line) for line in _text(record).splitlines()]
         return Outcome(
             scenario=sc, received=received, proxy_events=events,
             captured=decode_capture(pcap, *lns_listen), lns_log=_text(w / "lns-xl2tpd.log"),
-            relay_log=_text(w / "relay.log"), workdir=w,
+            relay_log=_text(w / "relay.log"), workdir=w, notes=notes,
         )
+
+    def _udp_counters(self) -> dict[str, dict[str, int]]:
+        """Each namespace's UDP counters from /proc/net/snmp (they are per network namespace)."""
+        counters = {}
+        for role, name in self.ns.items():
+            text = subprocess.run(["ip", "netns", "exec", name, "cat", "/proc/net/snmp"],
+                                  capture_output=True, text=True, timeout=10).stdout
+            rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")]
+            if len(rows) == 2:
+                counters[role] = dict(zip(rows[0], map(int, rows[1]), strict=True))
+        return counters
+
+    @staticmethod
+    def _drop_notes(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]],
+                    tcpdump_log: str) -> list[str]:
+        """Kernel-side losses during the scenario: a UDP socket that overflowed (RcvbufErrors,
+        SndbufErrors) in some namespace, or packets tcpdump's buffer dropped."""
+        notes = []
+        for role, now in after.items():
+            for key in ("RcvbufErrors", "SndbufErrors"):
+                grew = now.get(key, 0) - before.get(role, {}).get(key, 0)
+                if grew:
+                    notes.append(f"UDP {key} +{grew} in the {role} namespace")
+        dropped = re.search(r"(\d+) packets? dropped by kernel", tcpdump_log)
+        if dropped and int(dropped.group(1)):
+            notes.append(f"tcpdump: {dropped.group(1)} packets dropped by kernel")
+        return notes
 
     def _start_inpath(self, sc: Scenario, w: Path) -> None:
         """The iptables INPUT rule (removed again by `stop_processes`) and the daemon."""
