@@ -282,9 +282,11 @@ class Lab:
 
         udp_before = self._udp_counters()
         pcap = w / "lns.pcap"
-        # --immediate-mode: each packet goes to the file as it comes (no waiting for a full
-        # capture block); -B: a 16 MiB kernel buffer, so a starved tcpdump catches up, not drops.
-        self.spawn("lns", ["tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-B", "16384",
+        # -B: a 16 MiB kernel buffer, so a starved tcpdump catches up rather than drops. Not
+        # --immediate-mode: libpcap then uses fixed-size ring slots, and with the default snap
+        # length few fit (dropped packets under stress-ng); the end marker (Lab._drain) is what
+        # tells that the file is complete.
+        self.spawn("lns", ["tcpdump", "-i", "any", "-n", "-U", "-B", "16384",
                            "-w", str(pcap), "udp"], w / "tcpdump.log")
         wait_for("tcpdump", lambda: "listening on" in _text(w / "tcpdump.log"), 10)
 
