@@ -401,6 +401,16 @@ class Lab:
              "/proc/net/netfilter/nfnetlink_queue"], capture_output=True, text=True,
             timeout=10).stdout.strip() != "", 15)
 
+    def _recv_q(self, role: str, addr: str, port: int) -> int | None:
+        """Bytes waiting in the receive queue of the UDP socket bound to addr:port."""
+        out = subprocess.run(["ip", "netns", "exec", self.ns[role], "ss", "-Hlun"],
+                             capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[3] == f"{addr}:{port}":
+                return int(fields[1])
+        return None
+
     def _udp_bound(self, role: str, addr: str, port: int) -> bool:
         out = subprocess.run(["ip", "netns", "exec", self.ns[role], "ss", "-Hlun"],
                              capture_output=True, text=True, timeout=10).stdout
@@ -410,7 +420,8 @@ class Lab:
                lns_listen: tuple[str, int], udp_before: dict[str, dict[str, int]]) -> list[str]:
         """Wait, on events only, until every frame the LAC wrote has been dealt with at each stage:
         1. the proxy has sent, dropped or lost (refused) each of them;
-        2. relay mode: the relay holds nothing back any more;
+        2. relay mode: the relay has read all the proxy sent (its socket's Recv-Q is 0) and,
+           asked after that, holds nothing back any more;
         3. tcpdump has written all that reached the LNS (a marker sent after them is in the file);
         4. the LNS xl2tpd has decided on each data message the capture shows reaching it, less
            those its full socket dropped (UDP RcvbufErrors in that namespace): handed to PPP (a
@@ -432,7 +443,8 @@ class Lab:
         step("the proxy to pass on every frame", lambda: proxy_accounted(record) >= set(
             range(sc.frames)))
         if sc.relay:
-            step("the relay to release every held message", lambda: self._relay_held(w) == 0)
+            step("the relay to read and release every message", lambda: self._recv_q(
+                "lns", LNS_ADDR, L2TP_PORT) == 0 and self._relay_held(w) == 0)
         self._send_marker()
         step("tcpdump to write the end marker", lambda: MARKER in _bytes(pcap))
         arrived = sum(1 for dst, payload in pcap_udp(pcap)
