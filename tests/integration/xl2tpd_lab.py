@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -26,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from l2tpreorder.daemon.control import ControlError, request
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent.parent
@@ -39,6 +44,13 @@ L2TP_PORT = 1701
 MOVED_ADDR = "127.0.0.1"
 MOVED_PORT = 1702
 INPATH_QUEUE = 3
+# How long one step of the end-of-scenario drain may take. Each step ends on an event (see
+# Lab._drain); only a scenario that really lost a frame somewhere waits this long.
+DRAIN_DEADLINE = 60.0
+# A datagram the lab sends along the proxy's own path once the proxy is done: in the capture,
+# it shows that tcpdump has written everything that reached the LNS before it.
+MARKER = b"L2RX-LAB-END-OF-SCENARIO"
+MARKER_PORT = 9  # discard; nothing listens, and the capture filter keeps only L2TP for tshark
 INPATH_RULE = (
     f"iptables RULE INPUT -p udp --dport 1701 -j NFQUEUE --queue-num {INPATH_QUEUE} --queue-bypass"
 )
@@ -100,6 +112,9 @@ class Outcome:
     lns_log: str
     relay_log: str
     workdir: Path
+    # The lab's own findings, shown by describe(): kernel drop counters that moved (UDP receive
+    # buffers per namespace, tcpdump), and any drain step that hit its deadline.
+    notes: list[str] = field(default_factory=list)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.proxy_events if e["event"] == kind]
@@ -130,6 +145,7 @@ class Outcome:
             f"displaced {len(self.events('displaced'))}, dropped {len(self.events('dropped'))}, "
             f"duplicated {len(self.events('duplicated'))}, captured data "
             f"{len(self.captured_data)}; files in {self.workdir}"
+            + "".join(f"; {note}" for note in self.notes)
         )
 
 
@@ -264,9 +280,14 @@ class Lab:
             f"done {w}/lac-done\nlog {w}/lac-pppd.log\n"
         )
 
+        udp_before = self._udp_counters()
         pcap = w / "lns.pcap"
-        self.spawn("lns", ["tcpdump", "-i", "any", "-n", "-U", "-w", str(pcap), "udp"],
-                   w / "tcpdump.log")
+        # -B: a 16 MiB kernel buffer, so a starved tcpdump catches up rather than drops. Not
+        # --immediate-mode: libpcap then uses fixed-size ring slots, and with the default snap
+        # length few fit (dropped packets under stress-ng); the end marker (Lab._drain) is what
+        # tells that the file is complete.
+        self.spawn("lns", ["tcpdump", "-i", "any", "-n", "-U", "-B", "16384",
+                           "-w", str(pcap), "udp"], w / "tcpdump.log")
         wait_for("tcpdump", lambda: "listening on" in _text(w / "tcpdump.log"), 10)
 
         self.spawn_xl2tpd("lns", w, w / "lns.conf")
@@ -325,17 +346,43 @@ class Lab:
             wait_for("relay bound again", lambda: self._udp_bound("lns", LNS_ADDR, L2TP_PORT), 15)
         wait_for("LAC to send all frames", (w / "lac-done").exists,
                  sc.frames * sc.interval * 5 + 20)
-        self._settle(w / "results", quiet=1.0 + (sc.relay_timeout_ms / 1000 if sc.relay else 0))
-
-        time.sleep(0.2)  # tcpdump -U writes per packet; give the last ones a moment
-        self.stop_processes()
+        notes = self._drain(sc, w, record, pcap, lns_listen, udp_before)
+        self.stop_processes()  # tcpdump too: SIGTERM, then it closes the file and exits
+        notes += self._drop_notes(udp_before, self._udp_counters(), _text(w / "tcpdump.log"))
         received = [int(x) for x in _text(w / "results").split()]
         events = [json.loads(line) for line in _text(record).splitlines()]
         return Outcome(
             scenario=sc, received=received, proxy_events=events,
             captured=decode_capture(pcap, *lns_listen), lns_log=_text(w / "lns-xl2tpd.log"),
-            relay_log=_text(w / "relay.log"), workdir=w,
+            relay_log=_text(w / "relay.log"), workdir=w, notes=notes,
         )
+
+    def _udp_counters(self) -> dict[str, dict[str, int]]:
+        """Each namespace's UDP counters from /proc/net/snmp (they are per network namespace)."""
+        counters = {}
+        for role, name in self.ns.items():
+            text = subprocess.run(["ip", "netns", "exec", name, "cat", "/proc/net/snmp"],
+                                  capture_output=True, text=True, timeout=10).stdout
+            rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")]
+            if len(rows) == 2:
+                counters[role] = dict(zip(rows[0], map(int, rows[1]), strict=True))
+        return counters
+
+    @staticmethod
+    def _drop_notes(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]],
+                    tcpdump_log: str) -> list[str]:
+        """Kernel-side losses during the scenario: a UDP socket that overflowed (RcvbufErrors,
+        SndbufErrors) in some namespace, or packets tcpdump's buffer dropped."""
+        notes = []
+        for role, now in after.items():
+            for key in ("RcvbufErrors", "SndbufErrors"):
+                grew = now.get(key, 0) - before.get(role, {}).get(key, 0)
+                if grew:
+                    notes.append(f"UDP {key} +{grew} in the {role} namespace")
+        dropped = re.search(r"(\d+) packets? dropped by kernel", tcpdump_log)
+        if dropped and int(dropped.group(1)):
+            notes.append(f"tcpdump: {dropped.group(1)} packets dropped by kernel")
+        return notes
 
     def _start_inpath(self, sc: Scenario, w: Path) -> None:
         """The iptables INPUT rule (removed again by `stop_processes`) and the daemon."""
@@ -354,23 +401,143 @@ class Lab:
              "/proc/net/netfilter/nfnetlink_queue"], capture_output=True, text=True,
             timeout=10).stdout.strip() != "", 15)
 
+    def _recv_q(self, role: str, addr: str, port: int) -> int | None:
+        """Bytes waiting in the receive queue of the UDP socket bound to addr:port."""
+        out = subprocess.run(["ip", "netns", "exec", self.ns[role], "ss", "-Hlun"],
+                             capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[3] == f"{addr}:{port}":
+                return int(fields[1])
+        return None
+
     def _udp_bound(self, role: str, addr: str, port: int) -> bool:
         out = subprocess.run(["ip", "netns", "exec", self.ns[role], "ss", "-Hlun"],
                              capture_output=True, text=True, timeout=10).stdout
         return f"{addr}:{port} " in out
 
+    def _drain(self, sc: Scenario, w: Path, record: Path, pcap: Path,
+               lns_listen: tuple[str, int], udp_before: dict[str, dict[str, int]]) -> list[str]:
+        """Wait, on events only, until every frame the LAC wrote has been dealt with at each stage:
+        1. the proxy has sent, dropped or lost (refused) each of them;
+        2. relay mode: the relay has read all the proxy sent (its socket's Recv-Q is 0) and,
+           asked after that, holds nothing back any more;
+        3. tcpdump has written all that reached the LNS (a marker sent after them is in the file);
+        4. the LNS xl2tpd has decided on each data message the capture shows reaching it, less
+           those its full socket dropped (UDP RcvbufErrors in that namespace): handed to PPP (a
+           line in the fake pppd's results) or refused (a line in its log).
+        A step that does not happen within DRAIN_DEADLINE (a frame lost somewhere) is reported in
+        the returned notes and the scenario ends anyway: the test's assertions judge the outcome.
+        In-path mode needs no step 2: tcpdump sees the LAC's datagrams before netfilter queues
+        them, so step 4 already waits for the ones the daemon holds."""
+        notes: list[str] = []
+
+        def step(what: str, check: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + DRAIN_DEADLINE
+            while not check():
+                if time.monotonic() > deadline:
+                    notes.append(f"lab: gave up after {DRAIN_DEADLINE:.0f} s waiting for {what}")
+                    return
+                time.sleep(0.02)
+
+        step("the proxy to pass on every frame", lambda: proxy_accounted(record) >= set(
+            range(sc.frames)))
+        if sc.relay:
+            step("the relay to read and release every message", lambda: self._recv_q(
+                "lns", LNS_ADDR, L2TP_PORT) == 0 and self._relay_held(w) == 0)
+        self._send_marker()
+        step("tcpdump to write the end marker", lambda: MARKER in _bytes(pcap))
+        arrived = sum(1 for dst, payload in pcap_udp(pcap)
+                      if dst == lns_listen and is_test_data(payload))
+        overflowed = (self._udp_counters().get("lns", {}).get("RcvbufErrors", 0)
+                      - udp_before.get("lns", {}).get("RcvbufErrors", 0))
+        arrived -= overflowed  # a real loss, named in the notes: no point waiting for those
+        step(f"the LNS to hand on or refuse all {arrived} data messages that reached it",
+             lambda: lns_decided(w) >= arrived)
+        return notes
+
     @staticmethod
-    def _settle(results: Path, quiet: float) -> None:
-        """Wait until the LNS side has received nothing new for `quiet` seconds (bounded)."""
-        deadline = time.monotonic() + 30
-        last, since = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            size = results.stat().st_size if results.exists() else 0
-            if size != last:
-                last, since = size, time.monotonic()
-            elif time.monotonic() - since >= quiet:
-                return
-            time.sleep(0.05)
+    def _relay_held(w: Path) -> int | None:
+        """Messages the relay holds right now (its status answer), or None if it did not say."""
+        try:
+            answer = request("status", str(w / "relay.yaml"), timeout=5)
+        except ControlError:
+            return None  # restarting, or not yet listening on its control socket
+        held = answer.get("totals", {}).get("held")
+        return held if isinstance(held, int) else None
+
+    def _send_marker(self) -> None:
+        """One datagram from the proxy's address to the LNS namespace: along the same veth as
+        the proxy's data, so tcpdump sees it after all of that."""
+        code = (
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"s.bind(({MID_LNS_SIDE!r}, 0)); s.sendto({MARKER!r}, ({LNS_ADDR!r}, {MARKER_PORT}))"
+        )
+        subprocess.run(["ip", "netns", "exec", self.ns["mid"], sys.executable, "-c", code],
+                       check=True, capture_output=True, timeout=30)
+
+
+def _bytes(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def proxy_accounted(record: Path) -> set[int]:
+    """Frame numbers the proxy has finished with: sent upstream, dropped as told, or lost on a
+    refused/blocked send (a held, displaced frame counts once it is sent)."""
+    done = set()
+    for line in _text(record).splitlines():
+        if not line.endswith("}"):
+            continue  # the line the proxy is writing right now
+        event = json.loads(line)
+        if event["event"] in ("sent", "dropped", "refused", "blocked") and \
+                event.get("kind") != "control" and event.get("frame") is not None:
+            done.add(event["frame"])
+    return done
+
+
+def lns_decided(w: Path) -> int:
+    """Data messages the LNS xl2tpd has decided on: each frame the fake pppd got from it, plus
+    each one it refused (`debug tunnel` logs one line per refused data message)."""
+    results = _text(w / "results")
+    log = _text(w / "lns-xl2tpd.log")
+    return (results.count("\n") + log.count("unable to expand payload")
+            + log.count("invalid payload packet"))
+
+
+def is_test_data(payload: bytes) -> bool:
+    """An L2TP data message (T bit clear) carrying one of fake_pppd's numbered frames."""
+    return len(payload) > 6 and not payload[0] & 0x80 and b"L2RX" in payload
+
+
+LINK_HEADER = {1: 14, 113: 16, 276: 20}  # Ethernet, Linux cooked v1 and v2 (tcpdump -i any)
+
+
+def pcap_udp(pcap: Path) -> list[tuple[tuple[str, int], bytes]]:
+    """((destination address, port), payload) of each IPv4 UDP packet in a pcap file tcpdump
+    may still be writing (a record not yet complete is left out). Counting only: tshark stays
+    the witness that decodes L2TP."""
+    data = _bytes(pcap)
+    if len(data) < 24:
+        return []
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    link = struct.unpack_from(endian + "I", data, 20)[0] & 0xFFFF
+    if link not in LINK_HEADER:
+        raise LabError(f"{pcap}: link type {link} not understood")
+    skip = LINK_HEADER[link]
+    out = []
+    at = 24
+    while at + 16 <= len(data):
+        length = struct.unpack_from(endian + "I", data, at + 8)[0]
+        if at + 16 + length > len(data):
+            break
+        ip = data[at + 16 + skip : at + 16 + length]
+        at += 16 + length
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP:
+            continue
+        ihl = (ip[0] & 0x0F) * 4
+        port = struct.unpack_from("!H", ip, ihl + 2)[0]
+        out.append(((socket.inet_ntoa(ip[16:20]), port), ip[ihl + 8 :]))
+    return out
 
 
 def lns_conf(w: Path, listen_addr: str, port: int) -> str:
