@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.soak import rss_kib
 from l2tpreorder.core.fastpath import control_fields, parse_header
 from l2tpreorder.wire import (
     MessageType,
@@ -194,14 +195,6 @@ class Stream:
     def _advance(self, n: int) -> None:
         self.seq += n
         self.ns = (self.ns + n) & 0xFFFF
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 LIVE, PEERS, CAP, IDLE_S = 12, 3, 20, 4.0
