@@ -155,3 +155,22 @@ def sequenced_data(data: bytes | bytearray | memoryview) -> tuple[int, int, int]
         if flags & 0xCA0F == 0x0802:
             return (a << 16) | b, c, 6
     return None
+
+
+# The given-up bitmap's definition (see core/continuation.py): ReorderEngine._skip and _behind
+# inline these; tests/core/test_engine_skip_inline.py proves them equal.
+def mark_given_up(gaps: int, gaps_end: int, start: int, count: int, window: int) -> int:
+    """The bitmap after Ns start..start+count-1 were given up (bit i = Ns end-1-i; the new end
+    is start+count). `gaps_end` is the old end; bits further back than `window` fall off."""
+    full = (1 << window) - 1
+    shift = (start - gaps_end) & 0xFFFF
+    gaps = 0 if shift >= window else gaps << shift
+    if count >= window:
+        return full
+    return ((gaps << count) | ((1 << count) - 1)) & full
+
+
+def given_up_bit(gaps_end: int, ns: int, window: int) -> int:
+    """The bitmap bit of `ns` (0 when it lies outside the window: ahead of the end, or beyond)."""
+    i = (gaps_end - 1 - ns) & 0xFFFF
+    return 1 << i if i < window else 0

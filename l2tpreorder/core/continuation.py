@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 
-MASK = 0xFFFF
 # How long the numbering of an ended session is remembered: longer than L2TP's 60 s hello
 # interval, so a spoofed CDN or StopCCN the LNS ignored, or an eviction, costs no data.
 ENDED_MEMORY = 120.0
@@ -22,23 +21,6 @@ ENDED_MEMORY = 120.0
 IDLE_MEMORY = 3600.0
 # Bound on each memory (a flood of ends cannot grow it): the oldest entry goes first.
 ENDED_KEPT = 16384
-
-
-def mark_given_up(gaps: int, gaps_end: int, start: int, count: int, window: int) -> int:
-    """The bitmap after Ns start..start+count-1 were given up (bit i = Ns end-1-i; the new end
-    is start+count). `gaps_end` is the old end; bits further back than `window` fall off."""
-    full = (1 << window) - 1
-    shift = (start - gaps_end) & MASK
-    gaps = 0 if shift >= window else gaps << shift
-    if count >= window:
-        return full
-    return ((gaps << count) | ((1 << count) - 1)) & full
-
-
-def given_up_bit(gaps_end: int, ns: int, window: int) -> int:
-    """The bitmap bit of `ns` (0 when it lies outside the window: ahead of the end, or beyond)."""
-    i = (gaps_end - 1 - ns) & MASK
-    return 1 << i if i < window else 0
 
 
 class Ended:

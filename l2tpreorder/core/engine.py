@@ -455,7 +455,7 @@ class ReorderEngine(SessionTable):
         if ((expected - ns) & MASK) > self._window:
             return self._far_behind(s, data, ns, ns_offset, now, tag)
         s.behind_run = 0
-        i = (s.gaps_end - 1 - ns) & MASK  # continuation.given_up_bit, inlined
+        i = (s.gaps_end - 1 - ns) & MASK  # tests/engine_helpers.given_up_bit
         bit = 1 << i if i < self._window else 0
         if s.gaps & bit:
             s.gaps &= ~bit  # a second copy is a duplicate
@@ -574,8 +574,9 @@ class ReorderEngine(SessionTable):
     def _skip(self, s: Session, count: int, reason: str) -> None:
         """Give up `count` missing Ns from `expected` on; remember them to spot late arrivals."""
         start = s.expected
-        # s.gaps = mark_given_up(s.gaps, s.gaps_end, start, count, W), inlined without its
-        # big-int work where the old bits all fall off (test_engine_skip_inline proves it equal).
+        # The bitmap after Ns start..start+count-1 are given up (bit i = Ns end-1-i; bits further
+        # back than W fall off), with no big-int work where the old bits all fall off. Defined by
+        # tests/engine_helpers.mark_given_up; test_engine_skip_inline proves the two equal.
         window = self._window
         if count >= window:
             s.gaps = self._all_given_up

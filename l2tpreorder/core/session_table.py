@@ -97,7 +97,7 @@ class Session:
         self.held_peak = 0  # most packets held since `held` was last replaced (see HELD_SHRINK)
         self.timer_id = 0  # id of this session's live entry in the engine's timer heap; 0 = none
         self.cut = INF  # earlier deadline for gaps that may be kernel drops (see note_kernel_drops)
-        # Given-up Ns as a bitmap (see continuation.mark_given_up): bit i is Ns gaps_end-1-i.
+        # Given-up Ns as a bitmap: bit i is Ns gaps_end-1-i (ReorderEngine._skip writes it).
         self.gaps = 0
         self.gaps_end = ns
         self.behind_run = 0

@@ -1,7 +1,7 @@
-"""Property tests: the engine inlines continuation.mark_given_up (in `_skip`) and
-continuation.given_up_bit (in `_behind`) for speed; both still compute exactly what the reference
-functions compute, for any bitmap, position, count and window (also a bitmap wider than the
-window, as one left by a reconfigure that shrank W)."""
+"""Property tests: the engine computes the given-up bitmap inline (in `_skip` and `_behind`)
+for speed; both compute exactly what the reference definitions in tests/engine_helpers compute,
+for any bitmap, position, count and window (also a bitmap wider than the window, as one left by a
+reconfigure that shrank W)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2tpreorder.core import reasons
-from l2tpreorder.core.continuation import given_up_bit, mark_given_up
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.reasons import Outcome
-from tests.engine_helpers import FLOW, SESSION, TUNNEL, data, engine
+from tests.engine_helpers import (
+    FLOW,
+    SESSION,
+    TUNNEL,
+    data,
+    engine,
+    given_up_bit,
+    mark_given_up,
+)
 
 u16 = st.integers(0, 0xFFFF)
 bitmaps = st.one_of(
