@@ -127,7 +127,7 @@ def udp_socket_stats(port: int) -> list[dict[str, int]]:
     `drops` is what the kernel threw away because that socket's receive buffer was full: the
     harness uses it to say *where* loss happened (relay ingress vs sink), not just how much.
     By port, with the queue length: what the bench knows of a relay it did not write
-    (l2tpreorder.daemon.sockets.udp_drops reads the same file by socket inode).
+    (l2tpreorder.daemon.relay.sockets.udp_drops reads the same file by socket inode).
     """
     found = []
     with open("/proc/net/udp") as f:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from l2tpreorder.core.engine import EngineConfig, ReorderEngine
-from l2tpreorder.daemon.relay_stats import RelayCounters
-from l2tpreorder.daemon.sockets import udp_drops
+from l2tpreorder.daemon.relay.counters import RelayCounters
+from l2tpreorder.daemon.relay.sockets import udp_drops
 from tests.impaired_traffic import ImpairedTraffic
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -36,7 +36,7 @@ from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` 
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import Histogram, ReorderEngine, Session
 from l2tpreorder.daemon.metrics_http import serve_metrics
-from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.relay.counters import RelayCounters
 
 PREFIX = "l2tpreorder_"
 

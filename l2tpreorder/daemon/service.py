@@ -38,10 +38,10 @@ from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.privileges import drop_privileges
-from l2tpreorder.daemon.relay import Relay
-from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.relay.adapter import Relay
+from l2tpreorder.daemon.relay.counters import RelayCounters
+from l2tpreorder.daemon.relay.sockets import BindError
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.sockets import BindError
 from l2tpreorder.daemon.state import consume_state
 from l2tpreorder.daemon.status import snapshot
 
@@ -546,7 +546,7 @@ def main(args: argparse.Namespace) -> int:
         return EX_CONFIG
     setup_logging(config.log_level)
     if config.mode == "inpath":
-        from l2tpreorder.daemon import inpath_service
+        from l2tpreorder.daemon.inpath import worker as inpath_service
 
         if args.inpath_worker is not None:
             return inpath_service.run_worker(

@@ -35,7 +35,7 @@ from typing import Any
 
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.snapshot import SessionState, restore_engine, snapshot
-from l2tpreorder.daemon.sockets import IN_PKTINFO, IP_PKTINFO, IPV6_PKTINFO, IPV6_PKTINFO_SIZE
+from l2tpreorder.daemon.relay.sockets import IN_PKTINFO, IP_PKTINFO, IPV6_PKTINFO, IPV6_PKTINFO_SIZE
 
 log = logging.getLogger("l2tpreorder.daemon.state")
 

@@ -24,7 +24,7 @@ from l2tpreorder.daemon.control import (
     add_config_argument,
     request,
 )
-from l2tpreorder.daemon.relay import Relay
+from l2tpreorder.daemon.relay.adapter import Relay
 
 # "reordered" everywhere (status, metrics, replay): arrived early, was held, was released in
 # order once its gap filled or was given up. Packets that arrived after a higher Ns and were

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from l2tpreorder.config import Address
-from l2tpreorder.daemon.admission import DENIED_CACHE, Admission
+from l2tpreorder.daemon.relay.admission import DENIED_CACHE, Admission
 
 LNS = ("127.0.0.1", 1702)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from l2tpreorder.core import counters
 from l2tpreorder.core.counters import Source
 from l2tpreorder.core.engine import EngineCounters, Session
-from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.relay.counters import RelayCounters
 
 SOURCES = {
     Source.ENGINE: EngineCounters(),

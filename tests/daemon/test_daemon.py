@@ -19,7 +19,7 @@ import pytest
 
 from l2tpreorder.config import config_from_dict
 from l2tpreorder.core.fastpath import parse_header
-from l2tpreorder.daemon.relay import Relay
+from l2tpreorder.daemon.relay.adapter import Relay
 from l2tpreorder.wire import (
     MessageType,
     avp_assigned_session_id,

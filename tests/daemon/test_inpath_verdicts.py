@@ -10,8 +10,13 @@ import pytest
 from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.pipeline import Pipeline
-from l2tpreorder.daemon.inpath import InPath, InPathCounters, Verdicts
-from l2tpreorder.daemon.nfqueue import NF_ACCEPT, NF_DROP, NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT
+from l2tpreorder.daemon.inpath.adapter import InPath, InPathCounters, Verdicts
+from l2tpreorder.daemon.inpath.nfqueue import (
+    NF_ACCEPT,
+    NF_DROP,
+    NF_INET_LOCAL_IN,
+    NF_INET_LOCAL_OUT,
+)
 from tests.pcapgen import udp_ip
 
 

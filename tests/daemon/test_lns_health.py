@@ -15,7 +15,7 @@ import pytest
 import uvloop
 
 from l2tpreorder.config import config_from_dict
-from l2tpreorder.daemon.relay import Relay
+from l2tpreorder.daemon.relay.adapter import Relay
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon.test_daemon import _has_ipv6_loopback, base_config, data
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, recv, udp

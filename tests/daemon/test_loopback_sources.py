@@ -3,7 +3,7 @@ xl2tpd is tests/integration/test_same_tunnel_id.py)."""
 
 from __future__ import annotations
 
-from l2tpreorder.daemon.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
+from l2tpreorder.daemon.relay.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
 
 
 def test_lac_address_maps_to_127_and_its_last_three_bytes() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from l2tpreorder.daemon.nfqueue import (
+from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NfQueue,
     Packet,

@@ -13,8 +13,8 @@ import pytest
 from l2tpreorder.config import config_from_dict
 from l2tpreorder.core import reasons
 from l2tpreorder.daemon import mmsg
-from l2tpreorder.daemon.relay import Relay
-from l2tpreorder.daemon.sockets import UdpSocket
+from l2tpreorder.daemon.relay.adapter import Relay
+from l2tpreorder.daemon.relay.sockets import UdpSocket
 from l2tpreorder.wire import build_data
 from tests.conftest import need
 from tests.daemon_harness import free_udp_port, udp

@@ -303,7 +303,7 @@ def test_restore_never_raises_on_any_extra(
     import asyncio
 
     from l2tpreorder.config import config_from_dict
-    from l2tpreorder.daemon.relay import Relay
+    from l2tpreorder.daemon.relay.adapter import Relay
 
     listen, lns = restore_ports
     peers = data.draw(st.lists(_peer_entries(listen), max_size=4) | JSON, label="peers")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from l2tpreorder.cli import build_parser
-from l2tpreorder.daemon.inpath_workers import STOP_TIMEOUT
+from l2tpreorder.daemon.inpath.supervisor import STOP_TIMEOUT
 from l2tpreorder.daemon.service import EX_CONFIG
 from tests.conftest import PROJECT_ROOT, need_tool
 

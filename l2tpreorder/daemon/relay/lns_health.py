@@ -23,7 +23,7 @@ import socket
 import struct
 
 from l2tpreorder.config import Address, format_address
-from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.relay.counters import RelayCounters
 
 log = logging.getLogger("l2tpreorder")
 

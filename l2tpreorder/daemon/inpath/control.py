@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from l2tpreorder.config import format_address
 from l2tpreorder.daemon.control import ControlServer
-from l2tpreorder.daemon.nfqueue import read_queue_stats
+from l2tpreorder.daemon.inpath.nfqueue import read_queue_stats
 from l2tpreorder.daemon.status import session_json
 
 if TYPE_CHECKING:
-    from l2tpreorder.daemon.inpath_service import InPathWorker
-    from l2tpreorder.daemon.inpath_workers import Supervisor
+    from l2tpreorder.daemon.inpath.supervisor import Supervisor
+    from l2tpreorder.daemon.inpath.worker import InPathWorker
 
 log = logging.getLogger("l2tpreorder")
 

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from l2tpreorder.core.checksum import parse_ip_udp, with_payload
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.daemon.nfqueue import (
+from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
     NF_INET_LOCAL_OUT,

@@ -41,15 +41,15 @@ from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.snapshot import restore_engine
 from l2tpreorder.daemon import mmsg, state
-from l2tpreorder.daemon.admission import Admission
 from l2tpreorder.daemon.debug_log import DebugEvents
-from l2tpreorder.daemon.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
-from l2tpreorder.daemon.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
-from l2tpreorder.daemon.relay_stats import RelayCounters
-from l2tpreorder.daemon.sockets import BATCH, BindError, UdpSocket, set_buffers, udp_drops
-from l2tpreorder.daemon.upstream_poll import UpstreamPoller
+from l2tpreorder.daemon.relay.admission import Admission
+from l2tpreorder.daemon.relay.counters import RelayCounters
+from l2tpreorder.daemon.relay.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
+from l2tpreorder.daemon.relay.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
+from l2tpreorder.daemon.relay.sockets import BATCH, BindError, UdpSocket, set_buffers, udp_drops
+from l2tpreorder.daemon.relay.upstream_poll import UpstreamPoller
 
-log = logging.getLogger("l2tpreorder.daemon.relay")
+log = logging.getLogger("l2tpreorder.daemon.relay.adapter")
 
 # Batches drained per readiness callback while the socket keeps giving full ones: fewer trips
 # through the event loop under load, still bounded so the other sockets and the timer run.

@@ -27,11 +27,11 @@ from l2tpreorder.config import EX_CONFIG, Config, ConfigError, state_file_path
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon import reload_report
-from l2tpreorder.daemon.inpath import InPath
+from l2tpreorder.daemon.inpath.adapter import InPath
+from l2tpreorder.daemon.inpath.nfqueue import NfQueue, read_queue_stats
 from l2tpreorder.daemon.metrics import PREFIX, MetricsServer, RelayCollector
-from l2tpreorder.daemon.nfqueue import NfQueue, read_queue_stats
 from l2tpreorder.daemon.privileges import CAP_NET_ADMIN, drop_privileges
-from l2tpreorder.daemon.relay_stats import RelayCounters
+from l2tpreorder.daemon.relay.counters import RelayCounters
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.state import consume_state, save_state
 
@@ -212,7 +212,7 @@ class InPathWorker:
         self._restore()
         self.metrics = self._start_metrics()
         if self._control_socket is not None or not self._report_metrics_port:
-            from l2tpreorder.daemon.inpath_control import start_worker_control
+            from l2tpreorder.daemon.inpath.control import start_worker_control
 
             owner = (user.pw_uid, user.pw_gid) if user is not None else None
             self.control = await start_worker_control(self, self._control_socket, owner)
@@ -421,7 +421,7 @@ def run_inpath(
     """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several
     (`overrides`: the command line's flags over the file, handed on to every worker)."""
     if len(config.inpath_queues) > 1:
-        from l2tpreorder.daemon.inpath_workers import supervise
+        from l2tpreorder.daemon.inpath.supervisor import supervise
 
         return supervise(config, config_path, overrides)
     queue = config.inpath_queues[0]

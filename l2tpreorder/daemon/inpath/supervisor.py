@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config
 from l2tpreorder.daemon.control import ControlServer
-from l2tpreorder.daemon.inpath_service import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
+from l2tpreorder.daemon.inpath.worker import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
 from l2tpreorder.daemon.metrics import MetricsServer
 from l2tpreorder.daemon.sdnotify import Notifier
 
@@ -129,7 +129,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
-        from l2tpreorder.daemon.inpath_control import start_supervisor_control
+        from l2tpreorder.daemon.inpath.control import start_supervisor_control
 
         self.control = await start_supervisor_control(self)
         for w in self.workers.values():
@@ -166,7 +166,7 @@ class Supervisor:
         env = dict(os.environ)
         env.pop(WORKER_CONTROL_ENV, None)
         if self.control is not None and self.control.path is not None:
-            from l2tpreorder.daemon.inpath_control import worker_socket
+            from l2tpreorder.daemon.inpath.control import worker_socket
 
             env[WORKER_CONTROL_ENV] = worker_socket(self.control.path, w.queue)
         w.proc = subprocess.Popen(
