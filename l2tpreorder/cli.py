@@ -18,12 +18,14 @@ from l2tpreorder import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("l2tpreorder.daemon.service", "run the daemon (relay or in-path mode, per the config)"),
     "check-config": ("l2tpreorder.config", "validate a configuration file and exit"),
-    "status": ("l2tpreorder.daemon.status", "show the running daemon's LAC peers and sessions"),
+    "status": ("l2tpreorder.commands.status", "show the running daemon's LAC peers and sessions"),
     "reload": (
-        "l2tpreorder.daemon.control", "make the running daemon re-read its file; wait for it"
+        "l2tpreorder.commands.reload",
+        "make the running daemon re-read its file; wait for it",
     ),
     "replay": (
-        "l2tpreorder.tools.replay", "replay a capture through the engine (replay pcap FILE)"
+        "l2tpreorder.tools.replay",
+        "replay a capture through the engine (replay pcap FILE)",
     ),
     "rules": ("l2tpreorder.tools.rules", "print the firewall rules for in-path mode (NFQUEUE)"),
     "impair": ("l2tpreorder.tools.impair", "write a capture with reproducible reordering/loss"),

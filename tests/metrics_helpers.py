@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from l2tpreorder.core.engine import EngineConfig, ReorderEngine
-from l2tpreorder.daemon.relay.counters import RelayCounters
+from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
+from l2tpreorder.daemon.metrics import CounterTable
+from l2tpreorder.daemon.relay.counters import RELAY_ROWS, RelayCounters
 from l2tpreorder.daemon.relay.sockets import udp_drops
 from tests.impaired_traffic import ImpairedTraffic
 
@@ -25,6 +27,11 @@ class Source:
 
     engines: dict[str, ReorderEngine] = field(default_factory=dict)
     relay: RelayCounters = field(default_factory=RelayCounters)
+    service: ServiceCounters = field(default_factory=ServiceCounters)
+
+    def counter_tables(self) -> list[CounterTable]:
+        """As a relay-mode service has them: the service's rows and the relay's."""
+        return [(SERVICE_ROWS, self.service, {}), (RELAY_ROWS, self.relay, {})]
 
     @classmethod
     def with_timeout(cls, timeout: float, lns_to_lac: bool = False) -> Source:

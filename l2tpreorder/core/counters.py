@@ -6,12 +6,14 @@ tables, so a new counter is one line here plus the attribute that counts it.
 
 A `Counter` reads `attribute` of its `source`: the engine's `EngineCounters` (exported once per
 direction, with a `direction` label first), a `Session` (per-session series and replay's
-per-session report), or the relay's `RelayCounters` (whose rows name their direction themselves).
+per-session report), or a counters object of the daemon (`Source.DAEMON`: the service's and
+each mode's rows are declared beside their code in `l2tpreorder/daemon/`, not here).
 An attribute that is a dict (reason -> count) becomes one series per key, its last label the key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -19,7 +21,7 @@ from enum import StrEnum
 class Source(StrEnum):
     ENGINE = "engine"  # EngineCounters, per direction
     SESSION = "session"  # Session, per session
-    RELAY = "relay"  # RelayCounters, the daemon's sockets
+    DAEMON = "daemon"  # a counters object of the daemon (service, mode): rows in daemon/
 
 
 class Kind(StrEnum):
@@ -50,10 +52,11 @@ class Counter:
     total: bool = False
 
 
-def _f(name: str, help: str, *labels: str, kind: Kind = Kind.COUNTER) -> Family:
+def family(name: str, help: str, *labels: str, kind: Kind = Kind.COUNTER) -> Family:
     return Family(name, kind, help, labels)
 
 
+_f = family
 D = "direction"
 RECEIVED = _f("received_packets", "Datagrams the reorder engine received, by kind.", D, "kind")
 MALFORMED = _f(
@@ -113,45 +116,6 @@ ADAPTIVE_GROWS = _f(
 HELD = _f("held_packets", "Packets held now, waiting for a gap.", D, kind=Kind.GAUGE)
 HELD_BYTES = _f("held_bytes", "Bytes held now, waiting for a gap.", D, kind=Kind.GAUGE)
 
-SOCKET_RX = _f(
-    "socket_received_datagrams",
-    "Datagrams read from the sockets facing where the direction starts.",
-    D,
-)
-SOCKET_TX = _f(
-    "socket_sent_datagrams", "Datagrams written to the sockets facing where the direction ends.", D
-)
-SOCKET_RX_BYTES = _f("socket_received_bytes", "UDP payload bytes read, by direction.", D)
-SOCKET_TX_BYTES = _f("socket_sent_bytes", "UDP payload bytes written, by direction.", D)
-SEND_ERRORS = _f("send_errors", "Datagrams lost because sendto failed.")
-SOCKET_DROPS = _f(
-    "socket_receive_drops",
-    "Datagrams the kernel dropped on a full receive queue of the relay's sockets "
-    "(the drops column of /proc/net/udp, what SO_RXQ_OVFL counts).",
-)
-PEERS = _f("peers", "LAC peers with an upstream socket now.", kind=Kind.GAUGE)
-PEERS_IDLE = _f(
-    "peers_removed_idle",
-    "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
-)
-RELOADS = _f("config_reloads", "Configuration reloads (SIGHUP), by result.", "result")
-LOAD_FAILING = _f(
-    "config_load_failing",
-    "1 while the configuration file fails to load (the last reload was refused and "
-    "the old configuration runs); 0 after a successful reload.",
-    kind=Kind.GAUGE,
-)
-LNS_ICMP = _f(
-    "lns_icmp_errors",
-    "ICMP errors (port/host unreachable...) for datagrams the relay sent to the LNS.",
-)
-LNS_UNRESPONSIVE = _f(
-    "lns_unresponsive",
-    "1 while the LNS does not answer: ICMP errors, or LAC traffic in and nothing back "
-    "from the LNS for 90 s; 0 once it is heard again.",
-    kind=Kind.GAUGE,
-)
-
 S = ("direction", "peer", "tunnel_id", "session_id")
 S_PACKETS = _f(
     "session_received_packets",
@@ -168,7 +132,7 @@ S_SKIPPED = _f(
     "session_skipped_sequence_numbers", "Ns values of one session given up (lost before us).", *S
 )
 
-E, SE, R = Source.ENGINE, Source.SESSION, Source.RELAY
+E, SE = Source.ENGINE, Source.SESSION
 # Direction labels (also `pipeline.LAC_TO_LNS`/`LNS_TO_LAC`, which take them from here).
 LAC_TO_LNS, LNS_TO_LAC = "lac_to_lns", "lns_to_lac"
 
@@ -201,29 +165,6 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(E, "sessions_continued", CONTINUED),
     Counter(E, "held_packets", HELD),
     Counter(E, "held_bytes", HELD_BYTES),
-    # --- the relay's sockets and peers (their rows carry their own direction) ---
-    Counter(R, "dropped_not_allowed", DROPPED, (LAC_TO_LNS, "not_allowed"), report="not_allowed"),
-    Counter(
-        R, "dropped_not_from_lns", DROPPED, (LNS_TO_LAC, "not_from_lns"), report="not_from_lns"
-    ),
-    Counter(R, "dropped_peer_limit", DROPPED, (LAC_TO_LNS, "peer_limit"), report="peer_limit"),
-    Counter(R, "tx_errors", SEND_ERRORS, report="send_error"),
-    Counter(R, "socket_rx_drops", SOCKET_DROPS, report="socket_overflow"),
-    Counter(R, "rx_datagrams_lac", SOCKET_RX, (LAC_TO_LNS,)),
-    Counter(R, "rx_datagrams_lns", SOCKET_RX, (LNS_TO_LAC,)),
-    Counter(R, "tx_datagrams_lns", SOCKET_TX, (LAC_TO_LNS,)),
-    Counter(R, "tx_datagrams_lac", SOCKET_TX, (LNS_TO_LAC,)),
-    Counter(R, "rx_bytes_lac", SOCKET_RX_BYTES, (LAC_TO_LNS,)),
-    Counter(R, "rx_bytes_lns", SOCKET_RX_BYTES, (LNS_TO_LAC,)),
-    Counter(R, "tx_bytes_lns", SOCKET_TX_BYTES, (LAC_TO_LNS,)),
-    Counter(R, "tx_bytes_lac", SOCKET_TX_BYTES, (LNS_TO_LAC,)),
-    Counter(R, "peers", PEERS),
-    Counter(R, "peers_removed_idle", PEERS_IDLE),
-    Counter(R, "config_reloads_ok", RELOADS, ("success",)),
-    Counter(R, "config_reloads_failed", RELOADS, ("failure",)),
-    Counter(R, "config_load_failing", LOAD_FAILING),
-    Counter(R, "lns_icmp_errors", LNS_ICMP),
-    Counter(R, "lns_unresponsive", LNS_UNRESPONSIVE),
     # --- one session (per-session series, replay's per-session report sums `total` rows) ---
     Counter(SE, "packets", S_PACKETS),
     Counter(SE, "forwarded_in_order", None, total=True),
@@ -252,10 +193,13 @@ def engine_totals(counters: object) -> dict[str, object]:
     return totals
 
 
-def drop_report(counters: object, source: Source, prefix: str = "") -> dict[str, int]:
-    """What drop reports watch: `report` rows as `prefix + word` (dicts: `word:key`)."""
+def drop_report(
+    counters: object, rows: Source | Iterable[Counter], prefix: str = ""
+) -> dict[str, int]:
+    """What drop reports watch: `report` rows (of a source here, or given) as `prefix + word`
+    (dicts: `word:key`)."""
     snap: dict[str, int] = {}
-    for c in of(source):
+    for c in of(rows) if isinstance(rows, Source) else rows:
         if c.report is None:
             continue
         value = getattr(counters, c.attribute)

@@ -1,4 +1,5 @@
-"""The control socket: `l2tpreorder status` and `l2tpreorder reload` talk to the running daemon.
+"""The control socket's server: `l2tpreorder status` and `l2tpreorder reload` (the clients,
+`l2tpreorder/commands/`) talk to the running daemon through it.
 
 A Unix stream socket, mode 0600 (only the daemon's user and root can connect), one request per
 connection: the client sends one JSON line `{"command": "status"}` or `{"command": "reload"}`,
@@ -14,21 +15,15 @@ and connects to the first socket that exists, so both find each other from the c
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import stat
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 log = logging.getLogger("l2tpreorder")
 
@@ -36,7 +31,6 @@ DEFAULT_CONFIG = "/etc/l2tpreorder/config.yaml"  # the path the shipped unit run
 RUN_DIR = "/run/l2tpreorder"
 MAX_REQUEST = 4096  # one short JSON line; anything longer is refused, not buffered
 CLIENT_TIMEOUT = 30.0  # a reload under load can take a while; never hang forever
-EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
 
 Handler = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -175,102 +169,3 @@ def _remove_stale(path: str) -> None:
             os.unlink(path)
             return
     raise OSError(98, f"another l2tpreorder answers on {path}")
-
-
-# --- the client ------------------------------------------------------------------------------
-
-
-class ControlError(Exception):
-    """The daemon could not be reached or answered nonsense (exit code 2)."""
-
-
-def configured_socket(config_path: str | None) -> str | None:
-    """`control_socket` from the config file, read leniently: a file the daemon would refuse
-    (the very file an operator is trying to reload) must not stop us finding the socket."""
-    return _configured(config_path, "control_socket")
-
-
-def _configured(config_path: str | None, key: str) -> str | None:
-    """A top-level string setting of the config file, read leniently (see configured_socket)."""
-    path = config_path or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
-    if path is None:
-        return None
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise ControlError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        # Broken YAML elsewhere in the file: the top-level line alone still names the value.
-        found = re.search(rf"^{key}:[ \t]*[\"']?([^\"'#\s]+)", text, re.MULTILINE)
-        return found.group(1) if found and found.group(1) != "null" else None
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
-def request(
-    command: str, config_path: str | None, timeout: float = CLIENT_TIMEOUT
-) -> dict[str, Any]:
-    """Send one command to the daemon found from the config file; returns its answer."""
-    candidates = socket_candidates(configured_socket(config_path))
-    existing = [p for p in candidates if os.path.exists(p)]
-    if not existing:
-        raise ControlError(
-            "no control socket at " + ", ".join(candidates) + ": is l2tpreorder running?"
-        )
-    path = existing[0]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-            sock.sendall(json.dumps({"command": command}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-        except TimeoutError:
-            raise ControlError(f"{path}: no answer within {timeout:g} s") from None
-        except OSError as e:
-            raise ControlError(f"{path}: {e.strerror or e}") from None
-    try:
-        answer = json.loads(data)
-    except ValueError:
-        raise ControlError(f"{path}: not an l2tpreorder answer: {data[:80]!r}") from None
-    if not isinstance(answer, dict) or "ok" not in answer:
-        raise ControlError(f"{path}: not an l2tpreorder answer: {data[:80]!r}")
-    return answer
-
-
-# --- `l2tpreorder reload` --------------------------------------------------------------------
-
-
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help=f"the daemon's config file (names its control_socket; default {DEFAULT_CONFIG})",
-    )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    """Ask the daemon to re-read its file; returns when it was applied (0) or refused (1)."""
-    try:
-        answer = request("reload", args.config)
-    except ControlError as e:
-        print(f"l2tpreorder: reload: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    if not answer.get("ok"):
-        print(f"l2tpreorder: reload refused: {answer.get('error')}", file=sys.stderr)
-        return EXIT_REFUSED
-    for note in answer.get("not_applied", []):
-        print(f"l2tpreorder: reload: {note}", file=sys.stderr)
-    print(f"reloaded: {answer.get('status', '')}")
-    return EXIT_OK

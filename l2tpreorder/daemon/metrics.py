@@ -16,7 +16,7 @@ import heapq
 import platform
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -36,19 +36,23 @@ from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` 
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import Histogram, ReorderEngine, Session
 from l2tpreorder.daemon.metrics_http import serve_metrics
-from l2tpreorder.daemon.relay.counters import RelayCounters
 
 PREFIX = "l2tpreorder_"
 
 
+# One counters object: its rows, the object they read, values of the labels its rows leave
+# open (e.g. `queue`). Also `daemon.mode.CounterTable`.
+CounterTable = tuple[Sequence[counters.Counter], object, dict[str, str]]
+
+
 class MetricsSource(Protocol):
-    """What the collector reads: one engine per direction and the relay's socket counters."""
+    """What the collector reads: one engine per direction, and the daemon's counter tables
+    (the service's and its mode's rows)."""
 
     @property
     def engines(self) -> Mapping[str, ReorderEngine]: ...
 
-    @property
-    def relay(self) -> RelayCounters: ...
+    def counter_tables(self) -> Sequence[CounterTable]: ...
 
 
 def _peer_label(flow: Hashable) -> str:
@@ -71,7 +75,7 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram
     family.add_metric(labels, buckets, hist.total)
 
 
-class RelayCollector(Collector):
+class DaemonCollector(Collector):
     """Builds every l2tpreorder_* family from plain ints at scrape time."""
 
     def __init__(self, source: MetricsSource, config: MetricsConfig) -> None:
@@ -84,10 +88,10 @@ class RelayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         engines = dict(self._source.engines)
-        relay = self._source.relay
+        tables = self._source.counter_tables()
         # One copy of each session table per scrape, for the gauges and the per-session series.
         live = {direction: engine.sessions_snapshot() for direction, engine in engines.items()}
-        yield from self._engine_families(engines, live, relay)
+        yield from self._engine_families(engines, live, tables)
         if self._config.per_session:
             yield from self._session_families(live, self._config.per_session_top_n)
         build = GaugeMetricFamily(
@@ -102,16 +106,18 @@ class RelayCollector(Collector):
         self,
         engines: Mapping[str, ReorderEngine],
         live_sessions: Mapping[str, list[Session]],
-        relay: RelayCounters,
+        tables: Sequence[CounterTable],
     ) -> Iterator[Metric]:
-        """The counters table's engine and relay rows (every relay family: its drop reasons
-        share `dropped_packets`), then the histograms and config gauges."""
+        """The engine rows, then the daemon's tables (one family may take rows of both: the
+        relay's drop reasons share `dropped_packets`), then the histograms and config gauges."""
         families: dict[str, Metric] = {}
         for direction, engine in engines.items():
             for row in _ENGINE_ROWS:
                 _add(families, row, [direction], getattr(engine.counters, row.attribute))
-        for row in _RELAY_ROWS:
-            _add(families, row, [], getattr(relay, row.attribute))
+        for rows, obj, labels in tables:
+            for row in rows:
+                if row.family is not None:
+                    _add(families, row, _open_labels(row, labels), getattr(obj, row.attribute))
         yield from families.values()
         yield from self._config_families(engines, live_sessions)
         yield _session_timeouts(engines, live_sessions)
@@ -200,7 +206,6 @@ class RelayCollector(Collector):
 
 
 _ENGINE_ROWS = tuple(r for r in counters.of(counters.Source.ENGINE) if r.family is not None)
-_RELAY_ROWS = tuple(r for r in counters.of(counters.Source.RELAY) if r.family is not None)
 _SESSION_ROWS = tuple(r for r in counters.of(counters.Source.SESSION) if r.family is not None)
 
 
@@ -212,6 +217,14 @@ def _family(families: dict[str, Metric], row: counters.Counter) -> Metric:
         kind = CounterMetricFamily if f.kind is counters.Kind.COUNTER else GaugeMetricFamily
         family = families[f.name] = kind(PREFIX + f.name, f.help, labels=list(f.labels))
     return family
+
+
+def _open_labels(row: counters.Counter, values: dict[str, str]) -> list[str]:
+    """Values of the family's leading labels that the row does not fix (e.g. `queue`)."""
+    assert row.family is not None
+    names = row.family.labels
+    fixed = len(row.labels)
+    return [values[name] for name in names[: len(names) - fixed] if name in values]
 
 
 def _add(
@@ -270,10 +283,15 @@ def _packets(s: Session) -> int:
     return s.packets
 
 
-def build_registry(config: MetricsConfig, source: MetricsSource) -> CollectorRegistry:
-    """A private registry (never the global one): our collector, process and platform info."""
+def build_registry(
+    config: MetricsConfig, source: MetricsSource, extra: Iterable[Collector] = ()
+) -> CollectorRegistry:
+    """A private registry (never the global one): our collector and a mode's `extra` ones,
+    process and platform info."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(source, config))
+    registry.register(DaemonCollector(source, config))
+    for collector in extra:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry
@@ -294,6 +312,8 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_metrics_server(config: MetricsConfig, source: MetricsSource) -> MetricsServer:
+def start_metrics_server(
+    config: MetricsConfig, source: MetricsSource, extra: Iterable[Collector] = ()
+) -> MetricsServer:
     """Serve `/metrics` for `source` on `config.listen:config.port` (TLS when configured)."""
-    return MetricsServer(config, build_registry(config, source))
+    return MetricsServer(config, build_registry(config, source, extra))

@@ -1,24 +1,29 @@
-"""`l2tpreorder run`: the relay as a service (signals, systemd notify, logging, metrics).
+"""`l2tpreorder run`: one service around a mode adapter (relay or in-path; `daemon/mode.py`).
 
-Lifecycle: load config -> bind every listen socket (a clear one-line error, not a traceback, when
-that fails) -> READY=1 -> serve. SIGHUP reloads the file (RELOADING=1 ... READY=1) keeping every
-session and held packet; SIGTERM/SIGINT stop reading, deliver everything held in order, and exit
-0 (STOPPING=1). A one-second housekeeping tick forgets idle peers and writes the rate-limited drop
-report; a separate tick pings the systemd watchdog from the event loop, so a stuck loop is killed.
+Lifecycle, the same in both modes: load config -> bind (a clear one-line error, not a traceback,
+when that fails) -> restore the state file (both directions) -> metrics, control socket ->
+drop privileges -> READY=1 -> serve. SIGHUP reloads the file (RELOADING=1 ... READY=1) keeping
+every session and held packet; SIGTERM/SIGINT stop reading, deliver everything held in order,
+save the state and exit 0 (STOPPING=1). A one-second housekeeping tick writes the rate-limited
+drop report and the debug lines and runs the mode's own steps; a separate tick pings the
+systemd watchdog from the event loop, so a stuck loop is killed. The ONE timer at the
+pipeline's earliest deadline is the service's (`timer.py`): after every batch a mode read, and
+after every expiry, the service transmits what the pipeline released and re-arms it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
+import importlib
 import logging
 import os
 import pwd
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from l2tpreorder.config import (
@@ -30,20 +35,27 @@ from l2tpreorder.config import (
     check_host,
     format_address,
     load_with_overrides,
-    state_file_path,
 )
-from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
+from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
+from l2tpreorder.daemon.debug_log import DebugEvents
+from l2tpreorder.daemon.drop_report import DropReporter
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
+from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, Mode
 from l2tpreorder.daemon.privileges import drop_privileges
-from l2tpreorder.daemon.relay.adapter import Relay
-from l2tpreorder.daemon.relay.counters import RelayCounters
-from l2tpreorder.daemon.relay.sockets import BindError
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.state import consume_state
-from l2tpreorder.daemon.status import snapshot
+from l2tpreorder.daemon.state import consume_state, save_engines
+from l2tpreorder.daemon.status import build_status
+from l2tpreorder.daemon.timer import DeadlineTimer
+
+try:
+    import uvloop
+
+    _new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works too
+    _new_loop = asyncio.new_event_loop
 
 log = logging.getLogger("l2tpreorder")
 
@@ -90,156 +102,115 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-class DropReporter:
-    """One warning line per drop reason per interval, however many packets: a flood can't fill
-    the disk, and nothing is counted silently."""
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a service serves, when not simply from its config: a supervised in-path worker
+    serves its control socket at a private path (or none) and its metrics on loopback at any
+    port, which it tells the supervisor (`report_metrics_port`)."""
 
-    def __init__(self, source: RelaySource, interval: float) -> None:
-        self.source = source
-        self.interval = interval
-        self._last = self.snapshot()
-        self._next_at: float | None = None
-
-    def set_interval(self, interval: float) -> None:
-        """A reloaded interval applies from now, not after the old (maybe hour-long) one."""
-        if interval != self.interval:
-            self.interval = interval
-            self._next_at = None
-
-    def snapshot(self) -> dict[str, int]:
-        """Every `report` row of the counters table, the engines' prefixed by direction."""
-        snap = counters.drop_report(self.source.relay, counters.Source.RELAY)
-        for direction, engine in self.source.engines.items():
-            snap.update(
-                counters.drop_report(engine.counters, counters.Source.ENGINE, f"{direction}:")
-            )
-        return snap
-
-    def tick(self, now: float, final: bool = False) -> list[str]:
-        """Log what grew since the last report, if the interval is up (or `final`: at stop,
-        the last, partial interval); returns the lines."""
-        if self._next_at is None:
-            self._next_at = now + self.interval
-        if now < self._next_at and not final:
-            return []
-        self._next_at = now + self.interval
-        snap = self.snapshot()
-        lines = []
-        period = "before stopping" if final else f"in the last {self.interval:g} s"
-        for key, value in snap.items():
-            grown = value - self._last.get(key, 0)
-            if grown > 0:
-                what = "sequence numbers given up" if ":gave_up_ns:" in key else "dropped"
-                line = f"{grown} {what} {period} (reason {key}, {value} total)"
-                if key == "not_allowed":
-                    line += f"; top sources: {self.source.relay.top_not_allowed()}"
-                lines.append(line)
-        self._last = snap
-        for line in lines:
-            log.warning("%s", line)
-        return lines
+    control: bool = True
+    control_path: str | None = None  # None: the config's `control_socket` (or the default)
+    report_metrics_port: Callable[[int], None] | None = None
 
 
-class RelaySource:
-    """The running relay as `metrics.MetricsSource`: live engines and relay counters."""
+class Service:
+    """One daemon process: the shared lifecycle around one mode adapter."""
 
-    def __init__(self, relay: Relay) -> None:
-        self._relay = relay
-
-    @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        return self._relay.engines
-
-    @property
-    def relay(self) -> RelayCounters:
-        return self._relay.counters
-
-
-def start_metrics(settings: MetricsConfig, source: RelaySource) -> MetricsServer | None:
-    """Start the Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
-    if not settings.enabled:
-        return None
-    try:
-        server = start_metrics_server(settings, source)
-    except OSError as e:
-        where = format_address((settings.listen, settings.port))
-        log.error("metrics: cannot listen on %s: %s; running without metrics", where, e.strerror)
-        return None
-    scheme = "https" if settings.tls_cert else "http"
-    port = server.port  # the bound one when port is 0
-    log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, port)))
-    return server
-
-
-class Daemon:
     def __init__(
         self,
         config: Config,
-        reload_config: Any,
-        notifier: Notifier | None = None,
+        mode: Mode,
+        reload_config: Callable[[], Config],
+        *,
         load_file: Callable[[], Config] | None = None,
-    ):
+        notifier: Notifier | None = None,
+        state_file: str | None = None,
+        endpoints: Endpoints | None = None,
+    ) -> None:
         self.config = config
+        self.mode = mode
+        self.pipeline = mode.pipeline
         self._reload_config = reload_config  # () -> Config, raises ConfigError
         self._load_file = load_file  # () -> the file alone, without command-line flags
         self.notifier = notifier or Notifier()
-        self.relay: Relay | None = None
+        self.state_file = state_file
+        self.endpoints = endpoints or Endpoints()
+        self.counters = ServiceCounters()
         self.metrics: MetricsServer | None = None
-        self._stop: asyncio.Future[None] | None = None
         self.control: ControlServer | None = None
+        self.timer: DeadlineTimer | None = None
+        self.reporter = DropReporter(
+            lambda: self.pipeline.engines,
+            self.counter_tables,
+            config.drop_report_interval,
+            mode.report_detail,
+        )
         self.housekeeping_errors: dict[str, int] = {}
+        self._stop: asyncio.Future[None] | None = None
+        self._housekeeping_handle: asyncio.TimerHandle | None = None
+        self._watchdog_handle: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
 
-    def _status(self) -> str:
-        c = self.config
-        return (
-            f"relaying {', '.join(format_address(a) for a in c.listen)} -> "
-            f"{format_address(c.lns)}, reorder timeout {c.engine.reorder_timeout * 1000:g} ms"
-        )
+    # --- what metrics, drop reports and status read -------------------------------------------
+
+    @property
+    def engines(self) -> dict[str, ReorderEngine]:
+        return self.pipeline.engines
+
+    def counter_tables(self) -> list[CounterTable]:
+        return [(SERVICE_ROWS, self.counters, {}), *self.mode.counter_tables()]
+
+    def status(self) -> dict[str, Any]:
+        """The status JSON: the common fields, then the mode's (`peers` and its own)."""
+        common = {
+            "mode": self.mode.name,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "status": self.mode.status_line(),
+            "config": self.config.source,
+        }
+        return build_status(self.pipeline, common, self.mode.status_fields(self.mode.clock()))
+
+    # --- the lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> int:
-        # `main` ran config.check_host already (exit EX_CONFIG before anything is bound or the
-        # state file consumed): the user exists and the state directory is writable by it.
-        user = pwd.getpwnam(self.config.user) if self.config.user is not None else None
-        raise_fd_limit(self.config.max_peers)
-        loop = asyncio.get_running_loop()
-        relay = self.relay = Relay(self.config, loop=loop)
+        """Serve until SIGTERM/SIGINT; returns the exit code."""
+        # `main` ran config.check_host (the user exists, the state directory is writable by
+        # it): checked before anything is bound or the state file consumed.
         try:
-            relay.bind()
+            user = pwd.getpwnam(self.config.user) if self.config.user is not None else None
+        except KeyError:  # it vanished since
+            log.error("user = %r: no such user; not starting", self.config.user)
+            return EX_CONFIG
+        loop = asyncio.get_running_loop()
+        try:
+            self.mode.bind()
         except BindError as e:
             log.error("%s", e)
-            relay.shutdown()  # the Relay opened its timerfd already
+            self.mode.close()  # what the mode opened besides (e.g. the relay's epoll)
             return 1
         # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
         # what was restored, not the default death that would lose it.
         self._stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
-        state_file = state_file_path(self.config)
-        if state_file is not None:
-            self._restore(relay, state_file)
-        self._warn_if_open(self.config)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        source = RelaySource(relay)
-        self.metrics = start_metrics(self.config.metrics, source)
+        self.restore()
+        self.metrics = self._start_metrics(self.config.metrics)
         await self._start_control(user)
         if user is not None:
-            error = drop_privileges(user)
+            error = drop_privileges(user, keep=self.mode.keep_capabilities)
             if error is not None:
                 log.error("%s", error)
-                if self.metrics is not None:
-                    self.metrics.close()
-                if self.control is not None:
-                    self.control.close()
-                relay.shutdown(state_file=state_file)  # keep what was restored for next time
+                self._close_endpoints()
+                self.stop_io()  # saves what was restored, for next time
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
                 return 1
-        relay.set_debug(self.config.log_level == "debug")
-        relay.start_reading()
-        self._reporter = DropReporter(source, self.config.drop_report_interval)
-        log.info("%s", self._status())
-        self.notifier.ready(self._status())
-        housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
-        self._housekeeping_handle = housekeeping
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.start_io()
+        log.info("%s", self.mode.status_line())
+        self.notifier.ready(self.mode.status_line())
+        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
         interval = self.notifier.watchdog_interval
         if interval is not None:
             self.notifier.watchdog()
@@ -248,62 +219,75 @@ class Daemon:
             await self._stop
         finally:
             self.notifier.stopping()
-            relay.shutdown(state_file=state_file_path(self.config))
-            self._housekeeping_handle.cancel()
-            if interval is not None:
-                self._watchdog_handle.cancel()
+            self.stop_io()
+            for handle in (self._housekeeping_handle, self._watchdog_handle):
+                if handle is not None:
+                    handle.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.control is not None:
-                self.control.close()
-            self._reporter.tick(relay.clock(), final=True)
-            c = relay.pipeline.counters
-            log.info(
-                "stopped: %d datagrams from LACs, %d to the LNS, %d released after hold",
-                relay.counters.rx_datagrams_lac,
-                relay.counters.tx_datagrams_lns,
-                c.released,
-            )
+            self._close_endpoints()
+            self.reporter.tick(self.mode.clock(), final=True)
+            log.info("stopped: %s", self.mode.final_line())
             self.notifier.close()
         return 0
 
-    async def _start_control(self, user: pwd.struct_passwd | None) -> None:
-        """The control socket for `status` and `reload`; without it the daemon still relays."""
-        control = ControlServer({"status": self._status_answer, "reload": self._reload_answer})
-        owner = (user.pw_uid, user.pw_gid) if user is not None else None
-        try:
-            path = await control.start(self.config.control_socket, owner)
-        except OSError as e:
-            log.error(
-                "control socket: %s; running without it (status and reload by command fail, "
-                "SIGHUP still reloads)",
-                e.strerror or e,
-            )
+    def start_io(self) -> None:
+        """The mode reads, the timer runs (after a bind; the state file is restored first)."""
+        loop = asyncio.get_running_loop()
+        self.timer = DeadlineTimer(loop, self.mode.clock, self.pipeline.next_deadline, self._expire)
+        self._set_debug(self.config.log_level == "debug")
+        self.mode.start_reading(self._after_batch)
+        self._after_batch()  # restored sessions may hold deadlines already
+
+    def stop_io(self) -> None:
+        """Stop reading, deliver everything held in order, save the state, close the mode."""
+        mode = self.mode
+        mode.stop_reading()
+        now = mode.clock()
+        mode.drain_for_stop(now)
+        self.pipeline.flush(now)
+        mode.transmit()
+        if self.state_file is not None:
+            self.save()
+        if self.timer is not None:
+            self.timer.close()
+            self.timer = None
+        self._set_debug(False)
+        mode.close()
+
+    def _after_batch(self) -> None:
+        """After a batch (or an expiry, a reload, a peer removed): send what the pipeline
+        released, then keep the one timer on its earliest deadline."""
+        self.mode.transmit()
+        if self.timer is not None:
+            self.timer.arm(self.pipeline.next_deadline())
+
+    def _expire(self) -> None:
+        self.pipeline.expire(self.mode.clock())
+        self._after_batch()
+
+    def _request_stop(self, sig: int) -> None:
+        if self._stop is not None and not self._stop.done():
+            log.info("%s: stopping, delivering held packets in order", signal.Signals(sig).name)
+            self.mode.stop_reading()
+            self._stop.set_result(None)
+
+    def _close_endpoints(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    # --- the state file ------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Restore what the last SIGTERM saved (both directions, then the mode's part); a bad
+        file is reported and ignored."""
+        path = self.state_file
+        if path is None:
             return
-        self.control = control
-        log.info("control socket: %s", path)
-
-    async def _status_answer(self) -> dict[str, Any]:
-        assert self.relay is not None
-        extra = {
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self._started, 3),
-            "status": self._status(),
-            "config": self.config.source,
-            "lns": format_address(self.config.lns),
-        }
-        return snapshot(self.relay, extra)
-
-    async def _reload_answer(self) -> dict[str, Any]:
-        error, not_applied = self.reload()
-        if error is not None:
-            return {"ok": False, "error": error}
-        return {"ok": True, "status": self._status(), "not_applied": not_applied}
-
-    def _restore(self, relay: Relay, path: str) -> None:
-        """Restore what the last SIGTERM saved; a bad file is reported and ignored."""
         # Older than the peer idle timeout: the peers would have been forgotten by now.
         saved = consume_state(
             path,
@@ -312,20 +296,80 @@ class Daemon:
         )
         if saved is None:
             return
-        sessions, peers = relay.restore_state(saved)
-        log.info(
-            "restored %d sessions and %d LAC peers (with their upstream ports) from %s",
-            sessions,
-            peers,
-            path,
-        )
+        now = self.mode.clock()
+        what = self.mode.restore_extra(saved.extra, now)
+        sessions = saved.restore_pipeline(self.pipeline, now)
+        log.info("restored %d sessions%s from %s", sessions, what, path)
 
-    def _request_stop(self, sig: int) -> None:
-        if self._stop is not None and not self._stop.done():
-            log.info("%s: stopping, delivering held packets", signal.Signals(sig).name)
-            if self.relay is not None:
-                self.relay.stop_reading()
-            self._stop.set_result(None)
+    def save(self) -> bool:
+        """Write both directions' sessions and the mode's part (after the final flush)."""
+        assert self.state_file is not None
+        extra, what = self.mode.state_extra()
+        try:
+            count = save_engines(self.pipeline, self.state_file, extra)
+        except (OSError, TypeError, ValueError) as e:
+            log.error(
+                "cannot save state to %s: %s (a restart will renumber afresh)", self.state_file, e
+            )
+            return False
+        log.info("saved state of %d sessions%s to %s", count, what, self.state_file)
+        return True
+
+    # --- metrics and the control socket ----------------------------------------------------------
+
+    def _start_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
+        """The Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
+        report = self.endpoints.report_metrics_port
+        if report is not None:  # a supervised worker: loopback, any port, told upwards
+            settings = replace(settings, listen="127.0.0.1", port=0, tls_cert=None, tls_key=None)
+        elif not settings.enabled:
+            return None
+        try:
+            server = start_metrics_server(settings, self, self.mode.collectors())
+        except OSError as e:
+            where = format_address((settings.listen, settings.port))
+            log.error(
+                "metrics: cannot listen on %s: %s; running without metrics", where, e.strerror
+            )
+            if report is not None:  # still tell the supervisor we are up (port 0: none)
+                report(0)
+            return None
+        if report is not None:
+            report(server.port)
+            return server
+        scheme = "https" if settings.tls_cert else "http"
+        log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, server.port)))
+        return server
+
+    async def _start_control(self, user: pwd.struct_passwd | None) -> None:
+        """The control socket for `status` and `reload`; without it the daemon still runs."""
+        if not self.endpoints.control:
+            return
+        control = ControlServer({"status": self._status_answer, "reload": self._reload_answer})
+        owner = (user.pw_uid, user.pw_gid) if user is not None else None
+        path = self.endpoints.control_path or self.config.control_socket
+        try:
+            where = await control.start(path, owner)
+        except OSError as e:
+            log.error(
+                "control socket: %s; running without it (status and reload by command fail, "
+                "SIGHUP still reloads)",
+                e.strerror or e,
+            )
+            return
+        self.control = control
+        log.info("control socket: %s", where)
+
+    async def _status_answer(self) -> dict[str, Any]:
+        return self.status()
+
+    async def _reload_answer(self) -> dict[str, Any]:
+        error, not_applied = self.reload()
+        if error is not None:
+            return {"ok": False, "error": error}
+        return {"ok": True, "status": self.mode.status_line(), "not_applied": not_applied}
+
+    # --- housekeeping --------------------------------------------------------------------------
 
     def _watchdog(self, interval: float) -> None:
         self.notifier.watchdog()
@@ -333,30 +377,28 @@ class Daemon:
         self._watchdog_handle = loop.call_later(interval, self._watchdog, interval)
 
     def _housekeeping(self) -> None:
-        """Idle expiry, socket-drop metric, drop report: re-armed FIRST, and each step on its
-        own, so one failing step (e.g. /proc unreadable after a privilege drop) neither stops
-        the tick for good nor skips the other steps."""
+        """Re-armed FIRST, and each step on its own, so one failing step (e.g. /proc unreadable
+        after a privilege drop) neither stops the tick for good nor skips the other steps."""
         loop = asyncio.get_running_loop()
         self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
-        relay = self.relay
-        assert relay is not None
-        now = relay.clock()
+        now = self.mode.clock()
         for name, step in self.housekeeping_steps():
             try:
                 step(now)
             except Exception:  # logged; the next tick runs every step again
                 self._housekeeping_failed(name)
 
-    def housekeeping_steps(self) -> list[tuple[str, Callable[[float], object]]]:
-        relay = self.relay
-        assert relay is not None
+    def housekeeping_steps(self) -> list[HousekeepingStep]:
+        """The mode's steps, then the service's: drop report, debug lines."""
         return [
-            ("idle peer expiry", relay.remove_idle),
-            ("socket drop count", lambda _: relay.update_socket_drops()),
-            ("drop report", self._reporter.tick),
-            ("LNS health", relay.health.tick),
-            ("debug lines", lambda now: relay.debug.tick(now) if relay.debug else None),
+            *self.mode.housekeeping_steps(),
+            ("drop report", self.reporter.tick),
+            ("debug lines", self._debug_tick),
         ]
+
+    def _debug_tick(self, now: float) -> None:
+        if self.mode.debug is not None:
+            self.mode.debug.tick(now)
 
     def _housekeeping_failed(self, name: str) -> None:
         """Log a failing step with its traceback the 1st, 2nd, 4th, 8th... time (bounded)."""
@@ -365,45 +407,62 @@ class Daemon:
             times = "1 time" if n == 1 else f"{n} times"
             log.exception("housekeeping: %s failed (%s so far); still running", name, times)
 
+    def _set_debug(self, enabled: bool) -> None:
+        """Debug lines on or off (start, reload); off costs nothing per datagram."""
+        mode = self.mode
+        if enabled and mode.debug is None:
+            mode.debug = DebugEvents(self.pipeline)
+        elif not enabled and mode.debug is not None:
+            mode.debug.close()
+            mode.debug = None
+
+    # --- reload --------------------------------------------------------------------------------
+
     def reload(self) -> tuple[str | None, list[str]]:
         """SIGHUP or `l2tpreorder reload`: re-read the file; a bad file keeps the running
         config and says why. Returns (error or None, notes on changes not applied)."""
-        relay = self.relay
-        assert relay is not None
         self.notifier.reloading()
-        counters = relay.counters
         try:
             new = self._reload_config()
         except ConfigError as e:
-            counters.config_reloads_failed += 1
-            counters.config_load_failing = 1
+            self.counters.config_reloads_failed += 1
+            self.counters.config_load_failing = 1
             log.error("reload failed, keeping the running configuration: %s", e)
-            self.notifier.ready(self._status())
+            self.notifier.ready(self.mode.status_line())
             return str(e), []
-        counters.config_load_failing = 0
+        self.counters.config_load_failing = 0
         old = self.config
         self._log_changes(old, new)
-        refused = relay.reconfigure(new)
+        self.pipeline.reconfigure(
+            new.engine, self.mode.clock(), reorder_from_lns=new.reorder_lns_to_lac
+        )
+        refused = [] if new.mode == old.mode else ["mode"]
+        refused += self.mode.reconfigure(new)
+        notes = self._refused_notes(old, refused)
+        self.config = replace(new, **{key: getattr(old, key) for key in refused})
+        logging.getLogger().setLevel(self.config.log_level.upper())
+        self._set_debug(self.config.log_level == "debug")
+        self.reporter.set_interval(self.config.drop_report_interval)
+        if new.metrics != old.metrics and self.endpoints.report_metrics_port is None:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.metrics = self._start_metrics(new.metrics)
+        self._after_batch()
+        self.counters.config_reloads_ok += 1
+        log.info("configuration reloaded: %s", self.mode.status_line())
+        self.notifier.ready(self.mode.status_line())
+        return None, notes
+
+    def _refused_notes(self, old: Config, refused: Sequence[str]) -> list[str]:
         notes = []
         for key in refused:
+            why = "needs a restart" if key == "mode" else self.mode.refused_why
             notes.append(
-                f"{key} changed but needs new sockets; not applied, still "
+                f"{key} changed but {why}; not applied, still "
                 f"{_show(getattr(old, key))} (restart the service to apply it)"
             )
             log.warning("reload: %s", notes[-1])
-        self.config = relay.config
-        logging.getLogger().setLevel(self.config.log_level.upper())
-        relay.set_debug(self.config.log_level == "debug")
-        self._reporter.set_interval(self.config.drop_report_interval)
-        if new.metrics != old.metrics:
-            if self.metrics is not None:
-                self.metrics.close()
-            self.metrics = start_metrics(new.metrics, RelaySource(relay))
-        self._warn_if_open(self.config)
-        counters.config_reloads_ok += 1
-        log.info("configuration reloaded: %s", self._status())
-        self.notifier.ready(self._status())
-        return None, notes
+        return notes
 
     def _log_changes(self, old: Config, new: Config) -> None:
         """One line per changed setting, and one per setting a command-line flag overrides."""
@@ -420,46 +479,6 @@ class Daemon:
             for line in reload_report.overridden(file_only, new):
                 log.warning("reload: %s", line)
 
-    @staticmethod
-    def _warn_if_open(config: Config) -> None:
-        if not config.allows_everything:
-            return
-        for host, port in config.listen:
-            ip = ipaddress.ip_address(host)  # validated by config: an IP literal
-            if ip.is_unspecified or ip.is_global:
-                log.warning(
-                    "listening on %s and `allow` accepts every source: anyone who can reach "
-                    "it can talk to the LNS through the relay; list your LAC prefixes in allow",
-                    format_address((host, port)),
-                )
-
-
-def raise_fd_limit(max_peers: int) -> None:
-    """Each LAC peer holds a socket: lift the soft open-file limit towards the hard one.
-
-    Under systemd, LimitNOFILE= does this (and the system call filter refuses setrlimit);
-    from a shell the soft limit is often 1024.
-    """
-    import resource
-
-    want = max_peers + 256
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < want:
-            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-            if new > soft:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    except (OSError, ValueError):
-        pass
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft != resource.RLIM_INFINITY and soft < want:
-        log.warning(
-            "open-file limit %d is below max_peers + 256 = %d: new LAC peers beyond it are "
-            "refused (reason peer_limit); raise LimitNOFILE / ulimit -n",
-            soft,
-            want,
-        )
-
 
 def _show(value: object) -> str:
     if isinstance(value, tuple) and value and isinstance(value[0], tuple):
@@ -467,6 +486,38 @@ def _show(value: object) -> str:
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
         return format_address((str(value[0]), value[1]))
     return str(value)
+
+
+def run_service(make: Callable[[], Service]) -> int:
+    """Build the service on its own event loop (uvloop when installed; adapters take the
+    running loop) and run it until it stops."""
+
+    async def serve() -> int:
+        return await make().run()
+
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(serve())
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What `run` hands to the mode's entry point (`MODE_ENTRIES`)."""
+
+    config: Config
+    load: Callable[[], Config]  # the file and the command line's flags (a reload calls it)
+    load_file: Callable[[], Config]  # the file alone: which settings the flags override
+    config_path: str | None
+    overrides: Sequence[str]  # `run`'s flags as argv again (in-path workers get them)
+    inpath_worker: int | None
+
+
+# mode -> module with `launch(Launch) -> int`. Imported by name when `run` starts, so a
+# process loads its own mode's stack only (an in-path worker never loads the relay's), and
+# neither mode package is imported by the shared service (they import it).
+MODE_ENTRIES = {
+    "relay": "l2tpreorder.daemon.relay.launch",
+    "inpath": "l2tpreorder.daemon.inpath.worker",
+}
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -545,21 +596,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(config.log_level)
-    if config.mode == "inpath":
-        from l2tpreorder.daemon.inpath import worker as inpath_service
-
-        if args.inpath_worker is not None:
-            return inpath_service.run_worker(
-                config, load, args.inpath_worker, report_metrics_port=True
-            )
-        return inpath_service.run_inpath(config, load, args.config, override_argv(args))
-    daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works too
-        pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(daemon.run())
+    entry = importlib.import_module(MODE_ENTRIES[config.mode])
+    code: int = entry.launch(
+        Launch(
+            config,
+            load,
+            lambda: load_with_overrides(args.config),
+            args.config,
+            override_argv(args),
+            args.inpath_worker,
+        )
+    )
+    return code

@@ -20,12 +20,10 @@ daemon's flows are (host, port) tuples). Tuples come back as tuples.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Hashable
@@ -34,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.snapshot import SessionState, restore_engine, snapshot
-from l2tpreorder.daemon.relay.sockets import IN_PKTINFO, IP_PKTINFO, IPV6_PKTINFO, IPV6_PKTINFO_SIZE
 
 log = logging.getLogger("l2tpreorder.daemon.state")
 
@@ -57,6 +55,19 @@ class SavedState:
         """Recreate the saved sessions and tunnel-ID pairs in `engine`; returns how many."""
         elapsed = max(0.0, time.time() - self.saved_at)
         return restore_engine(engine, self.sessions, self.tunnels, now, elapsed)
+
+    def restore_pipeline(self, pipeline: Pipeline, now: float) -> int:
+        """Both directions (`save_engines`): LAC->LNS from the document, LNS->LAC from
+        `extra["lns_to_lac"]` when the pipeline reorders it; returns sessions restored."""
+        sessions = self.restore(pipeline.engine, now)
+        down = self.extra.get("lns_to_lac")
+        to_lac = pipeline.engine_to_lac
+        if down is not None and to_lac is not None:
+            try:
+                sessions += restore_engine(to_lac, *parse_engine(down), now)
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("state: LNS-to-LAC sessions not restored: %s", e)
+        return sessions
 
 
 def export_engine(engine: ReorderEngine) -> dict[str, Any]:
@@ -206,6 +217,14 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
     return len(document["sessions"])  # live sessions (the memory of ended ones is extra)
 
 
+def save_engines(pipeline: Pipeline, path: str | os.PathLike[str], extra: dict[str, Any]) -> int:
+    """`save_state` for both directions: the LNS->LAC engine (when it reorders) goes into
+    `extra["lns_to_lac"]`; returns the LAC->LNS sessions saved."""
+    to_lac = pipeline.engine_to_lac
+    down = export_engine(to_lac) if to_lac is not None else None
+    return save_state(pipeline.engine, path, {**extra, "lns_to_lac": down})
+
+
 def _u16(item: dict[str, Any], key: str) -> int:
     value = item[key]
     if type(value) is not int or not 0 <= value <= 0xFFFF:
@@ -289,130 +308,7 @@ def consume_state(
     return saved
 
 
-# --- the relay's part of `extra`: each LAC peer's addresses and upstream port ---------------------
-
-
-def peer_entry(
-    addr: tuple[Any, ...],
-    listen: tuple[str, int],
-    upstream: tuple[str, int],
-    cmsg: list[tuple[int, int, bytes]] | None,
-) -> dict[str, Any]:
-    """One `extra.peers` entry as `parse_saved_peers` reads it back."""
-    saved_cmsg = None
-    if cmsg is not None:
-        saved_cmsg = [[level, kind, bytes(value).hex()] for level, kind, value in cmsg]
-    return {
-        "addr": list(addr),
-        "listen": list(listen),
-        "cmsg": saved_cmsg,
-        "upstream": list(upstream),
-    }
-
-
-class SavedPeer:
-    """One validated `extra.peers` entry of a state file (what `Relay.save_state` wrote)."""
-
-    __slots__ = ("addr", "cmsg", "family", "flow", "listen", "upstream")
-
-    def __init__(
-        self,
-        addr: tuple[Any, ...],
-        listen: tuple[str, int],
-        upstream: tuple[str, int],
-        cmsg: list[tuple[int, int, bytes]] | None,
-    ) -> None:
-        self.addr = addr  # as the kernel gave it: (host, port) or (host, port, flowinfo, scope)
-        self.flow: tuple[str, int] = (addr[0], addr[1])  # the peer's flow: (ip, port)
-        v6 = ipaddress.ip_address(addr[0]).version == 6
-        self.family = socket.AF_INET6 if v6 else socket.AF_INET
-        self.listen = listen
-        self.upstream = upstream
-        self.cmsg = cmsg
-
-
-def parse_saved_peers(value: object) -> tuple[list[SavedPeer], list[str]]:
-    """`extra.peers` of a state file: the valid entries and one reason per bad one.
-
-    A state file is input like any other (it may be hand-edited, from another version or
-    damaged): every field is checked for type and range here, so restoring never raises.
-    """
-    if value is None:
-        return [], []
-    if not isinstance(value, list):
-        return [], [f"extra.peers = {_short(value)}: expected a list of peer entries"]
-    peers: list[SavedPeer] = []
-    problems: list[str] = []
-    for i, item in enumerate(value):
-        try:
-            peers.append(_saved_peer(item))
-        except ValueError as e:
-            problems.append(f"extra.peers[{i}]: {e}")
-    return peers, problems
-
-
-def _saved_peer(item: object) -> SavedPeer:
-    if not isinstance(item, dict):
-        raise ValueError(f"{_short(item)}: expected an object")
-    for name in ("addr", "listen", "upstream"):
-        if name not in item:
-            raise ValueError(f"missing {name!r}")
-    addr = item["addr"]
-    if not isinstance(addr, list) or len(addr) not in (2, 4):
-        expected = "expected [host, port] or [host, port, flow info, scope id]"
-        raise ValueError(f"addr = {_short(addr)}: {expected}")
-    host, port = _saved_address("addr", addr[:2])
-    if len(addr) == 4:
-        if ipaddress.ip_address(host).version != 6:
-            raise ValueError(f"addr = {_short(addr)}: flow info and scope id only for IPv6")
-        for name, x in zip(("flow info", "scope id"), addr[2:], strict=True):
-            if type(x) is not int or not 0 <= x <= 0xFFFFFFFF:
-                raise ValueError(f"addr {name} = {_short(x)}: expected an integer 0..4294967295")
-    listen = _saved_address("listen", item["listen"])
-    upstream = _saved_address("upstream", item["upstream"])
-    cmsg = item.get("cmsg")
-    if cmsg is not None:
-        cmsg = _saved_cmsg(cmsg)
-    return SavedPeer((host, port, *addr[2:]), listen, upstream, cmsg)
-
-
-def _saved_address(name: str, value: object) -> tuple[str, int]:
-    expected = "expected [IP literal, port 1..65535]"
-    if not isinstance(value, list) or len(value) != 2:
-        raise ValueError(f"{name} = {_short(value)}: {expected}")
-    host, port = value
-    if not isinstance(host, str) or type(port) is not int or not 1 <= port <= 0xFFFF:
-        raise ValueError(f"{name} = {_short(value)}: {expected}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{name} = {_short(value)}: {expected}") from None
-    return host, port
-
-
-def _saved_cmsg(value: object) -> list[tuple[int, int, bytes]]:
-    """Only the one PKTINFO item `sockets._reply_cmsg` makes, with its exact size, is accepted."""
-    expected = "expected null or [[level, type, hex]] of an IP_PKTINFO/IPV6_PKTINFO item"
-    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], list):
-        raise ValueError(f"cmsg = {_short(value)}: {expected}")
-    item = value[0]
-    if len(item) != 3 or not isinstance(item[2], str):
-        raise ValueError(f"cmsg = {_short(value)}: {expected}")
-    level, kind, text = item
-    try:
-        data = bytes.fromhex(text)
-    except ValueError:
-        raise ValueError(f"cmsg = {_short(value)}: {expected}") from None
-    shapes = {
-        (socket.IPPROTO_IP, IP_PKTINFO): IN_PKTINFO.size,
-        (socket.IPPROTO_IPV6, IPV6_PKTINFO): IPV6_PKTINFO_SIZE,
-    }
-    if type(level) is not int or type(kind) is not int or shapes.get((level, kind)) != len(data):
-        raise ValueError(f"cmsg = {_short(value)}: {expected}")
-    return [(level, kind, data)]
-
-
-def _short(value: object) -> str:
+def short(value: object) -> str:
     """A value for a log line, cut so a huge hostile one cannot flood the journal."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -1,30 +1,17 @@
-"""`l2tpreorder status`: the running daemon's LAC peers and sessions, as a table or JSON.
+"""The status JSON, built once for both modes (`Service.status`): the common fields, the
+totals of the LAC-to-LNS direction, then the mode's own (`Mode.status_fields`: `peers` with
+their sessions; relay: `lns`, `lns_health`; in-path: `queues`).
 
-The daemon side (`snapshot`) turns the relay's live state into plain JSON; the client side prints
-it. Each LAC peer is shown with the upstream address xl2tpd sees it as (source address and port
-of its socket towards the LNS): the one way to match an xl2tpd log line to a real LAC.
+`l2tpreorder status` (the client, `l2tpreorder/commands/status.py`) prints it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
 from collections.abc import Hashable
 from typing import Any
 
-from l2tpreorder.config import format_address
 from l2tpreorder.core.engine import ReorderEngine, Session
-from l2tpreorder.daemon.control import (
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_UNREACHABLE,
-    ControlError,
-    add_config_argument,
-    request,
-)
-from l2tpreorder.daemon.relay.adapter import Relay
+from l2tpreorder.core.pipeline import Pipeline
 
 # "reordered" everywhere (status, metrics, replay): arrived early, was held, was released in
 # order once its gap filled or was given up. Packets that arrived after a higher Ns and were
@@ -52,143 +39,27 @@ def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any
     }
 
 
-def snapshot(relay: Relay, extra: dict[str, Any]) -> dict[str, Any]:
-    """Everything `status` shows, as JSON-ready values (called on the event loop)."""
-    now = relay.clock()
-    engine = relay.pipeline.engine
+def sessions_by_flow(pipeline: Pipeline, now: float) -> dict[Hashable, list[dict[str, Any]]]:
+    """The LAC-to-LNS sessions as JSON, grouped by their LAC's flow, sorted by IDs."""
+    engine = pipeline.engine
     by_flow: dict[Hashable, list[dict[str, Any]]] = {}
     for s in engine.sessions():
         by_flow.setdefault(s.flow, []).append(session_json(s, engine, now))
-    peers = []
-    for key, peer in relay.peers.items():
-        try:
-            upstream = format_address(peer.up.sock.getsockname()[:2])
-        except OSError:
-            upstream = "?"
-        sessions = sorted(by_flow.pop(key, []), key=lambda d: (d["tunnel_id"], d["session_id"]))
-        peers.append(
-            {
-                "lac": format_address((str(key[0]), int(key[1]))),  # type: ignore[index]
-                "upstream": upstream,
-                "last_seen_s": round(max(0.0, now - peer.last_seen), 3),
-                "sessions": sessions,
-            }
-        )
-    c = relay.counters
+    for sessions in by_flow.values():
+        sessions.sort(key=lambda d: (d["tunnel_id"], d["session_id"]))
+    return by_flow
+
+
+def build_status(
+    pipeline: Pipeline, common: dict[str, Any], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """`{"ok": true, **common, totals, **fields}`; the mode's totals join the engine's."""
+    engine = pipeline.engine
+    mode_fields = dict(fields)
     totals = {
-        "peers": len(relay.peers),
         "sessions": engine.session_count,
         "held": engine.counters.held_packets,
-        "rx_datagrams_lac": c.rx_datagrams_lac,
-        "rx_datagrams_lns": c.rx_datagrams_lns,
         "reordered": engine.counters.released,
+        **mode_fields.pop("totals", {}),
     }
-    health = {"answering": relay.health.reason is None, "problem": relay.health.reason}
-    return {"ok": True, **extra, "lns_health": health, "totals": totals, "peers": peers}
-
-
-# --- the client: `l2tpreorder status` --------------------------------------------------------
-
-COLUMNS = (
-    ("tunnel_id", "tunnel", 6),
-    ("session_id", "session", 7),
-    ("packets", "packets", 9),
-    ("reordered", "reordered", 9),
-    ("held", "held", 5),
-    ("skipped", "skipped", 7),
-    ("late", "late", 6),
-    ("duplicates", "dup", 6),
-    ("timeout_ms", "timeout ms", 10),
-    ("last_seen_s", "seen s ago", 10),
-)
-
-
-def format_table(answer: dict[str, Any]) -> str:
-    """A human view: one header line per LAC peer, one line per session under it."""
-    t = answer.get("totals", {})
-    lines = [
-        f"l2tpreorder pid {answer.get('pid', '?')}, up {answer.get('uptime_s', 0):.0f} s: "
-        f"{answer.get('status', '')}",
-        f"{_count(t.get('peers', 0), 'LAC peer')}, {_count(t.get('sessions', 0), 'session')}, "
-        f"{t.get('held', 0)} held now",
-    ]
-    problem = answer.get("lns_health", {}).get("problem")
-    if problem:
-        lines.append(f"LNS {answer.get('lns', '?')} DOES NOT ANSWER: {problem}")
-    lines.extend(_queue_line(q) for q in answer.get("queues", []))
-    header = "  " + " ".join(f"{title:>{width}}" for _, title, width in COLUMNS)
-    for peer in answer.get("peers", []):
-        lines.append("")
-        where = (
-            f"on NFQUEUE {peer['queue']}"
-            if "queue" in peer
-            else f"seen by the LNS as {peer['upstream']}"
-        )
-        lines.append(
-            f"LAC {peer['lac']}  {where}  "
-            f"(last packet {peer['last_seen_s']:.1f} s ago, "
-            f"{_count(len(peer['sessions']), 'session')})"
-        )
-        if peer["sessions"]:
-            lines.append(header)
-        for s in peer["sessions"]:
-            lines.append("  " + " ".join(f"{_cell(s[k]):>{w}}" for k, _, w in COLUMNS))
-    return "\n".join(lines)
-
-
-def _queue_line(q: dict[str, Any]) -> str:
-    """In-path mode: one line per queue's worker (or why it did not answer)."""
-    if "error" in q:
-        return f"NFQUEUE {q['queue']}: worker not answering: {q['error']}"
-    k = q.get("kernel") or {}
-    return (
-        f"NFQUEUE {q['queue']}: worker pid {q['pid']}, {q['counters']['packets']} packets, "
-        f"{q['awaiting_verdict']} awaiting verdict; kernel: {k.get('waiting', '?')} waiting, "
-        f"{k.get('queue_full_drops', '?')} queue_full + {k.get('socket_full_drops', '?')} "
-        "socket_full drops"
-    )
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    return str(value)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
-    parser.add_argument(
-        "--watch",
-        type=float,
-        metavar="SECONDS",
-        help="refresh the table every SECONDS until interrupted",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    while True:
-        try:
-            answer = request("status", args.config)
-        except ControlError as e:
-            print(f"l2tpreorder: status: {e}", file=sys.stderr)
-            return EXIT_UNREACHABLE
-        if not answer.get("ok"):
-            print(f"l2tpreorder: status: {answer.get('error')}", file=sys.stderr)
-            return EXIT_REFUSED
-        if args.json:
-            print(json.dumps(answer, indent=2))
-        else:
-            if args.watch:
-                print("\x1b[H\x1b[2J", end="")  # clear the terminal for a live view
-            print(format_table(answer))
-        if not args.watch:
-            return EXIT_OK
-        try:
-            time.sleep(max(args.watch, 0.2))
-        except KeyboardInterrupt:
-            return EXIT_OK
+    return {"ok": True, **common, "totals": totals, **mode_fields}

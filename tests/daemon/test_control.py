@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from l2tpreorder.commands.status import format_table
 from l2tpreorder.daemon.control import socket_candidates
-from l2tpreorder.daemon.status import format_table
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon.test_daemon import T_LNS, base_config, data, payload_of
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, recv, udp

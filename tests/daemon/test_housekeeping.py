@@ -12,8 +12,9 @@ import pytest
 import uvloop
 
 from l2tpreorder.config import config_from_dict
+from l2tpreorder.daemon.relay.adapter import Relay
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.service import Daemon
+from l2tpreorder.daemon.service import Service
 from tests.daemon_harness import WAIT, free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -34,14 +35,13 @@ def test_a_failing_step_is_logged_and_the_tick_keeps_running(
     drop_counts: list[float] = []
 
     async def scenario() -> int:
-        daemon = Daemon(config, lambda: config, Notifier(environ={}))
+        relay = Relay(config, loop=asyncio.get_running_loop())
+        daemon = Service(config, relay, lambda: config, notifier=Notifier(environ={}))
         run = asyncio.create_task(daemon.run())
         deadline = time.monotonic() + WAIT
         while daemon.control is None:  # started: relay bound, reporter set, tick armed
             assert time.monotonic() < deadline and not run.done()
             await asyncio.sleep(0.02)
-        relay = daemon.relay
-        assert relay is not None
 
         def broken_idle_expiry(now: float | None = None) -> int:
             failed.append(time.monotonic())

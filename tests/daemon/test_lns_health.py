@@ -19,6 +19,7 @@ from l2tpreorder.daemon.relay.adapter import Relay
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon.test_daemon import _has_ipv6_loopback, base_config, data
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, recv, udp
+from tests.relay_service import relay_service
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +103,8 @@ def test_lac_traffic_and_no_answer_for_the_silence_period_is_unresponsive() -> N
         relay = Relay(config, loop=asyncio.get_running_loop())
         relay.health.silence_after = 0.5
         relay.bind()
-        relay.start_reading()
+        service = relay_service(relay)
+        service.start_io()
         try:
             start = relay.clock()
             relay.health.tick(start)
@@ -132,7 +134,7 @@ def test_lac_traffic_and_no_answer_for_the_silence_period_is_unresponsive() -> N
             relay.health.tick(start + 0.8)
             return before, during, after_stranger, relay.health.reason
         finally:
-            relay.shutdown()
+            service.stop_io()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         before, during, after_stranger, after = runner.run(scenario())

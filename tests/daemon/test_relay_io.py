@@ -18,6 +18,7 @@ from l2tpreorder.daemon.relay.sockets import UdpSocket
 from l2tpreorder.wire import build_data
 from tests.conftest import need
 from tests.daemon_harness import free_udp_port, udp
+from tests.relay_service import relay_service
 
 
 def drain(sock: socket.socket) -> Iterator[bytes]:
@@ -106,11 +107,12 @@ def _flood_then_read() -> Relay:
         loop = asyncio.get_running_loop()
         relay = Relay(config, loop=loop)
         relay.bind()
+        service = relay_service(relay)
         try:
             for ns in range(50):
                 for s in range(1, SESSIONS + 1):
                     lac.sendto(packet(s, ns), ("127.0.0.1", listen))
-            relay.start_reading()
+            service.start_io()
             c = relay.counters
             for _ in range(500):  # the queue (a few datagrams) is read at once
                 await asyncio.sleep(0.01)
@@ -127,7 +129,7 @@ def _flood_then_read() -> Relay:
                 assert c.rx_datagrams_lac == queued + s, "the relay did not read Ns 50"
             return relay
         finally:
-            relay.shutdown()
+            service.stop_io()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         relay = runner.run(scenario())

@@ -327,11 +327,14 @@ def test_restore_never_raises_on_any_extra(
     relay = Relay(config, loop=loop)
     try:
         relay.bind()
-        sessions, restored = relay.restore_state(saved)  # must not raise
+        now = relay.clock()
+        restored = relay.restore_extra(saved.extra, now)  # must not raise
+        sessions = saved.restore_pipeline(relay.pipeline, now)  # nor this
         assert sessions >= 2  # the two lac_to_lns sessions, whatever extra held
-        assert restored == len(relay.peers) <= 2
+        assert restored == f" and {len(relay.peers)} LAC peers (with their upstream ports)"
+        assert len(relay.peers) <= 2
     finally:
-        relay.shutdown()
+        relay.close()
         loop.close()
 
 

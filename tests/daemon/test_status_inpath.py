@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2tpreorder.daemon.status import format_table
+from l2tpreorder.commands.status import format_table
 
 
 def answer() -> dict[str, Any]:

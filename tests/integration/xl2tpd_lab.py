@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2tpreorder.daemon.control import ControlError, request
+from l2tpreorder.commands.client import ControlError, request
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent.parent

@@ -21,6 +21,7 @@ from collections.abc import Hashable
 from l2tpreorder.core.checksum import parse_ip_udp, with_payload
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
+from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
@@ -70,6 +71,14 @@ class InPathCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+    @property
+    def accepted_untouched(self) -> int:
+        return self.accepted - self.accepted_rewritten
+
+    @property
+    def single_verdicts(self) -> int:
+        return self.verdict_messages - self.batch_verdicts
 
 
 class Verdicts:
@@ -140,6 +149,9 @@ class InPath:
         # (packed address + port bytes) -> flow (ip text, port): the relay's flows
         self._flows: dict[bytes, Hashable] = {}
         self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
+        # Set by the service while debug lines are on: LAC datagrams go through it (it calls
+        # the pipeline and logs drops with their IDs); None = the pipeline directly.
+        self.debug: DebugEvents | None = None
 
     def handle(self, packets: list[Packet], now: float) -> list[bytes]:
         """Take a batch of queued packets; returns the verdict messages to send now.
@@ -153,7 +165,8 @@ class InPath:
         pending = self.verdicts.pending
         inflight = self._inflight
         flows = self._flows
-        from_lac = self.pipeline.from_lac
+        # Fetched per batch: the pipeline rebinds `from_lac` on reconfigure.
+        from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
         fast = 0
         for packet_id, hook, pkt, truncated in packets:
             pending[packet_id] = None
@@ -234,7 +247,8 @@ class InPath:
         else:
             c.from_lac += 1
             flow = self._flow_of(where.src, where.sport)
-            outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
+            from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
+            outcome = from_lac(l2tp, flow, now, packet_id)
         if outcome >= _DROPPED_DUPLICATE:
             self._dropped(packet_id, outcome, hook != NF_INET_LOCAL_OUT)
 
@@ -243,19 +257,28 @@ class InPath:
         flow = self._flows.get(key)
         return flow if flow is not None else self._new_flow(key)
 
+    def release(self) -> list[bytes]:
+        """Verdict messages for what the pipeline released (after an expiry, a reload)."""
+        self._release()
+        return self.verdicts.take()
+
     def expire(self, now: float) -> list[bytes]:
         self.pipeline.expire(now)
-        self._release()
+        return self.release()
+
+    def accept_pending(self) -> list[bytes]:
+        """Shutdown, after the pipeline's flush: accept whatever still has no verdict (nothing
+        should be left; never strand one)."""
+        for packet_id in list(self.verdicts.pending):
+            self.verdicts.accept(packet_id)
+            self.counters.accepted += 1
         return self.verdicts.take()
 
     def flush(self, now: float) -> list[bytes]:
         """Shutdown: everything held is accepted, in order."""
         self.pipeline.flush(now)
         self._release()
-        for packet_id in list(self.verdicts.pending):  # nothing should be left; never strand one
-            self.verdicts.accept(packet_id)
-            self.counters.accepted += 1
-        return self.verdicts.take()
+        return self.accept_pending()
 
     def _accept_untouched(self, packet_id: int) -> None:
         self.counters.accepted += 1

@@ -5,8 +5,10 @@ Why processes: the per-packet work is Python, and threads would share one GIL. T
 worker and each worker's sessions are its own. The supervisor restarts a worker that dies
 (while it is down its queue fails open through the rule's bypass), forwards SIGHUP and SIGTERM,
 and serves one `/metrics` for all workers: it scrapes each worker's loopback endpoint at scrape
-time and adds a `queue` label. It serves the control socket too (`inpath_control`): `status`
-and `reload` ask each worker over its private socket.
+time and adds a `queue` label. It serves the daemon's control socket too: `status` and `reload`
+ask each worker over its private socket (`protocol.py`) and merge the answers; a reload is
+answered only after every worker applied or refused the file. Each worker is the one service
+(`daemon/service.py`) with the in-path adapter; this module imports none of it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -30,7 +33,12 @@ from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config
 from l2tpreorder.daemon.control import ControlServer
-from l2tpreorder.daemon.inpath.worker import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
+from l2tpreorder.daemon.inpath.protocol import (
+    WORKER_CONTROL_ENV,
+    WORKER_METRICS_LINE,
+    ask,
+    worker_socket,
+)
 from l2tpreorder.daemon.metrics import MetricsServer
 from l2tpreorder.daemon.sdnotify import Notifier
 
@@ -129,8 +137,6 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
-        from l2tpreorder.daemon.inpath.control import start_supervisor_control
-
         self.control = await start_supervisor_control(self)
         for w in self.workers.values():
             self._start(w)
@@ -166,8 +172,6 @@ class Supervisor:
         env = dict(os.environ)
         env.pop(WORKER_CONTROL_ENV, None)
         if self.control is not None and self.control.path is not None:
-            from l2tpreorder.daemon.inpath.control import worker_socket
-
             env[WORKER_CONTROL_ENV] = worker_socket(self.control.path, w.queue)
         w.proc = subprocess.Popen(
             argv,
@@ -248,6 +252,88 @@ class Supervisor:
                 log.error("worker for NFQUEUE %d did not stop; killing it", w.queue)
                 w.proc.kill()
                 w.proc.wait(timeout=5)
+
+
+# --- the control socket: every worker asked, the answers merged --------------------------
+
+WORKER_STATUS_TIMEOUT = 10.0  # per worker; the client waits 30 s for the whole answer
+WORKER_RELOAD_TIMEOUT = 20.0
+
+
+async def supervisor_status(sup: Supervisor, path: str, started: float) -> dict[str, Any]:
+    """Every worker's answer merged: peers and sessions carry their queue; a worker that does
+    not answer (restarting) is listed with its error, its queue failing open meanwhile."""
+    queues = sorted(sup.workers)
+    answers = await asyncio.gather(
+        *(ask(worker_socket(path, q), "status", WORKER_STATUS_TIMEOUT) for q in queues)
+    )
+    peers: list[dict[str, Any]] = []
+    per_queue: list[dict[str, Any]] = []
+    totals: dict[str, int] = {}
+    for q, answer in zip(queues, answers, strict=True):
+        w = sup.workers[q]
+        if not answer.get("ok"):
+            per_queue.append({"queue": q, "error": answer.get("error"), "restarts": w.restarts})
+            continue
+        for entry in answer.get("queues", []):
+            per_queue.append({**entry, "restarts": w.restarts})
+        peers.extend(answer.get("peers", []))
+        for key, value in answer.get("totals", {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    peers.sort(key=lambda p: (p["queue"], p["lac"]))
+    return {
+        "ok": True,
+        "mode": "inpath",
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - started, 3),
+        "status": sup.status_line(),
+        "config": sup.config.source,
+        "totals": totals,
+        "queues": per_queue,
+        "peers": peers,
+    }
+
+
+async def supervisor_reload(sup: Supervisor, path: str) -> dict[str, Any]:
+    """Each worker reloads and answers; any refusal (or silence) fails the reload, by queue."""
+    queues = sorted(sup.workers)
+    answers = await asyncio.gather(
+        *(ask(worker_socket(path, q), "reload", WORKER_RELOAD_TIMEOUT) for q in queues)
+    )
+    refused = [
+        f"queue {q}: {a.get('error')}" for q, a in zip(queues, answers, strict=True) if not a["ok"]
+    ]
+    if refused:
+        return {"ok": False, "error": "; ".join(refused)}
+    notes = sorted({n for a in answers for n in a.get("not_applied", [])})
+    return {"ok": True, "status": sup.status_line(), "not_applied": notes}
+
+
+async def start_supervisor_control(sup: Supervisor) -> ControlServer | None:
+    """The daemon's control socket, served by the supervisor for all its workers."""
+    started = time.monotonic()
+    control = ControlServer({})
+
+    async def status() -> dict[str, Any]:
+        assert control.path is not None
+        return await supervisor_status(sup, control.path, started)
+
+    async def reload() -> dict[str, Any]:
+        assert control.path is not None
+        return await supervisor_reload(sup, control.path)
+
+    control.handlers.update({"status": status, "reload": reload})
+    try:
+        where = await control.start(sup.config.control_socket)
+    except OSError as e:
+        log.error(
+            "control socket: %s; running without it (status and reload by command fail, "
+            "SIGHUP still reloads)",
+            e.strerror or e,
+        )
+        return None
+    log.info("control socket: %s (workers: %s)", where, worker_socket(where, 0)[:-1] + "N")
+    return control
 
 
 def supervise(config: Config, config_path: str | None, overrides: Sequence[str] = ()) -> int:

@@ -1,10 +1,11 @@
-"""`l2tpreorder run` with `mode: inpath`: one worker per NFQUEUE queue, each an event loop around
-`InPath` (signals, timer, state file, metrics, privilege drop).
+"""`l2tpreorder run` with `mode: inpath`: one worker per NFQUEUE queue, each the one service
+(`daemon/service.py`) around `InPathMode`.
 
 One queue: this process is the worker. Several: this process supervises one worker process per
-queue (`inpath_workers`), because threads would share one GIL. Binding a queue needs only
-CAP_NET_ADMIN; `user` drops privileges right after the bind. SIGTERM accepts everything held,
-in order, and saves the sessions' numbering to the state file like relay mode.
+queue (`inpath_workers`, `supervisor.py`), because threads would share one GIL. Binding a queue
+needs only CAP_NET_ADMIN, which the worker keeps when `user` drops privileges (the kernel checks
+it on every verdict). SIGTERM orders what already waits in the queue (bounded), accepts
+everything held in order, then the rest, before the unbind.
 """
 
 from __future__ import annotations
@@ -12,121 +13,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pwd
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import Any
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from l2tpreorder.config import EX_CONFIG, Config, ConfigError, state_file_path
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.config import Config, format_address, state_file_path
 from l2tpreorder.core.pipeline import Pipeline
-from l2tpreorder.daemon import reload_report
+from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.adapter import InPath
+from l2tpreorder.daemon.inpath.counters import ADAPTER_ROWS, WORKER_ROWS
 from l2tpreorder.daemon.inpath.nfqueue import NfQueue, read_queue_stats
-from l2tpreorder.daemon.metrics import PREFIX, MetricsServer, RelayCollector
-from l2tpreorder.daemon.privileges import CAP_NET_ADMIN, drop_privileges
-from l2tpreorder.daemon.relay.counters import RelayCounters
+from l2tpreorder.daemon.inpath.protocol import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
+from l2tpreorder.daemon.inpath.supervisor import supervise
+from l2tpreorder.daemon.metrics import PREFIX
+from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep
+from l2tpreorder.daemon.privileges import CAP_NET_ADMIN
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.state import consume_state, save_state
-
-if TYPE_CHECKING:
-    from l2tpreorder.daemon.control import ControlServer
+from l2tpreorder.daemon.service import Endpoints, Launch, Service, run_service
+from l2tpreorder.daemon.status import sessions_by_flow
 
 log = logging.getLogger("l2tpreorder")
 
 SHUTDOWN_DRAIN_READS = 64  # x 64 messages read and ordered at SIGTERM before accepting the rest
 READ_BATCHES_PER_WAKE = 16  # x 64 messages: bounded so timers and signals still run
-WORKER_METRICS_LINE = "l2tpreorder-worker-metrics-port="
-WORKER_CONTROL_ENV = "L2TPREORDER_WORKER_CONTROL"  # a supervised worker's control socket
+REFUSED_KEYS = ("inpath_queues",)  # the queues are bound once (and the supervisor's workers)
 
 
-class InPathSource:
-    """What the metrics collectors read: the pipeline's engines and the adapter's counters."""
+class KernelQueueCollector(Collector):
+    """The kernel's counters of our queues (/proc/net/netfilter/nfnetlink_queue)."""
 
-    def __init__(self, worker: InPathWorker) -> None:
-        self._worker = worker
+    def __init__(self, queues: list[int]) -> None:
+        self._queues = queues
 
-    @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        return self._worker.pipeline.engines
-
-    @property
-    def relay(self) -> RelayCounters:
-        """The relay families, filled from what in-path mode has in their place."""
-        c = self._worker.adapter.counters
-        r = RelayCounters()
-        r.rx_datagrams_lac = c.from_lac
-        r.rx_datagrams_lns = c.from_lns
-        r.tx_datagrams_lns = c.accepted
-        r.config_reloads_ok = self._worker.reloads_ok
-        r.config_reloads_failed = self._worker.reloads_failed
-        r.config_load_failing = self._worker.config_load_failing
-        return r
+    def collect(self) -> Any:
+        return kernel_queue_families(self._queues)
 
 
-class InPathCollector(Collector):
-    """The in-path families: per-queue adapter counters and the kernel's queue counters."""
-
-    def __init__(self, worker: InPathWorker) -> None:
-        self._worker = worker
-
-    def collect(self) -> Iterator[Metric]:
-        w = self._worker
-        q = str(w.queue_num)
-        c = w.adapter.counters
-        passed = CounterMetricFamily(
-            PREFIX + "inpath_passed_not_ours",
-            "Queued packets accepted untouched at once because they are not whole L2TPv2 "
-            "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
-            "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
-            "bits but a malformed header, not counted by the engine).",
-            labels=["queue", "reason"],
-        )
-        for reason in ("not_udp", "truncated", "not_l2tpv2", "malformed_l2tpv2"):
-            passed.add_metric([q, reason], getattr(c, reason))
-        verdicts = CounterMetricFamily(
-            PREFIX + "inpath_verdicts",
-            "Verdicts given: accept (untouched), accept_rewritten (renumber/strip), drop "
-            "(duplicate, late and stale packets).",
-            labels=["queue", "verdict"],
-        )
-        verdicts.add_metric([q, "accept"], c.accepted - c.accepted_rewritten)
-        verdicts.add_metric([q, "accept_rewritten"], c.accepted_rewritten)
-        verdicts.add_metric([q, "drop"], c.dropped)
-        queued = CounterMetricFamily(
-            PREFIX + "inpath_queued_packets", "Packets read from the queue.", labels=["queue"]
-        )
-        queued.add_metric([q], c.packets)
-        messages = CounterMetricFamily(
-            PREFIX + "inpath_verdict_messages",
-            "Netlink verdict messages sent (batch: one for a run of packets).",
-            labels=["queue", "kind"],
-        )
-        messages.add_metric([q, "single"], c.verdict_messages - c.batch_verdicts)
-        messages.add_metric([q, "batch"], c.batch_verdicts)
-        waiting = GaugeMetricFamily(
-            PREFIX + "inpath_awaiting_verdict",
-            "Packets read and held back (no verdict yet).",
-            labels=["queue"],
-        )
-        waiting.add_metric([q], w.adapter.held)
-        errors = CounterMetricFamily(
-            PREFIX + "inpath_verdict_errors",
-            "Verdicts the kernel refused (logged; e.g. EPERM without CAP_NET_ADMIN).",
-            labels=["queue"],
-        )
-        errors.add_metric([q], w.verdict_errors)
-        yield from (passed, verdicts, queued, messages, waiting, errors)
-        yield from kernel_queue_families([w.queue_num])
-
-
-def kernel_queue_families(queues: list[int]) -> Iterator[Metric]:
+def kernel_queue_families(queues: list[int]) -> list[Metric]:
     """/proc/net/netfilter/nfnetlink_queue for our queues (this network namespace)."""
     stats = read_queue_stats()
     dropped = CounterMetricFamily(
@@ -148,139 +75,72 @@ def kernel_queue_families(queues: list[int]) -> Iterator[Metric]:
         dropped.add_metric([str(n), "queue_full"], s.queue_dropped)
         dropped.add_metric([str(n), "socket_full"], s.user_dropped)
         backlog.add_metric([str(n)], s.waiting)
-    yield from (dropped, backlog)
+    return [dropped, backlog]
 
 
-class InPathWorker:
-    """One queue: read, hand to the pipeline, verdicts; one timer for the earliest deadline."""
+class InPathMode:
+    """In-path mode's adapter for the service: one NFQUEUE queue read into the pipeline, the
+    pipeline's output turned into verdicts (`InPath`, sans-IO, does the packet work)."""
+
+    name = "inpath"
+    keep_capabilities: tuple[int, ...] = (CAP_NET_ADMIN,)
+    refused_why = "needs a restart"
 
     def __init__(
         self,
         config: Config,
         queue_num: int,
-        reload_config: Callable[[], Config],
         *,
-        state_file: str | None = None,
-        notifier: Notifier | None = None,
-        report_metrics_port: bool = False,
-        control_socket: str | None = None,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.queue_num = queue_num
-        self._reload_config = reload_config
-        self.state_file = state_file
-        self.notifier = notifier or Notifier()
-        self._report_metrics_port = report_metrics_port
-        # Supervised: the private socket the supervisor asks (None: none); alone: the daemon's.
-        self._control_socket = control_socket
-        self.control: ControlServer | None = None
-        self.config_load_failing = 0
+        self.loop = loop
+        self.clock = clock
         self.pipeline = Pipeline(config.engine, reorder_from_lns=config.reorder_lns_to_lac)
         self.adapter = InPath(self.pipeline, queue_num)
         self.queue: NfQueue | None = None
-        self.metrics: MetricsServer | None = None
-        self.reloads_ok = 0
-        self.reloads_failed = 0
         self.verdict_errors = 0
         self._errors_logged_at = float("-inf")
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._stop: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_batch: Callable[[], None] = lambda: None
+        self._reading = False
+        self._started = time.monotonic()
 
-    async def run(self) -> int:
-        user = None
-        if self.config.user is not None:
-            try:
-                user = pwd.getpwnam(self.config.user)
-            except KeyError:  # config.check_host found it; it vanished since
-                log.error("user = %r: no such user; not starting", self.config.user)
-                return EX_CONFIG
-        loop = self._loop = asyncio.get_running_loop()
+    @property
+    def debug(self) -> DebugEvents | None:
+        return self.adapter.debug
+
+    @debug.setter
+    def debug(self, events: DebugEvents | None) -> None:
+        self.adapter.debug = events
+
+    @property
+    def held(self) -> int:
+        """Packets read and still without a verdict (a worker row)."""
+        return self.adapter.held
+
+    # --- I/O -----------------------------------------------------------------------------------
+
+    def bind(self) -> None:
         try:
             self.queue = NfQueue(self.queue_num, maxlen=self.config.inpath_queue_maxlen)
         except OSError as e:
-            log.error(
-                "cannot bind NFQUEUE %d: %s (needs CAP_NET_ADMIN; is another reader bound?)",
-                self.queue_num,
-                e.strerror or e,
-            )
-            return 1
-        self._stop = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._request_stop, sig)
-        self._restore()
-        self.metrics = self._start_metrics()
-        if self._control_socket is not None or not self._report_metrics_port:
-            from l2tpreorder.daemon.inpath.control import start_worker_control
+            raise BindError(
+                f"cannot bind NFQUEUE {self.queue_num}: {e.strerror or e} (needs CAP_NET_ADMIN; "
+                "is another reader bound?)"
+            ) from None
 
-            owner = (user.pw_uid, user.pw_gid) if user is not None else None
-            self.control = await start_worker_control(self, self._control_socket, owner)
-        if user is not None:
-            error = drop_privileges(user, keep=(CAP_NET_ADMIN,))
-            if error is not None:
-                log.error("%s", error)
-                self._shutdown()
-                return 1
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        loop.add_reader(self.queue.fileno(), self._readable)
-        status = self.status_line()
-        log.info("%s", status)
-        self.notifier.ready(status)
-        try:
-            await self._stop
-        finally:
-            self.notifier.stopping()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            self._shutdown()
-            self.notifier.close()
-        return 0
+    def start_reading(self, on_batch: Callable[[], None]) -> None:
+        assert self.queue is not None
+        self._on_batch = on_batch
+        self.loop.add_reader(self.queue.fileno(), self._readable)
+        self._reading = True
 
-    def status_line(self) -> str:
-        e = self.config.engine
-        return (
-            f"in-path on NFQUEUE {self.queue_num}, reorder timeout "
-            f"{e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing.value}"
-        )
-
-    def _start_metrics(self) -> MetricsServer | None:
-        settings = self.config.metrics
-        if not settings.enabled and not self._report_metrics_port:
-            return None
-        if self._report_metrics_port:  # a supervised worker: loopback, any port, told upwards
-            from dataclasses import replace
-
-            settings = replace(settings, listen="127.0.0.1", port=0, tls_cert=None, tls_key=None)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(RelayCollector(InPathSource(self), settings))
-        registry.register(InPathCollector(self))
-        try:
-            server = MetricsServer(settings, registry)
-        except OSError as e:
-            log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
-            if self._report_metrics_port:  # still tell the supervisor we are up (port 0: none)
-                print(f"{WORKER_METRICS_LINE}0", flush=True)
-            return None
-        if self._report_metrics_port:
-            print(f"{WORKER_METRICS_LINE}{server.port}", flush=True)
-        else:
-            log.info("metrics: http://%s:%d/metrics", settings.listen, server.port)
-        return server
-
-    def _restore(self) -> None:
-        path = self.state_file
-        if path is None:
-            return
-        saved = consume_state(
-            path,
-            max_age=self.config.peer_idle_timeout,
-            sequencing=self.config.engine.sequencing.value,
-        )
-        if saved is None:
-            return
-        n = saved.restore(self.pipeline.engine, time.monotonic())
-        log.info("restored %d sessions from %s", n, path)
+    def stop_reading(self) -> None:
+        if self._reading and self.queue is not None:
+            self.loop.remove_reader(self.queue.fileno())
+        self._reading = False
 
     def _readable(self) -> None:
         q = self.queue
@@ -289,10 +149,38 @@ class InPathWorker:
             packets = q.read()
             if not packets:
                 break
-            q.send(self.adapter.handle(packets, time.monotonic()))
+            q.send(self.adapter.handle(packets, self.clock()))
         if q.errors:
             self._report_errors(q.errors)
-        self._arm()
+        self._on_batch()
+
+    def drain_for_stop(self, now: float) -> None:
+        """What already waits in the socket still gets ordered (bounded: traffic goes on); the
+        service then releases everything held in order, and `close` accepts the rest unordered
+        before the unbind, which would drop it."""
+        q = self.queue
+        if q is None:
+            return
+        for _ in range(SHUTDOWN_DRAIN_READS):
+            packets = q.read()
+            if not packets:
+                break
+            q.send(self.adapter.handle(packets, self.clock()))
+
+    def transmit(self) -> None:
+        if self.queue is not None:
+            self.queue.send(self.adapter.release())
+
+    def close(self) -> None:
+        q = self.queue
+        if q is None:
+            return
+        q.send(self.adapter.accept_pending())  # nothing should be left; never strand one
+        q.accept_all(self.adapter.last_id)
+        if q.errors:
+            self._report_errors(q.errors)
+        q.close()
+        self.queue = None
 
     def _report_errors(self, errors: list[int]) -> None:
         """The kernel refused verdicts: say so (at most every 10 s), never silently."""
@@ -310,145 +198,127 @@ class InPathWorker:
             )
         errors.clear()
 
-    def _expire(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        assert self.queue is not None
-        self.queue.send(self.adapter.expire(time.monotonic()))
-        self._arm()
-
-    def _arm(self) -> None:
-        """Keep ONE timer at the pipeline's earliest deadline."""
-        deadline = self.pipeline.next_deadline()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            loop = self._loop
-            assert loop is not None
-            self._timer = loop.call_at(loop.time() + (deadline - time.monotonic()), self._expire)
-
-    def _request_stop(self, sig: int) -> None:
-        if self._stop is not None and not self._stop.done():
-            log.info("%s: stopping, accepting held packets in order", signal.Signals(sig).name)
-            self._stop.set_result(None)
-
-    def _shutdown(self) -> None:
-        """Accept everything held, in order; save the numbering; unbind (bypass from now)."""
-        q = self.queue
-        if q is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(q.fileno())
-            # What already waits in the socket still gets ordered (bounded: traffic goes on),
-            # then everything held is released in order, then the rest is accepted unordered
-            # before the unbind, which would drop it.
-            for _ in range(SHUTDOWN_DRAIN_READS):
-                packets = q.read()
-                if not packets:
-                    break
-                q.send(self.adapter.handle(packets, time.monotonic()))
-            q.send(self.adapter.flush(time.monotonic()))
-            q.accept_all(self.adapter.last_id)
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.state_file is not None:
-            try:
-                n = save_state(self.pipeline.engine, self.state_file, {"queue": self.queue_num})
-                log.info("saved %d sessions to %s", n, self.state_file)
-            except (OSError, TypeError) as e:
-                log.error("cannot save state to %s: %s", self.state_file, e)
-        if q is not None:
-            q.close()
-            self.queue = None
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
-        if self.control is not None:
-            self.control.close()
-            self.control = None
-        c = self.adapter.counters
-        log.info(
-            "stopped: %d packets queued, %d accepted (%d rewritten), %d dropped, %d not ours",
-            c.packets,
-            c.accepted,
-            c.accepted_rewritten,
-            c.dropped,
-            c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2,
-        )
-
-    def reload(self) -> tuple[str | None, list[str]]:
-        """SIGHUP or `l2tpreorder reload`: new engine settings for the running sessions; a bad
-        file changes nothing. Returns (error or None, notes on changes not applied)."""
-        self.notifier.reloading()
-        try:
-            new = self._reload_config()
-        except ConfigError as e:
-            self.reloads_failed += 1
-            self.config_load_failing = 1
-            log.error("reload failed, keeping the running configuration: %s", e)
-            self.notifier.ready(self.status_line())
-            return str(e), []
-        self.config_load_failing = 0
-        for line in reload_report.changes(self.config, new) or ["no setting changed"]:
-            log.info("reload: %s", line)
-        notes = []
-        if new.inpath_queues != self.config.inpath_queues or new.mode != self.config.mode:
-            notes.append("mode/inpath queues changed; not applied (restart the service)")
-            log.warning("reload: %s", notes[-1])
-        self.pipeline.reconfigure(
-            new.engine, time.monotonic(), reorder_from_lns=new.reorder_lns_to_lac
-        )
+    def reconfigure(self, new: Config) -> list[str]:
+        refused = [key for key in REFUSED_KEYS if getattr(new, key) != getattr(self.config, key)]
         self.config = new
-        logging.getLogger().setLevel(new.log_level.upper())
-        self.reloads_ok += 1
-        if self.queue is not None:
-            self.queue.send(self.adapter.expire(time.monotonic()))
-            self._arm()
-        log.info("configuration reloaded: %s", self.status_line())
-        self.notifier.ready(self.status_line())
-        return None, notes
+        return refused
+
+    # --- what the service reads ----------------------------------------------------------------
+
+    def counter_tables(self) -> list[CounterTable]:
+        q = {"queue": str(self.queue_num)}
+        return [(ADAPTER_ROWS, self.adapter.counters, q), (WORKER_ROWS, self, q)]
+
+    def collectors(self) -> list[Collector]:
+        return [KernelQueueCollector([self.queue_num])]
+
+    def report_detail(self, key: str) -> str | None:
+        return None
+
+    def housekeeping_steps(self) -> list[HousekeepingStep]:
+        return []
+
+    def state_extra(self) -> tuple[dict[str, Any], str]:
+        return {"queue": self.queue_num}, ""
+
+    def restore_extra(self, extra: dict[str, Any], now: float) -> str:
+        return ""
+
+    def status_fields(self, now: float) -> dict[str, Any]:
+        """Peers keyed by the LAC's address (in the path the LNS sees the LAC's own), and this
+        queue's line with the kernel's counters."""
+        q = self.queue_num
+        peers = [
+            _peer(flow, sessions, q)
+            for flow, sessions in sessions_by_flow(self.pipeline, now).items()
+        ]
+        peers.sort(key=lambda p: p["lac"])
+        c = self.adapter.counters
+        kernel = read_queue_stats().get(q)
+        queue = {
+            "queue": q,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "awaiting_verdict": self.adapter.held,
+            "counters": c.as_dict(),
+            "verdict_errors": self.verdict_errors,
+            "kernel": None
+            if kernel is None
+            else {
+                "waiting": kernel.waiting,
+                "queue_full_drops": kernel.queue_dropped,
+                "socket_full_drops": kernel.user_dropped,
+            },
+        }
+        totals = {
+            "peers": len(peers),
+            "rx_datagrams_lac": c.from_lac,
+            "rx_datagrams_lns": c.from_lns,
+        }
+        return {"totals": totals, "queues": [queue], "peers": peers}
+
+    def status_line(self) -> str:
+        e = self.config.engine
+        return (
+            f"in-path on NFQUEUE {self.queue_num}, reorder timeout "
+            f"{e.reorder_timeout * 1000:g} ms, sequencing {e.sequencing.value}"
+        )
+
+    def final_line(self) -> str:
+        c = self.adapter.counters
+        return (
+            f"{c.packets} packets queued, {c.accepted} accepted ({c.accepted_rewritten} "
+            f"rewritten), {c.dropped} dropped, "
+            f"{c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2} not ours"
+        )
 
 
-def run_inpath(
-    config: Config,
-    load: Callable[[], Config],
-    config_path: str | None,
-    overrides: Sequence[str] = (),
-) -> int:
-    """`l2tpreorder run` in in-path mode: the worker itself, or the supervisor of several
-    (`overrides`: the command line's flags over the file, handed on to every worker)."""
-    if len(config.inpath_queues) > 1:
-        from l2tpreorder.daemon.inpath.supervisor import supervise
-
-        return supervise(config, config_path, overrides)
-    queue = config.inpath_queues[0]
-    return run_worker(config, load, queue, report_metrics_port=False)
+def _peer(flow: Hashable, sessions: list[dict[str, Any]], queue: int) -> dict[str, Any]:
+    lac = format_address((str(flow[0]), int(flow[1])))  # type: ignore[index]
+    return {
+        "lac": lac,
+        "upstream": lac,  # in the path, the LNS sees the LAC's own address
+        "queue": queue,
+        "last_seen_s": min(d["last_seen_s"] for d in sessions),
+        "sessions": [{**d, "queue": queue} for d in sessions],
+    }
 
 
-def run_worker(
-    config: Config, load: Callable[[], Config], queue: int, *, report_metrics_port: bool
-) -> int:
-    worker = InPathWorker(
-        config,
-        queue,
-        load,
-        # One queue: `state_file` itself (as relay mode); several: one file per worker.
-        state_file=state_file_path(config, queue if len(config.inpath_queues) > 1 else None),
-        notifier=None if not report_metrics_port else Notifier({}),
-        report_metrics_port=report_metrics_port,
-        control_socket=os.environ.get(WORKER_CONTROL_ENV) if report_metrics_port else None,
-    )
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    try:
-        import uvloop
+def launch(run: Launch) -> int:
+    """`l2tpreorder run` in in-path mode: a supervised worker (`--inpath-worker N`), the one
+    worker of one queue, or the supervisor of several."""
+    config = run.config
+    if run.inpath_worker is None and len(config.inpath_queues) > 1:
+        return supervise(config, run.config_path, run.overrides)
+    supervised = run.inpath_worker is not None
+    queue = run.inpath_worker if run.inpath_worker is not None else config.inpath_queues[0]
+    endpoints = Endpoints()
+    if supervised:
+        control_path = os.environ.get(WORKER_CONTROL_ENV)
+        endpoints = Endpoints(
+            control=control_path is not None,
+            control_path=control_path,
+            report_metrics_port=_report_metrics_port,
+        )
 
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        code = runner.run(worker.run())
+    def make() -> Service:
+        mode = InPathMode(config, queue, loop=asyncio.get_running_loop())
+        return Service(
+            config,
+            mode,
+            run.load,
+            load_file=run.load_file,
+            notifier=Notifier({}) if supervised else None,
+            # One queue: `state_file` itself (as relay mode); several: one file per worker.
+            state_file=state_file_path(config, queue if len(config.inpath_queues) > 1 else None),
+            endpoints=endpoints,
+        )
+
+    code = run_service(make)
     sys.stdout.flush()
     return code
+
+
+def _report_metrics_port(port: int) -> None:
+    """Tell the supervisor where this worker's loopback metrics are (0: none)."""
+    print(f"{WORKER_METRICS_LINE}{port}", flush=True)

@@ -13,10 +13,10 @@ Kept apart on purpose:
 - `sockets.UdpSocket` is the only code that reads or writes datagrams (`read`, `send`,
   `send_many`): recvmmsg batches and UDP GSO runs through `mmsg` (ctypes), plain calls where
   unavailable. `admission` decides which sources may become peers; `state` holds the file format.
-- `Relay` feeds batches into the `Pipeline` (both directions, sans-IO), sends what its
-  `take_output()` returns, and keeps ONE loop timer armed for the pipeline's earliest deadline,
-  re-armed after each batch only when that deadline moved. Which control messages end sessions
-  is the pipeline's business, not the relay's.
+- `Relay` is relay mode's adapter for the one service (`daemon/mode.py`): it feeds batches into
+  the `Pipeline` (both directions, sans-IO), sends what its `take_output()` returns, and tells
+  the service after each batch (`on_batch`), which re-arms the one timer. Which control
+  messages end sessions is the pipeline's business, not the relay's.
 
 The per-packet path logs nothing and counts with plain ints. It never sends anywhere but the
 configured LNS or a LAC that sent to us first: it cannot be used as a UDP reflector.
@@ -36,14 +36,18 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
+from prometheus_client.registry import Collector
+
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
-from l2tpreorder.core.snapshot import restore_engine
-from l2tpreorder.daemon import mmsg, state
+from l2tpreorder.daemon import status
 from l2tpreorder.daemon.debug_log import DebugEvents
+from l2tpreorder.daemon.mode import CounterTable, HousekeepingStep
+from l2tpreorder.daemon.relay import saved_peers as state
 from l2tpreorder.daemon.relay.admission import Admission
-from l2tpreorder.daemon.relay.counters import RelayCounters
+from l2tpreorder.daemon.relay.counters import RELAY_ROWS, RelayCounters
+from l2tpreorder.daemon.relay.fd_limit import raise_fd_limit, warn_if_open
 from l2tpreorder.daemon.relay.lns_health import LnsHealth, drain_icmp_errors, enable_icmp_errors
 from l2tpreorder.daemon.relay.loopback_sources import LoopbackSources, lns_is_ipv4_loopback
 from l2tpreorder.daemon.relay.sockets import BATCH, BindError, UdpSocket, set_buffers, udp_drops
@@ -75,7 +79,11 @@ class Peer:
 
 
 class Relay:
-    """Moves datagrams between LACs and the LNS through the reorder engine(s)."""
+    """Moves datagrams between LACs and the LNS through the reorder engine(s): relay mode."""
+
+    name = "relay"
+    keep_capabilities: tuple[int, ...] = ()
+    refused_why = "needs new sockets"
 
     def __init__(
         self,
@@ -104,23 +112,15 @@ class Relay:
             # from an older state file keeps it (and its xl2tpd tunnel) without colliding.
             self._sources = LoopbackSources({"127.0.0.0", "127.255.255.255", self._upstream_ip})
         self.admission = Admission(config.allow, config.lns, lambda: self.bound_addresses)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when: float | None = None
-        # The engine deadline timer: a timerfd on the monotonic clock when the relay stamps
-        # packets with it (exact wake-ups, never early); else a loop timer that re-arms itself
-        # when it fires before the deadline (libuv ticks in cached milliseconds).
-        self._timerfd: mmsg.TimerFd | None = None
-        if mmsg.AVAILABLE and clock is time.monotonic:
-            with contextlib.suppress(OSError):
-                self._timerfd = mmsg.TimerFd()
-        self._timerfd_reading = False
+        # The service's: transmit and re-arm its one timer (after a batch, a peer removed).
+        self._on_batch: Callable[[], None] = lambda: None
         self._drops_seen: dict[int, int] = {}  # socket fd -> SO_RXQ_OVFL count last acted on
         self._reading = False
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
         self.health = LnsHealth(config.lns, self.counters)
-        # --log-level debug: a logging wrapper around pipeline.from_lac (debug_log.py); None =
-        # the pipeline is called directly.
+        # --log-level debug: a logging wrapper around pipeline.from_lac (debug_log.py), set by
+        # the service; None = the pipeline is called directly.
         self.debug: DebugEvents | None = None
         self._upstream: UpstreamPoller[Peer] = UpstreamPoller(
             self._on_lns_readable, self._on_lns_error
@@ -135,6 +135,7 @@ class Relay:
 
     def bind(self) -> None:
         """Bind every listen address; raises BindError (all or nothing)."""
+        raise_fd_limit(self.config.max_peers)
         try:
             for address in self.config.listen:
                 try:
@@ -147,17 +148,16 @@ class Relay:
                 sock.close()
             self.listeners.clear()
             raise
+        warn_if_open(self.config)
 
     @property
     def bound_addresses(self) -> list[Address]:
         return [s.sock.getsockname()[:2] for s in self.listeners]  # (ip, port), as peers' flows
 
-    def start_reading(self) -> None:
+    def start_reading(self, on_batch: Callable[[], None] = lambda: None) -> None:
+        self._on_batch = on_batch
         for lsock in self.listeners:
             self.loop.add_reader(lsock.fd, self._on_lac_readable, lsock)
-        if self._timerfd is not None and not self._timerfd_reading:
-            self.loop.add_reader(self._timerfd.fd, self._on_timerfd)
-            self._timerfd_reading = True
         self.loop.add_reader(self._upstream.fd, self._upstream.dispatch)
         self._reading = True
 
@@ -170,23 +170,11 @@ class Relay:
             self.loop.remove_reader(lsock.fd)
         self.loop.remove_reader(self._upstream.fd)
 
-    def shutdown(self, state_file: str | None = None) -> None:
-        """Stop reading, deliver everything held in order, save state, close every socket."""
-        self.stop_reading()
-        self.pipeline.flush(self.clock())
-        self._send_out()
-        if state_file is not None:
-            self.save_state(state_file)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_when = None
-        if self._timerfd is not None:
-            if self._timerfd_reading:
-                self.loop.remove_reader(self._timerfd.fd)
-                self._timerfd_reading = False
-            self._timerfd.close()
-            self._timerfd = None
+    def drain_for_stop(self, now: float) -> None:
+        """Nothing: at a stop the relay reads no more (what waits in the sockets stays)."""
+
+    def close(self) -> None:
+        """After the final flush and save: close every socket (idempotent)."""
         for peer in self.peers.values():
             self._upstream.remove(peer.up.fd)
             self._release_source(peer)
@@ -385,48 +373,12 @@ class Relay:
         c.tx_datagrams_lac += sent
         return sent
 
-    def next_deadline(self) -> float | None:
-        return self.pipeline.next_deadline()
+    def transmit(self) -> None:
+        self._send_out()
 
     def _rearm(self) -> None:
-        """Keep the single timer on the engines' earliest deadline; touch it only on change."""
-        deadline = self.next_deadline()
-        if deadline == self._timer_when:
-            return
-        self._timer_when = deadline
-        if self._timerfd is not None:
-            self._timerfd.arm(deadline)
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        if deadline is None:
-            self._timer = None
-        else:
-            self._timer = self.loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
-
-    def _on_timerfd(self) -> None:
-        assert self._timerfd is not None
-        self._timerfd.clear()
-        self._timer_when = None
-        self._expire_due()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_when = None
-        now = self.clock()
-        deadline = self.next_deadline()
-        if deadline is not None and deadline > now:
-            # Fired early (loop timers tick in whole, cached milliseconds): wait the rest,
-            # at least one tick, rather than spinning through zero-delay timers.
-            self._timer_when = deadline
-            self._timer = self.loop.call_later(max(deadline - now, 0.001), self._on_timer)
-            return
-        self._expire_due()
-
-    def _expire_due(self) -> None:
-        self.pipeline.expire(self.clock())
-        self._send_out()
-        self._rearm()
+        """The service transmits and re-arms its one timer on the pipeline's deadline."""
+        self._on_batch()
 
     # --- housekeeping (once a second from the daemon) ------------------------------------------
 
@@ -466,11 +418,12 @@ class Relay:
 
     # --- restarts ----------------------------------------------------------------------------
 
-    def save_state(self, path: str) -> bool:
-        """Write the engines' sessions and each peer's upstream port (call after a flush).
+    def state_extra(self) -> tuple[dict[str, Any], str]:
+        """Each peer's addresses and upstream port for the state file (the service saves the
+        sessions of both directions beside them).
 
         xl2tpd's tunnel socket is connected to the source port it first saw, and in renumber
-        mode it has seen our Ns: both must survive a restart. Failure is logged, never raised.
+        mode it has seen our Ns: both must survive a restart.
         """
         peers = [
             state.peer_entry(
@@ -481,31 +434,20 @@ class Relay:
             )
             for peer in self.peers.values()
         ]
-        extra: dict[str, Any] = {"peers": peers, "lns_to_lac": None}
-        to_lac = self.pipeline.engine_to_lac
-        if to_lac is not None:
-            extra["lns_to_lac"] = state.export_engine(to_lac)
-        try:
-            count = state.save_state(self.pipeline.engine, path, extra)
-        except (OSError, TypeError, ValueError) as e:
-            log.error("cannot save state to %s: %s (a restart will renumber afresh)", path, e)
-            return False
-        log.info("saved state of %d sessions and %d LAC peers to %s", count, len(peers), path)
-        return True
+        return {"peers": peers}, f" and {len(peers)} LAC peers"
 
-    def restore_state(self, saved: state.SavedState) -> tuple[int, int]:
-        """Recreate saved sessions and peers with their old upstream ports; before reading.
+    def restore_extra(self, extra: dict[str, Any], now: float) -> str:
+        """Recreate saved peers with their old upstream ports; before reading.
 
         `extra` is only checked for its JSON shape by `state.load_state`, so every peer entry is
         validated here (`parse_saved_peers`): a bad entry is reported and skipped, never raised.
         A peer that is no longer allowed, whose listen address is gone or whose port cannot be
         bound again is skipped with a warning: it gets a new port when it next sends.
-        Returns (sessions, peers) restored.
+        Returns the log line's words for the peers restored.
         """
-        now = self.clock()
         listeners = {tuple(s.sock.getsockname()[:2]): s for s in self.listeners}
         restored_peers = 0
-        saved_peers, problems = state.parse_saved_peers(saved.extra.get("peers"))
+        saved_peers, problems = state.parse_saved_peers(extra.get("peers"))
         for problem in problems:
             log.warning("state: %s; that entry is skipped", problem)
         for p in saved_peers:
@@ -561,15 +503,7 @@ class Relay:
             peer.cmsg = p.cmsg if lsock.pktinfo else None
             self._add_peer(peer)
             restored_peers += 1
-        sessions = saved.restore(self.pipeline.engine, now)
-        down = saved.extra.get("lns_to_lac")
-        to_lac = self.pipeline.engine_to_lac
-        if down is not None and to_lac is not None:
-            try:
-                sessions += restore_engine(to_lac, *state.parse_engine(down), now)
-            except ValueError as e:
-                log.warning("state: LNS-to-LAC sessions not restored: %s", e)
-        return sessions, restored_peers
+        return f" and {restored_peers} LAC peers (with their upstream ports)"
 
     def _release_source(self, peer: Peer) -> None:
         if self._sources is None:
@@ -601,19 +535,10 @@ class Relay:
 
     # --- SIGHUP ------------------------------------------------------------------------------
 
-    def set_debug(self, enabled: bool) -> None:
-        """Debug lines on or off (start, reload); off costs nothing per datagram."""
-        if enabled and self.debug is None:
-            self.debug = DebugEvents(self.pipeline)
-        elif not enabled and self.debug is not None:
-            self.debug.close()
-            self.debug = None
-
     def reconfigure(self, new: Config) -> list[str]:
         """Apply what can change live; returns the keys refused because they need a rebind."""
         refused = self.config.rebind_changes(new)
         now = self.clock()
-        self.pipeline.reconfigure(new.engine, now, reorder_from_lns=new.reorder_lns_to_lac)
         self._send_out()
         self.admission.reconfigure(new.allow)
         # Keep the sockets' settings (refused keys) from the running config.
@@ -625,4 +550,68 @@ class Relay:
             self._remove_peer(peer, now)
         self._send_out()
         self._rearm()
+        warn_if_open(self.config)
         return refused
+
+    # --- what the service reads (metrics, drop reports, status, housekeeping) -----------------
+
+    def counter_tables(self) -> list[CounterTable]:
+        return [(RELAY_ROWS, self.counters, {})]
+
+    def collectors(self) -> list[Collector]:
+        return []
+
+    def report_detail(self, key: str) -> str | None:
+        if key == "not_allowed":
+            return f"top sources: {self.counters.top_not_allowed()}"
+        return None
+
+    def housekeeping_steps(self) -> list[HousekeepingStep]:
+        return [
+            ("idle peer expiry", self.remove_idle),
+            ("socket drop count", lambda _: self.update_socket_drops()),
+            ("LNS health", self.health.tick),
+        ]
+
+    def status_fields(self, now: float) -> dict[str, Any]:
+        """Each LAC peer with the upstream address xl2tpd sees it as, and its sessions."""
+        by_flow = status.sessions_by_flow(self.pipeline, now)
+        peers = []
+        for key, peer in self.peers.items():
+            try:
+                upstream = format_address(peer.up.sock.getsockname()[:2])
+            except OSError:
+                upstream = "?"
+            peers.append(
+                {
+                    "lac": format_address(peer.flow),
+                    "upstream": upstream,
+                    "last_seen_s": round(max(0.0, now - peer.last_seen), 3),
+                    "sessions": by_flow.pop(key, []),
+                }
+            )
+        c = self.counters
+        return {
+            "lns": format_address(self.config.lns),
+            "lns_health": {"answering": self.health.reason is None, "problem": self.health.reason},
+            "totals": {
+                "peers": len(self.peers),
+                "rx_datagrams_lac": c.rx_datagrams_lac,
+                "rx_datagrams_lns": c.rx_datagrams_lns,
+            },
+            "peers": peers,
+        }
+
+    def status_line(self) -> str:
+        c = self.config
+        return (
+            f"relaying {', '.join(format_address(a) for a in c.listen)} -> "
+            f"{format_address(c.lns)}, reorder timeout {c.engine.reorder_timeout * 1000:g} ms"
+        )
+
+    def final_line(self) -> str:
+        return (
+            f"{self.counters.rx_datagrams_lac} datagrams from LACs, "
+            f"{self.counters.tx_datagrams_lns} to the LNS, "
+            f"{self.pipeline.counters.released} released after hold"
+        )

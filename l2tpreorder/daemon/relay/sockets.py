@@ -17,6 +17,7 @@ from typing import Any
 
 from l2tpreorder.config import Address, format_address
 from l2tpreorder.daemon import mmsg
+from l2tpreorder.daemon.mode import BindError as ModeBindError
 
 # Datagrams read per readiness callback before the batch is processed (bounds latency and lets
 # other sockets and the timer run under a flood).
@@ -33,7 +34,7 @@ IN_PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 SOURCE_CACHE = 65536
 
 
-class BindError(Exception):
+class BindError(ModeBindError):
     """A listen address could not be bound; the message tells the operator what to do."""
 
     def __init__(self, address: Address, err: OSError) -> None:
@@ -149,9 +150,7 @@ class UdpSocket:
         found = [cache.get(raw) or self._decode(raw) for raw in st.unpack_from(mem, ring.names_at)]
         cmsgs = None
         if self.pktinfo:
-            cmsgs = [
-                _pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)
-            ]
+            cmsgs = [_pktinfo_reply(ring.control(i, lengths[2 * i])) for i in range(n)]
         last = lengths[2 * n - 2]
         if last:
             count = mmsg.drops_in(ring.control(n - 1, last))
@@ -185,9 +184,7 @@ class UdpSocket:
         """The address to send to for a source (IPv6: with flow info and scope id)."""
         return self._full.get(source, source)
 
-    def _read_loop(
-        self, limit: int
-    ) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
+    def _read_loop(self, limit: int) -> tuple[list[bytes], list[tuple[str, int]], list[Any] | None]:
         datas: list[bytes] = []
         sources: list[tuple[str, int]] = []
         cmsgs: list[Any] | None = [] if self.pktinfo else None

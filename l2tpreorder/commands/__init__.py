@@ -1,0 +1,1 @@
+"""The command-line clients of the running daemon (`status`, `reload`); `cli.py` dispatches."""

@@ -1,0 +1,72 @@
+"""In-path mode's counter rows: the adapter's `InPathCounters` and the worker's own numbers,
+with the families they are exported under (each labelled by queue).
+
+The queue label's value is the worker's (`CounterTable` labels); the supervisor of several
+workers keeps it when it merges their families.
+"""
+
+from __future__ import annotations
+
+from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC, Counter, Kind, Source, family
+from l2tpreorder.daemon.counters import SOCKET_RX, SOCKET_TX
+
+Q = "queue"
+PASSED_NOT_OURS = family(
+    "inpath_passed_not_ours",
+    "Queued packets accepted untouched at once because they are not whole L2TPv2 "
+    "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
+    "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
+    "bits but a malformed header, not counted by the engine).",
+    Q,
+    "reason",
+)
+VERDICTS = family(
+    "inpath_verdicts",
+    "Verdicts given: accept (untouched), accept_rewritten (renumber/strip), drop "
+    "(duplicate, late and stale packets).",
+    Q,
+    "verdict",
+)
+QUEUED = family("inpath_queued_packets", "Packets read from the queue.", Q)
+MESSAGES = family(
+    "inpath_verdict_messages",
+    "Netlink verdict messages sent (batch: one for a run of packets).",
+    Q,
+    "kind",
+)
+AWAITING = family(
+    "inpath_awaiting_verdict",
+    "Packets read and held back (no verdict yet).",
+    Q,
+    kind=Kind.GAUGE,
+)
+VERDICT_ERRORS = family(
+    "inpath_verdict_errors",
+    "Verdicts the kernel refused (logged; e.g. EPERM without CAP_NET_ADMIN).",
+    Q,
+)
+
+A = Source.DAEMON
+# Rows of `InPathCounters` (inpath/adapter.py).
+ADAPTER_ROWS: tuple[Counter, ...] = (
+    Counter(A, "not_udp", PASSED_NOT_OURS, ("not_udp",)),
+    Counter(A, "truncated", PASSED_NOT_OURS, ("truncated",)),
+    Counter(A, "not_l2tpv2", PASSED_NOT_OURS, ("not_l2tpv2",)),
+    Counter(A, "malformed_l2tpv2", PASSED_NOT_OURS, ("malformed_l2tpv2",)),
+    Counter(A, "accepted_untouched", VERDICTS, ("accept",)),
+    Counter(A, "accepted_rewritten", VERDICTS, ("accept_rewritten",)),
+    Counter(A, "dropped", VERDICTS, ("drop",)),
+    Counter(A, "packets", QUEUED),
+    Counter(A, "single_verdicts", MESSAGES, ("single",)),
+    Counter(A, "batch_verdicts", MESSAGES, ("batch",)),
+    # What relay mode counts at its sockets, from the queue: read per direction; every
+    # accept verdict is a datagram sent on.
+    Counter(A, "from_lac", SOCKET_RX, (LAC_TO_LNS,)),
+    Counter(A, "from_lns", SOCKET_RX, (LNS_TO_LAC,)),
+    Counter(A, "accepted", SOCKET_TX, (LAC_TO_LNS,)),
+)
+# Rows of the worker (`InPathMode`): what the kernel did with our verdicts and what waits.
+WORKER_ROWS: tuple[Counter, ...] = (
+    Counter(A, "held", AWAITING),
+    Counter(A, "verdict_errors", VERDICT_ERRORS),
+)
