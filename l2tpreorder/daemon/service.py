@@ -33,7 +33,7 @@ from l2tpreorder.config import (
     state_file_path,
 )
 from l2tpreorder.core import counters
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
@@ -147,7 +147,7 @@ class RelaySource:
         self._relay = relay
 
     @property
-    def engines(self) -> dict[str, ReorderEngine]:
+    def engines(self) -> dict[str, DirectionView]:
         return self._relay.engines
 
     @property

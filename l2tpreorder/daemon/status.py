@@ -15,7 +15,8 @@ from collections.abc import Hashable
 from typing import Any
 
 from l2tpreorder.config import format_address
-from l2tpreorder.core.engine import ReorderEngine, Session
+from l2tpreorder.core.counters import LAC_TO_LNS
+from l2tpreorder.core.views import DirectionView, Session
 from l2tpreorder.daemon.control import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -31,11 +32,9 @@ from l2tpreorder.daemon.relay.adapter import Relay
 # forwarded at once (the gap was already given up) count as `late` or `out of order`, not here.
 
 
-def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any]:
-    # The session's own timeout where the engine adapts it (`timeout_of`, adaptive mode),
-    # else the configured one.
-    timeout_of = getattr(engine, "timeout_of", None)
-    timeout = timeout_of(s) if callable(timeout_of) else engine.config.reorder_timeout
+def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
+    # The session's own timeout where the engine adapts it (adaptive mode), else the configured.
+    timeout = view.timeout_of(s)
     return {
         "tunnel_id": s.tunnel_id,
         "session_id": s.session_id,
@@ -55,10 +54,10 @@ def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any
 def snapshot(relay: Relay, extra: dict[str, Any]) -> dict[str, Any]:
     """Everything `status` shows, as JSON-ready values (called on the event loop)."""
     now = relay.clock()
-    engine = relay.pipeline.engine
+    view = relay.pipeline.directions()[LAC_TO_LNS]
     by_flow: dict[Hashable, list[dict[str, Any]]] = {}
-    for s in engine.sessions():
-        by_flow.setdefault(s.flow, []).append(session_json(s, engine, now))
+    for s in view.sessions():
+        by_flow.setdefault(s.flow, []).append(session_json(s, view, now))
     peers = []
     for key, peer in relay.peers.items():
         try:
@@ -77,11 +76,11 @@ def snapshot(relay: Relay, extra: dict[str, Any]) -> dict[str, Any]:
     c = relay.counters
     totals = {
         "peers": len(relay.peers),
-        "sessions": engine.session_count,
-        "held": engine.counters.held_packets,
+        "sessions": view.session_count,
+        "held": view.counters.held_packets,
         "rx_datagrams_lac": c.rx_datagrams_lac,
         "rx_datagrams_lns": c.rx_datagrams_lns,
-        "reordered": engine.counters.released,
+        "reordered": view.counters.released,
     }
     health = {"answering": relay.health.reason is None, "problem": relay.health.reason}
     return {"ok": True, **extra, "lns_health": health, "totals": totals, "peers": peers}

@@ -23,6 +23,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from l2tpreorder.config import format_address
+from l2tpreorder.core.counters import LAC_TO_LNS
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.inpath.nfqueue import read_queue_stats
 from l2tpreorder.daemon.status import session_json
@@ -48,11 +49,11 @@ def worker_socket(control_path: str, queue: int) -> str:
 def worker_status(worker: InPathWorker, started: float) -> dict[str, Any]:
     """One queue's live state in the relay's JSON shape, peers keyed by the LAC's address."""
     now = time.monotonic()
-    engine = worker.pipeline.engine
+    view = worker.pipeline.directions()[LAC_TO_LNS]
     q = worker.queue_num
     by_flow: dict[Hashable, list[dict[str, Any]]] = {}
-    for s in engine.sessions():
-        by_flow.setdefault(s.flow, []).append({**session_json(s, engine, now), "queue": q})
+    for s in view.sessions():
+        by_flow.setdefault(s.flow, []).append({**session_json(s, view, now), "queue": q})
     peers = []
     for flow, sessions in by_flow.items():
         lac = format_address((str(flow[0]), int(flow[1])))  # type: ignore[index]
@@ -86,11 +87,11 @@ def worker_status(worker: InPathWorker, started: float) -> dict[str, Any]:
     }
     totals = {
         "peers": len(peers),
-        "sessions": engine.session_count,
-        "held": engine.counters.held_packets,
+        "sessions": view.session_count,
+        "held": view.counters.held_packets,
         "rx_datagrams_lac": c.from_lac,
         "rx_datagrams_lns": c.from_lns,
-        "reordered": engine.counters.released,
+        "reordered": view.counters.released,
     }
     return {
         "ok": True,

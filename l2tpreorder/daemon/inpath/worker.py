@@ -24,8 +24,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from l2tpreorder.config import EX_CONFIG, Config, ConfigError, state_file_path
-from l2tpreorder.core.engine import ReorderEngine
-from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
+from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.nfqueue import NfQueue, read_queue_stats
@@ -53,8 +53,8 @@ class InPathSource:
         self._worker = worker
 
     @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        return self._worker.pipeline.engines
+    def engines(self) -> dict[str, DirectionView]:
+        return self._worker.pipeline.directions()
 
     @property
     def relay(self) -> RelayCounters:
@@ -84,11 +84,11 @@ class InPathCollector(Collector):
             PREFIX + "inpath_passed_not_ours",
             "Queued packets accepted untouched at once because they are not whole L2TPv2 "
             "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
-            "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
-            "bits but a malformed header, not counted by the engine).",
+            "the packet; not_l2tpv2: L2TPv3 or other UDP). Malformed L2TPv2 is the engine's: "
+            "l2tpreorder_forwarded_packets{kind=\"malformed\"}.",
             labels=["queue", "reason"],
         )
-        for reason in ("not_udp", "truncated", "not_l2tpv2", "malformed_l2tpv2"):
+        for reason in ("not_udp", "truncated", "not_l2tpv2"):
             passed.add_metric([q, reason], getattr(c, reason))
         verdicts = CounterMetricFamily(
             PREFIX + "inpath_verdicts",
@@ -175,7 +175,11 @@ class InPathWorker:
         self._control_socket = control_socket
         self.control: ControlServer | None = None
         self.config_load_failing = 0
-        self.pipeline = Pipeline(config.engine, reorder_from_lns=config.reorder_lns_to_lac)
+        self.pipeline = Pipeline(
+            config.engine,
+            reorder_from_lns=config.reorder_lns_to_lac,
+            malformed=MalformedPolicy.PASS,  # in the path of traffic not all ours: do no harm
+        )
         self.adapter = InPath(self.pipeline, queue_num)
         self.queue: NfQueue | None = None
         self.metrics: MetricsServer | None = None
@@ -279,8 +283,10 @@ class InPathWorker:
         )
         if saved is None:
             return
-        n = saved.restore(self.pipeline.engine, time.monotonic())
-        log.info("restored %d sessions from %s", n, path)
+        restored = saved.restore(self.pipeline, time.monotonic())
+        for direction, n in restored.ignored.items():
+            log.warning("state: %d saved %s sessions not restored: not reordered now", n, direction)
+        log.info("restored %d sessions from %s", restored.total, path)
 
     def _readable(self) -> None:
         q = self.queue
@@ -356,7 +362,7 @@ class InPathWorker:
             self._timer.cancel()
         if self.state_file is not None:
             try:
-                n = save_state(self.pipeline.engine, self.state_file, {"queue": self.queue_num})
+                n = save_state(self.pipeline.snapshot(), self.state_file, {"queue": self.queue_num})
                 log.info("saved %d sessions to %s", n, self.state_file)
             except (OSError, TypeError) as e:
                 log.error("cannot save state to %s: %s", self.state_file, e)
@@ -376,7 +382,7 @@ class InPathWorker:
             c.accepted,
             c.accepted_rewritten,
             c.dropped,
-            c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2,
+            c.not_udp + c.truncated + c.not_l2tpv2,
         )
 
     def reload(self) -> tuple[str | None, list[str]]:

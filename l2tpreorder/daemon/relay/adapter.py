@@ -37,9 +37,8 @@ from operator import attrgetter
 from typing import Any
 
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
-from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
-from l2tpreorder.core.snapshot import restore_engine
+from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import mmsg, state
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.relay.admission import Admission
@@ -119,8 +118,8 @@ class Relay:
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
         self.health = LnsHealth(config.lns, self.counters)
-        # --log-level debug: a logging wrapper around pipeline.from_lac (debug_log.py); None =
-        # the pipeline is called directly.
+        # --log-level debug: reads the pipeline's events (debug_log.py); None = debug off, and
+        # the pipeline records nothing.
         self.debug: DebugEvents | None = None
         self._upstream: UpstreamPoller[Peer] = UpstreamPoller(
             self._on_lns_readable, self._on_lns_error
@@ -129,9 +128,9 @@ class Relay:
     # --- setup and teardown ------------------------------------------------------------------
 
     @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        """Direction label -> engine (what the metrics collector reads)."""
-        return self.pipeline.engines
+    def engines(self) -> dict[str, DirectionView]:
+        """Direction label -> read-only view of its engine (what the metrics collector reads)."""
+        return self.pipeline.directions()
 
     def bind(self) -> None:
         """Bind every listen address; raises BindError (all or nothing)."""
@@ -214,7 +213,7 @@ class Relay:
         c = self.counters
         peers = self.peers
         # Fetched per readiness callback: the pipeline rebinds `from_lac` on reconfigure.
-        from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
+        from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, flows, cmsgs = lsock.read(BATCH)
             if not datas:
@@ -249,6 +248,8 @@ class Relay:
                     from_lac(data, flow, now)
             c.rx_bytes_lac += size
             self._send_out()
+            if self.debug is not None:
+                self.debug.drain(now)
             if len(datas) < BATCH:
                 break
         self._rearm()
@@ -481,12 +482,9 @@ class Relay:
             )
             for peer in self.peers.values()
         ]
-        extra: dict[str, Any] = {"peers": peers, "lns_to_lac": None}
-        to_lac = self.pipeline.engine_to_lac
-        if to_lac is not None:
-            extra["lns_to_lac"] = state.export_engine(to_lac)
+        extra: dict[str, Any] = {"peers": peers}
         try:
-            count = state.save_state(self.pipeline.engine, path, extra)
+            count = state.save_state(self.pipeline.snapshot(), path, extra)
         except (OSError, TypeError, ValueError) as e:
             log.error("cannot save state to %s: %s (a restart will renumber afresh)", path, e)
             return False
@@ -561,15 +559,10 @@ class Relay:
             peer.cmsg = p.cmsg if lsock.pktinfo else None
             self._add_peer(peer)
             restored_peers += 1
-        sessions = saved.restore(self.pipeline.engine, now)
-        down = saved.extra.get("lns_to_lac")
-        to_lac = self.pipeline.engine_to_lac
-        if down is not None and to_lac is not None:
-            try:
-                sessions += restore_engine(to_lac, *state.parse_engine(down), now)
-            except ValueError as e:
-                log.warning("state: LNS-to-LAC sessions not restored: %s", e)
-        return sessions, restored_peers
+        restored = saved.restore(self.pipeline, now)
+        for direction, n in restored.ignored.items():
+            log.warning("state: %d saved %s sessions not restored: not reordered now", n, direction)
+        return restored.total, restored_peers
 
     def _release_source(self, peer: Peer) -> None:
         if self._sources is None:
