@@ -60,7 +60,10 @@ _f = family
 D = "direction"
 RECEIVED = _f("received_packets", "Datagrams the reorder engine received, by kind.", D, "kind")
 MALFORMED = _f(
-    "malformed_packets", "Datagrams dropped as not usable L2TPv2, by reason.", D, "reason"
+    "malformed_packets",
+    "Datagrams found not usable L2TPv2, by reason (dropped; passed on untouched in in-path mode).",
+    D,
+    "reason",
 )
 FORWARDED = _f("forwarded_packets", "Datagrams passed on at once (not held), by kind.", D, "kind")
 RELEASED = _f(
@@ -147,12 +150,13 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(E, "forwarded_unsequenced", FORWARDED, ("data_without_ns",), total=True),
     Counter(E, "forwarded_in_order", FORWARDED, ("data_in_order",), total=True),
     Counter(E, "forwarded_out_of_order", FORWARDED, ("data_out_of_order",), total=True),
+    Counter(E, "forwarded_malformed", FORWARDED, ("malformed",), total=True),
     Counter(E, "released", RELEASED, total=True),
     Counter(E, "dropped_duplicate", DROPPED, ("duplicate",), report="duplicate", total=True),
     Counter(E, "dropped_late", DROPPED, ("late",), report="late", total=True),
     Counter(E, "dropped_stale", DROPPED, ("stale",), report="stale", total=True),
     Counter(E, "malformed", MALFORMED, report="malformed", total=True),
-    Counter(E, "rx_malformed", DROPPED, ("malformed",)),
+    Counter(E, "dropped_malformed", DROPPED, ("malformed",)),
     Counter(E, "skipped", SKIPPED, report="gave_up_ns", total=True),
     Counter(E, "resyncs", RESYNCS, total=True),
     Counter(E, "adaptive_grows", ADAPTIVE_GROWS, total=True),  # reorder.adaptive

@@ -35,6 +35,7 @@ from l2tpreorder.core.engine_counters import (
     EngineCounters,
     Histogram,
 )
+from l2tpreorder.core.events import HOLD_SAMPLES_KEPT
 from l2tpreorder.core.fastpath import (
     T_BIT,
     control_fields,
@@ -72,6 +73,7 @@ DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
 DROPPED_LATE = int(Outcome.DROPPED_LATE)
 DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
 DROPPED_STALE = int(Outcome.DROPPED_STALE)
+FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
 
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).
 MAX_TUNNEL_MAP = 65536
@@ -128,7 +130,6 @@ class EngineConfig:
     max_held_per_session: int = 256
     max_held_bytes: int = 32 * 1024 * 1024
     resync_after: int = 4  # consecutive far-behind packets that mean "the peer restarted Ns"
-    record_hold_times: bool = False  # keep each hold time per session (replay reports)
     max_sessions: int = 100_000  # session table cap; the longest-silent session goes first
     # A session silent this long is forgotten (its numbering is remembered); 0 = never.
     session_idle_timeout: float = 300.0
@@ -150,11 +151,13 @@ class EngineConfig:
 class ReorderEngine(SessionTable):
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None, *, pass_malformed: bool = False) -> None:
         # (flow, datagram, tag) ready to send, in order; handed over by take_output().
         self._out: list[tuple[Hashable, bytes, object]] = []
         self.counters = EngineCounters()
-        self._last_malformed: str | None = None  # reason of the latest DROPPED_MALFORMED
+        # A malformed datagram goes out untouched (FORWARDED_MALFORMED) instead of being dropped:
+        # the policy is the pipeline's, declared up front (pipeline.MalformedPolicy).
+        self._pass_malformed = pass_malformed
         self._init_table()
         self._timers: list[tuple[float, int, Session]] = []
         self._next_timer_id = 1
@@ -182,7 +185,6 @@ class ReorderEngine(SessionTable):
         self._window = max(config.max_held_per_session, 64)
         self._all_given_up = (1 << self._window) - 1
         self._idle_timeout = config.session_idle_timeout
-        self._record = config.record_hold_times
         self._max_sessions = config.max_sessions
         self._drop_grace = min(config.reorder_timeout, KERNEL_DROP_GRACE)
         self._adapt = (
@@ -290,11 +292,11 @@ class ReorderEngine(SessionTable):
         c = self.counters
         header = parse_header(data)
         if isinstance(header, str):
-            return self._malformed(header)
+            return self._malformed(header, data, flow, tag)
         if header.flags & T_BIT:
             control = control_fields(data)
             if isinstance(control, str):
-                return self._malformed(control)
+                return self._malformed(control, data, flow, tag)
             c.rx_control += 1
             now = self._clock(now)
             msg = control.message_type
@@ -320,24 +322,16 @@ class ReorderEngine(SessionTable):
         key = (header.tunnel_id << 16) | header.session_id
         return self._receive_sequenced(data, flow, key, header.ns, header.ns_offset, now, tag)
 
-    def _malformed(self, reason: str) -> int:
+    def _malformed(self, reason: str, data: bytes, flow: Hashable, tag: object) -> int:
+        """Counted once, by reason; dropped, or passed on untouched in arrival order."""
         c = self.counters
         c.rx_malformed += 1
         c.malformed[reason] += 1
-        self._last_malformed = reason
+        if self._pass_malformed:
+            c.forwarded_malformed += 1
+            self._out.append((flow, data, tag))
+            return FORWARDED_MALFORMED
         return DROPPED_MALFORMED
-
-    def disown_malformed(self) -> None:
-        """An adapter passes on the datagram `receive` just returned DROPPED_MALFORMED for (in-path
-        mode accepts it untouched): the outcome is the adapter's, so the engine takes back the
-        drop it counted, by the reason it recorded (no second parse)."""
-        reason = self._last_malformed
-        if reason is None:
-            return  # nothing counted since the last call: never raise on the wire path
-        self._last_malformed = None
-        c = self.counters
-        c.rx_malformed -= 1
-        c.malformed[reason] -= 1
 
     def _receive_sequenced(
         self,
@@ -529,7 +523,7 @@ class ReorderEngine(SessionTable):
             # Per packet only what differs per packet: the counters move once per run, the
             # histogram's observe and (renumber mode) _emit are inlined.
             c = self.counters
-            record = s.hold_times
+            record = self._hold_log  # None unless an adapter records hold samples (replay)
             hist = c.hold_time
             counts, bounds = hist.counts, hist.bounds
             renumber = self._renumber
@@ -544,7 +538,7 @@ class ReorderEngine(SessionTable):
                 counts[bisect_left(bounds, waited)] += 1
                 hist.total += waited
                 if record is not None:
-                    record.append(waited)
+                    record.append((flow, s.tunnel_id, s.session_id, waited))
                 ns = expected  # the held key is the packet's Ns
                 expected = (ns + 1) & MASK
                 if renumber:  # self._emit(s, data, ns_offset, tag), inlined
@@ -562,6 +556,9 @@ class ReorderEngine(SessionTable):
             c.held_packets -= released
             s.released += released
             c.released += released
+            if record is not None and len(record) > HOLD_SAMPLES_KEPT:
+                self._hold_missed += len(record) - HOLD_SAMPLES_KEPT
+                del record[HOLD_SAMPLES_KEPT:]
         if not held:
             if s.held_peak > HELD_SHRINK:
                 s.held = {}  # give back the table a burst grew

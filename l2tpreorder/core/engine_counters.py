@@ -42,6 +42,7 @@ class EngineCounters:
         "dropped_stale",
         "forwarded_control",
         "forwarded_in_order",
+        "forwarded_malformed",
         "forwarded_out_of_order",
         "forwarded_unsequenced",
         "held_bytes",
@@ -73,6 +74,9 @@ class EngineCounters:
         self.forwarded_unsequenced = 0
         self.forwarded_in_order = 0
         self.forwarded_out_of_order = 0
+        # Malformed datagrams passed on untouched (MalformedPolicy.PASS, in-path mode): counted
+        # in rx_malformed and by reason like dropped ones, their outcome is forwarded.
+        self.forwarded_malformed = 0
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
@@ -121,11 +125,19 @@ class EngineCounters:
             + self.forwarded_unsequenced
             + self.forwarded_in_order
             + self.forwarded_out_of_order
+            + self.forwarded_malformed
         )
 
     @property
+    def dropped_malformed(self) -> int:
+        """Malformed datagrams dropped (MalformedPolicy.DROP): those not passed on."""
+        return self.rx_malformed - self.forwarded_malformed
+
+    @property
     def dropped(self) -> int:
-        return self.dropped_duplicate + self.dropped_late + self.dropped_stale + self.rx_malformed
+        return (
+            self.dropped_duplicate + self.dropped_late + self.dropped_stale + self.dropped_malformed
+        )
 
     @property
     def accounted(self) -> int:

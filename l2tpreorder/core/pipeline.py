@@ -8,6 +8,20 @@ it came from and take back what to send, in order:
     pipeline.take_output()                    # [Output(to_lns, flow, data, tag), ...]
     pipeline.next_deadline() / expire(now)    # one timer for both directions
 
+What an adapter learns besides the datagrams also comes through here, never from an engine
+(tests/core/test_core_door.py checks that nothing outside core/ touches one):
+
+    pipeline.take_events()                    # [Dropped | Malformed | SessionEnded | ...]
+    pipeline.record_events(debug=, hold_samples=)   # what to record (nothing by default)
+    pipeline.directions()                     # {direction: read-only DirectionView}
+    pipeline.snapshot() / restore(state, now) # both directions' state, as plain data
+
+The policy for a malformed L2TPv2 datagram is declared when the pipeline is made
+(`MalformedPolicy`): DROP (relay, replay) or PASS untouched (in-path mode, which sits in the path
+of traffic that is not all ours). Either way the core counts it once, by reason, and its
+outcome says which (DROPPED_MALFORMED, FORWARDED_MALFORMED); a passed one appears in
+`take_output()` in arrival order. No adapter adjusts a count afterwards.
+
 `flow` names one LAC peer (the relay uses its (ip, port)); the same flow is used for both of its
 directions. The session-lifecycle rules live here and in the engine, never in an adapter: a control
 message from either side is read for the session it starts or ends, so no adapter tests the T bit
@@ -23,19 +37,50 @@ forgets silent sessions without a housekeeping call of its own.
 
 Every datagram has exactly one outcome (`reasons.Outcome`): an LNS datagram passed on untouched
 (LNS-to-LAC reordering off) counts as FORWARDED_CONTROL or FORWARDED_UNSEQUENCED by its T bit.
+Events are recorded only while switched on, and then by swapping `from_lac`/`from_lns` for
+recording wrappers (and a None check on the engine's slow paths), so the hot path pays nothing
+for them otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
+from enum import StrEnum
 from typing import Protocol
 
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig, EngineCounters, ReorderEngine, Session
+from l2tpreorder.core.events import (
+    EVENTS_KEPT,
+    Dropped,
+    Event,
+    HoldSample,
+    Malformed,
+    Missed,
+    SessionEnded,
+)
+from l2tpreorder.core.fastpath import T_BIT, control_fields, parse_header
 from l2tpreorder.core.reasons import Outcome
+from l2tpreorder.core.snapshot import (
+    PipelineState,
+    Restored,
+    engine_state,
+    restore_engine,
+)
+from l2tpreorder.core.views import DirectionView
 
 _FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
 _FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
+_DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
+_DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
+_FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
+
+
+class MalformedPolicy(StrEnum):
+    """What becomes of a datagram that is not usable L2TPv2, declared when a Pipeline is made."""
+
+    DROP = "drop"  # the relay and replay: it is not passed on (DROPPED_MALFORMED)
+    PASS = "pass"  # in-path mode: passed on untouched, in arrival order (FORWARDED_MALFORMED)
 
 
 class Output:
@@ -79,22 +124,45 @@ class Pipeline:
     from_lac: _Receive
     from_lns: _Receive
 
-    def __init__(self, config: EngineConfig, *, reorder_from_lns: bool = False) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        reorder_from_lns: bool = False,
+        malformed: MalformedPolicy = MalformedPolicy.DROP,
+    ) -> None:
         self.config = config
-        self.engine = ReorderEngine(config)  # LAC -> LNS
+        self.malformed = malformed
+        # The engines are the core's own: adapters read them through `directions()`.
+        self.engine = self._new_engine(config)  # LAC -> LNS
         self.engine_to_lac: ReorderEngine | None = (
-            ReorderEngine(config) if reorder_from_lns else None
+            self._new_engine(config) if reorder_from_lns else None
         )
         self._to_lac: list[Output] = []  # LNS datagrams passed on untouched, in order
+        # Event recording (record_events): what is on, and the events the pipeline itself makes
+        # (drops, malformed datagrams); the engines keep session ends and hold samples.
+        self._record_debug = False
+        self._record_holds = False
+        self._events: list[Event] = []
+        self._events_missed: dict[str, int] = {}
         self._wire()
+
+    def _new_engine(self, config: EngineConfig) -> ReorderEngine:
+        return ReorderEngine(config, pass_malformed=self.malformed is MalformedPolicy.PASS)
 
     def _wire(self) -> None:
         if self.engine_to_lac is None:
-            self.from_lac = self.engine.receive
-            self.from_lns = self._from_lns_passed
+            self._from_lac: _Receive = self.engine.receive
+            self._from_lns: _Receive = self._from_lns_passed
         else:
-            self.from_lac = self._from_lac_both
-            self.from_lns = self._from_lns_reordered
+            self._from_lac = self._from_lac_both
+            self._from_lns = self._from_lns_reordered
+        if self._record_debug:
+            self.from_lac = self._from_lac_recorded
+            self.from_lns = self._from_lns_recorded
+        else:
+            self.from_lac = self._from_lac
+            self.from_lns = self._from_lns
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -123,6 +191,37 @@ class Pipeline:
             self.engine.observe_reverse(data, flow, now, authoritative=True)
         assert self.engine_to_lac is not None
         return self.engine_to_lac.receive(data, flow, now, tag)
+
+    def _from_lac_recorded(
+        self, data: bytes, flow: Hashable, now: float, tag: object = None
+    ) -> int:
+        """`from_lac` while debug events are recorded: a drop or a malformed datagram is noted."""
+        outcome = self._from_lac(data, flow, now, tag)
+        if outcome >= _DROPPED_DUPLICATE:  # DUPLICATE, LATE, MALFORMED, STALE, passed MALFORMED
+            self._note(LAC_TO_LNS, outcome, data, flow)
+        return outcome
+
+    def _from_lns_recorded(
+        self, data: bytes, flow: Hashable, now: float, tag: object = None
+    ) -> int:
+        outcome = self._from_lns(data, flow, now, tag)
+        if outcome >= _DROPPED_DUPLICATE:
+            self._note(LNS_TO_LAC, outcome, data, flow)
+        return outcome
+
+    def _note(self, direction: str, outcome: int, data: bytes, flow: Hashable) -> None:
+        if len(self._events) >= EVENTS_KEPT:
+            self._events_missed[direction] = self._events_missed.get(direction, 0) + 1
+            return
+        if outcome in (_DROPPED_MALFORMED, _FORWARDED_MALFORMED):
+            reason = _malformed_reason(data)
+            passed = outcome == _FORWARDED_MALFORMED
+            self._events.append(Malformed(direction, flow, reason, passed))
+            return
+        h = parse_header(data)
+        if isinstance(h, str) or h.ns is None:  # cannot be: the engine sequenced it
+            return
+        self._events.append(Dropped(direction, flow, outcome, h.tunnel_id, h.session_id, h.ns))
 
     # --- output and time -----------------------------------------------------------------------
 
@@ -199,7 +298,8 @@ class Pipeline:
         if reorder_from_lns is None:
             reorder_from_lns = self.engine_to_lac is not None
         if reorder_from_lns and self.engine_to_lac is None:
-            self.engine_to_lac = ReorderEngine(config)
+            self.engine_to_lac = self._new_engine(config)
+            self.engine_to_lac.record(ends=self._record_debug, hold_samples=self._record_holds)
         elif self.engine_to_lac is not None:
             if reorder_from_lns:
                 self.engine_to_lac.reconfigure(config, now)
@@ -208,17 +308,74 @@ class Pipeline:
                 self._to_lac += [
                     Output(False, f, d, t) for f, d, t in self.engine_to_lac.take_output()
                 ]
+                self._events += _engine_events(LNS_TO_LAC, self.engine_to_lac)
                 self.engine_to_lac = None
         self._wire()
 
-    # --- read access for adapters (metrics, state file, status) --------------------------------
+    # --- events ----------------------------------------------------------------------------------
 
-    @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        """Direction label -> engine (what metrics and the state file read)."""
-        engines = {LAC_TO_LNS: self.engine}
+    def record_events(self, *, debug: bool = False, hold_samples: bool = False) -> None:
+        """Choose what `take_events` reports from now on (both off by default, and then nothing
+        is recorded). `debug`: Dropped, Malformed and SessionEnded; `hold_samples`: one
+        HoldSample per released packet (replay's percentiles). Switching one off discards
+        what it recorded and was not taken yet."""
+        self._record_debug = debug
+        self._record_holds = hold_samples
+        if not debug:
+            self._events = [e for e in self._events if not isinstance(e, Dropped | Malformed)]
+            self._events_missed.clear()
+        for _, engine in self._engines():
+            engine.record(ends=debug, hold_samples=hold_samples)
+        self._wire()
+
+    def take_events(self) -> list[Event]:
+        """What happened since the last call, as typed events; clears them. Ordered within
+        one kind and direction; a `Missed` event says what a full buffer did not itemise."""
+        events, self._events = self._events, []
+        for direction, engine in self._engines():
+            events += _engine_events(direction, engine)
+        if self._events_missed:
+            events += [Missed(d, "dropped", n) for d, n in self._events_missed.items()]
+            self._events_missed.clear()
+        return events
+
+    # --- state across a restart ------------------------------------------------------------------
+
+    def snapshot(self) -> PipelineState:
+        """Both directions' sessions, ended-session memory and tunnel-ID pairs as plain data.
+        Call after `flush(now)`: held packets are delivered, never saved."""
+        return PipelineState(
+            str(self.config.sequencing),
+            {direction: engine_state(engine) for direction, engine in self._engines()},
+        )
+
+    def restore(self, state: PipelineState, now: float, elapsed: float = 0.0) -> Restored:
+        """Recreate what `snapshot` returned (`elapsed`: seconds since it was taken). A saved
+        direction that does not reorder now is not restored: `Restored.ignored` says so."""
+        engines = dict(self._engines())
+        restored: dict[str, int] = {}
+        ignored: dict[str, int] = {}
+        for direction, saved in state.directions.items():
+            engine = engines.get(direction)
+            if engine is None:
+                ignored[direction] = saved.live
+                continue
+            restored[direction] = restore_engine(
+                engine, saved.sessions, saved.tunnels, now, elapsed
+            )
+        return Restored(restored, ignored)
+
+    # --- read access for adapters (metrics, status, debug lines, replay) ------------------------
+
+    def directions(self) -> dict[str, DirectionView]:
+        """Direction label -> read-only view of its engine: LAC_TO_LNS always, LNS_TO_LAC while
+        that direction reorders. Fetch it again after `reconfigure`."""
+        return dict(self._engines())
+
+    def _engines(self) -> list[tuple[str, ReorderEngine]]:
+        engines = [(LAC_TO_LNS, self.engine)]
         if self.engine_to_lac is not None:
-            engines[LNS_TO_LAC] = self.engine_to_lac
+            engines.append((LNS_TO_LAC, self.engine_to_lac))
         return engines
 
     @property
@@ -229,3 +386,26 @@ class Pipeline:
     def sessions(self) -> Iterator[Session]:
         """The LAC-to-LNS sessions."""
         return self.engine.sessions()
+
+
+def _engine_events(direction: str, engine: ReorderEngine) -> list[Event]:
+    ends, ends_missed, holds, holds_missed = engine.take_records()
+    events: list[Event] = [SessionEnded(direction, f, t, s, why) for f, t, s, why in ends]
+    events += [HoldSample(direction, (f, t, s), waited) for f, t, s, waited in holds]
+    if ends_missed:
+        events.append(Missed(direction, "ended", ends_missed))
+    if holds_missed:
+        events.append(Missed(direction, "hold", holds_missed))
+    return events
+
+
+def _malformed_reason(data: bytes) -> str:
+    """Why the engine found `data` malformed: its header, or (control) its AVP list."""
+    header = parse_header(data)
+    if isinstance(header, str):
+        return header
+    if header.flags & T_BIT:
+        control = control_fields(data)
+        if isinstance(control, str):
+            return control
+    return "unknown"

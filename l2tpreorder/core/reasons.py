@@ -50,7 +50,7 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_SOCKET_DROP,
 )
 
-# Why a session ended (`SessionTable.end_log`, which the debug lines read). "_reverse": the control
+# Why a session ended (events.SessionEnded, which the debug lines read). "_reverse": the control
 # message came from the receiver of this direction's data (the LNS, for LAC to LNS).
 END_CDN = "cdn"
 END_CDN_REVERSE = "cdn_reverse"
@@ -77,3 +77,6 @@ class Outcome(IntEnum):
     # whether it was delivered or given up is no longer known (e.g. a restarting peer's first
     # packets before the resync, or a packet delayed by more than W)
     DROPPED_STALE = 8
+    # not a usable L2TPv2 message, passed on untouched (MalformedPolicy.PASS: in-path mode, which
+    # must do no harm to traffic it sits in the path of); counted by reason like a dropped one
+    FORWARDED_MALFORMED = 9

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.continuation import ContinuationMemory, Ended
+from l2tpreorder.core.events import EVENTS_KEPT
 
 if TYPE_CHECKING:
     from l2tpreorder.core.engine_counters import EngineCounters
@@ -38,9 +39,9 @@ ACTIVE_FLOOR = 1.0
 # A held-packet dict that grew beyond this is replaced by a fresh one once empty: a dict never
 # gives back the table it grew for a burst.
 HELD_SHRINK = 16
-# Ends recorded between two reads of `end_log` (the debug lines read it once per tick); beyond
-# it they are only counted (`end_log_missed`).
-END_LOG_KEPT = 4096
+# Ends recorded between two `take_records()` (the debug lines read them once per tick); beyond
+# it they are only counted.
+END_LOG_KEPT = EVENTS_KEPT
 
 
 class Session:
@@ -66,7 +67,6 @@ class Session:
         "held",
         "held_bytes",
         "held_peak",
-        "hold_times",
         "last_active",
         "lru_seq",
         "max_displacement",
@@ -116,7 +116,6 @@ class Session:
         self.dropped_stale = 0
         self.skipped = 0
         self.max_displacement = 0
-        self.hold_times: list[float] | None = None
         # Adaptive timeout (see core.adaptive; set by adaptive.start when the mode is on).
         self.timeout = 0.0
         self.reo_delay = 0.0
@@ -151,7 +150,6 @@ class SessionTable:
     _timeout: float
     _window: int
     _all_given_up: int  # (1 << W) - 1, computed once per config
-    _record: bool
     _adapt: adaptive.Bounds | None
 
     def _init_table(self) -> None:
@@ -167,10 +165,13 @@ class SessionTable:
         # path only writes s.last_active; an entry whose stamp is older is refreshed at the top.
         self._lru: list[tuple[float, int, Hashable, int]] = []
         self._lru_seq = 0
-        # (flow, tunnel_id, session_id, reasons.END_*) of each end, while an adapter wants them
-        # (None: not recorded, the default). The adapter takes the list and leaves a new one.
-        self.end_log: list[tuple[Hashable, int, int, str]] | None = None
-        self.end_log_missed = 0
+        # What `record` switched on (None: not recorded, the default), taken by `take_records`:
+        # (flow, tunnel_id, session_id, reasons.END_*) of each end, and (flow, tunnel_id,
+        # session_id, seconds held) of each released packet (ReorderEngine._release_run).
+        self._end_log: list[tuple[Hashable, int, int, str]] | None = None
+        self._end_log_missed = 0
+        self._hold_log: list[tuple[Hashable, int, int, float]] | None = None
+        self._hold_missed = 0
 
     def _release_all(self, s: Session, now: float, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
@@ -190,8 +191,6 @@ class SessionTable:
         if sessions is None:
             sessions = self._flows[flow] = {}
         s = sessions[key] = Session(flow, key >> 16, key & MASK, ns, now)
-        if self._record:
-            s.hold_times = []
         if self._adapt is not None:
             adaptive.start(s, self._adapt)  # at the cap: nothing learnt yet (a continued one too)
         self._index_session(s, key)
@@ -459,14 +458,14 @@ class SessionTable:
         remember: bool = True,
     ) -> None:
         """Deliver what the session holds (no silent loss), then forget it. `reason`: the skip
-        reason of any gap still open; `why`: the end's reasons.END_*, for `end_log`."""
+        reason of any gap still open; `why`: the end's reasons.END_*, recorded when asked."""
         self._release_all(s, now, reason)
-        log = self.end_log
+        log = self._end_log
         if log is not None:
             if len(log) < END_LOG_KEPT:
                 log.append((s.flow, s.tunnel_id, s.session_id, why))
             else:
-                self.end_log_missed += 1
+                self._end_log_missed += 1
         sessions = self._flows[s.flow]
         key = (s.tunnel_id << 16) | s.session_id
         del sessions[key]
@@ -496,6 +495,36 @@ class SessionTable:
         for s in ended:
             self.end_session(flow, s.tunnel_id, s.session_id, now, why=reasons.END_PEER)
         return len(ended)
+
+    # --- records for an adapter (through Pipeline.take_events) -----------------------------------
+
+    def record(self, *, ends: bool, hold_samples: bool) -> None:
+        """Record session ends and/or hold samples from now on (off: dropped at once)."""
+        self._end_log = ([] if self._end_log is None else self._end_log) if ends else None
+        self._hold_log = (
+            ([] if self._hold_log is None else self._hold_log) if hold_samples else None
+        )
+        if not ends:
+            self._end_log_missed = 0
+        if not hold_samples:
+            self._hold_missed = 0
+
+    def take_records(
+        self,
+    ) -> tuple[
+        list[tuple[Hashable, int, int, str]], int, list[tuple[Hashable, int, int, float]], int
+    ]:
+        """(ends, ends not itemised, hold samples, hold samples not itemised) since the last call;
+        clears them. Empty when not recording."""
+        ends: list[tuple[Hashable, int, int, str]] = []
+        holds: list[tuple[Hashable, int, int, float]] = []
+        if self._end_log:
+            ends, self._end_log = self._end_log, []
+        if self._hold_log:
+            holds, self._hold_log = self._hold_log, []
+        missed = (self._end_log_missed, self._hold_missed)
+        self._end_log_missed = self._hold_missed = 0
+        return ends, missed[0], holds, missed[1]
 
     # --- inspection ------------------------------------------------------------------------------
 

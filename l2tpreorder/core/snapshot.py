@@ -89,3 +89,50 @@ def restore_engine(
         restored.gaps_end = s.expected if s.gaps_end is None else s.gaps_end
         live += 1
     return live
+
+
+# --- both directions: what Pipeline.snapshot/restore hand over ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """One direction's state: live sessions and ended-session memory, and tunnel-ID pairs."""
+
+    sessions: list[SessionState]
+    tunnels: list[TunnelPair]
+
+    @property
+    def live(self) -> int:
+        return sum(1 for s in self.sessions if s.ended_ago is None)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineState:
+    """Both directions' state (direction label -> EngineState; LNS_TO_LAC only when that
+    direction reorders) and the sequencing mode it was numbered in."""
+
+    sequencing: str
+    directions: dict[str, EngineState]
+
+    @property
+    def live(self) -> int:
+        """Live sessions in all directions."""
+        return sum(d.live for d in self.directions.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What `Pipeline.restore` did: live sessions restored per direction, and per direction
+    the live sessions saved but not restored because that direction does not reorder now."""
+
+    sessions: dict[str, int]
+    ignored: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.sessions.values())
+
+
+def engine_state(engine: ReorderEngine) -> EngineState:
+    sessions, tunnels = snapshot(engine)
+    return EngineState(sessions, tunnels)

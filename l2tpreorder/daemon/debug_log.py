@@ -1,11 +1,11 @@
-"""`--log-level debug`: lines worth reading, from the engine's outcomes, never from inside it.
+"""`--log-level debug`: lines worth reading, from the core's events, never from inside it.
 
 The core does not log (it is sans-IO and its hot path counts in plain ints). With debug on, the
-relay swaps its per-datagram `pipeline.from_lac` for `DebugEvents.receive`, which calls the
-pipeline and, for a late, duplicate or stale drop or a malformed datagram, logs the LAC, tunnel_id,
-session_id and Ns. With debug off nothing here runs: the relay calls the pipeline directly.
-Session starts and gaps given up come from comparing the session table once per housekeeping
-tick; session ends, with why, from the engine's `end_log`, recorded only while debug is on.
+adapter switches the pipeline's debug events on (`Pipeline.record_events(debug=True)`) and this
+reads `take_events()` after each batch and once per housekeeping tick: a late, duplicate or
+stale drop or a malformed datagram names the LAC, tunnel_id, session_id and Ns; a session end
+says why. With debug off the pipeline records nothing and nothing here runs. Session starts and
+gaps given up come from comparing the session table (`Pipeline.sessions()`) once per tick.
 Every line goes through one rate limit (a flood must not fill the disk); what it holds back is
 counted and said.
 """
@@ -17,7 +17,8 @@ from collections.abc import Hashable
 
 from l2tpreorder.config import format_address
 from l2tpreorder.core import reasons
-from l2tpreorder.core.fastpath import parse_header
+from l2tpreorder.core.counters import LAC_TO_LNS
+from l2tpreorder.core.events import Dropped, Malformed, Missed, SessionEnded
 from l2tpreorder.core.pipeline import Pipeline
 
 log = logging.getLogger("l2tpreorder")
@@ -40,6 +41,14 @@ _ENDS: dict[str, str] = {
     reasons.END_IDLE: "silent for reorder.session_idle_timeout_ms",
     reasons.END_PEER: "its LAC peer was forgotten (idle past peer_idle_timeout_ms, or not allowed)",
     reasons.END_REPLACED: "replaced by a session from the state file",
+}
+# The LNS-to-LAC engine's: its "reverse" side is the LAC's.
+_ENDS_TO_LAC: dict[str, str] = {
+    **_ENDS,
+    reasons.END_CDN: "CDN from the LNS side",
+    reasons.END_CDN_REVERSE: "CDN from the LAC",
+    reasons.END_STOPCCN: "StopCCN from the LNS side (its tunnel closed)",
+    reasons.END_STOPCCN_REVERSE: "StopCCN from the LAC (its tunnel closed)",
 }
 
 
@@ -75,54 +84,66 @@ class RateLimit:
 
 
 class DebugEvents:
-    """Debug lines for one pipeline's LAC-to-LNS direction."""
+    """Debug lines for one pipeline: its events, and its LAC-to-LNS session table per tick."""
 
     __slots__ = ("_known", "_pipeline", "limit")
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
         self.limit = RateLimit()
-        pipeline.engine.end_log = []  # the engine records ends while this exists (see close)
-        pipeline.engine.end_log_missed = 0
+        pipeline.record_events(debug=True)  # recorded while this exists (see close)
         # (flow, tunnel_id, session_id) -> skipped count at the last tick
         self._known: dict[tuple[Hashable, int, int], int] = {
             s.key: s.skipped for s in pipeline.sessions()
         }
 
     def close(self) -> None:
-        """Debug logging is off again: the engine stops recording ends."""
-        self._pipeline.engine.end_log = None
+        """Debug logging is off again: the pipeline stops recording."""
+        self._pipeline.record_events(debug=False)
 
-    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
-        """What the relay calls per datagram while debug logging is on (`from_lac`'s shape;
-        looked up each call: the pipeline rebinds it on reconfigure)."""
-        outcome = self._pipeline.from_lac(data, flow, now, tag)
-        if outcome in _DROPS or outcome == reasons.Outcome.DROPPED_MALFORMED:
-            self._dropped(outcome, data, flow, now)
-        return outcome
+    def drain(self, now: float) -> None:
+        """Log what the pipeline reported since the last call (after a batch, and each tick)."""
+        for event in self._pipeline.take_events():
+            if isinstance(event, Dropped):
+                self._dropped(event, now)
+            elif isinstance(event, Malformed):
+                self._malformed(event, now)
+            elif isinstance(event, SessionEnded):
+                ends = _ENDS if event.direction == LAC_TO_LNS else _ENDS_TO_LAC
+                key = (event.flow, event.tunnel_id, event.session_id)
+                what = _what("session ended", event.direction)
+                self._line(now, what, key, ends.get(event.why, event.why))
+            elif isinstance(event, Missed):
+                noun = "sessions ended" if event.kind == "ended" else "drops"
+                self._note(now, f"{event.count} more {noun} (not itemised)")
 
-    def _dropped(self, outcome: int, data: bytes, flow: Hashable, now: float) -> None:
-        if not self.limit.allow(now):
-            return
-        h = parse_header(data)
-        if isinstance(h, str):
-            log.debug("dropped from LAC %s: malformed (%s)", _peer(flow), h)
-            return
-        log.debug(
-            "dropped from LAC %s: tunnel_id %d session_id %d Ns %s: %s",
-            _peer(flow),
-            h.tunnel_id,
-            h.session_id,
-            h.ns,
-            _DROPS.get(outcome, "malformed"),
-        )
+    def _dropped(self, e: Dropped, now: float) -> None:
+        if self.limit.allow(now):
+            log.debug(
+                "dropped %s %s: tunnel_id %d session_id %d Ns %d: %s",
+                _source(e.direction),
+                _peer(e.flow),
+                e.tunnel_id,
+                e.session_id,
+                e.ns,
+                _DROPS.get(e.outcome, "dropped"),
+            )
+
+    def _malformed(self, e: Malformed, now: float) -> None:
+        if self.limit.allow(now):
+            done = "passed untouched" if e.passed else "dropped"
+            log.debug(
+                "%s %s %s: malformed (%s)", done, _source(e.direction), _peer(e.flow), e.reason
+            )
 
     def refused(self, key: tuple[str, int], why: str, now: float) -> None:
         if self.limit.allow(now):
             log.debug("refused datagram from %s: %s", format_address(key), why)
 
     def tick(self, now: float) -> None:
-        """Sessions started and ended since the last tick, and gaps given up in them."""
+        """The events since the last drain, then sessions started since the last tick and gaps
+        given up in them (LAC to LNS)."""
+        self.drain(now)
         current: dict[tuple[Hashable, int, int], int] = {}
         for s in self._pipeline.sessions():
             key = s.key
@@ -132,13 +153,6 @@ class DebugEvents:
                 self._line(now, "session started", key, f"at Ns {s.expected}")
             elif s.skipped > before:
                 self._line(now, "gave up", key, f"{s.skipped - before} missing Ns (waited out)")
-        engine = self._pipeline.engine
-        ends, engine.end_log = engine.end_log or [], []
-        for flow, tunnel_id, session_id, why in ends:
-            self._line(now, "session ended", (flow, tunnel_id, session_id), _ENDS.get(why, why))
-        if engine.end_log_missed:
-            self._note(now, f"{engine.end_log_missed} more sessions ended (not itemised)")
-            engine.end_log_missed = 0
         self._known = current
 
     def _note(self, now: float, text: str) -> None:
@@ -156,3 +170,11 @@ class DebugEvents:
                 session_id,
                 detail,
             )
+
+
+def _source(direction: str) -> str:
+    return "from LAC" if direction == LAC_TO_LNS else "from the LNS towards LAC"
+
+
+def _what(what: str, direction: str) -> str:
+    return what if direction == LAC_TO_LNS else f"{what} (LNS to LAC)"

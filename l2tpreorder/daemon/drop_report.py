@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from l2tpreorder.core import counters
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon.metrics import CounterTable
 
 log = logging.getLogger("l2tpreorder")
@@ -21,7 +21,7 @@ class DropReporter:
 
     def __init__(
         self,
-        engines: Callable[[], Mapping[str, ReorderEngine]],
+        engines: Callable[[], Mapping[str, DirectionView]],
         tables: Callable[[], Sequence[CounterTable]],
         interval: float,
         detail: Callable[[str], str | None] = lambda key: None,

@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from l2tpreorder import __version__
 from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
 from l2tpreorder.core import counters
-from l2tpreorder.core.engine import Histogram, ReorderEngine, Session
+from l2tpreorder.core.views import DirectionView, Histogram, Session
 from l2tpreorder.daemon.metrics_http import serve_metrics
 
 PREFIX = "l2tpreorder_"
@@ -50,7 +50,7 @@ class MetricsSource(Protocol):
     (the service's and its mode's rows)."""
 
     @property
-    def engines(self) -> Mapping[str, ReorderEngine]: ...
+    def engines(self) -> Mapping[str, DirectionView]: ...
 
     def counter_tables(self) -> Sequence[CounterTable]: ...
 
@@ -104,7 +104,7 @@ class DaemonCollector(Collector):
 
     def _engine_families(
         self,
-        engines: Mapping[str, ReorderEngine],
+        engines: Mapping[str, DirectionView],
         live_sessions: Mapping[str, list[Session]],
         tables: Sequence[CounterTable],
     ) -> Iterator[Metric]:
@@ -123,7 +123,7 @@ class DaemonCollector(Collector):
         yield _session_timeouts(engines, live_sessions)
 
     def _config_families(
-        self, engines: Mapping[str, ReorderEngine], live_sessions: Mapping[str, list[Session]]
+        self, engines: Mapping[str, DirectionView], live_sessions: Mapping[str, list[Session]]
     ) -> Iterator[Metric]:
         d = ["direction"]
         hold = HistogramMetricFamily(
@@ -248,7 +248,7 @@ SESSION_TIMEOUT_BUCKETS: tuple[float, ...] = (
 
 
 def _session_timeouts(
-    engines: Mapping[str, ReorderEngine], live_sessions: Mapping[str, list[Session]]
+    engines: Mapping[str, DirectionView], live_sessions: Mapping[str, list[Session]]
 ) -> GaugeHistogramMetricFamily:
     """The current reorder timeout of every session (adaptive: learnt; fixed: the configured
     one) as a gauge histogram; how often a late arrival grew one is a counters-table row."""

@@ -36,7 +36,7 @@ from l2tpreorder.config import (
     format_address,
     load_with_overrides,
 )
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
@@ -46,7 +46,7 @@ from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
 from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, Mode
 from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.state import consume_state, save_engines
+from l2tpreorder.daemon.state import consume_state, save_state
 from l2tpreorder.daemon.status import build_status
 from l2tpreorder.daemon.timer import DeadlineTimer
 
@@ -140,7 +140,7 @@ class Service:
         self.control: ControlServer | None = None
         self.timer: DeadlineTimer | None = None
         self.reporter = DropReporter(
-            lambda: self.pipeline.engines,
+            self.pipeline.directions,
             self.counter_tables,
             config.drop_report_interval,
             mode.report_detail,
@@ -154,8 +154,9 @@ class Service:
     # --- what metrics, drop reports and status read -------------------------------------------
 
     @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        return self.pipeline.engines
+    def engines(self) -> dict[str, DirectionView]:
+        """Direction label -> read-only view (what the metrics collector reads)."""
+        return self.pipeline.directions()
 
     def counter_tables(self) -> list[CounterTable]:
         return [(SERVICE_ROWS, self.counters, {}), *self.mode.counter_tables()]
@@ -258,7 +259,10 @@ class Service:
     def _after_batch(self) -> None:
         """After a batch (or an expiry, a reload, a peer removed): send what the pipeline
         released, then keep the one timer on its earliest deadline."""
-        self.mode.transmit()
+        mode = self.mode
+        mode.transmit()
+        if mode.debug is not None:
+            mode.debug.drain(mode.clock())
         if self.timer is not None:
             self.timer.arm(self.pipeline.next_deadline())
 
@@ -298,15 +302,17 @@ class Service:
             return
         now = self.mode.clock()
         what = self.mode.restore_extra(saved.extra, now)
-        sessions = saved.restore_pipeline(self.pipeline, now)
-        log.info("restored %d sessions%s from %s", sessions, what, path)
+        restored = saved.restore(self.pipeline, now)
+        for direction, n in restored.ignored.items():
+            log.warning("state: %d saved %s sessions not restored: not reordered now", n, direction)
+        log.info("restored %d sessions%s from %s", restored.total, what, path)
 
     def save(self) -> bool:
         """Write both directions' sessions and the mode's part (after the final flush)."""
         assert self.state_file is not None
         extra, what = self.mode.state_extra()
         try:
-            count = save_engines(self.pipeline, self.state_file, extra)
+            count = save_state(self.pipeline.snapshot(), self.state_file, extra)
         except (OSError, TypeError, ValueError) as e:
             log.error(
                 "cannot save state to %s: %s (a restart will renumber afresh)", self.state_file, e

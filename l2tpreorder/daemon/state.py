@@ -1,13 +1,17 @@
-"""Engine state that must survive a restart, saved as versioned JSON.
+"""Pipeline state that must survive a restart, saved as versioned JSON.
 
 In renumber mode the LNS has seen our Ns, not the LAC's: a restart that forgot each session's
 `out_ns` would show it a jump, and xl2tpd drops or stalls on those. So on SIGTERM the daemon
-flushes the engine and saves, per session, the next Ns it expects from the LAC (`expected`) and
-the next Ns the LNS will see (`out_ns`), plus whatever the adapter needs in `extra` (the daemon:
-which upstream source port each LAC peer used, so xl2tpd's connected sockets still match).
+flushes the pipeline and saves (`Pipeline.snapshot`), per direction and per session, the next
+Ns it expects (`expected`) and the next Ns the receiver will see (`out_ns`), plus whatever the
+adapter needs in `extra` (the relay: which upstream source port each LAC peer used, so
+xl2tpd's connected sockets still match).
 Each session also carries its given-up bitmap (late vs duplicate stays exact), and the engine's
 continuation memory is saved too (`ended`): a spoofed CDN, an eviction or an idle expiry shortly
 before a restart must not make the LAC's continuing stream start afresh at the LNS.
+Both directions are saved (`directions`: lac_to_lns, and lns_to_lac when that direction
+reorders); version 1 files (one engine at the top level = lac_to_lns, and the relay's
+`extra.lns_to_lac`) are still read.
 
 The file is written atomically (temp file, fsync, rename, fsync of the directory), so a crash
 mid-write leaves the old file or the new one, never half of one. Loading never raises: a
@@ -31,14 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.pipeline import Pipeline
-from l2tpreorder.core.snapshot import SessionState, restore_engine, snapshot
+from l2tpreorder.core.snapshot import EngineState, PipelineState, Restored, SessionState
 
 log = logging.getLogger("l2tpreorder.daemon.state")
 
 FORMAT = "l2tpreorder-state"
-VERSION = 1
+VERSION = 2  # 2: `directions` holds both; 1: one engine at the top level (still read)
+READABLE = (1, 2)
 
 
 @dataclass(slots=True)
@@ -46,34 +51,23 @@ class SavedState:
     """A loaded state file."""
 
     saved_at: float  # wall-clock time of the save (time.time())
-    sequencing: str  # the engine's mode when saved
-    sessions: list[SessionState] = field(default_factory=list)
-    tunnels: list[tuple[Hashable, int, int]] = field(default_factory=list)
+    state: PipelineState
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def restore(self, engine: ReorderEngine, now: float) -> int:
-        """Recreate the saved sessions and tunnel-ID pairs in `engine`; returns how many."""
+    @property
+    def sequencing(self) -> str:
+        """The sequencing mode the saved numbering was made in."""
+        return self.state.sequencing
+
+    def restore(self, pipeline: Pipeline, now: float) -> Restored:
+        """Recreate the saved sessions and tunnel-ID pairs of both directions in `pipeline`."""
         elapsed = max(0.0, time.time() - self.saved_at)
-        return restore_engine(engine, self.sessions, self.tunnels, now, elapsed)
-
-    def restore_pipeline(self, pipeline: Pipeline, now: float) -> int:
-        """Both directions (`save_engines`): LAC->LNS from the document, LNS->LAC from
-        `extra["lns_to_lac"]` when the pipeline reorders it; returns sessions restored."""
-        sessions = self.restore(pipeline.engine, now)
-        down = self.extra.get("lns_to_lac")
-        to_lac = pipeline.engine_to_lac
-        if down is not None and to_lac is not None:
-            try:
-                sessions += restore_engine(to_lac, *parse_engine(down), now)
-            except (ValueError, TypeError, KeyError) as e:
-                log.warning("state: LNS-to-LAC sessions not restored: %s", e)
-        return sessions
+        return pipeline.restore(self.state, now, elapsed)
 
 
-def export_engine(engine: ReorderEngine) -> dict[str, Any]:
-    """An engine's `snapshot` as JSON-ready data (see `parse_engine`). Call after
-    `engine.flush(now)`: ages count from the engine's latest time."""
-    sessions, tunnels = snapshot(engine)
+def export_direction(state: EngineState) -> dict[str, Any]:
+    """One direction's state as JSON-ready data (see `parse_direction`)."""
+    sessions, tunnels = state.sessions, state.tunnels
     return {
         "sessions": [_session_item(s) for s in sessions if s.ended_ago is None],
         "ended": [_session_item(s) for s in sessions if s.ended_ago is not None],
@@ -98,10 +92,8 @@ def _session_item(s: SessionState) -> dict[str, Any]:
     return item
 
 
-def parse_engine(
-    document: Any,
-) -> tuple[list[SessionState], list[tuple[Hashable, int, int]]]:
-    """Read what `export_engine` wrote; raises ValueError naming the bad item."""
+def parse_direction(document: Any) -> EngineState:
+    """Read what `export_direction` wrote; raises ValueError naming the bad item."""
     if not isinstance(document, dict):
         raise ValueError("expected an object with sessions and tunnels")
     sessions: list[SessionState] = []
@@ -127,7 +119,28 @@ def parse_engine(
         raise ValueError(f"missing {e.args[0]!r}") from None
     except TypeError as e:
         raise ValueError(str(e)) from None
-    return sessions, tunnels
+    return EngineState(sessions, tunnels)
+
+
+def _parse_directions(document: dict[str, Any], version: int) -> dict[str, EngineState]:
+    if version == 1:  # one engine at the top level; the relay kept LNS-to-LAC in `extra`
+        directions = {LAC_TO_LNS: parse_direction(document)}
+        down = document["extra"].get("lns_to_lac")
+        if down is not None:
+            directions[LNS_TO_LAC] = parse_direction(down)
+        return directions
+    saved = document["directions"]
+    if not isinstance(saved, dict) or LAC_TO_LNS not in saved:
+        raise ValueError(f"directions: expected an object with {LAC_TO_LNS}")
+    directions = {}
+    for name, item in saved.items():
+        if name not in (LAC_TO_LNS, LNS_TO_LAC):
+            raise ValueError(f"directions: unknown direction {short(name)}")
+        try:
+            directions[name] = parse_direction(item)
+        except ValueError as e:
+            raise ValueError(f"directions.{name}: {e}") from None
+    return directions
 
 
 def _session_state(item: dict[str, Any], *, ended: bool) -> SessionState:
@@ -169,19 +182,22 @@ def _decode_flow(value: Any) -> Hashable:
     raise ValueError(f"flow {value!r}: not a saved flow")
 
 
-def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[str, Any]) -> int:
-    """Write the engine's sessions and `extra` to `path` atomically; returns sessions saved.
+def save_state(
+    snapshot: PipelineState, path: str | os.PathLike[str], extra: dict[str, Any]
+) -> int:
+    """Write `snapshot` (`Pipeline.snapshot()`, both directions) and `extra` to `path`
+    atomically; returns the live sessions saved, all directions together.
 
-    Call `engine.flush(now)` first: held packets are not saved (they are delivered instead).
-    Raises OSError (disk) or TypeError (a flow or `extra` that JSON cannot hold); the caller
-    reports it: a failed save must not stop a shutdown.
+    Take the snapshot after `pipeline.flush(now)`: held packets are not saved (they are
+    delivered instead). Raises OSError (disk) or TypeError (a flow or `extra` that JSON cannot
+    hold); the caller reports it: a failed save must not stop a shutdown.
     """
     document = {
         "format": FORMAT,
         "version": VERSION,
         "saved_at": time.time(),
-        "sequencing": str(engine.config.sequencing),
-        **export_engine(engine),
+        "sequencing": snapshot.sequencing,
+        "directions": {d: export_direction(e) for d, e in snapshot.directions.items()},
         "extra": extra,
     }
     text = json.dumps(document, separators=(",", ":"), allow_nan=False)
@@ -214,15 +230,7 @@ def save_state(engine: ReorderEngine, path: str | os.PathLike[str], extra: dict[
             target,
             e.strerror,
         )
-    return len(document["sessions"])  # live sessions (the memory of ended ones is extra)
-
-
-def save_engines(pipeline: Pipeline, path: str | os.PathLike[str], extra: dict[str, Any]) -> int:
-    """`save_state` for both directions: the LNS->LAC engine (when it reorders) goes into
-    `extra["lns_to_lac"]`; returns the LAC->LNS sessions saved."""
-    to_lac = pipeline.engine_to_lac
-    down = export_engine(to_lac) if to_lac is not None else None
-    return save_state(pipeline.engine, path, {**extra, "lns_to_lac": down})
+    return snapshot.live  # live sessions (the memory of ended ones is extra)
 
 
 def _u16(item: dict[str, Any], key: str) -> int:
@@ -253,8 +261,9 @@ def load_state(
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         return f"state file {path}: not an l2tpreorder state file"
     version = document.get("version")
-    if version != VERSION:
-        return f"state file {path}: version {version!r}, this program reads version {VERSION}"
+    if type(version) is not int or version not in READABLE:
+        readable = " and ".join(map(str, READABLE))
+        return f"state file {path}: version {version!r}, this program reads versions {readable}"
     try:
         saved_at = document["saved_at"]
         if not isinstance(saved_at, int | float) or not math.isfinite(saved_at):
@@ -265,8 +274,8 @@ def load_state(
         extra = document["extra"]
         if not isinstance(extra, dict):
             raise ValueError("extra: expected an object")
-        sessions, tunnels = parse_engine(document)
-        state = SavedState(float(saved_at), sequencing, sessions, tunnels, extra)
+        directions = _parse_directions(document, version)
+        state = SavedState(float(saved_at), PipelineState(sequencing, directions), extra)
     except KeyError as e:
         return f"state file {path}: bad content: missing {e.args[0]!r}"
     except (ValueError, TypeError) as e:

@@ -10,19 +10,18 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from l2tpreorder.core.engine import ReorderEngine, Session
+from l2tpreorder.core.counters import LAC_TO_LNS
 from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.core.views import DirectionView, Session
 
 # "reordered" everywhere (status, metrics, replay): arrived early, was held, was released in
 # order once its gap filled or was given up. Packets that arrived after a higher Ns and were
 # forwarded at once (the gap was already given up) count as `late` or `out of order`, not here.
 
 
-def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any]:
-    # The session's own timeout where the engine adapts it (`timeout_of`, adaptive mode),
-    # else the configured one.
-    timeout_of = getattr(engine, "timeout_of", None)
-    timeout = timeout_of(s) if callable(timeout_of) else engine.config.reorder_timeout
+def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
+    # The session's own timeout where the engine adapts it (adaptive mode), else the configured.
+    timeout = view.timeout_of(s)
     return {
         "tunnel_id": s.tunnel_id,
         "session_id": s.session_id,
@@ -41,10 +40,10 @@ def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any
 
 def sessions_by_flow(pipeline: Pipeline, now: float) -> dict[Hashable, list[dict[str, Any]]]:
     """The LAC-to-LNS sessions as JSON, grouped by their LAC's flow, sorted by IDs."""
-    engine = pipeline.engine
+    view = pipeline.directions()[LAC_TO_LNS]
     by_flow: dict[Hashable, list[dict[str, Any]]] = {}
-    for s in engine.sessions():
-        by_flow.setdefault(s.flow, []).append(session_json(s, engine, now))
+    for s in view.sessions():
+        by_flow.setdefault(s.flow, []).append(session_json(s, view, now))
     for sessions in by_flow.values():
         sessions.sort(key=lambda d: (d["tunnel_id"], d["session_id"]))
     return by_flow
@@ -54,12 +53,12 @@ def build_status(
     pipeline: Pipeline, common: dict[str, Any], fields: dict[str, Any]
 ) -> dict[str, Any]:
     """`{"ok": true, **common, totals, **fields}`; the mode's totals join the engine's."""
-    engine = pipeline.engine
+    view = pipeline.directions()[LAC_TO_LNS]
     mode_fields = dict(fields)
     totals = {
-        "sessions": engine.session_count,
-        "held": engine.counters.held_packets,
-        "reordered": engine.counters.released,
+        "sessions": view.session_count,
+        "held": view.counters.held_packets,
+        "reordered": view.counters.released,
         **mode_fields.pop("totals", {}),
     }
     return {"ok": True, **common, "totals": totals, **mode_fields}

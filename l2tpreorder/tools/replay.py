@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from l2tpreorder.config import ConfigError, load_with_overrides, parse_address, parse_ms
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, Sequencing
+from l2tpreorder.core.events import HoldSample
 from l2tpreorder.core.fastpath import parse_header
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
@@ -66,10 +67,12 @@ class Replay:
     def __init__(self, path: str, options: ReplayOptions) -> None:
         self.path = path
         self.options = options
-        # the report's hold-time percentiles need the samples (the one place this is set)
-        config = replace(options.engine, record_hold_times=True)
+        config = options.engine
         self.pipeline = Pipeline(config)
-        self.engine = self.pipeline.engine  # LAC to LNS: the sessions the report follows
+        # the report's hold-time percentiles need the samples (the one place they are recorded)
+        self.pipeline.record_events(hold_samples=True)
+        # LAC to LNS: the sessions the report follows
+        self.sessions = self.pipeline.directions()[counters.LAC_TO_LNS]
         self.reader = CaptureReader(path, options.ports)
         self.directions = DirectionFinder(options.lns_address, options.ports)
         self.result = ReplayResult(path, self.reader.stats, engine=options.engine)
@@ -108,6 +111,7 @@ class Replay:
         return ts
 
     def _drain(self, now: float) -> None:
+        self._take_hold_samples()
         out = self.pipeline.take_output()
         if not out:
             return
@@ -232,9 +236,7 @@ class Replay:
                     self._compare_models(rep, header.ns, order, now)
         outcome = self.pipeline.from_lac(payload, conv, now)
         if rep is not None and header.ns is not None:
-            rep.track_engine_session(self.engine)
-            if rep.sequenced & 0xFF == 0:
-                rep.drain_hold_times()
+            rep.track_engine_session(self.sessions)
             if self.options.compare:
                 stats = rep.compare[COMPARE_L2TPREORDER]
                 assert isinstance(stats, DeliveryStats)
@@ -271,7 +273,18 @@ class Replay:
             if isinstance(runner, ModelRunner):
                 runner.receive(ns, order, now)
 
+    def _take_hold_samples(self) -> None:
+        """Fold the hold times of packets released since the last call into their sessions'
+        histograms (only LAC to LNS reorders here, so every sample is one of ours)."""
+        reports = self.reports
+        for event in self.pipeline.take_events():
+            if isinstance(event, HoldSample):
+                rep = reports.get(event.key)  # type: ignore[arg-type]  # our flows: Conversation
+                if rep is not None:
+                    rep.hold.add(event.waited)
+
     def _finish(self) -> None:
+        self._take_hold_samples()
         result = self.result
         # virtual time never goes back, so this is at or after every session's last packet
         last = self._now if self._now != float("-inf") else 0.0
@@ -296,7 +309,7 @@ class Replay:
             max(len(self._session_ids.get((d, c), ())) for d in (True, False)) for c in convs
         )
         result.compared = self.compare_names if self.options.compare else []
-        result.counters = counters.engine_totals(self.engine.counters)
+        result.counters = counters.engine_totals(self.sessions.counters)
 
 
 def replay(path: str, options: ReplayOptions | None = None) -> ReplayResult:

@@ -13,7 +13,8 @@ from typing import Any
 
 from l2tpreorder.config import format_address
 from l2tpreorder.core import counters
-from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Session
+from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.core.views import DirectionView, Session
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.direction import Conversation
 from l2tpreorder.tools.lns_models import DeliveryStats, ModelRunner
@@ -131,22 +132,14 @@ class SessionReport:
             self.max_order = order
         return order
 
-    def track_engine_session(self, engine: ReorderEngine) -> None:
+    def track_engine_session(self, view: DirectionView) -> None:
         """Remember the engine's current Session object (it makes a new one when a session
         ends and its IDs come back), so `finish` can add up all of them."""
-        s = engine.session(self.conversation, self.tunnel_id, self.session_id)
+        s = view.session(self.conversation, self.tunnel_id, self.session_id)
         if s is not None and (not self.engine_sessions or self.engine_sessions[-1] is not s):
             self.engine_sessions.append(s)
 
-    def drain_hold_times(self) -> None:
-        for s in self.engine_sessions:
-            if s.hold_times:
-                for waited in s.hold_times:
-                    self.hold.add(waited)
-                s.hold_times.clear()
-
     def finish(self) -> None:
-        self.drain_hold_times()
         for s in self.engine_sessions:  # the counters table's per-session `total` rows
             for name in counters.SESSION_TOTALS:
                 setattr(self, name, getattr(self, name) + getattr(s, name))

@@ -183,12 +183,13 @@ def lifecycles(draw: st.DrawFn) -> list[tuple[str, int, int]]:
 def _restart(e: ReorderEngine, cfg: EngineConfig, now: float) -> ReorderEngine:
     """What the daemon does on SIGTERM (after flushing) + start: save, restore into a new
     engine."""
-    from l2tpreorder.core.snapshot import restore_engine
+    from l2tpreorder.core.snapshot import engine_state, restore_engine
     from l2tpreorder.daemon import state
 
-    document = state.export_engine(e)
+    document = state.export_direction(engine_state(e))
     fresh = ReorderEngine(cfg)
-    restore_engine(fresh, *state.parse_engine(document), now)
+    saved = state.parse_direction(document)
+    restore_engine(fresh, saved.sessions, saved.tunnels, now)
     return fresh
 
 

@@ -117,7 +117,7 @@ def test_a_stopccn_from_the_lns_ends_the_tunnel() -> None:
 
 def test_with_lns_reordering_both_directions_share_one_deadline() -> None:
     p = pipeline(reorder_from_lns=True)
-    assert set(p.engines) == {LAC_TO_LNS, LNS_TO_LAC}
+    assert set(p.directions()) == {LAC_TO_LNS, LNS_TO_LAC}
     p.from_lac(data(0), FLOW, 0.0)
     p.from_lac(data(2), FLOW, 0.0)  # held until 1.0
     p.from_lns(lns_data(0), FLOW, 0.2)
@@ -181,7 +181,7 @@ def test_switching_lns_reordering_off_releases_what_it_held() -> None:
     p.from_lns(lns_data(2), FLOW, 0.0)
     p.take_output()
     p.reconfigure(EngineConfig(reorder_timeout=1.0), 0.1, reorder_from_lns=False)
-    assert p.engine_to_lac is None and set(p.engines) == {LAC_TO_LNS}
+    assert p.engine_to_lac is None and set(p.directions()) == {LAC_TO_LNS}
     p.from_lns(lns_data(3), FLOW, 0.2, "after")
     out = p.take_output()
     assert [(o.to_lns, ident_of(o.data), o.tag) for o in out] == [

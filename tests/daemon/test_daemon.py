@@ -504,13 +504,14 @@ def test_metrics_endpoint_reads_the_running_relay(start: Callable[..., Daemon], 
 
 def _valid_state_file(path: Path, sequencing: str = "renumber") -> bytes:
     """A real state file (one session) as `run` writes it on SIGTERM."""
-    from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
+    from l2tpreorder.core.engine import EngineConfig, Sequencing
+    from l2tpreorder.core.pipeline import Pipeline
     from l2tpreorder.daemon.state import save_state
 
-    engine = ReorderEngine(EngineConfig(sequencing=Sequencing(sequencing)))
-    engine.receive(data(7), ("127.0.0.1", 40000), 0.0)
-    engine.take_output()
-    save_state(engine, path, {"peers": [], "lns_to_lac": None})
+    pipeline = Pipeline(EngineConfig(sequencing=Sequencing(sequencing)))
+    pipeline.from_lac(data(7), ("127.0.0.1", 40000), 0.0)
+    pipeline.take_output()
+    save_state(pipeline.snapshot(), path, {"peers": []})
     return path.read_bytes()
 
 

@@ -8,8 +8,9 @@ import struct
 import pytest
 
 from l2tpreorder import wire
+from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig
-from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.daemon.inpath.adapter import InPath, InPathCounters, Verdicts
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
@@ -18,6 +19,11 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     NF_INET_LOCAL_OUT,
 )
 from tests.pcapgen import udp_ip
+
+
+def inpath_pipeline(config: EngineConfig, *, reorder_from_lns: bool = False) -> Pipeline:
+    """A pipeline as in-path mode makes it: malformed L2TPv2 passes untouched."""
+    return Pipeline(config, reorder_from_lns=reorder_from_lns, malformed=MalformedPolicy.PASS)
 
 
 def decode(messages: list[bytes]) -> list[tuple[str, int, int, bool]]:
@@ -81,7 +87,7 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
     is `stale` (issue 11) and gets NF_DROP, counted in `dropped` as a duplicate is; an idle
     session's expiry comes through the pipeline's deadline and releases what it held."""
     config = EngineConfig(reorder_timeout=1.0, max_held_per_session=64, session_idle_timeout=5.0)
-    inpath = InPath(Pipeline(config), 0)
+    inpath = InPath(inpath_pipeline(config), 0)
     window = 64  # W = max(max_held_per_session, 64)
 
     def packet(ns: int) -> bytes:
@@ -98,7 +104,7 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
         ("single", NF_DROP, 5, False),
     ]
     assert inpath.counters.dropped == 2
-    engine = inpath.pipeline.engine
+    engine = inpath.pipeline.directions()[LAC_TO_LNS]
     assert engine.counters.dropped_duplicate == 1 and engine.counters.dropped_stale == 1
     assert inpath.pipeline.next_deadline() == pytest.approx(1.1)
     # The gap is given up; renumbered to close it, so the accept carries the rewritten packet.
@@ -111,9 +117,10 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
 
 def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
     """L2TPv2 version bits but a malformed header (Length beyond the datagram): accepted
-    untouched, counted as passed-not-ours (malformed_l2tpv2) and NOT as an engine drop: exactly
-    one counted outcome per datagram."""
-    inpath = InPath(Pipeline(EngineConfig(), reorder_from_lns=True), 0)
+    untouched, counted once by the engine of its direction as malformed and forwarded (the
+    pipeline's MalformedPolicy.PASS), never as a drop: exactly one counted outcome per
+    datagram, and no adapter count of its own."""
+    inpath = InPath(inpath_pipeline(EngineConfig(), reorder_from_lns=True), 0)
     good = wire.build_data(7, 9, b"xyz", ns=5)
     bad = bytearray(good)
     bad[0] |= 0x40  # L bit: a Length field now lies where the tunnel id was
@@ -127,20 +134,28 @@ def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
     assert {(v, has_payload) for _, v, _, has_payload in verdicts} == {(NF_ACCEPT, False)}
     assert not inpath.verdicts.pending and inpath.held == 0
     c = inpath.counters
-    assert (c.malformed_l2tpv2, c.not_l2tpv2, c.dropped, c.accepted) == (3, 0, 0, 4)
-    for engine in (inpath.pipeline.engine, inpath.pipeline.engine_to_lac):
-        assert engine is not None
-        ec = engine.counters
-        assert ec.rx_malformed == 0 and ec.dropped == 0, engine
-        assert sum(ec.malformed.values()) == 0 and all(v >= 0 for v in ec.malformed.values())
-    assert inpath.pipeline.engine.counters.received == 1  # the good one only
+    assert (c.not_l2tpv2, c.dropped, c.accepted) == (0, 0, 4)
+    views = inpath.pipeline.directions()
+    for direction, malformed in ((LAC_TO_LNS, 2), (LNS_TO_LAC, 1)):
+        ec = views[direction].counters
+        assert ec.rx_malformed == ec.forwarded_malformed == malformed, direction
+        assert ec.dropped == 0 and sum(ec.malformed.values()) == malformed
+        assert ec.received == ec.accounted
+    assert views[LAC_TO_LNS].counters.received == 3  # two malformed, one good
     assert c.packets == c.accepted + c.dropped
+
+
+def test_in_path_refuses_a_pipeline_that_drops_malformed_datagrams() -> None:
+    """The policy is declared when the pipeline is made; in-path mode must not drop what is
+    not its own to judge."""
+    with pytest.raises(ValueError, match=r"MalformedPolicy\.PASS"):
+        InPath(Pipeline(EngineConfig()), 0)
 
 
 def test_output_without_a_packet_of_ours_is_not_counted_as_accepted() -> None:
     """What the pipeline releases for a tag the adapter never read gets no verdict, so it is
     no outcome of the adapter's: accepted + dropped stays equal to the packets read."""
-    inpath = InPath(Pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0)), 0)
 
     def packet(ns: int) -> bytes:
         return udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=ns))
@@ -155,6 +170,6 @@ def test_output_without_a_packet_of_ours_is_not_counted_as_accepted() -> None:
     assert inpath.handle([early], 0.2) == []
     assert decode(inpath.expire(1.2)) == [("single", NF_ACCEPT, 2, True)]
     c = inpath.counters
-    assert inpath.pipeline.engine.counters.released == 2  # ours and the stranger, both
+    assert inpath.pipeline.counters.released == 2  # ours and the stranger, both
     assert c.packets == 2 and c.accepted + c.dropped == c.packets, c.as_dict()
     assert not inpath.verdicts.pending

@@ -7,13 +7,16 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
+from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
+from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.fastpath import parse_header
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon.state import VERSION, SavedState, load_state, save_state
 from l2tpreorder.wire import (
     MessageType,
@@ -30,10 +33,10 @@ def data(tunnel_id: int, session_id: int, ns: int) -> bytes:
     return build_data(tunnel_id, session_id, b"\xff\x03\x00\x21" + ns.to_bytes(2, "big"), ns=ns)
 
 
-def out_ns(e: ReorderEngine) -> list[int]:
+def out_ns(p: Pipeline) -> list[int]:
     """Ns of the data messages sent to the LNS."""
     result = []
-    for _, d, _ in e._out:  # peeked at, as sent so far
+    for _, d, _ in p.engine._out:  # peeked at, as sent so far
         h = parse_header(d)
         assert not isinstance(h, str) and h.ns is not None
         if not h.is_control:
@@ -41,19 +44,25 @@ def out_ns(e: ReorderEngine) -> list[int]:
     return result
 
 
-def busy_engine() -> ReorderEngine:
-    """Renumber mode with a skipped gap, so the LNS's Ns (out_ns) differs from the LAC's."""
-    e = ReorderEngine(EngineConfig(reorder_timeout=0.05, sequencing=Sequencing.RENUMBER))
-    e.receive(build_control(3, 4, 2, 2, [avp_message_type(MessageType.ICCN)]), LAC, 0.0)
+def busy_engine(*, both: bool = False) -> Pipeline:
+    """Renumber mode with a skipped gap, so the LNS's Ns (out_ns) differs from the LAC's.
+    `both`: LNS-to-LAC reordering too, with one session of its own."""
+    config = EngineConfig(reorder_timeout=0.05, sequencing=Sequencing.RENUMBER)
+    e = Pipeline(config, reorder_from_lns=both)
+    e.from_lac(build_control(3, 4, 2, 2, [avp_message_type(MessageType.ICCN)]), LAC, 0.0)
     for ns in (100, 101, 105, 106):  # 102..104 never arrive
-        e.receive(data(3, 4, ns), LAC, 0.0)
+        e.from_lac(data(3, 4, ns), LAC, 0.0)
     e.expire(1.0)
-    e.receive(data(3, 5, 65535), ("198.51.100.1", 40000), 1.0)
-    e.receive(data(3, 5, 0), ("198.51.100.1", 40000), 1.0)
+    e.from_lac(data(3, 5, 65535), ("198.51.100.1", 40000), 1.0)
+    e.from_lac(data(3, 5, 0), ("198.51.100.1", 40000), 1.0)
     sccrp = build_control(
         8, 0, 0, 1, [avp_message_type(MessageType.SCCRP), avp_assigned_tunnel_id(3)]
     )
-    e.observe_reverse(sccrp, LAC, 1.0)
+    e.from_lns(sccrp, LAC, 1.0)
+    if both:
+        for ns in (7000, 7001, 7003):  # 7002 never arrives
+            e.from_lns(data(8, 9, ns), LAC, 1.0)
+        e.expire(2.0)
     return e
 
 
@@ -63,30 +72,34 @@ def test_round_trip_continues_numbering_without_a_jump(tmp_path: Path) -> None:
     e.flush(2.0)
     path = tmp_path / "state.json"
     extra = {"upstream_ports": [["192.0.2.7", 1701, 45001]]}
-    assert save_state(e, path, extra) == 2
+    assert save_state(e.snapshot(), path, extra) == 2
     loaded = load_state(path)
     assert isinstance(loaded, SavedState)
     assert loaded.extra == extra
     assert loaded.sequencing == "renumber"
     assert time.time() - loaded.saved_at < 60
-    by_key = {(s.flow, s.tunnel_id, s.session_id): s for s in loaded.sessions}
+    assert set(loaded.state.directions) == {LAC_TO_LNS}
+    up = loaded.state.directions[LAC_TO_LNS]
+    by_key = {(s.flow, s.tunnel_id, s.session_id): s for s in up.sessions}
     s = by_key[(LAC, 3, 4)]
     assert (s.expected, s.out_ns) == (107, 104)
     assert by_key[(("198.51.100.1", 40000), 3, 5)].expected == 1
-    assert loaded.tunnels == [(LAC, 8, 3)]
+    assert up.tunnels == [(LAC, 8, 3)]
 
-    fresh = ReorderEngine(EngineConfig(reorder_timeout=0.05))
-    assert loaded.restore(fresh, 0.0) == 2
-    assert fresh.tunnel_pairs() == [(LAC, 8, 3)]
+    fresh = Pipeline(EngineConfig(reorder_timeout=0.05))
+    restored_counts = loaded.restore(fresh, 0.0)
+    assert (restored_counts.sessions, restored_counts.ignored) == ({LAC_TO_LNS: 2}, {})
+    assert fresh.engine.tunnel_pairs() == [(LAC, 8, 3)]
     # Packet 107 was in flight during the restart; 108 arrives first. The LNS must see 104, 105
     # (contiguous with what it saw before), not 108.
-    fresh.receive(data(3, 4, 108), LAC, 0.1)
+    fresh.from_lac(data(3, 4, 108), LAC, 0.1)
     fresh.expire(0.2)
-    fresh.receive(data(3, 4, 109), LAC, 0.2)
+    fresh.from_lac(data(3, 4, 109), LAC, 0.2)
     assert out_ns(fresh) == [104, 105]
-    restored = fresh.session(LAC, 3, 4)
+    view = fresh.directions()[LAC_TO_LNS]
+    restored = view.session(LAC, 3, 4)
     assert restored is not None and restored.confirmed
-    other = fresh.session(("198.51.100.1", 40000), 3, 5)
+    other = view.session(("198.51.100.1", 40000), 3, 5)
     assert other is not None and not other.confirmed
     assert fresh.counters.received == fresh.counters.accounted
 
@@ -94,7 +107,7 @@ def test_round_trip_continues_numbering_without_a_jump(tmp_path: Path) -> None:
 def test_save_is_atomic_private_and_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text("old contents")
-    save_state(busy_engine(), path, {})
+    save_state(busy_engine().snapshot(), path, {})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
     assert json.loads(path.read_text())["version"] == VERSION
@@ -102,11 +115,11 @@ def test_save_is_atomic_private_and_leaves_no_temp_files(tmp_path: Path) -> None
 
 def test_save_failure_raises_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError):
-        save_state(busy_engine(), tmp_path / "missing-dir" / "state.json", {})
+        save_state(busy_engine().snapshot(), tmp_path / "missing-dir" / "state.json", {})
     with pytest.raises(TypeError, match="flow"):
-        e = ReorderEngine()
-        e.receive(data(1, 1, 0), object(), 0.0)
-        save_state(e, tmp_path / "state.json", {})
+        e = Pipeline(EngineConfig())
+        e.from_lac(data(1, 1, 0), object(), 0.0)
+        save_state(e.snapshot(), tmp_path / "state.json", {})
     assert list(tmp_path.iterdir()) == []
     # The rename fails after the temp file was written (the target is a non-empty directory):
     # the temp file must be removed, not left next to the state file.
@@ -114,7 +127,7 @@ def test_save_failure_raises_and_leaves_nothing(tmp_path: Path) -> None:
     blocked.mkdir()
     (blocked / "keep").write_text("x")
     with pytest.raises(OSError):
-        save_state(busy_engine(), blocked, {})
+        save_state(busy_engine().snapshot(), blocked, {})
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
     assert [p.name for p in blocked.iterdir()] == ["keep"]
 
@@ -126,7 +139,7 @@ def test_save_never_follows_or_truncates_a_planted_temp_name(tmp_path: Path) -> 
     path = tmp_path / "state.json"
     planted = tmp_path / f".state.json.tmp.{os.getpid()}"
     planted.symlink_to(victim)
-    save_state(busy_engine(), path, {})
+    save_state(busy_engine().snapshot(), path, {})
     assert victim.read_text() == "precious"
     assert not path.is_symlink()
     assert isinstance(load_state(path), SavedState)
@@ -147,7 +160,7 @@ def test_failing_directory_sync_after_the_rename_is_not_a_failed_save(
 
     monkeypatch.setattr(os, "fsync", fsync)
     path = tmp_path / "state.json"
-    assert save_state(busy_engine(), path, {}) == 2
+    assert save_state(busy_engine().snapshot(), path, {}) == 2
     assert isinstance(load_state(path), SavedState)
     assert "its directory could not be synced (Input/output error)" in caplog.text
 
@@ -156,9 +169,15 @@ def test_missing_file_is_not_an_error(tmp_path: Path) -> None:
     assert load_state(tmp_path / "none.json") is None
 
 
+def _up(document: dict[str, Any]) -> dict[str, Any]:
+    """The LAC-to-LNS part of a state document."""
+    part: dict[str, Any] = document["directions"][LAC_TO_LNS]
+    return part
+
+
 def valid_document(tmp_path: Path) -> dict[str, object]:
     path = tmp_path / "good.json"
-    save_state(busy_engine(), path, {"k": 1})
+    save_state(busy_engine().snapshot(), path, {"k": 1})
     document: dict[str, object] = json.loads(path.read_text())
     return document
 
@@ -168,14 +187,18 @@ def valid_document(tmp_path: Path) -> dict[str, object]:
     [
         (lambda d: d.update(version=0), "version 0"),
         (lambda d: d.update(version=VERSION + 1), f"version {VERSION + 1}"),
+        (lambda d: d.update(version="2"), "version '2'"),
         (lambda d: d.update(format="something-else"), "not an l2tpreorder state file"),
-        (lambda d: d.pop("sessions"), "missing 'sessions'"),
-        (lambda d: d["sessions"][0].update(tunnel_id=70000), "sessions[0]: tunnel_id=70000"),
-        (lambda d: d["sessions"][0].update(out_ns="5"), "sessions[0]: out_ns='5'"),
-        (lambda d: d["sessions"][1].pop("expected"), "sessions[1]: missing 'expected'"),
-        (lambda d: d["sessions"][0].update(flow={"a": 1}), "not a saved flow"),
-        (lambda d: d.update(sessions=5), "bad content"),
-        (lambda d: d.update(tunnels=[[1, 2]]), "tunnels[0]"),
+        (lambda d: d.pop("directions"), "missing 'directions'"),
+        (lambda d: d.update(directions=[]), "directions: expected an object with lac_to_lns"),
+        (lambda d: d["directions"].update(sideways={}), "unknown direction 'sideways'"),
+        (lambda d: _up(d).pop("sessions"), "lac_to_lns: missing 'sessions'"),
+        (lambda d: _up(d)["sessions"][0].update(tunnel_id=70000), "sessions[0]: tunnel_id=70000"),
+        (lambda d: _up(d)["sessions"][0].update(out_ns="5"), "sessions[0]: out_ns='5'"),
+        (lambda d: _up(d)["sessions"][1].pop("expected"), "sessions[1]: missing 'expected'"),
+        (lambda d: _up(d)["sessions"][0].update(flow={"a": 1}), "not a saved flow"),
+        (lambda d: _up(d).update(sessions=5), "bad content"),
+        (lambda d: _up(d).update(tunnels=[[1, 2]]), "tunnels[0]"),
         (lambda d: d.update(extra=[]), "extra"),
         (lambda d: d.update(saved_at="yesterday"), "saved_at"),
     ],
@@ -192,7 +215,7 @@ def test_bad_contents_are_reported(tmp_path: Path, change: object, expected: str
 
 def test_truncated_and_garbage_files_are_reported(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    save_state(busy_engine(), path, {})
+    save_state(busy_engine().snapshot(), path, {})
     whole = path.read_bytes()
     for cut in range(0, len(whole) - 1, max(1, len(whole) // 40)):
         path.write_bytes(whole[:cut])
@@ -299,7 +322,7 @@ def test_restore_never_raises_on_any_extra(
     restore_ports: tuple[int, int],
     data: st.DataObject,
 ) -> None:
-    """Whatever `extra` a valid-format file carries, Relay.restore_state reports and goes on."""
+    """Whatever `extra` a valid-format file carries, Relay.restore_extra reports and goes on."""
     import asyncio
 
     from l2tpreorder.config import config_from_dict
@@ -311,7 +334,7 @@ def test_restore_never_raises_on_any_extra(
     extra = data.draw(st.dictionaries(st.text(max_size=6), JSON), label="extra")
     extra.update(peers=peers, lns_to_lac=down)
     path = tmp_path_factory.getbasetemp() / "fuzz-state.json"
-    save_state(busy_engine(), path, extra)
+    save_state(busy_engine().snapshot(), path, extra)
     saved = load_state(path)
     assert isinstance(saved, SavedState)
     config = config_from_dict(
@@ -329,7 +352,7 @@ def test_restore_never_raises_on_any_extra(
         relay.bind()
         now = relay.clock()
         restored = relay.restore_extra(saved.extra, now)  # must not raise
-        sessions = saved.restore_pipeline(relay.pipeline, now)  # nor this
+        sessions = saved.restore(relay.pipeline, now).total  # nor this
         assert sessions >= 2  # the two lac_to_lns sessions, whatever extra held
         assert restored == f" and {len(relay.peers)} LAC peers (with their upstream ports)"
         assert len(relay.peers) <= 2
@@ -341,26 +364,91 @@ def test_restore_never_raises_on_any_extra(
 def test_5_a_restart_remembers_recently_ended_sessions(tmp_path: Path) -> None:
     """Issue 11 item 5: a spoofed CDN, then a restart within 120 s: the LAC's stream carries on
     and the LNS's renumbered Ns go on without a jump (502 -> 503, not 502 -> 522)."""
-    e = ReorderEngine(EngineConfig(reorder_timeout=0.05))
+    e = Pipeline(EngineConfig(reorder_timeout=0.05))
     for ns in range(500, 510):
-        e.receive(data(3, 4, ns), LAC, 0.0)
-    e.receive(data(3, 4, 520), LAC, 0.01)  # 510..519 lost
+        e.from_lac(data(3, 4, ns), LAC, 0.0)
+    e.from_lac(data(3, 4, 520), LAC, 0.01)  # 510..519 lost
     e.expire(0.1)
     cdn = build_control(3, 4, 7, 7, [avp_message_type(MessageType.CDN)])
-    e.receive(cdn, LAC, 1.0)  # spoofed: the LNS keeps the session
-    assert e.session(LAC, 3, 4) is None
+    e.from_lac(cdn, LAC, 1.0)  # spoofed: the LNS keeps the session
+    assert e.directions()[LAC_TO_LNS].session(LAC, 3, 4) is None
     sent = out_ns(e)
     assert sent == list(range(500, 511))
     e.flush(2.0)
     path = tmp_path / "state.json"
-    assert save_state(e, path, {}) == 0  # no live session, but the memory is saved
+    assert save_state(e.snapshot(), path, {}) == 0  # no live session, but the memory is saved
     loaded = load_state(path)
     assert isinstance(loaded, SavedState)
-    fresh = ReorderEngine(EngineConfig(reorder_timeout=0.05))
-    assert loaded.restore(fresh, 50.0) == 0
-    fresh.receive(data(3, 4, 515), LAC, 50.1)  # in flight: given up before the restart
-    fresh.receive(data(3, 4, 521), LAC, 50.1)
-    fresh.receive(data(3, 4, 522), LAC, 50.2)
+    fresh = Pipeline(EngineConfig(reorder_timeout=0.05))
+    assert loaded.restore(fresh, 50.0).total == 0
+    fresh.from_lac(data(3, 4, 515), LAC, 50.1)  # in flight: given up before the restart
+    fresh.from_lac(data(3, 4, 521), LAC, 50.1)
+    fresh.from_lac(data(3, 4, 522), LAC, 50.2)
     assert out_ns(fresh) == [511, 512]
     c = fresh.counters
     assert (c.dropped_late, c.sessions_continued) == (1, 1)
+
+
+# --- both directions (issue 20): one file, one snapshot, one restore -------------------------
+
+
+def test_both_directions_are_saved_and_restored(tmp_path: Path) -> None:
+    """With LNS-to-LAC reordering the file holds both directions; a restart continues the
+    LAC's numbering towards the LNS and the LNS's numbering towards the LAC."""
+    e = busy_engine(both=True)
+    e.flush(3.0)
+    path = tmp_path / "state.json"
+    assert save_state(e.snapshot(), path, {}) == 3  # two sessions up, one down
+    assert set(json.loads(path.read_text())["directions"]) == {LAC_TO_LNS, LNS_TO_LAC}
+    loaded = load_state(path)
+    assert isinstance(loaded, SavedState)
+    fresh = Pipeline(EngineConfig(reorder_timeout=0.05), reorder_from_lns=True)
+    restored = loaded.restore(fresh, 0.0)
+    assert (restored.sessions, restored.ignored) == ({LAC_TO_LNS: 2, LNS_TO_LAC: 1}, {})
+    down = fresh.directions()[LNS_TO_LAC].session(LAC, 8, 9)
+    assert down is not None and (down.expected, down.out_ns) == (7004, 7003)
+    fresh.from_lns(data(8, 9, 7004), LAC, 0.1)  # renumbered to follow the LAC's last Ns
+    out = [o for o in fresh.take_output() if not o.to_lns]
+    header = parse_header(out[-1].data)
+    assert not isinstance(header, str) and header.ns == 7003
+
+
+def test_a_saved_direction_that_is_off_now_is_ignored_and_said(tmp_path: Path) -> None:
+    e = busy_engine(both=True)
+    e.flush(3.0)
+    path = tmp_path / "state.json"
+    save_state(e.snapshot(), path, {})
+    loaded = load_state(path)
+    assert isinstance(loaded, SavedState)
+    restored = loaded.restore(Pipeline(EngineConfig()), 0.0)
+    assert (restored.sessions, restored.ignored) == ({LAC_TO_LNS: 2}, {LNS_TO_LAC: 1})
+
+
+def _version_1(document: dict[str, Any], lns_to_lac: object) -> dict[str, Any]:
+    """The same state as version 1 wrote it: one engine at the top level, and the relay's
+    LNS-to-LAC engine (or None) in `extra.lns_to_lac`; in-path files had no such key."""
+    old = {k: v for k, v in document.items() if k != "directions"}
+    old.update(version=1, **document["directions"][LAC_TO_LNS])
+    if lns_to_lac is not ...:
+        old["extra"] = {**old["extra"], "lns_to_lac": lns_to_lac}
+    return old
+
+
+@pytest.mark.parametrize("shape", ["inpath", "relay_one_way", "relay_both"])
+def test_version_1_files_are_still_read(tmp_path: Path, shape: str) -> None:
+    e = busy_engine(both=True)
+    e.flush(3.0)
+    path = tmp_path / "state.json"
+    save_state(e.snapshot(), path, {"queue": 0})
+    document = json.loads(path.read_text())
+    down = document["directions"][LNS_TO_LAC]
+    lns_to_lac = {"inpath": ..., "relay_one_way": None, "relay_both": down}[shape]
+    path.write_text(json.dumps(_version_1(document, lns_to_lac)))
+    loaded = load_state(path)
+    assert isinstance(loaded, SavedState), loaded
+    fresh = Pipeline(EngineConfig(), reorder_from_lns=True)
+    restored = loaded.restore(fresh, 0.0).sessions
+    both = {LAC_TO_LNS: 2, LNS_TO_LAC: 1}
+    assert restored == (both if shape == "relay_both" else {LAC_TO_LNS: 2})
+    up = fresh.directions()[LAC_TO_LNS].session(LAC, 3, 4)
+    assert up is not None and (up.expected, up.out_ns) == (107, 104)

@@ -6,7 +6,10 @@ Why verdicts instead of sockets: the LNS keeps its port and sees the LAC's real 
 when nobody reads the queue the rule's bypass lets traffic through unordered. An early packet
 simply gets no verdict until the pipeline releases it (gap filled, timeout, caps, session end,
 shutdown). What is not a whole L2TPv2 datagram is accepted untouched at once and counted: in
-this mode we sit in the path of traffic that is not ours, and must do no harm.
+this mode we sit in the path of traffic that is not ours, and must do no harm. A malformed
+L2TPv2 datagram is the pipeline's to count: it is made with `MalformedPolicy.PASS`, so such a
+datagram comes back out of `take_output()` untouched, in arrival order, and gets its accept
+like any other.
 
 The kernel applies verdicts per packet id; a batch verdict covers every queued id up to the one
 given, so `Verdicts` uses one only for a run that is exactly the oldest still queued.
@@ -19,9 +22,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 from l2tpreorder.core.checksum import parse_ip_udp, with_payload
-from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
@@ -32,7 +34,7 @@ from l2tpreorder.daemon.inpath.nfqueue import (
 )
 
 _DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-_DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
+_DROPPED_STALE = int(Outcome.DROPPED_STALE)
 
 
 class InPathCounters:
@@ -45,7 +47,6 @@ class InPathCounters:
         "dropped",
         "from_lac",
         "from_lns",
-        "malformed_l2tpv2",
         "not_l2tpv2",
         "not_udp",
         "packets",
@@ -60,9 +61,6 @@ class InPathCounters:
         self.not_udp = 0  # not one whole UDP datagram (other protocol, fragment): accepted
         self.truncated = 0  # copy shorter than the packet: accepted untouched
         self.not_l2tpv2 = 0  # UDP but not usable L2TPv2 (L2TPv3, other UDP): accepted
-        # L2TPv2 version bits but the engine found it malformed: accepted untouched, and not
-        # counted by the engine (one outcome per datagram: it is passed, not dropped)
-        self.malformed_l2tpv2 = 0
         self.accepted = 0  # NF_ACCEPT verdicts (every packet but `dropped` ends here)
         self.accepted_rewritten = 0  # of those, with a rewritten packet (renumber, strip)
         self.dropped = 0  # NF_DROP verdicts: duplicate, late and stale packets
@@ -141,6 +139,8 @@ class InPath:
     """Feeds queued packets into a Pipeline and turns its output into verdicts."""
 
     def __init__(self, pipeline: Pipeline, queue: int) -> None:
+        if pipeline.malformed is not MalformedPolicy.PASS:
+            raise ValueError("in-path mode passes malformed L2TPv2 untouched: MalformedPolicy.PASS")
         self.pipeline = pipeline
         self.counters = InPathCounters()
         self.verdicts = Verdicts(queue, self.counters)
@@ -149,9 +149,6 @@ class InPath:
         # (packed address + port bytes) -> flow (ip text, port): the relay's flows
         self._flows: dict[bytes, Hashable] = {}
         self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
-        # Set by the service while debug lines are on: LAC datagrams go through it (it calls
-        # the pipeline and logs drops with their IDs); None = the pipeline directly.
-        self.debug: DebugEvents | None = None
 
     def handle(self, packets: list[Packet], now: float) -> list[bytes]:
         """Take a batch of queued packets; returns the verdict messages to send now.
@@ -165,8 +162,7 @@ class InPath:
         pending = self.verdicts.pending
         inflight = self._inflight
         flows = self._flows
-        # Fetched per batch: the pipeline rebinds `from_lac` on reconfigure.
-        from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
+        from_lac = self.pipeline.from_lac
         fast = 0
         for packet_id, hook, pkt, truncated in packets:
             pending[packet_id] = None
@@ -193,8 +189,8 @@ class InPath:
             fast += 1
             inflight[packet_id] = (pkt, l2tp)
             outcome = from_lac(l2tp, flow, now, packet_id)
-            if outcome >= _DROPPED_DUPLICATE:  # DUPLICATE, LATE, MALFORMED, STALE: the last four
-                self._dropped(packet_id, outcome, True)
+            if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:  # duplicate, late, stale
+                self._dropped(packet_id)
         c.from_lac += fast
         self._release()
         return self.verdicts.take()
@@ -207,21 +203,12 @@ class InPath:
         self._flows[key] = flow
         return flow
 
-    def _dropped(self, packet_id: int, outcome: int, from_lac: bool) -> None:
-        """The pipeline refused it: duplicate, late, stale are dropped. A malformed one is
-        accepted untouched (not ours to judge) and counted once, here: the engine that found
-        it malformed takes back its own drop count."""
+    def _dropped(self, packet_id: int) -> None:
+        """The pipeline dropped it (duplicate, late, stale): NF_DROP. Nothing else is dropped:
+        a malformed datagram comes back out of the pipeline (MalformedPolicy.PASS)."""
         del self._inflight[packet_id]
-        if outcome == _DROPPED_MALFORMED:
-            p = self.pipeline
-            engine = p.engine if from_lac else p.engine_to_lac
-            if engine is not None:  # LNS datagrams reach an engine only when it reorders
-                engine.disown_malformed()
-            self.counters.malformed_l2tpv2 += 1
-            self._accept_untouched(packet_id)
-        else:
-            self.counters.dropped += 1
-            self.verdicts.drop(packet_id)
+        self.counters.dropped += 1
+        self.verdicts.drop(packet_id)
 
     def _other(self, packet_id: int, hook: int, pkt: bytes, truncated: bool, now: float) -> None:
         """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
@@ -247,10 +234,9 @@ class InPath:
         else:
             c.from_lac += 1
             flow = self._flow_of(where.src, where.sport)
-            from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
-            outcome = from_lac(l2tp, flow, now, packet_id)
-        if outcome >= _DROPPED_DUPLICATE:
-            self._dropped(packet_id, outcome, hook != NF_INET_LOCAL_OUT)
+            outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
+        if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:
+            self._dropped(packet_id)
 
     def _flow_of(self, address: bytes, port: int) -> Hashable:
         key = address + bytes(((port >> 8), port & 0xFF))

@@ -15,8 +15,8 @@ PASSED_NOT_OURS = family(
     "inpath_passed_not_ours",
     "Queued packets accepted untouched at once because they are not whole L2TPv2 "
     "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
-    "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
-    "bits but a malformed header, not counted by the engine).",
+    "the packet; not_l2tpv2: L2TPv3 or other UDP). Malformed L2TPv2 is the engine's: "
+    'l2tpreorder_forwarded_packets{kind="malformed"}.',
     Q,
     "reason",
 )
@@ -52,7 +52,6 @@ ADAPTER_ROWS: tuple[Counter, ...] = (
     Counter(A, "not_udp", PASSED_NOT_OURS, ("not_udp",)),
     Counter(A, "truncated", PASSED_NOT_OURS, ("truncated",)),
     Counter(A, "not_l2tpv2", PASSED_NOT_OURS, ("not_l2tpv2",)),
-    Counter(A, "malformed_l2tpv2", PASSED_NOT_OURS, ("malformed_l2tpv2",)),
     Counter(A, "accepted_untouched", VERDICTS, ("accept",)),
     Counter(A, "accepted_rewritten", VERDICTS, ("accept_rewritten",)),
     Counter(A, "dropped", VERDICTS, ("drop",)),

@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config, format_address, state_file_path
-from l2tpreorder.core.pipeline import Pipeline
+from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.counters import ADAPTER_ROWS, WORKER_ROWS
@@ -98,22 +98,19 @@ class InPathMode:
         self.queue_num = queue_num
         self.loop = loop
         self.clock = clock
-        self.pipeline = Pipeline(config.engine, reorder_from_lns=config.reorder_lns_to_lac)
+        self.pipeline = Pipeline(
+            config.engine,
+            reorder_from_lns=config.reorder_lns_to_lac,
+            malformed=MalformedPolicy.PASS,  # in the path of traffic not all ours: do no harm
+        )
         self.adapter = InPath(self.pipeline, queue_num)
+        self.debug: DebugEvents | None = None  # the service's, while debug lines are on
         self.queue: NfQueue | None = None
         self.verdict_errors = 0
         self._errors_logged_at = float("-inf")
         self._on_batch: Callable[[], None] = lambda: None
         self._reading = False
         self._started = time.monotonic()
-
-    @property
-    def debug(self) -> DebugEvents | None:
-        return self.adapter.debug
-
-    @debug.setter
-    def debug(self, events: DebugEvents | None) -> None:
-        self.adapter.debug = events
 
     @property
     def held(self) -> int:
@@ -269,7 +266,7 @@ class InPathMode:
         return (
             f"{c.packets} packets queued, {c.accepted} accepted ({c.accepted_rewritten} "
             f"rewritten), {c.dropped} dropped, "
-            f"{c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2} not ours"
+            f"{c.not_udp + c.truncated + c.not_l2tpv2} not ours"
         )
 
 

@@ -39,7 +39,6 @@ from typing import Any
 from prometheus_client.registry import Collector
 
 from l2tpreorder.config import REBIND_KEYS, Address, Config, format_address
-from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon import status
 from l2tpreorder.daemon.debug_log import DebugEvents
@@ -119,19 +118,14 @@ class Relay:
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
         self.health = LnsHealth(config.lns, self.counters)
-        # --log-level debug: a logging wrapper around pipeline.from_lac (debug_log.py), set by
-        # the service; None = the pipeline is called directly.
+        # --log-level debug: reads the pipeline's events (debug_log.py), set by the service;
+        # None = debug off, and the pipeline records nothing.
         self.debug: DebugEvents | None = None
         self._upstream: UpstreamPoller[Peer] = UpstreamPoller(
             self._on_lns_readable, self._on_lns_error
         )
 
     # --- setup and teardown ------------------------------------------------------------------
-
-    @property
-    def engines(self) -> dict[str, ReorderEngine]:
-        """Direction label -> engine (what the metrics collector reads)."""
-        return self.pipeline.engines
 
     def bind(self) -> None:
         """Bind every listen address; raises BindError (all or nothing)."""
@@ -202,7 +196,7 @@ class Relay:
         c = self.counters
         peers = self.peers
         # Fetched per readiness callback: the pipeline rebinds `from_lac` on reconfigure.
-        from_lac = self.debug.receive if self.debug is not None else self.pipeline.from_lac
+        from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, flows, cmsgs = lsock.read(BATCH)
             if not datas:
