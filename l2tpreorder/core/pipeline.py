@@ -299,7 +299,9 @@ class Pipeline:
             reorder_from_lns = self.engine_to_lac is not None
         if reorder_from_lns and self.engine_to_lac is None:
             self.engine_to_lac = self._new_engine(config)
-            self.engine_to_lac.record(ends=self._record_debug, hold_samples=self._record_holds)
+            self.engine_to_lac.set_recording(
+                ends=self._record_debug, hold_samples=self._record_holds
+            )
         elif self.engine_to_lac is not None:
             if reorder_from_lns:
                 self.engine_to_lac.reconfigure(config, now)
@@ -325,7 +327,7 @@ class Pipeline:
             self._events = [e for e in self._events if not isinstance(e, Dropped | Malformed)]
             self._events_missed.clear()
         for _, engine in self._engines():
-            engine.record(ends=debug, hold_samples=hold_samples)
+            engine.set_recording(ends=debug, hold_samples=hold_samples)
         self._wire()
 
     def take_events(self) -> list[Event]:

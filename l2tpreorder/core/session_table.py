@@ -165,9 +165,9 @@ class SessionTable:
         # path only writes s.last_active; an entry whose stamp is older is refreshed at the top.
         self._lru: list[tuple[float, int, Hashable, int]] = []
         self._lru_seq = 0
-        # What `record` switched on (None: not recorded, the default), taken by `take_records`:
-        # (flow, tunnel_id, session_id, reasons.END_*) of each end, and (flow, tunnel_id,
-        # session_id, seconds held) of each released packet (ReorderEngine._release_run).
+        # What `set_recording` switched on (None: not recorded, the default), taken by
+        # `take_records`: (flow, tunnel_id, session_id, reasons.END_*) of each end, and (flow,
+        # tunnel_id, session_id, seconds held) of each released packet (ReorderEngine._release_run).
         self._end_log: list[tuple[Hashable, int, int, str]] | None = None
         self._end_log_missed = 0
         self._hold_log: list[tuple[Hashable, int, int, float]] | None = None
@@ -498,7 +498,7 @@ class SessionTable:
 
     # --- records for an adapter (through Pipeline.take_events) -----------------------------------
 
-    def record(self, *, ends: bool, hold_samples: bool) -> None:
+    def set_recording(self, *, ends: bool, hold_samples: bool) -> None:
         """Record session ends and/or hold samples from now on (off: dropped at once)."""
         self._end_log = ([] if self._end_log is None else self._end_log) if ends else None
         self._hold_log = (

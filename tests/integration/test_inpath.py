@@ -149,8 +149,10 @@ def test_not_ours_passes_untouched(ns: NetNs, tmp_path: Path) -> None:
     text = daemon.scrape_or_none()
     assert text is not None
     assert metric(text, "l2tpreorder_inpath_passed_not_ours_total", reason="not_l2tpv2") == 2
-    passed = "l2tpreorder_inpath_passed_not_ours_total"
-    assert metric(text, passed, reason="malformed_l2tpv2") == 1
+    # The malformed one is the core's to count (MalformedPolicy.PASS): once, as passed on.
+    forwarded = "l2tpreorder_forwarded_packets_total"
+    assert metric(text, forwarded, direction="lac_to_lns", kind="malformed") == 1
+    assert metric(text, "l2tpreorder_malformed_packets_total", reason="too_short") == 1
     assert metric(text, "l2tpreorder_dropped_packets_total", reason="malformed") == 0
     assert daemon.stop() == 0
 
