@@ -582,7 +582,8 @@ def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_pat
         assert "SIGTERM: stopping" in log
         assert "saved state of 1 sessions" in log
         document = json.loads(state_file.read_text())
-        assert [(s["tunnel_id"], s["session_id"]) for s in document["sessions"]] == [
+        saved_sessions = document["directions"]["lac_to_lns"]["sessions"]
+        assert [(s["tunnel_id"], s["session_id"]) for s in saved_sessions] == [
             (T_LNS, S_LNS)
         ]
     finally:
