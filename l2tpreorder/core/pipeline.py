@@ -71,9 +71,19 @@ from l2tpreorder.core.views import DirectionView
 
 _FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
 _FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
-_DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
 _DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
 _FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
+# The outcomes a debug event names (events.Dropped, events.Malformed).
+_NOTED = frozenset(
+    int(o)
+    for o in (
+        Outcome.DROPPED_DUPLICATE,
+        Outcome.DROPPED_LATE,
+        Outcome.DROPPED_STALE,
+        Outcome.DROPPED_MALFORMED,
+        Outcome.FORWARDED_MALFORMED,
+    )
+)
 
 
 class MalformedPolicy(StrEnum):
@@ -118,9 +128,10 @@ class _Receive(Protocol):
 class Pipeline:
     """The LAC-to-LNS engine, the optional LNS-to-LAC engine, and the rules joining them."""
 
-    # Bound per configuration (see _wire): with one engine, `from_lac` IS the engine's
-    # receive, which saves a Python call per datagram on the hot path. So an adapter may keep
-    # `from_lac` in a local for a batch, but must fetch it again after `reconfigure`.
+    # Bound per configuration (see _wire): with one engine and no debug events, `from_lac` IS
+    # the engine's receive, which saves a Python call per datagram on the hot path. So an
+    # adapter may keep `from_lac` in a local for a batch, but must fetch it again after
+    # `reconfigure` or `record_events`.
     from_lac: _Receive
     from_lns: _Receive
 
@@ -197,7 +208,7 @@ class Pipeline:
     ) -> int:
         """`from_lac` while debug events are recorded: a drop or a malformed datagram is noted."""
         outcome = self._from_lac(data, flow, now, tag)
-        if outcome >= _DROPPED_DUPLICATE:  # DUPLICATE, LATE, MALFORMED, STALE, passed MALFORMED
+        if outcome in _NOTED:
             self._note(LAC_TO_LNS, outcome, data, flow)
         return outcome
 
@@ -205,7 +216,7 @@ class Pipeline:
         self, data: bytes, flow: Hashable, now: float, tag: object = None
     ) -> int:
         outcome = self._from_lns(data, flow, now, tag)
-        if outcome >= _DROPPED_DUPLICATE:
+        if outcome in _NOTED:
             self._note(LNS_TO_LAC, outcome, data, flow)
         return outcome
 

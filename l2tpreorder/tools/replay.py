@@ -72,7 +72,7 @@ class Replay:
         # the report's hold-time percentiles need the samples (the one place they are recorded)
         self.pipeline.record_events(hold_samples=True)
         # LAC to LNS: the sessions the report follows
-        self.sessions = self.pipeline.directions()[counters.LAC_TO_LNS]
+        self.lac_to_lns = self.pipeline.directions()[counters.LAC_TO_LNS]
         self.reader = CaptureReader(path, options.ports)
         self.directions = DirectionFinder(options.lns_address, options.ports)
         self.result = ReplayResult(path, self.reader.stats, engine=options.engine)
@@ -236,7 +236,7 @@ class Replay:
                     self._compare_models(rep, header.ns, order, now)
         outcome = self.pipeline.from_lac(payload, conv, now)
         if rep is not None and header.ns is not None:
-            rep.track_engine_session(self.sessions)
+            rep.track_engine_session(self.lac_to_lns)
             if self.options.compare:
                 stats = rep.compare[COMPARE_L2TPREORDER]
                 assert isinstance(stats, DeliveryStats)
@@ -309,7 +309,7 @@ class Replay:
             max(len(self._session_ids.get((d, c), ())) for d in (True, False)) for c in convs
         )
         result.compared = self.compare_names if self.options.compare else []
-        result.counters = counters.engine_totals(self.sessions.counters)
+        result.counters = counters.engine_totals(self.lac_to_lns.counters)
 
 
 def replay(path: str, options: ReplayOptions | None = None) -> ReplayResult:

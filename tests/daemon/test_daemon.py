@@ -31,7 +31,6 @@ from l2tpreorder.wire import (
 )
 from tests.conftest import PROJECT_ROOT, need, need_tool
 from tests.daemon_harness import Daemon, free_udp_port, nothing_waiting, recv, udp
-from tests.relay_service import relay_service
 
 pytestmark = pytest.mark.integration
 
@@ -415,6 +414,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
     from prometheus_client import generate_latest
 
     from l2tpreorder.daemon.metrics import MetricsConfig, build_registry
+    from l2tpreorder.daemon.service import RelaySource
 
     listen, lns_port = free_udp_port(), free_udp_port()
     lns = udp(port=lns_port)
@@ -432,8 +432,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
         loop = asyncio.get_running_loop()
         relay = Relay(config, loop=loop)
         relay.bind()
-        service = relay_service(relay)
-        service.start_io()
+        relay.start_reading()
 
         async def lns_recv() -> tuple[bytes, Any]:
             return await asyncio.wait_for(loop.run_in_executor(None, recv, lns), 10)
@@ -454,7 +453,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert relay.remove_idle(now + 62) == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
             exported = generate_latest(
-                build_registry(MetricsConfig(), service)
+                build_registry(MetricsConfig(), RelaySource(relay))
             ).decode()
             assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
             got, src = await lns_recv()  # held data went out on the old socket first
@@ -472,7 +471,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert relay.pipeline.engine.counters.sessions_continued == 0
             assert relay.counters.peers == 1
         finally:
-            service.stop_io()
+            relay.shutdown()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
@@ -583,8 +582,8 @@ def test_sigterm_while_the_state_file_is_read_stops_cleanly_and_saves_it(tmp_pat
         assert "SIGTERM: stopping" in log
         assert "saved state of 1 sessions" in log
         document = json.loads(state_file.read_text())
-        saved = document["directions"]["lac_to_lns"]["sessions"]
-        assert [(s["tunnel_id"], s["session_id"]) for s in saved] == [
+        saved_sessions = document["directions"]["lac_to_lns"]["sessions"]
+        assert [(s["tunnel_id"], s["session_id"]) for s in saved_sessions] == [
             (T_LNS, S_LNS)
         ]
     finally:
@@ -607,6 +606,8 @@ def test_bind_failure_closes_what_the_relay_opened() -> None:
 
     import uvloop
 
+    from l2tpreorder.daemon.service import Daemon as RelayDaemon
+
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("127.0.0.1", 0))
     config = config_from_dict(
@@ -628,8 +629,7 @@ def test_bind_failure_closes_what_the_relay_opened() -> None:
 
     async def scenario() -> tuple[int, dict[str, str], dict[str, str]]:
         before = open_fds()
-        relay = Relay(config, loop=asyncio.get_running_loop())
-        code = await relay_service(relay, config).run()
+        code = await RelayDaemon(config, lambda: config).run()
         return code, before, open_fds()
 
     try:
@@ -649,7 +649,8 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
     import uvloop
 
     from l2tpreorder.daemon.sdnotify import Notifier
-    from l2tpreorder.daemon.service import Service
+    from l2tpreorder.daemon.service import Daemon as RelayDaemon
+    from l2tpreorder.daemon.service import DropReporter, RelaySource
 
     listen = free_udp_port()
     config = config_from_dict(
@@ -665,12 +666,12 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
     denied = udp("127.0.0.2")
 
     async def scenario() -> list[str]:
-        relay = Relay(config, loop=asyncio.get_running_loop())
-        daemon = Service(config, relay, lambda: reloaded, notifier=Notifier(environ={}))
+        daemon = RelayDaemon(config, lambda: reloaded, Notifier(environ={}))
+        relay = daemon.relay = Relay(config, loop=asyncio.get_running_loop())
         relay.bind()
-        daemon.start_io()
+        relay.start_reading()
         try:
-            reporter = daemon.reporter
+            reporter = daemon._reporter = DropReporter(RelaySource(relay), 3600.0)
             assert reporter.tick(relay.clock()) == []  # the next report is an hour out
             denied.sendto(data(None), ("127.0.0.1", listen))
             for _ in range(500):
@@ -682,7 +683,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
             reporter.tick(relay.clock())  # the first tick after the reload schedules it
             return reporter.tick(relay.clock() + 0.2)
         finally:
-            daemon.stop_io()
+            relay.shutdown()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
