@@ -1,24 +1,38 @@
 """In-path mode keeps both directions' numbering across a restart (issue 20, drift 1: it used to
 save and restore only the LAC-to-LNS engine, so with `reorder.lns_to_lac: true` a restart lost
-the LNS-to-LAC numbering). A real worker's own save and restore, without binding a queue: the
-packets go through its real adapter and pipeline, the state file is really written and read."""
+the LNS-to-LAC numbering). A real worker's own save and restore (the one service around the
+in-path adapter), without binding a queue: the packets go through its real adapter and
+pipeline, the state file is really written and read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from l2tpreorder import wire
 from l2tpreorder.config import Config, config_from_dict
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.daemon.inpath.nfqueue import NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT
-from l2tpreorder.daemon.inpath.worker import InPathWorker
+from l2tpreorder.daemon.inpath.worker import InPathMode
+from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.service import Service
 from tests.pcapgen import udp_ip
 
 LAC, LNS = "192.0.2.1", "192.0.2.2"
 
 
-def worker(path: Path) -> InPathWorker:
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()  # the adapter's; nothing is bound, so nothing runs on it
+    yield loop
+    loop.close()
+
+
+def worker(path: Path, loop: asyncio.AbstractEventLoop) -> Service:
     document = {
         "mode": "inpath",
         "inpath": {"queue": 3},
@@ -27,7 +41,10 @@ def worker(path: Path) -> InPathWorker:
         "metrics": {"enabled": False},
     }
     config: Config = config_from_dict(document)
-    return InPathWorker(config, 3, lambda: config, state_file=str(path))
+    mode = InPathMode(config, 3, loop=loop)
+    return Service(
+        config, mode, lambda: config, notifier=Notifier(environ={}), state_file=str(path)
+    )
 
 
 def up(ns: int) -> bytes:
@@ -38,23 +55,27 @@ def down(ns: int) -> bytes:
     return udp_ip(LNS, LAC, wire.build_data(40, 41, b"down", ns=ns))
 
 
-def test_a_restart_keeps_both_directions_numbering(tmp_path: Path) -> None:
+def test_a_restart_keeps_both_directions_numbering(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
     path = tmp_path / "state.json"
-    w = worker(path)
+    w = worker(path, loop)
+    assert isinstance(w.mode, InPathMode)
     packets = [
         (1, NF_INET_LOCAL_IN, up(100), False),
         (2, NF_INET_LOCAL_IN, up(101), False),
         (3, NF_INET_LOCAL_OUT, down(500), False),
         (4, NF_INET_LOCAL_OUT, down(502), False),  # held: 501 missing
     ]
-    w.adapter.handle(packets, 0.0)
-    w.adapter.flush(1.0)  # what the shutdown does first: 502 goes out renumbered as 501
-    w._shutdown()
+    w.mode.adapter.handle(packets, 0.0)
+    w.mode.adapter.flush(1.0)  # what the shutdown does first: 502 goes out renumbered as 501
+    w.stop_io()
     saved = json.loads(path.read_text())
     assert set(saved["directions"]) == {LAC_TO_LNS, LNS_TO_LAC}
 
-    again = worker(path)
-    again._restore()
+    again = worker(path, loop)
+    assert isinstance(again.mode, InPathMode)
+    again.restore()
     assert not path.exists()  # consumed
     views = again.pipeline.directions()
     s_up = views[LAC_TO_LNS].session((LAC, 1701), 7, 9)
@@ -63,7 +84,7 @@ def test_a_restart_keeps_both_directions_numbering(tmp_path: Path) -> None:
     assert s_down is not None and (s_down.expected, s_down.out_ns) == (503, 502)
     # The LAC sees the LNS's numbering go on: 503 leaves as 502 (the accept carries the
     # rewritten packet), no jump back to 503.
-    messages = b"".join(again.adapter.handle([(5, NF_INET_LOCAL_OUT, down(503), False)], 2.0))
+    messages = b"".join(again.mode.adapter.handle([(5, NF_INET_LOCAL_OUT, down(503), False)], 2.0))
     assert wire.build_data(40, 41, b"down", ns=502) in messages
     assert wire.build_data(40, 41, b"down", ns=503) not in messages
     assert views[LNS_TO_LAC].counters.forwarded_in_order == 1
