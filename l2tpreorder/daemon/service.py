@@ -36,6 +36,7 @@ from l2tpreorder.config import (
     format_address,
     load_with_overrides,
 )
+from l2tpreorder.core.snapshot import PipelineState
 from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
 from l2tpreorder.daemon.control import ControlServer
@@ -241,20 +242,25 @@ class Service:
         self._after_batch()  # restored sessions may hold deadlines already
 
     def stop_io(self) -> None:
-        """Stop reading, deliver everything held in order, save the state, close the mode."""
+        """Stop reading, deliver everything held in order, close the mode, save the state.
+
+        The state is taken after the flush and before the close (the relay's peers name their
+        sockets), and written after it: in-path mode accepts what still waits in its queue
+        before it unbinds, and that must not wait for the file's fsync."""
         mode = self.mode
         mode.stop_reading()
         now = mode.clock()
         mode.drain_for_stop(now)
         self.pipeline.flush(now)
         mode.transmit()
-        if self.state_file is not None:
-            self.save()
+        to_save = self._state_now() if self.state_file is not None else None
         if self.timer is not None:
             self.timer.close()
             self.timer = None
         self._set_debug(False)
         mode.close()
+        if to_save is not None:
+            self._write_state(*to_save)
 
     def _after_batch(self) -> None:
         """After a batch (or an expiry, a reload, a peer removed): send what the pipeline
@@ -307,12 +313,15 @@ class Service:
             log.warning("state: %d saved %s sessions not restored: not reordered now", n, direction)
         log.info("restored %d sessions%s from %s", restored.total, what, path)
 
-    def save(self) -> bool:
-        """Write both directions' sessions and the mode's part (after the final flush)."""
-        assert self.state_file is not None
+    def _state_now(self) -> tuple[PipelineState, dict[str, Any], str]:
+        """Both directions' sessions and the mode's part (after the final flush)."""
         extra, what = self.mode.state_extra()
+        return self.pipeline.snapshot(), extra, what
+
+    def _write_state(self, state: PipelineState, extra: dict[str, Any], what: str) -> bool:
+        assert self.state_file is not None
         try:
-            count = save_state(self.pipeline.snapshot(), self.state_file, extra)
+            count = save_state(state, self.state_file, extra)
         except (OSError, TypeError, ValueError) as e:
             log.error(
                 "cannot save state to %s: %s (a restart will renumber afresh)", self.state_file, e

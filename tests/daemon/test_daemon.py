@@ -31,6 +31,7 @@ from l2tpreorder.wire import (
 )
 from tests.conftest import PROJECT_ROOT, need, need_tool
 from tests.daemon_harness import Daemon, free_udp_port, nothing_waiting, recv, udp
+from tests.relay_service import relay_service
 
 pytestmark = pytest.mark.integration
 
@@ -414,7 +415,6 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
     from prometheus_client import generate_latest
 
     from l2tpreorder.daemon.metrics import MetricsConfig, build_registry
-    from l2tpreorder.daemon.service import RelaySource
 
     listen, lns_port = free_udp_port(), free_udp_port()
     lns = udp(port=lns_port)
@@ -432,7 +432,8 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
         loop = asyncio.get_running_loop()
         relay = Relay(config, loop=loop)
         relay.bind()
-        relay.start_reading()
+        service = relay_service(relay)
+        service.start_io()
 
         async def lns_recv() -> tuple[bytes, Any]:
             return await asyncio.wait_for(loop.run_in_executor(None, recv, lns), 10)
@@ -453,7 +454,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert relay.remove_idle(now + 62) == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
             exported = generate_latest(
-                build_registry(MetricsConfig(), RelaySource(relay))
+                build_registry(MetricsConfig(), service)
             ).decode()
             assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
             got, src = await lns_recv()  # held data went out on the old socket first
@@ -471,7 +472,7 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             assert relay.pipeline.engine.counters.sessions_continued == 0
             assert relay.counters.peers == 1
         finally:
-            relay.shutdown()
+            service.stop_io()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
@@ -606,8 +607,6 @@ def test_bind_failure_closes_what_the_relay_opened() -> None:
 
     import uvloop
 
-    from l2tpreorder.daemon.service import Daemon as RelayDaemon
-
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("127.0.0.1", 0))
     config = config_from_dict(
@@ -629,7 +628,8 @@ def test_bind_failure_closes_what_the_relay_opened() -> None:
 
     async def scenario() -> tuple[int, dict[str, str], dict[str, str]]:
         before = open_fds()
-        code = await RelayDaemon(config, lambda: config).run()
+        relay = Relay(config, loop=asyncio.get_running_loop())
+        code = await relay_service(relay, config).run()
         return code, before, open_fds()
 
     try:
@@ -649,8 +649,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
     import uvloop
 
     from l2tpreorder.daemon.sdnotify import Notifier
-    from l2tpreorder.daemon.service import Daemon as RelayDaemon
-    from l2tpreorder.daemon.service import DropReporter, RelaySource
+    from l2tpreorder.daemon.service import Service
 
     listen = free_udp_port()
     config = config_from_dict(
@@ -666,12 +665,12 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
     denied = udp("127.0.0.2")
 
     async def scenario() -> list[str]:
-        daemon = RelayDaemon(config, lambda: reloaded, Notifier(environ={}))
-        relay = daemon.relay = Relay(config, loop=asyncio.get_running_loop())
+        relay = Relay(config, loop=asyncio.get_running_loop())
+        daemon = Service(config, relay, lambda: reloaded, notifier=Notifier(environ={}))
         relay.bind()
-        relay.start_reading()
+        daemon.start_io()
         try:
-            reporter = daemon._reporter = DropReporter(RelaySource(relay), 3600.0)
+            reporter = daemon.reporter
             assert reporter.tick(relay.clock()) == []  # the next report is an hour out
             denied.sendto(data(None), ("127.0.0.1", listen))
             for _ in range(500):
@@ -683,7 +682,7 @@ def test_reloaded_drop_report_interval_applies_at_once() -> None:
             reporter.tick(relay.clock())  # the first tick after the reload schedules it
             return reporter.tick(relay.clock() + 0.2)
         finally:
-            relay.shutdown()
+            daemon.stop_io()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
