@@ -26,6 +26,7 @@ from tests.integration.inpath_helpers import (
     metric,
     quiet,
     receive_all,
+    scrape,
 )
 from tests.netns import NetNs, wait_until
 
@@ -234,6 +235,32 @@ def test_two_workers_run_with_the_command_lines_overrides(ns2: NetNs, tmp_path: 
             assert seconds == 1.234, (q, seconds)
     finally:
         assert daemon.stop() == 0
+
+
+def test_two_workers_reload_moves_the_supervisors_metrics(ns2: NetNs, tmp_path: Path) -> None:
+    """Several queues: the one `/metrics` is the supervisor's, and a reload that changes
+    `metrics:` moves it (as with one queue, where the worker is the service)."""
+    daemon = start(ns2, tmp_path, "4-5", timeout_ms=30000)
+    try:
+        rewrite(daemon, metrics={"enabled": True, "listen": "127.0.0.1", "port": 9110})
+        r = cli("reload", "--config", str(daemon.config))
+        assert r.returncode == 0, r.stderr
+        wait_until("/metrics on the new port", lambda: _scrape_or_none(ns2, 9110) is not None)
+        text = _scrape_or_none(ns2, 9110)
+        assert text is not None and "l2tpreorder_inpath_queued_packets_total" in text
+        assert daemon.scrape_or_none() is None, "the old port still answers"
+        rewrite(daemon, metrics={"enabled": False})
+        os.kill(daemon.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
+        wait_until("/metrics off", lambda: _scrape_or_none(ns2, 9110) is None)
+    finally:
+        assert daemon.stop() == 0
+
+
+def _scrape_or_none(ns: NetNs, port: int) -> str | None:
+    try:
+        return scrape(ns, port)
+    except OSError:
+        return None
 
 
 def test_no_daemon_in_inpath_mode_is_exit_2(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,7 +31,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from l2tpreorder.config import Config
+from l2tpreorder.config import Config, ConfigError, MetricsConfig, format_address
 from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.inpath.protocol import (
     WORKER_CONTROL_ENV,
@@ -108,9 +108,14 @@ class WorkersCollector(Collector):
 
 class Supervisor:
     def __init__(
-        self, config: Config, config_path: str | None, overrides: Sequence[str] = ()
+        self,
+        config: Config,
+        config_path: str | None,
+        overrides: Sequence[str] = (),
+        load: Callable[[], Config] | None = None,
     ) -> None:
         self.config = config
+        self._load = load  # the file and `run`'s flags, as each worker loads them
         self.config_path = config_path
         self.overrides = list(overrides)
         self.workers = {q: Worker(q) for q in config.inpath_queues}
@@ -136,17 +141,11 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self.control = await start_supervisor_control(self)
         for w in self.workers.values():
             self._start(w)
-        if self.config.metrics.enabled:
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(WorkersCollector(self))
-            try:
-                self.metrics = MetricsServer(self.config.metrics, registry)
-            except OSError as e:
-                log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+        self.metrics = self._start_metrics(self.config.metrics)
         watch = loop.create_task(self._watch())
         try:
             await stop
@@ -161,6 +160,39 @@ class Supervisor:
                 self.control.close()
             self.notifier.close()
         return 0
+
+    def _start_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
+        """The one `/metrics` for every worker (`WorkersCollector`); None when off."""
+        if not settings.enabled:
+            return None
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WorkersCollector(self))
+        try:
+            server = MetricsServer(settings, registry)
+        except OSError as e:
+            log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+            return None
+        log.info("metrics: http://%s/metrics", format_address((settings.listen, server.port)))
+        return server
+
+    def _sighup(self) -> None:
+        self._forward(signal.SIGHUP)
+        self.reload_own()
+
+    def reload_own(self) -> None:
+        """After the workers reloaded: what the supervisor serves itself (`metrics:`) follows
+        the file too. A file that does not load is the workers' to report."""
+        if self._load is None:
+            return
+        try:
+            new = self._load()
+        except ConfigError:
+            return
+        if new.metrics != self.config.metrics:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.metrics = self._start_metrics(new.metrics)
+        self.config = new
 
     def _start(self, w: Worker) -> None:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
@@ -306,6 +338,7 @@ async def supervisor_reload(sup: Supervisor, path: str) -> dict[str, Any]:
     if refused:
         return {"ok": False, "error": "; ".join(refused)}
     notes = sorted({n for a in answers for n in a.get("not_applied", [])})
+    sup.reload_own()
     return {"ok": True, "status": sup.status_line(), "not_applied": notes}
 
 
@@ -336,8 +369,13 @@ async def start_supervisor_control(sup: Supervisor) -> ControlServer | None:
     return control
 
 
-def supervise(config: Config, config_path: str | None, overrides: Sequence[str] = ()) -> int:
+def supervise(
+    config: Config,
+    config_path: str | None,
+    overrides: Sequence[str] = (),
+    load: Callable[[], Config] | None = None,
+) -> int:
     """Run one worker per configured queue until SIGTERM."""
-    supervisor = Supervisor(config, config_path, overrides)
+    supervisor = Supervisor(config, config_path, overrides, load)
     with asyncio.Runner() as runner:
         return runner.run(supervisor.run())

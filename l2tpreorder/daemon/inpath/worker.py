@@ -286,7 +286,7 @@ def launch(run: Launch) -> int:
     worker of one queue, or the supervisor of several."""
     config = run.config
     if run.inpath_worker is None and len(config.inpath_queues) > 1:
-        return supervise(config, run.config_path, run.overrides)
+        return supervise(config, run.config_path, run.overrides, run.load)
     supervised = run.inpath_worker is not None
     queue = run.inpath_worker if run.inpath_worker is not None else config.inpath_queues[0]
     endpoints = Endpoints()
