@@ -1,5 +1,6 @@
-"""`l2tpreorder status`'s table for an in-path answer (the JSON shape inpath_control builds;
-the live daemon behind it is tests/integration/test_inpath_control.py, which needs root)."""
+"""`l2tpreorder status`'s table for an in-path answer (the JSON shape the service builds with
+the in-path mode's fields; the live daemon behind it is tests/integration/test_inpath_control.py,
+which needs root)."""
 
 from __future__ import annotations
 
