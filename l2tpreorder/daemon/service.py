@@ -498,8 +498,10 @@ class Service:
 def _show(value: object) -> str:
     if isinstance(value, tuple) and value and isinstance(value[0], tuple):
         return ", ".join(format_address(v) for v in value)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
         return format_address((str(value[0]), value[1]))
+    if isinstance(value, tuple):  # e.g. in-path queues
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 

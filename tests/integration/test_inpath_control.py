@@ -237,6 +237,25 @@ def test_two_workers_run_with_the_command_lines_overrides(ns2: NetNs, tmp_path: 
         assert daemon.stop() == 0
 
 
+def test_single_queue_reload_refuses_a_new_queue_and_says_so(ns: NetNs, tmp_path: Path) -> None:
+    """The queue is bound once: a reload naming another one is applied except for that, and
+    the answer says it needs a restart (the worker keeps reading queue 3)."""
+    daemon = start(ns, tmp_path, 3, timeout_ms=30000)
+    try:
+        document = yaml.safe_load(daemon.config.read_text())
+        document["inpath"]["queue"] = 7
+        document["reorder"] = {"timeout_ms": 25000}
+        daemon.config.write_text(yaml.safe_dump(document))
+        r = cli("reload", "--config", str(daemon.config))
+        assert r.returncode == 0, r.stderr
+        assert "needs a restart; not applied, still 3" in r.stderr, r.stderr
+        assert "in-path on NFQUEUE 3, reorder timeout 25000 ms" in r.stdout, r.stdout
+        [q] = status(daemon)["queues"]
+        assert q["queue"] == 3
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_two_workers_reload_moves_the_supervisors_metrics(ns2: NetNs, tmp_path: Path) -> None:
     """Several queues: the one `/metrics` is the supervisor's, and a reload that changes
     `metrics:` moves it (as with one queue, where the worker is the service)."""
