@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -49,8 +49,8 @@ class KernelQueueCollector(Collector):
     def __init__(self, queues: list[int]) -> None:
         self._queues = queues
 
-    def collect(self) -> Any:
-        return kernel_queue_families(self._queues)
+    def collect(self) -> Iterator[Metric]:
+        yield from kernel_queue_families(self._queues)
 
 
 def kernel_queue_families(queues: list[int]) -> list[Metric]:
