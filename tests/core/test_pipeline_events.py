@@ -3,7 +3,10 @@ events, recorded only while switched on, bounded, for both directions (issue 20)
 
 from __future__ import annotations
 
+import pytest
+
 from l2tpreorder import wire
+from l2tpreorder.core import engine as engine_module
 from l2tpreorder.core import events, reasons
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig
@@ -104,3 +107,22 @@ def test_drop_events_are_bounded_and_what_did_not_fit_is_said() -> None:
     assert len(got) == events.EVENTS_KEPT + 1
     assert got[-1] == Missed(LAC_TO_LNS, "dropped", extra)
     assert p.counters.dropped_duplicate == events.EVENTS_KEPT + extra  # counted all the same
+
+
+def test_hold_samples_are_bounded_and_what_did_not_fit_is_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "HOLD_SAMPLES_KEPT", 2)  # instead of a million packets
+    p = Pipeline(EngineConfig(reorder_timeout=1.0))
+    p.record_events(hold_samples=True)
+    p.from_lac(data(0), FLOW, 0.0)
+    for ns in range(2, 7):
+        p.from_lac(data(ns), FLOW, 0.1)
+    p.from_lac(data(1), FLOW, 0.2)  # releases 2..6: five samples, two kept
+    key = (FLOW, TUNNEL, SESSION)
+    assert p.take_events() == [
+        HoldSample(LAC_TO_LNS, key, 0.1),
+        HoldSample(LAC_TO_LNS, key, 0.1),
+        Missed(LAC_TO_LNS, "hold", 3),
+    ]
+    assert p.counters.released == 5
