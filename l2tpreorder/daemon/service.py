@@ -23,15 +23,17 @@ from typing import Any
 
 from l2tpreorder.config import (
     EX_CONFIG,
-    LOG_LEVELS,
     Config,
     ConfigError,
     MetricsConfig,
+    add_run_arguments,
     check_host,
     format_address,
-    load_with_overrides,
+    load_file_only,
+    load_from_args,
     state_file_path,
 )
+from l2tpreorder.config import override_argv as config_override_argv
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import ReorderEngine
 from l2tpreorder.daemon import reload_report
@@ -304,10 +306,10 @@ class Daemon:
 
     def _restore(self, relay: Relay, path: str) -> None:
         """Restore what the last SIGTERM saved; a bad file is reported and ignored."""
-        # Older than the peer idle timeout: the peers would have been forgotten by now.
+        # Older than state_file_max_age_ms: the numbering it carries is stale by now.
         saved = consume_state(
             path,
-            max_age=self.config.peer_idle_timeout,
+            max_age=self.config.state_max_age,
             sequencing=self.config.engine.sequencing.value,
         )
         if saved is None:
@@ -473,64 +475,16 @@ def _show(value: object) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
-    parser.add_argument(
-        "--listen",
-        action="append",
-        metavar="HOST:PORT",
-        help="LAC-facing address, repeatable; [v6addr]:port for IPv6 (overrides `listen`)",
-    )
-    parser.add_argument("--lns", metavar="HOST:PORT", help="the LNS address (overrides `lns`)")
-    parser.add_argument(
-        "--timeout", type=float, metavar="MS", help="reorder timeout in ms (reorder.timeout_ms)"
-    )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logging.level")
-    parser.add_argument(
-        "--socket-buffer",
-        type=int,
-        metavar="BYTES",
-        help="socket receive/send buffer size (overrides socket_buffer_bytes)",
-    )
-    parser.add_argument(
-        "--udp-gso",
-        action="store_true",
-        default=None,
-        help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
-    )
-    # mode: inpath with several queues: the supervisor starts itself once per queue with this.
-    parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
+    add_run_arguments(parser)  # generated from config.SETTINGS
 
 
 def override_argv(args: argparse.Namespace) -> list[str]:
-    """The `run` flags that override the file, as argv again: the in-path supervisor starts its
-    workers with them, so every queue runs with what the operator asked for, not the file's."""
-    out: list[str] = []
-    for address in args.listen or ():
-        out += ["--listen", address]
-    if args.lns is not None:
-        out += ["--lns", args.lns]
-    if args.timeout is not None:
-        out += ["--timeout", repr(args.timeout)]
-    if args.log_level is not None:
-        out += ["--log-level", args.log_level]
-    if args.socket_buffer is not None:
-        out += ["--socket-buffer", str(args.socket_buffer)]
-    if args.udp_gso:
-        out.append("--udp-gso")
-    return out
+    return config_override_argv(args)
 
 
 def main(args: argparse.Namespace) -> int:
     def load() -> Config:
-        return load_with_overrides(
-            args.config,
-            listen=args.listen,
-            lns=args.lns,
-            timeout_ms=args.timeout,
-            log_level=args.log_level,
-            socket_buffer_bytes=args.socket_buffer,
-            udp_gso=args.udp_gso,
-        )
+        return load_from_args(args)
 
     try:
         config = load()
@@ -545,6 +499,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(config.log_level)
+    if args.inpath_worker is None:  # once per service, not once per in-path worker
+        for warning in config.warnings:
+            log.warning("%s", warning)
     if config.mode == "inpath":
         from l2tpreorder.daemon.inpath import worker as inpath_service
 
@@ -553,7 +510,7 @@ def main(args: argparse.Namespace) -> int:
                 config, load, args.inpath_worker, report_metrics_port=True
             )
         return inpath_service.run_inpath(config, load, args.config, override_argv(args))
-    daemon = Daemon(config, load, load_file=lambda: load_with_overrides(args.config))
+    daemon = Daemon(config, load, load_file=lambda: load_file_only(args))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop

@@ -274,7 +274,7 @@ class InPathWorker:
             return
         saved = consume_state(
             path,
-            max_age=self.config.peer_idle_timeout,
+            max_age=self.config.state_max_age,
             sequencing=self.config.engine.sequencing.value,
         )
         if saved is None:
