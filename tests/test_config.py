@@ -31,6 +31,8 @@ def test_example_documents_every_key_with_a_comment() -> None:
     data = yaml.safe_load(text)
     assert set(data) == set(cfg.TOP_KEYS)
     for section, keys in (
+        ("relay", cfg.RELAY_KEYS),
+        ("inpath", tuple(k for k in cfg.INPATH_KEYS if k != "queues")),  # `queue: 0` spelling
         ("reorder", cfg.REORDER_KEYS),
         ("logging", cfg.LOGGING_KEYS),
         ("metrics", cfg.METRICS_KEYS),
@@ -44,6 +46,7 @@ def test_example_documents_every_key_with_a_comment() -> None:
             "logging",
             "metrics",
             "inpath",
+            "relay",
         ):
             assert lines[i - 1].lstrip().startswith("#"), f"undocumented: {line!r}"
 
@@ -104,6 +107,19 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
         ([1, 2], "(top level)", [1, 2], "mapping"),
+        # the sectioned spelling names the sectioned key
+        ({"relay": {"listen": ["1.2.3.4"]}}, "relay.listen[0]", "1.2.3.4", "port is missing"),
+        ({"relay": {"max_peers": 0}}, "relay.max_peers", 0, "1..1000000"),
+        ({"relay": {"bogus": 1}}, "relay.bogus", 1, "known key"),
+        ({"relay": ["listen"]}, "relay", ["listen"], "mapping"),
+        ({"inpath": {"listen": "1.2.3.4:1"}}, "inpath.listen", "1.2.3.4:1", "known key"),
+        ({"state_file_max_age_ms": 0}, "state_file_max_age_ms", 0, "> 0"),
+        (
+            {"relay": {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"}},
+            "relay.lns",
+            "127.0.0.1:1701",
+            "an address that is not one of listen",
+        ),
         (
             {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"},
             "lns",
@@ -130,8 +146,8 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
             "an IPv6 address like lns [2001:db8::2]:1702",
         ),
         (
-            {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702
-            "lns",
+            {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702, not in the file
+            "relay.lns",
             "127.0.0.1:1702",
             "an address that is not one of listen",
         ),
@@ -207,7 +223,7 @@ def test_lns_flag_equal_to_a_listen_address_is_rejected() -> None:
     # --listen that now covers the file's lns: the error names lns and its value.
     with pytest.raises(ConfigError) as info:
         with_overrides(base, listen=["127.0.0.1:1702"])
-    assert (info.value.key, info.value.value) == ("lns", "127.0.0.1:1702")
+    assert (info.value.key, info.value.value) == ("relay.lns", "127.0.0.1:1702")
     assert info.value.expected.startswith("an address that is not one of listen")
 
 
@@ -215,7 +231,7 @@ def test_lns_flag_of_another_family_than_upstream_bind_is_rejected() -> None:
     base = config_from_dict({"upstream_bind": "127.0.0.1"})
     with pytest.raises(ConfigError) as info:
         with_overrides(base, lns="[::1]:1702")
-    assert (info.value.key, info.value.value) == ("upstream_bind", "127.0.0.1")
+    assert (info.value.key, info.value.value) == ("relay.upstream_bind", "127.0.0.1")
     assert info.value.expected.startswith("an IPv6 address like lns [::1]:1702")
     assert config_from_dict({"upstream_bind": "::1", "lns": "[::1]:1702"}).upstream_bind == "::1"
 
@@ -360,10 +376,16 @@ def test_check_config_prints_every_effective_setting_as_written(tmp_path: Path) 
         lines = res.stdout.splitlines()
         assert lines[0] == f"{path}: OK"
         shown = dict(line.split(": ", 1) for line in lines[1:])
-        assert list(shown) == [s.key for s in cfg.SETTINGS]  # every setting, in file order
-        assert shown["peer_idle_timeout_ms"] == "86400000"
+        # every setting, in file order, by its sectioned key (inpath.queue is shown as .queues)
+        assert list(shown) == [s.key for s in cfg.SETTINGS if s.key != "inpath.queue"]
+        assert shown["relay.peer_idle_timeout_ms"] == "86400000"
         assert shown["reorder.timeout_ms"] == "0.5"
-        assert shown["udp_gso"] == "false" and shown["user"] == "null"
+        assert shown["relay.udp_gso"] == "false" and shown["user"] == "null"
+        # the flat key still works, and says how to spell it now
+        assert res.stderr == (
+            f"warning: {path}: `peer_idle_timeout_ms` is deprecated: "
+            "write `relay.peer_idle_timeout_ms`\n"
+        )
         assert shown["reorder.max_held_bytes"] == "33554432"
     assert _check_config().returncode == 2  # no file at all
 

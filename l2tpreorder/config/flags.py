@@ -98,7 +98,7 @@ def with_overrides(config: Config, **flags: Any) -> Config:
     `flags` are the `override` keywords of SETTINGS (None: not given). Flags are checked with
     the file's rules and errors name the flag (`--timeout = -1: ...`).
     """
-    raw_lns = flags.get("lns")
+    raw_lns, lns_flag = flags.get("lns"), "relay.lns"
     parsed: dict[str, dict[str, Any]] = {"": {}, "engine": {}}
     for setting in FLAGGED:
         value = flags.pop(setting.override, None) if setting.override else None
@@ -108,6 +108,8 @@ def with_overrides(config: Config, **flags: Any) -> Config:
         parse = setting.parse_flag or setting.parse
         where, _, attr = setting.field.rpartition(".")
         parsed[where][attr] = parse(setting.flag.name, value)
+        if setting.field == "lns":
+            lns_flag = setting.flag.name
     if flags:
         raise TypeError(f"with_overrides: no setting is overridden by {sorted(flags)}")
     if not parsed[""] and not parsed["engine"]:
@@ -116,10 +118,8 @@ def with_overrides(config: Config, **flags: Any) -> Config:
     if parsed["engine"]:
         kw["engine"] = replace(config.engine, **parsed["engine"])
     new = replace(config, **kw)
-    if "lns" in kw:
-        check_lns("--lns", raw_lns, new)
-    else:  # --listen now covers the file's lns
-        check_lns("relay.lns", format_address(new.lns), new)
+    # named as given: the flag's value, or the file's lns that --listen now covers
+    check_lns(lns_flag, raw_lns if "lns" in kw else format_address(new.lns), new)
     check_upstream_bind("relay.upstream_bind", new)  # --lns of the other family
     return new
 

@@ -161,6 +161,7 @@ def _as_given(key: str, value: object) -> object:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    replace(_choice_of("mode", "mode", MODES), restart=True),
     _relay(
         Setting("listen", "listen", _addresses, lambda v: ", ".join(map(format_address, v))),
         flag=Flag(
@@ -217,6 +218,19 @@ SETTINGS: tuple[Setting, ...] = (
         override="udp_gso",
         restart=True,
     ),
+    Setting(
+        "inpath.queue",
+        "inpath_queues",
+        lambda k, v: (check_int(k, v, 0, 65535),),
+        _show_queues,
+        restart=True,
+        listed=False,
+    ),
+    Setting("inpath.queues", "inpath_queues", parse_queues, _show_queues, restart=True),
+    replace(
+        _integer("inpath.queue_maxlen", "inpath_queue_maxlen", 1, 1 << 24, "packets"),
+        restart=True,
+    ),
     replace(
         _engine_millis("reorder.timeout_ms", "reorder_timeout"),
         flag=Flag("--timeout", "reorder timeout in milliseconds", "MS", float),
@@ -264,20 +278,6 @@ SETTINGS: tuple[Setting, ...] = (
     replace(Setting("user", "user", _optional(_user), _show_optional), restart=True),
     replace(
         Setting("control_socket", "control_socket", optional_path, _show_optional),
-        restart=True,
-    ),
-    replace(_choice_of("mode", "mode", MODES), restart=True),
-    Setting(
-        "inpath.queue",
-        "inpath_queues",
-        lambda k, v: (check_int(k, v, 0, 65535),),
-        _show_queues,
-        restart=True,
-        listed=False,
-    ),
-    Setting("inpath.queues", "inpath_queues", parse_queues, _show_queues, restart=True),
-    replace(
-        _integer("inpath.queue_maxlen", "inpath_queue_maxlen", 1, 1 << 24, "packets"),
         restart=True,
     ),
 )
