@@ -13,6 +13,7 @@ import pytest
 
 from l2tpreorder.config import SETTINGS, Config, ConfigError, config_from_dict, load_config
 from tests.conftest import PROJECT_ROOT
+from tests.test_config import check_config_listing
 
 RELAY = {
     "listen": ["127.0.0.1:11701", "[::1]:11701"],
@@ -115,9 +116,9 @@ def test_check_config_on_an_old_flat_file_prints_the_new_spelling(tmp_path: Path
         f"warning: {path}: `{key}` is deprecated: write `relay.{key}`"
         for key in ("listen", "lns", "max_peers")
     ]
-    shown = dict(line.split(": ", 1) for line in res.stdout.splitlines()[1:])
-    assert shown["relay.listen"] == "127.0.0.1:11701"
-    assert shown["relay.max_peers"] == "9"
+    shown = check_config_listing(res.stdout)
+    assert shown["relay.listen"] == ["127.0.0.1:11701"]
+    assert shown["relay.max_peers"] == 9
     assert "listen" not in shown and "max_peers" not in shown
     # the same file in the new spelling: same settings, no warning
     new = tmp_path / "new.yaml"

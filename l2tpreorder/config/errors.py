@@ -7,15 +7,60 @@ from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """A configuration value is wrong: names the key, the value and what is expected."""
+    """A configuration value is wrong: names the key, the value and what is expected (and, read
+    from a file, the line it is on)."""
 
-    def __init__(self, key: str, value: object, expected: str, source: str | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        value: object,
+        expected: str,
+        source: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.key = key
         self.value = value
         self.expected = expected
         self.source = source
+        self.line = line
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key} = {yaml_repr(value)}: expected {expected}")
+        at = f" (line {line})" if line is not None else ""
+        super().__init__(f"{where}{key} = {yaml_repr(value)}: expected {expected}{at}")
+
+    def placed(self, source: str | None, line: int | None = None) -> ConfigError:
+        """The same error, said of `source` (and `line`) when it does not name them yet."""
+        source, line = self.source or source, self.line or line
+        if (source, line) == (self.source, self.line):
+            return self
+        return ConfigError(self.key, self.value, self.expected, source, line)
+
+
+class ConfigErrors(ConfigError):
+    """Several errors in one file, all reported at once (`check-config` prints each one; a
+    single-line message for `run` and reload names the first and how many more there are)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        ConfigError.__init__(
+            self, first.key, first.value, first.expected, first.source, first.line
+        )
+        self.errors = errors
+        more = len(errors) - 1
+        self.args = (f"{first} (and {more} more: `l2tpreorder check-config` lists them all)",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def placed(self, source: str | None, line: int | None = None) -> ConfigError:
+        return ConfigErrors([e.placed(source) for e in self.errors])
+
+
+def raise_all(errors: list[ConfigError]) -> None:
+    """Raise the one error, or all of them; nothing when there is none."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 class YamlSyntaxError(ConfigError):

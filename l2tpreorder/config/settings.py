@@ -70,6 +70,7 @@ class Setting:
     old_key: str | None = None  # the deprecated flat spelling, still read with a warning
     restart: bool = False  # a reload cannot apply a change: it needs a restart
     listed: bool = True  # False: another spelling of a listed setting (inpath.queue)
+    dump: Callable[[Any], object] | None = None  # program value -> YAML data, when not show()'s
 
     @property
     def section(self) -> str:
@@ -173,6 +174,7 @@ SETTINGS: tuple[Setting, ...] = (
         override="listen",
         parse_flag=_flag_addresses,
         restart=True,
+        dump=lambda v: [format_address(a) for a in v],
     ),
     _relay(
         Setting("lns", "lns", parse_address, format_address),
@@ -186,6 +188,7 @@ SETTINGS: tuple[Setting, ...] = (
             "allow",
             lambda k, v: parse_list(k, v, parse_network),
             lambda v: ", ".join(map(str, v)),
+            dump=lambda v: [str(n) for n in v],
         )
     ),
     _relay(_integer("max_peers", "max_peers", 1, 1_000_000)),

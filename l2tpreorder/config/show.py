@@ -1,15 +1,19 @@
-"""`l2tpreorder check-config FILE`: validate, then list every effective setting by its key."""
+"""`l2tpreorder check-config FILE`: validate, name every mistake, then print every effective
+setting as a YAML file that means the same (like `nginx -T`: the output loads again)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
-from l2tpreorder.config.errors import ConfigError
+import yaml
+
+from l2tpreorder.config.errors import ConfigError, ConfigErrors
 from l2tpreorder.config.host import check_host
 from l2tpreorder.config.load import load_config
 from l2tpreorder.config.model import Config
-from l2tpreorder.config.settings import SETTINGS, shown
+from l2tpreorder.config.settings import SETTINGS, Setting, shown, value_of
 
 
 def effective(config: Config) -> list[tuple[str, str]]:
@@ -17,9 +21,33 @@ def effective(config: Config) -> list[tuple[str, str]]:
     return [(s.key, shown(s, config)) for s in SETTINGS if s.listed]
 
 
+def as_yaml_data(setting: Setting, value: Any) -> object:
+    """The program value as YAML data the file may hold: what show() spells, read back as YAML,
+    when that parses to the same value again; else the spelling as a string."""
+    if setting.dump is not None:
+        return setting.dump(value)
+    text = setting.show(value)
+    try:
+        data = yaml.safe_load(text)
+        same = bool(setting.parse(setting.key, data) == value)
+    except (yaml.YAMLError, ConfigError):
+        same = False
+    return data if same else text
+
+
 def describe(config: Config) -> str:
-    """Every effective setting, one per line (check-config prints it)."""
-    return "\n".join(f"{key}: {value}" for key, value in effective(config))
+    """Every effective setting as nested YAML, in the file's order and sections; loading it
+    gives the same configuration (check-config prints it)."""
+    document: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if not setting.listed:
+            continue
+        data = as_yaml_data(setting, value_of(setting, config))
+        if setting.section:
+            document.setdefault(setting.section, {})[setting.name] = data
+        else:
+            document[setting.key] = data
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).rstrip("\n")
 
 
 def notes(config: Config) -> list[str]:
@@ -50,13 +78,19 @@ def main(args: Any) -> int:
     try:
         config = load_config(path)
         check_host(config)
+    except ConfigErrors as e:
+        for error in e.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{path}: OK")
+    print(f"# {path}: OK; every effective setting, defaults included:")
     print(describe(config))
+    if replace(config, source=None) == Config():
+        print("note: every value is the default (the file changes nothing)", file=sys.stderr)
     for note in notes(config):
         print(f"note: {note}", file=sys.stderr)
     return 0

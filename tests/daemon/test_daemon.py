@@ -391,7 +391,7 @@ def test_bad_config_at_startup_is_one_clear_line(tmp_path: Path) -> None:
     assert res.returncode == 78, "EX_CONFIG: the unit's RestartPreventExitStatus"
     assert res.stderr == (
         f"l2tpreorder: error: {path}: listen[0] = '[::1]:99999': expected an address "
-        '"IPv4:PORT" or "[IPv6]:PORT" with PORT 1..65535\n'
+        '"IPv4:PORT" or "[IPv6]:PORT" with PORT 1..65535 (line 1)\n'
     )
 
 
