@@ -386,7 +386,7 @@ def add_arguments(parser: Any) -> None:
         metavar="FILE",
         help="the daemon's config file (engine settings); flags below override it",
     )
-    add_setting_arguments(p, ENGINE_FLAGS)  # --timeout, --sequencing, --max-held
+    add_setting_arguments(p, ENGINE_FLAGS)  # the timeout, sequencing and held-packet cap
     p.add_argument(
         "--port",
         type=int,
