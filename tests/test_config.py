@@ -31,6 +31,8 @@ def test_example_documents_every_key_with_a_comment() -> None:
     data = yaml.safe_load(text)
     assert set(data) == set(cfg.TOP_KEYS)
     for section, keys in (
+        ("relay", cfg.RELAY_KEYS),
+        ("inpath", tuple(k for k in cfg.INPATH_KEYS if k != "queues")),  # `queue: 0` spelling
         ("reorder", cfg.REORDER_KEYS),
         ("logging", cfg.LOGGING_KEYS),
         ("metrics", cfg.METRICS_KEYS),
@@ -44,6 +46,7 @@ def test_example_documents_every_key_with_a_comment() -> None:
             "logging",
             "metrics",
             "inpath",
+            "relay",
         ):
             assert lines[i - 1].lstrip().startswith("#"), f"undocumented: {line!r}"
 
@@ -104,6 +107,19 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
         ([1, 2], "(top level)", [1, 2], "mapping"),
+        # the sectioned spelling names the sectioned key
+        ({"relay": {"listen": ["1.2.3.4"]}}, "relay.listen[0]", "1.2.3.4", "port is missing"),
+        ({"relay": {"max_peers": 0}}, "relay.max_peers", 0, "1..1000000"),
+        ({"relay": {"bogus": 1}}, "relay.bogus", 1, "known key"),
+        ({"relay": ["listen"]}, "relay", ["listen"], "mapping"),
+        ({"inpath": {"listen": "1.2.3.4:1"}}, "inpath.listen", "1.2.3.4:1", "known key"),
+        ({"state_file_max_age_ms": 0}, "state_file_max_age_ms", 0, "> 0"),
+        (
+            {"relay": {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"}},
+            "relay.lns",
+            "127.0.0.1:1701",
+            "an address that is not one of listen",
+        ),
         (
             {"listen": ["127.0.0.1:1701"], "lns": "127.0.0.1:1701"},
             "lns",
@@ -130,8 +146,8 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
             "an IPv6 address like lns [2001:db8::2]:1702",
         ),
         (
-            {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702
-            "lns",
+            {"listen": ["127.0.0.1:1702"]},  # the default lns 127.0.0.1:1702, not in the file
+            "relay.lns",
             "127.0.0.1:1702",
             "an address that is not one of listen",
         ),
@@ -207,7 +223,7 @@ def test_lns_flag_equal_to_a_listen_address_is_rejected() -> None:
     # --listen that now covers the file's lns: the error names lns and its value.
     with pytest.raises(ConfigError) as info:
         with_overrides(base, listen=["127.0.0.1:1702"])
-    assert (info.value.key, info.value.value) == ("lns", "127.0.0.1:1702")
+    assert (info.value.key, info.value.value) == ("relay.lns", "127.0.0.1:1702")
     assert info.value.expected.startswith("an address that is not one of listen")
 
 
@@ -215,7 +231,7 @@ def test_lns_flag_of_another_family_than_upstream_bind_is_rejected() -> None:
     base = config_from_dict({"upstream_bind": "127.0.0.1"})
     with pytest.raises(ConfigError) as info:
         with_overrides(base, lns="[::1]:1702")
-    assert (info.value.key, info.value.value) == ("upstream_bind", "127.0.0.1")
+    assert (info.value.key, info.value.value) == ("relay.upstream_bind", "127.0.0.1")
     assert info.value.expected.startswith("an IPv6 address like lns [::1]:1702")
     assert config_from_dict({"upstream_bind": "::1", "lns": "[::1]:1702"}).upstream_bind == "::1"
 
@@ -271,7 +287,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert res.stdout == ""
     assert res.stderr.strip() == (
-        f"error: {bad}: reorder.max_held_bytes = -4: expected an integer >= 1 bytes"
+        f"error: {bad}: reorder.max_held_bytes = -4: expected an integer >= 1 bytes (line 2)"
     )
     assert "Traceback" not in res.stderr
 
@@ -351,21 +367,97 @@ def test_check_config_refuses_what_run_would(tmp_path: Path) -> None:
         assert "(yaml) =" not in res.stderr and "Traceback" not in res.stderr
 
 
+def check_config_listing(stdout: str) -> dict[str, object]:
+    """check-config's listing (nested YAML after one comment line) as {dotted key: value}."""
+    first, _, rest = stdout.partition("\n")
+    assert first.startswith("# ") and ": OK" in first, first
+    document = yaml.safe_load(rest)
+    assert isinstance(document, dict)
+    flat: dict[str, object] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def test_check_config_prints_every_effective_setting_as_written(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("peer_idle_timeout_ms: 86400000\nreorder: {timeout_ms: 0.5}\n")
     for args in ((str(path),), ("--config", str(path)), ("-c", str(path))):
         res = _check_config(*args)
         assert res.returncode == 0, res.stderr
-        lines = res.stdout.splitlines()
-        assert lines[0] == f"{path}: OK"
-        shown = dict(line.split(": ", 1) for line in lines[1:])
-        assert list(shown) == [s.key for s in cfg.SETTINGS]  # every setting, in file order
-        assert shown["peer_idle_timeout_ms"] == "86400000"
-        assert shown["reorder.timeout_ms"] == "0.5"
-        assert shown["udp_gso"] == "false" and shown["user"] == "null"
-        assert shown["reorder.max_held_bytes"] == "33554432"
+        assert res.stdout.startswith(f"# {path}: OK")
+        shown = check_config_listing(res.stdout)
+        # every setting, in file order, by its sectioned key (inpath.queue is shown as .queues)
+        assert list(shown) == [s.key for s in cfg.SETTINGS if s.key != "inpath.queue"]
+        assert shown["relay.peer_idle_timeout_ms"] == 86400000
+        assert shown["reorder.timeout_ms"] == 0.5
+        assert shown["relay.udp_gso"] is False and shown["user"] is None
+        assert shown["relay.listen"] == ["0.0.0.0:1701"]
+        assert shown["reorder.max_held_bytes"] == 33554432
+        # the flat key still works, and says how to spell it now
+        assert res.stderr == (
+            f"warning: {path}: `peer_idle_timeout_ms` is deprecated: "
+            "write `relay.peer_idle_timeout_ms`\n"
+        )
     assert _check_config().returncode == 2  # no file at all
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "listen: ['127.0.0.1:11701', '[::1]:11701']\nallow: ['192.0.2.0/24']\n",
+        "mode: inpath\ninpath: {queues: '2-5', queue_maxlen: 7}\nuser: 'no'\n",
+        "reorder: {timeout_ms: 0.25, sequencing: strip, adaptive: true}\nstate_file: /x/s.json\n",
+        "metrics: {listen: '::1', tls_cert: /c.pem, tls_key: /k.pem}\nlogging: {level: debug}\n",
+    ],
+)
+def test_check_config_listing_loads_back_as_the_same_config(tmp_path: Path, text: str) -> None:
+    """The listing is a config file (`check-config A > B`): B means exactly what A means, in
+    the sectioned spelling (no warning), whatever the values' types."""
+    config = config_from_dict(yaml.safe_load(text))
+    listing = cfg.describe(config)
+    again = config_from_dict(yaml.safe_load(listing))
+    assert again == config and again.warnings == ()
+
+
+def test_check_config_names_every_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "reorder:\n  timout_ms: 5\n  max_held_bytes: -4\nrelay:\n  listen: ['1.2.3.4']\n"
+        "lsten: x\nqueues: '0-3'\n"
+    )
+    res = _check_config(str(path))
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.splitlines() == [
+        f"error: {path}: lsten = 'x': expected a known key (did you mean relay.listen?): "
+        + ", ".join(cfg.TOP_KEYS) + " (line 6)",
+        f"error: {path}: queues = '0-3': expected a known key (did you mean inpath.queues?): "
+        + ", ".join(cfg.TOP_KEYS) + " (line 7)",
+        f"error: {path}: relay.listen[0] = '1.2.3.4': expected an address \"IPv4:PORT\" or "
+        '"[IPv6]:PORT" with PORT 1..65535 (the port is missing) (line 5)',
+        f"error: {path}: reorder.timout_ms = 5: expected a known key (did you mean "
+        "reorder.timeout_ms?): " + ", ".join(cfg.REORDER_KEYS) + " (line 2)",
+        f"error: {path}: reorder.max_held_bytes = -4: expected an integer >= 1 bytes (line 3)",
+    ]
+    # run and reload say it in one line: the first error and how many more there are
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).endswith("(and 4 more: `l2tpreorder check-config` lists them all)")
+    assert "\n" not in str(info.value)
+
+
+def test_check_config_says_when_everything_is_a_default(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    res = _check_config(str(path))
+    assert res.returncode == 0
+    assert res.stderr == "note: every value is the default (the file changes nothing)\n"
+    path.write_text("reorder: {timeout_ms: 40}\n")
+    assert "note:" not in _check_config(str(path)).stderr
 
 
 # Every engine range is declared once (core.engine.LIMITS); the file's keys are built from it, so

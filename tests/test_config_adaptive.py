@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from l2tpreorder.config import Config, ConfigError, config_from_dict, effective, notes
+from tests.test_config import check_config_listing
 
 ISSUE_EXAMPLE = "reorder: {adaptive: true, timeout_ms: 100}\n"
 
@@ -60,9 +61,9 @@ def test_check_config_accepts_the_issue_example_and_says_what_it_means(tmp_path:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    shown = dict(line.split(": ", 1) for line in run.stdout.splitlines()[1:])
-    assert shown["reorder.adaptive"] == "true"
-    assert (shown["reorder.timeout_ms"], shown["reorder.min_timeout_ms"]) == ("100", "2")
+    shown = check_config_listing(run.stdout)
+    assert shown["reorder.adaptive"] is True
+    assert (shown["reorder.timeout_ms"], shown["reorder.min_timeout_ms"]) == (100, 2)
     assert "note:" not in run.stderr
 
 

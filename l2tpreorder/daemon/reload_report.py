@@ -1,70 +1,75 @@
-"""What a reload changed, in words an operator can check against the file.
+"""What a reload changed, in the file's keys and units (`reorder.timeout_ms: 100 -> 40`).
 
-`changes(old, new)` walks the two frozen configurations (nested dataclasses) and names every
-field whose value differs; `overridden(file, effective)` names the settings where a command-line
-flag wins over what the file says (flags win on reload too, which surprises when the file was
-edited to change exactly that setting).
+Derived from config.SETTINGS, the one declaration of every setting: `changes(old, new)` names
+each setting whose value differs; `overridden(file, effective)` names the settings where a
+command-line flag wins over the file (flags win on reload too, which surprises when the file
+was edited to change exactly that setting); `restart_needed(old, new)` names the changes a
+reload cannot apply (new sockets, another mode, other queues, another user).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
-from l2tpreorder.config import format_address
+from l2tpreorder.config import SETTINGS, Config, Setting
+from l2tpreorder.config.settings import shown, value_of
 
-SKIP = frozenset({"source"})
-# Config field -> the command-line flag that sets it (service.add_arguments).
-FLAGS = {
-    "listen": "--listen",
-    "lns": "--lns",
-    "engine.reorder_timeout": "--timeout",
-    "log_level": "--log-level",
-    "socket_buffer_bytes": "--socket-buffer",
-    "udp_gso": "--udp-gso",
-}
+RESTART = "restart the service to apply it"
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(value):
-        if f.name in SKIP:
-            continue
-        out.update(_flatten(getattr(value, f.name), f"{prefix}{f.name}."))
-    return {k.rstrip("."): v for k, v in out.items()}
+def _same(setting: Setting, a: Any, b: Any) -> bool:
+    if setting.field == "listen":  # the order of the sockets does not matter
+        return set(a) == set(b)
+    return bool(a == b)
 
 
-def show(value: Any) -> str:
-    """A value as the file would spell it, where that is easy to tell."""
-    if isinstance(value, tuple) and value and all(isinstance(v, tuple) for v in value):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        return format_address((str(value[0]), value[1]))
-    if isinstance(value, tuple):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if hasattr(value, "value") and isinstance(value.value, str):  # enums (sequencing)
-        return str(value.value)
-    return str(value)
+def _differing(old: Config, new: Config) -> Iterator[tuple[Setting, str, str]]:
+    """(setting, old as the file spells it, new likewise) for every listed setting that
+    differs."""
+    for setting in SETTINGS:
+        if setting.listed and value_of(setting, old) != value_of(setting, new):
+            yield setting, shown(setting, old), shown(setting, new)
 
 
-def changes(old: Any, new: Any) -> list[str]:
-    """`key: old -> new` for every setting that differs (program units, e.g. seconds)."""
-    a, b = _flatten(old), _flatten(new)
-    return [f"{key}: {show(a[key])} -> {show(b[key])}" for key in a if a[key] != b.get(key)]
+def changes(old: Config, new: Config) -> list[str]:
+    """`key: old -> new` for every setting that differs, in the file's units."""
+    return [f"{s.key}: {a} -> {b}" for s, a, b in _differing(old, new)]
 
 
-def overridden(file: Any, effective: Any) -> list[str]:
+def overridden(file: Config, effective: Config) -> list[str]:
     """Settings where a command-line flag replaced the file's value."""
-    a, b = _flatten(file), _flatten(effective)
     out = []
-    for key in a:
-        if a[key] != b.get(key):
-            flag = FLAGS.get(key, "a command-line flag")
-            out.append(f"{key} = {show(b[key])} from {flag} overrides the file's {show(a[key])}")
+    for setting, a, b in _differing(file, effective):
+        flag = setting.flag.name if setting.flag is not None else "a command-line flag"
+        out.append(f"{setting.key} = {b} from {flag} overrides the file's {a}")
+    return out
+
+
+def _applies_to(setting: Setting, mode: str) -> bool:
+    """Relay-only settings matter to a relay, in-path-only ones to in-path workers."""
+    return setting.section not in ("relay", "inpath") or setting.section == mode
+
+
+def _needing_restart(old: Config, new: Config) -> Iterator[Setting]:
+    for setting in SETTINGS:
+        if not (setting.restart and setting.listed and _applies_to(setting, old.mode)):
+            continue
+        if not _same(setting, value_of(setting, old), value_of(setting, new)):
+            yield setting
+
+
+def restart_fields(old: Config, new: Config) -> list[str]:
+    """The `Config` fields of `restart_needed`: a reload keeps their running values."""
+    return [s.field for s in _needing_restart(old, new)]
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The changed settings a reload cannot apply (the running values stay), one line each."""
+    out = []
+    for setting in _needing_restart(old, new):
+        out.append(
+            f"{setting.key} changed to {shown(setting, new)} but a reload cannot apply it "
+            f"(still {shown(setting, old)}): {RESTART}"
+        )
     return out

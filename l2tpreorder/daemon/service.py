@@ -28,14 +28,16 @@ from typing import Any
 
 from l2tpreorder.config import (
     EX_CONFIG,
-    LOG_LEVELS,
     Config,
     ConfigError,
     MetricsConfig,
+    add_run_arguments,
     check_host,
     format_address,
-    load_with_overrides,
+    load_file_only,
+    load_from_args,
 )
+from l2tpreorder.config import override_argv as config_override_argv
 from l2tpreorder.core.snapshot import PipelineState
 from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
@@ -298,10 +300,10 @@ class Service:
         path = self.state_file
         if path is None:
             return
-        # Older than the peer idle timeout: the peers would have been forgotten by now.
+        # Older than state_file_max_age_ms: the numbering it carries is stale by now.
         saved = consume_state(
             path,
-            max_age=self.config.peer_idle_timeout,
+            max_age=self.config.state_max_age,
             sequencing=self.config.engine.sequencing.value,
         )
         if saved is None:
@@ -451,9 +453,15 @@ class Service:
         self.pipeline.reconfigure(
             new.engine, self.mode.clock(), reorder_from_lns=new.reorder_lns_to_lac
         )
-        refused = [] if new.mode == old.mode else ["mode"]
-        refused += self.mode.reconfigure(new)
-        notes = self._refused_notes(old, refused)
+        # What needs a restart keeps its running value (said in the file's keys); a mode may
+        # refuse more (said in its words).
+        notes = reload_report.restart_needed(old, new)
+        for note in notes:
+            log.warning("reload: %s", note)
+        kept = reload_report.restart_fields(old, new)
+        new = replace(new, **{key: getattr(old, key) for key in kept})
+        refused = self.mode.reconfigure(new)
+        notes += self._refused_notes(old, refused)
         self.config = replace(new, **{key: getattr(old, key) for key in refused})
         logging.getLogger().setLevel(self.config.log_level.upper())
         self._set_debug(self.config.log_level == "debug")
@@ -471,7 +479,7 @@ class Service:
     def _refused_notes(self, old: Config, refused: Sequence[str]) -> list[str]:
         notes = []
         for key in refused:
-            why = "needs a restart" if key == "mode" else self.mode.refused_why
+            why = self.mode.refused_why
             notes.append(
                 f"{key} changed but {why}; not applied, still "
                 f"{_show(getattr(old, key))} (restart the service to apply it)"
@@ -541,64 +549,16 @@ MODE_ENTRIES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
-    parser.add_argument(
-        "--listen",
-        action="append",
-        metavar="HOST:PORT",
-        help="LAC-facing address, repeatable; [v6addr]:port for IPv6 (overrides `listen`)",
-    )
-    parser.add_argument("--lns", metavar="HOST:PORT", help="the LNS address (overrides `lns`)")
-    parser.add_argument(
-        "--timeout", type=float, metavar="MS", help="reorder timeout in ms (reorder.timeout_ms)"
-    )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logging.level")
-    parser.add_argument(
-        "--socket-buffer",
-        type=int,
-        metavar="BYTES",
-        help="socket receive/send buffer size (overrides socket_buffer_bytes)",
-    )
-    parser.add_argument(
-        "--udp-gso",
-        action="store_true",
-        default=None,
-        help="send runs to the LNS as UDP GSO super-datagrams (overrides udp_gso)",
-    )
-    # mode: inpath with several queues: the supervisor starts itself once per queue with this.
-    parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)
+    add_run_arguments(parser)  # generated from config.SETTINGS
 
 
 def override_argv(args: argparse.Namespace) -> list[str]:
-    """The `run` flags that override the file, as argv again: the in-path supervisor starts its
-    workers with them, so every queue runs with what the operator asked for, not the file's."""
-    out: list[str] = []
-    for address in args.listen or ():
-        out += ["--listen", address]
-    if args.lns is not None:
-        out += ["--lns", args.lns]
-    if args.timeout is not None:
-        out += ["--timeout", repr(args.timeout)]
-    if args.log_level is not None:
-        out += ["--log-level", args.log_level]
-    if args.socket_buffer is not None:
-        out += ["--socket-buffer", str(args.socket_buffer)]
-    if args.udp_gso:
-        out.append("--udp-gso")
-    return out
+    return config_override_argv(args)
 
 
 def main(args: argparse.Namespace) -> int:
     def load() -> Config:
-        return load_with_overrides(
-            args.config,
-            listen=args.listen,
-            lns=args.lns,
-            timeout_ms=args.timeout,
-            log_level=args.log_level,
-            socket_buffer_bytes=args.socket_buffer,
-            udp_gso=args.udp_gso,
-        )
+        return load_from_args(args)
 
     try:
         config = load()
@@ -613,12 +573,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"{prefix}l2tpreorder: error: {e}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(config.log_level)
+    if args.inpath_worker is None:  # once per service, not once per in-path worker
+        for warning in config.warnings:
+            log.warning("%s", warning)
     entry = importlib.import_module(MODE_ENTRIES[config.mode])
     code: int = entry.launch(
         Launch(
             config,
             load,
-            lambda: load_with_overrides(args.config),
+            lambda: load_file_only(args),
             args.config,
             override_argv(args),
             args.inpath_worker,

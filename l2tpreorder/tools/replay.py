@@ -21,7 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from l2tpreorder.config import ConfigError, load_with_overrides, parse_address, parse_ms
+from l2tpreorder.config import (
+    ConfigError,
+    add_setting_arguments,
+    load_from_args,
+    parse_address,
+    parse_ms,
+)
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.events import HoldSample
@@ -48,6 +54,9 @@ from l2tpreorder.tools.replay_report import (
     format_report,
     result_as_dict,
 )
+
+# The daemon's flags `replay pcap` takes too (declared once, in config.SETTINGS).
+ENGINE_FLAGS = ("reorder.timeout_ms", "reorder.sequencing", "reorder.max_held_per_session")
 
 # --- the replay ---------------------------------------------------------------------------------
 
@@ -390,9 +399,7 @@ def add_arguments(parser: Any) -> None:
         metavar="FILE",
         help="the daemon's config file (engine settings); flags below override it",
     )
-    p.add_argument("--timeout", type=float, metavar="MS", help="reorder timeout in milliseconds")
-    p.add_argument("--sequencing", choices=[m.value for m in Sequencing])
-    p.add_argument("--max-held", type=int, metavar="N", help="max held packets per session")
+    add_setting_arguments(p, ENGINE_FLAGS)  # the timeout, sequencing and held-packet cap
     p.add_argument(
         "--port",
         type=int,
@@ -425,13 +432,7 @@ def engine_config_from_args(args: Any) -> EngineConfig:
     Built by the daemon's own loader, so a bad file or flag fails exactly as `check-config` and
     `run` report it (ConfigError: key, value, what was expected).
     """
-    config = load_with_overrides(
-        args.config,
-        timeout_ms=args.timeout,
-        sequencing=args.sequencing,
-        max_held_per_session=args.max_held,
-    )
-    return config.engine
+    return load_from_args(args, ENGINE_FLAGS).engine
 
 
 def main(args: Any) -> int:

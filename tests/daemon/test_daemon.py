@@ -247,7 +247,7 @@ def test_bad_reload_keeps_the_running_config_and_rebinds_are_refused(
     cfg["reorder"]["timeout_ms"] = 50
     d.write_config(cfg)
     d.reload()
-    d.wait_log(f"lns changed but needs new sockets; not applied, still 127.0.0.1:{lns_port}")
+    d.wait_log(f"but a reload cannot apply it (still 127.0.0.1:{lns_port}): restart the service")
     got, _ = recv(lns)  # the timeout change applied; the LNS change did not
     assert payload_of(got) == (1, b"payload-200-2")
     assert nothing_waiting(other_lns)
@@ -392,7 +392,7 @@ def test_bad_config_at_startup_is_one_clear_line(tmp_path: Path) -> None:
     assert res.returncode == 78, "EX_CONFIG: the unit's RestartPreventExitStatus"
     assert res.stderr == (
         f"l2tpreorder: error: {path}: listen[0] = '[::1]:99999': expected an address "
-        '"IPv4:PORT" or "[IPv6]:PORT" with PORT 1..65535\n'
+        '"IPv4:PORT" or "[IPv6]:PORT" with PORT 1..65535 (line 1)\n'
     )
 
 

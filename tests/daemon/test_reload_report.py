@@ -1,18 +1,21 @@
-"""A reload says what changed, which flag overrides the file, and keeps a gauge while the file
-fails to load (real daemon, real metrics endpoint)."""
+"""A reload says what changed (in the file's keys and units), which flag overrides the file,
+which change needs a restart, and keeps a gauge while the file fails to load (real daemon, real
+metrics endpoint; the report itself from config.SETTINGS, checked directly below)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from l2tpreorder.config import REBIND_KEYS, SETTINGS, Config, config_from_dict, with_overrides
+from l2tpreorder.daemon.reload_report import RESTART, changes, overridden, restart_needed
 from tests.daemon.test_daemon import base_config
 from tests.daemon_harness import WAIT, Daemon, free_udp_port
-
-pytestmark = pytest.mark.integration
 
 
 def gauge(url: str) -> str:
@@ -23,6 +26,7 @@ def gauge(url: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.integration
 def test_reload_logs_changes_overrides_and_the_failing_gauge(tmp_path: Path) -> None:
     cfg = base_config(
         [f"127.0.0.1:{free_udp_port()}"],
@@ -41,9 +45,11 @@ def test_reload_logs_changes_overrides_and_the_failing_gauge(tmp_path: Path) -> 
         cfg["logging"]["level"] = "warning"
         d.write_config(cfg)
         d.reload()
-        log = d.wait_log("reload: engine.reorder_timeout: 0.1 -> 0.25")
-        assert "reload: max_peers: 4096 -> 7" in log
-        assert "reload: log_level = info from --log-level overrides the file's warning" in log
+        log = d.wait_log("reload: reorder.timeout_ms: 100 -> 250")
+        assert "reload: relay.max_peers: 4096 -> 7" in log
+        assert "reload: logging.level = info from --log-level overrides the file's warning" in log
+        # base_config writes the flat relay keys: warned once, at start, not again on reload
+        assert log.count("`listen` is deprecated: write `relay.listen`") == 1
         assert gauge(url.group(1)) == "0.0"
 
         d.config_path.write_text("reorder: [\n")
@@ -56,3 +62,105 @@ def test_reload_logs_changes_overrides_and_the_failing_gauge(tmp_path: Path) -> 
         assert gauge(url.group(1)) == "0.0"
     finally:
         d.stop()
+
+
+def test_changes_are_in_the_files_keys_and_units() -> None:
+    old = config_from_dict({"reorder": {"timeout_ms": 100}})
+    new = config_from_dict(
+        {
+            "reorder": {"timeout_ms": 40, "sequencing": "strip"},
+            "relay": {"max_peers": 7, "lns": "127.0.0.1:1703"},
+            "logging": {"drop_report_interval_ms": 500},
+            "metrics": {"port": 9999},
+            "state_file_max_age_ms": 60000,
+        }
+    )
+    assert changes(old, new) == [
+        "relay.lns: 127.0.0.1:1702 -> 127.0.0.1:1703",
+        "relay.max_peers: 4096 -> 7",
+        "reorder.timeout_ms: 100 -> 40",
+        "reorder.sequencing: renumber -> strip",
+        "logging.drop_report_interval_ms: 10000 -> 500",
+        "metrics.port: 9101 -> 9999",
+        "state_file_max_age_ms: 300000 -> 60000",
+    ]
+    assert changes(new, new) == []
+    # the source file and the deprecation warnings are not settings
+    flat = config_from_dict({"max_peers": 7}, source="a.yaml")
+    assert changes(config_from_dict({"relay": {"max_peers": 7}}), flat) == []
+
+
+def test_every_listed_setting_is_reported_when_it_changes() -> None:
+    """Derived from SETTINGS: a new setting is in the report without a line here."""
+    changed = {
+        "mode": "inpath", "relay.listen": ["127.0.0.1:11701"], "relay.lns": "127.0.0.1:11702",
+        "relay.allow": ["192.0.2.0/24"], "relay.max_peers": 3,
+        "relay.peer_idle_timeout_ms": 61000, "relay.upstream_bind": "127.0.0.1",
+        "relay.socket_buffer_bytes": 8192, "relay.udp_gso": True, "inpath.queues": "2-3",
+        "inpath.queue_maxlen": 5, "reorder.timeout_ms": 5, "reorder.adaptive": True,
+        "reorder.min_timeout_ms": 1, "reorder.sequencing": "preserve",
+        "reorder.max_held_per_session": 3, "reorder.max_held_bytes": 5, "reorder.resync_after": 3,
+        "reorder.max_sessions": 5, "reorder.session_idle_timeout_ms": 5,
+        "reorder.lns_to_lac": True, "logging.level": "debug",
+        "logging.drop_report_interval_ms": 200, "metrics.enabled": False,
+        "metrics.listen": "::1", "metrics.port": 1, "metrics.per_session": True,
+        "metrics.per_session_top_n": 5, "metrics.tls_cert": "/c", "metrics.tls_key": "/k",
+        "state_file": "/s.json", "state_file_max_age_ms": 5, "user": "root",
+        "control_socket": "/c.sock",
+    }  # fmt: skip
+    listed = [s.key for s in SETTINGS if s.listed]
+    assert set(changed) == set(listed), "give every listed setting a changed value above"
+    data: dict[str, Any] = {}
+    for key, value in changed.items():
+        section, _, name = key.rpartition(".")
+        if section:
+            data.setdefault(section, {})[name] = value
+        else:
+            data[key] = value
+    lines = changes(Config(), config_from_dict(data))
+    assert [line.split(": ", 1)[0] for line in lines] == listed
+
+
+def test_overridden_names_the_flag_and_the_files_key() -> None:
+    file_only = config_from_dict({"reorder": {"timeout_ms": 100}, "logging": {"level": "info"}})
+    effective = with_overrides(file_only, timeout_ms=40, log_level="debug")
+    assert overridden(file_only, effective) == [
+        "reorder.timeout_ms = 40 from --timeout overrides the file's 100",
+        "logging.level = debug from --log-level overrides the file's info",
+    ]
+    assert overridden(file_only, file_only) == []
+
+
+def test_restart_needed_names_what_a_reload_cannot_apply() -> None:
+    relay = Config()
+    new = config_from_dict(
+        {
+            "relay": {"lns": "127.0.0.1:1703", "udp_gso": True, "max_peers": 9},
+            "reorder": {"timeout_ms": 5},
+            "control_socket": "/run/other.sock",
+            "user": "nobody",
+            "inpath": {"queues": "0-3"},  # not the running mode's section
+        }
+    )
+    assert restart_needed(relay, new) == [
+        f"relay.lns changed to 127.0.0.1:1703 but a reload cannot apply it "
+        f"(still 127.0.0.1:1702): {RESTART}",
+        f"relay.udp_gso changed to true but a reload cannot apply it (still false): {RESTART}",
+        f"user changed to nobody but a reload cannot apply it (still null): {RESTART}",
+        f"control_socket changed to /run/other.sock but a reload cannot apply it "
+        f"(still null): {RESTART}",
+    ]
+    inpath = dataclasses.replace(relay, mode="inpath")
+    to_relay = dataclasses.replace(new, mode="relay")
+    keys = [line.split(" ", 1)[0] for line in restart_needed(inpath, to_relay)]
+    assert keys == ["mode", "inpath.queues", "user", "control_socket"]
+    # the order of the listen sockets is not a change
+    two = dataclasses.replace(relay, listen=(("127.0.0.1", 1), ("127.0.0.2", 1)))
+    swapped = dataclasses.replace(relay, listen=(("127.0.0.2", 1), ("127.0.0.1", 1)))
+    assert restart_needed(two, swapped) == []
+
+
+def test_restart_settings_cover_what_the_relay_cannot_rebind() -> None:
+    restart_fields = {s.field for s in SETTINGS if s.restart}
+    assert set(REBIND_KEYS) <= restart_fields
+    assert {"mode", "inpath_queues", "user"} <= restart_fields

@@ -248,7 +248,7 @@ def test_single_queue_reload_refuses_a_new_queue_and_says_so(ns: NetNs, tmp_path
         daemon.config.write_text(yaml.safe_dump(document))
         r = cli("reload", "--config", str(daemon.config))
         assert r.returncode == 0, r.stderr
-        assert "needs a restart; not applied, still 3" in r.stderr, r.stderr
+        assert "but a reload cannot apply it (still 3): restart the service" in r.stderr, r.stderr
         assert "in-path on NFQUEUE 3, reorder timeout 25000 ms" in r.stdout, r.stdout
         [q] = status(daemon)["queues"]
         assert q["queue"] == 3
