@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from l2tpreorder import wire
+from tests.daemon_harness import nothing_waiting
 from tests.integration.inpath_helpers import frame_of, metric, ns_of
 from tests.mode_harness import (
     MODES,
@@ -135,12 +136,14 @@ def test_reload_moves_the_metrics_endpoint(rig: ModeRig) -> None:
 def test_renumbering_continues_across_a_restart_in_both_directions(
     rig: ModeRig, tmp_path: Path
 ) -> None:
-    """Ns 3 is lost each way, so renumbering runs one behind the sender's Ns; after SIGTERM and
-    a restart with the state file, both the LNS and the LAC see Ns carry on (not restart at the
-    sender's numbering, nor at 0)."""
+    """Ns 3 is lost each way (given up when a second packet waits: the cap, not a timer), so
+    renumbering runs one behind the sender's Ns; after SIGTERM and a restart with the state
+    file, both the LNS and the LAC see Ns carry on (not restart at the sender's numbering, nor
+    at 0)."""
+    reorder = {"timeout_ms": 30000, "max_held_per_session": 1, "sequencing": "renumber"}
     rig.start(
         {
-            "reorder": {"timeout_ms": 40, "lns_to_lac": True, "sequencing": "renumber"},
+            "reorder": {**reorder, "lns_to_lac": True},
             "state_file": str(tmp_path / "state.json"),
         }
     )
@@ -156,9 +159,11 @@ def test_renumbering_continues_across_a_restart_in_both_directions(
 
     rig.restart()
     rig.send_to_lns(to_lns(6), to_lns(7))
-    assert [ns_of(d) for d in rig.lns_receive(2)] == [5, 6], "LAC -> LNS numbering lost"
+    got = [ns_of(d) for d in rig.lns_receive(2)]
+    assert got == [5, 6], f"LAC -> LNS numbering lost across the restart: {got}"
     rig.send_to_lac(to_lac(6), to_lac(7))
-    assert [ns_of(d) for d in rig.lac_receive(2)] == [5, 6], "LNS -> LAC numbering lost"
+    got = [ns_of(d) for d in rig.lac_receive(2)]
+    assert got == [5, 6], f"LNS -> LAC numbering lost across the restart: {got}"
 
 
 def test_sigterm_delivers_what_is_held_in_order_and_exits_0(rig: ModeRig) -> None:
@@ -170,6 +175,7 @@ def test_sigterm_delivers_what_is_held_in_order_and_exits_0(rig: ModeRig) -> Non
     got = rig.lns_receive(4)
     assert [frame_of(d) for d in got] == [2, 3, 4, 5]
     assert [ns_of(d) for d in got] == [1, 2, 3, 4]  # renumbered over the given-up Ns 1
+    assert nothing_waiting(rig.lns), "more reached the LNS than was sent"
     rig.d.wait_notify("STOPPING=1")
 
 
@@ -185,17 +191,18 @@ def test_every_datagram_has_exactly_one_counted_outcome(rig: ModeRig) -> None:
     """In order, reordered, duplicate, late, control, unsequenced and malformed L2TPv2: each is
     counted in once, has exactly one outcome (forwarded, released, dropped by reason, held, or
     in-path's passed untouched), and the LNS gets exactly those counted as passed on."""
-    rig.start({"reorder": {"timeout_ms": 40}})
-    first = [to_lns(n) for n in (0, 2, 1, 1, 4)]  # 2 early, 1 twice, 4 waits for 3 (lost)
+    # One held packet at most: the gap before a second one is given up at once (no timer).
+    rig.start({"reorder": {"timeout_ms": 30000, "max_held_per_session": 1}})
+    first = [to_lns(n) for n in (0, 2, 1, 1, 4, 5)]  # 2 early, 1 twice, 3 lost
     rig.send_to_lns(*first)
-    assert [frame_of(d) for d in rig.lns_receive(4)] == [0, 1, 2, 4]
+    assert [frame_of(d) for d in rig.lns_receive(5)] == [0, 1, 2, 4, 5]
     hello = wire.build_control(T_LNS, 0, 5, 0, [wire.avp_message_type(wire.MessageType.HELLO)])
     unsequenced = wire.build_data(T_LNS, S_LNS, b"unsequenced")
     malformed = b"\x02\x02"  # L2TPv2 version bits, too short for a header
     end = wire.build_data(T_LNS, S_LNS, b"end of test")
     second = [to_lns(3), hello, unsequenced, malformed, end]  # 3 comes late: given up
     rig.send_to_lns(*second)
-    delivered = 4
+    delivered = 5
     while rig.lns_receive(1)[0] != end:  # the last one out: everything before it is counted
         delivered += 1
     delivered += 1
