@@ -110,7 +110,9 @@ class ModeRig:
                 doc[key] = value
         return doc
 
-    def start(self, config: dict[str, Any], args: tuple[str, ...] = ()) -> Daemon:
+    def start(
+        self, config: dict[str, Any], args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Daemon:
         """`run --config FILE [args]`, waited for until READY=1 (each run its own directory:
         its log, its notify socket; the state file and control socket are shared)."""
         self.config, self.args = self.document(config), list(args)
@@ -118,7 +120,7 @@ class ModeRig:
         run_dir = self.tmp / f"run{self.runs}"
         run_dir.mkdir()
         prefix = None if self.ns is None else ["ip", "netns", "exec", self.ns.name]
-        self.daemon = Daemon(run_dir, self.config, args=self.args, prefix=prefix)
+        self.daemon = Daemon(run_dir, self.config, env=env, args=self.args, prefix=prefix)
         self.daemon.ready()
         return self.daemon
 

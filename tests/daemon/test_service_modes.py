@@ -130,6 +130,20 @@ def test_reload_moves_the_metrics_endpoint(rig: ModeRig) -> None:
     assert not rig.serves_metrics(old), f"the old port {old} still serves /metrics"
 
 
+# --- systemd -----------------------------------------------------------------------------------
+
+
+def test_notifies_ready_with_a_status_then_watchdog_pings_then_stopping(rig: ModeRig) -> None:
+    """systemd's protocol: READY=1 with a STATUS= line, WATCHDOG=1 well within WATCHDOG_USEC
+    (the unit's WatchdogSec= kills a daemon that stops pinging), STOPPING=1 at SIGTERM."""
+    rig.start({}, env={"WATCHDOG_USEC": "300000"})
+    assert any("STATUS=" in m for m in rig.d.messages if "READY=1" in m.split("\n")), rig.d.messages
+    for _ in range(3):
+        rig.d.wait_notify("WATCHDOG=1")
+    assert rig.terminate() == 0
+    rig.d.wait_notify("STOPPING=1")
+
+
 # --- state, flush, accounting -----------------------------------------------------------------
 
 
