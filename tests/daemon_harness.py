@@ -62,7 +62,10 @@ class Daemon:
         config: dict[str, Any],
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        """`prefix`: argv run before python (e.g. `ip netns exec NAME`: it execs the daemon, so
+        `proc` is still the daemon itself and signals reach it)."""
         self.tmp = tmp
         self.config_path = tmp / "config.yaml"
         # Each test daemon its own control socket: the default (/run/l2tpreorder) is one per
@@ -79,8 +82,11 @@ class Daemon:
         full_env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(self.config_path)]
-            + (args or []),
+            [
+                *(prefix or []),
+                *(sys.executable, "-m", "l2tpreorder", "run", "--config", str(self.config_path)),
+                *(args or []),
+            ],
             cwd=PROJECT_ROOT,
             env=full_env,
             stdout=self._log,
