@@ -307,6 +307,8 @@ COMMON_FAMILIES = {
         "sessions_continued_total", "sessions_evicted_total", "sessions_limit",
         "sessions_evicted_active_total", "sessions_idle_expired_total",
         "session_received_packets_total", "session_released_packets_total",
+        # Both modes count datagrams read and sent (daemon/counters.py; in-path: per queue).
+        "socket_received_datagrams_total", "socket_sent_datagrams_total",
         "session_dropped_packets_total", "session_skipped_sequence_numbers_total",
         "session_held_packets", "session_series_omitted",
         "config_reloads_total", "config_load_failing", "build_info",
@@ -319,7 +321,6 @@ COMMON_FAMILIES = {
 RELAY_FAMILIES = {
     f"l2tpreorder_{name}"
     for name in (
-        "socket_received_datagrams_total", "socket_sent_datagrams_total",
         "socket_received_bytes_total", "socket_sent_bytes_total", "socket_receive_drops_total",
         "send_errors_total", "peers", "peers_removed_idle_total", "lns_icmp_errors_total",
         "lns_unresponsive",
