@@ -54,13 +54,18 @@ from l2tpreorder.wire import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# peer, session_id, call generation, LAC sequence, flags; tunnel_id = TUNNEL0 + peer
-PAYLOAD = struct.Struct("!HHIIB")
+# peer, session_id, call generation, LAC sequence, flags, the peer's pause epoch (Lac.epoch);
+# tunnel_id = TUNNEL0 + peer
+PAYLOAD = struct.Struct("!HHIIBH")
 LNS_ENDS = 1  # flag: the last packet of a call the LNS ends with a CDN
 COPY = 2  # flag: a deliberate duplicate
 NEUTRAL = 0.5  # a roll of the dice that plans no loss, swap or duplicate
 TUNNEL0 = 1000
 PPP = b"\xff\x03\x00\x21" + bytes(60)  # PPP IPv4 framing and some bytes, a small data packet
+# A LAC peer silent for longer than this share of peer_idle_timeout starts a new pause epoch: the
+# relay may then have closed its upstream socket, and its next datagrams may come from a new
+# port. Half: a shorter gap seen as a whole peer_idle_timeout by the relay is the relay's fault.
+PAUSE_SHARE = 0.5
 
 
 class Template:
@@ -80,12 +85,14 @@ class Template:
         assert len(diff) == 2 and diff[1] == diff[0] + 1, diff
         return diff[0]
 
-    def make(self, peer: int, sid: int, gen: int, seq: int, ns: int, flags: int = 0) -> bytes:
+    def make(
+        self, peer: int, sid: int, gen: int, seq: int, ns: int, flags: int = 0, epoch: int = 0
+    ) -> bytes:
         buf = bytearray(self.base)
         struct.pack_into("!H", buf, self.tunnel, TUNNEL0 + peer)
         struct.pack_into("!H", buf, self.session, sid)
         struct.pack_into("!H", buf, self.ns, ns & 0xFFFF)
-        PAYLOAD.pack_into(buf, self.payload, peer, sid, gen, seq, flags)
+        PAYLOAD.pack_into(buf, self.payload, peer, sid, gen, seq, flags, epoch & 0xFFFF)
         return bytes(buf)
 
 
@@ -96,9 +103,42 @@ def control(msg: MessageType, tunnel_id: int, session_id: int, *avps: Any) -> by
 # --- the LNS side: a checker process ----------------------------------------------------------
 
 
+class UpstreamSources:
+    """Each session's upstream source (ip, port) as the LNS sees it: fixed while its LAC peer
+    sends without a pause (xl2tpd `connect()`s its tunnel socket to it, so a new port is another
+    peer to it). Kept per tunnel, i.e. per LAC peer: the relay gives a peer one upstream socket,
+    so all its sessions share one source, and a session that ended (CDN, StopCCN, silence) or
+    whose IDs a later call reuses still shares it while the peer keeps sending. Only a pause
+    (a new epoch in the payload, from the harness's own send times) lets the source change."""
+
+    __slots__ = ("changes", "last", "violations")
+
+    def __init__(self) -> None:
+        self.last: dict[int, tuple[int, tuple[str, int], int]] = {}  # tunnel -> epoch, src, sid
+        self.changes = 0  # a new source after a pause: allowed
+        self.violations = 0
+
+    def check(self, tunnel_id: int, session_id: int, epoch: int, src: tuple[str, int]) -> str:
+        """'' if fine, else what went wrong."""
+        prev = self.last.get(tunnel_id)
+        self.last[tunnel_id] = (epoch, src, session_id)
+        if prev is None or prev[1] == src:
+            return ""
+        if prev[0] != epoch:
+            self.changes += 1
+            return ""
+        self.violations += 1
+        return (
+            f"upstream source changed while its LAC peer kept sending: session "
+            f"{(tunnel_id, session_id)} came from {src[0]}:{src[1]}, the peer's last datagram "
+            f"(session {prev[2]}) from {prev[1][0]}:{prev[1][1]} (pause epoch {epoch})"
+        )
+
+
 def lns_checker(port: int, conn: Connection) -> None:
-    """Receive until told to stop; check each session's Ns (+1 each time) and LAC sequence
-    (strictly rising: nothing twice, nothing out of order); answer LNS_ENDS with a CDN."""
+    """Receive until told to stop; check each session's Ns (+1 each time), LAC sequence
+    (strictly rising: nothing twice, nothing out of order) and upstream source (UpstreamSources);
+    answer LNS_ENDS with a CDN."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.big_receive_buffer(sock, 32 << 20)
     sock.bind(("127.0.0.1", port))
@@ -107,6 +147,7 @@ def lns_checker(port: int, conn: Connection) -> None:
     last: dict[tuple[int, int], tuple[int, int, int] | None] = {}  # (ns, gen, seq)
     stats = {"data": 0, "control": 0, "other": 0, "lns_cdns": 0, "copies": 0}
     violations: list[str] = []
+    sources = UpstreamSources()
     conn.send("ready")
     stopping = False
     while True:
@@ -130,8 +171,10 @@ def lns_checker(port: int, conn: Connection) -> None:
                 last[(h.tunnel_id, h.session_id)] = None  # a new call: its Ns from 0
             continue
         stats["data"] += 1
-        _peer, sid, gen, seq, flags = PAYLOAD.unpack_from(d, payload_at)
+        _peer, sid, gen, seq, flags, epoch = PAYLOAD.unpack_from(d, payload_at)
         key = (h.tunnel_id, h.session_id)
+        if moved := sources.check(h.tunnel_id, h.session_id, epoch, addr):
+            violations.append(moved)
         ns = h.ns if h.ns is not None else -1
         prev = last.get(key, (-1, -1, -1))
         if flags & COPY:
@@ -153,6 +196,9 @@ def lns_checker(port: int, conn: Connection) -> None:
                 addr,
             )
             stats["lns_cdns"] += 1
+    stats["source_changes_after_pause"] = sources.changes
+    stats["source_violations"] = sources.violations
+    stats["tunnels_seen"] = len(sources.last)
     conn.send((stats, violations[:200], len(violations)))
 
 
@@ -188,6 +234,10 @@ class Lac:
         self.gen = 0
         self.resting: dict[int, float] = {}  # peer -> when it comes back
         self.resumes: list[tuple[float, Call]] = []
+        # Per peer: when it last sent anything, and its pause epoch (UpstreamSources).
+        self.last_sent = [float("-inf")] * args.peers
+        self.epochs = [0] * args.peers
+        self.pause = args.peer_idle_seconds * PAUSE_SHARE
         self.datagrams = 0  # everything sent to the relay: data, copies, control, junk
         self.counts = dict.fromkeys(
             ("sent", "lost", "copies", "calls", "unseen", "silent", "resumed", "lac_cdns",
@@ -199,7 +249,16 @@ class Lac:
         s.bind(("127.0.0.1", 0))
         return s
 
+    def epoch(self, peer: int) -> int:
+        """The peer's pause epoch for what it sends now: a new one after a pause (PAUSE_SHARE)."""
+        now = time.monotonic()
+        if now - self.last_sent[peer] > self.pause:
+            self.epochs[peer] += 1
+        self.last_sent[peer] = now
+        return self.epochs[peer]
+
     def send(self, peer: int, data: bytes) -> None:
+        self.epoch(peer)  # control messages and junk count as activity too
         self.datagrams += 1
         try:
             self.socks[peer].sendto(data, self.relay)
@@ -239,19 +298,22 @@ class Lac:
             return True
         last = call.left <= 1
         flags = LNS_ENDS if last and call.end == "lns_cdn" else 0
+        epoch = self.epoch(call.peer)
         if roll < self.args.loss + self.args.swaps and call.left > 2:  # a swapped pair
-            ahead = tpl.make(call.peer, call.sid, call.gen, call.seq + 1, call.ns + 1, flags)
+            ahead = tpl.make(call.peer, call.sid, call.gen, call.seq + 1, call.ns + 1, flags, epoch)
             self.send(call.peer, ahead)
-            self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns))
+            behind = tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns, 0, epoch)
+            self.send(call.peer, behind)
             call.recent += [(call.seq, call.ns), (call.seq + 1, call.ns + 1)]
             n = 2
         else:
-            self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns, flags))
+            data = tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns, flags, epoch)
+            self.send(call.peer, data)
             call.recent.append((call.seq, call.ns))
             n = 1
             if roll > 1 - self.args.duplicates and len(call.recent) > 3:
                 seq, ns = call.recent[-rng.randint(1, 3)]
-                self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, seq, ns, COPY))
+                self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, seq, ns, COPY, epoch))
                 self.counts["copies"] += 1
         del call.recent[:-4]
         self.counts["sent"] += n
