@@ -28,6 +28,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
+import select
 import socket
 import time
 from collections.abc import Callable, Hashable
@@ -114,6 +116,7 @@ class Relay:
         # The service's: transmit and re-arm its one timer (after a batch, a peer removed).
         self._on_batch: Callable[[], None] = lambda: None
         self._drops_seen: dict[int, int] = {}  # socket fd -> SO_RXQ_OVFL count last acted on
+        self._lac_drained: dict[int, float] = {}  # listen socket fd -> last read that emptied it
         self._reading = False
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
@@ -232,6 +235,7 @@ class Relay:
             c.rx_bytes_lac += size
             self._send_out()
             if len(datas) < BATCH:
+                self._lac_drained[lsock.fd] = now  # all that had come in is read (remove_idle)
                 break
         self._rearm()
 
@@ -378,15 +382,33 @@ class Relay:
 
     def remove_idle(self, now: float | None = None) -> int:
         """Forget peers quiet for longer than peer_idle_timeout (their held data goes out).
-        Silent sessions need no call here: the pipeline's deadline covers their idle expiry."""
+        Silent sessions need no call here: the pipeline's deadline covers their idle expiry.
+
+        Quiet is judged only up to the moment the relay had read everything that had come in
+        (`_read_up_to`): after a stall (loop blocked, process stopped, CPU starved) this tick
+        runs before the readers, and a LAC whose datagrams wait unread is not idle. Forgetting
+        it would give it a new upstream port, i.e. a new peer to xl2tpd, mid-tunnel."""
         now = self.clock() if now is None else now
-        limit = now - self.config.peer_idle_timeout
-        idle = [p for p in self.peers.values() if p.last_seen < limit]
+        timeout = self.config.peer_idle_timeout
+        read_up_to = self._read_up_to(now)
+        idle = [p for p in self.peers.values() if p.last_seen < read_up_to[p.lsock.fd] - timeout]
         for peer in idle:
             log.info("LAC peer %s idle: upstream socket closed", format_address(peer.flow))
             self._remove_peer(peer, now)
         self.counters.peers_removed_idle += len(idle)
         return len(idle)
+
+    def _read_up_to(self, now: float) -> dict[int, float]:
+        """Listen socket fd -> a time before which every datagram that came in has been read:
+        `now` when nothing waits in it, else when a read last emptied it (-inf: never yet)."""
+        poll = select.poll()
+        for lsock in self.listeners:
+            poll.register(lsock.fd, select.POLLIN)
+        waiting = {fd for fd, _ in poll.poll(0)}
+        return {
+            s.fd: self._lac_drained.get(s.fd, -math.inf) if s.fd in waiting else now
+            for s in self.listeners
+        }
 
     def _remove_peer(self, peer: Peer, now: float) -> None:
         self.pipeline.end_flow(peer.flow, now)
