@@ -66,6 +66,7 @@ PPP = b"\xff\x03\x00\x21" + bytes(60)  # PPP IPv4 framing and some bytes, a smal
 # relay may then have closed its upstream socket, and its next datagrams may come from a new
 # port. Half: a shorter gap seen as a whole peer_idle_timeout by the relay is the relay's fault.
 PAUSE_SHARE = 0.5
+STALL_SHARE = 0.01  # the LACs' rate while the relay is stopped (--stall)
 
 
 class Template:
@@ -449,6 +450,28 @@ def scrape_when_read(port: int, datagrams: int, timeout: float = 60.0) -> dict[s
         time.sleep(0.2)
 
 
+class Stall:
+    """`--stall S`: the relay is stopped (SIGSTOP) once, mid-run, for S seconds (more than
+    peer_idle_timeout) while its LACs go on at STALL_SHARE of the rate (what its receive queue
+    holds): no LAC pauses, so none may come back on a new upstream port."""
+
+    def __init__(self, args: argparse.Namespace, pid: int, start: float) -> None:
+        self.pid = pid
+        self.begin = start + args.seconds / 2 if args.stall > 0 else float("inf")
+        self.end = self.begin + args.stall
+        self.stopped = False
+
+    def share(self, now: float) -> float:
+        """The share of the rate the LACs send now; stops and continues the relay on time."""
+        if not self.stopped and self.begin <= now < self.end:
+            os.kill(self.pid, signal.SIGSTOP)
+            self.stopped = True
+        elif self.stopped and now >= self.end:
+            os.kill(self.pid, signal.SIGCONT)
+            self.stopped = False
+        return STALL_SHARE if self.stopped else 1.0
+
+
 def drive(
     args: argparse.Namespace, lac: Lac, pid: int, daemon_cfg: Path, good: str
 ) -> list[tuple[float, int]]:
@@ -460,6 +483,7 @@ def drive(
     per_tick = args.rate / 100
     owed = 0.0
     tick = start
+    stall = Stall(args, pid, start)
     while (now := time.monotonic()) - start < args.seconds:
         while lac.resting and min(lac.resting.values()) <= now:
             lac.resting.pop(min(lac.resting, key=lac.resting.__getitem__))
@@ -470,7 +494,7 @@ def drive(
             lac.new_call(now)
             next_call += args.call_seconds / args.sessions / 2  # ends are packet-bound
         next_call = max(next_call, now - 1)
-        owed += per_tick
+        owed += per_tick * stall.share(now)
         while owed >= 1 and lac.calls:
             i = lac.rng.randrange(len(lac.calls))
             call = lac.calls[i]
@@ -519,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duplicates", type=float, default=0.003)
     p.add_argument("--warmup", type=float, default=180.0)
     p.add_argument("--seed", type=int, default=16)
+    p.add_argument("--stall", type=float, default=0.0, help="stop the relay this long, mid-run")
     p.add_argument("--trace-memory", metavar="DIR", default="")
     p.add_argument("--trace-every", type=float, default=120.0)
     p.add_argument("--json", metavar="FILE", default="")
@@ -547,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = drive(args, lac, proc.pid, cfg_path, good)  # taskset execs: same pid
         metrics_now = scrape_when_read(metrics, lac.datagrams)
     finally:
+        proc.send_signal(signal.SIGCONT)  # a --stall cut short
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         log.close()
