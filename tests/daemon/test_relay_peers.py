@@ -34,13 +34,14 @@ def ns_of(datagram: bytes) -> int | None:
     return h.ns
 
 
-def stall(seconds: float, lac: socket.socket, to: tuple[str, int], datagrams: list[bytes]) -> None:
+def stall(seconds: float, sender: socket.socket, to: Any, datagrams: list[bytes]) -> None:
     """Block the relay's event loop (this thread) for `seconds` while the LAC goes on sending:
-    what a loaded machine, a stopped process or a long pause of the loop does to the relay."""
+    what a loaded machine, a stopped process or a long pause of the loop does to the relay.
+    `sender` is the LAC (or the LNS), sending `datagrams` to `to` spread over the stall."""
     step = seconds / len(datagrams)
     for d in datagrams:
         time.sleep(step)  # the stall itself (nothing is waited for)
-        lac.sendto(d, to)
+        sender.sendto(d, to)
 
 
 def test_a_stalled_relay_keeps_the_port_of_a_peer_whose_datagrams_wait_unread() -> None:
@@ -82,6 +83,48 @@ def test_a_stalled_relay_keeps_the_port_of_a_peer_whose_datagrams_wait_unread() 
             await asyncio.sleep(1.5 * IDLE)  # the pause itself
             assert relay.remove_idle() == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
+        finally:
+            relay.shutdown()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(scenario())
+    finally:
+        lns.close()
+        lac.close()
+
+
+def test_a_stalled_relay_keeps_a_peer_whose_lns_replies_wait_unread() -> None:
+    """The LNS's datagrams count as the peer's activity too: when they wait unread on its
+    upstream socket after a stall, the peer stays (closing the socket would lose them, and the
+    LAC's next datagram would come from a new port). Once read, a real pause forgets it."""
+    listen = free_udp_port()
+    lns, lac = udp(), udp()
+    base = config_from_dict(
+        {
+            "listen": [f"127.0.0.1:{listen}"],
+            "lns": f"127.0.0.1:{lns.getsockname()[1]}",
+            "peer_idle_timeout_ms": 61000,
+        }
+    )
+    config = replace(base, peer_idle_timeout=IDLE)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        relay = Relay(config, loop=loop)
+        relay.bind()
+        relay.start_reading()
+        try:
+            lac.sendto(data(0), ("127.0.0.1", listen))
+            got, upstream = await asyncio.wait_for(loop.run_in_executor(None, recv, lns), WAIT)
+            assert ns_of(got) == 0
+            stall(1.6 * IDLE, lns, upstream, [data(100)])  # the LNS answers; the LAC is quiet
+            assert relay.remove_idle() == 0, "a peer with LNS datagrams unread is not idle"
+            got, _ = await asyncio.wait_for(loop.run_in_executor(None, recv, lac), WAIT)
+            assert ns_of(got) == 100
+            assert relay.counters.peers_removed_idle == 0
+            await asyncio.sleep(1.5 * IDLE)  # a real pause of both sides
+            assert relay.remove_idle() == 1
         finally:
             relay.shutdown()
 

@@ -32,7 +32,7 @@ import math
 import select
 import socket
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
@@ -77,6 +77,14 @@ class Peer:
         self.cmsg: Any = None  # PKTINFO making replies leave from the address the LAC used
         self.up = up
         self.last_seen = now
+
+
+def _unread(fds: Iterable[int]) -> set[int]:
+    """Those of the socket `fds` with datagrams queued that have not been read yet."""
+    poll = select.poll()
+    for fd in fds:
+        poll.register(fd, select.POLLIN)
+    return {fd for fd, events in poll.poll(0) if events & select.POLLIN}
 
 
 class Relay:
@@ -384,31 +392,28 @@ class Relay:
         """Forget peers quiet for longer than peer_idle_timeout (their held data goes out).
         Silent sessions need no call here: the pipeline's deadline covers their idle expiry.
 
-        Quiet is judged only up to the moment the relay had read everything that had come in
-        (`_read_up_to`): after a stall (loop blocked, process stopped, CPU starved) this tick
-        runs before the readers, and a LAC whose datagrams wait unread is not idle. Forgetting
-        it would give it a new upstream port, i.e. a new peer to xl2tpd, mid-tunnel."""
+        Quiet is judged only up to the moment the relay had read everything that had come in:
+        after a stall (loop blocked, process stopped, CPU starved) this tick runs before the
+        readers, and a peer whose datagrams (from its LAC or from the LNS) wait unread is not
+        idle. Forgetting it would give it a new upstream port, i.e. a new peer to xl2tpd,
+        mid-tunnel, and lose what the LNS sent it."""
         now = self.clock() if now is None else now
         timeout = self.config.peer_idle_timeout
-        read_up_to = self._read_up_to(now)
-        idle = [p for p in self.peers.values() if p.last_seen < read_up_to[p.lsock.fd] - timeout]
+        waiting = _unread(s.fd for s in self.listeners)
+        # Per listen socket: every datagram that came in before this time has been read.
+        read_to = {
+            s.fd: self._lac_drained.get(s.fd, -math.inf) if s.fd in waiting else now
+            for s in self.listeners
+        }
+        idle = [p for p in self.peers.values() if p.last_seen + timeout < read_to[p.lsock.fd]]
+        if idle:
+            replies = _unread(p.up.fd for p in idle)
+            idle = [p for p in idle if p.up.fd not in replies]
         for peer in idle:
             log.info("LAC peer %s idle: upstream socket closed", format_address(peer.flow))
             self._remove_peer(peer, now)
         self.counters.peers_removed_idle += len(idle)
         return len(idle)
-
-    def _read_up_to(self, now: float) -> dict[int, float]:
-        """Listen socket fd -> a time before which every datagram that came in has been read:
-        `now` when nothing waits in it, else when a read last emptied it (-inf: never yet)."""
-        poll = select.poll()
-        for lsock in self.listeners:
-            poll.register(lsock.fd, select.POLLIN)
-        waiting = {fd for fd, _ in poll.poll(0)}
-        return {
-            s.fd: self._lac_drained.get(s.fd, -math.inf) if s.fd in waiting else now
-            for s in self.listeners
-        }
 
     def _remove_peer(self, peer: Peer, now: float) -> None:
         self.pipeline.end_flow(peer.flow, now)
