@@ -7,11 +7,14 @@ up by an ICCN (Ns from 0, session IDs reused by later calls) or seen mid-stream 
 calls end by a CDN from the LAC, by a CDN from the LNS, or by going silent (some of which resume
 after their idle expiry and must continue their numbering); peers send a StopCCN and idle out,
 then come back; swaps, losses and duplicates; a malformed trickle; SIGHUP reloads, every third one
-of a broken file. A separate "LNS" process checks every session's renumbered Ns and LAC sequence.
+of a broken file. A separate "LNS" process checks every session's renumbered Ns and LAC sequence,
+and that its upstream source (ip, port) stays the same while its LAC peer keeps sending (issue 20:
+xl2tpd takes a new port for a new peer; `UpstreamSources`).
 
 Reports RSS after warm-up (first and last sample, and the least-squares slope in KiB/h over every
-sample after warm-up) and the checker's findings; exit status 1 on any order violation or
-accounting mismatch. The relay is pinned alone to CPU 1 when there are two CPUs.
+sample after warm-up) and the checker's findings; exit status 1 on any order or source violation
+or accounting mismatch. The relay is pinned alone to CPU 1 when there are two CPUs. `--stall S`
+stops the relay for S seconds mid-run while the LACs go on slowly (see `Stall`).
 
 `--trace-memory DIR` runs the relay under tracemalloc and writes a snapshot there every
 `--trace-every` seconds (compare them with `python -m bench.soak_compare DIR`): slow, for finding
