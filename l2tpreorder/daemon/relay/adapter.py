@@ -243,7 +243,7 @@ class Relay:
             c.rx_bytes_lac += size
             self._send_out()
             if len(datas) < BATCH:
-                self._lac_drained[lsock.fd] = now  # all that had come in is read (remove_idle)
+                self._lac_drained[lsock.fd] = now  # all that came in by then is read (remove_idle)
                 break
         self._rearm()
 
