@@ -20,6 +20,7 @@ from l2tpreorder.core.fastpath import parse_header
 from l2tpreorder.daemon.relay.adapter import Relay
 from l2tpreorder.wire import build_data
 from tests.daemon_harness import WAIT, free_udp_port, recv, udp
+from tests.relay_service import relay_service
 
 IDLE = 1.0  # peer_idle_timeout of these tests, in seconds
 
@@ -64,7 +65,8 @@ def test_a_stalled_relay_keeps_the_port_of_a_peer_whose_datagrams_wait_unread() 
         loop = asyncio.get_running_loop()
         relay = Relay(config, loop=loop)
         relay.bind()
-        relay.start_reading()
+        service = relay_service(relay)
+        service.start_io()
 
         async def lns_recv() -> tuple[bytes, Any]:
             return await asyncio.wait_for(loop.run_in_executor(None, recv, lns), 2 * WAIT)
@@ -84,7 +86,7 @@ def test_a_stalled_relay_keeps_the_port_of_a_peer_whose_datagrams_wait_unread() 
             assert relay.remove_idle() == 1
             assert relay.counters.peers == 0 and relay.counters.peers_removed_idle == 1
         finally:
-            relay.shutdown()
+            service.stop_io()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -113,7 +115,8 @@ def test_a_stalled_relay_keeps_a_peer_whose_lns_replies_wait_unread() -> None:
         loop = asyncio.get_running_loop()
         relay = Relay(config, loop=loop)
         relay.bind()
-        relay.start_reading()
+        service = relay_service(relay)
+        service.start_io()
         try:
             lac.sendto(data(0), ("127.0.0.1", listen))
             got, upstream = await asyncio.wait_for(loop.run_in_executor(None, recv, lns), WAIT)
@@ -126,7 +129,7 @@ def test_a_stalled_relay_keeps_a_peer_whose_lns_replies_wait_unread() -> None:
             await asyncio.sleep(1.5 * IDLE)  # a real pause of both sides
             assert relay.remove_idle() == 1
         finally:
-            relay.shutdown()
+            service.stop_io()
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
