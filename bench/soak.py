@@ -7,11 +7,14 @@ up by an ICCN (Ns from 0, session IDs reused by later calls) or seen mid-stream 
 calls end by a CDN from the LAC, by a CDN from the LNS, or by going silent (some of which resume
 after their idle expiry and must continue their numbering); peers send a StopCCN and idle out,
 then come back; swaps, losses and duplicates; a malformed trickle; SIGHUP reloads, every third one
-of a broken file. A separate "LNS" process checks every session's renumbered Ns and LAC sequence.
+of a broken file. A separate "LNS" process checks every session's renumbered Ns and LAC sequence,
+and that its upstream source (ip, port) stays the same while its LAC peer keeps sending (issue 20:
+xl2tpd takes a new port for a new peer; `UpstreamSources`).
 
 Reports RSS after warm-up (first and last sample, and the least-squares slope in KiB/h over every
-sample after warm-up) and the checker's findings; exit status 1 on any order violation or
-accounting mismatch. The relay is pinned alone to CPU 1 when there are two CPUs.
+sample after warm-up) and the checker's findings; exit status 1 on any order or source violation
+or accounting mismatch. The relay is pinned alone to CPU 1 when there are two CPUs. `--stall S`
+stops the relay for S seconds mid-run while the LACs go on slowly (see `Stall`).
 
 `--trace-memory DIR` runs the relay under tracemalloc and writes a snapshot there every
 `--trace-every` seconds (compare them with `python -m bench.soak_compare DIR`): slow, for finding
@@ -54,13 +57,19 @@ from l2tpreorder.wire import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# peer, session_id, call generation, LAC sequence, flags; tunnel_id = TUNNEL0 + peer
-PAYLOAD = struct.Struct("!HHIIB")
+# peer, session_id, call generation, LAC sequence, flags, the peer's pause epoch (Lac.epoch);
+# tunnel_id = TUNNEL0 + peer
+PAYLOAD = struct.Struct("!HHIIBH")
 LNS_ENDS = 1  # flag: the last packet of a call the LNS ends with a CDN
 COPY = 2  # flag: a deliberate duplicate
 NEUTRAL = 0.5  # a roll of the dice that plans no loss, swap or duplicate
 TUNNEL0 = 1000
 PPP = b"\xff\x03\x00\x21" + bytes(60)  # PPP IPv4 framing and some bytes, a small data packet
+# A LAC peer silent for longer than this share of peer_idle_timeout starts a new pause epoch: the
+# relay may then have closed its upstream socket, and its next datagrams may come from a new
+# port. Half: a shorter gap seen as a whole peer_idle_timeout by the relay is the relay's fault.
+PAUSE_SHARE = 0.5
+STALL_SHARE = 0.01  # the LACs' rate while the relay is stopped (--stall)
 
 
 class Template:
@@ -80,12 +89,14 @@ class Template:
         assert len(diff) == 2 and diff[1] == diff[0] + 1, diff
         return diff[0]
 
-    def make(self, peer: int, sid: int, gen: int, seq: int, ns: int, flags: int = 0) -> bytes:
+    def make(
+        self, peer: int, sid: int, gen: int, seq: int, ns: int, flags: int = 0, epoch: int = 0
+    ) -> bytes:
         buf = bytearray(self.base)
         struct.pack_into("!H", buf, self.tunnel, TUNNEL0 + peer)
         struct.pack_into("!H", buf, self.session, sid)
         struct.pack_into("!H", buf, self.ns, ns & 0xFFFF)
-        PAYLOAD.pack_into(buf, self.payload, peer, sid, gen, seq, flags)
+        PAYLOAD.pack_into(buf, self.payload, peer, sid, gen, seq, flags, epoch & 0xFFFF)
         return bytes(buf)
 
 
@@ -96,9 +107,42 @@ def control(msg: MessageType, tunnel_id: int, session_id: int, *avps: Any) -> by
 # --- the LNS side: a checker process ----------------------------------------------------------
 
 
+class UpstreamSources:
+    """Each session's upstream source (ip, port) as the LNS sees it: fixed while its LAC peer
+    sends without a pause (xl2tpd `connect()`s its tunnel socket to it, so a new port is another
+    peer to it). Kept per tunnel, i.e. per LAC peer: the relay gives a peer one upstream socket,
+    so all its sessions share one source, and a session that ended (CDN, StopCCN, silence) or
+    whose IDs a later call reuses still shares it while the peer keeps sending. Only a pause
+    (a new epoch in the payload, from the harness's own send times) lets the source change."""
+
+    __slots__ = ("changes", "last", "violations")
+
+    def __init__(self) -> None:
+        self.last: dict[int, tuple[int, tuple[str, int], int]] = {}  # tunnel -> epoch, src, sid
+        self.changes = 0  # a new source after a pause: allowed
+        self.violations = 0
+
+    def check(self, tunnel_id: int, session_id: int, epoch: int, src: tuple[str, int]) -> str:
+        """'' if fine, else what went wrong."""
+        prev = self.last.get(tunnel_id)
+        self.last[tunnel_id] = (epoch, src, session_id)
+        if prev is None or prev[1] == src:
+            return ""
+        if prev[0] != epoch:
+            self.changes += 1
+            return ""
+        self.violations += 1
+        return (
+            f"upstream source changed while its LAC peer kept sending: session "
+            f"{(tunnel_id, session_id)} came from {src[0]}:{src[1]}, the peer's last datagram "
+            f"(session {prev[2]}) from {prev[1][0]}:{prev[1][1]} (pause epoch {epoch})"
+        )
+
+
 def lns_checker(port: int, conn: Connection) -> None:
-    """Receive until told to stop; check each session's Ns (+1 each time) and LAC sequence
-    (strictly rising: nothing twice, nothing out of order); answer LNS_ENDS with a CDN."""
+    """Receive until told to stop; check each session's Ns (+1 each time), LAC sequence
+    (strictly rising: nothing twice, nothing out of order) and upstream source (UpstreamSources);
+    answer LNS_ENDS with a CDN."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.big_receive_buffer(sock, 32 << 20)
     sock.bind(("127.0.0.1", port))
@@ -107,6 +151,7 @@ def lns_checker(port: int, conn: Connection) -> None:
     last: dict[tuple[int, int], tuple[int, int, int] | None] = {}  # (ns, gen, seq)
     stats = {"data": 0, "control": 0, "other": 0, "lns_cdns": 0, "copies": 0}
     violations: list[str] = []
+    sources = UpstreamSources()
     conn.send("ready")
     stopping = False
     while True:
@@ -130,8 +175,10 @@ def lns_checker(port: int, conn: Connection) -> None:
                 last[(h.tunnel_id, h.session_id)] = None  # a new call: its Ns from 0
             continue
         stats["data"] += 1
-        _peer, sid, gen, seq, flags = PAYLOAD.unpack_from(d, payload_at)
+        _peer, sid, gen, seq, flags, epoch = PAYLOAD.unpack_from(d, payload_at)
         key = (h.tunnel_id, h.session_id)
+        if moved := sources.check(h.tunnel_id, h.session_id, epoch, addr):
+            violations.append(moved)
         ns = h.ns if h.ns is not None else -1
         prev = last.get(key, (-1, -1, -1))
         if flags & COPY:
@@ -153,6 +200,9 @@ def lns_checker(port: int, conn: Connection) -> None:
                 addr,
             )
             stats["lns_cdns"] += 1
+    stats["source_changes_after_pause"] = sources.changes
+    stats["source_violations"] = sources.violations
+    stats["tunnels_seen"] = len(sources.last)
     conn.send((stats, violations[:200], len(violations)))
 
 
@@ -188,6 +238,10 @@ class Lac:
         self.gen = 0
         self.resting: dict[int, float] = {}  # peer -> when it comes back
         self.resumes: list[tuple[float, Call]] = []
+        # Per peer: when it last sent anything, and its pause epoch (UpstreamSources).
+        self.last_sent = [float("-inf")] * args.peers
+        self.epochs = [0] * args.peers
+        self.pause = args.peer_idle_seconds * PAUSE_SHARE
         self.datagrams = 0  # everything sent to the relay: data, copies, control, junk
         self.counts = dict.fromkeys(
             ("sent", "lost", "copies", "calls", "unseen", "silent", "resumed", "lac_cdns",
@@ -199,7 +253,16 @@ class Lac:
         s.bind(("127.0.0.1", 0))
         return s
 
+    def epoch(self, peer: int) -> int:
+        """The peer's pause epoch for what it sends now: a new one after a pause (PAUSE_SHARE)."""
+        now = time.monotonic()
+        if now - self.last_sent[peer] > self.pause:
+            self.epochs[peer] += 1
+        self.last_sent[peer] = now
+        return self.epochs[peer]
+
     def send(self, peer: int, data: bytes) -> None:
+        self.epoch(peer)  # control messages and junk count as activity too
         self.datagrams += 1
         try:
             self.socks[peer].sendto(data, self.relay)
@@ -239,19 +302,22 @@ class Lac:
             return True
         last = call.left <= 1
         flags = LNS_ENDS if last and call.end == "lns_cdn" else 0
+        epoch = self.epoch(call.peer)
         if roll < self.args.loss + self.args.swaps and call.left > 2:  # a swapped pair
-            ahead = tpl.make(call.peer, call.sid, call.gen, call.seq + 1, call.ns + 1, flags)
+            ahead = tpl.make(call.peer, call.sid, call.gen, call.seq + 1, call.ns + 1, flags, epoch)
             self.send(call.peer, ahead)
-            self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns))
+            behind = tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns, 0, epoch)
+            self.send(call.peer, behind)
             call.recent += [(call.seq, call.ns), (call.seq + 1, call.ns + 1)]
             n = 2
         else:
-            self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns, flags))
+            data = tpl.make(call.peer, call.sid, call.gen, call.seq, call.ns, flags, epoch)
+            self.send(call.peer, data)
             call.recent.append((call.seq, call.ns))
             n = 1
             if roll > 1 - self.args.duplicates and len(call.recent) > 3:
                 seq, ns = call.recent[-rng.randint(1, 3)]
-                self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, seq, ns, COPY))
+                self.send(call.peer, tpl.make(call.peer, call.sid, call.gen, seq, ns, COPY, epoch))
                 self.counts["copies"] += 1
         del call.recent[:-4]
         self.counts["sent"] += n
@@ -387,6 +453,28 @@ def scrape_when_read(port: int, datagrams: int, timeout: float = 60.0) -> dict[s
         time.sleep(0.2)
 
 
+class Stall:
+    """`--stall S`: the relay is stopped (SIGSTOP) once, mid-run, for S seconds (more than
+    peer_idle_timeout) while its LACs go on at STALL_SHARE of the rate (what its receive queue
+    holds): no LAC pauses, so none may come back on a new upstream port."""
+
+    def __init__(self, args: argparse.Namespace, pid: int, start: float) -> None:
+        self.pid = pid
+        self.begin = start + args.seconds / 2 if args.stall > 0 else float("inf")
+        self.end = self.begin + args.stall
+        self.stopped = False
+
+    def share(self, now: float) -> float:
+        """The share of the rate the LACs send now; stops and continues the relay on time."""
+        if not self.stopped and self.begin <= now < self.end:
+            os.kill(self.pid, signal.SIGSTOP)
+            self.stopped = True
+        elif self.stopped and now >= self.end:
+            os.kill(self.pid, signal.SIGCONT)
+            self.stopped = False
+        return STALL_SHARE if self.stopped else 1.0
+
+
 def drive(
     args: argparse.Namespace, lac: Lac, pid: int, daemon_cfg: Path, good: str
 ) -> list[tuple[float, int]]:
@@ -398,6 +486,7 @@ def drive(
     per_tick = args.rate / 100
     owed = 0.0
     tick = start
+    stall = Stall(args, pid, start)
     while (now := time.monotonic()) - start < args.seconds:
         while lac.resting and min(lac.resting.values()) <= now:
             lac.resting.pop(min(lac.resting, key=lac.resting.__getitem__))
@@ -408,7 +497,7 @@ def drive(
             lac.new_call(now)
             next_call += args.call_seconds / args.sessions / 2  # ends are packet-bound
         next_call = max(next_call, now - 1)
-        owed += per_tick
+        owed += per_tick * stall.share(now)
         while owed >= 1 and lac.calls:
             i = lac.rng.randrange(len(lac.calls))
             call = lac.calls[i]
@@ -457,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duplicates", type=float, default=0.003)
     p.add_argument("--warmup", type=float, default=180.0)
     p.add_argument("--seed", type=int, default=16)
+    p.add_argument("--stall", type=float, default=0.0, help="stop the relay this long, mid-run")
     p.add_argument("--trace-memory", metavar="DIR", default="")
     p.add_argument("--trace-every", type=float, default=120.0)
     p.add_argument("--json", metavar="FILE", default="")
@@ -485,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = drive(args, lac, proc.pid, cfg_path, good)  # taskset execs: same pid
         metrics_now = scrape_when_read(metrics, lac.datagrams)
     finally:
+        proc.send_signal(signal.SIGCONT)  # a --stall cut short
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         log.close()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bench import udp
+from bench.soak import UpstreamSources
 from tests.conftest import PROJECT_ROOT
 
 PY = sys.executable
@@ -176,3 +177,20 @@ def test_soak_runs_and_reconciles(tmp_path: Path) -> None:
     assert result["dropped"]["duplicate"] == sent["copies"]
     assert result["sessions"]["sessions_started_total"] > 0
     assert len(result["rss_kib"]) >= 2
+    # Every sending peer's upstream source was checked (one rests from the start), none moved.
+    assert result["lns"]["tunnels_seen"] >= 9
+    assert result["lns"]["source_violations"] == result["lns"]["source_changes_after_pause"] == 0
+
+
+def test_soak_source_check_flags_a_new_port_only_within_one_pause_epoch() -> None:
+    """The soak checker's rule (issue 20): a peer's upstream source may change after it paused
+    (a new epoch from the harness), never while it kept sending."""
+    sources = UpstreamSources()
+    a, b, c = ("127.1.2.3", 40000), ("127.1.2.3", 40001), ("127.1.2.3", 40002)
+    assert sources.check(1000, 5, 1, a) == ""
+    assert sources.check(1000, 6, 1, a) == ""  # another session of the same peer, same socket
+    assert sources.check(1000, 5, 2, b) == ""  # after a pause: allowed, counted
+    moved = sources.check(1000, 7, 2, c)  # the same epoch: the LAC kept sending
+    assert "session (1000, 7) came from 127.1.2.3:40002" in moved and "40001" in moved
+    assert sources.check(1001, 5, 2, a) == ""  # another peer: its own record
+    assert (sources.changes, sources.violations) == (1, 1)

@@ -28,9 +28,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
+import select
 import socket
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
@@ -77,6 +79,14 @@ class Peer:
         self.last_seen = now
 
 
+def _unread(fds: Iterable[int]) -> set[int]:
+    """Those of the socket `fds` with datagrams queued that have not been read yet."""
+    poll = select.poll()
+    for fd in fds:
+        poll.register(fd, select.POLLIN)
+    return {fd for fd, events in poll.poll(0) if events & select.POLLIN}
+
+
 class Relay:
     """Moves datagrams between LACs and the LNS through the reorder engine(s): relay mode."""
 
@@ -114,6 +124,7 @@ class Relay:
         # The service's: transmit and re-arm its one timer (after a batch, a peer removed).
         self._on_batch: Callable[[], None] = lambda: None
         self._drops_seen: dict[int, int] = {}  # socket fd -> SO_RXQ_OVFL count last acted on
+        self._lac_drained: dict[int, float] = {}  # listen socket fd -> last read that emptied it
         self._reading = False
         self._closed_socket_drops = 0
         self._socket_drops: dict[int, int] = {}
@@ -232,6 +243,7 @@ class Relay:
             c.rx_bytes_lac += size
             self._send_out()
             if len(datas) < BATCH:
+                self._lac_drained[lsock.fd] = now  # all that came in by then is read (remove_idle)
                 break
         self._rearm()
 
@@ -378,10 +390,25 @@ class Relay:
 
     def remove_idle(self, now: float | None = None) -> int:
         """Forget peers quiet for longer than peer_idle_timeout (their held data goes out).
-        Silent sessions need no call here: the pipeline's deadline covers their idle expiry."""
+        Silent sessions need no call here: the pipeline's deadline covers their idle expiry.
+
+        Quiet is judged only up to the moment the relay had read everything that had come in:
+        after a stall (loop blocked, process stopped, CPU starved) this tick runs before the
+        readers, and a peer whose datagrams (from its LAC or from the LNS) wait unread is not
+        idle. Forgetting it would give it a new upstream port, i.e. a new peer to xl2tpd,
+        mid-tunnel, and lose what the LNS sent it."""
         now = self.clock() if now is None else now
-        limit = now - self.config.peer_idle_timeout
-        idle = [p for p in self.peers.values() if p.last_seen < limit]
+        timeout = self.config.peer_idle_timeout
+        waiting = _unread(s.fd for s in self.listeners)
+        # Per listen socket: every datagram that came in before this time has been read.
+        read_to = {
+            s.fd: self._lac_drained.get(s.fd, -math.inf) if s.fd in waiting else now
+            for s in self.listeners
+        }
+        idle = [p for p in self.peers.values() if p.last_seen + timeout < read_to[p.lsock.fd]]
+        if idle:
+            replies = _unread(p.up.fd for p in idle)
+            idle = [p for p in idle if p.up.fd not in replies]
         for peer in idle:
             log.info("LAC peer %s idle: upstream socket closed", format_address(peer.flow))
             self._remove_peer(peer, now)
