@@ -44,6 +44,15 @@ SHUTDOWN_DRAIN_READS = 64  # x 64 messages read and ordered at SIGTERM before ac
 READ_BATCHES_PER_WAKE = 16  # x 64 messages: bounded so timers and signals still run
 WORKER_METRICS_LINE = "l2tpreorder-worker-metrics-port="
 WORKER_CONTROL_ENV = "L2TPREORDER_WORKER_CONTROL"  # a supervised worker's control socket
+# inpath_passed_not_ours{reason}: (reason label, InPathCounters attribute)
+PASSED_NOT_OURS = (
+    ("not_udp", "not_udp"),
+    ("truncated", "truncated"),
+    ("not_l2tpv2", "not_l2tpv2"),
+    ("malformed_l2tpv2", "malformed_l2tpv2"),
+    ("fragment", "fragments_seen"),
+    ("bad_checksum", "bad_checksum"),
+)
 
 
 class InPathSource:
@@ -85,11 +94,13 @@ class InPathCollector(Collector):
             "Queued packets accepted untouched at once because they are not whole L2TPv2 "
             "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
             "the packet; not_l2tpv2: L2TPv3 or other UDP; malformed_l2tpv2: L2TPv2 version "
-            "bits but a malformed header, not counted by the engine).",
+            "bits but a malformed header, not counted by the engine; fragment: an IP fragment "
+            "of a UDP datagram, the reassembly rule is missing; bad_checksum: L2TPv2 with a "
+            "wrong UDP checksum, never ordered nor rewritten).",
             labels=["queue", "reason"],
         )
-        for reason in ("not_udp", "truncated", "not_l2tpv2", "malformed_l2tpv2"):
-            passed.add_metric([q, reason], getattr(c, reason))
+        for reason, attribute in PASSED_NOT_OURS:
+            passed.add_metric([q, reason], getattr(c, attribute))
         verdicts = CounterMetricFamily(
             PREFIX + "inpath_verdicts",
             "Verdicts given: accept (untouched), accept_rewritten (renumber/strip), drop "
@@ -376,7 +387,7 @@ class InPathWorker:
             c.accepted,
             c.accepted_rewritten,
             c.dropped,
-            c.not_udp + c.truncated + c.not_l2tpv2 + c.malformed_l2tpv2,
+            sum(getattr(c, attribute) for _, attribute in PASSED_NOT_OURS),
         )
 
     def reload(self) -> tuple[str | None, list[str]]:
