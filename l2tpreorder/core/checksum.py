@@ -181,13 +181,13 @@ def with_payload(packet: bytes, where: IpUdp, payload: bytes) -> bytes:
     if where.version == 4 and old_csum == 0:
         return bytes(head) + payload + trailer
     first, old_end, new_end = _changed_words(old, payload)
-    hc = ~old_csum & 0xFFFF
-    hc = _fold_add(hc, ~ones_sum(old[first:old_end]) & 0xFFFF)
-    hc = _fold_add(hc, ones_sum(payload[first:new_end]))
+    # ~HC + ~m + m' (RFC 1624 eqn. 3), summed as plain ints and folded once at the end
+    hc = (~old_csum & 0xFFFF) + (~ones_sum(old[first:old_end]) & 0xFFFF)
+    hc += ones_sum(payload[first:new_end])
     if grown:  # the UDP length word, in the header and again in the pseudo-header
-        new_len = old_len + grown
-        for _ in range(2):
-            hc = _fold_add(_fold_add(hc, ~old_len & 0xFFFF), new_len)
+        hc += 2 * ((~old_len & 0xFFFF) + old_len + grown)
+    while hc >> 16:
+        hc = (hc & 0xFFFF) + (hc >> 16)
     csum = ~hc & 0xFFFF
     struct.pack_into("!H", head, u + 6, csum or 0xFFFF)  # RFC 768: zero is sent as all ones
     return bytes(head) + payload + trailer
@@ -217,17 +217,21 @@ _SUFFIX_SEARCH = 64  # bytes past the first change where a common tail is looked
 
 def _first_difference(a: bytes, b: bytes) -> int:
     """Index of the first byte where `a` and `b` differ (the shorter one's length if one is a
-    prefix of the other); only called when they differ."""
+    prefix of the other). A header edit differs early: a short loop; past that, one XOR of
+    the two as big integers (C speed) instead of a Python loop over the packet."""
     n = min(len(a), len(b))
     i = 0
-    while i < n and a[i] == b[i]:
+    while i < n and i < 16 and a[i] == b[i]:
         i += 1
-    return i
+    if i < 16 or i == n:
+        return i
+    x = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return n if not x else n - (x.bit_length() + 7) // 8
 
 
 def _last_difference(a: bytes, b: bytes) -> int:
-    """Index of the last differing byte of two different strings of the same length."""
-    i = len(a) - 1
-    while a[i] == b[i]:
-        i -= 1
-    return i
+    """Index of the last differing byte of two different strings of the same length: the
+    lowest set bit of their XOR. (A Python loop from the end cost ~100 us for a renumbered
+    1,400-byte packet, whose only change is the Ns near the start.)"""
+    x = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    return len(a) - 1 - ((x & -x).bit_length() - 1) // 8
