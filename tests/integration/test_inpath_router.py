@@ -74,24 +74,25 @@ class Router:
             space.close()
 
 
-def printed_router_rules(*, reassembly: bool = True) -> list[list[str]]:
-    """The iptables lines of block B (router) that `l2tpreorder rules` prints for this lab;
-    without `reassembly`, only the queue rules (the setup issue 21 found broken)."""
+def printed_rules(block: str, *, reassembly: bool = True) -> list[list[str]]:
+    """The iptables lines of `block` ("A": LNS host, "B": router) that `l2tpreorder rules`
+    prints for this lab; without `reassembly`, only the queue rules (what issue 21 found)."""
     config = config_from_dict({"mode": "inpath", "inpath": {"queue": QUEUE}})
-    block = render(config, lns4=LNS4, lns6=LNS6).split("# --- B.")[1].split("# --- B.")[0]
-    lines = [shlex.split(line) for line in block.splitlines() if line.startswith("ip")]
-    assert sum("NFQUEUE" in argv for argv in lines) == 2 and len(lines) == 4, lines
+    marker = f"# --- {block}."
+    text = render(config, lns4=LNS4, lns6=LNS6).split(marker)[1].split(marker)[0]
+    lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ip")]
+    assert sum("NFQUEUE" in argv for argv in lines) == (2 if block == "B" else 4), lines
     return [argv for argv in lines if reassembly or "NFQUEUE" in argv]
 
 
-def lab(*, reassembly: bool = True) -> Iterator[Router]:
+def lab(block: str = "B", *, reassembly: bool = True) -> Iterator[Router]:
     need_root()
     for tool in ("iptables", "ip6tables", "tcpdump", "tshark", "ip", "nstat"):
         need_tool(tool)
     r = Router()
     try:
-        for argv in printed_router_rules(reassembly=reassembly):
-            r.rtr.run(*argv)
+        for argv in printed_rules(block, reassembly=reassembly):
+            (r.rtr if block == "B" else r.lns).run(*argv)
         yield r
     finally:
         r.close()
@@ -105,6 +106,12 @@ def router() -> Iterator[Router]:
 @pytest.fixture
 def router_without_reassembly() -> Iterator[Router]:
     yield from lab(reassembly=False)
+
+
+@pytest.fixture
+def lns_host() -> Iterator[Router]:
+    """The same namespaces, the rules of block A (LNS on this host) loaded in the LNS's."""
+    yield from lab("A")
 
 
 def tshark_fields(pcap: Path, *fields: str) -> list[list[str]]:
@@ -213,6 +220,32 @@ def test_big_datagrams_split_into_fragments_are_ordered_and_renumbered(
     assert metric(text, passed, reason="not_udp") == 0
     assert daemon.stop() == 0
     assert "fragment of a UDP datagram reached" not in daemon.log.read_text()
+
+
+def test_lns_host_rules_order_fragmented_datagrams_ipv4_and_ipv6(
+    lns_host: Router, tmp_path: Path
+) -> None:
+    """Block A (INPUT): IPv4 is reassembled before INPUT anyway, IPv6 only thanks to the
+    printed raw-table rule. The daemon runs beside the LNS; the same traffic as above."""
+    daemon = InPathDaemon(
+        lns_host.lns, tmp_path, QUEUE, reorder={"timeout_ms": 2000, "sequencing": "renumber"}
+    )
+    daemon.start()
+    count = 24
+    for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+        lns = lns_host.lns.udp(lns_addr, 1701)
+        lac = lns_host.lac.udp(lac_addr, 1701)
+        for n in swapped(count):
+            lac.sendto(big_or_small(n), (lns_addr, 1701))
+        got = receive_all(lns, count)
+        assert [frame_of(d) for d, _ in got] == list(range(count)), lac_addr
+        assert [ns_of(d) for d, _ in got] == list(range(count)), lac_addr
+        lns.close()
+        lac.close()
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_passed_not_ours_total", reason="fragment") == 0
+    assert daemon.stop() == 0
 
 
 def test_without_the_reassembly_rule_the_daemon_reports_fragments(
