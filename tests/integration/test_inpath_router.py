@@ -358,3 +358,34 @@ def test_bit_flipped_datagrams_pass_untouched_and_move_no_session(
     passed = "l2tpreorder_inpath_passed_not_ours_total"
     assert metric(text, passed, reason="bad_checksum") == sum(corrupt_sent.values())
     assert daemon.stop() == 0
+
+
+def test_printed_nft_router_block_reassembles_before_the_forward_rule(tmp_path: Path) -> None:
+    """Block B's nft form on the router: its prerouting `ct` rule makes the forward rule see a
+    3,000-byte message whole (IPv4 3028 bytes, IPv6 3048), not its 1,500-byte first fragment.
+    This kernel lacks nft_queue, so the forward rules count (`counter`) instead of queueing,
+    as tests/tools/test_rules.py loads them; the match and the reassembly are the kernel's."""
+    need_root()
+    need_tool("nft")
+    config = config_from_dict({"mode": "inpath", "inpath": {"queue": QUEUE}})
+    block = render(config, lns4=LNS4, lns6=LNS6).split("# --- B. the same with nft")[1]
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("nft ")]
+    r = Router()
+    try:
+        for argv in commands:
+            if "queue" in argv:
+                argv = [*argv[: argv.index("queue")], "counter"]
+            r.rtr.run(*argv)
+        for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+            lac = r.lac.udp(lac_addr, 1701)
+            lac.sendto(big_or_small(0), (lns_addr, 1701))
+            lac.close()
+
+        def counted() -> list[str]:
+            chain = r.rtr.run("nft", "list", "chain", "inet", "l2tpreorder", "forward").stdout
+            return [line.split("counter ")[1] for line in chain.splitlines() if "counter" in line]
+
+        whole = ["packets 1 bytes 3028", "packets 1 bytes 3048"]
+        wait_until(f"the forward rules to count {whole}", lambda: counted() == whole)
+    finally:
+        r.close()
