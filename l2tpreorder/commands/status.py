@@ -74,12 +74,21 @@ def _queue_line(q: dict[str, Any]) -> str:
     if "error" in q:
         return f"NFQUEUE {q['queue']}: worker not answering: {q['error']}"
     k = q.get("kernel") or {}
-    return (
-        f"NFQUEUE {q['queue']}: worker pid {q['pid']}, {q['counters']['packets']} packets, "
+    c = q["counters"]
+    line = (
+        f"NFQUEUE {q['queue']}: worker pid {q['pid']}, {c['packets']} packets, "
         f"{q['awaiting_verdict']} awaiting verdict; kernel: {k.get('waiting', '?')} waiting, "
         f"{k.get('queue_full_drops', '?')} queue_full + {k.get('socket_full_drops', '?')} "
         "socket_full drops"
     )
+    if c.get("bad_checksum"):
+        line += f"; {c['bad_checksum']} bad UDP checksums passed untouched"
+    if c.get("fragments_seen"):
+        line += (
+            f"\n  WARNING: {c['fragments_seen']} IP fragments reached the queue (not ordered): "
+            "load the reassembly rule `l2tpreorder rules` prints"
+        )
+    return line
 
 
 def _cell(value: object) -> str:

@@ -5,6 +5,14 @@ firewall config), so what the host does stays visible in one place. Every rule c
 bypass flag: while no l2tpreorder worker reads a queue, its packets pass unordered, exactly as
 without l2tpreorder. Several queues use --queue-balance / fanout, which hashes by address, so
 one LAC always lands on the same worker.
+
+The queue must get whole datagrams (issue 21): a big L2TP message split into IP fragments would
+otherwise reach the queue as its first fragment only (the others carry no UDP port), pass
+unordered, and break ordering and Ns for the whole session. The kernel reassembles before the
+netfilter hooks only where connection tracking is on in the network namespace (nf_defrag runs
+before the raw table), and before INPUT for IPv4 anyway; the raw-table `CT` rule (nft: a `ct`
+expression) turns it on. Tried here: `-j CT --notrack` and nft `notrack` do NOT turn it on.
+Locally sent datagrams are whole at OUTPUT (fragmented after it).
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ U32_CONTROL_V6 = '"48>>24&0x80=0x80"'
 # The same for nft: one bit at offset 64 of the transport header (the L2TP header's first bit,
 # right after the 8-byte UDP header); nft finds the transport header for both families.
 NFT_CONTROL = "@th,64,1 1"
+# Why the reassembly rules are there, printed above them.
+WHY_REASSEMBLY = (
+    "# reassembly: the queue must get whole datagrams (a fragment has no UDP port, so a big\n"
+    "# L2TP message would pass unordered and break its session's order and Ns). The kernel\n"
+    "# reassembles before the queue rule only with connection tracking on, which the rule(s)\n"
+    "# below turn on (they accept and drop nothing; --notrack would not do)."
+)
+NFT_CT = "ct state new,established,related,untracked counter"
 
 
 def _queue_target(queues: tuple[int, ...]) -> tuple[str, str]:
@@ -52,14 +68,21 @@ def render(config: Config, *, port: int = L2TP_PORT, lns4: str = "", lns6: str =
         "# The daemon never edits the firewall. Without a reader the bypass lets packets pass.",
         "",
         "# --- A. the LNS (e.g. xl2tpd) runs on this host: iptables (IPv4, IPv6)",
+        WHY_REASSEMBLY,
+        "# IPv4 is reassembled before INPUT anyway; IPv6 is not:",
+        f"ip6tables -t raw -A PREROUTING -p udp --dport {port} -j CT",
         f"iptables  -A INPUT -p udp --dport {port} {ipt}",
         f"ip6tables -A INPUT -p udp --dport {port} {ipt}",
         "# optional: the LNS's control messages too, so its CDN/StopCCN end our sessions at once",
+        "# (whole at OUTPUT: the kernel fragments what this host sends after that hook)",
         f"iptables  -A OUTPUT -p udp --sport {port} -m u32 --u32 {U32_CONTROL_V4} {ipt}",
         f"ip6tables -A OUTPUT -p udp --sport {port} -m u32 --u32 {U32_CONTROL_V6} {ipt}",
         "",
         "# --- A. the same with nft",
         "nft add table inet l2tpreorder",
+        WHY_REASSEMBLY.replace("--notrack", "notrack"),
+        "nft add chain inet l2tpreorder prerouting '{ type filter hook prerouting priority raw; }'",
+        f"nft add rule inet l2tpreorder prerouting udp dport {port} {NFT_CT}",
         "nft add chain inet l2tpreorder input '{ type filter hook input priority 0; }'",
         f"nft add rule inet l2tpreorder input udp dport {port} {nft}",
         "# optional: the LNS's control messages too, so its CDN/StopCCN end our sessions at once",
@@ -68,11 +91,17 @@ def render(config: Config, *, port: int = L2TP_PORT, lns4: str = "", lns6: str =
         "",
         "# --- B. this host routes between the LACs and a remote LNS: iptables",
         "# (only the LAC -> LNS direction: name the LNS address)",
+        WHY_REASSEMBLY,
+        f"iptables  -t raw -A PREROUTING -p udp {d4}--dport {port} -j CT",
+        f"ip6tables -t raw -A PREROUTING -p udp {d6}--dport {port} -j CT",
         f"iptables  -A FORWARD -p udp {d4}--dport {port} {ipt}",
         f"ip6tables -A FORWARD -p udp {d6}--dport {port} {ipt}",
         "",
         "# --- B. the same with nft",
         "nft add table inet l2tpreorder",
+        WHY_REASSEMBLY.replace("--notrack", "notrack"),
+        "nft add chain inet l2tpreorder prerouting '{ type filter hook prerouting priority raw; }'",
+        f"nft add rule inet l2tpreorder prerouting udp dport {port} {NFT_CT}",
         "nft add chain inet l2tpreorder forward '{ type filter hook forward priority 0; }'",
         f"nft add rule inet l2tpreorder forward {nd4}udp dport {port} {nft}",
         f"nft add rule inet l2tpreorder forward {nd6}udp dport {port} {nft}",

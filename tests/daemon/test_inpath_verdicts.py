@@ -3,11 +3,13 @@ may only be used for a run that is exactly the head of what is still queued."""
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import pytest
 
 from l2tpreorder import wire
+from l2tpreorder.core.checksum import ipv4_header_checksum, parse_ip_udp
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
@@ -15,8 +17,10 @@ from l2tpreorder.daemon.inpath.adapter import InPath, InPathCounters, Verdicts
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
+    NF_INET_FORWARD,
     NF_INET_LOCAL_IN,
     NF_INET_LOCAL_OUT,
+    PACKET_CSUM_NOT_VERIFIED,
 )
 from tests.pcapgen import udp_ip
 
@@ -173,3 +177,69 @@ def test_output_without_a_packet_of_ours_is_not_counted_as_accepted() -> None:
     assert inpath.pipeline.counters.released == 2  # ours and the stranger, both
     assert c.packets == 2 and c.accepted + c.dropped == c.packets, c.as_dict()
     assert not inpath.verdicts.pending
+
+
+def corrupt(ip: bytes) -> bytes:
+    """`ip` with one bit of its L2TP payload flipped (the UDP checksum now wrong)."""
+    out = bytearray(ip)
+    out[-1] ^= 0x01
+    return bytes(out)
+
+
+def test_bad_checksum_is_passed_untouched_never_ordered_nor_rewritten() -> None:
+    """Issue 21 (2): the kernel flags what it has not verified (NFQA_SKB_CSUM_NOTVERIFIED);
+    such a datagram with a wrong checksum (or IPv6's illegal zero, flagged or not) gets NF_ACCEPT
+    untouched at once and is counted as bad_checksum; the engine never sees its Ns. A flagged
+    datagram that verifies, and an unflagged one (the kernel verified it), are ordered."""
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+
+    def packet(ns: int, src: str = "192.0.2.1", dst: str = "192.0.2.2") -> bytes:
+        return udp_ip(src, dst, wire.build_data(7, 9, b"payload", ns=ns))
+
+    nv = PACKET_CSUM_NOT_VERIFIED
+    six = packet(3, "2001:db8::1", "2001:db8::2")
+    where = parse_ip_udp(six)
+    assert where is not None
+    six_zero = six[: where.udp_at + 6] + b"\0\0" + six[where.udp_at + 8 :]
+    options = bytearray(packet(3))  # IPv4 with a 4-byte option: the slow path's verification
+    options = bytearray(options[:20] + b"\x01\x01\x01\x01" + options[20:])
+    options[0] = 0x46
+    struct.pack_into("!H", options, 2, len(options))
+    struct.pack_into("!H", options, 10, 0)
+    struct.pack_into("!H", options, 10, ipv4_header_checksum(bytes(options[:24])))
+    batch = [
+        (1, NF_INET_LOCAL_IN, packet(1), nv),  # verified here: good, in order
+        (2, NF_INET_LOCAL_IN, corrupt(packet(5)), nv),  # fast path: bad, never held
+        (3, NF_INET_LOCAL_IN, corrupt(bytes(options)), nv),  # slow path: bad
+        (4, NF_INET_LOCAL_IN, six_zero, 0),  # IPv6 zero: bad whatever the kernel says
+        (5, NF_INET_LOCAL_IN, corrupt(six), nv),
+        (6, NF_INET_LOCAL_IN, packet(2), 0),  # the kernel verified it: in order
+    ]
+    got = decode(inpath.handle(batch, 0.0))
+    assert {(v, rewritten) for _, v, _, rewritten in got} == {(NF_ACCEPT, False)}, got
+    assert not inpath.verdicts.pending  # every one answered at once: nothing held
+    c = inpath.counters
+    assert c.bad_checksum == 4 and c.accepted == 6 and c.accepted_rewritten == 0
+    engine = inpath.pipeline.engine
+    assert engine.counters.received == 2 and inpath.held == 0
+    # The session still expects Ns 3: the corrupt datagrams' Ns 3 and 5 moved nothing.
+    assert decode(inpath.handle([(7, NF_INET_LOCAL_IN, packet(3), nv)], 0.1)) == [
+        ("single", NF_ACCEPT, 7, False)
+    ]
+    assert engine.counters.received == 3 and inpath.held == 0
+
+
+def test_a_fragment_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    inpath = InPath(inpath_pipeline(EngineConfig()), 4)
+    first = bytearray(udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x" * 40, ns=1)))
+    first[6] = 0x20  # MF: the first fragment (the rest of the datagram never comes here)
+    later = bytearray(first)
+    later[6:8] = b"\x00\xb9"  # a later fragment (offset 1480): no UDP header at all
+    packets = [(1, NF_INET_FORWARD, bytes(first), 0), (2, NF_INET_FORWARD, bytes(later), 0)]
+    with caplog.at_level(logging.WARNING, logger="l2tpreorder"):
+        assert decode(inpath.handle(packets, 0.0)) == [("batch", NF_ACCEPT, 2, False)]
+    c = inpath.counters
+    assert (c.fragments_seen, c.not_udp, c.accepted) == (2, 0, 2)
+    assert inpath.pipeline.engine.counters.received == 0
+    warnings = [r.getMessage() for r in caplog.records if "fragment" in r.getMessage()]
+    assert len(warnings) == 1 and "NFQUEUE 4" in warnings[0] and "l2tpreorder rules" in warnings[0]

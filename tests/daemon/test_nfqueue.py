@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from l2tpreorder.daemon.inpath import nfqueue as nq
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NfQueue,
@@ -98,3 +100,23 @@ def test_unbind_drops_what_waits_unless_accept_all(ns: NetNs) -> None:
     q.accept_all(first[-1][0])
     q.close()
     assert sorted(received(lns, 10)) == sorted(b"kept-%d" % i for i in range(10))
+
+
+def test_skb_info_and_cap_len_become_packet_flags() -> None:
+    """NFQA_SKB_INFO's flags (big-endian u32) and NFQA_CAP_LEN land in a packet's flags, so the
+    adapter knows which checksums the kernel left unverified and which copies are short."""
+    def message(packet_id: int, *attrs: bytes) -> bytes:
+        hdr = nq._attr(nq.NFQA_PACKET_HDR, struct.pack("!IHB", packet_id, 0x0800, 1) + b"\0")
+        body = hdr + b"".join(attrs) + nq._attr(nq.NFQA_PAYLOAD, b"E" + bytes(27))
+        return nq._message(nq.NFQNL_MSG_PACKET, 0, body, 0)
+
+    info = nq._attr(nq.NFQA_SKB_INFO, struct.pack("!I", nq.NFQA_SKB_CSUM_NOTVERIFIED))
+    cap = nq._attr(nq.NFQA_CAP_LEN, struct.pack("!I", 9000))
+    buf = message(1) + message(2, info) + message(3, cap, info)
+    out: list[nq.Packet] = []
+    nq.parse_messages(buf, 0, len(buf), out)
+    assert [(p[0], p[3]) for p in out] == [
+        (1, 0),
+        (2, nq.PACKET_CSUM_NOT_VERIFIED),
+        (3, nq.PACKET_CSUM_NOT_VERIFIED | nq.PACKET_TRUNCATED),
+    ]

@@ -53,3 +53,14 @@ def test_relay_table_unchanged_without_queue() -> None:
         del p["queue"]
     text = format_table(a)
     assert "seen by the LNS as 192.0.2.7:1701" in text and "NFQUEUE" not in text.split("\n", 1)[1]
+
+
+def test_fragments_and_bad_checksums_show_in_the_queue_line() -> None:
+    """Issue 21: a fragment reaching the queue means the reassembly rule is missing; `status`
+    says so beside the queue, and how many bad checksums were passed untouched."""
+    a = answer()
+    a["queues"][0]["counters"].update(fragments_seen=3, bad_checksum=2)
+    text = format_table(a)
+    assert "0 queue_full + 3 socket_full drops; 2 bad UDP checksums passed untouched" in text
+    assert "WARNING: 3 IP fragments reached the queue (not ordered): load the reassembly" in text
+    assert "WARNING" not in format_table(answer())

@@ -1,5 +1,8 @@
 """In-path mode on a router in front of a remote LNS (iptables FORWARD), IPv4 and IPv6, with
 tshark checking every checksum of what the LNS receives (renumber and strip rewrite packets).
+The router loads the iptables rules `l2tpreorder rules` prints for it, verbatim (issue 21: with
+the reassembly rule among them, big datagrams split into IP fragments are ordered too; bit
+flipped datagrams pass untouched and are never made good nor allowed to move a session).
 
     [l2rx-lac-PID] 198.18.11.1 fd00:11::1 --veth-- [l2rx-rtr-PID] --veth-- 198.18.12.1 fd00:12::1
                                                     l2tpreorder         [l2rx-lnsx-PID] tcpdump
@@ -7,14 +10,27 @@ tshark checking every checksum of what the LNS receives (renumber and strip rewr
 
 from __future__ import annotations
 
+import shlex
+import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from l2tpreorder.config import config_from_dict
+from l2tpreorder.tools.rules import render
 from tests.conftest import need_root, need_tool
-from tests.integration.inpath_helpers import InPathDaemon, data, frame_of, ns_of, receive_all
+from tests.integration.inpath_helpers import (
+    InPathDaemon,
+    data,
+    frame_of,
+    metric,
+    ns_of,
+    quiet,
+    receive_all,
+)
 from tests.netns import NetNs, wait_until
 
 pytestmark = [pytest.mark.integration]
@@ -58,21 +74,44 @@ class Router:
             space.close()
 
 
-@pytest.fixture
-def router() -> Iterator[Router]:
+def printed_rules(block: str, *, reassembly: bool = True) -> list[list[str]]:
+    """The iptables lines of `block` ("A": LNS host, "B": router) that `l2tpreorder rules`
+    prints for this lab; without `reassembly`, only the queue rules (what issue 21 found)."""
+    config = config_from_dict({"mode": "inpath", "inpath": {"queue": QUEUE}})
+    marker = f"# --- {block}."
+    text = render(config, lns4=LNS4, lns6=LNS6).split(marker)[1].split(marker)[0]
+    lines = [shlex.split(line) for line in text.splitlines() if line.startswith("ip")]
+    assert sum("NFQUEUE" in argv for argv in lines) == (2 if block == "B" else 4), lines
+    return [argv for argv in lines if reassembly or "NFQUEUE" in argv]
+
+
+def lab(block: str = "B", *, reassembly: bool = True) -> Iterator[Router]:
     need_root()
-    for tool in ("iptables", "ip6tables", "tcpdump", "tshark", "ip"):
+    for tool in ("iptables", "ip6tables", "tcpdump", "tshark", "ip", "nstat"):
         need_tool(tool)
     r = Router()
     try:
-        for tool, lns in (("iptables", LNS4), ("ip6tables", LNS6)):
-            r.rtr.run(
-                tool, "-A", "FORWARD", "-p", "udp", "-d", lns, "--dport", "1701",
-                "-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass",
-            )  # fmt: skip
+        for argv in printed_rules(block, reassembly=reassembly):
+            (r.rtr if block == "B" else r.lns).run(*argv)
         yield r
     finally:
         r.close()
+
+
+@pytest.fixture
+def router() -> Iterator[Router]:
+    yield from lab()
+
+
+@pytest.fixture
+def router_without_reassembly() -> Iterator[Router]:
+    yield from lab(reassembly=False)
+
+
+@pytest.fixture
+def lns_host() -> Iterator[Router]:
+    """The same namespaces, the rules of block A (LNS on this host) loaded in the LNS's."""
+    yield from lab("A")
 
 
 def tshark_fields(pcap: Path, *fields: str) -> list[list[str]]:
@@ -130,3 +169,223 @@ def test_router_forward_rule_orders_and_checksums_are_valid(
         for src in (LAC4, LAC6):
             ns_seen = [int(r[3]) for r in rows if src in (r[0], r[1])]
             assert ns_seen == list(range(len(sent)))
+
+
+UDP = socket.IPPROTO_UDP
+BIG_BODY = 2990  # + the 10-byte L2TP header (S bit): 3,000 bytes, 3 IP fragments at MTU 1500
+
+
+def big_or_small(n: int) -> bytes:
+    """Even Ns: a 3,000-byte L2TP data message; odd: a small one (same session)."""
+    body = b"frame-%05d" % n
+    return data(n, body + b"." * (BIG_BODY - len(body)) if n % 2 == 0 else body)
+
+
+def swapped(count: int) -> list[int]:
+    """0..count-1 with a big and the small behind it swapped every 4 (not at the start)."""
+    order = list(range(count))
+    for i in range(4, count - 1, 4):
+        order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
+def test_big_datagrams_split_into_fragments_are_ordered_and_renumbered(
+    router: Router, tmp_path: Path
+) -> None:
+    """Issue 21 (1): with the printed rules (reassembly included) the queue gets each 3,000-byte
+    message whole, so bigs and smalls of one session reach the LNS in order, Ns contiguous and
+    never repeated; the daemon saw no fragment. The LNS socket gets whole datagrams (its own
+    kernel reassembles what the router fragments again)."""
+    daemon = InPathDaemon(
+        router.rtr, tmp_path, QUEUE, reorder={"timeout_ms": 2000, "sequencing": "renumber"}
+    )
+    daemon.start()
+    count = 40
+    for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+        lns = router.lns.udp(lns_addr, 1701)
+        lac = router.lac.udp(lac_addr, 1701)
+        for n in swapped(count):
+            lac.sendto(big_or_small(n), (lns_addr, 1701))
+        got = receive_all(lns, count)
+        assert [frame_of(d) for d, _ in got] == list(range(count)), lac_addr
+        assert [ns_of(d) for d, _ in got] == list(range(count)), lac_addr
+        assert [len(d) for d, _ in got][:2] == [BIG_BODY + 10, 10 + len(b"frame-00001")]
+        assert quiet(lns), "more than one copy of a message"
+        lns.close()
+        lac.close()
+    text = daemon.scrape_or_none()
+    assert text is not None
+    passed = "l2tpreorder_inpath_passed_not_ours_total"
+    assert metric(text, passed, reason="fragment") == 0
+    assert metric(text, passed, reason="not_udp") == 0
+    assert daemon.stop() == 0
+    assert "fragment of a UDP datagram reached" not in daemon.log.read_text()
+
+
+def test_lns_host_rules_order_fragmented_datagrams_ipv4_and_ipv6(
+    lns_host: Router, tmp_path: Path
+) -> None:
+    """Block A (INPUT): IPv4 is reassembled before INPUT anyway, IPv6 only thanks to the
+    printed raw-table rule. The daemon runs beside the LNS; the same traffic as above."""
+    daemon = InPathDaemon(
+        lns_host.lns, tmp_path, QUEUE, reorder={"timeout_ms": 2000, "sequencing": "renumber"}
+    )
+    daemon.start()
+    count = 24
+    for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+        lns = lns_host.lns.udp(lns_addr, 1701)
+        lac = lns_host.lac.udp(lac_addr, 1701)
+        for n in swapped(count):
+            lac.sendto(big_or_small(n), (lns_addr, 1701))
+        got = receive_all(lns, count)
+        assert [frame_of(d) for d, _ in got] == list(range(count)), lac_addr
+        assert [ns_of(d) for d, _ in got] == list(range(count)), lac_addr
+        lns.close()
+        lac.close()
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_passed_not_ours_total", reason="fragment") == 0
+    assert daemon.stop() == 0
+
+
+def test_without_the_reassembly_rule_the_daemon_reports_fragments(
+    router_without_reassembly: Router, tmp_path: Path
+) -> None:
+    """The setup issue 21 found broken (queue rule only, no conntrack on the router): the first
+    fragment of each big message reaches the queue. The daemon passes it untouched, counts it
+    (passed_not_ours{reason="fragment"}) and logs the fix once."""
+    router = router_without_reassembly
+    daemon = InPathDaemon(router.rtr, tmp_path, QUEUE, reorder={"sequencing": "renumber"})
+    daemon.start()
+    lns = router.lns.udp(LNS4, 1701)
+    lac = router.lac.udp(LAC4, 1701)
+    count = 12
+    for n in range(count):
+        lac.sendto(big_or_small(n), (LNS4, 1701))
+    assert sorted(frame_of(d) for d, _ in receive_all(lns, count)) == list(range(count))
+    passed = "l2tpreorder_inpath_passed_not_ours_total"
+
+    def fragments() -> float:
+        text = daemon.scrape_or_none()
+        return metric(text, passed, reason="fragment") if text is not None else -1
+
+    wait_until("the fragments counted", lambda: fragments() == count // 2)
+    assert daemon.stop() == 0
+    log = daemon.log.read_text()
+    assert log.count("fragment of a UDP datagram reached the queue") == 1, log
+    assert "l2tpreorder rules" in log
+
+
+def udp_segment(src: str, dst: str, payload: bytes, bad_bit: int | None) -> bytes:
+    """A UDP header + payload from 1701 to 1701 with its checksum computed over the IPv4 or
+    IPv6 pseudo-header; then, with `bad_bit`, that bit of the payload flipped."""
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    s, d = socket.inet_pton(family, src), socket.inet_pton(family, dst)
+    udp = bytearray(struct.pack("!HHHH", 1701, 1701, 8 + len(payload), 0) + payload)
+    pseudo = s + d + (
+        struct.pack("!HH", 17, len(udp)) if family == socket.AF_INET
+        else struct.pack("!II", len(udp), 17)
+    )  # fmt: skip
+    words = pseudo + bytes(udp) + b"\0" * (len(udp) % 2)
+    total = sum(struct.unpack(f"!{len(words) // 2}H", words))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", udp, 6, (~total & 0xFFFF) or 0xFFFF)
+    if bad_bit is not None:
+        udp[8 + bad_bit // 8] ^= 0x80 >> (bad_bit % 8)
+    return bytes(udp)
+
+
+def csum_errors(lns: NetNs) -> dict[str, int]:
+    """The LNS kernel's UDP checksum error counters (IPv4, IPv6): the independent judge."""
+    out = lns.run("nstat", "-az", "UdpInCsumErrors", "Udp6InCsumErrors").stdout
+    found = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[1:] if line}
+    return {name: found.get(name, 0) for name in ("UdpInCsumErrors", "Udp6InCsumErrors")}
+
+
+@pytest.mark.parametrize("sequencing", ["renumber", "strip"])
+def test_bit_flipped_datagrams_pass_untouched_and_move_no_session(
+    router: Router, tmp_path: Path, sequencing: str
+) -> None:
+    """Issue 21 (2): datagrams with a wrong UDP checksum (a flipped payload bit; IPv6 also the
+    illegal zero), some with the Ns the next genuine packets carry, one far ahead, in a stream
+    with swaps: the LNS gets every genuine message in order with Ns 0.. contiguous (renumber)
+    or no Ns (strip), and its kernel counts every corrupt one as a checksum error: none was
+    made good (strip used to recompute checksums from scratch), none moved the session."""
+    daemon = InPathDaemon(
+        router.rtr, tmp_path, QUEUE, reorder={"timeout_ms": 2000, "sequencing": sequencing}
+    )
+    daemon.start()
+    before = csum_errors(router.lns)
+    count = 40
+    corrupt_sent = {"UdpInCsumErrors": 0, "Udp6InCsumErrors": 0}
+    for lac_addr, lns_addr, family, counter in (
+        (LAC4, LNS4, socket.AF_INET, "UdpInCsumErrors"),
+        (LAC6, LNS6, socket.AF_INET6, "Udp6InCsumErrors"),
+    ):
+        lns = router.lns.udp(lns_addr, 1701)
+        lac = router.lac.udp(lac_addr, 1701)
+        raw = router.lac.call(lambda f=family: socket.socket(f, socket.SOCK_RAW, UDP))
+        order = list(range(count))
+        for i in range(5, count - 5, 10):
+            order[i], order[i + 1] = order[i + 1], order[i]
+        for i, n in enumerate(order):
+            lac.sendto(data(n), (lns_addr, 1701))
+            if i % 5 == 2:  # a corrupt copy of a genuine message still to come, and one far ahead
+                for ns, bit in ((n + 2, 8 * 20 + 3), (n + 20000, 8 * 12)):
+                    body = data(ns, b"CORRUPT-%05d" % ns)
+                    raw.sendto(udp_segment(lac_addr, lns_addr, body, bit), (lns_addr, 0))
+                    corrupt_sent[counter] += 1
+        if family == socket.AF_INET6:  # zero: illegal over IPv6, the LNS drops it
+            zero = bytearray(udp_segment(lac_addr, lns_addr, data(count + 1, b"CORRUPT-z"), None))
+            zero[6:8] = b"\0\0"
+            raw.sendto(bytes(zero), (lns_addr, 0))
+            corrupt_sent[counter] += 1
+        got = receive_all(lns, count)
+        assert [frame_of(d) for d, _ in got] == list(range(count)), lac_addr
+        if sequencing == "renumber":
+            assert [ns_of(d) for d, _ in got] == list(range(count))
+        else:
+            assert all(not d[0] & 0x08 for d, _ in got)
+        assert quiet(lns), "a corrupt datagram reached the LNS socket"
+        for s in (lns, lac, raw):
+            s.close()
+    expected = {k: before[k] + v for k, v in corrupt_sent.items()}
+    wait_until(f"the LNS kernel to count {corrupt_sent} checksum errors",
+               lambda: csum_errors(router.lns) == expected)  # fmt: skip
+    text = daemon.scrape_or_none()
+    assert text is not None
+    passed = "l2tpreorder_inpath_passed_not_ours_total"
+    assert metric(text, passed, reason="bad_checksum") == sum(corrupt_sent.values())
+    assert daemon.stop() == 0
+
+
+def test_printed_nft_router_block_reassembles_before_the_forward_rule(tmp_path: Path) -> None:
+    """Block B's nft form on the router: its prerouting `ct` rule makes the forward rule see a
+    3,000-byte message whole (IPv4 3028 bytes, IPv6 3048), not its 1,500-byte first fragment.
+    This kernel lacks nft_queue, so the forward rules count (`counter`) instead of queueing,
+    as tests/tools/test_rules.py loads them; the match and the reassembly are the kernel's."""
+    need_root()
+    need_tool("nft")
+    config = config_from_dict({"mode": "inpath", "inpath": {"queue": QUEUE}})
+    block = render(config, lns4=LNS4, lns6=LNS6).split("# --- B. the same with nft")[1]
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("nft ")]
+    r = Router()
+    try:
+        for argv in commands:
+            if "queue" in argv:
+                argv = [*argv[: argv.index("queue")], "counter"]
+            r.rtr.run(*argv)
+        for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+            lac = r.lac.udp(lac_addr, 1701)
+            lac.sendto(big_or_small(0), (lns_addr, 1701))
+            lac.close()
+
+        def counted() -> list[str]:
+            chain = r.rtr.run("nft", "list", "chain", "inet", "l2tpreorder", "forward").stdout
+            return [line.split("counter ")[1] for line in chain.splitlines() if "counter" in line]
+
+        whole = ["packets 1 bytes 3028", "packets 1 bytes 3048"]
+        wait_until(f"the forward rules to count {whole}", lambda: counted() == whole)
+    finally:
+        r.close()

@@ -41,15 +41,30 @@ def test_iptables_accepts_every_printed_rule(
     config = config_from_dict({"mode": "inpath", "inpath": inpath})
     text = render(config, lns4="198.18.12.1", lns6="fd00:12::1")
     commands = [line for line in text.splitlines() if line.startswith(("iptables", "ip6tables"))]
-    assert len(commands) == 6
+    queue_rules = [line for line in commands if "NFQUEUE" in line]
+    assert len(commands) == 9 and len(queue_rules) == 6
     for line in commands:
         argv = shlex.split(line)
-        assert target in line
+        assert target in line or "-t raw -A PREROUTING" in line
         ns.run(*argv)  # raises when iptables refuses the rule
     listed = ns.run("iptables", "-S").stdout + ns.run("ip6tables", "-S").stdout
     assert listed.count("NFQUEUE") == 6
     for chain in ("INPUT", "OUTPUT", "FORWARD"):
         assert f"-A {chain} -" in listed
+    raw = "".join(ns.run(tool, "-t", "raw", "-S").stdout for tool in ("iptables", "ip6tables"))
+    assert raw.count("-j CT") == 3, raw  # IPv6 for INPUT; IPv4 and IPv6 for FORWARD
+
+
+def test_every_block_says_why_it_reassembles() -> None:
+    """Issue 21 (1): each block of rules (INPUT, FORWARD; iptables, nft) makes the kernel
+    reassemble IP fragments before the queue rule where it would not, and says why."""
+    text = render(config_from_dict({"mode": "inpath", "inpath": {"queue": 3}}))
+    blocks = text.split("# --- ")[1:]
+    assert len(blocks) == 4
+    for block in blocks:
+        assert "reassembly: the queue must get whole datagrams" in block, block
+        assert "-j CT" in block or "ct state" in block, block
+        assert "--notrack" not in block.replace("--notrack would not do", "")
 
 
 def test_nft_forms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,8 +107,11 @@ def test_nft_accepts_every_printed_rule(inpath: dict[str, object], target: str) 
     text = render(config, lns4="198.18.12.1", lns6="fd00:12::1")
     commands = [shlex.split(line) for line in text.splitlines() if line.startswith("nft ")]
     rules = [argv for argv in commands if argv[:3] == ["nft", "add", "rule"]]
-    assert [argv[5] for argv in rules] == ["input", "output", "forward", "forward"]
-    assert all(" ".join(argv).endswith(target) for argv in rules), rules
+    assert [argv[5] for argv in rules] == [
+        "prerouting", "input", "output", "prerouting", "forward", "forward"
+    ]  # fmt: skip
+    queueing = [argv for argv in rules if argv[5] != "prerouting"]
+    assert all(" ".join(argv).endswith(target) for argv in queueing), rules
     space = NetNs("nftrules")
     try:
         for argv in commands:

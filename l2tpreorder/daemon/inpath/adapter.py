@@ -17,17 +17,28 @@ given, so `Verdicts` uses one only for a run that is exactly the oldest still qu
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from l2tpreorder.core.checksum import parse_ip_udp, with_payload
+from l2tpreorder.core.checksum import (
+    IpUdp,
+    parse_ip_udp,
+    udp4_checksum_ok,
+    udp_checksum_ok,
+    udp_fragment,
+    with_payload,
+)
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
     NF_INET_LOCAL_OUT,
+    PACKET_CSUM_NOT_READY,
+    PACKET_CSUM_NOT_VERIFIED,
+    PACKET_TRUNCATED,
     Packet,
     batch_verdict_message,
     verdict_message,
@@ -35,6 +46,10 @@ from l2tpreorder.daemon.inpath.nfqueue import (
 
 _DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
 _DROPPED_STALE = int(Outcome.DROPPED_STALE)
+# Flags that keep a packet off the fast path; an unverified checksum is verified on it.
+_NOT_FAST = ~PACKET_CSUM_NOT_VERIFIED
+
+log = logging.getLogger("l2tpreorder")
 
 
 class InPathCounters:
@@ -43,8 +58,10 @@ class InPathCounters:
     __slots__ = (
         "accepted",
         "accepted_rewritten",
+        "bad_checksum",
         "batch_verdicts",
         "dropped",
+        "fragments_seen",
         "from_lac",
         "from_lns",
         "not_l2tpv2",
@@ -61,6 +78,12 @@ class InPathCounters:
         self.not_udp = 0  # not one whole UDP datagram (other protocol, fragment): accepted
         self.truncated = 0  # copy shorter than the packet: accepted untouched
         self.not_l2tpv2 = 0  # UDP but not usable L2TPv2 (L2TPv3, other UDP): accepted
+        # a fragment of a UDP datagram: the kernel did not reassemble before the queue rule
+        # (the rules `l2tpreorder rules` prints make it); accepted untouched, logged once
+        self.fragments_seen = 0
+        # L2TPv2 whose UDP checksum is wrong (IPv6: or zero): accepted untouched, never fed
+        # to the engine nor rewritten; the LNS's kernel drops it, as it would without us
+        self.bad_checksum = 0
         self.accepted = 0  # NF_ACCEPT verdicts (every packet but `dropped` ends here)
         self.accepted_rewritten = 0  # of those, with a rewritten packet (renumber, strip)
         self.dropped = 0  # NF_DROP verdicts: duplicate, late and stale packets
@@ -164,11 +187,11 @@ class InPath:
         flows = self._flows
         from_lac = self.pipeline.from_lac
         fast = 0
-        for packet_id, hook, pkt, truncated in packets:
+        for packet_id, hook, pkt, flags in packets:
             pending[packet_id] = None
             n = len(pkt)
             if (
-                truncated
+                flags & _NOT_FAST
                 or hook == NF_INET_LOCAL_OUT
                 or n < 30
                 or pkt[0] != 0x45
@@ -178,8 +201,9 @@ class InPath:
                 or ((pkt[2] << 8) | pkt[3]) != n
                 or ((pkt[24] << 8) | pkt[25]) != n - 20
                 or pkt[29] & 0x0F != 2
+                or (flags and not udp4_checksum_ok(pkt))  # the kernel has not verified it
             ):
-                self._other(packet_id, hook, pkt, truncated, now)
+                self._other(packet_id, hook, pkt, flags, now)
                 continue
             key = pkt[12:16] + pkt[20:22]
             flow = flows.get(key)
@@ -210,13 +234,15 @@ class InPath:
         self.counters.dropped += 1
         self.verdicts.drop(packet_id)
 
-    def _other(self, packet_id: int, hook: int, pkt: bytes, truncated: bool, now: float) -> None:
+    def _other(self, packet_id: int, hook: int, pkt: bytes, flags: int, now: float) -> None:
         """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
         c = self.counters
-        where = None if truncated else parse_ip_udp(pkt)
+        where = None if flags & PACKET_TRUNCATED else parse_ip_udp(pkt)
         if where is None:
-            if truncated:
+            if flags & PACKET_TRUNCATED:
                 c.truncated += 1
+            elif udp_fragment(pkt):
+                self._fragment()
             else:
                 c.not_udp += 1
             self._accept_untouched(packet_id)
@@ -224,6 +250,10 @@ class InPath:
         l2tp = pkt[where.payload_at : where.end]
         if len(l2tp) < 2 or l2tp[1] & 0x0F != 2:  # L2TPv3 over UDP, or not L2TP at all
             c.not_l2tpv2 += 1
+            self._accept_untouched(packet_id)
+            return
+        if not _checksum_ok(pkt, where, flags):
+            c.bad_checksum += 1
             self._accept_untouched(packet_id)
             return
         self._inflight[packet_id] = (pkt, l2tp)
@@ -237,6 +267,20 @@ class InPath:
             outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
         if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:
             self._dropped(packet_id)
+
+    def _fragment(self) -> None:
+        c = self.counters
+        c.fragments_seen += 1
+        if c.fragments_seen == 1:
+            log.warning(
+                "NFQUEUE %d: an IP fragment of a UDP datagram reached the queue, so the kernel "
+                "does not reassemble before the queue rule and in-path mode cannot order the "
+                "datagram it belongs to (passed untouched). Load the reassembly rule that "
+                "`l2tpreorder rules` prints (raw PREROUTING -j CT, or nft's ct rule) in this "
+                "network namespace. Counted in inpath_passed_not_ours{reason=\"fragment\"}; "
+                "logged once",
+                self.verdicts.queue,
+            )
 
     def _flow_of(self, address: bytes, port: int) -> Hashable:
         key = address + bytes(((port >> 8), port & 0xFF))
@@ -310,3 +354,18 @@ class InPath:
     def held(self) -> int:
         """Packets read and still without a verdict."""
         return len(self.verdicts.pending)
+
+
+def _checksum_ok(pkt: bytes, where: IpUdp, flags: int) -> bool:
+    """False when the LNS's kernel would drop this datagram for its UDP checksum.
+
+    The kernel tells us (NFQA_SKB_INFO) which packets neither the NIC nor itself verified; the
+    others are known good or were computed locally, so only those are summed here. An IPv6
+    zero checksum is illegal whatever the NIC said. A checksum still to be filled in (only
+    with NFQA_CFG_F_GSO, never set) is not judged."""
+    u = where.udp_at
+    if where.version == 6 and not (pkt[u + 6] | pkt[u + 7]):
+        return False
+    if flags & PACKET_CSUM_NOT_VERIFIED and not flags & PACKET_CSUM_NOT_READY:
+        return udp_checksum_ok(pkt, where)
+    return True

@@ -14,8 +14,10 @@ Q = "queue"
 PASSED_NOT_OURS = family(
     "inpath_passed_not_ours",
     "Queued packets accepted untouched at once because they are not whole L2TPv2 "
-    "datagrams (not_udp: other protocol or a fragment; truncated: copy shorter than "
-    "the packet; not_l2tpv2: L2TPv3 or other UDP). Malformed L2TPv2 is the engine's: "
+    "datagrams (not_udp: other protocol; truncated: copy shorter than the packet; "
+    "not_l2tpv2: L2TPv3 or other UDP; fragment: an IP fragment, the reassembly rule is "
+    "missing; bad_checksum: L2TPv2 with a wrong UDP checksum, never fed to the engine). "
+    "Malformed L2TPv2 is the engine's: "
     'l2tpreorder_forwarded_packets{kind="malformed"}.',
     Q,
     "reason",
@@ -52,6 +54,8 @@ ADAPTER_ROWS: tuple[Counter, ...] = (
     Counter(A, "not_udp", PASSED_NOT_OURS, ("not_udp",)),
     Counter(A, "truncated", PASSED_NOT_OURS, ("truncated",)),
     Counter(A, "not_l2tpv2", PASSED_NOT_OURS, ("not_l2tpv2",)),
+    Counter(A, "fragments_seen", PASSED_NOT_OURS, ("fragment",)),
+    Counter(A, "bad_checksum", PASSED_NOT_OURS, ("bad_checksum",)),
     Counter(A, "accepted_untouched", VERDICTS, ("accept",)),
     Counter(A, "accepted_rewritten", VERDICTS, ("accept_rewritten",)),
     Counter(A, "dropped", VERDICTS, ("drop",)),

@@ -45,6 +45,15 @@ NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
 NFQA_PAYLOAD = 10
 NFQA_CAP_LEN = 13
+NFQA_SKB_INFO = 14
+# NFQA_SKB_INFO flags. The kernel sends the attribute unasked. CSUMNOTREADY (checksum still to
+# be filled in, CHECKSUM_PARTIAL) only reaches a queue configured with NFQA_CFG_F_GSO, which we
+# never set: without it the kernel completes a partial checksum before copying the packet.
+# CSUM_NOTVERIFIED (PREROUTING, INPUT, FORWARD): neither the NIC nor the kernel has verified the
+# checksum yet; without it the packet's checksum is known good (or was computed locally).
+NFQA_SKB_CSUMNOTREADY = 0x1
+NFQA_SKB_GSO = 0x2
+NFQA_SKB_CSUM_NOTVERIFIED = 0x4
 
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
@@ -81,8 +90,13 @@ class NfqueueError(OSError):
 
 
 # One queued packet: (packet id for the verdict, netfilter hook, the copied bytes = an IP packet,
-# truncated: the copy is shorter than the packet). A plain tuple: built once per packet.
-Packet = tuple[int, int, bytes, bool]
+# flags: PACKET_* below, 0 in the common case). A plain tuple: built once per packet.
+Packet = tuple[int, int, bytes, int]
+PACKET_TRUNCATED = 0x1  # the copy is shorter than the packet (NFQA_CAP_LEN)
+# NFQA_SKB_INFO's flags, moved up one bit
+PACKET_CSUM_NOT_READY = NFQA_SKB_CSUMNOTREADY << 1
+PACKET_GSO = NFQA_SKB_GSO << 1
+PACKET_CSUM_NOT_VERIFIED = NFQA_SKB_CSUM_NOTVERIFIED << 1
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -116,6 +130,7 @@ def batch_verdict_message(queue: int, last_id: int, verdict: int) -> bytes:
 
 _PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 _U32 = struct.Struct("=I")
+_BE32 = struct.Struct("!I")
 _LEN_TYPE = struct.Struct("=IH")
 # nlattr header (host order) + nfqnl_msg_packet_hdr (id big-endian: ntohl), hook byte
 _FIRST_ATTR = struct.Struct("=HHIHB")
@@ -147,7 +162,7 @@ def parse_messages(
                 continue
             a = at + _HDR_LEN + 12
             payload = b""
-            truncated = False
+            flags = 0
             while a + 4 <= stop:
                 alen, atype = nla(buf, a)
                 if alen < 4 or a + alen > stop:
@@ -156,9 +171,11 @@ def parse_messages(
                 if atype == NFQA_PAYLOAD:
                     payload = buf[a + 4 : a + alen]
                 elif atype == NFQA_CAP_LEN:
-                    truncated = True
+                    flags |= PACKET_TRUNCATED
+                elif atype == NFQA_SKB_INFO and alen >= 8:
+                    flags |= _BE32.unpack_from(buf, a + 4)[0] << 1
                 a += (alen + 3) & ~3
-            out.append((ntohl(raw_id), hook, bytes(payload), truncated))
+            out.append((ntohl(raw_id), hook, bytes(payload), flags))
         elif kind == NLMSG_ERROR and errors is not None and length >= 20:
             code = -_ERRNO.unpack_from(buf, at + 16)[0]
             if code:

@@ -263,10 +263,10 @@ class InPathMode:
 
     def final_line(self) -> str:
         c = self.adapter.counters
+        not_ours = c.not_udp + c.truncated + c.not_l2tpv2 + c.fragments_seen + c.bad_checksum
         return (
             f"{c.packets} packets queued, {c.accepted} accepted ({c.accepted_rewritten} "
-            f"rewritten), {c.dropped} dropped, "
-            f"{c.not_udp + c.truncated + c.not_l2tpv2} not ours"
+            f"rewritten), {c.dropped} dropped, {not_ours} not ours"
         )
 
 
