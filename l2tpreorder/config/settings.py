@@ -276,7 +276,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics.per_session_top_n", "metrics.per_session_top_n", _as_given, str),
     Setting("metrics.tls_cert", "metrics.tls_cert", _as_given, _show_optional),
     Setting("metrics.tls_key", "metrics.tls_key", _as_given, _show_optional),
-    Setting("state_file", "state_file", optional_path, _show_optional),
+    # Read at start and written at stop: a reload cannot move it (the stop would write where
+    # the next start does not look, and the numbering would start afresh).
+    replace(Setting("state_file", "state_file", optional_path, _show_optional), restart=True),
     _millis("state_file_max_age_ms", "state_max_age", 0, 7 * 86_400_000, lo_open=True),
     replace(Setting("user", "user", _optional(_user), _show_optional), restart=True),
     replace(

@@ -25,8 +25,13 @@ class DropReporter:
         tables: Callable[[], Sequence[CounterTable]],
         interval: float,
         detail: Callable[[str], str | None] = lambda key: None,
+        *,
+        malformed_passed: bool = False,
     ) -> None:
         self._engines = engines
+        # In-path mode passes a malformed datagram on untouched: the report must not call it
+        # dropped (its count is the engine's `malformed` row, whatever the policy).
+        self._malformed_word = "malformed, passed on untouched" if malformed_passed else "dropped"
         self._tables = tables
         self._detail = detail
         self.interval = interval
@@ -65,6 +70,8 @@ class DropReporter:
             grown = value - self._last.get(key, 0)
             if grown > 0:
                 what = "sequence numbers given up" if ":gave_up_ns:" in key else "dropped"
+                if ":malformed:" in key:
+                    what = self._malformed_word
                 line = f"{grown} {what} {period} (reason {key}, {value} total)"
                 detail = self._detail(key)
                 if detail:

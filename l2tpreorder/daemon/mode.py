@@ -41,8 +41,9 @@ class Mode(Protocol):
     clock: Callable[[], float]  # the clock packets are stamped with (the timer's too)
     keep_capabilities: tuple[int, ...]  # kept across the privilege drop
     refused_why: str  # how a refused reload key is explained ("needs new sockets")
-    # Set by the service while debug lines are on: modes feed LAC datagrams through
-    # `debug.receive` instead of `pipeline.from_lac` (drops logged with their IDs).
+    # Set by the service while debug lines are on (the pipeline records events meanwhile; the
+    # service drains them after every batch). A mode may log its own lines through it
+    # (`debug.refused`: the relay's refused sources); it always calls `pipeline.from_lac`.
     debug: DebugEvents | None
 
     def bind(self) -> None:

@@ -38,6 +38,7 @@ from l2tpreorder.config import (
     load_from_args,
 )
 from l2tpreorder.config import override_argv as config_override_argv
+from l2tpreorder.core.pipeline import MalformedPolicy
 from l2tpreorder.core.snapshot import PipelineState
 from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
@@ -147,9 +148,11 @@ class Service:
             self.counter_tables,
             config.drop_report_interval,
             mode.report_detail,
+            malformed_passed=self.pipeline.malformed is MalformedPolicy.PASS,
         )
         self.housekeeping_errors: dict[str, int] = {}
         self._stop: asyncio.Future[None] | None = None
+        self._hup_pending = False
         self._housekeeping_handle: asyncio.TimerHandle | None = None
         self._watchdog_handle: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
@@ -198,6 +201,10 @@ class Service:
         self._stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
+        # SIGHUP's default action would kill us after the state file is consumed: until the
+        # service can reload, a SIGHUP is remembered and carried out once it can.
+        self._hup_pending = False
+        loop.add_signal_handler(signal.SIGHUP, self._early_hup)
         self.restore()
         self.metrics = self._start_metrics(self.config.metrics)
         await self._start_control(user)
@@ -207,13 +214,15 @@ class Service:
                 log.error("%s", error)
                 self._close_endpoints()
                 self.stop_io()  # saves what was restored, for next time
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
                 return 1
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.start_io()
         log.info("%s", self.mode.status_line())
         self.notifier.ready(self.mode.status_line())
+        if self._hup_pending:
+            self.reload()
         self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
         interval = self.notifier.watchdog_interval
         if interval is not None:
@@ -259,24 +268,34 @@ class Service:
         if self.timer is not None:
             self.timer.close()
             self.timer = None
+        if mode.debug is not None:  # the lines of what was read and ordered at stop
+            mode.debug.drain(now)
         self._set_debug(False)
-        mode.close()
-        if to_save is not None:
-            self._write_state(*to_save)
+        try:
+            mode.close()
+        finally:  # the file was consumed at start: a close that raised must not lose it
+            if to_save is not None:
+                self._write_state(*to_save)
 
     def _after_batch(self) -> None:
         """After a batch (or an expiry, a reload, a peer removed): send what the pipeline
         released, then keep the one timer on its earliest deadline."""
         mode = self.mode
-        mode.transmit()
-        if mode.debug is not None:
-            mode.debug.drain(mode.clock())
-        if self.timer is not None:
-            self.timer.arm(self.pipeline.next_deadline())
+        try:
+            mode.transmit()
+            if mode.debug is not None:
+                mode.debug.drain(mode.clock())
+        finally:  # a send that raised must not leave held packets without their timer
+            if self.timer is not None:
+                self.timer.arm(self.pipeline.next_deadline())
 
     def _expire(self) -> None:
         self.pipeline.expire(self.mode.clock())
         self._after_batch()
+
+    def _early_hup(self) -> None:
+        log.info("SIGHUP while starting: reloading once started")
+        self._hup_pending = True
 
     def _request_stop(self, sig: int) -> None:
         if self._stop is not None and not self._stop.done():
@@ -466,7 +485,9 @@ class Service:
         logging.getLogger().setLevel(self.config.log_level.upper())
         self._set_debug(self.config.log_level == "debug")
         self.reporter.set_interval(self.config.drop_report_interval)
-        if new.metrics != old.metrics and self.endpoints.report_metrics_port is None:
+        # A supervised worker restarts its loopback endpoint too (per_session and its top N
+        # are the worker's to apply) and tells the supervisor the new port.
+        if new.metrics != old.metrics:
             if self.metrics is not None:
                 self.metrics.close()
             self.metrics = self._start_metrics(new.metrics)

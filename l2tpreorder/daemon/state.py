@@ -127,7 +127,10 @@ def _parse_directions(document: dict[str, Any], version: int) -> dict[str, Engin
         directions = {LAC_TO_LNS: parse_direction(document)}
         down = document["extra"].get("lns_to_lac")
         if down is not None:
-            directions[LNS_TO_LAC] = parse_direction(down)
+            try:
+                directions[LNS_TO_LAC] = parse_direction(down)
+            except ValueError as e:  # as the old relay did: keep the LAC-to-LNS sessions
+                log.warning("state file: ignoring its LNS-to-LAC part: %s", e)
         return directions
     saved = document["directions"]
     if not isinstance(saved, dict) or LAC_TO_LNS not in saved:

@@ -163,4 +163,4 @@ def test_restart_needed_names_what_a_reload_cannot_apply() -> None:
 def test_restart_settings_cover_what_the_relay_cannot_rebind() -> None:
     restart_fields = {s.field for s in SETTINGS if s.restart}
     assert set(REBIND_KEYS) <= restart_fields
-    assert {"mode", "inpath_queues", "user"} <= restart_fields
+    assert {"mode", "inpath_queues", "user", "state_file"} <= restart_fields

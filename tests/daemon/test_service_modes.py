@@ -243,9 +243,14 @@ def test_every_datagram_has_exactly_one_counted_outcome(rig: ModeRig) -> None:
 
 def test_drops_are_reported_at_the_report_interval(rig: ModeRig) -> None:
     rig.start({"logging": {"level": "info", "drop_report_interval_ms": 100}})
-    rig.send_to_lns(to_lns(0), to_lns(1), to_lns(1), to_lns(0))
+    malformed = b"\x02\x02"  # L2TPv2 version bits, too short for a header
+    rig.send_to_lns(to_lns(0), to_lns(1), to_lns(1), to_lns(0), malformed)
     assert [frame_of(d) for d in rig.lns_receive(2)] == [0, 1]
     rig.wait_log(r"\d+ dropped in the last [\d.]+ s \(reason \S*duplicate, \d+ total\)")
+    # Relay mode drops a malformed datagram, in-path mode passes it on untouched: the report
+    # says which (MalformedPolicy), never "dropped" for one that went on.
+    what = "dropped" if rig.mode == "relay" else "malformed, passed on untouched"
+    rig.wait_log(rf"1 {what} in the last [\d.]+ s \(reason lac_to_lns:malformed:too_short")
 
 
 def test_debug_lines_name_drops_and_new_sessions(rig: ModeRig) -> None:

@@ -452,3 +452,21 @@ def test_version_1_files_are_still_read(tmp_path: Path, shape: str) -> None:
     assert restored == (both if shape == "relay_both" else {LAC_TO_LNS: 2})
     up = fresh.directions()[LAC_TO_LNS].session(LAC, 3, 4)
     assert up is not None and (up.expected, up.out_ns) == (107, 104)
+
+
+def test_a_version_1_files_broken_lns_to_lac_part_costs_only_that_direction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The old relay restored its LAC-to-LNS sessions when `extra.lns_to_lac` was unreadable;
+    reading a version 1 file now must not lose more than that either."""
+    e = busy_engine(both=True)
+    e.flush(3.0)
+    path = tmp_path / "state.json"
+    save_state(e.snapshot(), path, {})
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps(_version_1(document, {"sessions": "garbage"})))
+    loaded = load_state(path)
+    assert isinstance(loaded, SavedState), loaded
+    restored = loaded.restore(Pipeline(EngineConfig(), reorder_from_lns=True), 0.0).sessions
+    assert restored == {LAC_TO_LNS: 2}
+    assert "ignoring its LNS-to-LAC part" in caplog.text

@@ -261,12 +261,24 @@ def test_two_workers_reload_moves_the_supervisors_metrics(ns2: NetNs, tmp_path: 
     `metrics:` moves it (as with one queue, where the worker is the service)."""
     daemon = start(ns2, tmp_path, "4-5", timeout_ms=30000)
     try:
-        rewrite(daemon, metrics={"enabled": True, "listen": "127.0.0.1", "port": 9110})
+        wait_until("/metrics of both workers", lambda: daemon.scrape_or_none() is not None)
+        before = daemon.scrape_or_none() or ""
+        assert "l2tpreorder_inpath_queued_packets_total" in before
+        assert "l2tpreorder_session_series_omitted" not in before  # per_session off
+        rewrite(
+            daemon,
+            metrics={"enabled": True, "listen": "127.0.0.1", "port": 9110, "per_session": True},
+        )
         r = cli("reload", "--config", str(daemon.config))
         assert r.returncode == 0, r.stderr
         wait_until("/metrics on the new port", lambda: _scrape_or_none(ns2, 9110) is not None)
         text = _scrape_or_none(ns2, 9110)
         assert text is not None and "l2tpreorder_inpath_queued_packets_total" in text
+        # per_session is the workers' to apply: each restarts its loopback endpoint with it.
+        wait_until(
+            "per-session series from the workers",
+            lambda: "l2tpreorder_session_series_omitted" in (_scrape_or_none(ns2, 9110) or ""),
+        )
         assert daemon.scrape_or_none() is None, "the old port still answers"
         rewrite(daemon, metrics={"enabled": False})
         os.kill(daemon.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
