@@ -251,8 +251,7 @@ def test_daemon_logs_for_journald_when_stderr_is_the_journal(tmp_path: Path) -> 
     d = Daemon(
         tmp_path,
         {
-            "listen": [f"127.0.0.1:{listen}"],
-            "lns": f"127.0.0.1:{lns}",
+            "relay": {"listen": [f"127.0.0.1:{listen}"], "lns": f"127.0.0.1:{lns}"},
             "metrics": {"enabled": False},
         },
         env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
@@ -263,7 +262,7 @@ def test_daemon_logs_for_journald_when_stderr_is_the_journal(tmp_path: Path) -> 
         lines = d.log().splitlines()
         assert lines, "nothing logged"
         for line in lines:
-            assert re.match(r"<[0-7]>[a-zA-Z]", line), line  # priority, then the message
+            assert re.match(r"<[0-7]>[a-zA-Z/]", line), line  # priority, then the message
             assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", line), line
     finally:
         d.stop()

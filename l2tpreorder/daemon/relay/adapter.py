@@ -210,7 +210,8 @@ class Relay:
         from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, flows, cmsgs = lsock.read(BATCH)
-            if not datas:
+            if not datas:  # a full batch, then nothing: all that came in is read
+                self._lac_drained[lsock.fd] = self.clock()
                 break
             now = self.clock()
             if lsock.drops != self._drops_seen.get(lsock.fd, 0):
@@ -497,15 +498,15 @@ class Relay:
             if self.admission.is_self(p.flow):
                 log.warning("state: LAC peer %s is the LNS or one of our sockets; skipped", where)
                 continue
-            source = self._restored_source(p, where)
-            if source is None:
-                continue
-            if len(self.peers) >= self.config.max_peers:
+            if len(self.peers) >= self.config.max_peers:  # before a source is taken for it
                 log.warning(
                     "state: LAC peer %s: max_peers (%d) reached; skipped",
                     where,
                     self.config.max_peers,
                 )
+                continue
+            source = self._restored_source(p, where)
+            if source is None:
                 continue
             try:
                 up = self._upstream_socket(p.upstream[1], source)
