@@ -43,6 +43,7 @@ from l2tpreorder.tools.direction import (
     control_message_type,
     parse_lns,
 )
+from l2tpreorder.tools.live import send_live
 from l2tpreorder.tools.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
 from l2tpreorder.tools.pcapwriter import OutputIsInput, PcapWriter, refuse_input_as_output
 from l2tpreorder.tools.replay_report import (
@@ -454,8 +455,6 @@ def main(args: Any) -> int:
         return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:
-        from l2tpreorder.tools.live import send_live
-
         return send_live(args.file, args.live, args.speed, ports, args.lns)
     options = ReplayOptions(
         engine=engine,
