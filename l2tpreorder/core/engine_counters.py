@@ -42,6 +42,7 @@ class EngineCounters:
         "dropped_stale",
         "forwarded_control",
         "forwarded_in_order",
+        "forwarded_late",
         "forwarded_out_of_order",
         "forwarded_unsequenced",
         "held_bytes",
@@ -73,6 +74,7 @@ class EngineCounters:
         self.forwarded_unsequenced = 0
         self.forwarded_in_order = 0
         self.forwarded_out_of_order = 0
+        self.forwarded_late = 0  # given up, then delivered on arrival (reorder.late: deliver)
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
@@ -99,6 +101,7 @@ class EngineCounters:
         return (
             self.forwarded_in_order
             + self.forwarded_out_of_order
+            + self.forwarded_late
             + self.released
             + self.held_packets
             + self.dropped_duplicate
@@ -121,6 +124,7 @@ class EngineCounters:
             + self.forwarded_unsequenced
             + self.forwarded_in_order
             + self.forwarded_out_of_order
+            + self.forwarded_late
         )
 
     @property

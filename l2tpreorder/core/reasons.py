@@ -77,3 +77,6 @@ class Outcome(IntEnum):
     # whether it was delivered or given up is no longer known (e.g. a restarting peer's first
     # packets before the resync, or a packet delayed by more than W)
     DROPPED_STALE = 8
+    # its Ns was given up and never delivered: passed at once with the session's next Ns
+    # (renumber, strip; `reorder.late`), a reordering the LNS's stream does not see
+    FORWARDED_LATE = 9
