@@ -20,7 +20,7 @@ import yaml
 
 from l2tpreorder.core.engine import LIMITS as ENGINE_LIMITS
 from l2tpreorder.core.engine import LOW_OPEN as ENGINE_LOW_OPEN
-from l2tpreorder.core.engine import EngineConfig, Sequencing
+from l2tpreorder.core.engine import EngineConfig, Late, Sequencing
 
 Address = tuple[str, int]  # (IP literal, port); IPv6 without brackets
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -394,6 +394,9 @@ def _sequencing(key: str, value: object) -> Sequencing:
     return Sequencing(_choice(key, value, tuple(s.value for s in Sequencing)))
 
 
+LATE = tuple(x.value for x in Late)
+
+
 def _show_optional(value: object) -> str:
     return "null" if value is None else str(value)
 
@@ -483,6 +486,8 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--max-held",
         override="max_held_per_session",
     ),
+    # A packet whose Ns was given up (core/behind.py); auto: deliver, but drop in preserve mode.
+    Setting("reorder.late", "engine.late", lambda k, v: Late(_choice(k, v, LATE)), str),
     _engine_integer("reorder.max_held_bytes", "max_held_bytes", "bytes"),
     _engine_integer("reorder.resync_after", "resync_after", "packets"),
     _engine_integer("reorder.max_sessions", "max_sessions", "sessions"),
@@ -571,7 +576,16 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     )
     _check_lns("lns", top.get("lns", format_address(config.lns)), config)
     _check_upstream_bind(config)
+    _check_late(config)
     return config
+
+
+def _check_late(config: Config) -> None:
+    """A late packet cannot be delivered when the LNS sees the LAC's Ns (it judges them)."""
+    e = config.engine
+    if e.late is Late.DELIVER and e.sequencing is Sequencing.PRESERVE:
+        expected = "auto or drop with reorder.sequencing: preserve (the LNS judges the LAC's Ns)"
+        raise ConfigError("reorder.late", e.late.value, expected, config.source)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -653,6 +667,7 @@ def with_overrides(config: Config, **flags: Any) -> Config:
     else:
         _check_lns("lns", format_address(new.lns), new)  # --listen now covers the file's lns
     _check_upstream_bind(new)  # --lns of the other family than the file's upstream_bind
+    _check_late(new)  # --sequencing preserve over a file's late: deliver
     return new
 
 

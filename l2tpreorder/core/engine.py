@@ -199,7 +199,7 @@ class ReorderEngine(Behind, SessionTable):
                 self._window_grown(s, old_window)
         # The LNS judges Ns itself in preserve mode: a late packet cannot be delivered there.
         self._deliver_late = (
-            config.sequencing is not Sequencing.PRESERVE and config.late is Late.DELIVER
+            config.sequencing is not Sequencing.PRESERVE and config.late is not Late.DROP
         )
         self._idle_timeout = config.session_idle_timeout
         self._record = config.record_hold_times

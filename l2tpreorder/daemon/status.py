@@ -28,7 +28,8 @@ from l2tpreorder.daemon.relay.adapter import Relay
 
 # "reordered" everywhere (status, metrics, replay): arrived early, was held, was released in
 # order once its gap filled or was given up. Packets that arrived after a higher Ns and were
-# forwarded at once (the gap was already given up) count as `late` or `out of order`, not here.
+# forwarded at once (the gap was already given up) count as `late_delivered` (reorder.late),
+# `late` (dropped) or `out of order` (timeout 0), not here.
 
 
 def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any]:
@@ -44,6 +45,7 @@ def session_json(s: Session, engine: ReorderEngine, now: float) -> dict[str, Any
         "held": len(s.held),
         "skipped": s.skipped,
         "late": s.dropped_late,
+        "late_delivered": s.forwarded_late,
         "duplicates": s.dropped_duplicate,
         "stale": s.dropped_stale,
         "timeout_ms": round(timeout * 1000, 3),
@@ -96,7 +98,8 @@ COLUMNS = (
     ("reordered", "reordered", 9),
     ("held", "held", 5),
     ("skipped", "skipped", 7),
-    ("late", "late", 6),
+    ("late_delivered", "late sent", 9),
+    ("late", "late drop", 9),
     ("duplicates", "dup", 6),
     ("timeout_ms", "timeout ms", 10),
     ("last_seen_s", "seen s ago", 10),

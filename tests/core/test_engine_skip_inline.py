@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2tpreorder.core import reasons
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.engine import Late, ReorderEngine
 from l2tpreorder.core.reasons import Outcome
 from tests.engine_helpers import (
     FLOW,
@@ -31,7 +31,7 @@ held_caps = st.sampled_from([1, 64, 100, 256, 1000])  # W = max(cap, 64)
 
 
 def session_engine(cap: int, gaps: int, gaps_end: int, expected: int) -> ReorderEngine:
-    e = engine(max_held_per_session=cap)
+    e = engine(max_held_per_session=cap, late=Late.DROP)  # late: the outcome names the bit
     e.receive(data(expected), FLOW, 0.0)
     s = e.session(FLOW, TUNNEL, SESSION)
     assert s is not None
