@@ -174,7 +174,11 @@ def summarize(result: ReplayResult) -> dict[str, Any]:
     """The table's numbers for one replay."""
     seq = [s for s in result.sessions if s.sequenced]
     sequenced = sum(s.sequenced for s in seq)
-    late = sum(s.dropped_late for s in seq)
+    # Late arrivals (their gap given up first): delivered with the next Ns (reorder.late, the
+    # default in renumber mode) or dropped.
+    late_sent = sum(s.forwarded_late for s in seq)
+    late_dropped = sum(s.dropped_late for s in seq)
+    late = late_sent + late_dropped
     p50 = [s.hold.quantile(0.5) for s in seq if s.hold.count]
     p99 = [s.hold.quantile(0.99) for s in seq if s.hold.count]
     learned = [s.learned_timeout for s in seq if s.learned_timeout is not None]
@@ -201,10 +205,13 @@ def summarize(result: ReplayResult) -> dict[str, Any]:
         "hold_p99_ms_max": ms(p99, max),
         "late": late,
         "late_share": round(late / max(1, sequenced), 5),
+        "late_delivered": late_sent,
         "skipped": sum(s.skipped for s in seq),
         "learned_timeout_ms_median": ms(list(learned), statistics.median),
         "learned_timeout_ms_max": ms(list(learned), max),
-        "delivered": sequenced - late - sum(s.dropped_duplicate for s in seq),
+        "delivered": sequenced
+        - late_dropped
+        - sum(s.dropped_duplicate + s.dropped_stale for s in seq),
         "models": models,
         "adaptive_grows": result.counters.get("adaptive_grows", 0),
     }
@@ -229,13 +236,14 @@ def _f(v: float | None) -> str:
 def format_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
     head = (
         f"{'capture':<12} {'mode':<13} {'seq pkts':>8} {'held':>6} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'p99 max':>7} {'late':>5} {'late %':>7} {'Ns skip':>7} "
+        f"{'p99 ms':>7} {'p99 max':>7} {'late':>5} {'late %':>7} {'sent':>5} {'Ns skip':>7} "
         f"{'timeout ms':>11} {'ours':>7} {'kernel0':>15} {'xl2tpd':>15}"
     )
     lines = [
         head,
         "(p50/p99: the typical (median) session's hold-time percentiles; p99 max: the worst "
-        "session's; timeout: learnt, median/max; models: delivered/dropped)",
+        "session's; late: arrived after their gap was given up, sent: of those delivered with the "
+        "next Ns; timeout: learnt, median/max; models: delivered/dropped)",
         "-" * len(head),
     ]
     for name, label, r in rows:
@@ -249,6 +257,7 @@ def format_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
             f"{name:<12} {label:<13} {r['sequenced']:>8} {r['held_share'] * 100:>5.1f}% "
             f"{_f(r['hold_p50_ms_median']):>7} {_f(r['hold_p99_ms_median']):>7} "
             f"{_f(r['hold_p99_ms_max']):>7} {r['late']:>5} {r['late_share'] * 100:>6.3f}% "
+            f"{r['late_delivered']:>5} "
             f"{r['skipped']:>7} {timeout:>11} {r['delivered']:>7} "
             f"{k['delivered']:>7}/{k['dropped']:<7} {x['delivered']:>7}/{x['dropped']:<7}"
         )

@@ -54,7 +54,7 @@ def impaired_traffic(timeout: float, swaps: int = 30) -> ImpairedTraffic:
 
     What a relay with this `timeout` must count (lac_to_lns):
       released (held, then sent in order) = swaps + withheld  (each gap's successor was held)
-      skipped{reason="timeout"} = withheld; dropped{reason="late"} = late;
+      skipped{reason="timeout"} = withheld; forwarded{kind="data_late"} = late (renumber);
       dropped{reason="duplicate"} = duplicates; session 1 alone released = swaps.
     """
     t = ImpairedTraffic()

@@ -1,4 +1,5 @@
-"""`reorder.adaptive` and `reorder.min_timeout_ms` in the config file and `check-config`."""
+"""`reorder.adaptive`, `reorder.min_timeout_ms` and `reorder.late` in the config file and
+`check-config`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from l2tpreorder.config import Config, ConfigError, config_from_dict, effective, notes
+from l2tpreorder.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    effective,
+    notes,
+    with_overrides,
+)
+from l2tpreorder.core.engine import Late
 from tests.test_config import check_config_listing
 
 ISSUE_EXAMPLE = "reorder: {adaptive: true, timeout_ms: 100}\n"
@@ -77,3 +86,20 @@ def test_check_config_notes_a_floor_above_the_cap(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "note: reorder.min_timeout_ms is above reorder.timeout_ms" in run.stderr
     assert "stays at 10 ms" in run.stderr
+
+
+def test_late_is_auto_by_default_and_deliver_is_refused_with_preserve() -> None:
+    """`reorder.late` (issue 22): auto delivers late packets in renumber and strip mode and
+    drops them in preserve mode; asking to deliver them in preserve mode names both keys."""
+    assert dict(effective(Config()))["reorder.late"] == "auto"
+    assert config_from_dict({"reorder": {"late": "drop"}}).engine.late is Late.DROP
+    c = config_from_dict({"reorder": {"late": "deliver", "sequencing": "strip"}})
+    assert c.engine.late is Late.DELIVER
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"reorder": {"late": "deliver", "sequencing": "preserve"}})
+    assert "reorder.late" in str(e.value) and "reorder.sequencing: preserve" in str(e.value)
+    base = config_from_dict({"reorder": {"late": "deliver"}})
+    with pytest.raises(ConfigError, match=r"reorder\.sequencing: preserve"):
+        with_overrides(base, sequencing="preserve")
+    with pytest.raises(ConfigError, match="expected one of auto, deliver, drop"):
+        config_from_dict({"reorder": {"late": "keep"}})

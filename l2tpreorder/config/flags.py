@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from l2tpreorder.config.load import load_config
-from l2tpreorder.config.model import Config, check_lns, check_upstream_bind
+from l2tpreorder.config.model import Config, check_late, check_lns, check_upstream_bind
 from l2tpreorder.config.settings import SETTINGS, Flag, Setting
 from l2tpreorder.config.values import format_address
 
@@ -121,6 +121,7 @@ def with_overrides(config: Config, **flags: Any) -> Config:
     # named as given: the flag's value, or the file's lns that --listen now covers
     check_lns(lns_flag, raw_lns if "lns" in kw else format_address(new.lns), new)
     check_upstream_bind("relay.upstream_bind", new)  # --lns of the other family
+    check_late(new)  # --sequencing preserve over a file's late: deliver
     return new
 
 

@@ -19,7 +19,13 @@ from typing import Any
 import yaml
 
 from l2tpreorder.config.errors import ConfigError, ConfigErrors, YamlSyntaxError, raise_all
-from l2tpreorder.config.model import Config, MetricsConfig, check_lns, check_upstream_bind
+from l2tpreorder.config.model import (
+    Config,
+    MetricsConfig,
+    check_late,
+    check_lns,
+    check_upstream_bind,
+)
 from l2tpreorder.config.settings import (
     OLD_KEYS,
     SECTION_KEYS,
@@ -161,6 +167,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     lns_key, lns_raw = spelled.get("relay.lns", ("relay.lns", format_address(config.lns)))
     check_lns(lns_key, lns_raw, config)
     check_upstream_bind(spelled.get("relay.upstream_bind", ("relay.upstream_bind",))[0], config)
+    check_late(config)
     return config
 
 

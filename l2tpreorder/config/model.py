@@ -20,7 +20,7 @@ from l2tpreorder.config.values import (
     optional_path,
     parse_ip,
 )
-from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.core.engine import EngineConfig, Late, Sequencing
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MODES = ("relay", "inpath")
@@ -166,3 +166,11 @@ def check_upstream_bind(key: str, config: Config) -> None:
             config.upstream_bind,
             f"an IPv{want} address like lns {format_address(config.lns)}, or null",
         )
+
+
+def check_late(config: Config) -> None:
+    """A late packet cannot be delivered when the LNS sees the LAC's Ns (it judges them)."""
+    e = config.engine
+    if e.late is Late.DELIVER and e.sequencing is Sequencing.PRESERVE:
+        expected = "auto or drop with reorder.sequencing: preserve (the LNS judges the LAC's Ns)"
+        raise ConfigError("reorder.late", e.late.value, expected, config.source)

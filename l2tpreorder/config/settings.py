@@ -32,7 +32,7 @@ from l2tpreorder.config.values import (
 )
 from l2tpreorder.core.engine import LIMITS as ENGINE_LIMITS
 from l2tpreorder.core.engine import LOW_OPEN as ENGINE_LOW_OPEN
-from l2tpreorder.core.engine import Sequencing
+from l2tpreorder.core.engine import Late, Sequencing
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +142,9 @@ def _addresses(key: str, value: object) -> tuple[Address, ...]:
 def _flag_addresses(key: str, value: object) -> tuple[Address, ...]:
     assert isinstance(value, list)
     return unique_listen(key, value, tuple(parse_address(key, v) for v in value))
+
+
+LATE = tuple(x.value for x in Late)
 
 
 def _sequencing(key: str, value: object) -> Sequencing:
@@ -257,6 +260,10 @@ SETTINGS: tuple[Setting, ...] = (
         _engine_integer("reorder.max_held_per_session", "max_held_per_session", "packets"),
         flag=Flag("--max-held", "max held packets per session", "N", int),
         override="max_held_per_session",
+    ),
+    # A packet whose Ns was given up (core/behind.py); auto: deliver, but drop in preserve mode.
+    Setting(
+        "reorder.late", "engine.late", lambda k, v: Late(check_choice(k, v, LATE)), str
     ),
     _engine_integer("reorder.max_held_bytes", "max_held_bytes", "bytes"),
     _engine_integer("reorder.resync_after", "resync_after", "packets"),

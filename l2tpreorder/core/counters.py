@@ -65,7 +65,13 @@ MALFORMED = _f(
     D,
     "reason",
 )
-FORWARDED = _f("forwarded_packets", "Datagrams passed on at once (not held), by kind.", D, "kind")
+FORWARDED = _f(
+    "forwarded_packets",
+    "Datagrams passed on at once (not held), by kind (data_late: its Ns had been given up, it"
+    " went out with the next Ns: a reordering, not a loss; see reorder.late).",
+    D,
+    "kind",
+)
 RELEASED = _f(
     "released_packets",
     "Data packets that arrived early, were held, then released in order (reordered).",
@@ -131,6 +137,11 @@ S_RELEASED = _f(
 S_DROPPED = _f(
     "session_dropped_packets", "Packets of one session dropped, by reason.", *S, "reason"
 )
+S_LATE = _f(
+    "session_late_delivered_packets",
+    "Packets of one session that came after their Ns was given up, delivered with the next Ns.",
+    *S,
+)
 S_SKIPPED = _f(
     "session_skipped_sequence_numbers", "Ns values of one session given up (lost before us).", *S
 )
@@ -151,6 +162,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(E, "forwarded_in_order", FORWARDED, ("data_in_order",), total=True),
     Counter(E, "forwarded_out_of_order", FORWARDED, ("data_out_of_order",), total=True),
     Counter(E, "forwarded_malformed", FORWARDED, ("malformed",), total=True),
+    Counter(E, "forwarded_late", FORWARDED, ("data_late",), total=True),  # reorder.late
     Counter(E, "released", RELEASED, total=True),
     Counter(E, "dropped_duplicate", DROPPED, ("duplicate",), report="duplicate", total=True),
     Counter(E, "dropped_late", DROPPED, ("late",), report="late", total=True),
@@ -173,6 +185,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(SE, "packets", S_PACKETS),
     Counter(SE, "forwarded_in_order", None, total=True),
     Counter(SE, "forwarded_out_of_order", None, total=True),
+    Counter(SE, "forwarded_late", S_LATE, total=True),
     Counter(SE, "released", S_RELEASED, total=True),
     Counter(SE, "dropped_duplicate", S_DROPPED, ("duplicate",), total=True),
     Counter(SE, "dropped_late", S_DROPPED, ("late",), total=True),

@@ -10,13 +10,15 @@ Sessions are keyed by (flow, tunnel_id, session_id); `flow` is whatever hashable
 for a peer. Only data messages with Ns are sequenced; control messages and data without Ns pass at
 once, untouched. Every datagram ends in exactly one counted outcome (`reasons.Outcome`):
 
-    received == forwarded (control, unsequenced, in order, out of order) + released (after hold)
+    received == forwarded (control, unsequenced, in order, out of order, late) + released (after
+                hold)
                 + dropped (duplicate, late, stale, malformed) + held now
 
 Sequence numbers are compared modulo 2**16 with the half-space rule: Ns is ahead of the expected
 value when (Ns - expected) mod 65536 < 32768, else behind. Behind packets are classified exactly
-within the window W (see core/continuation.py); the session table, its caps, idle expiry and the
-memory that lets a session continue across an end live in core/session_table.py.
+within the window W (see core/continuation.py; core/behind.py handles them); the session table,
+its caps, idle expiry and the memory that lets a session continue across an end live in
+core/session_table.py.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from l2tpreorder.core import adaptive, reasons
+from l2tpreorder.core.behind import Behind, gaps_behind
 from l2tpreorder.core.engine_counters import (
     DISPLACEMENT_BUCKETS,
     HOLD_TIME_BUCKETS,
@@ -67,10 +70,8 @@ KERNEL_DROP_GRACE = 0.002
 FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
 FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
-FORWARDED_OUT_OF_ORDER = int(Outcome.FORWARDED_OUT_OF_ORDER)
 HELD = int(Outcome.HELD)
 DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-DROPPED_LATE = int(Outcome.DROPPED_LATE)
 DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
 DROPPED_STALE = int(Outcome.DROPPED_STALE)
 FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
@@ -86,6 +87,7 @@ __all__ = [
     "EngineConfig",
     "EngineCounters",
     "Histogram",
+    "Late",
     "ReorderEngine",
     "Sequencing",
     "Session",
@@ -105,6 +107,14 @@ class Sequencing(StrEnum):
     RENUMBER = "renumber"  # contiguous Ns, even across gaps we gave up on
     PRESERVE = "preserve"  # the LAC's Ns, untouched
     STRIP = "strip"  # no Ns/Nr at all (S cleared, Length fixed)
+
+
+class Late(StrEnum):
+    """What becomes of a packet whose Ns was given up and never delivered (core/behind.py)."""
+
+    AUTO = "auto"  # deliver in renumber and strip mode, drop in preserve mode
+    DELIVER = "deliver"  # at once, with the session's next Ns: a reordering, not a loss
+    DROP = "drop"  # counted `late` (what every other reorderer does)
 
 
 # The engine's ranges, declared once: EngineConfig checks them, and config.SETTINGS builds
@@ -135,10 +145,13 @@ class EngineConfig:
     session_idle_timeout: float = 300.0
     adaptive: bool = False  # per-session timeout learnt in [min_timeout, reorder_timeout]
     min_timeout: float = 0.002  # the adaptive timeout's floor (the cap wins if it is lower)
+    late: Late = Late.AUTO  # DELIVER in preserve mode is refused by config (drops here)
 
     def __post_init__(self) -> None:
         if not isinstance(self.sequencing, Sequencing):
             raise ValueError(f"sequencing={self.sequencing!r}: expected renumber|preserve|strip")
+        if not isinstance(self.late, Late):
+            raise ValueError(f"late={self.late!r}: expected auto|deliver|drop")
         for name, (lo, hi) in LIMITS.items():
             value = getattr(self, name)
             low_ok = value > lo if name in LOW_OPEN else value >= lo
@@ -148,7 +161,7 @@ class EngineConfig:
                 raise ValueError(f"{name}={value!r}: expected {above}{upto}")
 
 
-class ReorderEngine(SessionTable):
+class ReorderEngine(Behind, SessionTable):
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
     def __init__(self, config: EngineConfig | None = None, *, pass_malformed: bool = False) -> None:
@@ -173,6 +186,7 @@ class ReorderEngine(SessionTable):
     # --- configuration ---------------------------------------------------------------------
 
     def _apply(self, config: EngineConfig) -> None:
+        old_window = getattr(self, "_window", None)
         self._timeout = config.reorder_timeout
         self._mode = config.sequencing
         self._renumber = config.sequencing is Sequencing.RENUMBER
@@ -184,6 +198,13 @@ class ReorderEngine(SessionTable):
         # W is more than any packet we could still be holding.
         self._window = max(config.max_held_per_session, 64)
         self._all_given_up = (1 << self._window) - 1
+        if old_window is not None and self._window > old_window:
+            for s in self.sessions():
+                self._window_grown(s, old_window)
+        # The LNS judges Ns itself in preserve mode: a late packet cannot be delivered there.
+        self._deliver_late = (
+            config.sequencing is not Sequencing.PRESERVE and config.late is not Late.DROP
+        )
         self._idle_timeout = config.session_idle_timeout
         self._max_sessions = config.max_sessions
         self._drop_grace = min(config.reorder_timeout, KERNEL_DROP_GRACE)
@@ -440,63 +461,6 @@ class ReorderEngine(SessionTable):
             self._enforce_byte_cap(now)
         return HELD
 
-    def _behind(
-        self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
-    ) -> int:
-        """A packet behind the expected Ns: late, duplicate, stale, or part of a peer's restart."""
-        c = self.counters
-        expected = s.expected
-        if ((expected - ns) & MASK) > self._window:
-            return self._far_behind(s, data, ns, ns_offset, now, tag)
-        s.behind_run = 0
-        i = (s.gaps_end - 1 - ns) & MASK  # tests/engine_helpers.given_up_bit
-        bit = 1 << i if i < self._window else 0
-        if s.gaps & bit:
-            s.gaps &= ~bit  # a second copy is a duplicate
-            if self._timeout <= 0:
-                # No holding: a late packet still goes out, in arrival order.
-                s.forwarded_out_of_order += 1
-                c.forwarded_out_of_order += 1
-                self._emit(s, data, ns_offset, tag)
-                return FORWARDED_OUT_OF_ORDER
-            s.dropped_late += 1
-            c.dropped_late += 1
-            if self._adapt is not None and adaptive.on_late(s, now, self._adapt):
-                c.adaptive_grows += 1  # the timeout was too short for this session: grown
-            return DROPPED_LATE
-        s.dropped_duplicate += 1
-        c.dropped_duplicate += 1
-        return DROPPED_DUPLICATE
-
-    def _far_behind(
-        self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
-    ) -> int:
-        """Further behind than the window: `stale`, unless `resync_after` of them in a row (each
-        Ns the next, no other packet of the session in between) say the peer restarted its Ns.
-        Packets released by the timer meanwhile do not break the run: only arrivals count."""
-        c = self.counters
-        arrivals = s.packets
-        if ns == s.behind_next and arrivals == s.behind_at:
-            s.behind_run += 1
-        else:
-            s.behind_run = 1
-        s.behind_next = (ns + 1) & MASK
-        s.behind_at = arrivals + 1
-        if s.behind_run >= self._resync_after:
-            # Deliver what we hold, then continue from this packet.
-            self._release_all(s, now, reasons.SKIP_RESYNC)
-            c.resyncs += 1
-            s.behind_run = 0
-            s.gaps = 0
-            s.expected = s.gaps_end = (ns + 1) & MASK
-            s.forwarded_in_order += 1
-            c.forwarded_in_order += 1
-            self._emit(s, data, ns_offset, tag)
-            return FORWARDED_IN_ORDER
-        s.dropped_stale += 1
-        c.dropped_stale += 1
-        return DROPPED_STALE
-
     # --- output ------------------------------------------------------------------------------
 
     def _emit(self, s: Session, data: bytes, ns_offset: int, tag: object) -> None:
@@ -580,11 +544,13 @@ class ReorderEngine(SessionTable):
         else:
             gaps = s.gaps
             shift = (start - s.gaps_end) & MASK
-            if gaps and shift < window:
+            # In-order traffic moved `expected` a full turn or more past the last gap?
+            if gaps and gaps_behind(s) < window:
                 s.gaps = ((gaps << (shift + count)) | ((1 << count) - 1)) & self._all_given_up
             else:
                 s.gaps = (1 << count) - 1
         s.expected = s.gaps_end = (start + count) & MASK
+        s.gaps_at = s.forwarded_in_order + s.released
         s.skipped += count
         self.counters.skipped[reason] += count
 
@@ -660,6 +626,7 @@ class ReorderEngine(SessionTable):
         now = self._clock(now)
         for s in list(self.sessions()):
             self._release_all(s, now, reasons.SKIP_END)
+            self.age_gaps(s)  # what a snapshot saves is read without the session's counters
 
     def note_kernel_drops(self, now: float) -> None:
         """The adapter learnt that the kernel dropped datagrams on their way in (a full socket

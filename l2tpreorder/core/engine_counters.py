@@ -42,6 +42,7 @@ class EngineCounters:
         "dropped_stale",
         "forwarded_control",
         "forwarded_in_order",
+        "forwarded_late",
         "forwarded_malformed",
         "forwarded_out_of_order",
         "forwarded_unsequenced",
@@ -77,6 +78,7 @@ class EngineCounters:
         # Malformed datagrams passed on untouched (MalformedPolicy.PASS, in-path mode): counted
         # in rx_malformed and by reason like dropped ones, their outcome is forwarded.
         self.forwarded_malformed = 0
+        self.forwarded_late = 0  # given up, then delivered on arrival (reorder.late: deliver)
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
@@ -103,6 +105,7 @@ class EngineCounters:
         return (
             self.forwarded_in_order
             + self.forwarded_out_of_order
+            + self.forwarded_late
             + self.released
             + self.held_packets
             + self.dropped_duplicate
@@ -126,6 +129,7 @@ class EngineCounters:
             + self.forwarded_in_order
             + self.forwarded_out_of_order
             + self.forwarded_malformed
+            + self.forwarded_late
         )
 
     @property

@@ -69,14 +69,20 @@ class Outcome(IntEnum):
     FORWARDED_UNSEQUENCED = 1  # data without Ns, passed at once, untouched
     FORWARDED_IN_ORDER = 2  # data with the expected Ns, passed at once
     FORWARDED_OUT_OF_ORDER = 3  # timeout 0 ("no holding"): a late packet passed in arrival order
-    HELD = 4  # early data, held until the gap fills or its deadline (later counted as released)
-    DROPPED_DUPLICATE = 5  # its Ns was already delivered or is held
-    DROPPED_LATE = 6  # its Ns was already given up (skipped): the timeout may be too short
-    DROPPED_MALFORMED = 7  # not a usable L2TPv2 message; the reason is counted separately
+    # its Ns was given up and never delivered: passed at once with the session's next Ns
+    # (renumber, strip; `reorder.late`): a reordering of the payload, not a loss
+    FORWARDED_LATE = 4
+    HELD = 5  # early data, held until the gap fills or its deadline (later counted as released)
+    # The drops are DROPPED_DUPLICATE..DROPPED_STALE (adapters test that range; FORWARDED_MALFORMED
+    # came later and is not a drop).
+    DROPPED_DUPLICATE = 6  # its Ns was already delivered or is held
+    DROPPED_LATE = 7  # its Ns was already given up (skipped), and late: drop (or preserve mode)
+    DROPPED_MALFORMED = 8  # not a usable L2TPv2 message; the reason is counted separately
     # further behind the next expected Ns than the session's window (W = max(max_held, 64)):
     # whether it was delivered or given up is no longer known (e.g. a restarting peer's first
-    # packets before the resync, or a packet delayed by more than W)
-    DROPPED_STALE = 8
+    # packets before the resync, or a packet delayed by more than W, or beyond what a window
+    # grown by reload has tracked yet)
+    DROPPED_STALE = 9
     # not a usable L2TPv2 message, passed on untouched (MalformedPolicy.PASS: in-path mode, which
     # must do no harm to traffic it sits in the path of); counted by reason like a dropped one
-    FORWARDED_MALFORMED = 9
+    FORWARDED_MALFORMED = 10

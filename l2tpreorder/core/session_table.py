@@ -39,6 +39,8 @@ ACTIVE_FLOOR = 1.0
 # A held-packet dict that grew beyond this is replaced by a fresh one once empty: a dict never
 # gives back the table it grew for a burst.
 HELD_SHRINK = 16
+# Session.known_back when the whole window W is tracked (no reload has grown W lately).
+KNOWS_ALL = 1 << 62
 # Ends recorded between two `take_records()` (the debug lines read them once per tick); beyond
 # it they are only counted.
 END_LOG_KEPT = EVENTS_KEPT
@@ -60,13 +62,16 @@ class Session:
         "expected",
         "flow",
         "forwarded_in_order",
+        "forwarded_late",
         "forwarded_out_of_order",
         "gaps",
+        "gaps_at",
         "gaps_end",
         "gave_up_at",
         "held",
         "held_bytes",
         "held_peak",
+        "known_back",
         "last_active",
         "lru_seq",
         "max_displacement",
@@ -100,6 +105,8 @@ class Session:
         # Given-up Ns as a bitmap: bit i is Ns gaps_end-1-i (ReorderEngine._skip writes it).
         self.gaps = 0
         self.gaps_end = ns
+        self.gaps_at = 0  # forwarded_in_order + released when gaps_end was set (core/behind.py)
+        self.known_back = KNOWS_ALL  # see core/behind.py: W grew by reload
         self.behind_run = 0
         self.behind_next = -1
         self.behind_at = -1  # arrivals counted when the next far-behind packet continues a run
@@ -110,6 +117,7 @@ class Session:
         self.lru_seq = 0  # id of this session's live entry in the eviction heap
         self.forwarded_in_order = 0
         self.forwarded_out_of_order = 0
+        self.forwarded_late = 0
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
@@ -129,6 +137,7 @@ class Session:
         return (
             self.forwarded_in_order
             + self.forwarded_out_of_order
+            + self.forwarded_late
             + self.released
             + len(self.held)
             + self.dropped_duplicate
@@ -178,6 +187,9 @@ class SessionTable:
 
     def _clock(self, now: float) -> float:
         raise NotImplementedError  # ReorderEngine's
+
+    def age_gaps(self, s: Session) -> None:
+        raise NotImplementedError  # ReorderEngine's (core/behind.py)
 
     # --- creation ----------------------------------------------------------------------------
 
@@ -474,6 +486,7 @@ class SessionTable:
         # Every end is remembered, evictions too (even a session seen once may be real): the
         # memory is bounded by count (a flood pushes out its own entries) and purged by age.
         if remember:
+            self.age_gaps(s)  # the record is read without the session's counters
             ended = Ended(s.expected, s.out_ns, s.gaps, s.gaps_end, now, s.confirmed)
             self._memory.remember(s.flow, key, ended, idle=idle)
         else:

@@ -16,7 +16,8 @@ from l2tpreorder.core.views import DirectionView, Session
 
 # "reordered" everywhere (status, metrics, replay): arrived early, was held, was released in
 # order once its gap filled or was given up. Packets that arrived after a higher Ns and were
-# forwarded at once (the gap was already given up) count as `late` or `out of order`, not here.
+# forwarded at once (the gap was already given up) count as `late_delivered` (reorder.late),
+# `late` (dropped) or `out of order` (timeout 0), not here.
 
 
 def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
@@ -30,6 +31,7 @@ def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
         "held": len(s.held),
         "skipped": s.skipped,
         "late": s.dropped_late,
+        "late_delivered": s.forwarded_late,
         "duplicates": s.dropped_duplicate,
         "stale": s.dropped_stale,
         "timeout_ms": round(timeout * 1000, 3),

@@ -197,6 +197,8 @@ class DeliveryStats:
     delivered: int = 0
     dropped: int = 0
     out_of_order: int = 0
+    # Given up, then delivered when it came (l2tpreorder's reorder.late; every model drops it).
+    late_delivered: int = 0
     stalled_total: float = 0.0
     stalled_max: float = 0.0
     drop_reasons: dict[str, int] = field(default_factory=dict)
@@ -242,6 +244,7 @@ class DeliveryStats:
             "delivered": self.delivered,
             "dropped": self.dropped,
             "out_of_order": self.out_of_order,
+            "late_delivered": self.late_delivered,
             "stalled_total_s": round(self.stalled_total, 6),
             "stalled_max_s": round(self.stalled_max, 6),
             "drop_reasons": dict(sorted(self.drop_reasons.items())),

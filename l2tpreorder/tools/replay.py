@@ -147,7 +147,7 @@ class Replay:
                     if rep is not None and rep.compare:
                         stats = rep.compare[COMPARE_L2TPREORDER]
                         assert isinstance(stats, DeliveryStats)
-                        # the engine delivers out of order only with timeout 0, and counts it
+                        # the engine counts what it delivers out of order itself (timeout 0, late)
                         stats.on_delivered(None, now)
 
     def _write(self, ts: float, src: Endpoint, dst: Endpoint, data: bytes) -> None:
@@ -257,9 +257,14 @@ class Replay:
                     Outcome.DROPPED_STALE,
                 ):
                     stats.on_dropped(Outcome(outcome).name.lower())
-                if outcome == Outcome.FORWARDED_OUT_OF_ORDER:
+                if outcome in (Outcome.FORWARDED_OUT_OF_ORDER, Outcome.FORWARDED_LATE):
                     stats.out_of_order += 1
-                if outcome not in (Outcome.FORWARDED_IN_ORDER, Outcome.FORWARDED_OUT_OF_ORDER):
+                    stats.late_delivered += outcome == Outcome.FORWARDED_LATE
+                if outcome not in (
+                    Outcome.FORWARDED_IN_ORDER,
+                    Outcome.FORWARDED_OUT_OF_ORDER,
+                    Outcome.FORWARDED_LATE,
+                ):
                     self._drain(now)  # releases that this arrival triggered come first
                     stats.on_waiting(now)
                     return

@@ -75,6 +75,7 @@ class SessionReport:
         "engine_sessions",
         "first_ts",
         "forwarded_in_order",
+        "forwarded_late",
         "forwarded_out_of_order",
         "hold",
         "last_ns",
@@ -109,6 +110,7 @@ class SessionReport:
         self.engine_sessions: list[Session] = []
         self.forwarded_in_order = 0
         self.forwarded_out_of_order = 0
+        self.forwarded_late = 0  # its Ns given up, then delivered with the next Ns (reorder.late)
         self.released = 0
         self.dropped_duplicate = 0
         self.dropped_late = 0
@@ -171,7 +173,8 @@ class SessionReport:
             },
             "learned_timeout_ms": ms(self.learned_timeout),
             "skipped_ns": self.skipped,
-            "late": self.dropped_late,
+            "late": self.dropped_late,  # dropped: late packets delivered are late_delivered
+            "late_delivered": self.forwarded_late,
             "duplicate": self.dropped_duplicate,
             "stale": self.dropped_stale,
             "forwarded_out_of_order": self.forwarded_out_of_order,
@@ -277,7 +280,7 @@ def _session_rows(r: ReplayResult) -> list[str]:
     head = (
         f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
         f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
-        f"{'skipped':>7} {'late':>5} {'dup':>5} {'timeout ms':>10}"
+        f"{'skipped':>7} {'late sent':>9} {'late drop':>9} {'dup':>5} {'timeout ms':>10}"
     )
     lines.append(head)
     lines.append("-" * len(head))
@@ -293,11 +296,16 @@ def _session_rows(r: ReplayResult) -> list[str]:
         if s.sequenced:
             seq_cols = (
                 f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.max_displacement:>8} "
-                f"{hold:>20} {s.skipped:>7,} {s.dropped_late:>5,} {s.dropped_duplicate:>5,} "
+                f"{hold:>20} {s.skipped:>7,} {s.forwarded_late:>9,} {s.dropped_late:>9,} "
+                f"{s.dropped_duplicate:>5,} "
                 f"{_timeout_col(s, e):>10}"
             )
         else:  # nothing to reorder: the engine passes unsequenced data straight through
-            seq_cols = f"{'-':>8} {'-':>9} {'-':>8} {'-':>20} {'-':>7} {'-':>5} {'-':>5} {'-':>10}"
+            dash = "-"
+            seq_cols = (
+                f"{dash:>8} {dash:>9} {dash:>8} {dash:>20} {dash:>7} {dash:>9} {dash:>9} "
+                f"{dash:>5} {dash:>10}"
+            )
         lines.append(
             f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
             f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
@@ -374,6 +382,7 @@ def format_compare(r: ReplayResult) -> str:
         ("delivered", lambda d: f"{d.delivered:,}"),
         ("dropped", lambda d: f"{d.dropped:,}"),
         ("out of order", lambda d: f"{d.out_of_order:,}"),
+        ("late, delivered", lambda d: f"{d.late_delivered:,}"),
         ("stalled total s", lambda d: f"{d.stalled_total:.3f}"),
         ("longest stall s", lambda d: f"{d.stalled_max:.3f}"),
     ]
@@ -387,6 +396,7 @@ def format_compare(r: ReplayResult) -> str:
             t.delivered += d.delivered
             t.dropped += d.dropped
             t.out_of_order += d.out_of_order
+            t.late_delivered += d.late_delivered
             t.stalled_total += d.stalled_total
             t.stalled_max = max(t.stalled_max, d.stalled_max)
         for i, (title, fmt) in enumerate(rows):

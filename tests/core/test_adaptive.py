@@ -96,7 +96,7 @@ def test_a_late_arrival_grows_the_timeout_and_it_stays_grown_for_a_while() -> No
     # Ns `ns` is 8 ms late: its gap is given up after 2 ms, then it arrives: late.
     e.receive(data(ns + 1), FLOW, t)
     run_to(e, t + 0.008)
-    assert e.receive(data(ns), FLOW, t + 0.008) == reasons.Outcome.DROPPED_LATE
+    assert e.receive(data(ns), FLOW, t + 0.008) == reasons.Outcome.FORWARDED_LATE  # delivered
     assert e.counters.adaptive_grows == 1
     grown = session(e).timeout
     assert grown >= 0.008 * adaptive.MULTIPLIER - 1e-12  # at least what that packet needed
@@ -244,7 +244,7 @@ def test_adaptive_mode_keeps_every_invariant_and_the_timeout_in_its_bounds(
 
 def test_the_pipeline_adapters_drive_adapts_too_and_tags_travel() -> None:
     """The relay and the in-path adapter (NFQUEUE ids as tags) drive a Pipeline: adaptive mode
-    lives in the engine, so it works there, and a late drop never reaches take_output()."""
+    lives in the engine, so it works there, and a late packet leaves with its own tag."""
     p = Pipeline(ADAPTIVE)
     e = p.engine
     p.from_lac(data(0), FLOW, 0.0, "id0")
@@ -255,6 +255,7 @@ def test_the_pipeline_adapters_drive_adapts_too_and_tags_travel() -> None:
     assert p.next_deadline() == pytest.approx(t + FLOOR)  # the learnt timeout, not the cap
     p.expire(t + FLOOR)
     assert [(o.tag, ident_of(o.data)) for o in p.take_output()] == [("behind", ns + 1)]
-    assert p.from_lac(data(ns), FLOW, t + 0.008, "late") == reasons.Outcome.DROPPED_LATE
-    assert p.take_output() == [] and e.counters.adaptive_grows == 1
+    assert p.from_lac(data(ns), FLOW, t + 0.008, "late") == reasons.Outcome.FORWARDED_LATE
+    assert [(o.tag, ident_of(o.data)) for o in p.take_output()] == [("late", ns)]
+    assert e.counters.adaptive_grows == 1
     check_invariants(e)

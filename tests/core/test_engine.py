@@ -6,7 +6,7 @@ import pytest
 
 from l2tpreorder import wire
 from l2tpreorder.core import fastpath, reasons
-from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
+from l2tpreorder.core.engine import EngineConfig, Late, ReorderEngine, Sequencing
 from l2tpreorder.core.reasons import Outcome
 from tests.engine_helpers import (
     FLOW,
@@ -74,7 +74,7 @@ def test_expiry_releases_up_to_the_expired_packet_and_keeps_waiting_for_the_rest
 
 
 def test_late_packet_after_timeout_is_dropped_as_late_then_duplicate() -> None:
-    e = engine(reorder_timeout=0.01)
+    e = engine(reorder_timeout=0.01, late=Late.DROP)
     e.receive(data(100), FLOW, 0.0)
     e.receive(data(102), FLOW, 0.0)
     e.expire(1.0)  # 101 given up
@@ -263,15 +263,22 @@ def test_duplicates_just_behind_never_trigger_a_resync() -> None:
     assert e.counters.resyncs == 0
 
 
-def test_packet_behind_the_session_start_is_late_not_delivered() -> None:
+def test_packet_behind_the_session_start_is_late_not_a_duplicate() -> None:
     """The session's first packet overtook its predecessor: the predecessor was never
-    delivered, and cannot be now (the LNS saw the later Ns first), so it is `late`, not a
-    duplicate; with timeout 0 it goes out in arrival order. A second copy is a duplicate."""
-    e = engine(reorder_timeout=0.1)
+    delivered, so it is `late`, not a duplicate: dropped (late: drop), or delivered now with the
+    next Ns (renumber's default); with timeout 0 it goes out in arrival order. A second copy is a
+    duplicate."""
+    e = engine(reorder_timeout=0.1, late=Late.DROP)
     e.receive(data(32), FLOW, 0.0)  # the session starts here
     assert e.receive(data(31), FLOW, 0.001) == Outcome.DROPPED_LATE
     assert e.receive(data(31), FLOW, 0.002) == Outcome.DROPPED_DUPLICATE
     assert [ident_of(d) for _, d in drain(e)] == [32]
+    ed = engine(reorder_timeout=0.1)
+    ed.receive(data(32), FLOW, 0.0)
+    assert ed.receive(data(31), FLOW, 0.001) == Outcome.FORWARDED_LATE
+    assert ed.receive(data(31), FLOW, 0.002) == Outcome.DROPPED_DUPLICATE
+    assert [(ident_of(d), ns_of(d)) for _, d in drain(ed)] == [(32, 32), (31, 33)]
+    check_invariants(ed)
     e0 = engine(reorder_timeout=0.0)
     e0.receive(data(32), FLOW, 0.0)
     assert e0.receive(data(31), FLOW, 0.001) == Outcome.FORWARDED_OUT_OF_ORDER

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from l2tpreorder import wire
 from l2tpreorder.core import reasons
-from l2tpreorder.core.engine import ReorderEngine
+from l2tpreorder.core.engine import Late, ReorderEngine
 from l2tpreorder.core.reasons import Outcome
 from tests.engine_helpers import (
     FLOW,
@@ -51,11 +51,12 @@ def test_1a_late_predecessor_of_a_packet_flushed_by_the_cdn_is_late_and_causes_n
     in_order(e, 100, 109)
     assert e.receive(data(111), FLOW, 0.01) == Outcome.HELD
     e.receive(cdn(), FLOW, 0.02)  # flushes 111 (110 given up), ends our view of the session
-    assert e.receive(data(110), FLOW, 0.03) == Outcome.DROPPED_LATE
+    assert e.receive(data(110), FLOW, 0.03) == Outcome.FORWARDED_LATE  # delivered, next Ns
+    assert e.receive(data(110), FLOW, 0.035) == Outcome.DROPPED_DUPLICATE
     assert e.receive(data(112), FLOW, 0.04) == Outcome.FORWARDED_IN_ORDER  # no wait
     view = lns_view(e)
-    assert [lac for lac, _ in view] == [*range(100, 110), 111, 112]
-    assert [lns for _, lns in view] == list(range(100, 112))  # contiguous
+    assert [lac for lac, _ in view] == [*range(100, 110), 111, 110, 112]
+    assert [lns for _, lns in view] == list(range(100, 113))  # contiguous
     assert e.counters.sessions_continued == 1 and e.next_deadline() is None
     check_invariants(e)
 
@@ -98,12 +99,12 @@ def test_1d_eviction_at_the_cap_with_a_packet_in_flight() -> None:
     in_order(e, 100, 109)
     e.receive(data(111), FLOW, 0.01)  # held
     e.receive(data(0, tunnel=1, session=1), "other", 0.02)  # evicts ours (flushes 111)
-    assert e.receive(data(110), FLOW, 0.03) == Outcome.DROPPED_LATE
+    assert e.receive(data(110), FLOW, 0.03) == Outcome.FORWARDED_LATE
     assert e.receive(data(111), FLOW, 0.04) == Outcome.DROPPED_DUPLICATE
     assert e.receive(data(112), FLOW, 0.05) == Outcome.FORWARDED_IN_ORDER
     view = [v for v in lns_view(e) if v[0] >= 100]
-    assert [lns for _, lns in view] == list(range(100, 112))
-    assert [lac for lac, _ in view] == [*range(100, 110), 111, 112]
+    assert [lns for _, lns in view] == list(range(100, 113))
+    assert [lac for lac, _ in view] == [*range(100, 110), 111, 110, 112]
     check_invariants(e)
 
 
@@ -115,9 +116,9 @@ def test_idle_expiry_forgets_the_session_but_not_its_numbering() -> None:
     assert e.next_idle_deadline() == 60.0
     e.expire(60.0)
     assert e.session(FLOW, TUNNEL, SESSION) is None and e.counters.sessions_idle_expired == 1
-    assert e.receive(data(110), FLOW, 900.0) == Outcome.DROPPED_LATE  # 15 min later: still known
+    assert e.receive(data(110), FLOW, 900.0) == Outcome.FORWARDED_LATE  # 15 min: still known
     assert e.receive(data(112), FLOW, 900.0) == Outcome.FORWARDED_IN_ORDER
-    assert [lns for _, lns in lns_view(e)] == list(range(100, 112))
+    assert [lns for _, lns in lns_view(e)] == list(range(100, 113))
 
 
 def test_2_a_new_call_set_up_by_the_control_channel_starts_afresh() -> None:
@@ -199,7 +200,7 @@ def test_4_timeout_0_forwards_a_packet_overtaken_by_many_gap_openers() -> None:
 
 
 def test_4_with_a_timeout_a_packet_overtaken_by_many_gaps_is_late() -> None:
-    e = engine(reorder_timeout=0.01)
+    e = engine(reorder_timeout=0.01, late=Late.DROP)
     e.receive(data(0), FLOW, 0.0)
     t = 0.0
     for ns in range(2, 82, 2):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from l2tpreorder.core import reasons
 from l2tpreorder.core.engine import KERNEL_DROP_GRACE, EngineConfig, ReorderEngine
-from tests.engine_helpers import FLOW, check_invariants, data, drain, ident_of
+from l2tpreorder.core.reasons import Outcome
+from tests.engine_helpers import FLOW, check_invariants, data, drain, ident_of, ns_of
 
 TIMEOUT = 1.0
 
@@ -27,9 +28,11 @@ def test_gap_after_reported_drops_is_given_up_at_once() -> None:
     assert e.next_deadline() is None
     assert e.counters.skipped[reasons.SKIP_SOCKET_DROP] == 1
     assert e.counters.skipped[reasons.SKIP_TIMEOUT] == 0
-    # The price: had Ns 2 only been swapped, it now comes too late.
-    e.receive(data(2), FLOW, 11.0)
-    assert e.counters.dropped_late == 1
+    # Had Ns 2 only been swapped, it now comes late: delivered with the next Ns (renumber's
+    # reorder.late default), the price a reordering, not a loss.
+    assert e.receive(data(2), FLOW, 11.0) == Outcome.FORWARDED_LATE
+    assert [(ident_of(d), ns_of(d)) for _, d in drain(e)] == [(2, 4)]  # LNS: 1 2 3 4
+    assert e.counters.forwarded_late == 1 and e.counters.dropped_late == 0
     check_invariants(e)
 
 

@@ -9,7 +9,7 @@ from l2tpreorder import wire
 from l2tpreorder.core import engine as engine_module
 from l2tpreorder.core import events, reasons
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
-from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.core.engine import EngineConfig, Late
 from l2tpreorder.core.events import Dropped, HoldSample, Malformed, Missed, SessionEnded
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.core.reasons import Outcome
@@ -33,7 +33,8 @@ def test_nothing_is_recorded_and_nothing_is_wrapped_while_off() -> None:
 
 
 def test_debug_events_name_each_drop_end_and_malformed_datagram() -> None:
-    p = Pipeline(EngineConfig(reorder_timeout=1.0, max_held_per_session=64))
+    # late: drop, so that a late packet is a drop event (delivered, it is no drop: see below)
+    p = Pipeline(EngineConfig(reorder_timeout=1.0, max_held_per_session=64, late=Late.DROP))
     p.record_events(debug=True)
     assert p.from_lac != p.engine.receive
     p.from_lac(data(100), FLOW, 0.0)
@@ -126,3 +127,15 @@ def test_hold_samples_are_bounded_and_what_did_not_fit_is_said(
         Missed(LAC_TO_LNS, "hold", 3),
     ]
     assert p.counters.released == 5
+
+
+def test_a_late_packet_delivered_is_no_drop_event() -> None:
+    """reorder.late: deliver (the default in renumber mode): the late packet goes on, so the
+    debug lines must not call it dropped."""
+    p = Pipeline(EngineConfig(reorder_timeout=1.0))
+    p.record_events(debug=True)
+    p.from_lac(data(100), FLOW, 0.0)
+    p.from_lac(data(103), FLOW, 0.2)  # held: 101, 102 missing
+    p.expire(1.2)  # given up
+    assert p.from_lac(data(101), FLOW, 1.3) == Outcome.FORWARDED_LATE
+    assert p.take_events() == []

@@ -34,6 +34,7 @@ def counted(c: EngineCounters) -> dict[Outcome, int]:
         Outcome.FORWARDED_UNSEQUENCED: c.forwarded_unsequenced,
         Outcome.FORWARDED_IN_ORDER: c.forwarded_in_order,
         Outcome.FORWARDED_OUT_OF_ORDER: c.forwarded_out_of_order,
+        Outcome.FORWARDED_LATE: c.forwarded_late,
         Outcome.HELD: c.released + c.held_packets,
         Outcome.DROPPED_DUPLICATE: c.dropped_duplicate,
         Outcome.DROPPED_LATE: c.dropped_late,

@@ -41,6 +41,7 @@ def test_enough_panels_and_nothing_to_fill_in_on_import() -> None:
         ("l2tpreorder_dropped_packets_total", "drops by reason"),
         ("l2tpreorder_skipped_sequence_numbers_total", "skipped Ns"),
         ('reason="late"', "late drops"),
+        ('kind="data_late"', "late deliveries (reorder.late)"),
         ("histogram_quantile(0.99, sum by (direction, le) (rate(l2tpreorder_hold_time", "hold p99"),
         ("l2tpreorder_reorder_timeout_seconds", "timeout next to hold time"),
         ("l2tpreorder_session_held_packets_limit", "held packets vs cap"),

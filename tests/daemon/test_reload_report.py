@@ -98,7 +98,7 @@ def test_every_listed_setting_is_reported_when_it_changes() -> None:
         "relay.peer_idle_timeout_ms": 61000, "relay.upstream_bind": "127.0.0.1",
         "relay.socket_buffer_bytes": 8192, "relay.udp_gso": True, "inpath.queues": "2-3",
         "inpath.queue_maxlen": 5, "reorder.timeout_ms": 5, "reorder.adaptive": True,
-        "reorder.min_timeout_ms": 1, "reorder.sequencing": "preserve",
+        "reorder.min_timeout_ms": 1, "reorder.sequencing": "preserve", "reorder.late": "drop",
         "reorder.max_held_per_session": 3, "reorder.max_held_bytes": 5, "reorder.resync_after": 3,
         "reorder.max_sessions": 5, "reorder.session_idle_timeout_ms": 5,
         "reorder.lns_to_lac": True, "logging.level": "debug",

@@ -12,7 +12,7 @@ from l2tpreorder.commands.status import format_table
 def answer() -> dict[str, Any]:
     session = {
         "tunnel_id": 7, "session_id": 9, "packets": 2, "reordered": 0, "held": 1, "skipped": 0,
-        "late": 0, "duplicates": 0, "timeout_ms": 300.0, "confirmed": False,
+        "late": 0, "late_delivered": 1, "duplicates": 0, "timeout_ms": 300.0, "confirmed": False,
         "last_seen_s": 0.5, "queue": 4,
     }  # fmt: skip
     return {

@@ -83,6 +83,8 @@ class Scenario:
     restart_relay_after: int | None = None
     # In-path mode instead: xl2tpd keeps 1701, an iptables INPUT rule queues to l2tpreorder.
     inpath: bool = False
+    # More `reorder:` settings for the daemon in either mode, e.g. "adaptive: true".
+    reorder_yaml: str = ""
 
     @property
     def impair_range(self) -> tuple[int, int]:
@@ -301,6 +303,8 @@ class Lab:
         # Its own control socket: the default one (/run/l2tpreorder) is one per host, and the
         # namespaces share the file system with parallel runs.
         relay_yaml = f"control_socket: {w / 'control.sock'}\n"
+        if sc.reorder_yaml:
+            relay_yaml += f"reorder: {{{sc.reorder_yaml}}}\n"
         if sc.restart_relay_after is not None:
             relay_yaml += f"state_file: {w / 'relay-state.json'}\nmetrics: {{enabled: false}}\n"
         (w / "relay.yaml").write_text(relay_yaml)
@@ -388,7 +392,8 @@ class Lab:
         """The iptables INPUT rule (removed again by `stop_processes`) and the daemon."""
         (w / "inpath.yaml").write_text(
             f"mode: inpath\ninpath: {{queue: {INPATH_QUEUE}}}\nmetrics: {{enabled: false}}\n"
-            f"reorder: {{timeout_ms: {sc.relay_timeout_ms}}}\n"
+            f"reorder: {{timeout_ms: {sc.relay_timeout_ms}"
+            f"{', ' + sc.reorder_yaml if sc.reorder_yaml else ''}}}\n"
             f"control_socket: {w / 'control.sock'}\n"
         )
         subprocess.run(["ip", "netns", "exec", self.ns["lns"], *INPATH_RULE.replace(

@@ -16,7 +16,7 @@ import pytest
 
 from l2tpreorder import cli
 from l2tpreorder.config import format_address
-from l2tpreorder.core.engine import EngineConfig, Sequencing
+from l2tpreorder.core.engine import EngineConfig, Late, Sequencing
 from l2tpreorder.core.fastpath import parse_header
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.capture import CaptureReader, UdpDatagram
@@ -287,6 +287,46 @@ def test_compare_reproduces_the_known_numbers(tmp_path: Path) -> None:
     assert cmp[COMPARE_XL2TPD]["stalled_max_s"] >= 0.9
     assert cmp[COMPARE_L2TPREORDER]["delivered"] == 198
     assert cmp[COMPARE_L2TPREORDER]["stalled_max_s"] == pytest.approx(0.1, abs=0.011)
+
+
+def late_stream(path: Path, n: int, late: int, by: int) -> Path:
+    """n sequenced data messages 10 ms apart; Ns `late` arrives `by` slots (x 10 ms) late."""
+    orders = [i for i in range(n) if i != late]
+    orders.insert(orders.index(late + by) + 1, late)
+    frames = []
+    for k, order in enumerate(orders):
+        payload = g.l2tp_data(5, 6, b"\xff\x03\x00\x21" + order.to_bytes(4, "big"), ns=order)
+        frames.append((T0 + k * 0.01, g.eth(g.udp_ip(LAC, LNS, payload, 1701, 1701))))
+    return g.write_pcap(path, frames, g.ETHERNET)
+
+
+def test_compare_shows_late_packets_delivered_by_us_and_dropped_by_the_lns_models(
+    tmp_path: Path,
+) -> None:
+    """Issue 22: a 20 ms timeout where one packet comes 50 ms late. Its gap is given up; when it
+    comes, we deliver it with the next Ns (renumber's reorder.late default); the kernel and xl2tpd
+    models, which is what the LNS does without us, drop it."""
+    path = late_stream(tmp_path / "late.pcap", 100, late=50, by=5)
+    r = replay(str(path), ReplayOptions(compare=True, engine=EngineConfig(reorder_timeout=0.02)))
+    (session,) = result_as_dict(r)["sessions"]
+    cmp = session["compare"]
+    ours = cmp[COMPARE_L2TPREORDER]
+    assert (ours["delivered"], ours["dropped"], ours["late_delivered"]) == (100, 0, 1)
+    assert session["late_delivered"] == 1 and session["late"] == 0 and session["skipped_ns"] == 1
+    for model in (COMPARE_KERNEL0, COMPARE_XL2TPD):
+        assert cmp[model]["delivered"] < 100 and cmp[model]["dropped"] >= 1, (model, cmp[model])
+        assert cmp[model]["late_delivered"] == 0
+    # late: drop (what every LNS model does) loses it here too
+    dropped = replay(
+        str(path),
+        ReplayOptions(compare=True, engine=EngineConfig(reorder_timeout=0.02, late=Late.DROP)),
+    )
+    ours = result_as_dict(dropped)["sessions"][0]["compare"][COMPARE_L2TPREORDER]
+    assert (ours["delivered"], ours["dropped"], ours["late_delivered"]) == (99, 1, 0)
+    code, text = run_cli("replay", "pcap", str(path), "--compare", "--timeout", "20")
+    assert code == 0
+    row = next(line for line in text.splitlines() if "late, delivered" in line)
+    assert row.split()[-3:] == ["1", "0", "0"]  # l2tpreorder, kernel reorderto=0, xl2tpd
 
 
 def test_sequencing_modes_in_the_output(tmp_path: Path) -> None:
