@@ -124,7 +124,7 @@ class Config:
     upstream_bind: str | None = None
     socket_buffer_bytes: int = 4 * 1024 * 1024
     udp_gso: bool = False  # send runs to the LNS as UDP GSO super-datagrams (see README)
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(**ENGINE_DEFAULTS))
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
     drop_report_interval: float = 10.0
@@ -395,6 +395,8 @@ def _sequencing(key: str, value: object) -> Sequencing:
 
 
 LATE = tuple(x.value for x in Late)
+# The file's defaults where they differ from EngineConfig()'s (issue 22, docs/adaptive.md).
+ENGINE_DEFAULTS: dict[str, Any] = {"adaptive": True}
 
 
 def _show_optional(value: object) -> str:
@@ -571,7 +573,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     config = replace(
         Config(),
         **parsed[""],
-        engine=EngineConfig(**parsed["engine"]),
+        engine=EngineConfig(**{**ENGINE_DEFAULTS, **parsed["engine"]}),
         metrics=MetricsConfig(**parsed["metrics"]),
     )
     _check_lns("lns", top.get("lns", format_address(config.lns)), config)

@@ -22,11 +22,16 @@ from l2tpreorder.core.engine import Late
 ISSUE_EXAMPLE = "reorder: {adaptive: true, timeout_ms: 100}\n"
 
 
-def test_defaults_are_a_fixed_timeout_with_a_2_ms_floor_ready() -> None:
+def test_defaults_are_adaptive_between_2_and_100_ms() -> None:
+    """Issue 22: adaptive on by default in the file (and so in `run` and `replay`), now that a
+    packet whose timeout was too short is delivered late instead of lost; EngineConfig() itself
+    keeps the fixed timeout (the engine's unit tests are written against it)."""
     e = Config().engine
-    assert (e.adaptive, e.min_timeout, e.reorder_timeout) == (False, 0.002, 0.1)
+    assert (e.adaptive, e.min_timeout, e.reorder_timeout) == (True, 0.002, 0.1)
+    assert config_from_dict(None).engine == e == config_from_dict({"reorder": {}}).engine
+    assert config_from_dict({"reorder": {"adaptive": False}}).engine.adaptive is False
     shown = dict(effective(Config()))
-    assert (shown["reorder.adaptive"], shown["reorder.min_timeout_ms"]) == ("false", "2")
+    assert (shown["reorder.adaptive"], shown["reorder.min_timeout_ms"]) == ("true", "2")
     assert notes(Config()) == []
 
 
