@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.integration.impair_proxy import frame_number
 from tests.integration.xl2tpd_lab import Lab, LabError, Outcome, Scenario
 
 FRAMES = 1000
@@ -42,16 +43,23 @@ MODES = ("relay", "inpath")
 
 
 def judge(o: Outcome) -> dict[str, Any]:
-    """Lost (not dropped by the proxy, never received), out of order, duplicated at the LNS."""
+    """Lost (not dropped by the proxy, never received), out of order, duplicated at the LNS.
+
+    Relay mode: the capture in the LNS namespace shows what reached xl2tpd's port, so a lost
+    frame found there was lost behind the relay (xl2tpd's socket or its pppd: the lab's notes
+    name the overflow), not by it. In-path mode tcpdump sees packets before NFQUEUE: no split."""
     dropped = o.frames_of("dropped")
     got = set(o.received)
     lost = sorted(set(range(o.scenario.frames)) - dropped - got)
+    reached = {frame_number(c.datagram) for c in o.captured_data} if o.scenario.relay else set()
+    by_relay = [f for f in lost if f not in reached] if o.scenario.relay else lost
     late = highest = 0
     for f in o.received:
         late += f < highest
         highest = max(highest, f)
     return {
         "lost": lost,
+        "lost_before_lns_port": by_relay,
         "out_of_order": late,
         "duplicates": len(o.received) - len(got),
         "notes": o.notes,
@@ -80,7 +88,8 @@ def run_one(lab: Lab, name: str, mode: str, i: int, reorder: str) -> dict[str, A
 def summary(results: list[dict[str, Any]]) -> str:
     lines = [
         f"{'scenario':<11} {'mode':<7} {'runs':>4} {'errors':>6} {'runs w/ loss':>12} "
-        f"{'frames lost':>11} {'out of order':>12} {'dup at LNS':>10} {'lab notes':>9}"
+        f"{'frames lost':>11} {'of them at relay':>16} {'out of order':>12} {'dup at LNS':>10} "
+        f"{'lab notes':>9}"
     ]
     keys = sorted({(r["scenario"], r["mode"]) for r in results}, key=lambda k: (k[1], k[0]))
     for name, mode in keys:
@@ -89,6 +98,7 @@ def summary(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{name:<11} {mode:<7} {len(rs):>4} {len(rs) - len(ok):>6} "
             f"{sum(1 for r in ok if r['lost']):>12} {sum(len(r['lost']) for r in ok):>11} "
+            f"{sum(len(r.get('lost_before_lns_port', r['lost'])) for r in ok):>16} "
             f"{sum(r['out_of_order'] for r in ok):>12} {sum(r['duplicates'] for r in ok):>10} "
             f"{sum(1 for r in ok if r['notes']):>9}"
         )

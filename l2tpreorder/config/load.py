@@ -20,6 +20,7 @@ import yaml
 
 from l2tpreorder.config.errors import ConfigError, ConfigErrors, YamlSyntaxError, raise_all
 from l2tpreorder.config.model import (
+    ENGINE_DEFAULTS,
     Config,
     MetricsConfig,
     check_late,
@@ -160,7 +161,7 @@ def _config_from_dict(data: object, source: str | None) -> Config:
     config = replace(
         Config(),
         **parsed[""],
-        engine=EngineConfig(**parsed["engine"]),
+        engine=EngineConfig(**{**ENGINE_DEFAULTS, **parsed["engine"]}),
         metrics=MetricsConfig(**parsed["metrics"]),
         warnings=tuple(warnings),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from l2tpreorder.config.errors import ConfigError
 from l2tpreorder.config.values import (
@@ -28,6 +29,11 @@ MODES = ("relay", "inpath")
 # only idle when it has been quiet for longer than that, or a live tunnel would lose its port.
 HELLO_INTERVAL_S = 60.0
 
+
+
+# The file's defaults where they differ from EngineConfig()'s (issue 22, docs/adaptive.md):
+# the engine's own default stays the fixed timeout its unit tests are written against.
+ENGINE_DEFAULTS: dict[str, Any] = {"adaptive": True}
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
@@ -81,7 +87,7 @@ class Config:
     socket_buffer_bytes: int = 4 * 1024 * 1024
     udp_gso: bool = False  # send runs to the LNS as UDP GSO super-datagrams (see README)
     # both modes
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(**ENGINE_DEFAULTS))
     reorder_lns_to_lac: bool = False
     log_level: str = "info"
     drop_report_interval: float = 10.0

@@ -97,7 +97,7 @@ def test_every_listed_setting_is_reported_when_it_changes() -> None:
         "relay.allow": ["192.0.2.0/24"], "relay.max_peers": 3,
         "relay.peer_idle_timeout_ms": 61000, "relay.upstream_bind": "127.0.0.1",
         "relay.socket_buffer_bytes": 8192, "relay.udp_gso": True, "inpath.queues": "2-3",
-        "inpath.queue_maxlen": 5, "reorder.timeout_ms": 5, "reorder.adaptive": True,
+        "inpath.queue_maxlen": 5, "reorder.timeout_ms": 5, "reorder.adaptive": False,
         "reorder.min_timeout_ms": 1, "reorder.sequencing": "preserve", "reorder.late": "drop",
         "reorder.max_held_per_session": 3, "reorder.max_held_bytes": 5, "reorder.resync_after": 3,
         "reorder.max_sessions": 5, "reorder.session_idle_timeout_ms": 5,

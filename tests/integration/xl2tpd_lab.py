@@ -83,8 +83,10 @@ class Scenario:
     restart_relay_after: int | None = None
     # In-path mode instead: xl2tpd keeps 1701, an iptables INPUT rule queues to l2tpreorder.
     inpath: bool = False
-    # More `reorder:` settings for the daemon in either mode, e.g. "adaptive: true".
-    reorder_yaml: str = ""
+    # `reorder:` settings for the daemon in either mode. The tests assert in-order delivery, which
+    # a fixed timeout promises (adaptive, the default, may deliver a late frame out of order:
+    # bench/adaptive_lab.py measures that).
+    reorder_yaml: str = "adaptive: false"
 
     @property
     def impair_range(self) -> tuple[int, int]:

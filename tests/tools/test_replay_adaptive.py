@@ -48,7 +48,7 @@ def test_replay_reports_learnt_timeouts_and_hold_times(tmp_path: Path) -> None:
     assert "adaptive reorder timeout 2..100 ms" in table
     assert any(line.endswith("timeout ms") for line in table.splitlines())
     fixed = tmp_path / "f.yaml"
-    fixed.write_text("reorder: {timeout_ms: 100}\n")
+    fixed.write_text("reorder: {timeout_ms: 100, adaptive: false}\n")  # adaptive is the default
     code, text, err = run_cli("replay", "pcap", str(pcap), "--config", str(fixed), "--json")
     assert code == 0, err
     assert all(s["learned_timeout_ms"] is None for s in json.loads(text)["sessions"])
