@@ -41,9 +41,11 @@ PY = sys.executable
 BASELINE_CMD = (
     "{python} -m bench.baseline_forwarder --listen {listen} --target {lns} --rcvbuf {rcvbuf}"
 )
+# A fixed timeout (--adaptive false): the release-lateness step measures against timeout_ms, and
+# runs stay comparable with those from before the adaptive default (issue 22).
 DAEMON_CMD = (
     "{python} -m l2tpreorder run --listen {listen} --lns {lns} --timeout {timeout_ms} "
-    "--socket-buffer {rcvbuf}"
+    "--adaptive false --socket-buffer {rcvbuf}"
 )
 
 

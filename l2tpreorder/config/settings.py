@@ -242,7 +242,12 @@ SETTINGS: tuple[Setting, ...] = (
         flag=Flag("--timeout", "reorder timeout in milliseconds", "MS", float),
         override="timeout_ms",
     ),
-    _boolean("reorder.adaptive", "engine.adaptive"),
+    replace(
+        _boolean("reorder.adaptive", "engine.adaptive"),
+        flag=Flag("--adaptive", "adaptive per-session timeout", choices=("true", "false")),
+        override="adaptive",
+        parse_flag=lambda k, v: check_bool(k, v == "true"),
+    ),
     _engine_millis("reorder.min_timeout_ms", "min_timeout"),
     Setting(
         "reorder.sequencing",

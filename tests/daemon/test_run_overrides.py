@@ -27,7 +27,7 @@ def test_every_override_flag_survives_the_round_trip() -> None:
         "--config", "/etc/x.yaml", "--listen", "192.0.2.1:1701", "--listen", "[2001:db8::1]:1701",
         "--lns", "127.0.0.1:1702", "--timeout", "12.5", "--log-level", "debug",
         "--socket-buffer", "4194304", "--udp-gso", "--inpath-worker", "3",
-        "--sequencing", "strip", "--max-held", "9",
+        "--sequencing", "strip", "--max-held", "9", "--adaptive", "false",
     ]  # fmt: skip
     args = parser().parse_args(argv)
     again = parser().parse_args(override_argv(args))
@@ -42,8 +42,10 @@ def test_every_override_flag_survives_the_round_trip() -> None:
 def test_flags_reach_the_config_in_program_units() -> None:
     args = parser().parse_args(
         ["--timeout", "12.5", "--max-held", "9", "--sequencing", "strip", "--udp-gso"]
+        + ["--adaptive", "false"]
     )
     config = load_from_args(args)
+    assert config.engine.adaptive is False  # the file's default is true (issue 22)
     assert config.engine.reorder_timeout == 0.0125
     assert config.engine.max_held_per_session == 9
     assert config.engine.sequencing.value == "strip"
