@@ -67,6 +67,8 @@ def swapped(n: int, seed: int = 1) -> list[int]:
 def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: Path) -> None:
     daemon = InPathDaemon(ns, tmp_path, QUEUE)
     daemon.start()
+    # inpath.allow left at its default: the start-up warning relay mode gives for its allow
+    assert "`inpath.allow` accepts every source" in daemon.log.read_text()
     lns = ns.udp(*LNS)
     lac = ns.udp("127.0.0.2", 40001)
     order = swapped(400)
