@@ -121,13 +121,14 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
 
 
 def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
-    """L2TPv2 version bits but a malformed header (Length beyond the datagram): accepted
+    """L2TPv2 version bits but a malformed header (Length below its header): accepted
     untouched, counted once by the engine of its direction as malformed and forwarded (the
     pipeline's MalformedPolicy.PASS), never as a drop: exactly one counted outcome per
-    datagram, and no adapter count of its own."""
+    datagram, and no adapter count of its own. (With a readable Ns in renumber mode it is
+    dropped instead: tests/core/test_length_rule.py, and the last test here.)"""
     inpath = InPath(inpath_pipeline(EngineConfig(), reorder_from_lns=True), 0)
     good = wire.build_data(7, 9, b"xyz", ns=5)
-    bad = bytearray(good)
+    bad = bytearray(wire.build_data(7, 9, b"xyz"))  # no Ns
     bad[0] |= 0x40  # L bit: a Length field now lies where the tunnel id was
     packets = [
         (1, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", bytes(bad)), False),
@@ -295,3 +296,24 @@ def test_sources_outside_allow_pass_untouched_and_make_no_session() -> None:
     inpath.set_allow(None)
     inpath.handle([(12, NF_INET_LOCAL_IN, packet(0, "198.18.0.1"), 0)], 0.3)
     assert c.not_allowed == 6 and inpath.allow is None
+
+
+def test_a_malformed_message_with_a_raw_ns_is_dropped_while_renumbering() -> None:
+    """Issue 21 (7): Length beyond the datagram (a truncated message) with a readable Ns: in
+    renumber mode passing it untouched would show the LNS the LAC's raw Ns among ours (a
+    repeat), so it gets NF_DROP, counted as dropped{reason="malformed"}; nothing waits."""
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+    good = wire.build_data(7, 9, b"xyz", ns=1, length=True)
+    truncated = good[:2] + struct.pack("!H", len(good) + 9) + good[4:]
+    first = udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=0, length=True))
+    packets = [
+        (1, NF_INET_LOCAL_IN, first, 0),
+        (2, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", truncated), 0),
+    ]
+    assert sorted(decode(inpath.handle(packets, 0.0)), key=lambda v: v[2]) == [
+        ("single", NF_ACCEPT, 1, False),
+        ("single", NF_DROP, 2, False),
+    ]
+    ec = inpath.pipeline.engine.counters
+    assert (ec.dropped_malformed, ec.forwarded_malformed, inpath.counters.dropped) == (1, 0, 1)
+    assert not inpath.verdicts.pending
