@@ -9,6 +9,8 @@ import os
 import random
 import signal
 import struct
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -403,4 +405,44 @@ def test_sigterm_under_backlog_loses_nothing(ns: NetNs, tmp_path: Path) -> None:
     daemon.proc = None
     got = receive_all(lns, total, timeout=30)
     assert sorted(frame_of(d) for d, _ in got) == sorted(n & 0xFFFF for n in range(total))
+    assert quiet(lns)
+
+
+def test_sigterm_at_a_steady_rate_loses_nothing(ns: NetNs, tmp_path: Path) -> None:
+    """Issue 21 (4): a LAC sends at a steady 1,000 pps (with swaps, so packets are held) and
+    the daemon gets SIGTERM while it does: every packet reaches the LNS socket exactly once,
+    the ones before the stop, those held, queued or arriving during the shutdown (the queue
+    stops taking new ones first: maxlen 0 with fail-open), and the bypass after it."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 100})
+    daemon.start()
+    assert daemon.proc is not None
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40010)
+    total, rate = 4000, 1000.0
+    order = swapped(total, seed=4)
+    stop_at = threading.Event()
+
+    def send() -> None:
+        start = time.monotonic()
+        for i, n in enumerate(order):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the rate, not waiting for anything
+            lac.sendto(data(n), LNS)
+            if i == 1000:
+                stop_at.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert stop_at.wait(30)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=30) == 0
+        stopped_while_sending = sender.is_alive()
+        daemon.proc = None
+        got = receive_all(lns, total, timeout=60)
+    finally:
+        sender.join()
+    assert stopped_while_sending  # the stop happened under traffic
+    assert sorted(frame_of(d) for d, _ in got) == list(range(total))  # none lost, none twice
     assert quiet(lns)

@@ -173,6 +173,9 @@ class InPathMode:
         q = self.queue
         if q is None:
             return
+        # New packets bypass from here (fail-open at maxlen 0), so the accept-all below
+        # covers everything still queued and the unbind finds nothing to drop.
+        q.stop_queueing()
         q.send(self.adapter.accept_pending())  # nothing should be left; never strand one
         q.accept_all(self.adapter.last_id)
         if q.errors:
