@@ -446,3 +446,47 @@ def test_sigterm_at_a_steady_rate_loses_nothing(ns: NetNs, tmp_path: Path) -> No
     assert stopped_while_sending  # the stop happened under traffic
     assert sorted(frame_of(d) for d, _ in got) == list(range(total))  # none lost, none twice
     assert quiet(lns)
+
+
+def test_queue_overflow_what_the_lns_sees_with_renumber(ns: NetNs, tmp_path: Path) -> None:
+    """Issue 21 (4), documented in docs/inpath.md (fail-open): a packet that finds the queue
+    full passes at once with the LAC's raw Ns, and the engine sees it as a gap. When that gap
+    is given up, renumbering closes it: the held packets get the Ns the bypassed ones already
+    carried (our numbering equals the LAC's here: no earlier gap), so the LNS sees a step back
+    and, once our numbering reaches them, those Ns a second time. Not fixed: this pins down
+    exactly what an overflow costs, so size the queue (and alert on
+    l2tpreorder_inpath_kernel_queue_waiting)."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, inpath={"queue": QUEUE, "queue_maxlen": 32})
+    daemon.start()
+    assert daemon.proc is not None
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40011)
+    lac.sendto(data(0), LNS)
+    lac.sendto(data(2), LNS)  # held: Ns 1 never comes
+    assert [ns_of(d) for d, _ in receive_all(lns, 1)] == [0]
+
+    def awaiting() -> float:
+        text = daemon.scrape_or_none()
+        return -1 if text is None else metric(text, "l2tpreorder_inpath_awaiting_verdict")
+
+    wait_until("Ns 2 held", lambda: awaiting() == 1)
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for n in range(3, 41):  # the held one + 31 fill the queue (maxlen 32): 34..40 bypass
+            lac.sendto(data(n), LNS)
+        bypassed = receive_all(lns, 7)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert [(frame_of(d), ns_of(d)) for d, _ in bypassed] == [(n, n) for n in range(34, 41)]
+    released = receive_all(lns, 32)  # after the timeout gives Ns 1 up: 2..33 renumbered
+    assert [(frame_of(d), ns_of(d)) for d, _ in released] == [(n, n - 1) for n in range(2, 34)]
+    for n in range(41, 46):
+        lac.sendto(data(n), LNS)
+    after = receive_all(lns, 5)
+    assert [(frame_of(d), ns_of(d)) for d, _ in after] == [(n, n - 8) for n in range(41, 46)]
+    seen = [ns_of(d) for d, _ in bypassed + released + after]
+    assert len(seen) - len(set(seen)) == 4  # Ns 34..37 reached the LNS twice
+    assert sorted(frame_of(d) for d, _ in bypassed + released + after) == [
+        n for n in range(2, 46)
+    ]  # and yet no frame was lost or doubled
+    assert daemon.stop() == 0
