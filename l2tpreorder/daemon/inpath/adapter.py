@@ -9,7 +9,8 @@ shutdown). What is not a whole L2TPv2 datagram is accepted untouched at once and
 this mode we sit in the path of traffic that is not ours, and must do no harm. A malformed
 L2TPv2 datagram is the pipeline's to count: it is made with `MalformedPolicy.PASS`, so such a
 datagram comes back out of `take_output()` untouched, in arrival order, and gets its accept
-like any other.
+like any other (except a data message whose raw Ns the LNS would read while it sees our
+numbering: the pipeline drops it, docs/inpath.md's Length rule).
 
 The kernel applies verdicts per packet id; a batch verdict covers every queued id up to the one
 given, so `Verdicts` uses one only for a run that is exactly the oldest still queued.
@@ -264,8 +265,9 @@ class InPath:
         self._accept_untouched(packet_id)
 
     def _dropped(self, packet_id: int) -> None:
-        """The pipeline dropped it (duplicate, late, stale): NF_DROP. Nothing else is dropped:
-        a malformed datagram comes back out of the pipeline (MalformedPolicy.PASS)."""
+        """The pipeline dropped it (duplicate, late, stale; or malformed with a raw Ns the LNS
+        would read among renumbered ones, issue 21): NF_DROP. Any other malformed datagram
+        comes back out of the pipeline (MalformedPolicy.PASS)."""
         del self._inflight[packet_id]
         self.counters.dropped += 1
         self.verdicts.drop(packet_id)
