@@ -32,7 +32,7 @@ def test_every_relay_only_key_is_in_the_relay_section() -> None:
     assert relay == set(RELAY)
     assert {s.old_key for s in SETTINGS if s.old_key} == set(RELAY)  # each had a flat spelling
     inpath = {s.key for s in SETTINGS if s.section == "inpath"}
-    assert inpath == {"inpath.queue", "inpath.queues", "inpath.queue_maxlen"}
+    assert inpath == {"inpath.queue", "inpath.queues", "inpath.queue_maxlen", "inpath.allow"}
 
 
 def test_sectioned_and_flat_spellings_mean_the_same_config() -> None:
@@ -138,3 +138,19 @@ def test_check_config_refuses_a_mixed_file(tmp_path: Path) -> None:
     assert "relay.lns = '127.0.0.1:11703': expected either relay.lns or lns (deprecated)" in (
         res.stderr
     )
+
+
+def test_inpath_allow_is_its_own_key_and_reloadable() -> None:
+    """Issue 21 (6): in-path mode's source prefixes, spelled as relay.allow, never mixed with
+    it (each mode reads its section only); the default lets everything in."""
+    c = config_from_dict({"mode": "inpath", "inpath": {"allow": ["192.0.2.0/24", "2001:db8::/32"]}})
+    assert [str(n) for n in c.inpath_allow] == ["192.0.2.0/24", "2001:db8::/32"]
+    assert c.allow == Config().allow and c.allows_everything  # relay.allow untouched
+    assert not c.inpath_allows_everything and Config().inpath_allows_everything
+    assert not config_from_dict({"inpath": {"allow": ["0.0.0.0/0"]}}).inpath_allows_everything
+    only_relay = config_from_dict({"relay": {"allow": ["192.0.2.0/24"]}})
+    assert only_relay.inpath_allow == Config().inpath_allow
+    setting = next(s for s in SETTINGS if s.key == "inpath.allow")
+    assert not setting.restart
+    with pytest.raises(ConfigError, match=r"^inpath\.allow"):
+        config_from_dict({"inpath": {"allow": ["not-a-net"]}})

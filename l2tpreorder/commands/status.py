@@ -84,6 +84,8 @@ def _queue_line(q: dict[str, Any]) -> str:
     )
     if c.get("bad_checksum"):
         line += f"; {c['bad_checksum']} bad UDP checksums passed untouched"
+    if c.get("not_allowed"):
+        line += f"; {c['not_allowed']} from outside inpath.allow passed untouched"
     if c.get("fragments_seen"):
         line += (
             f"\n  WARNING: {c['fragments_seen']} IP fragments reached the queue (not ordered): "

@@ -35,6 +35,12 @@ HELLO_INTERVAL_S = 60.0
 # the engine's own default stays the fixed timeout its unit tests are written against.
 ENGINE_DEFAULTS: dict[str, Any] = {"adaptive": True}
 
+ALL_SOURCES: tuple[Network, ...] = (
+    ipaddress.IPv4Network("0.0.0.0/0"),
+    ipaddress.IPv6Network("::/0"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """The `metrics:` section, and what `l2tpreorder.daemon.metrics` serves from. The listener
@@ -77,10 +83,7 @@ class Config:
     # relay mode only (the file's `relay:` section)
     listen: tuple[Address, ...] = (("0.0.0.0", 1701),)
     lns: Address = ("127.0.0.1", 1702)
-    allow: tuple[Network, ...] = (
-        ipaddress.IPv4Network("0.0.0.0/0"),
-        ipaddress.IPv6Network("::/0"),
-    )
+    allow: tuple[Network, ...] = ALL_SOURCES
     max_peers: int = 4096
     peer_idle_timeout: float = 300.0
     upstream_bind: str | None = None
@@ -109,6 +112,8 @@ class Config:
     # in-path mode only (the file's `inpath:` section)
     inpath_queues: tuple[int, ...] = (0,)  # inpath.queue / inpath.queues: one worker each
     inpath_queue_maxlen: int = 65536  # packets the kernel keeps per queue before failing open
+    # LAC prefixes: packets of other addresses are accepted untouched, never ordered
+    inpath_allow: tuple[Network, ...] = ALL_SOURCES
     source: str | None = None  # the file it came from, for messages
     # What the file should say differently (deprecated spellings): `run` logs these once at
     # start and `check-config` prints them. Not a setting: two configs differing only here are
@@ -118,6 +123,11 @@ class Config:
     @property
     def allows_everything(self) -> bool:
         return any(net.prefixlen == 0 for net in self.allow)
+
+    @property
+    def inpath_allows_everything(self) -> bool:
+        """`inpath.allow` lets every source of both families in (the default)."""
+        return {4, 6} <= {net.version for net in self.inpath_allow if net.prefixlen == 0}
 
     def rebind_changes(self, new: Config) -> list[str]:
         """Keys whose change would need new sockets (refused on reload)."""

@@ -119,6 +119,17 @@ def _choice_of(key: str, field: str, choices: tuple[str, ...]) -> Setting:
     return Setting(key, field, lambda k, v: check_choice(k, v, choices), lambda v: str(v))
 
 
+def _allow(key: str, field: str) -> Setting:
+    """Source prefixes (`relay.allow`, `inpath.allow`): a list of networks."""
+    return Setting(
+        key,
+        field,
+        lambda k, v: parse_list(k, v, parse_network),
+        lambda v: ", ".join(map(str, v)),
+        dump=lambda v: [str(n) for n in v],
+    )
+
+
 def _relay(setting: Setting, **changes: Any) -> Setting:
     """A relay-only setting: `relay.X` in the file, `X` at the top level before sections."""
     return replace(setting, key=f"relay.{setting.key}", old_key=setting.key, **changes)
@@ -185,15 +196,7 @@ SETTINGS: tuple[Setting, ...] = (
         override="lns",
         restart=True,
     ),
-    _relay(
-        Setting(
-            "allow",
-            "allow",
-            lambda k, v: parse_list(k, v, parse_network),
-            lambda v: ", ".join(map(str, v)),
-            dump=lambda v: [str(n) for n in v],
-        )
-    ),
+    _relay(_allow("allow", "allow")),
     _relay(_integer("max_peers", "max_peers", 1, 1_000_000)),
     _relay(
         _millis(
@@ -237,6 +240,10 @@ SETTINGS: tuple[Setting, ...] = (
         _integer("inpath.queue_maxlen", "inpath_queue_maxlen", 1, 1 << 24, "packets"),
         restart=True,
     ),
+    # Its own key, not relay.allow's: each mode reads only its section, and here a prefix is
+    # the LAC's address on both sides (source LAC -> LNS, destination LNS -> LAC), not the
+    # source of datagrams to our socket. `rules` also queues only these sources.
+    _allow("inpath.allow", "inpath_allow"),
     replace(
         _engine_millis("reorder.timeout_ms", "reorder_timeout"),
         flag=Flag("--timeout", "reorder timeout in milliseconds", "MS", float),

@@ -43,6 +43,7 @@ from l2tpreorder.core.fastpath import (
     T_BIT,
     control_fields,
     parse_header,
+    raw_ns_readable,
     with_ns,
     without_sequence,
 )
@@ -344,11 +345,14 @@ class ReorderEngine(Behind, SessionTable):
         return self._receive_sequenced(data, flow, key, header.ns, header.ns_offset, now, tag)
 
     def _malformed(self, reason: str, data: bytes, flow: Hashable, tag: object) -> int:
-        """Counted once, by reason; dropped, or passed on untouched in arrival order."""
+        """Counted once, by reason; dropped, or passed on untouched in arrival order. Never
+        passed with a raw Ns the LNS would read while it sees our numbering (issue 21)."""
         c = self.counters
         c.rx_malformed += 1
         c.malformed[reason] += 1
-        if self._pass_malformed:
+        if self._pass_malformed and (
+            self._mode is Sequencing.PRESERVE or not raw_ns_readable(data)
+        ):
             c.forwarded_malformed += 1
             self._out.append((flow, data, tag))
             return FORWARDED_MALFORMED

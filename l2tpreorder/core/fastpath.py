@@ -157,6 +157,17 @@ def parse_header(data: bytes | bytearray | memoryview) -> Header | str:
     return Header(flags, length, tunnel_id, session_id, ns, nr, offset_size, ns_offset, pos, end)
 
 
+def raw_ns_readable(data: bytes | bytearray | memoryview) -> bool:
+    """An L2TPv2 data message with the S bit whose Ns lies inside the datagram, malformed or
+    not: an LNS that ignores Length (the kernel's L2TP does) reads that Ns. Such a malformed
+    message must not reach the LNS untouched while it sees our numbering (renumber, strip):
+    its raw Ns could repeat one we hand out (issue 21)."""
+    n = len(data)
+    if n < 2 or data[1] & 0x0F != 2 or data[0] & 0x80 or not data[0] & 0x08:
+        return False
+    return n >= (10 if data[0] & 0x40 else 8)
+
+
 def with_ns(data: bytes, ns_offset: int, ns: int) -> bytes:
     """A copy of `data` with Ns replaced (renumber mode). Nr and everything else stay."""
     return data[:ns_offset] + _pack_u16(ns) + data[ns_offset + 2 :]

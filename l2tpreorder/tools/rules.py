@@ -54,60 +54,136 @@ def _queue_target(queues: tuple[int, ...]) -> tuple[str, str]:
     )
 
 
+IPT = {4: "iptables ", 6: "ip6tables"}  # padded: the printed lines line up
+NFT_ADDR = {4: "ip", 6: "ip6"}
+Allowed = dict[int, list[str] | None]
+
+
+def allowed_prefixes(config: Config) -> Allowed:
+    """`inpath.allow` per IP version: None = every address, [] = none (no queue rule of that
+    family), else the prefixes the queue rules match: packets of other LACs then never reach
+    the queue (a flood from elsewhere passes the rule untouched, as without us; issue 21)."""
+    out: Allowed = {}
+    for version in (4, 6):
+        nets = [n for n in config.inpath_allow if n.version == version]
+        out[version] = None if any(n.prefixlen == 0 for n in nets) else [str(n) for n in nets]
+    return out
+
+
+def _ipt(
+    allowed: Allowed, line: str, lac: str = "-s", **per_family: dict[int, str]
+) -> list[str]:
+    """`line` per family, with {tool}, {lac} and each `per_family` key filled in: the allowed
+    LAC prefixes matched with `lac` (-s, or -d on the LNS's own side); a family without any
+    is left out."""
+    out = []
+    for version, prefixes in allowed.items():
+        if prefixes == []:
+            tool = IPT[version].strip()
+            out.append(f"# (no IPv{version} prefix in inpath.allow: no {tool} rule)")
+            continue
+        match = "" if prefixes is None else f"{lac} {','.join(prefixes)} "
+        extra = {key: values[version] for key, values in per_family.items()}
+        out.append(line.format(tool=IPT[version], lac=match, **extra))
+    return out
+
+
+def _nft(allowed: Allowed, line: str, lac: str = "saddr") -> list[str]:
+    """The nft form of `_ipt`: in the inet table one rule covers both families unless
+    `inpath.allow` is set, then one per family (`ip saddr PREFIX` or a `{ ... }` set)."""
+    if allowed[4] is None and allowed[6] is None:
+        return [line.format(lac="")]
+    out = []
+    for version, prefixes in allowed.items():
+        if prefixes == []:
+            continue
+        if prefixes is None:
+            match = f"meta nfproto ipv{version} "
+        else:
+            addrs = prefixes[0] if len(prefixes) == 1 else "'{ " + ", ".join(prefixes) + " }'"
+            match = f"{NFT_ADDR[version]} {lac} {addrs} "
+        out.append(line.format(lac=match))
+    return out
+
+
+def _forward_nft(allowed: Allowed, version: int, lns: str, port: int, nft: str) -> list[str]:
+    """One FORWARD rule of one family: to the LNS, from the allowed LACs."""
+    prefixes = allowed[version]
+    if prefixes == []:
+        return []
+    kw = NFT_ADDR[version]
+    daddr = f"{kw} daddr {lns or f'LNS_IPV{version}'} "
+    saddr = ""
+    if prefixes is not None:
+        addrs = prefixes[0] if len(prefixes) == 1 else "'{ " + ", ".join(prefixes) + " }'"
+        saddr = f"{kw} saddr {addrs} "
+    return [f"nft add rule inet l2tpreorder forward {saddr}{daddr}udp dport {port} {nft}"]
+
+
+def _header(config: Config, names: str, allowed: Allowed) -> list[str]:
+    lines = [
+        f"# l2tpreorder in-path rules for NFQUEUE {names} (mode: inpath). Paste ONE block.",
+        "# The daemon never edits the firewall. Without a reader the bypass lets packets pass.",
+    ]
+    if allowed[4] is not None or allowed[6] is not None:
+        lines.append(
+            "# Only the LACs of inpath.allow are queued: packets of other addresses never reach\n"
+            "# the queue (the daemon would pass them untouched too, counted as not_allowed)."
+        )
+    if config.mode != "inpath":
+        lines.insert(0, "# NOTE: the config says mode: relay; set mode: inpath to use these rules.")
+    return [*lines, ""]
+
+
 def render(config: Config, *, port: int = L2TP_PORT, lns4: str = "", lns6: str = "") -> str:
     """The rules text for `config`'s queue(s)."""
     queues = config.inpath_queues
     ipt, nft = _queue_target(queues)
-    names = ", ".join(str(q) for q in queues)
-    d4 = f"-d {lns4} " if lns4 else "-d LNS_IPV4 "
-    d6 = f"-d {lns6} " if lns6 else "-d LNS_IPV6 "
-    nd4 = f"ip daddr {lns4} " if lns4 else "ip daddr LNS_IPV4 "
-    nd6 = f"ip6 daddr {lns6} " if lns6 else "ip6 daddr LNS_IPV6 "
+    allowed = allowed_prefixes(config)
+    lns = {4: f"-d {lns4 or 'LNS_IPV4'} ", 6: f"-d {lns6 or 'LNS_IPV6'} "}
+    u32 = {4: U32_CONTROL_V4, 6: U32_CONTROL_V6}
+    output = f"{{tool}} -A OUTPUT -p udp {{lac}}--sport {port} -m u32 --u32 {{u32}} {ipt}"
+    forward = f"{{tool}} -A FORWARD -p udp {{lac}}{{lns}}--dport {port} {ipt}"
+    chain = "nft add chain inet l2tpreorder"
+    rule = "nft add rule inet l2tpreorder"
     lines = [
-        f"# l2tpreorder in-path rules for NFQUEUE {names} (mode: inpath). Paste ONE block.",
-        "# The daemon never edits the firewall. Without a reader the bypass lets packets pass.",
-        "",
+        *_header(config, ", ".join(str(q) for q in queues), allowed),
         "# --- A. the LNS (e.g. xl2tpd) runs on this host: iptables (IPv4, IPv6)",
         WHY_REASSEMBLY,
         "# IPv4 is reassembled before INPUT anyway; IPv6 is not:",
         f"ip6tables -t raw -A PREROUTING -p udp --dport {port} -j CT",
-        f"iptables  -A INPUT -p udp --dport {port} {ipt}",
-        f"ip6tables -A INPUT -p udp --dport {port} {ipt}",
+        *_ipt(allowed, f"{{tool}} -A INPUT -p udp {{lac}}--dport {port} {ipt}"),
         "# optional: the LNS's control messages too, so its CDN/StopCCN end our sessions at once",
         "# (whole at OUTPUT: the kernel fragments what this host sends after that hook)",
-        f"iptables  -A OUTPUT -p udp --sport {port} -m u32 --u32 {U32_CONTROL_V4} {ipt}",
-        f"ip6tables -A OUTPUT -p udp --sport {port} -m u32 --u32 {U32_CONTROL_V6} {ipt}",
+        *_ipt(allowed, output, "-d", u32=u32),
         "",
         "# --- A. the same with nft",
         "nft add table inet l2tpreorder",
         WHY_REASSEMBLY.replace("--notrack", "notrack"),
-        "nft add chain inet l2tpreorder prerouting '{ type filter hook prerouting priority raw; }'",
-        f"nft add rule inet l2tpreorder prerouting udp dport {port} {NFT_CT}",
-        "nft add chain inet l2tpreorder input '{ type filter hook input priority 0; }'",
-        f"nft add rule inet l2tpreorder input udp dport {port} {nft}",
+        f"{chain} prerouting '{{ type filter hook prerouting priority raw; }}'",
+        f"{rule} prerouting udp dport {port} {NFT_CT}",
+        f"{chain} input '{{ type filter hook input priority 0; }}'",
+        *_nft(allowed, f"{rule} input {{lac}}udp dport {port} {nft}"),
         "# optional: the LNS's control messages too, so its CDN/StopCCN end our sessions at once",
-        "nft add chain inet l2tpreorder output '{ type filter hook output priority 0; }'",
-        f"nft add rule inet l2tpreorder output udp sport {port} {NFT_CONTROL} {nft}",
+        f"{chain} output '{{ type filter hook output priority 0; }}'",
+        *_nft(allowed, f"{rule} output {{lac}}udp sport {port} {NFT_CONTROL} {nft}", "daddr"),
         "",
         "# --- B. this host routes between the LACs and a remote LNS: iptables",
         "# (only the LAC -> LNS direction: name the LNS address)",
         WHY_REASSEMBLY,
-        f"iptables  -t raw -A PREROUTING -p udp {d4}--dport {port} -j CT",
-        f"ip6tables -t raw -A PREROUTING -p udp {d6}--dport {port} -j CT",
-        f"iptables  -A FORWARD -p udp {d4}--dport {port} {ipt}",
-        f"ip6tables -A FORWARD -p udp {d6}--dport {port} {ipt}",
+        f"iptables  -t raw -A PREROUTING -p udp {lns[4]}--dport {port} -j CT",
+        f"ip6tables -t raw -A PREROUTING -p udp {lns[6]}--dport {port} -j CT",
+        *_ipt(allowed, forward, lns=lns),
         "",
         "# --- B. the same with nft",
         "nft add table inet l2tpreorder",
         WHY_REASSEMBLY.replace("--notrack", "notrack"),
-        "nft add chain inet l2tpreorder prerouting '{ type filter hook prerouting priority raw; }'",
-        f"nft add rule inet l2tpreorder prerouting udp dport {port} {NFT_CT}",
-        "nft add chain inet l2tpreorder forward '{ type filter hook forward priority 0; }'",
-        f"nft add rule inet l2tpreorder forward {nd4}udp dport {port} {nft}",
-        f"nft add rule inet l2tpreorder forward {nd6}udp dport {port} {nft}",
+        f"{chain} prerouting '{{ type filter hook prerouting priority raw; }}'",
+        f"{rule} prerouting udp dport {port} {NFT_CT}",
+        f"{chain} forward '{{ type filter hook forward priority 0; }}'",
+        *_forward_nft(allowed, 4, lns4, port, nft),
+        *_forward_nft(allowed, 6, lns6, port, nft),
     ]
-    if config.mode != "inpath":
-        lines.insert(0, "# NOTE: the config says mode: relay; set mode: inpath to use these rules.")
     return "\n".join(lines) + "\n"
 
 

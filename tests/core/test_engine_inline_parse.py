@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Hashable
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from l2tpreorder import wire
@@ -61,6 +61,8 @@ def _counters(e: ReorderEngine) -> dict[str, object]:
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(headers())
+@example(b"\x48\x02\x00\x0e" + bytes(10) + b"pad")  # Length < datagram: padding (issue 21)
+@example(b"\x48\x02\x00\x20" + bytes(10))  # Length > datagram: malformed
 def test_fresh_engine_classifies_like_fastpath(data: bytes) -> None:
     e = RouteRecorder(EngineConfig())
     e.slow = []

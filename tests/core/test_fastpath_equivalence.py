@@ -99,6 +99,8 @@ def check_sequenced_shortcut(data: bytes) -> None:
 @example(b"\x48\x02\x00\x0a" + bytes(8))  # L+S data, Length 10 < its 12-byte header
 @example(b"\x48\x02\x00\x0c" + bytes(8))  # L+S data, Length exactly the header
 @example(b"\x08\x02" + bytes(8))  # S data, exactly the 10-byte header
+@example(b"\x48\x02\x00\x0e" + bytes(10) + b"pad")  # Length < datagram: the rest is padding
+@example(b"\x48\x02\x00\x20" + bytes(10))  # Length > datagram: truncated, malformed
 def test_fast_path_equals_construct(data: bytes) -> None:
     check_same(data)
     check_sequenced_shortcut(data)

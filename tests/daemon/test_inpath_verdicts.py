@@ -3,6 +3,7 @@ may only be used for a run that is exactly the head of what is still queued."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import struct
 
@@ -120,13 +121,14 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
 
 
 def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
-    """L2TPv2 version bits but a malformed header (Length beyond the datagram): accepted
+    """L2TPv2 version bits but a malformed header (Length below its header): accepted
     untouched, counted once by the engine of its direction as malformed and forwarded (the
     pipeline's MalformedPolicy.PASS), never as a drop: exactly one counted outcome per
-    datagram, and no adapter count of its own."""
+    datagram, and no adapter count of its own. (With a readable Ns in renumber mode it is
+    dropped instead: tests/core/test_length_rule.py, and the last test here.)"""
     inpath = InPath(inpath_pipeline(EngineConfig(), reorder_from_lns=True), 0)
     good = wire.build_data(7, 9, b"xyz", ns=5)
-    bad = bytearray(good)
+    bad = bytearray(wire.build_data(7, 9, b"xyz"))  # no Ns
     bad[0] |= 0x40  # L bit: a Length field now lies where the tunnel id was
     packets = [
         (1, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", bytes(bad)), False),
@@ -243,3 +245,75 @@ def test_a_fragment_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture)
     assert inpath.pipeline.engine.counters.received == 0
     warnings = [r.getMessage() for r in caplog.records if "fragment" in r.getMessage()]
     assert len(warnings) == 1 and "NFQUEUE 4" in warnings[0] and "l2tpreorder rules" in warnings[0]
+
+
+def test_sources_outside_allow_pass_untouched_and_make_no_session() -> None:
+    """Issue 21 (6): with `inpath.allow`, a packet whose LAC address is outside it (source on
+    the LAC side, IPv4 fast path and IPv6 slow path; destination at the OUTPUT hook) gets
+    NF_ACCEPT untouched at once, counted as not_allowed, and the engine never sees it: no
+    session. An allowed LAC is ordered as before; a new allow (reload) applies at once."""
+    allow = (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8:1::/48"))
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0), reorder_from_lns=True), 0,
+                    allow)  # fmt: skip
+
+    def packet(ns: int, src: str, dst: str = "198.51.100.9") -> bytes:
+        return udp_ip(src, dst, wire.build_data(7, 9, b"x", ns=ns))
+
+    strangers = [
+        (1, NF_INET_LOCAL_IN, packet(5, "203.0.113.7"), 0),  # far ahead: would be held
+        (2, NF_INET_FORWARD, packet(0, "203.0.113.8"), 0),
+        (3, NF_INET_LOCAL_IN, packet(5, "2001:db8:2::1", "2001:db8:9::1"), 0),
+        (4, NF_INET_LOCAL_OUT, packet(5, "198.51.100.9", "203.0.113.7"), 0),  # LNS -> stranger
+        (5, NF_INET_LOCAL_IN, udp_ip("203.0.113.7", "198.51.100.9", b"\x00\x03 v3"), 0),  # any
+    ]
+    assert decode(inpath.handle(strangers, 0.0)) == [("batch", NF_ACCEPT, 5, False)]
+    c = inpath.counters
+    assert (c.not_allowed, c.accepted, c.from_lac, c.from_lns) == (5, 5, 0, 0)
+    views = inpath.pipeline.directions()
+    assert views[LAC_TO_LNS].counters.received == views[LNS_TO_LAC].counters.received == 0
+    assert views[LAC_TO_LNS].session_count == 0
+    ours = [
+        (6, NF_INET_LOCAL_IN, packet(1, "192.0.2.1"), 0),
+        (7, NF_INET_LOCAL_IN, packet(3, "192.0.2.1"), 0),  # held: Ns 2 missing
+        (8, NF_INET_LOCAL_IN, packet(1, "2001:db8:1::5", "2001:db8:9::1"), 0),
+        (9, NF_INET_LOCAL_OUT, packet(4, "198.51.100.9", "192.0.2.1"), 0),  # LNS -> our LAC
+    ]
+    assert decode(inpath.handle(ours, 0.1)) == [
+        ("single", NF_ACCEPT, 6, False),
+        ("single", NF_ACCEPT, 8, False),
+        ("single", NF_ACCEPT, 9, False),
+    ]
+    assert (c.not_allowed, c.from_lac, c.from_lns, inpath.held) == (5, 3, 1, 1)
+    assert views[LAC_TO_LNS].session_count == 2
+    inpath.set_allow((ipaddress.ip_network("203.0.113.0/24"),))  # a reload: strangers now ours
+    assert decode(inpath.handle([(10, NF_INET_LOCAL_IN, packet(0, "203.0.113.7"), 0)], 0.2)) == [
+        ("single", NF_ACCEPT, 10, False)
+    ]
+    assert decode(inpath.handle([(11, NF_INET_LOCAL_IN, packet(9, "192.0.2.1"), 0)], 0.2)) == [
+        ("single", NF_ACCEPT, 11, False)
+    ]  # 192.0.2.1 is no longer allowed: passed at once, its held packet waits its timeout
+    assert (c.not_allowed, c.from_lac) == (6, 4) and views[LAC_TO_LNS].session_count == 3
+    inpath.set_allow(None)
+    inpath.handle([(12, NF_INET_LOCAL_IN, packet(0, "198.18.0.1"), 0)], 0.3)
+    assert c.not_allowed == 6 and inpath.allow is None
+
+
+def test_a_malformed_message_with_a_raw_ns_is_dropped_while_renumbering() -> None:
+    """Issue 21 (7): Length beyond the datagram (a truncated message) with a readable Ns: in
+    renumber mode passing it untouched would show the LNS the LAC's raw Ns among ours (a
+    repeat), so it gets NF_DROP, counted as dropped{reason="malformed"}; nothing waits."""
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+    good = wire.build_data(7, 9, b"xyz", ns=1, length=True)
+    truncated = good[:2] + struct.pack("!H", len(good) + 9) + good[4:]
+    first = udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=0, length=True))
+    packets = [
+        (1, NF_INET_LOCAL_IN, first, 0),
+        (2, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", truncated), 0),
+    ]
+    assert sorted(decode(inpath.handle(packets, 0.0)), key=lambda v: v[2]) == [
+        ("single", NF_ACCEPT, 1, False),
+        ("single", NF_DROP, 2, False),
+    ]
+    ec = inpath.pipeline.engine.counters
+    assert (ec.dropped_malformed, ec.forwarded_malformed, inpath.counters.dropped) == (1, 0, 1)
+    assert not inpath.verdicts.pending

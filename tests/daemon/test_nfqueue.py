@@ -102,6 +102,38 @@ def test_unbind_drops_what_waits_unless_accept_all(ns: NetNs) -> None:
     assert sorted(received(lns, 10)) == sorted(b"kept-%d" % i for i in range(10))
 
 
+def waiting(ns: NetNs) -> int:
+    """The kernel's backlog of our queue in `ns` (/proc/net follows a thread's namespace only
+    through thread-self)."""
+    path = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+    return ns.call(lambda: read_queue_stats(path))[QUEUE].waiting
+
+
+def test_maxlen_0_with_fail_open_bypasses_new_packets_and_keeps_the_queued(ns: NetNs) -> None:
+    """Issue 21 (4), the kernel's behaviour the shutdown relies on: after `stop_queueing`
+    (queue maxlen 0, fail-open) every new packet passes at once, unread and unqueued, while
+    the packets queued before still wait for their verdict; accept_all hands those on, so the
+    unbind finds nothing to drop even with traffic going on."""
+    lns = ns.udp("127.0.0.1", PORT)
+    lac = ns.udp("127.0.0.2")
+    q = ns.call(lambda: NfQueue(QUEUE))
+    try:
+        for i in range(5):
+            lac.sendto(b"queued-%d" % i, ("127.0.0.1", PORT))
+        first = read_n(q, 2)  # two read, three still unread: all five await a verdict
+        assert received(lns, 0) == []
+        assert q.stop_queueing()
+        for i in range(20):
+            lac.sendto(b"bypass-%d" % i, ("127.0.0.1", PORT))
+        assert received(lns, 20) == [b"bypass-%d" % i for i in range(20)]  # at once, in order
+        assert waiting(ns) == 5  # the queued ones still wait
+        q.accept_all(first[-1][0])
+        assert sorted(received(lns, 5)) == sorted(b"queued-%d" % i for i in range(5))
+        assert waiting(ns) == 0
+    finally:
+        q.close()
+
+
 def test_skb_info_and_cap_len_become_packet_flags() -> None:
     """NFQA_SKB_INFO's flags (big-endian u32) and NFQA_CAP_LEN land in a packet's flags, so the
     adapter knows which checksums the kernel left unverified and which copies are short."""

@@ -9,6 +9,8 @@ import os
 import random
 import signal
 import struct
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +69,8 @@ def swapped(n: int, seed: int = 1) -> list[int]:
 def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: Path) -> None:
     daemon = InPathDaemon(ns, tmp_path, QUEUE)
     daemon.start()
+    # inpath.allow left at its default: the start-up warning relay mode gives for its allow
+    assert "`inpath.allow` accepts every source" in daemon.log.read_text()
     lns = ns.udp(*LNS)
     lac = ns.udp("127.0.0.2", 40001)
     order = swapped(400)
@@ -402,3 +406,87 @@ def test_sigterm_under_backlog_loses_nothing(ns: NetNs, tmp_path: Path) -> None:
     got = receive_all(lns, total, timeout=30)
     assert sorted(frame_of(d) for d, _ in got) == sorted(n & 0xFFFF for n in range(total))
     assert quiet(lns)
+
+
+def test_sigterm_at_a_steady_rate_loses_nothing(ns: NetNs, tmp_path: Path) -> None:
+    """Issue 21 (4): a LAC sends at a steady 1,000 pps (with swaps, so packets are held) and
+    the daemon gets SIGTERM while it does: every packet reaches the LNS socket exactly once,
+    the ones before the stop, those held, queued or arriving during the shutdown (the queue
+    stops taking new ones first: maxlen 0 with fail-open), and the bypass after it."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 100})
+    daemon.start()
+    assert daemon.proc is not None
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40010)
+    total, rate = 4000, 1000.0
+    order = swapped(total, seed=4)
+    stop_at = threading.Event()
+
+    def send() -> None:
+        start = time.monotonic()
+        for i, n in enumerate(order):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the rate, not waiting for anything
+            lac.sendto(data(n), LNS)
+            if i == 1000:
+                stop_at.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert stop_at.wait(30)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=30) == 0
+        stopped_while_sending = sender.is_alive()
+        daemon.proc = None
+        got = receive_all(lns, total, timeout=60)
+    finally:
+        sender.join()
+    assert stopped_while_sending  # the stop happened under traffic
+    assert sorted(frame_of(d) for d, _ in got) == list(range(total))  # none lost, none twice
+    assert quiet(lns)
+
+
+def test_queue_overflow_what_the_lns_sees_with_renumber(ns: NetNs, tmp_path: Path) -> None:
+    """Issue 21 (4), documented in docs/inpath.md (fail-open): a packet that finds the queue
+    full passes at once with the LAC's raw Ns, and the engine sees it as a gap. When that gap
+    is given up, renumbering closes it: the held packets get the Ns the bypassed ones already
+    carried (our numbering equals the LAC's here: no earlier gap), so the LNS sees a step back
+    and, once our numbering reaches them, those Ns a second time. Not fixed: this pins down
+    exactly what an overflow costs, so size the queue (and alert on
+    l2tpreorder_inpath_kernel_queue_waiting)."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, inpath={"queue": QUEUE, "queue_maxlen": 32})
+    daemon.start()
+    assert daemon.proc is not None
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40011)
+    lac.sendto(data(0), LNS)
+    lac.sendto(data(2), LNS)  # held: Ns 1 never comes
+    assert [ns_of(d) for d, _ in receive_all(lns, 1)] == [0]
+
+    def awaiting() -> float:
+        text = daemon.scrape_or_none()
+        return -1 if text is None else metric(text, "l2tpreorder_inpath_awaiting_verdict")
+
+    wait_until("Ns 2 held", lambda: awaiting() == 1)
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for n in range(3, 41):  # the held one + 31 fill the queue (maxlen 32): 34..40 bypass
+            lac.sendto(data(n), LNS)
+        bypassed = receive_all(lns, 7)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    assert [(frame_of(d), ns_of(d)) for d, _ in bypassed] == [(n, n) for n in range(34, 41)]
+    released = receive_all(lns, 32)  # after the timeout gives Ns 1 up: 2..33 renumbered
+    assert [(frame_of(d), ns_of(d)) for d, _ in released] == [(n, n - 1) for n in range(2, 34)]
+    for n in range(41, 46):
+        lac.sendto(data(n), LNS)
+    after = receive_all(lns, 5)
+    assert [(frame_of(d), ns_of(d)) for d, _ in after] == [(n, n - 8) for n in range(41, 46)]
+    seen = [ns_of(d) for d, _ in bypassed + released + after]
+    assert len(seen) - len(set(seen)) == 4  # Ns 34..37 reached the LNS twice
+    assert sorted(frame_of(d) for d, _ in bypassed + released + after) == [
+        n for n in range(2, 46)
+    ]  # and yet no frame was lost or doubled
+    assert daemon.stop() == 0

@@ -123,3 +123,62 @@ def test_nft_accepts_every_printed_rule(inpath: dict[str, object], target: str) 
     assert "hook output" in output, listed
     # nft's own reading of the match: the first bit after the UDP header, the L2TP T bit
     assert "udp sport 1701 @th,64,8 & 0x80 == 0x80" in output, listed
+
+
+ALLOW = ["192.0.2.0/24", "198.51.100.0/24", "2001:db8:1::/48"]
+
+
+def test_with_allow_only_those_sources_are_queued(ns: NetNs) -> None:
+    """Issue 21 (6): with `inpath.allow`, every printed queue rule matches the LAC prefixes
+    (source; destination on the OUTPUT rule), so other hosts never reach the queue; the
+    kernel takes the lines (iptables' `-s A,B` is one rule per prefix)."""
+    config = config_from_dict({"mode": "inpath", "inpath": {"queue": 3, "allow": ALLOW}})
+    text = render(config, lns4="198.18.12.1", lns6="fd00:12::1")
+    assert "Only the LACs of inpath.allow are queued" in text
+    queue_rules = [x for x in text.splitlines() if "NFQUEUE" in x and not x.startswith("#")]
+    assert len(queue_rules) == 6
+    for line in queue_rules:
+        four = line.startswith("iptables")
+        want = "192.0.2.0/24,198.51.100.0/24 " if four else "2001:db8:1::/48 "
+        assert ("-d " if "OUTPUT" in line else "-s ") + want in line, line
+    for line in text.splitlines():
+        if line.startswith(("iptables", "ip6tables")):
+            ns.run(*shlex.split(line))
+    listed = ns.run("iptables", "-S").stdout + ns.run("ip6tables", "-S").stdout
+    assert listed.count("NFQUEUE") == 9  # two IPv4 prefixes: two rules each
+    assert "-A INPUT -s 198.51.100.0/24 -p udp" in listed
+    assert "-A OUTPUT -d 2001:db8:1::/48 -p udp" in listed
+
+
+def test_allow_of_one_family_prints_no_rule_of_the_other() -> None:
+    only4 = config_from_dict({"mode": "inpath", "inpath": {"queue": 3, "allow": ["10.0.0.0/8"]}})
+    text = render(only4)
+    lines = text.splitlines()
+    assert not [line for line in lines if line.startswith("ip6tables") and "NFQUEUE" in line]
+    assert "# (no IPv6 prefix in inpath.allow: no ip6tables rule)" in lines
+    nft = [line for line in lines if line.startswith("nft add rule") and "queue" in line]
+    assert nft and all("ip saddr 10.0.0.0/8" in x or "ip daddr 10.0.0.0/8" in x for x in nft)
+    mixed = config_from_dict({"mode": "inpath", "inpath": {"allow": ["0.0.0.0/0", "fd00::/8"]}})
+    text = render(mixed)
+    assert "iptables  -A INPUT -p udp --dport 1701 -j NFQUEUE" in text  # every IPv4 source
+    assert "input meta nfproto ipv4 udp dport 1701 queue" in text
+    assert "input ip6 saddr fd00::/8 udp dport 1701 queue" in text
+
+
+def test_nft_takes_the_allow_sets() -> None:
+    """The nft lines with an `inpath.allow` set (`ip saddr '{ A, B }'`), loaded as printed."""
+    need_root()
+    need_tool("nft")
+    config = config_from_dict({"mode": "inpath", "inpath": {"queue": 3, "allow": ALLOW}})
+    text = render(config, lns4="198.18.12.1", lns6="fd00:12::1")
+    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("nft ")]
+    space = NetNs("nftallow")
+    try:
+        for argv in commands:
+            nft_load(space, argv)
+        listed = space.run("nft", "list", "table", "inet", "l2tpreorder").stdout
+    finally:
+        space.close()
+    assert "ip saddr { 192.0.2.0/24, 198.51.100.0/24 } udp dport 1701" in listed, listed
+    assert "ip6 saddr 2001:db8:1::/48 ip6 daddr fd00:12::1 udp dport 1701" in listed, listed
+    assert "ip daddr { 192.0.2.0/24, 198.51.100.0/24 } udp sport 1701" in listed, listed

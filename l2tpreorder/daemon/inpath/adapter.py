@@ -9,7 +9,8 @@ shutdown). What is not a whole L2TPv2 datagram is accepted untouched at once and
 this mode we sit in the path of traffic that is not ours, and must do no harm. A malformed
 L2TPv2 datagram is the pipeline's to count: it is made with `MalformedPolicy.PASS`, so such a
 datagram comes back out of `take_output()` untouched, in arrival order, and gets its accept
-like any other.
+like any other (except a data message whose raw Ns the LNS would read while it sees our
+numbering: the pipeline drops it, docs/inpath.md's Length rule).
 
 The kernel applies verdicts per packet id; a batch verdict covers every queued id up to the one
 given, so `Verdicts` uses one only for a run that is exactly the oldest still queued.
@@ -17,11 +18,13 @@ given, so `Verdicts` uses one only for a run that is exactly the oldest still qu
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
     IpUdp,
     parse_ip_udp,
@@ -51,6 +54,9 @@ _NOT_FAST = ~PACKET_CSUM_NOT_VERIFIED
 
 log = logging.getLogger("l2tpreorder")
 
+# The flow cache's value for a LAC address outside `inpath.allow` (its packets are not ours).
+NOT_ALLOWED: Hashable = ("not allowed", 0)
+
 
 class InPathCounters:
     """Plain-int counters of the in-path adapter (read by the metrics collector)."""
@@ -64,6 +70,7 @@ class InPathCounters:
         "fragments_seen",
         "from_lac",
         "from_lns",
+        "not_allowed",
         "not_l2tpv2",
         "not_udp",
         "packets",
@@ -84,6 +91,9 @@ class InPathCounters:
         # L2TPv2 whose UDP checksum is wrong (IPv6: or zero): accepted untouched, never fed
         # to the engine nor rewritten; the LNS's kernel drops it, as it would without us
         self.bad_checksum = 0
+        # the LAC address (source LAC -> LNS, destination LNS -> LAC) is outside
+        # `inpath.allow`: accepted untouched, never fed to the engine (no session)
+        self.not_allowed = 0
         self.accepted = 0  # NF_ACCEPT verdicts (every packet but `dropped` ends here)
         self.accepted_rewritten = 0  # of those, with a rewritten packet (renumber, strip)
         self.dropped = 0  # NF_DROP verdicts: duplicate, late and stale packets
@@ -161,7 +171,9 @@ class Verdicts:
 class InPath:
     """Feeds queued packets into a Pipeline and turns its output into verdicts."""
 
-    def __init__(self, pipeline: Pipeline, queue: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, queue: int, allow: tuple[Network, ...] | None = None
+    ) -> None:
         if pipeline.malformed is not MalformedPolicy.PASS:
             raise ValueError("in-path mode passes malformed L2TPv2 untouched: MalformedPolicy.PASS")
         self.pipeline = pipeline
@@ -169,8 +181,11 @@ class InPath:
         self.verdicts = Verdicts(queue, self.counters)
         # packet id -> (IP packet, the L2TP bytes the pipeline was given)
         self._inflight: dict[int, tuple[bytes, bytes]] = {}
-        # (packed address + port bytes) -> flow (ip text, port): the relay's flows
+        # (packed address + port bytes) -> flow (ip text, port): the relay's flows; NOT_ALLOWED
+        # for an address outside `allow` (the cache is the allow check's too)
         self._flows: dict[bytes, Hashable] = {}
+        self.allow: tuple[Network, ...] | None = None  # None: every address
+        self.set_allow(allow)
         self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
 
     def handle(self, packets: list[Packet], now: float) -> list[bytes]:
@@ -209,6 +224,9 @@ class InPath:
             flow = flows.get(key)
             if flow is None:
                 flow = self._new_flow(key)
+            if flow is NOT_ALLOWED:
+                self._not_allowed(packet_id)
+                continue
             l2tp = pkt[28:]
             fast += 1
             inflight[packet_id] = (pkt, l2tp)
@@ -219,17 +237,37 @@ class InPath:
         self._release()
         return self.verdicts.take()
 
+    def set_allow(self, allow: tuple[Network, ...] | None) -> None:
+        """`inpath.allow` (at start and on reload). Sessions of addresses no longer allowed
+        are left to end on their own (idle timeout): their packets pass untouched from now on,
+        so nothing is held for them past the timeout."""
+        if allow is not None and {4, 6} <= {n.version for n in allow if n.prefixlen == 0}:
+            allow = None
+        self.allow = allow
+        self._flows.clear()
+
     def _new_flow(self, key: bytes) -> Hashable:
         family = socket.AF_INET if len(key) == 6 else socket.AF_INET6
-        flow = (socket.inet_ntop(family, key[:-2]), (key[-2] << 8) | key[-1])
+        address = key[:-2]
+        flow: Hashable = (socket.inet_ntop(family, address), (key[-2] << 8) | key[-1])
+        allow = self.allow
+        if allow is not None:
+            ip = ipaddress.ip_address(address)
+            if not any(ip in net for net in allow):
+                flow = NOT_ALLOWED
         if len(self._flows) >= 65536:
             self._flows.clear()
         self._flows[key] = flow
         return flow
 
+    def _not_allowed(self, packet_id: int) -> None:
+        self.counters.not_allowed += 1
+        self._accept_untouched(packet_id)
+
     def _dropped(self, packet_id: int) -> None:
-        """The pipeline dropped it (duplicate, late, stale): NF_DROP. Nothing else is dropped:
-        a malformed datagram comes back out of the pipeline (MalformedPolicy.PASS)."""
+        """The pipeline dropped it (duplicate, late, stale; or malformed with a raw Ns the LNS
+        would read among renumbered ones, issue 21): NF_DROP. Any other malformed datagram
+        comes back out of the pipeline (MalformedPolicy.PASS)."""
         del self._inflight[packet_id]
         self.counters.dropped += 1
         self.verdicts.drop(packet_id)
@@ -247,6 +285,14 @@ class InPath:
                 c.not_udp += 1
             self._accept_untouched(packet_id)
             return
+        lns_side = hook == NF_INET_LOCAL_OUT
+        if lns_side:
+            flow = self._flow_of(where.dst, where.dport)
+        else:
+            flow = self._flow_of(where.src, where.sport)
+        if flow is NOT_ALLOWED:
+            self._not_allowed(packet_id)
+            return
         l2tp = pkt[where.payload_at : where.end]
         if len(l2tp) < 2 or l2tp[1] & 0x0F != 2:  # L2TPv3 over UDP, or not L2TP at all
             c.not_l2tpv2 += 1
@@ -257,13 +303,11 @@ class InPath:
             self._accept_untouched(packet_id)
             return
         self._inflight[packet_id] = (pkt, l2tp)
-        if hook == NF_INET_LOCAL_OUT:
+        if lns_side:
             c.from_lns += 1
-            flow = self._flow_of(where.dst, where.dport)
             outcome = self.pipeline.from_lns(l2tp, flow, now, packet_id)
         else:
             c.from_lac += 1
-            flow = self._flow_of(where.src, where.sport)
             outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
         if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:
             self._dropped(packet_id)

@@ -16,7 +16,8 @@ PASSED_NOT_OURS = family(
     "Queued packets accepted untouched at once because they are not whole L2TPv2 "
     "datagrams (not_udp: other protocol; truncated: copy shorter than the packet; "
     "not_l2tpv2: L2TPv3 or other UDP; fragment: an IP fragment, the reassembly rule is "
-    "missing; bad_checksum: L2TPv2 with a wrong UDP checksum, never fed to the engine). "
+    "missing; bad_checksum: L2TPv2 with a wrong UDP checksum, never fed to the engine; "
+    "not_allowed: the LAC address is outside inpath.allow, never fed to the engine). "
     "Malformed L2TPv2 is the engine's: "
     'l2tpreorder_forwarded_packets{kind="malformed"}.',
     Q,
@@ -56,6 +57,7 @@ ADAPTER_ROWS: tuple[Counter, ...] = (
     Counter(A, "not_l2tpv2", PASSED_NOT_OURS, ("not_l2tpv2",)),
     Counter(A, "fragments_seen", PASSED_NOT_OURS, ("fragment",)),
     Counter(A, "bad_checksum", PASSED_NOT_OURS, ("bad_checksum",)),
+    Counter(A, "not_allowed", PASSED_NOT_OURS, ("not_allowed",)),
     Counter(A, "accepted_untouched", VERDICTS, ("accept",)),
     Counter(A, "accepted_rewritten", VERDICTS, ("accept_rewritten",)),
     Counter(A, "dropped", VERDICTS, ("drop",)),

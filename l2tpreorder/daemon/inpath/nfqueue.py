@@ -305,6 +305,18 @@ class NfQueue:
                     return
                 raise
 
+    def stop_queueing(self) -> bool:
+        """Queue maxlen 0: from now on every new packet finds the queue full and, with
+        fail-open, passes at once instead of being queued. What is queued already stays for
+        its verdict. Tried here (Linux 6.18): the kernel takes 0 and bypasses every packet.
+        So a packet arriving between `accept_all` and the unbind is not dropped by the unbind
+        (issue 21). False when the kernel refused (then the old order is all there is)."""
+        try:
+            self._request(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", 0), "queue maxlen 0")
+        except OSError:
+            return False
+        return True
+
     def accept_all(self, last_seen_id: int | None) -> None:
         """NF_ACCEPT, unordered, for every packet still queued, read or not.
 

@@ -103,7 +103,7 @@ class InPathMode:
             reorder_from_lns=config.reorder_lns_to_lac,
             malformed=MalformedPolicy.PASS,  # in the path of traffic not all ours: do no harm
         )
-        self.adapter = InPath(self.pipeline, queue_num)
+        self.adapter = InPath(self.pipeline, queue_num, config.inpath_allow)
         self.debug: DebugEvents | None = None  # the service's, while debug lines are on
         self.queue: NfQueue | None = None
         self.verdict_errors = 0
@@ -127,6 +127,7 @@ class InPathMode:
                 f"cannot bind NFQUEUE {self.queue_num}: {e.strerror or e} (needs CAP_NET_ADMIN; "
                 "is another reader bound?)"
             ) from None
+        warn_if_open(self.config)
 
     def start_reading(self, on_batch: Callable[[], None]) -> None:
         assert self.queue is not None
@@ -172,6 +173,9 @@ class InPathMode:
         q = self.queue
         if q is None:
             return
+        # New packets bypass from here (fail-open at maxlen 0), so the accept-all below
+        # covers everything still queued and the unbind finds nothing to drop.
+        q.stop_queueing()
         q.send(self.adapter.accept_pending())  # nothing should be left; never strand one
         q.accept_all(self.adapter.last_id)
         if q.errors:
@@ -197,7 +201,10 @@ class InPathMode:
 
     def reconfigure(self, new: Config) -> list[str]:
         refused = [key for key in REFUSED_KEYS if getattr(new, key) != getattr(self.config, key)]
+        if new.inpath_allow != self.config.inpath_allow:
+            self.adapter.set_allow(new.inpath_allow)
         self.config = new
+        warn_if_open(new)
         return refused
 
     # --- what the service reads ----------------------------------------------------------------
@@ -263,10 +270,24 @@ class InPathMode:
 
     def final_line(self) -> str:
         c = self.adapter.counters
-        not_ours = c.not_udp + c.truncated + c.not_l2tpv2 + c.fragments_seen + c.bad_checksum
+        not_ours = (
+            c.not_udp + c.truncated + c.not_l2tpv2 + c.fragments_seen + c.bad_checksum
+            + c.not_allowed
+        )
         return (
             f"{c.packets} packets queued, {c.accepted} accepted ({c.accepted_rewritten} "
             f"rewritten), {c.dropped} dropped, {not_ours} not ours"
+        )
+
+
+def warn_if_open(config: Config) -> None:
+    """At start and after each reload, as relay mode does for its `allow`."""
+    if config.inpath_allows_everything:
+        log.warning(
+            "`inpath.allow` accepts every source: any host that can reach UDP port 1701 "
+            "through the queue rule creates sessions here (and, at reorder.max_sessions, "
+            "evicts idle real ones); list your LAC prefixes in inpath.allow and load the "
+            "rules `l2tpreorder rules` prints for them"
         )
 
 
