@@ -41,9 +41,9 @@ def test_every_override_flag_survives_the_round_trip() -> None:
 
 def test_flags_reach_the_config_in_program_units() -> None:
     args = parser().parse_args(
-        ["--timeout", "12.5", "--max-held", "9", "--sequencing", "strip", "--udp-gso"]
-        + ["--adaptive", "false"]  # noqa: RUF005 - one flag per line pair reads better
-    )
+        ["--timeout", "12.5", "--max-held", "9", "--sequencing", "strip", "--udp-gso",
+         "--adaptive", "false"]
+    )  # fmt: skip
     config = load_from_args(args)
     assert config.engine.adaptive is False  # the file's default is true (issue 22)
     assert config.engine.reorder_timeout == 0.0125
