@@ -104,7 +104,7 @@ def test_addresses_ipv4_ipv6_and_networks() -> None:
         ({"logging": {"level": "loud"}}, "logging.level", "loud", "debug"),
         ({"logging": "info"}, "logging", "info", "mapping"),
         ({"metrics": {"port": 70000}}, "metrics.port", 70000, "0..65535"),
-        ({"metrics": {"listen": "0.0.0.0:9101"}}, "metrics.listen", "0.0.0.0:9101", "literal"),
+        ({"metrics": {"listen": "0.0.0.0:17010"}}, "metrics.listen", "0.0.0.0:17010", "literal"),
         ({"metrics": {"tls_cert": "/c.pem"}}, "metrics.tls_cert", "/c.pem", "both"),
         ([1, 2], "(top level)", [1, 2], "mapping"),
         # the sectioned spelling names the sectioned key

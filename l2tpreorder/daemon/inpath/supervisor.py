@@ -39,7 +39,7 @@ from l2tpreorder.daemon.inpath.protocol import (
     ask,
     worker_socket,
 )
-from l2tpreorder.daemon.metrics import MetricsServer
+from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
 from l2tpreorder.daemon.sdnotify import Notifier
 
 log = logging.getLogger("l2tpreorder")
@@ -141,11 +141,15 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
+        try:  # metrics asked for but not served is a failed start (issue 24)
+            self.metrics = self._start_metrics(self.config.metrics, at_start=True)
+        except OSError as e:
+            log.error("%s; not starting", listen_failure(self.config.metrics, e))
+            return 1
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self.control = await start_supervisor_control(self)
         for w in self.workers.values():
             self._start(w)
-        self.metrics = self._start_metrics(self.config.metrics)
         watch = loop.create_task(self._watch())
         try:
             await stop
@@ -161,8 +165,11 @@ class Supervisor:
             self.notifier.close()
         return 0
 
-    def _start_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
-        """The one `/metrics` for every worker (`WorkersCollector`); None when off."""
+    def _start_metrics(
+        self, settings: MetricsConfig, at_start: bool = False
+    ) -> MetricsServer | None:
+        """The one `/metrics` for every worker (`WorkersCollector`); None when off. At start
+        a port it cannot listen on raises OSError (the caller refuses to start)."""
         if not settings.enabled:
             return None
         registry = CollectorRegistry(auto_describe=False)
@@ -170,7 +177,9 @@ class Supervisor:
         try:
             server = MetricsServer(settings, registry)
         except OSError as e:
-            log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+            if at_start:
+                raise
+            log.error("reload: %s; running without metrics", listen_failure(settings, e))
             return None
         log.info("metrics: http://%s/metrics", format_address((settings.listen, server.port)))
         return server
