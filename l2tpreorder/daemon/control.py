@@ -25,9 +25,10 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from l2tpreorder.config import DEFAULT_CONFIG as DEFAULT_CONFIG  # the clients' default file
+
 log = logging.getLogger("l2tpreorder")
 
-DEFAULT_CONFIG = "/etc/l2tpreorder/config.yaml"  # the path the shipped unit runs with
 RUN_DIR = "/run/l2tpreorder"
 MAX_REQUEST = 4096  # one short JSON line; anything longer is refused, not buffered
 CLIENT_TIMEOUT = 30.0  # a reload under load can take a while; never hang forever

@@ -27,12 +27,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from l2tpreorder.config import (
+    DEFAULT_CONFIG,
     EX_CONFIG,
     Config,
     ConfigError,
     MetricsConfig,
     add_run_arguments,
     check_host,
+    config_file,
     format_address,
     load_file_only,
     load_from_args,
@@ -607,6 +609,9 @@ def override_argv(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    # One default with every other command: the given file, else DEFAULT_CONFIG if it exists.
+    args.config = config_file(args.config)
+
     def load() -> Config:
         return load_from_args(args)
 
@@ -624,6 +629,8 @@ def main(args: argparse.Namespace) -> int:
         return EX_CONFIG
     setup_logging(config.log_level)
     if args.inpath_worker is None:  # once per service, not once per in-path worker
+        in_force = args.config or f"built-in defaults (no --config, no {DEFAULT_CONFIG})"
+        log.info("config: %s", in_force)
         for warning in config.warnings:
             log.warning("%s", warning)
     entry = importlib.import_module(MODE_ENTRIES[config.mode])
