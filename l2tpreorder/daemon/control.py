@@ -49,6 +49,36 @@ def socket_candidates(configured: str | None) -> list[str]:
     return paths
 
 
+def answering_daemon(configured: str | None) -> str | None:
+    """The first socket of `socket_candidates(configured)` a live daemon answers on, or None.
+
+    A second instance must not start beside it on the same path (issue 24): it would take a
+    later candidate, or none, and `status`/`reload` would keep reaching the first one."""
+    for path in socket_candidates(configured):
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                continue
+        except OSError:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2.0)  # a unix connect is immediate unless its backlog is full
+            try:
+                probe.connect(path)
+            except OSError:  # a stale file (or not ours to reach): bind() deals with it
+                continue
+        return path
+    return None
+
+
+def another_daemon(path: str) -> str:
+    """The one line `run` refuses to start with when `answering_daemon` found one."""
+    return (
+        f"control socket {path}: another l2tpreorder answers there (status and reload would "
+        "reach it, not this instance); set control_socket in this instance's config file to "
+        "a path of its own; not starting"
+    )
+
+
 def _own_directory(directory: str) -> bool:
     """Create `directory` (0700) or accept an existing one we own that is no symlink: a
     fallback under /tmp must not be a directory another user prepared for us."""

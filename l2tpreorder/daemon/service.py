@@ -44,7 +44,7 @@ from l2tpreorder.core.pipeline import MalformedPolicy
 from l2tpreorder.core.snapshot import PipelineState
 from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
-from l2tpreorder.daemon.control import ControlServer
+from l2tpreorder.daemon.control import ControlServer, another_daemon, answering_daemon
 from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.drop_report import DropReporter
@@ -192,6 +192,11 @@ class Service:
             log.error("user = %r: no such user; not starting", self.config.user)
             return EX_CONFIG
         loop = asyncio.get_running_loop()
+        if self.endpoints.control and self.endpoints.control_path is None:
+            running = answering_daemon(self.config.control_socket)
+            if running is not None:  # before binding anything of the running one's
+                log.error("%s", another_daemon(running))
+                return 1
         try:
             self.mode.bind()
             # Metrics asked for but not served would leave Prometheus scraping whatever holds
