@@ -47,6 +47,15 @@ def describe(config: Config) -> str:
             document.setdefault(setting.section, {})[setting.name] = data
         else:
             document[setting.key] = data
+    inpath = document.get("inpath")
+    if isinstance(inpath, dict) and len(config.inpath_queues) == 1:
+        # One queue is spelt `queue: N` (what users write; `queues:` takes a range only).
+        document["inpath"] = {
+            ("queue" if key == "queues" else key): (
+                config.inpath_queues[0] if key == "queues" else value
+            )
+            for key, value in inpath.items()
+        }
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).rstrip("\n")
 
 
