@@ -156,9 +156,9 @@ def _show_optional(value: object) -> str:
 
 
 def _show_queues(queues: tuple[int, ...]) -> str:
-    """A range, also for one queue (`inpath.queues` takes no bare number; check-config lists
-    one queue as `inpath.queue: N`, show.describe)."""
-    return f'"{queues[0]}-{queues[-1]}"'
+    """One queue as its number (the reload report: `still 3`), several as the range; the file
+    spells one queue `inpath.queue: N` (check-config's listing: show.describe)."""
+    return str(queues[0]) if len(queues) == 1 else f'"{queues[0]}-{queues[-1]}"'
 
 
 def _as_given(key: str, value: object) -> object:
