@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -201,11 +202,32 @@ class Supervisor:
             new = self._load()
         except ConfigError:
             return
-        if new.metrics != self.config.metrics:
-            if self.metrics is not None:
-                self.metrics.close()
-            self.metrics = self._start_metrics(new.metrics)
+        if new.metrics != self.config.metrics and not self._move_metrics(new.metrics):
+            new = replace(new, metrics=self.config.metrics)  # the next reload tries again
         self.config = new
+
+    def _move_metrics(self, new: MetricsConfig) -> bool:
+        """Serve `new`; a new address is bound before the old listener closes, so a taken
+        port keeps the old one serving (issue 24). False when `new` is not served."""
+        old, running = self.config.metrics, self.metrics
+        if running is not None and (
+            ((old.listen, old.port) == (new.listen, new.port) and old.port != 0)
+            or not new.enabled
+        ):
+            running.close()  # its port is the one the new listener needs (or none is wanted)
+            running = self.metrics = None
+        fresh = self._start_metrics(new)  # logs why when it cannot listen
+        if fresh is None and new.enabled:
+            if running is None:
+                self.metrics = self._start_metrics(old)
+            if self.metrics is not None:
+                where = format_address((old.listen, self.metrics.port))
+                log.error("reload: the metrics: section is not applied; still serving on %s", where)
+            return False
+        if running is not None:
+            running.close()
+        self.metrics = fresh
+        return True
 
     def _start(self, w: Worker) -> None:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
