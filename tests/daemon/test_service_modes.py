@@ -283,7 +283,8 @@ def test_every_datagram_has_exactly_one_counted_outcome(rig: ModeRig) -> None:
     unsequenced = wire.build_data(T_LNS, S_LNS, b"unsequenced")
     malformed = b"\x02\x02"  # L2TPv2 version bits, too short for a header
     end = wire.build_data(T_LNS, S_LNS, b"end of test")
-    second = [to_lns(3), hello, unsequenced, malformed, end]  # 3 comes late: given up
+    # 3 comes late (given up): delivered with the next Ns (reorder.late: auto, renumber mode)
+    second = [to_lns(3), hello, unsequenced, malformed, end]
     rig.send_to_lns(*second)
     delivered = 5
     while rig.lns_receive(1)[0] != end:  # the last one out: everything before it is counted
@@ -300,7 +301,7 @@ def test_every_datagram_has_exactly_one_counted_outcome(rig: ModeRig) -> None:
     held = metric(text, "l2tpreorder_held_packets", **d)
     passed = optional(text, "l2tpreorder_inpath_passed_not_ours_total")
     assert metric(text, "l2tpreorder_dropped_packets_total", reason="duplicate", **d) == 1
-    assert metric(text, "l2tpreorder_dropped_packets_total", reason="late", **d) == 1
+    assert metric(text, "l2tpreorder_forwarded_packets_total", kind="data_late", **d) == 1
     assert received == sent, f"{received} counted in of {sent} sent (the malformed one too)"
     outcomes = forwarded + released + dropped + held + passed
     assert outcomes == sent, (forwarded, released, dropped, held, passed)
@@ -336,7 +337,8 @@ def test_debug_lines_name_drops_and_new_sessions(rig: ModeRig) -> None:
 STATUS_KEYS = {"ok", "mode", "pid", "uptime_s", "status", "config", "totals", "peers"}
 PEER_KEYS = {"lac", "upstream", "last_seen_s", "sessions"}
 SESSION_KEYS = {
-    "tunnel_id", "session_id", "packets", "reordered", "held", "skipped", "late", "duplicates",
+    "tunnel_id", "session_id", "packets", "reordered", "held", "skipped", "late",
+    "late_delivered", "duplicates",
     "stale", "timeout_ms", "confirmed", "last_seen_s",
 }  # fmt: skip
 TOTALS_KEYS = {"peers", "sessions", "held", "rx_datagrams_lac", "rx_datagrams_lns", "reordered"}
@@ -381,6 +383,7 @@ COMMON_FAMILIES = {
         "sessions_continued_total", "sessions_evicted_total", "sessions_limit",
         "sessions_evicted_active_total", "sessions_idle_expired_total",
         "session_received_packets_total", "session_released_packets_total",
+        "session_late_delivered_packets_total",
         # Both modes count datagrams read and sent (daemon/counters.py; in-path: per queue).
         "socket_received_datagrams_total", "socket_sent_datagrams_total",
         "session_dropped_packets_total", "session_skipped_sequence_numbers_total",
