@@ -115,13 +115,19 @@ class ModeRig:
     ) -> Daemon:
         """`run --config FILE [args]`, waited for until READY=1 (each run its own directory:
         its log, its notify socket; the state file and control socket are shared)."""
+        self.launch(config, args, env)
+        return self.d.ready()
+
+    def launch(
+        self, config: dict[str, Any], args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Daemon:
+        """`run --config FILE [args]`, not waited for (a start that should fail)."""
         self.config, self.args = self.document(config), list(args)
         self.runs += 1
         run_dir = self.tmp / f"run{self.runs}"
         run_dir.mkdir()
         prefix = None if self.ns is None else ["ip", "netns", "exec", self.ns.name]
         self.daemon = Daemon(run_dir, self.config, env=env, args=self.args, prefix=prefix)
-        self.daemon.ready()
         return self.daemon
 
     @property
@@ -193,6 +199,18 @@ class ModeRig:
                 return int(s.getsockname()[1])
 
         return pick() if self.ns is None else self.ns.call(pick)
+
+    def hold_tcp_port(self, port: int) -> socket.socket:
+        """A TCP listener on 127.0.0.1:`port` where the daemon runs: another exporter that
+        holds the port (close it when done)."""
+
+        def listen() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            return s
+
+        return listen() if self.ns is None else self.ns.call(listen)
 
     def scrape(self, port: int | None = None) -> str:
         """GET /metrics (OSError when nothing serves there)."""

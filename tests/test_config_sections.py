@@ -10,8 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from l2tpreorder.config import SETTINGS, Config, ConfigError, config_from_dict, load_config
+from l2tpreorder.config import (
+    SETTINGS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    describe,
+    load_config,
+)
 from tests.conftest import PROJECT_ROOT
 from tests.test_config import check_config_listing
 
@@ -154,3 +162,47 @@ def test_inpath_allow_is_its_own_key_and_reloadable() -> None:
     assert not setting.restart
     with pytest.raises(ConfigError, match=r"^inpath\.allow"):
         config_from_dict({"inpath": {"allow": ["not-a-net"]}})
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        (4, '"0-3" means 4 queues (0 to 3); the one queue number 4 is inpath.queue: 4'),
+        (1, "the one queue number 1 is inpath.queue: 1"),
+    ],
+)
+def test_inpath_queues_as_a_bare_number_is_refused_with_both_spellings(
+    tmp_path: Path, value: int, hint: str
+) -> None:
+    """`inpath.queues: 4` ran one worker on queue 4 where four queues were meant (issue 24):
+    refused, naming both spellings; check-config and rules say the same."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"mode: inpath\ninpath:\n  queues: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert hint in str(info.value), info.value
+    outputs = []
+    for argv in (["check-config", str(path)], ["rules", "--config", str(path)]):
+        r = subprocess.run(
+            [sys.executable, "-m", "l2tpreorder", *argv],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode != 0 and r.stdout == "", (argv, r)
+        outputs.append(r.stderr)
+    assert all(f"inpath.queues = {value}" in e and hint in e for e in outputs), outputs
+    # The quoted range and `queue: N` still mean what they said.
+    assert config_from_dict({"mode": "inpath", "inpath": {"queues": "0-3"}}).inpath_queues == (
+        0, 1, 2, 3,
+    )  # fmt: skip
+    assert config_from_dict({"mode": "inpath", "inpath": {"queue": 4}}).inpath_queues == (4,)
+
+
+def test_check_config_lists_one_queue_as_queue_and_the_listing_loads_back(tmp_path: Path) -> None:
+    for inpath, line in (({"queue": 5}, "  queue: 5\n"), ({"queues": "2-5"}, "  queues: 2-5\n")):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump({"mode": "inpath", "inpath": inpath}))
+        listing = describe(load_config(path))
+        assert line in listing + "\n", listing
+        again = tmp_path / "again.yaml"
+        again.write_text(listing)
+        assert load_config(again).inpath_queues == load_config(path).inpath_queues

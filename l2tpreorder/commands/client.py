@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from l2tpreorder.daemon.control import CLIENT_TIMEOUT, DEFAULT_CONFIG, socket_candidates
+from l2tpreorder.config import DEFAULT_CONFIG, config_file
+from l2tpreorder.daemon.control import CLIENT_TIMEOUT, socket_candidates
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
 
@@ -30,7 +31,7 @@ def configured_socket(config_path: str | None) -> str | None:
 
 def _configured(config_path: str | None, key: str) -> str | None:
     """A top-level string setting of the config file, read leniently (see configured_socket)."""
-    path = config_path or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    path = config_file(config_path)
     if path is None:
         return None
     try:

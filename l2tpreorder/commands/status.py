@@ -46,9 +46,11 @@ def format_table(answer: dict[str, Any]) -> str:
         f"{_count(t.get('peers', 0), 'LAC peer')}, {_count(t.get('sessions', 0), 'session')}, "
         f"{t.get('held', 0)} held now",
     ]
-    problem = answer.get("lns_health", {}).get("problem")
-    if problem:
-        lines.append(f"LNS {answer.get('lns', '?')} DOES NOT ANSWER: {problem}")
+    health = answer.get("lns_health", {})
+    if health.get("problem"):
+        lines.append(f"LNS {answer.get('lns', '?')} DOES NOT ANSWER: {health['problem']}")
+    elif "lns_health" in answer and health.get("answering") is None:
+        lines.append(f"LNS {answer.get('lns', '?')}: {health.get('state', 'unknown')}")
     lines.extend(_queue_line(q) for q in answer.get("queues", []))
     header = "  " + " ".join(f"{title:>{width}}" for _, title, width in COLUMNS)
     for peer in answer.get("peers", []):

@@ -25,7 +25,7 @@ from l2tpreorder.config.flags import (
     with_overrides,
 )
 from l2tpreorder.config.host import EX_CONFIG, check_host, state_file_path
-from l2tpreorder.config.load import config_from_dict, load_config
+from l2tpreorder.config.load import DEFAULT_CONFIG, config_file, config_from_dict, load_config
 from l2tpreorder.config.model import (
     HELLO_INTERVAL_S,
     LOG_LEVELS,
@@ -59,6 +59,7 @@ from l2tpreorder.config.values import (
 )
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "EX_CONFIG",
     "HELLO_INTERVAL_S",
     "INPATH_KEYS",
@@ -84,6 +85,7 @@ __all__ = [
     "add_run_arguments",
     "add_setting_arguments",
     "check_host",
+    "config_file",
     "config_from_dict",
     "describe",
     "effective",

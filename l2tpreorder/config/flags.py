@@ -51,7 +51,11 @@ def add_setting_arguments(parser: argparse.ArgumentParser, keys: Iterable[str]) 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """`run`'s options: the file, every overriding flag, and the in-path worker's own."""
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
+    parser.add_argument(
+        "--config", "-c", metavar="FILE",
+        help="YAML configuration file (default /etc/l2tpreorder/config.yaml when it exists, "
+        "else the built-in defaults)",
+    )  # fmt: skip
     add_setting_arguments(parser, RUN_FLAGS)
     # mode: inpath with several queues: the supervisor starts itself once per queue with this.
     parser.add_argument("--inpath-worker", type=int, metavar="QUEUE", help=argparse.SUPPRESS)

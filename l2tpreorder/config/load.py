@@ -215,6 +215,20 @@ def key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
     return lines
 
 
+# The one default every command uses (`run`, `status`, `reload`, `check-config`, `rules`): the
+# path the shipped units run with, when it exists (issue 24: `run` used built-in defaults and
+# `status` this file, so the two could disagree).
+DEFAULT_CONFIG = "/etc/l2tpreorder/config.yaml"
+
+
+def config_file(given: str | None) -> str | None:
+    """The configuration file in force: the one given, else DEFAULT_CONFIG when it exists,
+    else None (the built-in defaults)."""
+    if given is not None:
+        return given
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML file; raises ConfigError (also for unreadable or bad YAML)."""
     source = str(path)

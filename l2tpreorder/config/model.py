@@ -49,7 +49,10 @@ class MetricsConfig:
 
     enabled: bool = True
     listen: str = "127.0.0.1"
-    port: int = 9101  # 0 = any free port (tests); the bound one is `MetricsServer.port`
+    # Outside 9100-9999, which Prometheus's "Default port allocations" list has given out in
+    # full (9101 is the HAProxy exporter's): a port no exporter there defaults to. 0 = any
+    # free port (tests); the bound one is `MetricsServer.port`.
+    port: int = 17010
     per_session: bool = False
     per_session_top_n: int = 100
     tls_cert: str | None = None

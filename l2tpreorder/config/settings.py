@@ -167,6 +167,8 @@ def _show_optional(value: object) -> str:
 
 
 def _show_queues(queues: tuple[int, ...]) -> str:
+    """One queue as its number (the reload report: `still 3`), several as the range; the file
+    spells one queue `inpath.queue: N` (check-config's listing: show.describe)."""
     return str(queues[0]) if len(queues) == 1 else f'"{queues[0]}-{queues[-1]}"'
 
 

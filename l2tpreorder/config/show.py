@@ -11,7 +11,7 @@ import yaml
 
 from l2tpreorder.config.errors import ConfigError, ConfigErrors
 from l2tpreorder.config.host import check_host
-from l2tpreorder.config.load import load_config
+from l2tpreorder.config.load import DEFAULT_CONFIG, config_file, load_config
 from l2tpreorder.config.model import Config
 from l2tpreorder.config.settings import SETTINGS, Setting, shown, value_of
 
@@ -47,6 +47,15 @@ def describe(config: Config) -> str:
             document.setdefault(setting.section, {})[setting.name] = data
         else:
             document[setting.key] = data
+    inpath = document.get("inpath")
+    if isinstance(inpath, dict) and len(config.inpath_queues) == 1:
+        # One queue is spelt `queue: N` (what users write; `queues:` takes a range only).
+        document["inpath"] = {
+            ("queue" if key == "queues" else key): (
+                config.inpath_queues[0] if key == "queues" else value
+            )
+            for key, value in inpath.items()
+        }
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).rstrip("\n")
 
 
@@ -64,16 +73,25 @@ def notes(config: Config) -> list[str]:
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("file", nargs="?", help="YAML configuration file to validate")
+    parser.add_argument(
+        "file", nargs="?", help=f"YAML configuration file to validate (default {DEFAULT_CONFIG})"
+    )
     parser.add_argument(
         "--config", "-c", metavar="FILE", dest="config", help="the same, as `run` takes it"
     )
 
 
 def main(args: Any) -> int:
-    path = args.config or args.file
-    if path is None or (args.config and args.file and args.config != args.file):
+    if args.config and args.file and args.config != args.file:
         print("error: give one configuration file: FILE or --config FILE", file=sys.stderr)
+        return 2
+    path = config_file(args.config or args.file)
+    if path is None:
+        print(
+            f"error: no configuration file: give FILE or --config FILE ({DEFAULT_CONFIG}, "
+            "the default, does not exist)",
+            file=sys.stderr,
+        )
         return 2
     try:
         config = load_config(path)

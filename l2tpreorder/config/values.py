@@ -127,10 +127,17 @@ def unique_listen(key: str, raw: object, listen: tuple[Address, ...]) -> tuple[A
 
 
 def parse_queues(key: str, value: object) -> tuple[int, ...]:
-    """`"A-B"` (a range, as --queue-balance A:B balances over) or one number -> queue numbers."""
-    expected = 'a queue range "A-B" with 0 <= A <= B <= 65535 (at most 64 queues), or a number'
+    """`"A-B"` (a range, as --queue-balance A:B balances over) -> queue numbers.
+
+    A bare number is refused (issue 24): `queues: 4` read as "queue number 4" ran one worker
+    where four were meant, and read as "four queues" it would silently move an existing
+    config off the queue its firewall rule feeds. The hint names both spellings."""
+    expected = 'a queue range "A-B" with 0 <= A <= B <= 65535 (at most 64 queues)'
     if isinstance(value, int) and not isinstance(value, bool):
-        return (check_int(key, value, 0, 65535),)
+        count = f'"0-{value - 1}" means {value} queues (0 to {value - 1}); ' if value > 1 else ""
+        raise ConfigError(
+            key, value, f"{expected}: {count}the one queue number {value} is inpath.queue: {value}"
+        )
     if not isinstance(value, str):
         raise ConfigError(key, value, expected)
     first, sep, last = value.strip().partition("-")

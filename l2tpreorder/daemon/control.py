@@ -25,9 +25,10 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from l2tpreorder.config import DEFAULT_CONFIG as DEFAULT_CONFIG  # the clients' default file
+
 log = logging.getLogger("l2tpreorder")
 
-DEFAULT_CONFIG = "/etc/l2tpreorder/config.yaml"  # the path the shipped unit runs with
 RUN_DIR = "/run/l2tpreorder"
 MAX_REQUEST = 4096  # one short JSON line; anything longer is refused, not buffered
 CLIENT_TIMEOUT = 30.0  # a reload under load can take a while; never hang forever
@@ -46,6 +47,36 @@ def socket_candidates(configured: str | None) -> list[str]:
     paths.append(os.path.join(RUN_DIR, "control.sock"))
     paths.append(f"/tmp/l2tpreorder-{os.getuid()}/control.sock")
     return paths
+
+
+def answering_daemon(configured: str | None) -> str | None:
+    """The first socket of `socket_candidates(configured)` a live daemon answers on, or None.
+
+    A second instance must not start beside it on the same path (issue 24): it would take a
+    later candidate, or none, and `status`/`reload` would keep reaching the first one."""
+    for path in socket_candidates(configured):
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                continue
+        except OSError:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2.0)  # a unix connect is immediate unless its backlog is full
+            try:
+                probe.connect(path)
+            except OSError:  # a stale file (or not ours to reach): bind() deals with it
+                continue
+        return path
+    return None
+
+
+def another_daemon(path: str) -> str:
+    """The one line `run` refuses to start with when `answering_daemon` found one."""
+    return (
+        f"control socket {path}: another l2tpreorder answers there (status and reload would "
+        "reach it, not this instance); set control_socket in this instance's config file to "
+        "a path of its own; not starting"
+    )
 
 
 def _own_directory(directory: str) -> bool:

@@ -12,6 +12,7 @@ IDs can number in the tens of thousands.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import platform
 from bisect import bisect_left
@@ -33,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from l2tpreorder import __version__
 from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
+from l2tpreorder.config import format_address
 from l2tpreorder.core import counters
 from l2tpreorder.core.views import DirectionView, Histogram, Session
 from l2tpreorder.daemon.metrics_http import serve_metrics
@@ -310,6 +312,19 @@ class MetricsServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+
+
+def listen_failure(config: MetricsConfig, error: OSError) -> str:
+    """Why `metrics:` could not be served, naming the setting to change (one line)."""
+    where = format_address((config.listen, config.port))
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EADDRINUSE, errno.EACCES):
+        fix = "set metrics.port to a free port (or metrics.enabled: false)"
+    elif error.errno == errno.EADDRNOTAVAIL:
+        fix = "set metrics.listen to an address of this host"
+    else:
+        fix = "check metrics.tls_cert and metrics.tls_key"
+    return f"metrics: cannot listen on {where}: {reason}; {fix}"
 
 
 def start_metrics_server(

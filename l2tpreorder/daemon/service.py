@@ -27,12 +27,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from l2tpreorder.config import (
+    DEFAULT_CONFIG,
     EX_CONFIG,
     Config,
     ConfigError,
     MetricsConfig,
     add_run_arguments,
     check_host,
+    config_file,
     format_address,
     load_file_only,
     load_from_args,
@@ -42,11 +44,11 @@ from l2tpreorder.core.pipeline import MalformedPolicy
 from l2tpreorder.core.snapshot import PipelineState
 from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
-from l2tpreorder.daemon.control import ControlServer
+from l2tpreorder.daemon.control import ControlServer, another_daemon, answering_daemon
 from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.drop_report import DropReporter
-from l2tpreorder.daemon.metrics import MetricsServer, start_metrics_server
+from l2tpreorder.daemon.metrics import MetricsServer, listen_failure, start_metrics_server
 from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, Mode
 from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
@@ -190,11 +192,23 @@ class Service:
             log.error("user = %r: no such user; not starting", self.config.user)
             return EX_CONFIG
         loop = asyncio.get_running_loop()
+        if self.endpoints.control and self.endpoints.control_path is None:
+            running = answering_daemon(self.config.control_socket)
+            if running is not None:  # before binding anything of the running one's
+                log.error("%s", another_daemon(running))
+                return 1
         try:
             self.mode.bind()
+            # Metrics asked for but not served would leave Prometheus scraping whatever holds
+            # the port (issue 24): that is a failed start, like a socket we cannot bind.
+            self.metrics = self._open_metrics(self.config.metrics)
         except BindError as e:
             log.error("%s", e)
             self.mode.close()  # what the mode opened besides (e.g. the relay's epoll)
+            return 1
+        except OSError as e:
+            log.error("%s; not starting", listen_failure(self.config.metrics, e))
+            self.mode.close()
             return 1
         # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
         # what was restored, not the default death that would lose it.
@@ -206,7 +220,6 @@ class Service:
         self._hup_pending = False
         loop.add_signal_handler(signal.SIGHUP, self._early_hup)
         self.restore()
-        self.metrics = self._start_metrics(self.config.metrics)
         await self._start_control(user)
         if user is not None:
             error = drop_privileges(user, keep=self.mode.keep_capabilities)
@@ -353,29 +366,50 @@ class Service:
 
     # --- metrics and the control socket ----------------------------------------------------------
 
-    def _start_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
-        """The Prometheus endpoint for the `metrics:` section; None when off or unbindable."""
+    def _open_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
+        """The Prometheus endpoint for the `metrics:` section; None when off. Raises OSError
+        when it cannot listen (except a supervised worker's, which says port 0 upwards)."""
         report = self.endpoints.report_metrics_port
         if report is not None:  # a supervised worker: loopback, any port, told upwards
             settings = replace(settings, listen="127.0.0.1", port=0, tls_cert=None, tls_key=None)
-        elif not settings.enabled:
-            return None
-        try:
-            server = start_metrics_server(settings, self, self.mode.collectors())
-        except OSError as e:
-            where = format_address((settings.listen, settings.port))
-            log.error(
-                "metrics: cannot listen on %s: %s; running without metrics", where, e.strerror
-            )
-            if report is not None:  # still tell the supervisor we are up (port 0: none)
-                report(0)
-            return None
-        if report is not None:
+            try:
+                server = start_metrics_server(settings, self, self.mode.collectors())
+            except OSError as e:
+                log.error("%s; running without metrics", listen_failure(settings, e))
+                report(0)  # still tell the supervisor we are up (port 0: none)
+                return None
             report(server.port)
             return server
+        if not settings.enabled:
+            return None
+        server = start_metrics_server(settings, self, self.mode.collectors())
         scheme = "https" if settings.tls_cert else "http"
         log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, server.port)))
         return server
+
+    def _reload_metrics(self, old: MetricsConfig, new: MetricsConfig) -> str | None:
+        """Serve `new` in place of `old`. A new address is bound before the old listener
+        closes, so a port that is taken keeps the old one serving; returns why, or None."""
+        running = self.metrics
+        same_address = (old.listen, old.port) == (new.listen, new.port) and old.port != 0
+        if running is not None and (same_address or not new.enabled):
+            running.close()  # its port is the one the new listener needs (or none is wanted)
+            running = self.metrics = None
+        try:
+            fresh = self._open_metrics(new)
+        except OSError as e:
+            why = f"{listen_failure(new, e)}; the metrics: section is not applied"
+            if running is None:  # the old listener is gone: serve the old settings again
+                try:
+                    self.metrics = self._open_metrics(old)
+                except OSError:
+                    return f"{why}, and the old endpoint could not be reopened either"
+            where = format_address((old.listen, self.metrics.port)) if self.metrics else None
+            return f"{why}; still serving on {where}" if where else why
+        if running is not None:
+            running.close()
+        self.metrics = fresh
+        return None
 
     async def _start_control(self, user: pwd.struct_passwd | None) -> None:
         """The control socket for `status` and `reload`; without it the daemon still runs."""
@@ -488,9 +522,11 @@ class Service:
         # A supervised worker restarts its loopback endpoint too (per_session and its top N
         # are the worker's to apply) and tells the supervisor the new port.
         if new.metrics != old.metrics:
-            if self.metrics is not None:
-                self.metrics.close()
-            self.metrics = self._start_metrics(new.metrics)
+            not_served = self._reload_metrics(old.metrics, new.metrics)
+            if not_served is not None:
+                log.error("reload: %s", not_served)
+                notes.append(not_served)
+                self.config = replace(self.config, metrics=old.metrics)
         self._after_batch()
         self.counters.config_reloads_ok += 1
         log.info("configuration reloaded: %s", self.mode.status_line())
@@ -578,6 +614,9 @@ def override_argv(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    # One default with every other command: the given file, else DEFAULT_CONFIG if it exists.
+    args.config = config_file(args.config)
+
     def load() -> Config:
         return load_from_args(args)
 
@@ -595,6 +634,8 @@ def main(args: argparse.Namespace) -> int:
         return EX_CONFIG
     setup_logging(config.log_level)
     if args.inpath_worker is None:  # once per service, not once per in-path worker
+        in_force = args.config or f"built-in defaults (no --config, no {DEFAULT_CONFIG})"
+        log.info("config: %s", in_force)
         for warning in config.warnings:
             log.warning("%s", warning)
     entry = importlib.import_module(MODE_ENTRIES[config.mode])

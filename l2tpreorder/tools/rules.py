@@ -21,7 +21,7 @@ import argparse
 import ipaddress
 import sys
 
-from l2tpreorder.config import Config, ConfigError, load_config
+from l2tpreorder.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
 L2TP_PORT = 1701
 # The L2TP header's T bit (first byte of the UDP payload), for the optional rule that shows us
@@ -188,7 +188,10 @@ def render(config: Config, *, port: int = L2TP_PORT, lns4: str = "", lns6: str =
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", metavar="FILE", required=True, help="YAML config")
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", default=DEFAULT_CONFIG,
+        help=f"YAML config (default {DEFAULT_CONFIG})",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=L2TP_PORT, help="the LNS's UDP port")
     parser.add_argument("--lns-ipv4", default="", metavar="ADDR", help="remote LNS (FORWARD)")
     parser.add_argument("--lns-ipv6", default="", metavar="ADDR", help="remote LNS (FORWARD)")

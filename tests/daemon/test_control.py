@@ -24,23 +24,24 @@ from l2tpreorder.daemon.control import socket_candidates
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon.test_daemon import T_LNS, base_config, data, payload_of
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, recv, udp
+from tests.unprivileged import OpenCopy
 
 pytestmark = pytest.mark.integration
 
 
-def cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "l2tpreorder", *args]
-    if user is not None:
-        cmd = [
-            shutil.which("setpriv") or "setpriv",
-            f"--reuid={user}",
-            "--regid=nogroup",
-            "--clear-groups",
-            *cmd,
-        ]
+def cli(*args: str, user: OpenCopy | None = None) -> subprocess.CompletedProcess[str]:
+    """`l2tpreorder ARGS`, as root from the clone, or as `user`'s copy says (another user
+    cannot be assumed to read the clone: tests/unprivileged.py)."""
+    if user is None:
+        return subprocess.run(
+            [sys.executable, "-m", "l2tpreorder", *args],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=WAIT * 3, check=False,
+        )  # fmt: skip
     return subprocess.run(
-        cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=WAIT * 3, check=False
-    )
+        user.argv(*args),
+        cwd=user.cwd, env=user.env(), capture_output=True, text=True, timeout=WAIT * 3,
+        check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -161,10 +162,15 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_another_user_cannot_connect(open_dir: Path) -> None:
-    need(os.geteuid() == 0, "root (to try the socket as another user)")
-    need(shutil.which("setpriv") is not None, "setpriv")
+@pytest.fixture
+def nobody_copy(open_dir: Path) -> OpenCopy:
+    """The package as nobody can run it, wherever the clone sits (tests/unprivileged.py)."""
+    need(os.geteuid() == 0, "root (to run l2tpreorder as another user)")
     nobody = pwd.getpwnam("nobody")
+    return OpenCopy(open_dir / "nobody-python", nobody.pw_uid, nobody.pw_gid)
+
+
+def test_another_user_cannot_connect(open_dir: Path, nobody_copy: OpenCopy) -> None:
     tmp_path = open_dir
     listen, lns_port = free_udp_port(), free_udp_port()
     sock = tmp_path / "control.sock"
@@ -174,7 +180,7 @@ def test_another_user_cannot_connect(open_dir: Path) -> None:
     d = Daemon(tmp_path, cfg)
     try:
         d.ready()
-        r = cli("status", "--config", str(tmp_path / "peek.yaml"), user=str(nobody.pw_uid))
+        r = cli("status", "--config", str(tmp_path / "peek.yaml"), user=nobody_copy)
         assert r.returncode == 2, (r.stdout, r.stderr)
         # Refused at connect() by the socket's mode (the file and directory are readable).
         assert f"{sock}: Permission denied" in r.stderr
@@ -199,10 +205,10 @@ def test_table_uses_singular_and_plural() -> None:
     assert "1 LAC peer, 1 session, 0 held now" in format_table(answer)
 
 
-def test_unprivileged_daemon_with_the_example_config_serves_status(open_dir: Path) -> None:
+def test_unprivileged_daemon_with_the_example_config_serves_status(
+    open_dir: Path, nobody_copy: OpenCopy
+) -> None:
     """`make run` as an ordinary user: no /run access, so /tmp/l2tpreorder-UID/control.sock."""
-    need(os.geteuid() == 0, "root (to run the daemon as another user)")
-    need(shutil.which("setpriv") is not None, "setpriv")
     nobody = pwd.getpwnam("nobody")
     tmp_path = open_dir
     example = (PROJECT_ROOT / "config.example.yaml").read_text()
@@ -210,14 +216,15 @@ def test_unprivileged_daemon_with_the_example_config_serves_status(open_dir: Pat
     config.write_text(example.replace("enabled: true", "enabled: false"))
     os.chmod(config, 0o644)
     listen, lns_port = free_udp_port(), free_udp_port()
-    cmd = [
-        shutil.which("setpriv") or "setpriv", f"--reuid={nobody.pw_uid}", "--regid=nogroup",
-        "--clear-groups", sys.executable, "-m", "l2tpreorder", "run", "--config", str(config),
+    cmd = nobody_copy.argv(
+        "run", "--config", str(config),
         "--listen", f"127.0.0.1:{listen}", "--lns", f"127.0.0.1:{lns_port}",
-    ]  # fmt: skip
+    )  # fmt: skip
     log = tmp_path / "daemon.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=nobody_copy.cwd, env=nobody_copy.env(), stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + WAIT * 2
         while (found := re.search(r"control socket: (\S+)", log.read_text())) is None:
@@ -231,7 +238,7 @@ def test_unprivileged_daemon_with_the_example_config_serves_status(open_dir: Pat
         )
         assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
         assert os.stat(sock).st_uid == nobody.pw_uid
-        r = cli("status", "--config", str(config), "--json", user=str(nobody.pw_uid))
+        r = cli("status", "--config", str(config), "--json", user=nobody_copy)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["pid"] == proc.pid
     finally:

@@ -349,8 +349,12 @@ def test_notifies_ready_with_status_then_watchdog_pings_then_stopping(
     d.wait_notify("STOPPING=1")
 
 
-def test_privileged_port_without_capability_is_one_clear_line() -> None:
+def test_privileged_port_without_capability_is_one_clear_line(tmp_path: Path) -> None:
     setpriv = need_tool("setpriv")
+    # Its own control socket and no metrics: a daemon running on this host at the default
+    # socket (or port) would refuse this one for that, before the bind under test.
+    config = tmp_path / "c.yaml"
+    config.write_text(f"control_socket: {tmp_path / 'c.sock'}\nmetrics: {{enabled: false}}\n")
     res = subprocess.run(
         [
             setpriv,
@@ -362,6 +366,8 @@ def test_privileged_port_without_capability_is_one_clear_line() -> None:
             "-m",
             "l2tpreorder",
             "run",
+            "--config",
+            str(config),
             "--listen",
             "127.0.0.1:1",
             "--lns",
@@ -373,8 +379,10 @@ def test_privileged_port_without_capability_is_one_clear_line() -> None:
         cwd=PROJECT_ROOT,
     )
     assert res.returncode == 1, "binding port 1 without CAP_NET_BIND_SERVICE must fail"
-    lines = res.stderr.strip().splitlines()
+    # One line says why (besides the INFO line naming the configuration in force).
+    lines = [line for line in res.stderr.strip().splitlines() if " INFO config: " not in line]
     assert len(lines) == 1, res.stderr
+    assert f"INFO config: {config}" in res.stderr
     assert "cannot bind 127.0.0.1:1: permission denied" in lines[0]
     assert "--listen 127.0.0.1:11701" in lines[0]
 

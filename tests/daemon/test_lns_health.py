@@ -19,6 +19,7 @@ from l2tpreorder.daemon.relay.adapter import Relay
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon.test_daemon import _has_ipv6_loopback, base_config, data
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, recv, udp
+from tests.netns import wait_until
 from tests.relay_service import relay_service
 
 pytestmark = pytest.mark.integration
@@ -162,3 +163,46 @@ def test_ipv6_lns_port_unreachable_is_seen_too(tmp_path: Path) -> None:
             time.sleep(0.05)
     finally:
         d.stop()
+
+
+def _status(d: Daemon, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l2tpreorder", "status", "-c", str(d.config_path), *extra],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=WAIT * 3, check=True,
+    )  # fmt: skip
+
+
+def test_right_after_start_the_lns_is_unknown_not_answering(tmp_path: Path) -> None:
+    """Nothing heard from the LNS yet proves nothing either way: status says "unknown, no
+    traffic yet" (it said `answering: true` for an LNS that was not even there, issue 24),
+    and "answering" once the LNS has sent something back."""
+    listen = free_udp_port()
+    lns = udp()
+    lns_port = lns.getsockname()[1]
+    cfg = base_config(
+        [f"127.0.0.1:{listen}"], f"127.0.0.1:{lns_port}", control_socket=str(tmp_path / "c.sock")
+    )
+    d = Daemon(tmp_path, cfg)
+    lac = udp()
+    try:
+        d.ready()
+        health = json.loads(_status(d, "--json").stdout)["lns_health"]
+        assert health == {"answering": None, "state": "unknown, no traffic yet", "problem": None}
+        assert f"LNS 127.0.0.1:{lns_port}: unknown, no traffic yet" in _status(d).stdout
+
+        lac.sendto(data(None), ("127.0.0.1", listen))
+        _, upstream = recv(lns)
+        lns.sendto(data(None), upstream)
+        recv(lac)  # relayed back to the LAC: the relay has read the LNS's answer
+
+        def answering() -> bool:
+            return bool(json.loads(_status(d, "--json").stdout)["lns_health"]["answering"])
+
+        wait_until("status says the LNS answers", answering, timeout=WAIT)
+        health = json.loads(_status(d, "--json").stdout)["lns_health"]
+        assert health == {"answering": True, "state": "answering", "problem": None}
+        assert "LNS 127.0.0.1" not in _status(d).stdout  # nothing to say about a healthy LNS
+    finally:
+        d.stop()
+        lac.close()
+        lns.close()

@@ -300,7 +300,7 @@ def test_promtool_check_and_test_rules() -> None:
         cwd=rules, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 11 rules found" in check.stdout
+    assert "SUCCESS: 12 rules found" in check.stdout
     test = subprocess.run(
         [promtool, "test", "rules", "alerts.test.yml"],
         cwd=rules, capture_output=True, text=True, check=False,

@@ -81,7 +81,7 @@ def test_changes_are_in_the_files_keys_and_units() -> None:
         "reorder.timeout_ms: 100 -> 40",
         "reorder.sequencing: renumber -> strip",
         "logging.drop_report_interval_ms: 10000 -> 500",
-        "metrics.port: 9101 -> 9999",
+        "metrics.port: 17010 -> 9999",
         "state_file_max_age_ms: 300000 -> 60000",
     ]
     assert changes(new, new) == []

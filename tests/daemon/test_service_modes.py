@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from l2tpreorder import wire
-from tests.daemon_harness import nothing_waiting
+from tests.daemon_harness import WAIT, free_udp_port, nothing_waiting
 from tests.integration.inpath_helpers import frame_of, metric, ns_of
 from tests.mode_harness import (
     MODES,
@@ -128,6 +128,75 @@ def test_reload_moves_the_metrics_endpoint(rig: ModeRig) -> None:
     rig.d.reload()
     assert rig.serves_metrics(new), f"nothing serves /metrics on the new port {new}"
     assert not rig.serves_metrics(old), f"the old port {old} still serves /metrics"
+
+
+def test_a_metrics_port_held_by_another_process_fails_the_start_naming_the_setting(
+    rig: ModeRig,
+) -> None:
+    """Metrics enabled but not served would let Prometheus scrape whatever holds the port
+    (issue 24: the HAProxy exporter on 9101) and never notice: the start fails instead."""
+    other = rig.hold_tcp_port(rig.metrics_port)
+    try:
+        daemon = rig.launch({})
+        code = daemon.proc.wait(WAIT * 3)
+    finally:
+        other.close()
+    assert code != 0, daemon.log()
+    errors = [line for line in daemon.log().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, daemon.log()
+    assert f"127.0.0.1:{rig.metrics_port}" in errors[0], errors
+    assert "metrics.port" in errors[0] and "not starting" in errors[0], errors
+    assert not any("READY=1" in m for m in daemon.messages), daemon.messages
+
+
+def test_a_reload_to_a_taken_metrics_port_keeps_the_old_listener_and_says_why(
+    rig: ModeRig,
+) -> None:
+    rig.start({})
+    old = rig.metrics_port
+    taken = rig.free_tcp_port()
+    other = rig.hold_tcp_port(taken)
+    try:
+        rig.write_config(metrics={"port": taken})
+        answer = rig.reload_command()
+    finally:
+        other.close()
+    assert answer.returncode == 0, answer.stderr
+    assert f"127.0.0.1:{taken}" in answer.stderr and "metrics.port" in answer.stderr, answer
+    assert f"still serving on 127.0.0.1:{old}" in answer.stderr, answer.stderr
+    assert rig.serves_metrics(old), f"the old endpoint {old} stopped serving"
+    assert rig.d.proc.poll() is None
+    # Not applied, so the next reload tries again: with the port free now, it moves.
+    assert rig.reload_command().returncode == 0
+    assert rig.serves_metrics(taken), f"a later reload left /metrics off {taken}: {rig.d.log()}"
+    assert not rig.serves_metrics(old)
+
+
+# --- one host, two instances -------------------------------------------------------------------
+
+
+def test_a_second_instance_on_the_same_control_socket_refuses_to_start(rig: ModeRig) -> None:
+    """Two instances sharing one control socket path: `status --config B` would answer for A
+    (issue 24). The second one refuses before binding anything, naming `control_socket`."""
+    first = rig.start({})
+    own_ports: dict[str, object] = {"metrics": {"port": rig.free_tcp_port()}}
+    if rig.mode == "relay":
+        own_ports["listen"] = [f"127.0.0.1:{free_udp_port()}"]
+    try:
+        second = rig.launch(own_ports)  # the same control_socket (the rig's), other ports
+        code = second.proc.wait(WAIT * 3)
+        log = second.log()
+        second.stop()
+    finally:
+        rig.daemon = first  # the first one is stopped with the rig
+    assert code == 1, log
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, log
+    assert "another l2tpreorder answers there" in errors[0], errors
+    assert "control_socket" in errors[0] and "not starting" in errors[0], errors
+    assert "metrics: http" not in log  # it bound nothing
+    assert first.proc.poll() is None
+    assert rig.status()["pid"] == first.proc.pid  # status still reaches the first one
 
 
 # --- systemd -----------------------------------------------------------------------------------

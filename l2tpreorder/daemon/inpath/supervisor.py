@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -32,14 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config, ConfigError, MetricsConfig, format_address
-from l2tpreorder.daemon.control import ControlServer
+from l2tpreorder.daemon.control import ControlServer, another_daemon, answering_daemon
 from l2tpreorder.daemon.inpath.protocol import (
     WORKER_CONTROL_ENV,
     WORKER_METRICS_LINE,
     ask,
     worker_socket,
 )
-from l2tpreorder.daemon.metrics import MetricsServer
+from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
 from l2tpreorder.daemon.sdnotify import Notifier
 
 log = logging.getLogger("l2tpreorder")
@@ -141,11 +142,19 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
+        running = answering_daemon(self.config.control_socket)  # issue 24: two instances
+        if running is not None:
+            log.error("%s", another_daemon(running))
+            return 1
+        try:  # metrics asked for but not served is a failed start (issue 24)
+            self.metrics = self._start_metrics(self.config.metrics, at_start=True)
+        except OSError as e:
+            log.error("%s; not starting", listen_failure(self.config.metrics, e))
+            return 1
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self.control = await start_supervisor_control(self)
         for w in self.workers.values():
             self._start(w)
-        self.metrics = self._start_metrics(self.config.metrics)
         watch = loop.create_task(self._watch())
         try:
             await stop
@@ -161,8 +170,11 @@ class Supervisor:
             self.notifier.close()
         return 0
 
-    def _start_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
-        """The one `/metrics` for every worker (`WorkersCollector`); None when off."""
+    def _start_metrics(
+        self, settings: MetricsConfig, at_start: bool = False
+    ) -> MetricsServer | None:
+        """The one `/metrics` for every worker (`WorkersCollector`); None when off. At start
+        a port it cannot listen on raises OSError (the caller refuses to start)."""
         if not settings.enabled:
             return None
         registry = CollectorRegistry(auto_describe=False)
@@ -170,7 +182,9 @@ class Supervisor:
         try:
             server = MetricsServer(settings, registry)
         except OSError as e:
-            log.error("metrics: cannot listen: %s; running without metrics", e.strerror)
+            if at_start:
+                raise
+            log.error("reload: %s; running without metrics", listen_failure(settings, e))
             return None
         log.info("metrics: http://%s/metrics", format_address((settings.listen, server.port)))
         return server
@@ -188,11 +202,32 @@ class Supervisor:
             new = self._load()
         except ConfigError:
             return
-        if new.metrics != self.config.metrics:
-            if self.metrics is not None:
-                self.metrics.close()
-            self.metrics = self._start_metrics(new.metrics)
+        if new.metrics != self.config.metrics and not self._move_metrics(new.metrics):
+            new = replace(new, metrics=self.config.metrics)  # the next reload tries again
         self.config = new
+
+    def _move_metrics(self, new: MetricsConfig) -> bool:
+        """Serve `new`; a new address is bound before the old listener closes, so a taken
+        port keeps the old one serving (issue 24). False when `new` is not served."""
+        old, running = self.config.metrics, self.metrics
+        if running is not None and (
+            ((old.listen, old.port) == (new.listen, new.port) and old.port != 0)
+            or not new.enabled
+        ):
+            running.close()  # its port is the one the new listener needs (or none is wanted)
+            running = self.metrics = None
+        fresh = self._start_metrics(new)  # logs why when it cannot listen
+        if fresh is None and new.enabled:
+            if running is None:
+                self.metrics = self._start_metrics(old)
+            if self.metrics is not None:
+                where = format_address((old.listen, self.metrics.port))
+                log.error("reload: the metrics: section is not applied; still serving on %s", where)
+            return False
+        if running is not None:
+            running.close()
+        self.metrics = fresh
+        return True
 
     def _start(self, w: Worker) -> None:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]

@@ -615,7 +615,7 @@ class Relay:
         c = self.counters
         return {
             "lns": format_address(self.config.lns),
-            "lns_health": {"answering": self.health.reason is None, "problem": self.health.reason},
+            "lns_health": self.health.status(),
             "totals": {
                 "peers": len(self.peers),
                 "rx_datagrams_lac": c.rx_datagrams_lac,

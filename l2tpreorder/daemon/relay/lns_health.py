@@ -129,6 +129,20 @@ class LnsHealth:
         self._lns_seen = counters.rx_datagrams_lns
         self._lac_since: float | None = None  # first LAC datagram the LNS has not answered since
 
+    def status(self) -> dict[str, object]:
+        """`status`'s `lns_health`: answering is True once the LNS was heard, False with a
+        problem, None (`unknown, no traffic yet`) before either: right after start nothing
+        says the LNS answers, and `true` there hid a missing LNS (issue 24)."""
+        c = self.counters
+        if self.reason is not None:
+            answering: bool | None = False
+            state = f"not answering: {self.reason}"
+        elif c.rx_datagrams_lns - c.dropped_not_from_lns > 0:
+            answering, state = True, "answering"
+        else:
+            answering, state = None, "unknown, no traffic yet"
+        return {"answering": answering, "state": state, "problem": self.reason}
+
     def on_icmp_errors(self, errors: list[IcmpError]) -> None:
         """Errors drained from an upstream socket: about the LNS, or about nobody we know."""
         for e in errors:
