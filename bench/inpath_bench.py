@@ -77,7 +77,8 @@ class InPathLab:
         with os.fdopen(fd, "w") as f:
             f.write(
                 f"mode: inpath\ninpath: {{{queues}}}\nmetrics: {{enabled: false}}\n"
-                f"reorder: {{timeout_ms: {timeout_ms}}}\nlogging: {{level: warning}}\n"
+                f"reorder: {{timeout_ms: {timeout_ms}, adaptive: false}}\n"
+                "logging: {level: warning}\n"
                 # its own control socket (removed at exit), not the host's /run/l2tpreorder
                 f"control_socket: {name[: -len('.yaml')]}.sock\n"
             )

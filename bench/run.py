@@ -41,11 +41,16 @@ PY = sys.executable
 BASELINE_CMD = (
     "{python} -m bench.baseline_forwarder --listen {listen} --target {lns} --rcvbuf {rcvbuf}"
 )
-# A fixed timeout (--adaptive false): the release-lateness step measures against timeout_ms, and
-# runs stay comparable with those from before the adaptive default (issue 22).
+# {config}: the bench's own file (its own control socket, no metrics listener: never the host's
+# defaults, which a second daemon may not share), with a fixed timeout (the release-lateness step
+# measures against timeout_ms, and runs stay comparable with those from before the adaptive
+# default, issue 22).
 DAEMON_CMD = (
-    "{python} -m l2tpreorder run --listen {listen} --lns {lns} --timeout {timeout_ms} "
-    "--adaptive false --socket-buffer {rcvbuf}"
+    "{python} -m l2tpreorder run --config {config} --listen {listen} --lns {lns} "
+    "--timeout {timeout_ms} --socket-buffer {rcvbuf}"
+)
+DAEMON_CONFIG = (
+    "metrics: {{enabled: false}}\nreorder: {{adaptive: false}}\ncontrol_socket: {socket}\n"
 )
 
 
@@ -64,10 +69,13 @@ class Target:
     def __post_init__(self) -> None:
         self.label = self.label or self.name
 
-    def command(self, listen: str, lns: str, timeout_ms: int, rcvbuf: int) -> list[str]:
+    def command(
+        self, listen: str, lns: str, timeout_ms: int, rcvbuf: int, config: str = ""
+    ) -> list[str]:
         assert self.template is not None
         text = self.template.format(python=shlex.quote(PY), listen=listen, lns=lns,
-                                    timeout_ms=timeout_ms, rcvbuf=rcvbuf)
+                                    timeout_ms=timeout_ms, rcvbuf=rcvbuf,
+                                    config=shlex.quote(config))
         return shlex.split(text)
 
 
@@ -82,6 +90,8 @@ class Bench:
     trials: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)  # `ip netns exec NS` during in-path trials
+    # the daemon's config files and control sockets (removed at the end of main)
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="l2rx-bench-")))
 
     # ---- process plumbing -------------------------------------------------------------------
 
@@ -159,8 +169,10 @@ class Bench:
 
     def start_relay(self, target: Target, lns_port: int) -> tuple[subprocess.Popen[str], int]:
         port = udp.free_udp_port()
+        config = self.tmp / f"relay-{port}.yaml"
+        config.write_text(DAEMON_CONFIG.format(socket=self.tmp / f"relay-{port}.sock"))
         cmd = target.command(f"127.0.0.1:{port}", f"127.0.0.1:{lns_port}", self.args.timeout_ms,
-                             self.args.relay_rcvbuf)
+                             self.args.relay_rcvbuf, str(config))
         # Output to a file, not a pipe: a relay that logs a lot must never block on us.
         log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in relay_log)
         relay = self.spawn(cmd, 1, stdout=log, stderr=subprocess.STDOUT)
@@ -538,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         return measure(b, args, started)
     finally:
         b.kill_all()
+        shutil.rmtree(b.tmp, ignore_errors=True)
 
 
 def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
