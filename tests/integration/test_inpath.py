@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,42 @@ def test_kill_9_fails_open_and_restart_resumes_ordering(ns: NetNs, tmp_path: Pat
     for n in (6, 8, 7):
         lac.sendto(data(n), LNS)
     assert [ns_of(d) for d, _ in receive_all(lns, 3)] == [6, 7, 8]
+    assert daemon.stop() == 0
+
+
+def test_restart_with_traffic_in_the_downtime_never_steps_the_lns_back(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """Issue 21, point 3: `systemctl restart` while the LAC sends. Our Ns lag the LAC's (a gap
+    given up), the bypass passes the LAC's own Ns while we are down, and the restored session
+    must not go back to its saved numbering: it goes on from the Ns the LNS saw, and its first
+    packet is not held for the (30 s) timeout."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 30000})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40006)
+    for n in (0, 1, *range(3, 13)):  # 2 lost: 3..12 wait for it
+        lac.sendto(data(n), LNS)
+    seen = [ns_of(d) for d, _ in receive_all(lns, 2)]
+    assert daemon.stop(signal.SIGTERM) == 0
+    got = receive_all(lns, 10)
+    assert [frame_of(d) for d, _ in got] == list(range(3, 13))
+    seen += [ns_of(d) for d, _ in got]  # renumbered over the gap: Ns 2..11
+    wait_until("the queue unbound after the stop", lambda: QUEUE not in bound_queues(ns))
+    for n in range(13, 23):  # the downtime: the rule's bypass passes the LAC's own Ns
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, 10)
+    assert [ns_of(d) for d, _ in got] == list(range(13, 23))
+    seen += [ns_of(d) for d, _ in got]
+    daemon.start()
+    after = [24, 23, 25, 26, 27, 28]  # a swap right after the bind
+    for n in after:
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, len(after), timeout=10.0)  # the first one is not held 30 s
+    assert sorted(frame_of(d) for d, _ in got) == sorted(after)  # none lost
+    seen += [ns_of(d) for d, _ in got]
+    assert all(0 < (b - a) & 0xFFFF < 0x8000 for a, b in pairwise(seen)), f"LNS saw Ns {seen}"
+    assert seen[-len(after):] == list(range(24, 30))  # the LAC's numbering from the restart on
     assert daemon.stop() == 0
 
 
