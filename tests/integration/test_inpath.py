@@ -241,6 +241,63 @@ def test_restart_with_traffic_in_the_downtime_never_steps_the_lns_back(
     assert daemon.stop() == 0
 
 
+def test_restart_under_steady_traffic_the_lns_never_sees_ns_step_back(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """The issue's run, scaled down: the LAC sends steadily (about 1,000 pps) through SIGTERM,
+    the bypass, and the start; our Ns lagged the LAC's by 10 before. Whatever the kernel passed
+    or we ordered, the LNS never sees an Ns step back or repeat, and ordering resumes."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 50})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40007)
+    for n in range(100):
+        if not 40 <= n < 50:  # lost: given up after 50 ms, so our Ns lag the LAC's by 10
+            lac.sendto(data(n), LNS)
+    seen = [ns_of(d) for d, _ in receive_all(lns, 90)]
+    stop = threading.Event()
+    sent = [100]
+
+    def send() -> None:
+        while not stop.is_set() and sent[0] < 60000:
+            lac.sendto(data(sent[0]), LNS)
+            sent[0] += 1
+            time.sleep(0.001)  # pacing the traffic, not synchronising
+
+    def receive() -> None:
+        lns.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                seen.append(ns_of(lns.recvfrom(65535)[0]))
+            except TimeoutError:
+                continue
+
+    threads = [threading.Thread(target=send), threading.Thread(target=receive)]
+    for thread in threads:
+        thread.start()
+    try:
+        mark = len(seen)
+        wait_until("traffic flows", lambda: len(seen) > mark + 200)
+        assert daemon.stop(signal.SIGTERM) == 0
+        wait_until("the queue unbound after the stop", lambda: QUEUE not in bound_queues(ns))
+        mark = len(seen)
+        wait_until("the bypass passes the traffic", lambda: len(seen) > mark + 200)
+        daemon.start()
+        mark = len(seen)
+        wait_until("ordered traffic after the start", lambda: len(seen) > mark + 300)
+        text = daemon.scrape_or_none()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    back = [(a, b) for a, b in pairwise(seen) if not 0 < (b - a) & 0xFFFF < 0x8000]
+    assert not back, f"the LNS saw Ns step back or repeat: {back[:10]} of {len(seen)}"
+    assert text is not None
+    assert metric(text, "l2tpreorder_skipped_sequence_numbers_total", reason="restart") >= 1
+    assert daemon.stop() == 0
+
+
 def worker_pid(ns: NetNs, queue: int) -> int:
     for pid in ns.run("ip", "netns", "pids", ns.name).stdout.split():
         try:
