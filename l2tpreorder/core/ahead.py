@@ -26,6 +26,8 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from l2tpreorder.core import reasons
 from l2tpreorder.core.behind import far_run
 from l2tpreorder.core.engine_counters import EngineCounters
@@ -36,7 +38,6 @@ MASK = 0xFFFF
 HALF = 0x8000
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
 DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
-
 
 
 class Ahead:
@@ -55,6 +56,12 @@ class Ahead:
 
     def _skip(self, s: Session, count: int, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
+
+    if TYPE_CHECKING:  # behind.Behind's (after this class in the engine's MRO: no stub here)
+
+        def _behind(
+            self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
+        ) -> int: ...
 
     def _resume(self, s: Session, ns: int, distance: int) -> bool:
         """A restored session's first packet, `distance` ahead of the saved expectation (behind
@@ -80,12 +87,15 @@ class Ahead:
             s.dropped_far_ahead += 1
             c.dropped_far_ahead += 1
             return DROPPED_FAR_AHEAD
-        # Deliver what we hold (all of it within W of `expected`, so before `ns`), give up
-        # the Ns up to the jump, continue from this packet.
+        # Deliver what we hold, give up the Ns up to the jump, continue from this packet.
         self._release_all(s, now, reasons.SKIP_RESYNC)
         c.resyncs += 1
         s.behind_run = 0
         gap = (ns - s.expected) & MASK
+        if gap >= HALF:
+            # A packet held beyond `ns` went out (held before a reload shrank W): this Ns was
+            # given up on the way, so it is a late one now.
+            return self._behind(s, data, ns, ns_offset, now, tag)
         if gap:
             self._skip(s, gap, reasons.SKIP_RESYNC)
         s.expected = (ns + 1) & MASK

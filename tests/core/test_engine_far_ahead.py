@@ -4,11 +4,13 @@ jump (core/ahead.py), the mirror of the far-behind rule."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2tpreorder.core import reasons
-from l2tpreorder.core.engine import Sequencing
+from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing
 from l2tpreorder.core.reasons import Outcome
 from tests.engine_helpers import FLOW, check_invariants, data, drain, engine, ident_of, ns_of
 
@@ -142,4 +144,21 @@ def test_within_the_window_ahead_is_held_as_before() -> None:
     e.receive(data(0), FLOW, 0.0)
     assert e.receive(data(1 + 64), FLOW, 0.0) == Outcome.HELD  # distance 64 = W
     assert e.receive(data(1 + 65), FLOW, 0.0) == Outcome.DROPPED_FAR_AHEAD
+    check_invariants(e)
+
+
+def test_a_jump_after_a_reload_shrank_the_window_past_a_held_packet() -> None:
+    """Held up to the old W ahead, then W shrinks by reload: a confirmed jump to an Ns before
+    that held packet releases it first; the jump's own Ns was given up on the way (late)."""
+    config = EngineConfig(reorder_timeout=0.1, max_held_per_session=256, resync_after=2)
+    e = ReorderEngine(config)
+    e.receive(data(0), FLOW, 0.0)
+    assert e.receive(data(120), FLOW, 0.0) == Outcome.HELD
+    e.reconfigure(replace(config, max_held_per_session=8), 0.0)  # W = 64 now
+    assert e.receive(data(99), FLOW, 0.0) == Outcome.DROPPED_FAR_AHEAD
+    assert e.receive(data(100), FLOW, 0.0) == Outcome.FORWARDED_LATE
+    out = drain(e)
+    assert [ident_of(d) for _, d in out] == [0, 120, 100]
+    assert [ns_of(d) for _, d in out] == [0, 1, 2]
+    assert e.receive(data(121), FLOW, 0.0) == Outcome.FORWARDED_IN_ORDER
     check_invariants(e)

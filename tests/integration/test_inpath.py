@@ -127,6 +127,27 @@ def test_duplicates_dropped_and_counted(ns: NetNs, tmp_path: Path) -> None:
     assert daemon.stop() == 0
 
 
+def test_a_stray_far_ahead_is_dropped_and_the_session_does_not_move(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """Issue 21, point 5, through the kernel's queue: one datagram at Ns +20000 among genuine
+    ones gets NF_DROP; every genuine one reaches the LNS in order with contiguous Ns."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40008)
+    for n in (*range(10), 20010, *range(10, 40)):
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, 40)
+    assert [(ns_of(d), frame_of(d)) for d, _ in got] == [(n, n) for n in range(40)]
+    assert quiet(lns)
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_dropped_packets_total", reason="far_ahead") == 1
+    assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="drop") == 1
+    assert daemon.stop() == 0
+
+
 def test_not_ours_passes_untouched(ns: NetNs, tmp_path: Path) -> None:
     """L2TPv3 over UDP, other UDP, control messages and data without Ns: accepted at once,
     byte for byte, even while a session holds an early packet."""
