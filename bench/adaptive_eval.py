@@ -211,7 +211,7 @@ def summarize(result: ReplayResult) -> dict[str, Any]:
         "learned_timeout_ms_max": ms(list(learned), max),
         "delivered": sequenced
         - late_dropped
-        - sum(s.dropped_duplicate + s.dropped_stale for s in seq),
+        - sum(s.dropped_duplicate + s.dropped_stale + s.dropped_far_ahead for s in seq),
         "models": models,
         "adaptive_grows": result.counters.get("adaptive_grows", 0),
     }

@@ -51,6 +51,21 @@ def gaps_behind(s: Session) -> int:
     return max(s.forwarded_in_order + s.released - s.gaps_at, (s.expected - s.gaps_end) & MASK)
 
 
+def far_run(s: Session, ns: int) -> int:
+    """Count this packet, further than W from the expected Ns (behind, or ahead: core/ahead.py),
+    into the session's run of such packets, each Ns the next with no other packet of the
+    session in between; returns the run's length. Packets released by the timer meanwhile do
+    not break it: only arrivals count."""
+    arrivals = s.packets
+    if ns == s.behind_next and arrivals == s.behind_at:
+        s.behind_run += 1
+    else:
+        s.behind_run = 1
+    s.behind_next = (ns + 1) & MASK
+    s.behind_at = arrivals + 1
+    return s.behind_run
+
+
 class Behind:
     """Mixin of ReorderEngine: classify and handle one packet behind the expected Ns."""
 
@@ -137,17 +152,10 @@ class Behind:
         self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
     ) -> int:
         """Further behind than the window: `stale`, unless `resync_after` of them in a row (each
-        Ns the next, no other packet of the session in between) say the peer restarted its Ns.
-        Packets released by the timer meanwhile do not break the run: only arrivals count."""
+        Ns the next, no other packet of the session in between: `far_run`) say the peer
+        restarted its Ns."""
         c = self.counters
-        arrivals = s.packets
-        if ns == s.behind_next and arrivals == s.behind_at:
-            s.behind_run += 1
-        else:
-            s.behind_run = 1
-        s.behind_next = (ns + 1) & MASK
-        s.behind_at = arrivals + 1
-        if s.behind_run >= self._resync_after:
+        if far_run(s, ns) >= self._resync_after:
             # Deliver what we hold, then continue from this packet.
             self._release_all(s, now, reasons.SKIP_RESYNC)
             c.resyncs += 1

@@ -80,7 +80,8 @@ RELEASED = _f(
 DROPPED = _f(
     "dropped_packets",
     "Datagrams dropped, by reason (late: its Ns was already given up, see timeout; stale:"
-    " further behind than the session's window, delivered or not unknown).",
+    " further behind than the session's window, delivered or not unknown; far_ahead: further"
+    " ahead than the window and not confirmed by the packets after it, a stray one).",
     D,
     "reason",
 )
@@ -167,6 +168,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(E, "dropped_duplicate", DROPPED, ("duplicate",), report="duplicate", total=True),
     Counter(E, "dropped_late", DROPPED, ("late",), report="late", total=True),
     Counter(E, "dropped_stale", DROPPED, ("stale",), report="stale", total=True),
+    Counter(E, "dropped_far_ahead", DROPPED, ("far_ahead",), report="far_ahead", total=True),
     Counter(E, "malformed", MALFORMED, report="malformed", total=True),
     Counter(E, "dropped_malformed", DROPPED, ("malformed",)),
     Counter(E, "skipped", SKIPPED, report="gave_up_ns", total=True),
@@ -190,6 +192,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter(SE, "dropped_duplicate", S_DROPPED, ("duplicate",), total=True),
     Counter(SE, "dropped_late", S_DROPPED, ("late",), total=True),
     Counter(SE, "dropped_stale", S_DROPPED, ("stale",), total=True),
+    Counter(SE, "dropped_far_ahead", S_DROPPED, ("far_ahead",), total=True),
     Counter(SE, "skipped", S_SKIPPED, total=True),
 )
 

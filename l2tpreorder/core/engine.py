@@ -12,11 +12,13 @@ once, untouched. Every datagram ends in exactly one counted outcome (`reasons.Ou
 
     received == forwarded (control, unsequenced, in order, out of order, late) + released (after
                 hold)
-                + dropped (duplicate, late, stale, malformed) + held now
+                + dropped (duplicate, late, stale, far ahead, malformed) + held now
 
 Sequence numbers are compared modulo 2**16 with the half-space rule: Ns is ahead of the expected
 value when (Ns - expected) mod 65536 < 32768, else behind. Behind packets are classified exactly
-within the window W (see core/continuation.py; core/behind.py handles them); the session table,
+within the window W (see core/continuation.py; core/behind.py handles them); a packet more than W
+ahead is not trusted alone, and a restored session's first packet tells where its stream went
+while the daemon was down (core/ahead.py); the session table,
 its caps, idle expiry and the memory that lets a session continue across an end live in
 core/session_table.py.
 """
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from l2tpreorder.core import adaptive, reasons
+from l2tpreorder.core.ahead import Ahead
 from l2tpreorder.core.behind import Behind, gaps_behind
 from l2tpreorder.core.engine_counters import (
     DISPLACEMENT_BUCKETS,
@@ -162,7 +165,7 @@ class EngineConfig:
                 raise ValueError(f"{name}={value!r}: expected {above}{upto}")
 
 
-class ReorderEngine(Behind, SessionTable):
+class ReorderEngine(Ahead, Behind, SessionTable):
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
     def __init__(self, config: EngineConfig | None = None, *, pass_malformed: bool = False) -> None:
@@ -383,6 +386,8 @@ class ReorderEngine(Behind, SessionTable):
         suspect = s.last_active <= self._drop_mark
         s.last_active = now
         distance = (ns - s.expected) & MASK
+        if s.restored and self._resume(s, ns, distance):
+            distance = 0  # the first packet after a restart: the gap passed us meanwhile
         if distance == 0:
             s.behind_run = 0
             s.expected = (ns + 1) & MASK
@@ -395,6 +400,8 @@ class ReorderEngine(Behind, SessionTable):
                 self._release_run(s, now)
             return FORWARDED_IN_ORDER
         if distance < HALF:
+            if distance > self._window:  # not trusted alone (core/ahead.py)
+                return self._far_ahead(s, data, ns, ns_offset, now, tag)
             if suspect and not s.held and self._timeout > 0:
                 # Kernel drops since this session's previous packet: under overload this gap is
                 # almost surely one of them. Waiting for it would hold this session's traffic

@@ -38,6 +38,7 @@ class EngineCounters:
         "adaptive_grows",
         "displacement",
         "dropped_duplicate",
+        "dropped_far_ahead",
         "dropped_late",
         "dropped_stale",
         "forwarded_control",
@@ -83,6 +84,7 @@ class EngineCounters:
         self.dropped_duplicate = 0
         self.dropped_late = 0
         self.dropped_stale = 0  # further behind than the window: delivered or not is unknown
+        self.dropped_far_ahead = 0  # further ahead than the window, not confirmed (core/ahead.py)
         self.skipped: dict[str, int] = dict.fromkeys(reasons.SKIP_REASONS, 0)
         self.resyncs = 0
         self.sessions_started = 0
@@ -111,6 +113,7 @@ class EngineCounters:
             + self.dropped_duplicate
             + self.dropped_late
             + self.dropped_stale
+            + self.dropped_far_ahead
         )
 
     @property
@@ -140,7 +143,11 @@ class EngineCounters:
     @property
     def dropped(self) -> int:
         return (
-            self.dropped_duplicate + self.dropped_late + self.dropped_stale + self.dropped_malformed
+            self.dropped_duplicate
+            + self.dropped_late
+            + self.dropped_stale
+            + self.dropped_far_ahead
+            + self.dropped_malformed
         )
 
     @property

@@ -80,6 +80,7 @@ _NOTED = frozenset(
         Outcome.DROPPED_DUPLICATE,
         Outcome.DROPPED_LATE,
         Outcome.DROPPED_STALE,
+        Outcome.DROPPED_FAR_AHEAD,
         Outcome.DROPPED_MALFORMED,
         Outcome.FORWARDED_MALFORMED,
     )
@@ -362,9 +363,14 @@ class Pipeline:
             {direction: engine_state(engine) for direction, engine in self._engines()},
         )
 
-    def restore(self, state: PipelineState, now: float, elapsed: float = 0.0) -> Restored:
+    def restore(
+        self, state: PipelineState, now: float, elapsed: float = 0.0, *, passed: bool = False
+    ) -> Restored:
         """Recreate what `snapshot` returned (`elapsed`: seconds since it was taken). A saved
-        direction that does not reorder now is not restored: `Restored.ignored` says so."""
+        direction that does not reorder now is not restored: `Restored.ignored` says so.
+        `passed`: traffic may have reached the far side untouched meanwhile (the in-path
+        fail-open bypass): a restored session then follows the Ns the far side saw
+        (core/ahead.py)."""
         engines = dict(self._engines())
         restored: dict[str, int] = {}
         ignored: dict[str, int] = {}
@@ -374,7 +380,7 @@ class Pipeline:
                 ignored[direction] = saved.live
                 continue
             restored[direction] = restore_engine(
-                engine, saved.sessions, saved.tunnels, now, elapsed
+                engine, saved.sessions, saved.tunnels, now, elapsed, passed=passed
             )
         return Restored(restored, ignored)
 

@@ -41,6 +41,10 @@ SKIP_EVICTED = "evicted"  # the session table was full and this session was evic
 # at once (or after a 2 ms grace when the session already held packets) instead of after the
 # timeout (see ReorderEngine.note_kernel_drops).
 SKIP_SOCKET_DROP = "socket_overflow"
+# A session restored from the state file got, as its first packet, one ahead of the saved
+# numbering: the Ns between passed us while the daemon was down (the in-path fail-open bypass)
+# or were lost then (relay mode), so they are given up at once, not waited for (core/ahead.py).
+SKIP_RESTART = "restart"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,
     SKIP_CAP,
@@ -48,6 +52,7 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_END,
     SKIP_EVICTED,
     SKIP_SOCKET_DROP,
+    SKIP_RESTART,
 )
 
 # Why a session ended (events.SessionEnded, which the debug lines read). "_reverse": the control
@@ -73,16 +78,20 @@ class Outcome(IntEnum):
     # (renumber, strip; `reorder.late`): a reordering of the payload, not a loss
     FORWARDED_LATE = 4
     HELD = 5  # early data, held until the gap fills or its deadline (later counted as released)
-    # The drops are DROPPED_DUPLICATE..DROPPED_STALE (adapters test that range; FORWARDED_MALFORMED
-    # came later and is not a drop).
+    # The drops are DROPPED_DUPLICATE..DROPPED_STALE (adapters test that range, so a new drop goes
+    # inside it; FORWARDED_MALFORMED came later and is not a drop).
     DROPPED_DUPLICATE = 6  # its Ns was already delivered or is held
     DROPPED_LATE = 7  # its Ns was already given up (skipped), and late: drop (or preserve mode)
     DROPPED_MALFORMED = 8  # not a usable L2TPv2 message; the reason is counted separately
+    # further ahead of the next expected Ns than the window W, and not (yet) confirmed by the
+    # packets after it: one stray datagram (spoofed, a bit flip) must not move the session
+    # (core/ahead.py); `resync_after` of them in a row are a real jump and the session follows
+    DROPPED_FAR_AHEAD = 9
     # further behind the next expected Ns than the session's window (W = max(max_held, 64)):
     # whether it was delivered or given up is no longer known (e.g. a restarting peer's first
     # packets before the resync, or a packet delayed by more than W, or beyond what a window
     # grown by reload has tracked yet)
-    DROPPED_STALE = 9
+    DROPPED_STALE = 10
     # not a usable L2TPv2 message, passed on untouched (MalformedPolicy.PASS: in-path mode, which
     # must do no harm to traffic it sits in the path of); counted by reason like a dropped one
-    FORWARDED_MALFORMED = 10
+    FORWARDED_MALFORMED = 11

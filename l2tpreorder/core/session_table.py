@@ -41,6 +41,10 @@ ACTIVE_FLOOR = 1.0
 HELD_SHRINK = 16
 # Session.known_back when the whole window W is tracked (no reload has grown W lately).
 KNOWS_ALL = 1 << 62
+# Session.restored: how a restored session takes its first packet (core/ahead.py); 0: not
+# restored, or it has had a packet since.
+RESTORED = 1  # nothing passed while the daemon was down (relay mode): what was sent is lost
+RESTORED_PASSED = 2  # traffic may have passed untouched meanwhile (in-path fail-open bypass)
 # Ends recorded between two `take_records()` (the debug lines read them once per tick); beyond
 # it they are only counted.
 END_LOG_KEPT = EVENTS_KEPT
@@ -57,6 +61,7 @@ class Session:
         "confirmed",
         "cut",
         "dropped_duplicate",
+        "dropped_far_ahead",
         "dropped_late",
         "dropped_stale",
         "expected",
@@ -80,6 +85,7 @@ class Session:
         "reo_delay",
         "reo_keep",
         "reo_seen",
+        "restored",
         "session_id",
         "skipped",
         "started",
@@ -109,7 +115,13 @@ class Session:
         self.known_back = KNOWS_ALL  # see core/behind.py: W grew by reload
         self.behind_run = 0
         self.behind_next = -1
-        self.behind_at = -1  # arrivals counted when the next far-behind packet continues a run
+        # A run of packets further than W from the expected Ns, behind (a peer restarting its
+        # numbering, core/behind.py) or ahead (a jump to confirm, core/ahead.py): the next Ns
+        # that continues it, and the arrivals counted by then (nothing else may come between).
+        self.behind_at = -1
+        # Restored from the state file (ahead.RESTORED*) and no packet since: where the stream
+        # is now is not known yet (see core/ahead.py); 0 otherwise.
+        self.restored = 0
         self.alive = True
         self.confirmed = False  # established by the control channel
         self.started = now
@@ -122,6 +134,7 @@ class Session:
         self.dropped_duplicate = 0
         self.dropped_late = 0
         self.dropped_stale = 0
+        self.dropped_far_ahead = 0
         self.skipped = 0
         self.max_displacement = 0
         # Adaptive timeout (see core.adaptive; set by adaptive.start when the mode is on).
@@ -143,6 +156,7 @@ class Session:
             + self.dropped_duplicate
             + self.dropped_late
             + self.dropped_stale
+            + self.dropped_far_ahead
         )
 
     @property
@@ -274,9 +288,12 @@ class SessionTable:
         *,
         confirmed: bool = True,
         gaps: int = 0,
+        passed: bool = False,
     ) -> Session:
         """Recreate a session saved before a restart (see `state`): the LNS keeps seeing
-        contiguous Ns in renumber mode because `out_ns` continues where it stopped."""
+        contiguous Ns in renumber mode because `out_ns` continues where it stopped. `passed`:
+        traffic may have reached the LNS untouched while we were down (in-path fail-open), so
+        the first packet may move the numbering on (core/ahead.py)."""
         key = ((tunnel_id & MASK) << 16) | (session_id & MASK)
         now = self._clock(now)
         old = self._flows.get(flow, {}).get(key)
@@ -286,6 +303,7 @@ class SessionTable:
         s = self._new_session(flow, key, expected & MASK, now)
         s.out_ns = out_ns & MASK
         s.gaps = gaps & ((1 << self._window) - 1)
+        s.restored = RESTORED_PASSED if passed else RESTORED
         if confirmed and not s.confirmed:
             s.confirmed = True
             self.counters.sessions_confirmed += 1

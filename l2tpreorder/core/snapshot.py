@@ -69,9 +69,12 @@ def restore_engine(
     tunnels: list[TunnelPair],
     now: float,
     elapsed: float = 0.0,
+    *,
+    passed: bool = False,
 ) -> int:
     """Recreate saved sessions, continuation memory and tunnel-ID pairs in `engine` (`elapsed`:
-    seconds since the save); returns how many live sessions."""
+    seconds since the save; `passed`: traffic may have reached the receiver untouched while we
+    were down, the in-path fail-open bypass); returns how many live sessions."""
     for flow, theirs, ours in tunnels:
         engine.restore_tunnel(flow, theirs, ours)
     live = 0
@@ -83,7 +86,14 @@ def restore_engine(
             engine.restore_ended(s.flow, s.tunnel_id, s.session_id, ended, idle=s.idle)
             continue
         restored = engine.restore_session(
-            s.flow, s.tunnel_id, s.session_id, s.expected, s.out_ns, now, confirmed=s.confirmed
+            s.flow,
+            s.tunnel_id,
+            s.session_id,
+            s.expected,
+            s.out_ns,
+            now,
+            confirmed=s.confirmed,
+            passed=passed,
         )
         restored.gaps = s.gaps & ((1 << engine.window) - 1)
         restored.gaps_end = s.expected if s.gaps_end is None else s.gaps_end

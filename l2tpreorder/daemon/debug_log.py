@@ -29,6 +29,7 @@ _DROPS: dict[int, str] = {
     reasons.Outcome.DROPPED_LATE: "late (its gap was given up already)",
     reasons.Outcome.DROPPED_DUPLICATE: "duplicate (this Ns was delivered already)",
     reasons.Outcome.DROPPED_STALE: "stale (further behind than the session's window)",
+    reasons.Outcome.DROPPED_FAR_AHEAD: "far ahead (beyond the window, not confirmed: a stray)",
 }
 
 # The LAC-to-LNS engine's end reasons, in an operator's words ("reverse" is the LNS's side).

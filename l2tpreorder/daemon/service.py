@@ -66,6 +66,8 @@ except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works 
 log = logging.getLogger("l2tpreorder")
 
 HOUSEKEEPING_INTERVAL = 1.0
+# Modes whose traffic passes untouched while the daemon is down (in-path: --queue-bypass).
+FAILS_OPEN = frozenset({"inpath"})
 
 # syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {
@@ -342,7 +344,11 @@ class Service:
             return
         now = self.mode.clock()
         what = self.mode.restore_extra(saved.extra, now)
-        restored = saved.restore(self.pipeline, now)
+        # In-path mode fails open: while we were down the LACs' packets reached the LNS
+        # untouched, with their own Ns, and the restored sessions must go on from those
+        # (docs/inpath.md, "what the LNS sees across a bypass episode"). Relay mode has no
+        # bypass: what was sent meanwhile was lost.
+        restored = saved.restore(self.pipeline, now, passed=self.mode.name in FAILS_OPEN)
         for direction, n in restored.ignored.items():
             log.warning("state: %d saved %s sessions not restored: not reordered now", n, direction)
         log.info("restored %d sessions%s from %s", restored.total, what, path)

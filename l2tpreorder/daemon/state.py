@@ -59,10 +59,11 @@ class SavedState:
         """The sequencing mode the saved numbering was made in."""
         return self.state.sequencing
 
-    def restore(self, pipeline: Pipeline, now: float) -> Restored:
-        """Recreate the saved sessions and tunnel-ID pairs of both directions in `pipeline`."""
+    def restore(self, pipeline: Pipeline, now: float, *, passed: bool = False) -> Restored:
+        """Recreate the saved sessions and tunnel-ID pairs of both directions in `pipeline`.
+        `passed`: traffic passed untouched while we were down (in-path fail-open)."""
         elapsed = max(0.0, time.time() - self.saved_at)
-        return pipeline.restore(self.state, now, elapsed)
+        return pipeline.restore(self.state, now, elapsed, passed=passed)
 
 
 def export_direction(state: EngineState) -> dict[str, Any]:

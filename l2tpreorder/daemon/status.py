@@ -34,6 +34,7 @@ def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
         "late_delivered": s.forwarded_late,
         "duplicates": s.dropped_duplicate,
         "stale": s.dropped_stale,
+        "far_ahead": s.dropped_far_ahead,
         "timeout_ms": round(timeout * 1000, 3),
         "confirmed": s.confirmed,
         "last_seen_s": round(max(0.0, now - s.last_active), 3),

@@ -255,6 +255,7 @@ class Replay:
                     Outcome.DROPPED_DUPLICATE,
                     Outcome.DROPPED_LATE,
                     Outcome.DROPPED_STALE,
+                    Outcome.DROPPED_FAR_AHEAD,
                 ):
                     stats.on_dropped(Outcome(outcome).name.lower())
                 if outcome in (Outcome.FORWARDED_OUT_OF_ORDER, Outcome.FORWARDED_LATE):

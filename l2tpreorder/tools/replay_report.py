@@ -70,6 +70,7 @@ class SessionReport:
         "conversation",
         "data",
         "dropped_duplicate",
+        "dropped_far_ahead",
         "dropped_late",
         "dropped_stale",
         "engine_sessions",
@@ -115,6 +116,7 @@ class SessionReport:
         self.dropped_duplicate = 0
         self.dropped_late = 0
         self.dropped_stale = 0
+        self.dropped_far_ahead = 0
         self.skipped = 0
         self.max_displacement = 0
         self.learned_timeout: float | None = None  # adaptive mode: the timeout at the end
@@ -177,6 +179,7 @@ class SessionReport:
             "late_delivered": self.forwarded_late,
             "duplicate": self.dropped_duplicate,
             "stale": self.dropped_stale,
+            "far_ahead": self.dropped_far_ahead,
             "forwarded_out_of_order": self.forwarded_out_of_order,
         }
         if self.compare:

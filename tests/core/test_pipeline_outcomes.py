@@ -24,7 +24,12 @@ from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.views import EngineCounters
 from tests.core.test_fuzz_engine import Step, configs, steps
 
-DROPS = (Outcome.DROPPED_DUPLICATE, Outcome.DROPPED_LATE, Outcome.DROPPED_STALE)
+DROPS = (
+    Outcome.DROPPED_DUPLICATE,
+    Outcome.DROPPED_LATE,
+    Outcome.DROPPED_STALE,
+    Outcome.DROPPED_FAR_AHEAD,
+)
 MALFORMED = (Outcome.DROPPED_MALFORMED, Outcome.FORWARDED_MALFORMED)
 
 
@@ -41,6 +46,7 @@ def counted(c: EngineCounters) -> dict[Outcome, int]:
         Outcome.DROPPED_LATE: c.dropped_late,
         Outcome.DROPPED_MALFORMED: c.dropped_malformed,
         Outcome.DROPPED_STALE: c.dropped_stale,
+        Outcome.DROPPED_FAR_AHEAD: c.dropped_far_ahead,
         Outcome.FORWARDED_MALFORMED: c.forwarded_malformed,
     }
 

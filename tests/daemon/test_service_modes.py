@@ -339,7 +339,7 @@ PEER_KEYS = {"lac", "upstream", "last_seen_s", "sessions"}
 SESSION_KEYS = {
     "tunnel_id", "session_id", "packets", "reordered", "held", "skipped", "late",
     "late_delivered", "duplicates",
-    "stale", "timeout_ms", "confirmed", "last_seen_s",
+    "stale", "far_ahead", "timeout_ms", "confirmed", "last_seen_s",
 }  # fmt: skip
 TOTALS_KEYS = {"peers", "sessions", "held", "rx_datagrams_lac", "rx_datagrams_lns", "reordered"}
 # What docs/control.md documents as one mode's own; a key named after the mode may hold more.

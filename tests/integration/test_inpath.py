@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,27 @@ def test_duplicates_dropped_and_counted(ns: NetNs, tmp_path: Path) -> None:
     assert daemon.stop() == 0
 
 
+def test_a_stray_far_ahead_is_dropped_and_the_session_does_not_move(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """Issue 21, point 5, through the kernel's queue: one datagram at Ns +20000 among genuine
+    ones gets NF_DROP; every genuine one reaches the LNS in order with contiguous Ns."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE)
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40008)
+    for n in (*range(10), 20010, *range(10, 40)):
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, 40)
+    assert [(ns_of(d), frame_of(d)) for d, _ in got] == [(n, n) for n in range(40)]
+    assert quiet(lns)
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_dropped_packets_total", reason="far_ahead") == 1
+    assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="drop") == 1
+    assert daemon.stop() == 0
+
+
 def test_not_ours_passes_untouched(ns: NetNs, tmp_path: Path) -> None:
     """L2TPv3 over UDP, other UDP, control messages and data without Ns: accepted at once,
     byte for byte, even while a session holds an early packet."""
@@ -201,6 +223,99 @@ def test_kill_9_fails_open_and_restart_resumes_ordering(ns: NetNs, tmp_path: Pat
     for n in (6, 8, 7):
         lac.sendto(data(n), LNS)
     assert [ns_of(d) for d, _ in receive_all(lns, 3)] == [6, 7, 8]
+    assert daemon.stop() == 0
+
+
+def test_restart_with_traffic_in_the_downtime_never_steps_the_lns_back(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """Issue 21, point 3: `systemctl restart` while the LAC sends. Our Ns lag the LAC's (a gap
+    given up), the bypass passes the LAC's own Ns while we are down, and the restored session
+    must not go back to its saved numbering: it goes on from the Ns the LNS saw, and its first
+    packet is not held for the (30 s) timeout."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 30000})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40006)
+    for n in (0, 1, *range(3, 13)):  # 2 lost: 3..12 wait for it
+        lac.sendto(data(n), LNS)
+    seen = [ns_of(d) for d, _ in receive_all(lns, 2)]
+    assert daemon.stop(signal.SIGTERM) == 0
+    got = receive_all(lns, 10)
+    assert [frame_of(d) for d, _ in got] == list(range(3, 13))
+    seen += [ns_of(d) for d, _ in got]  # renumbered over the gap: Ns 2..11
+    wait_until("the queue unbound after the stop", lambda: QUEUE not in bound_queues(ns))
+    for n in range(13, 23):  # the downtime: the rule's bypass passes the LAC's own Ns
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, 10)
+    assert [ns_of(d) for d, _ in got] == list(range(13, 23))
+    seen += [ns_of(d) for d, _ in got]
+    daemon.start()
+    after = [24, 23, 25, 26, 27, 28]  # a swap right after the bind
+    for n in after:
+        lac.sendto(data(n), LNS)
+    got = receive_all(lns, len(after), timeout=10.0)  # the first one is not held 30 s
+    assert sorted(frame_of(d) for d, _ in got) == sorted(after)  # none lost
+    seen += [ns_of(d) for d, _ in got]
+    assert all(0 < (b - a) & 0xFFFF < 0x8000 for a, b in pairwise(seen)), f"LNS saw Ns {seen}"
+    assert seen[-len(after):] == list(range(24, 30))  # the LAC's numbering from the restart on
+    assert daemon.stop() == 0
+
+
+def test_restart_under_steady_traffic_the_lns_never_sees_ns_step_back(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """The issue's run, scaled down: the LAC sends steadily (about 1,000 pps) through SIGTERM,
+    the bypass, and the start; our Ns lagged the LAC's by 10 before. Whatever the kernel passed
+    or we ordered, the LNS never sees an Ns step back or repeat, and ordering resumes."""
+    daemon = InPathDaemon(ns, tmp_path, QUEUE, reorder={"timeout_ms": 50})
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40007)
+    for n in range(100):
+        if not 40 <= n < 50:  # lost: given up after 50 ms, so our Ns lag the LAC's by 10
+            lac.sendto(data(n), LNS)
+    seen = [ns_of(d) for d, _ in receive_all(lns, 90)]
+    stop = threading.Event()
+    sent = [100]
+
+    def send() -> None:
+        while not stop.is_set() and sent[0] < 60000:
+            lac.sendto(data(sent[0]), LNS)
+            sent[0] += 1
+            time.sleep(0.001)  # pacing the traffic, not synchronising
+
+    def receive() -> None:
+        lns.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                seen.append(ns_of(lns.recvfrom(65535)[0]))
+            except TimeoutError:
+                continue
+
+    threads = [threading.Thread(target=send), threading.Thread(target=receive)]
+    for thread in threads:
+        thread.start()
+    try:
+        mark = len(seen)
+        wait_until("traffic flows", lambda: len(seen) > mark + 200)
+        assert daemon.stop(signal.SIGTERM) == 0
+        wait_until("the queue unbound after the stop", lambda: QUEUE not in bound_queues(ns))
+        mark = len(seen)
+        wait_until("the bypass passes the traffic", lambda: len(seen) > mark + 200)
+        daemon.start()
+        mark = len(seen)
+        wait_until("ordered traffic after the start", lambda: len(seen) > mark + 300)
+        text = daemon.scrape_or_none()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    back = [(a, b) for a, b in pairwise(seen) if not 0 < (b - a) & 0xFFFF < 0x8000]
+    assert not back, f"the LNS saw Ns step back or repeat: {back[:10]} of {len(seen)}"
+    assert text is not None
+    assert metric(text, "l2tpreorder_skipped_sequence_numbers_total", reason="restart") >= 1
     assert daemon.stop() == 0
 
 
