@@ -67,8 +67,14 @@ class Ahead:
         """A restored session's first packet, `distance` ahead of the saved expectation (behind
         when >= HALF): True when the gap before it was given up (`expected` is now `ns`)."""
         how = s.restored
+        if distance >= HALF:
+            # Behind: a duplicate, a late packet or a stray tells nothing about where the
+            # stream went; the next packet may (late ones are not delivered meanwhile: behind.py).
+            return False
         s.restored = 0
-        if not 0 < distance < HALF or s.packets:
+        # Anything already sent with our numbering (the in-order path skips this check):
+        # the position is known, the gap is an ordinary one.
+        if not distance or s.forwarded_in_order or s.released or s.forwarded_late or s.held:
             return False
         if how != RESTORED_PASSED and distance <= self._window:
             return False  # relay mode: nothing passed, the gap may be a swap; wait as usual

@@ -27,7 +27,7 @@ from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.engine_counters import EngineCounters
 from l2tpreorder.core.fastpath import with_ns, without_sequence
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.core.session_table import KNOWS_ALL, Session
+from l2tpreorder.core.session_table import KNOWS_ALL, RESTORED_PASSED, Session
 
 MASK = 0xFFFF
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
@@ -125,7 +125,9 @@ class Behind:
                 return FORWARDED_OUT_OF_ORDER
             if self._adapt is not None and adaptive.on_late(s, now, self._adapt):
                 c.adaptive_grows += 1  # the timeout was too short for this session: grown
-            if self._deliver_late:
+            # Not while a restored session has not yet shown where its stream went (in-path:
+            # the LNS may have seen higher Ns meanwhile, our next one could step back).
+            if self._deliver_late and s.restored != RESTORED_PASSED:
                 s.forwarded_late += 1
                 c.forwarded_late += 1
                 self._emit_late(s, data, ns_offset, tag)

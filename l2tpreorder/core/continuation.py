@@ -26,10 +26,17 @@ ENDED_KEPT = 16384
 class Ended:
     """Where a session stopped: enough for the next one with its IDs to carry on exactly."""
 
-    __slots__ = ("at", "confirmed", "expected", "gaps", "gaps_end", "out_ns")
+    __slots__ = ("at", "confirmed", "expected", "gaps", "gaps_end", "out_ns", "passed")
 
     def __init__(
-        self, expected: int, out_ns: int, gaps: int, gaps_end: int, at: float, confirmed: bool
+        self,
+        expected: int,
+        out_ns: int,
+        gaps: int,
+        gaps_end: int,
+        at: float,
+        confirmed: bool,
+        passed: bool = False,
     ) -> None:
         self.expected = expected
         self.out_ns = out_ns
@@ -37,6 +44,9 @@ class Ended:
         self.gaps_end = gaps_end
         self.at = at
         self.confirmed = confirmed
+        # Restored after a restart during which traffic may have passed untouched (in-path):
+        # a session continuing from it takes its first packet like a restored one (ahead.py).
+        self.passed = passed
 
 
 class ContinuationMemory:

@@ -400,7 +400,9 @@ class ReorderEngine(Ahead, Behind, SessionTable):
                 self._release_run(s, now)
             return FORWARDED_IN_ORDER
         if distance < HALF:
-            if distance > self._window:  # not trusted alone (core/ahead.py)
+            # Not trusted alone (core/ahead.py); after kernel drops a gap wider than W is one
+            # of those (given up below), not a stray.
+            if distance > self._window and not suspect:
                 return self._far_ahead(s, data, ns, ns_offset, now, tag)
             if suspect and not s.held and self._timeout > 0:
                 # Kernel drops since this session's previous packet: under overload this gap is

@@ -255,6 +255,8 @@ class SessionTable:
         s.gaps_end = ended.gaps_end
         if ended.confirmed and not s.confirmed:
             s.confirmed = True
+        if ended.passed:  # ended before a restart that let traffic pass: where is it now?
+            s.restored = RESTORED_PASSED
         self.counters.sessions_continued += 1
         return True
 

@@ -82,7 +82,7 @@ def restore_engine(
         if s.ended_ago is not None:
             gaps_end = s.expected if s.gaps_end is None else s.gaps_end
             at = now - s.ended_ago - elapsed
-            ended = Ended(s.expected, s.out_ns, s.gaps, gaps_end, at, s.confirmed)
+            ended = Ended(s.expected, s.out_ns, s.gaps, gaps_end, at, s.confirmed, passed)
             engine.restore_ended(s.flow, s.tunnel_id, s.session_id, ended, idle=s.idle)
             continue
         restored = engine.restore_session(

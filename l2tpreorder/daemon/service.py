@@ -198,7 +198,7 @@ class Service:
             running = answering_daemon(self.config.control_socket)
             if running is not None:  # before binding anything of the running one's
                 log.error("%s", another_daemon(running))
-                return 1
+                return EX_CONFIG  # a config fault (control_socket): systemd must not retry
         try:
             self.mode.bind()
             # Metrics asked for but not served would leave Prometheus scraping whatever holds

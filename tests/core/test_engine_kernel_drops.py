@@ -107,3 +107,19 @@ def test_grace_never_exceeds_a_shorter_timeout() -> None:
     e.note_kernel_drops(10.0)
     e.receive(data(5), FLOW, 10.0)
     assert e.next_deadline() == 10.0 + KERNEL_DROP_GRACE / 4
+
+
+def test_a_burst_of_drops_wider_than_the_window_is_given_up_not_taken_for_a_stray() -> None:
+    """Review finding: a socket-overflow burst lost more than W packets of one session; the
+    next genuine ones are far ahead, but after reported drops that is the burst (given up at
+    once as socket_overflow), not a stray far_ahead packet to drop."""
+    e = engine()
+    e.receive(data(1), FLOW, 10.0)
+    e.note_kernel_drops(10.5)
+    gap = e.window + 50  # W = max(max_held_per_session, 64)
+    for k in range(3):
+        assert e.receive(data(2 + gap + k), FLOW, 11.0) == Outcome.FORWARDED_IN_ORDER
+    assert [ident_of(d) for _, d in drain(e)] == [1, 2 + gap, 3 + gap, 4 + gap]
+    assert e.counters.skipped[reasons.SKIP_SOCKET_DROP] == gap
+    assert e.counters.dropped_far_ahead == 0
+    check_invariants(e)

@@ -184,3 +184,48 @@ def test_in_path_restart_property_the_lns_never_steps_back_or_repeats(
     assert sorted(i for i, _ in out) == sorted(after_bind)
     never_steps_back(seen + [n for _, n in out])
     check_invariants(p.engine)
+
+
+def test_in_path_restart_a_first_packet_behind_keeps_the_session_unconfirmed() -> None:
+    """Review finding: the first packet after the restart is behind (here a late one, given up
+    before the stop). Delivered with our next Ns it would step the LNS back (it saw the LAC's
+    higher Ns during the bypass), and the session would forget it was restored: the next
+    packet, ahead, would then be held and renumbered into Ns the LNS saw. Dropped instead, and
+    the next one ahead still moves the numbering on."""
+    config = EngineConfig(reorder_timeout=0.1)
+    state, seen = before_the_restart(config, 0, 100, range(20, 60))  # our Ns lag by 40
+    seen += list(range(100, 130))  # the bypass
+    p = Pipeline(config)
+    p.restore(state, 10.0, passed=True)
+    assert p.from_lac(data(30), FLOW, 10.0) == Outcome.DROPPED_LATE
+    for i, ns in enumerate(range(130, 140)):
+        assert p.from_lac(data(ns), FLOW, 10.001 + i * 0.001) == Outcome.FORWARDED_IN_ORDER
+    after = [n for _, n in lns_ns(p)]
+    never_steps_back([n for n in seen if n is not None] + after)
+    assert after[0] == 130
+
+
+def test_in_path_restart_a_session_ended_before_the_stop_continues_without_stepping_back() -> None:
+    """Review finding: a session in the ended-session memory at the stop (its LAC peer was
+    forgotten, say) whose stream goes on through the bypass and after the restart takes up its
+    old numbering: like a restored one, its first packet tells where the stream went."""
+    config = EngineConfig(reorder_timeout=0.1)
+    p = Pipeline(config)
+    for ns in range(0, 100):
+        if not 20 <= ns < 60:
+            p.from_lac(data(ns), FLOW, ns * 0.001)
+        p.expire(ns * 0.001)
+    p.expire(1.0)
+    seen = [n for _, n in lns_ns(p)]
+    p.end_flow(FLOW, 1.0)  # ended, remembered for its numbering
+    p.flush(1.0)
+    state = p.snapshot()
+    seen += list(range(100, 110))  # the bypass: the LAC's own Ns
+    q = Pipeline(config)
+    q.restore(state, 10.0, passed=True)
+    for i, ns in enumerate(range(110, 120)):
+        assert q.from_lac(data(ns), FLOW, 10.0 + i * 0.001) == Outcome.FORWARDED_IN_ORDER
+    after = [n for _, n in lns_ns(q)]
+    assert after[0] == 110
+    never_steps_back([n for n in seen if n is not None] + after)
+    assert q.directions()["lac_to_lns"].counters.sessions_continued == 1

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +89,11 @@ _HDR_LEN = _NLMSGHDR.size + _NFGENMSG.size  # 20
 
 class NfqueueError(OSError):
     """The kernel refused a queue configuration request (errno and what was asked)."""
+
+
+# The longest a stop waits for the kernel's ACK to "maxlen 0" and to the unbind (see
+# `_request_attrs`): a lost ACK then costs a second, not the stop.
+STOP_ACK_TIMEOUT = 1.0
 
 
 # One queued packet: (packet id for the verdict, netfilter hook, the copied bytes = an IP packet,
@@ -228,15 +235,27 @@ class NfQueue:
             both = _attr(NFQA_CFG_FLAGS, flag) + _attr(NFQA_CFG_MASK, flag)
             self._request_attrs(both, "fail-open")
 
-    def _request(self, kind: int, value: bytes, what: str) -> None:
-        self._request_attrs(_attr(kind, value), what)
+    def _request(self, kind: int, value: bytes, what: str, timeout: float | None = None) -> None:
+        self._request_attrs(_attr(kind, value), what, timeout)
 
-    def _request_attrs(self, attrs: bytes, what: str) -> None:
-        """Send one config request with an ACK and raise if the kernel refuses it."""
+    def _request_attrs(self, attrs: bytes, what: str, timeout: float | None = None) -> None:
+        """Send one config request with an ACK and raise if the kernel refuses it.
+
+        `timeout` (seconds) bounds the wait for the ACK: at shutdown under overload our socket
+        may be full, and the kernel then drops the ACK (netlink acks are sent without waiting),
+        so an unbounded wait would hang the stop until systemd's SIGKILL."""
         self.sock.send(
             _message(NFQNL_MSG_CONFIG, self.queue, attrs, NLM_F_REQUEST | NLM_F_ACK, seq=1)
         )
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                ready = select.select([self.sock], [], [], max(0.0, left))[0] if left > 0 else []
+                if not ready:
+                    raise NfqueueError(
+                        errno.ETIMEDOUT, f"nfqueue {self.queue} {what}: no answer in {timeout} s"
+                    )
             reply = self.sock.recv(65536)
             at = 0
             while at + _NLMSGHDR.size <= len(reply):
@@ -312,7 +331,9 @@ class NfQueue:
         So a packet arriving between `accept_all` and the unbind is not dropped by the unbind
         (issue 21). False when the kernel refused (then the old order is all there is)."""
         try:
-            self._request(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", 0), "queue maxlen 0")
+            self._request(
+                NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", 0), "queue maxlen 0", STOP_ACK_TIMEOUT
+            )
         except OSError:
             return False
         return True
@@ -335,7 +356,8 @@ class NfQueue:
     def close(self) -> None:
         """Unbind (from then on the rule's bypass passes packets) and close."""
         with contextlib.suppress(OSError):
-            self._request(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_UNBIND, 0), "unbind")
+            unbind = struct.pack("!BxH", NFQNL_CFG_CMD_UNBIND, 0)
+            self._request(NFQA_CFG_CMD, unbind, "unbind", STOP_ACK_TIMEOUT)
         self.sock.close()
 
 

@@ -32,7 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from l2tpreorder.config import Config, ConfigError, MetricsConfig, format_address
+from l2tpreorder.config import EX_CONFIG, Config, ConfigError, MetricsConfig, format_address
 from l2tpreorder.daemon.control import ControlServer, another_daemon, answering_daemon
 from l2tpreorder.daemon.inpath.protocol import (
     WORKER_CONTROL_ENV,
@@ -145,7 +145,7 @@ class Supervisor:
         running = answering_daemon(self.config.control_socket)  # issue 24: two instances
         if running is not None:
             log.error("%s", another_daemon(running))
-            return 1
+            return EX_CONFIG  # a config fault (control_socket): systemd must not retry
         try:  # metrics asked for but not served is a failed start (issue 24)
             self.metrics = self._start_metrics(self.config.metrics, at_start=True)
         except OSError as e:

@@ -173,10 +173,13 @@ class InPathMode:
         q = self.queue
         if q is None:
             return
-        # New packets bypass from here (fail-open at maxlen 0), so the accept-all below
-        # covers everything still queued and the unbind finds nothing to drop.
-        q.stop_queueing()
+        # What is queued is accepted first: if anything below fails or waits, nothing that
+        # was queued is left for the unbind to drop. Then new packets bypass (fail-open at
+        # maxlen 0), and a second accept-all covers what was queued in between; the unbind
+        # then finds nothing to drop.
         q.send(self.adapter.accept_pending())  # nothing should be left; never strand one
+        q.accept_all(self.adapter.last_id)
+        q.stop_queueing()
         q.accept_all(self.adapter.last_id)
         if q.errors:
             self._report_errors(q.errors)
