@@ -45,7 +45,8 @@ def warn_if_open(config: Config) -> None:
         ip = ipaddress.ip_address(host)  # validated by config: an IP literal
         if ip.is_unspecified or ip.is_global:
             log.warning(
-                "listening on %s and `allow` accepts every source: anyone who can reach "
-                "it can talk to the LNS through the relay; list your LAC prefixes in allow",
+                "listening on %s and `relay.allow` accepts every source: anyone who can "
+                "reach it can talk to the LNS through the relay; list your LAC prefixes in "
+                "relay.allow",
                 format_address((host, port)),
             )
