@@ -67,14 +67,17 @@ class Ahead:
         """A restored session's first packet, `distance` ahead of the saved expectation (behind
         when >= HALF): True when the gap before it was given up (`expected` is now `ns`)."""
         how = s.restored
+        if s.forwarded_in_order or s.released or s.forwarded_late or s.held:
+            # Already sent with our numbering (the in-order fast path does not come here):
+            # the position is known, any gap is an ordinary one.
+            s.restored = 0
+            return False
         if distance >= HALF:
             # Behind: a duplicate, a late packet or a stray tells nothing about where the
             # stream went; the next packet may (late ones are not delivered meanwhile: behind.py).
             return False
         s.restored = 0
-        # Anything already sent with our numbering (the in-order path skips this check):
-        # the position is known, the gap is an ordinary one.
-        if not distance or s.forwarded_in_order or s.released or s.forwarded_late or s.held:
+        if not distance:
             return False
         if how != RESTORED_PASSED and distance <= self._window:
             return False  # relay mode: nothing passed, the gap may be a swap; wait as usual

@@ -77,7 +77,6 @@ FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
 HELD = int(Outcome.HELD)
 DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
 DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
-DROPPED_STALE = int(Outcome.DROPPED_STALE)
 FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
 
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).

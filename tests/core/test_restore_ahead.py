@@ -229,3 +229,17 @@ def test_in_path_restart_a_session_ended_before_the_stop_continues_without_stepp
     assert after[0] == 110
     never_steps_back([n for n in seen if n is not None] + after)
     assert q.directions()["lac_to_lns"].counters.sessions_continued == 1
+
+
+def test_after_in_order_packets_a_restored_session_delivers_late_ones_again() -> None:
+    """Third review finding: the first packets after the restore come in order (the fast path,
+    which does not clear the restored mark), so nothing passed meanwhile; a late packet of a gap
+    given up before the stop must then be delivered with the next Ns as usual, not dropped as if
+    the session's position were still unknown."""
+    config = EngineConfig(reorder_timeout=0.1)
+    state, _ = before_the_restart(config, 0, 100, range(90, 92))  # 90, 91 given up
+    p = Pipeline(config)
+    p.restore(state, 10.0, passed=True)
+    for i, ns in enumerate(range(100, 105)):
+        assert p.from_lac(data(ns), FLOW, 10.0 + i * 0.001) == Outcome.FORWARDED_IN_ORDER
+    assert p.from_lac(data(90), FLOW, 10.3) == Outcome.FORWARDED_LATE
