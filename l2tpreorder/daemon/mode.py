@@ -40,6 +40,9 @@ class Mode(Protocol):
     pipeline: Pipeline
     clock: Callable[[], float]  # the clock packets are stamped with (the timer's too)
     keep_capabilities: tuple[int, ...]  # kept across the privilege drop
+    # Traffic passes untouched while the daemon is down (in-path's fail-open bypass): restored
+    # sessions then follow the Ns the LNS saw meanwhile (core/ahead.py).
+    fails_open: bool
     refused_why: str  # how a refused reload key is explained ("needs new sockets")
     # Set by the service while debug lines are on (the pipeline records events meanwhile; the
     # service drains them after every batch). A mode may log its own lines through it

@@ -67,7 +67,6 @@ log = logging.getLogger("l2tpreorder")
 
 HOUSEKEEPING_INTERVAL = 1.0
 # Modes whose traffic passes untouched while the daemon is down (in-path: --queue-bypass).
-FAILS_OPEN = frozenset({"inpath"})
 
 # syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {
@@ -344,13 +343,18 @@ class Service:
             return
         now = self.mode.clock()
         what = self.mode.restore_extra(saved.extra, now)
-        # In-path mode fails open: while we were down the LACs' packets reached the LNS
-        # untouched, with their own Ns, and the restored sessions must go on from those
+        # A mode that fails open (in-path): while we were down the LACs' packets reached the
+        # LNS untouched, with their own Ns, and the restored sessions must go on from those
         # (docs/inpath.md, "what the LNS sees across a bypass episode"). Relay mode has no
         # bypass: what was sent meanwhile was lost.
-        restored = saved.restore(self.pipeline, now, passed=self.mode.name in FAILS_OPEN)
+        restored = saved.restore(self.pipeline, now, passed=self.mode.fails_open)
         for direction, n in restored.ignored.items():
-            log.warning("state: %d saved %s sessions not restored: not reordered now", n, direction)
+            log.warning(
+                "state file %s: %d saved %s sessions not restored: reorder.lns_to_lac is off",
+                path,
+                n,
+                direction,
+            )
         log.info("restored %d sessions%s from %s", restored.total, what, path)
 
     def _state_now(self) -> tuple[PipelineState, dict[str, Any], str]:

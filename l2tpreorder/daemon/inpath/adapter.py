@@ -104,6 +104,18 @@ class InPathCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
     @property
+    def passed_not_ours(self) -> int:
+        """Every packet accepted at once as not ours (inpath/counters.py's PASSED_NOT_OURS)."""
+        return (
+            self.not_udp
+            + self.truncated
+            + self.not_l2tpv2
+            + self.fragments_seen
+            + self.bad_checksum
+            + self.not_allowed
+        )
+
+    @property
     def accepted_untouched(self) -> int:
         return self.accepted - self.accepted_rewritten
 

@@ -84,6 +84,7 @@ class InPathMode:
 
     name = "inpath"
     keep_capabilities: tuple[int, ...] = (CAP_NET_ADMIN,)
+    fails_open = True  # the rule's --queue-bypass passes packets while no reader is bound
     refused_why = "needs a restart"
 
     def __init__(
@@ -273,13 +274,9 @@ class InPathMode:
 
     def final_line(self) -> str:
         c = self.adapter.counters
-        not_ours = (
-            c.not_udp + c.truncated + c.not_l2tpv2 + c.fragments_seen + c.bad_checksum
-            + c.not_allowed
-        )
         return (
             f"{c.packets} packets queued, {c.accepted} accepted ({c.accepted_rewritten} "
-            f"rewritten), {c.dropped} dropped, {not_ours} not ours"
+            f"rewritten), {c.dropped} dropped, {c.passed_not_ours} not ours"
         )
 
 

@@ -92,6 +92,7 @@ class Relay:
 
     name = "relay"
     keep_capabilities: tuple[int, ...] = ()
+    fails_open = False  # nothing passes while the relay is down: it is lost
     refused_why = "needs new sockets"
 
     def __init__(
@@ -493,7 +494,9 @@ class Relay:
                 log.warning("state: LAC peer %s is listed twice; the later entry is skipped", where)
                 continue
             if not self.admission.allowed(p.flow[0]):
-                log.warning("state: LAC peer %s is no longer allowed (`allow`); skipped", where)
+                log.warning(
+                    "state: LAC peer %s is no longer allowed (`relay.allow`); skipped", where
+                )
                 continue
             if self.admission.is_self(p.flow):
                 log.warning("state: LAC peer %s is the LNS or one of our sockets; skipped", where)
