@@ -49,6 +49,7 @@ from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.drop_report import DropReporter
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure, start_metrics_server
+from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, Mode
 from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
@@ -143,7 +144,7 @@ class Service:
         self.state_file = state_file
         self.endpoints = endpoints or Endpoints()
         self.counters = ServiceCounters()
-        self.metrics: MetricsServer | None = None
+        self.metrics = MetricsEndpoint(self._open_metrics)
         self.control: ControlServer | None = None
         self.timer: DeadlineTimer | None = None
         self.reporter = DropReporter(
@@ -202,7 +203,7 @@ class Service:
             self.mode.bind()
             # Metrics asked for but not served would leave Prometheus scraping whatever holds
             # the port (issue 24): that is a failed start, like a socket we cannot bind.
-            self.metrics = self._open_metrics(self.config.metrics)
+            self.metrics.start(self.config.metrics)
         except BindError as e:
             log.error("%s", e)
             self.mode.close()  # what the mode opened besides (e.g. the relay's epoll)
@@ -318,9 +319,7 @@ class Service:
             self._stop.set_result(None)
 
     def _close_endpoints(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
+        self.metrics.close()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -396,30 +395,6 @@ class Service:
         scheme = "https" if settings.tls_cert else "http"
         log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, server.port)))
         return server
-
-    def _reload_metrics(self, old: MetricsConfig, new: MetricsConfig) -> str | None:
-        """Serve `new` in place of `old`. A new address is bound before the old listener
-        closes, so a port that is taken keeps the old one serving; returns why, or None."""
-        running = self.metrics
-        same_address = (old.listen, old.port) == (new.listen, new.port) and old.port != 0
-        if running is not None and (same_address or not new.enabled):
-            running.close()  # its port is the one the new listener needs (or none is wanted)
-            running = self.metrics = None
-        try:
-            fresh = self._open_metrics(new)
-        except OSError as e:
-            why = f"{listen_failure(new, e)}; the metrics: section is not applied"
-            if running is None:  # the old listener is gone: serve the old settings again
-                try:
-                    self.metrics = self._open_metrics(old)
-                except OSError:
-                    return f"{why}, and the old endpoint could not be reopened either"
-            where = format_address((old.listen, self.metrics.port)) if self.metrics else None
-            return f"{why}; still serving on {where}" if where else why
-        if running is not None:
-            running.close()
-        self.metrics = fresh
-        return None
 
     async def _start_control(self, user: pwd.struct_passwd | None) -> None:
         """The control socket for `status` and `reload`; without it the daemon still runs."""
@@ -532,7 +507,7 @@ class Service:
         # A supervised worker restarts its loopback endpoint too (per_session and its top N
         # are the worker's to apply) and tells the supervisor the new port.
         if new.metrics != old.metrics:
-            not_served = self._reload_metrics(old.metrics, new.metrics)
+            not_served = self.metrics.move(old.metrics, new.metrics)
             if not_served is not None:
                 log.error("reload: %s", not_served)
                 notes.append(not_served)

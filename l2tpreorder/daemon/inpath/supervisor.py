@@ -41,6 +41,7 @@ from l2tpreorder.daemon.inpath.protocol import (
     worker_socket,
 )
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
+from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.sdnotify import Notifier
 
 log = logging.getLogger("l2tpreorder")
@@ -123,7 +124,7 @@ class Supervisor:
         self.notifier = Notifier()
         self._stopping = False
         self._ready_sent = False
-        self.metrics: MetricsServer | None = None
+        self.metrics = MetricsEndpoint(self._open_metrics)
         self.control: ControlServer | None = None
 
     def status_line(self) -> str:
@@ -147,7 +148,7 @@ class Supervisor:
             log.error("%s", another_daemon(running))
             return EX_CONFIG  # a config fault (control_socket): systemd must not retry
         try:  # metrics asked for but not served is a failed start (issue 24)
-            self.metrics = self._start_metrics(self.config.metrics, at_start=True)
+            self.metrics.start(self.config.metrics)
         except OSError as e:
             log.error("%s; not starting", listen_failure(self.config.metrics, e))
             return 1
@@ -163,30 +164,22 @@ class Supervisor:
             watch.cancel()
             self.notifier.stopping()
             await loop.run_in_executor(None, self._stop_all)
-            if self.metrics is not None:
-                self.metrics.close()
+            self.metrics.close()
             if self.control is not None:
                 self.control.close()
             self.notifier.close()
         return 0
 
-    def _start_metrics(
-        self, settings: MetricsConfig, at_start: bool = False
-    ) -> MetricsServer | None:
-        """The one `/metrics` for every worker (`WorkersCollector`); None when off. At start
-        a port it cannot listen on raises OSError (the caller refuses to start)."""
+    def _open_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
+        """The one `/metrics` for every worker (`WorkersCollector`); None when off; OSError
+        when it cannot listen."""
         if not settings.enabled:
             return None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkersCollector(self))
-        try:
-            server = MetricsServer(settings, registry)
-        except OSError as e:
-            if at_start:
-                raise
-            log.error("reload: %s; running without metrics", listen_failure(settings, e))
-            return None
-        log.info("metrics: http://%s/metrics", format_address((settings.listen, server.port)))
+        server = MetricsServer(settings, registry)
+        scheme = "https" if settings.tls_cert else "http"
+        log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, server.port)))
         return server
 
     def _sighup(self) -> None:
@@ -202,32 +195,12 @@ class Supervisor:
             new = self._load()
         except ConfigError:
             return
-        if new.metrics != self.config.metrics and not self._move_metrics(new.metrics):
-            new = replace(new, metrics=self.config.metrics)  # the next reload tries again
+        if new.metrics != self.config.metrics:
+            not_served = self.metrics.move(self.config.metrics, new.metrics)
+            if not_served is not None:
+                log.error("reload: %s", not_served)
+                new = replace(new, metrics=self.config.metrics)  # the next reload tries again
         self.config = new
-
-    def _move_metrics(self, new: MetricsConfig) -> bool:
-        """Serve `new`; a new address is bound before the old listener closes, so a taken
-        port keeps the old one serving (issue 24). False when `new` is not served."""
-        old, running = self.config.metrics, self.metrics
-        if running is not None and (
-            ((old.listen, old.port) == (new.listen, new.port) and old.port != 0)
-            or not new.enabled
-        ):
-            running.close()  # its port is the one the new listener needs (or none is wanted)
-            running = self.metrics = None
-        fresh = self._start_metrics(new)  # logs why when it cannot listen
-        if fresh is None and new.enabled:
-            if running is None:
-                self.metrics = self._start_metrics(old)
-            if self.metrics is not None:
-                where = format_address((old.listen, self.metrics.port))
-                log.error("reload: the metrics: section is not applied; still serving on %s", where)
-            return False
-        if running is not None:
-            running.close()
-        self.metrics = fresh
-        return True
 
     def _start(self, w: Worker) -> None:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
