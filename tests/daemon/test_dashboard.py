@@ -45,7 +45,7 @@ def test_enough_panels_and_nothing_to_fill_in_on_import() -> None:
         ("histogram_quantile(0.99, sum by (direction, le) (rate(l2tpreorder_hold_time", "hold p99"),
         ("l2tpreorder_reorder_timeout_seconds", "timeout next to hold time"),
         ("l2tpreorder_session_held_packets_limit", "held packets vs cap"),
-        ("l2tpreorder_held_limit_bytes", "held bytes vs cap"),
+        ("l2tpreorder_held_bytes_limit", "held bytes vs cap"),
         ("l2tpreorder_sessions{", "sessions"),
         ("l2tpreorder_peers{", "peers"),
         ("l2tpreorder_socket_receive_drops_total", "socket drops"),
