@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-CONFIG ?= config.example.yaml
+# `make run`: a relay reachable from loopback only (config.demo.yaml); another file: CONFIG=FILE.
+CONFIG ?= config.demo.yaml
 FUZZ_SECONDS ?= 300
 
 .PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb
@@ -46,7 +47,9 @@ soak: $(STAMP)
 adaptive-eval: $(STAMP)
 	$(BIN)/python -m bench.adaptive_eval
 
+# Prints the config's `#>` lines (what it is, what to try next), then runs it in the foreground.
 run: $(STAMP)
+	@sed -n 's/^#> \{0,1\}//p' $(CONFIG)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
 
 # Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
