@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.demo.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb
+.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb man
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ adaptive-eval: $(STAMP)
 run: $(STAMP)
 	@sed -n 's/^#> \{0,1\}//p' $(CONFIG)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
+
+# man/l2tpreorder.yaml.5 from the settings table and config.example.yaml's comments
+# (tests/test_config_manpage.py fails while it is out of date).
+man: $(STAMP)
+	$(BIN)/python man/config_page.py
 
 # Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
 # fuzz/crashes (keep each as a case in tests/core/regressions/).
