@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 import subprocess
 import sys
 from types import ModuleType
 
 import pytest
 
+from l2tpreorder.cli import build_parser
 from l2tpreorder.config import SETTINGS, Config
 from l2tpreorder.config.settings import shown
 from tests.conftest import PROJECT_ROOT, need_tool
@@ -84,3 +86,18 @@ def test_page_renders_without_warnings() -> None:
     )  # fmt: skip
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert "relay.listen" in res.stdout and "EXAMPLES" in res.stdout
+
+
+def test_l2tpreorder_8_examples_are_commands_the_cli_accepts() -> None:
+    """Each `l2tpreorder ...` line of l2tpreorder(8)'s EXAMPLES parses with the real CLI."""
+    text = (PROJECT_ROOT / "man" / "l2tpreorder.8").read_text().replace("\\-", "-")
+    examples = text.split("\n.SH EXAMPLES\n", 1)[1].split("\n.SH ", 1)[0]
+    lines = [ln for ln in examples.splitlines() if ln.startswith("l2tpreorder ")]
+    assert len(lines) >= 6, lines
+    parser = build_parser()
+    for line in lines:
+        try:
+            parser.parse_args(shlex.split(line)[1:])
+        except SystemExit as refused:  # argparse's way of saying no
+            pytest.fail(f"l2tpreorder(8) EXAMPLES: {line!r} is refused ({refused})")
+    assert "l2tpreorder.yaml (5)" in text.split("\n.SH SEE ALSO\n", 1)[1]
