@@ -31,7 +31,7 @@ LAST_RELOAD_OK_AT = family(
     "When the configuration file was last loaded successfully (start or reload), Unix time.",
     kind=Kind.GAUGE,
 )
-LOAD_FAILING = family(  # deprecated: kept one release (CHANGELOG.md)
+LOAD_FAILING = family(  # deprecated: kept one release (NEWS.md)
     "config_load_failing",
     "Deprecated: use l2tpreorder_config_last_reload_successful (1 = good). 1 while the "
     "configuration file fails to load; 0 after a successful reload.",

@@ -146,7 +146,7 @@ class DaemonCollector(Collector):
             "closed.",
             labels=d,
         )
-        held_limit_bytes = GaugeMetricFamily(  # deprecated: kept one release (CHANGELOG.md)
+        held_limit_bytes = GaugeMetricFamily(  # deprecated: kept one release (NEWS.md)
             PREFIX + "held_limit_bytes",
             "Deprecated: use l2tpreorder_held_bytes_limit (same value).",
             labels=d,

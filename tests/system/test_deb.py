@@ -39,7 +39,7 @@ def test_package_holds_program_unit_conffile_man_page_dashboard_and_alerts(
         "/usr/share/man/man8/l2tpreorder.8.gz",
         "/usr/share/man/man5/l2tpreorder.yaml.5.gz",
         "/usr/share/doc/l2tpreorder/README.md",
-        "/usr/share/doc/l2tpreorder/CHANGELOG.md",
+        "/usr/share/doc/l2tpreorder/NEWS.md",
         "/usr/share/doc/l2tpreorder/docs/inpath.md",
         "/usr/share/l2tpreorder/grafana/l2tpreorder.json",
         "/usr/share/l2tpreorder/prometheus/alerts.yml",

@@ -99,7 +99,7 @@ PEERS_IDLE = family(  # named like sessions_idle_expired
     "peers_idle_expired",
     "LAC peers forgotten after relay.peer_idle_timeout_ms of silence (upstream socket closed).",
 )
-PEERS_REMOVED_IDLE = family(  # deprecated: kept one release (CHANGELOG.md)
+PEERS_REMOVED_IDLE = family(  # deprecated: kept one release (NEWS.md)
     "peers_removed_idle", "Deprecated: use l2tpreorder_peers_idle_expired_total (same value)."
 )
 LNS_ICMP = family(
