@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-CONFIG ?= config.example.yaml
+# `make run`: a relay reachable from loopback only (config.demo.yaml); another file: CONFIG=FILE.
+CONFIG ?= config.demo.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb
+.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb man
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +47,15 @@ soak: $(STAMP)
 adaptive-eval: $(STAMP)
 	$(BIN)/python -m bench.adaptive_eval
 
+# Prints the config's `#>` lines (what it is, what to try next), then runs it in the foreground.
 run: $(STAMP)
+	@sed -n 's/^#> \{0,1\}//p' $(CONFIG)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
+
+# man/l2tpreorder.yaml.5 from the settings table and config.example.yaml's comments
+# (tests/test_config_manpage.py fails while it is out of date).
+man: $(STAMP)
+	$(BIN)/python man/config_page.py
 
 # Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
 # fuzz/crashes (keep each as a case in tests/core/regressions/).

@@ -481,11 +481,11 @@ class Service:
             new = self._reload_config()
         except ConfigError as e:
             self.counters.config_reloads_failed += 1
-            self.counters.config_load_failing = 1
+            self.counters.config_loaded(False)
             log.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self.mode.status_line())
             return str(e), []
-        self.counters.config_load_failing = 0
+        self.counters.config_loaded(True)
         old = self.config
         self._log_changes(old, new)
         self.pipeline.reconfigure(
