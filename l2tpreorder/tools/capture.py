@@ -16,23 +16,20 @@ consumed as a fragment of a datagram yielded later, or it yields an `Unreadable`
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import socket
 import struct
-import sys
-import tempfile
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 import dpkt
 import dpkt.pcap
 import dpkt.pcapng
+
+from l2tpreorder.tools.capture_input import STDIN, UnreadableInput, open_capture
 
 # --- reasons a frame could not be read (stable strings: they appear in reports and JSON) -------
 TRUNCATED = "truncated"  # captured length shorter than the packet (snaplen)
@@ -503,72 +500,6 @@ def _then(
         raise FileEndsEarly(TRUNCATED_FILE, f"{name}: {gzip_problem}")
 
 
-STDIN = "-"  # the capture path that means "read it from standard input"
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _spool(src: io.BufferedReader, name: str) -> tuple[BinaryIO, str | None]:
-    """`src` (gunzipped when it starts with gzip's magic bytes, whatever its name) copied into
-    an anonymous temporary file, deleted when closed: the readers seek and check lengths
-    against the file's size, which a pipe or a gzip stream does not have. Memory stays bounded
-    (the copy goes through a small buffer); the disk needs the decompressed capture's size.
-    Returns the file and, when the gzip stream stops early or is corrupt, why (what came before
-    it is kept: a capture still being written is cut off like that)."""
-    head = src.peek(2)[:2]
-    out = tempfile.TemporaryFile(prefix="l2tpreorder-capture-")  # noqa: SIM115 - returned
-    out.raw.name = name  # type: ignore[attr-defined]  # the readers' messages name the capture
-    problem = None
-    try:
-        if head == GZIP_MAGIC:
-            problem = _gunzip(src, out)
-            if problem and not out.tell():
-                raise CaptureFormatError(f"{name}: not a readable gzip file ({problem})")
-            if problem:
-                problem = f"its gzip stream {problem} after {out.tell():,} bytes"
-        else:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except BaseException:
-        out.close()
-        raise
-    out.seek(0)
-    return out, problem
-
-
-def _gunzip(src: io.BufferedReader, out: BinaryIO) -> str | None:
-    """Decompress every gzip member of `src` into `out`; why it stopped early, else None. By
-    hand, not with GzipFile: that gives back nothing of a stream that is cut off."""
-    chunk_size = 1 << 16
-    d = zlib.decompressobj(wbits=31)
-    try:
-        while chunk := src.read(chunk_size):
-            while chunk:
-                if d.eof:  # the next member (`cat a.gz b.gz`)
-                    d = zlib.decompressobj(wbits=31)
-                out.write(d.decompress(chunk))
-                chunk = d.unused_data if d.eof else b""
-        out.write(d.flush())
-    except zlib.error as e:
-        return f"is corrupt ({e})"
-    return None if d.eof else "ends early (cut off)"
-
-
-def open_capture(path: str | os.PathLike[str]) -> tuple[BinaryIO, str | None]:
-    """The capture at `path` ("-": standard input) as a seekable file, and why a gzip'd one
-    stopped early (else None). A plain file is opened as it is; stdin and gzip are spooled."""
-    if os.fspath(path) == STDIN:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise CaptureFormatError(
-                "capture '-' means standard input, which is a terminal: pipe a capture in "
-                "(tcpdump -w - ... | l2tpreorder replay pcap -) or name a file"
-            )
-        return _spool(cast(io.BufferedReader, sys.stdin.buffer), "<stdin>")
-    f = open(path, "rb")  # noqa: SIM115 - returned open, closed by the caller
-    if f.peek(2)[:2] != GZIP_MAGIC:
-        return f, None
-    with f:
-        return _spool(f, os.fspath(path))
-
-
 class CaptureReader:
     """Iterate a capture file as `UdpDatagram | Unreadable`, one frame at a time.
 
@@ -589,7 +520,10 @@ class CaptureReader:
         self.ports = frozenset(ports)
         self.stats = CaptureStats()
         self.reassembler = reassembler or Reassembler()
-        self._f, self._gzip_problem = open_capture(path)
+        try:
+            self._f, self._gzip_problem = open_capture(path)
+        except UnreadableInput as e:
+            raise CaptureFormatError(str(e)) from e
         self.size = os.fstat(self._f.fileno()).st_size
 
     @property
