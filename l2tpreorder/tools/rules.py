@@ -90,7 +90,7 @@ def _shell_iptables(rs: RuleSet, hook: str, undo: bool) -> list[str]:
             lines += [] if undo else [f"# left out: {item.missing}", f"# {_ipt_line(item)}"]
         else:
             rules.append(item)
-            lines += [_ipt_line(item, undo)] if undo else [_ipt_line(item)]
+            lines.append(_ipt_line(item, undo))
     if not undo and rules:
         lines += ["# undo:", *(f"#   {_ipt_line(rule, True)}" for rule in rules)]
     return lines
@@ -136,14 +136,19 @@ def render(
     command: str = "l2tpreorder rules",
 ) -> str:
     """The rules text for `config`'s queue(s), in `fmt`; `chain` (input or forward) picks one
-    host's rules (the shell form prints both when None); `family` the iptables-restore file."""
+    host's rules (the shell form prints both when None); `family` the iptables-restore file.
+    `command`: how the operator named the config, port and LNS (for the hints printed)."""
     rs = RuleSet(config, port, {4: lns4, 6: lns6})
+    view = [] if fmt == SHELL else ["--format", fmt]
+    view += [] if chain is None else ["--chain", chain]
+    view += [] if family is None else ["--family", f"ipv{family}"]
+    printed_by = " ".join([command, *view, *(["--undo"] if undo else [])])
     if fmt == RESTORE:
         assert chain is not None and family is not None, "checked by option_errors"
-        return iptables_restore(rs, chain, family, command, undo)
+        return iptables_restore(rs, chain, family, printed_by, undo)
     if fmt == NFT:
         assert chain is not None, "checked by option_errors"
-        return nft_file(rs, chain, command, undo)
+        return nft_file(rs, chain, printed_by, undo)
     hooks = (chain,) if chain else (INPUT, FORWARD)
     lines = _header(rs, undo)
     for hook in hooks:
@@ -151,7 +156,7 @@ def render(
         lines += [ipt_title, *_shell_iptables(rs, hook, undo), ""]
         lines += [nft_title, *_shell_nft(rs, hook, undo), ""]
     if not undo:
-        lines += [*_persistent(command, hooks), f"# Undo: {command} --undo"]
+        lines += [*_persistent(command, hooks), f"# Undo: {printed_by} --undo"]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -227,7 +232,8 @@ def _forward_needs_lns(args: argparse.Namespace) -> list[str]:
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The command line that printed this (for the hints: undo, the persistent forms)."""
+    """How the operator named the config, port and LNS, for the hints printed (the undo, the
+    persistent forms); `render` adds the format, chain and family."""
     words = ["l2tpreorder", "rules"]
     if args.config != DEFAULT_CONFIG:
         words += ["--config", args.config]
@@ -236,13 +242,7 @@ def _command(args: argparse.Namespace) -> str:
     for flag, value in (("--lns-ipv4", args.lns_ipv4), ("--lns-ipv6", args.lns_ipv6)):
         if value:
             words += [flag, value]
-    if args.format != SHELL:
-        words += ["--format", args.format]
-    if args.chain:
-        words += ["--chain", args.chain]
-    if args.family:
-        words += ["--family", args.family]
-    return shlex.join([*words, "--undo"] if args.undo else words)
+    return shlex.join(words)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ of `queue` and the packets it would queue are counted."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,3 +289,24 @@ def test_nft_file_loads_twice_counts_both_families_and_undoes(
         assert "l2tpreorder" not in host.run("nft", "list", "tables").stdout
     finally:
         r.close()
+
+
+def test_every_command_the_output_suggests_runs(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The persistent forms and the undo the shell output names are commands that work (with
+    the same config and LNS), not prose."""
+    lns = ["--lns-ipv4", LNS4, "--lns-ipv6", LNS6]
+    _, text, _ = rules(capsys, config, *lns, "--chain", "forward")
+    suggested = [
+        line.split("#", 1)[1].split("Undo:")[-1].strip()
+        for line in text.splitlines()
+        if "l2tpreorder rules --config" in line
+    ]
+    assert len(suggested) == 4, suggested  # two iptables-restore files, the nft file, the undo
+    for command in suggested:
+        argv = shlex.split(command)
+        assert argv[:2] == ["l2tpreorder", "rules"] and "--lns-ipv4" in argv, command
+        code = cli_main(argv[1:])
+        out, err = capsys.readouterr()
+        assert code == 0 and out and not err, (command, err)
