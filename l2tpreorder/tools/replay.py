@@ -28,6 +28,7 @@ from l2tpreorder.config import (
     parse_address,
     parse_ms,
 )
+from l2tpreorder.config.flags import FLAGGED
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.events import HoldSample
@@ -85,7 +86,7 @@ class Replay:
         self.lac_to_lns = self.pipeline.directions()[counters.LAC_TO_LNS]
         self.reader = CaptureReader(path, options.ports)
         self.directions = DirectionFinder(options.lns_address, options.ports)
-        self.result = ReplayResult(path, self.reader.stats, engine=options.engine)
+        self.result = ReplayResult(self.reader.name, self.reader.stats, engine=options.engine)
         self.reports: dict[tuple[Conversation, int, int], SessionReport] = {}
         # (direction, conversation) -> tunnel ids / (tunnel, session) pairs, for the summary
         self._tunnel_ids: dict[tuple[bool, Conversation], set[int]] = {}
@@ -427,10 +428,54 @@ def add_arguments(parser: Any) -> None:
     p.add_argument(
         "--speed",
         type=float,
-        default=1.0,
         metavar="N",
-        help="with --live: N times the original pace (0 = as fast as possible)",
+        help="with --live: N times the original pace (default 1; 0 = as fast as possible)",
     )
+
+
+# Options that mean nothing without another: (option, its dest, the one it needs, that dest).
+# Refused rather than ignored: an operator who typed one expects it to change something.
+NEEDS = (
+    ("--kernel-reorder-timeout", "kernel_reorder_timeout", "--compare", "compare"),
+    ("--speed", "speed", "--live", "live"),
+)
+# What only the replay (not --live, which sends the capture to a daemon) reads: (option, dest).
+REPLAY_ONLY = (
+    ("-o/--output", "output"),
+    ("--json", "json"),
+    ("--compare", "compare"),
+    ("--kernel-reorder-timeout", "kernel_reorder_timeout"),
+    ("--config", "config"),
+    *((s.flag.name, s.flag.dest) for s in FLAGGED if s.key in ENGINE_FLAGS and s.flag),
+)
+
+
+def _given(args: Any, dest: str) -> bool:
+    value = getattr(args, dest, None)
+    return value is not None and value is not False
+
+
+def option_conflicts(args: Any) -> list[str]:
+    """Each option given where it has no effect, naming it and the option that decides."""
+    errors = []
+    reported = set()
+    if _given(args, "live"):
+        for option, dest in REPLAY_ONLY:
+            if _given(args, dest):
+                reported.add(dest)
+                errors.append(
+                    f"{option} has no effect with --live (which sends the capture to a running "
+                    f"daemon and reports only what was sent): drop {option} or --live"
+                )
+    for option, dest, needed, needed_dest in NEEDS:
+        if _given(args, dest) and not _given(args, needed_dest) and dest not in reported:
+            errors.append(
+                f"{option} needs {needed}: without {needed} it would be ignored; add {needed} "
+                f"or drop {option}"
+            )
+    if _given(args, "speed") and args.speed < 0:
+        errors.append(f"--speed {args.speed:g}: expected N >= 0 (0 = as fast as possible)")
+    return errors
 
 
 def engine_config_from_args(args: Any) -> EngineConfig:
@@ -444,6 +489,11 @@ def engine_config_from_args(args: Any) -> EngineConfig:
 
 def main(args: Any) -> int:
     if args.replay_command != "pcap":  # pragma: no cover - argparse enforces the choice
+        return 2
+    conflicts = option_conflicts(args)
+    for error in conflicts:
+        print(f"l2tpreorder replay: error: {error}", file=sys.stderr)
+    if conflicts:
         return 2
     try:  # every flag is checked before anything is read or sent
         engine = engine_config_from_args(args)
@@ -461,7 +511,8 @@ def main(args: Any) -> int:
         return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:
-        return send_live(args.file, args.live, args.speed, ports, args.lns)
+        speed = 1.0 if args.speed is None else args.speed
+        return send_live(args.file, args.live, speed, ports, args.lns)
     options = ReplayOptions(
         engine=engine,
         ports=ports,
