@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check l2tpreorder tests bench fuzz
+	$(BIN)/ruff check l2tpreorder tests bench fuzz man
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict l2tpreorder

@@ -44,6 +44,9 @@ class Commented:
     sections: dict[str, str] = field(default_factory=dict)  # "relay" -> text
 
 
+CLI_NOTE = re.compile(r"\s*CLI: .*$")
+
+
 def read_example(text: str) -> Commented:
     found = Commented()
     block: list[str] = []
@@ -56,7 +59,9 @@ def read_example(text: str) -> Commented:
         if stripped.startswith("#"):
             words = stripped.lstrip("#").strip()
             # A commented-out list item (`#  - "[::]:1701"`) is an alternative value, not prose.
-            if not words.startswith("- "):
+            # "CLI: --flag" notes are left out: the page names the overriding flag itself.
+            words = CLI_NOTE.sub("", words)
+            if words and not words.startswith("- "):
                 block.append(words)
             continue
         match = KEY_LINE.match(line)
@@ -77,6 +82,7 @@ def read_example(text: str) -> Commented:
 
 def roff(text: str) -> str:
     """Plain text as roff: backslashes and hyphens escaped, no line starting with a dot."""
+    text = text.replace("`", "")  # the comments' markdown quoting; man has its own fonts
     text = text.replace("\\", "\\e").replace("-", "\\-")
     return "\n".join(("\\&" + ln if ln.startswith((".", "'")) else ln) for ln in text.split("\n"))
 
@@ -144,7 +150,7 @@ Times are in milliseconds (keys ending in _ms), sizes in bytes (_bytes); address
 literals, "IPv4:PORT" or "[IPv6]:PORT" (no DNS).
 .B l2tpreorder check\\-config
 .I FILE
-names every mistake (key, value, line) and prints every effective setting;
+names the mistakes it finds (key, value, line) and prints every effective setting;
 .B systemctl reload
 applies what can change without a restart and names what cannot.
 .SH KEYS

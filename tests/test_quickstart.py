@@ -2,7 +2,7 @@
 and accepts loopback only, and what it prints to try next works against it (issue 24, item 15).
 
 The live part runs the very command `make -n run` prints in a private network and mount
-namespace (its fixed ports and the default control socket are its own), then the printed
+namespace (its fixed ports are its own), then the printed
 `replay pcap --live` and `status` in the same namespaces.
 """
 
@@ -75,6 +75,10 @@ def test_make_run_config_is_loopback_only() -> None:
         for net in config.allow
     ), config.allow
     assert not config.metrics.enabled or is_loopback(config.metrics.listen)
+    # Not the default control socket, where an installed l2tpreorder may already answer
+    # (a second daemon on it refuses to start).
+    assert config.control_socket is not None
+    assert not str(config.control_socket).startswith("/run/"), config.control_socket
     # It runs the file it says it runs, and says what to try next with the same addresses.
     hints = printed_hints()
     listen = format_address(config.listen[0])

@@ -186,21 +186,24 @@ class Supervisor:
         self._forward(signal.SIGHUP)
         self.reload_own()
 
-    def reload_own(self) -> None:
+    def reload_own(self) -> str | None:
         """After the workers reloaded: what the supervisor serves itself (`metrics:`) follows
-        the file too. A file that does not load is the workers' to report."""
+        the file too; returns why it could not (for the reload's answer). A file that does
+        not load is the workers' to report."""
         if self._load is None:
-            return
+            return None
         try:
             new = self._load()
         except ConfigError:
-            return
+            return None
+        not_served = None
         if new.metrics != self.config.metrics:
             not_served = self.metrics.move(self.config.metrics, new.metrics)
             if not_served is not None:
                 log.error("reload: %s", not_served)
                 new = replace(new, metrics=self.config.metrics)  # the next reload tries again
         self.config = new
+        return not_served
 
     def _start(self, w: Worker) -> None:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
@@ -346,7 +349,9 @@ async def supervisor_reload(sup: Supervisor, path: str) -> dict[str, Any]:
     if refused:
         return {"ok": False, "error": "; ".join(refused)}
     notes = sorted({n for a in answers for n in a.get("not_applied", [])})
-    sup.reload_own()
+    not_served = sup.reload_own()
+    if not_served is not None:
+        notes.append(not_served)
     return {"ok": True, "status": sup.status_line(), "not_applied": notes}
 
 
