@@ -26,52 +26,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import builds
+from bench.cprogs import try_build
 from bench.harness import BASELINE_CMD, DAEMON_CMD, PY, ROOT, Bench, Target, TargetUnavailable
-from bench.inpath_bench import unavailable
+from bench.run_builds import Plan, measure_inpath, measure_relay_pure, ratio_lines
 
 RESULTS = ROOT / "bench" / "results"
 
-def measure_inpath(b: Bench, args: argparse.Namespace, daemon_lf: dict[str, Any] | None,
-                   base_rate: float, ceiling: float) -> dict[str, Any]:
-    """Loss-free search of in-path mode with 1 and 2 workers (same sessions and swaps)."""
-    why = unavailable()
-    if why is not None:
+
+def choose_generator(b: Bench) -> str:
+    """The C generator when gcc builds it (the Python one tops out near 150-200k pps on one
+    core, under what in-path mode takes), else the Python one: the line says which."""
+    program, why = try_build("loadgen")
+    if program is None:
+        b.notes.append(f"C generator unavailable ({why}): the Python generator was used, so "
+                       "rates near its ceiling are harness-bound")
+        return f"Python (bench/loadgen.py; C generator unavailable: {why})"
+    b.generator = [str(program)]
+    return f"C ({program.relative_to(ROOT)})"
+
+
+def plan_builds(b: Bench, args: argparse.Namespace) -> Plan:
+    """Which builds run here (a stand-in --daemon-cmd has none) and whether the C reader built."""
+    stand_in = args.daemon_cmd != DAEMON_CMD
+    why = "a stand-in --daemon-cmd has no builds" if stand_in else builds.compiled_unavailable()
+    reader, reader_why = try_build("nfq_reader")
+    plan = Plan(compiled_why=why, reader=reader, reader_why=reader_why)
+    if why is not None and not stand_in:
         b.notes.append(why)
-        return {"unavailable": why}
-    out: dict[str, Any] = {}
-    start = (daemon_lf or {}).get("loss_free_pps") or base_rate or args.start_rate
-    for workers in (1, 2):
-        if b.remaining() < 40:
-            b.notes.append(f"in-path with {workers} worker(s) skipped: bench budget spent")
-            break
-        queues = tuple(range(workers))
-        target = Target(f"inpath{workers}", None, f"inpath x{workers}", inpath=queues)
-        print(f"loss-free search, in-path, {workers} worker(s), {args.sessions} sessions:",
-              flush=True)
-        try:
-            out[str(workers)] = b.search(target, sessions=args.sessions, swaps=args.swaps,
-                                         start=start, ceiling=ceiling)
-        except TargetUnavailable as e:
-            b.notes.append(f"in-path with {workers} worker(s) unavailable: {e}")
-            break
-    return out
-
-
-def print_inpath(inpath: dict[str, Any], daemon_lf: dict[str, Any] | None) -> None:
-    """The in-path lines, just above the headline (which stays the last line)."""
-    one, two = inpath.get("1"), inpath.get("2")
-    relay = (daemon_lf or {}).get("loss_free_pps")
-    for workers, r in (("1", one), ("2", two)):
-        if r:
-            print(f"  in-path, {workers} worker(s), loss-free: {r['loss_free_pps']:.0f} pps"
-                  + ("  [harness-bound]" if r["harness_bound"] else ""))
-    if one and two and one["loss_free_pps"]:
-        print(f"  in-path 2 workers / 1 worker: {two['loss_free_pps'] / one['loss_free_pps']:.2f}"
-              " (2 cores: the generator and sink need one)")
-    if one and relay and one["loss_free_pps"]:
-        print(f"loss-free ratio inpath/relay: {one['loss_free_pps'] / relay:.2f}")
-    else:
-        print(f"loss-free ratio inpath/relay: n/a ({inpath.get('unavailable', 'no result')})")
+    return plan
 
 
 def measure_ceilings(b: Bench) -> dict[str, float]:
@@ -82,7 +65,7 @@ def measure_ceilings(b: Bench) -> dict[str, float]:
     unread = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     unread.bind(("127.0.0.1", 0))
     try:
-        cmd = [PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{unread.getsockname()[1]}",
+        cmd = [*b.generator, "--target", f"127.0.0.1:{unread.getsockname()[1]}",
                "--rate", "0", "--duration", "1", "--sessions", "100", "--swaps", "0.05",
                "--no-warmup"]
         out["generator_pps"] = b.run_generator(cmd, 60)["achieved_pps"]
@@ -152,13 +135,14 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
 
 
 def run_child_bench(b: Bench, name: str, cmd: list[str], min_remaining: float,
-                    show_stderr: bool = False) -> dict[str, Any] | None:
+                    show_stderr: bool = False,
+                    env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """A benchmark that runs as its own process on the relay's CPU and prints JSON; a failure,
     a timeout or a spent budget is a note in the results, not an abort."""
     if b.remaining() < min_remaining:
         b.notes.append(f"{name} skipped: time budget spent")
         return None
-    proc = b.spawn(cmd, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = b.spawn(cmd, 1, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=max(10.0, b.remaining() - 5))
     except subprocess.TimeoutExpired:
@@ -175,9 +159,13 @@ def run_child_bench(b: Bench, name: str, cmd: list[str], min_remaining: float,
     return result
 
 
-def run_engine_bench(b: Bench) -> dict[str, Any] | None:
+def run_engine_bench(b: Bench, build: str) -> dict[str, Any] | None:
     cmd = [PY, "-m", "bench.engine_bench", "--json", *(["--quick"] if b.args.quick else [])]
-    return run_child_bench(b, "engine bench", cmd, 20, show_stderr=True)
+    result = run_child_bench(b, f"engine bench ({build})", cmd, 20, show_stderr=True,
+                             env=builds.env(build))
+    if result is not None:
+        result["build"] = build
+    return result
 
 
 def run_metrics_bench(b: Bench) -> dict[str, Any] | None:
@@ -250,17 +238,28 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     pin = b.pin
     autogroup = b.autogroup
     baseline = Target("baseline", args.baseline_cmd)
-    daemon = Target("daemon", args.daemon_cmd, args.daemon_label)
+    plan = plan_builds(b, args)
+    stand_in = args.daemon_cmd != DAEMON_CMD
+    # The real daemon puts sessions back in order (an order error is a failure); a stand-in is
+    # judged like the baseline. Its default build is what `l2tpreorder run` runs here.
+    daemon = Target("daemon", args.daemon_cmd,
+                    args.daemon_label + ("" if stand_in else f" {plan.default_build}"),
+                    reorders=not stand_in, env={} if stand_in else builds.env(plan.default_build))
     summary: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname()), "pinned": pin,
                     "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "daemon_label": daemon.label,
+        "builds": {"default": plan.default_build, "compiled_unavailable": plan.compiled_why},
     }
     print(f"bench: pinning {'relay on CPU 1, harness on CPU 0' if pin else 'off'}, nice "
           f"{args.nice}{' (own autogroups)' if autogroup else ''}, load average "
           f"{' '.join(summary['machine']['loadavg_at_start'])}", flush=True)
+    summary["generator"] = choose_generator(b)
+    print(f"bench: generator {summary['generator']}; daemon build {plan.default_build}"
+          + (f" (compiled: n/a, {plan.compiled_why})" if plan.compiled_why else
+             " (pure measured too)"), flush=True)
 
     print("harness ceilings:", flush=True)
     ceilings = measure_ceilings(b)
@@ -285,6 +284,12 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         b.notes.append(f"daemon unavailable: {e}")
         print(f"  daemon unavailable: {e}", flush=True)
     summary["daemon"] = {"loss_free": daemon_lf}
+    relay: dict[str, dict[str, Any] | None] = {plan.default_build: daemon_lf}
+    if plan.default_build != "pure" and b.remaining() > 60:
+        relay["pure"] = measure_relay_pure(b, args, daemon,
+                                           (daemon_lf or {}).get("loss_free_pps") or base_rate
+                                           or args.start_rate, ceiling)
+    summary["relay"] = relay
     # The same daemon with `udp_gso: true` (opt-in: captures on the sending host then show
     # unsplit super-datagrams), so both sides of that trade-off come from one run.
     if daemon_ok and daemon_lf and args.gso_variant and b.remaining() > 60:
@@ -296,7 +301,9 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         except TargetUnavailable as e:
             b.notes.append(f"daemon with --udp-gso unavailable: {e}")
 
-    summary["inpath"] = measure_inpath(b, args, daemon_lf, base_rate, ceiling)
+    relay_pure = (relay.get("pure") or {}).get("loss_free_pps")
+    summary["inpath"] = measure_inpath(b, args, plan, relay_pure or base_rate or args.start_rate,
+                                       ceiling)
 
     # 2x overload at the usual session count, and at many sessions for the daemon.
     if base_rate and b.remaining() > 20:
@@ -348,7 +355,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         }
 
     if not args.skip_engine:
-        summary["engine"] = run_engine_bench(b)
+        # The default build's numbers under "engine"; the pure build's too when that differs.
+        summary["engine"] = run_engine_bench(b, plan.default_build)
+        if plan.default_build != "pure":
+            summary["engine_pure"] = run_engine_bench(b, "pure")
         if not args.smoke:
             summary["metrics"] = run_metrics_bench(b)
 
@@ -418,10 +428,9 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
               f"{fmt(lu.get('min'), '.0f')} / {fmt(lu.get('p50'), '.0f')} / "
               f"{fmt(lu.get('p99'), '.0f')} / {fmt(lu.get('max'), '.0f')} us over "
               f"{late['held_packets_seen']:.0f} packets (target p99 <= 1000)")
-    eng = summary.get("engine")
-    if eng:
-        for line in eng.get("summary_lines", []):
-            print(f"  engine: {line}")
+    for eng in (summary.get("engine"), summary.get("engine_pure")):
+        for line in (eng or {}).get("summary_lines", []):
+            print(f"  engine ({eng['build']}): {line}")
     met = summary.get("metrics")
     if met:
         print(f"  /metrics scrape at {met['sessions']} sessions: "
@@ -440,9 +449,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         reason = "daemon unavailable" if not daemon_ok else "no loss-free rate found"
         print(f"loss-free ratio daemon/baseline: n/a ({reason})")
         return 1
-    print_inpath(summary["inpath"], daemon_lf)
-    stand_in = "" if daemon.label == "daemon" else f"  (daemon = {daemon.label})"
-    print(f"loss-free ratio daemon/baseline: {ratio:.2f}{stand_in}")
+    for line in ratio_lines(relay, summary["inpath"], plan):
+        print(line)
+    label = f"  (daemon = {args.daemon_label})" if args.daemon_label != "daemon" else ""
+    print(f"loss-free ratio daemon/baseline: {ratio:.2f}{label}")
     return 0
 
 
