@@ -35,7 +35,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	timeout 320 $(BIN)/python -m bench.run
+	timeout 450 $(BIN)/python -m bench.run
 
 # 15 minutes of session churn at 10k datagrams/s through the real relay; RSS after warm-up
 # (docs/sessions.md). Exit status 1 on any order violation or accounting mismatch.

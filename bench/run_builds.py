@@ -105,15 +105,20 @@ def _rate(r: Result | None) -> float | None:
     return (r or {}).get("loss_free_pps") or None
 
 
-def _ratio(line: str, num: float | None, den: float | None, detail: str, why: str) -> str:
-    if num and den:
-        return f"{line}: {num / den:.2f}  ({detail})"
-    return f"{line}: n/a ({why})"
-
-
-def ratio_lines(relay: dict[str, Result | None], inpath: Result, plan: Plan) -> list[str]:
-    """The issue-23 lines, printed just above the headline (which stays the last line)."""
+def ratio_lines(relay: dict[str, Result | None], inpath: Result, plan: Plan,
+                ratios: dict[str, float | None]) -> list[str]:
+    """The issue-23 lines, printed just above the headline (which stays the last line); their
+    values also go into `ratios` (the results JSON), None where n/a."""
     lines: list[str] = []
+
+    def _ratio(line: str, num: float | None, den: float | None, detail: str, why: str) -> str:
+        key = "loss_free_" + line.removeprefix("loss-free ratio ").replace("/", "_over_").replace(
+            " ", "_")
+        ratios[key] = num / den if num and den else None
+        if num and den:
+            return f"{line}: {num / den:.2f}  ({detail})"
+        return f"{line}: n/a ({why})"
+
     for build in plan.builds:
         for workers in ("1", "2"):
             r = inpath.get(build, {}).get(workers)
