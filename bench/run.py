@@ -3,13 +3,16 @@
 Processes: load generator -> relay under test -> sink, each its own process. On 2+ CPUs the relay
 is pinned alone to CPU 1 and the harness (generator + sink) to CPU 0 with taskset, so the relay
 never competes with the harness for a core; the harness's own ceiling (generator -> sink, no
-relay) is measured first and printed, so a result at that ceiling is flagged, not believed.
+relay) is measured first and printed, so a result at that ceiling is flagged, not believed. The
+generator is bench/c/loadgen.c when gcc builds it, else bench/loadgen.py (same traffic).
 
-Steps: harness ceilings; highest loss-free rate (<= 0.1% loss) for the baseline and the daemon
-(100 sessions, 5% swaps) and the daemon at 10,000 sessions; throughput at 2x those rates;
-in-order latency at a quarter of the baseline's loss-free rate; release lateness of held packets (1%
-planned loss); the engine microbenchmarks. Results: JSON in bench/results/, a PNG plot, ratios,
-and the headline as the last line: `loss-free ratio daemon/baseline: X.XX`.
+Steps: harness ceilings; highest clean rate (<= 0.1% lost or out of order) for the baseline and
+the daemon (100 sessions, 5% swaps), per build (pure; compiled when built, bench/builds.py) for
+relay and in-path mode, and the C NFQUEUE reader's ceiling (bench/run_builds.py); the daemon at
+10,000 sessions; throughput at 2x those rates; in-order latency at a quarter of the baseline's
+rate; release lateness of held packets (1% planned loss); the engine microbenchmarks per build.
+Results: JSON in bench/results/, a PNG plot, ratios, the issue-23 ratio lines, and the headline
+as the last line: `loss-free ratio daemon/baseline: X.XX`.
 """
 
 from __future__ import annotations

@@ -126,6 +126,10 @@ def ratio_lines(relay: dict[str, Result | None], inpath: Result, plan: Plan,
                 lines.append(f"  in-path {build} build, {workers} worker(s), clean: "
                              f"{r['loss_free_pps']:.0f} pps"
                              + ("  [harness-bound]" if r["harness_bound"] else ""))
+    one, two = (_rate(inpath.get(plan.default_build, {}).get(w)) for w in ("1", "2"))
+    if one and two:
+        lines.append(f"  in-path {plan.default_build} build, 2 workers / 1 worker: {two / one:.2f}"
+                     " (2 cores: the generator and sink need one)")
     ceiling = inpath.get("ceiling") or {}
     if _rate(ceiling):
         lines.append(f"  C NFQUEUE reader (ceiling), clean: {ceiling['loss_free_pps']:.0f} pps"
