@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench import cprogs
+from bench import cprogs, run_builds
 from bench.loadgen import Template
 from bench.marker import TRAILER, TRAILER_SIZE, Kind
 from tests.conftest import need_root, need_tool
@@ -148,3 +148,48 @@ def test_bench_build_falls_back_when_there_is_no_compiler(monkeypatch: pytest.Mo
     with pytest.raises(cprogs.CUnavailable, match="no C compiler"):
         cprogs.build("loadgen", tmp_path)
     assert not (tmp_path / "loadgen").exists()
+
+
+def _search(pps: float, bound: bool = False) -> dict[str, Any]:
+    return {"loss_free_pps": pps, "harness_bound": bound}
+
+
+def test_issue_23_lines_with_and_without_a_compiled_build() -> None:
+    """The ratio lines above the headline: values against the relay's pure build, `n/a (why)`
+    for what this run could not measure (run_builds.ratio_lines; bench.run prints them)."""
+    both = run_builds.Plan(compiled_why=None, reader=Path("/nonexistent"))
+    inpath = {"pure": {"1": _search(100e3)}, "compiled": {"1": _search(240e3), "2": _search(300e3)},
+              "ceiling": _search(400e3, bound=True)}
+    ratios: dict[str, float | None] = {}
+    lines = run_builds.ratio_lines({"pure": _search(120e3), "compiled": _search(150e3)}, inpath,
+                                   both, ratios)
+    by_name = {line.split(":")[0]: line for line in lines}
+    assert by_name["loss-free ratio inpath/relay"].startswith(
+        "loss-free ratio inpath/relay: 2.00  (in-path compiled, 1 worker / relay pure")
+    assert by_name["loss-free ratio compiled/pure relay"].startswith(
+        "loss-free ratio compiled/pure relay: 1.25")
+    assert by_name["loss-free ratio compiled/pure inpath"].startswith(
+        "loss-free ratio compiled/pure inpath: 2.40")
+    assert "0.60" in by_name["loss-free ratio inpath/ceiling"]
+    assert "harness-bound" in by_name["loss-free ratio inpath/ceiling"]
+    assert "  in-path compiled build, 2 workers / 1 worker" in by_name
+    assert ratios == pytest.approx({"loss_free_inpath_over_relay": 2.0,
+                                    "loss_free_compiled_over_pure_relay": 1.25,
+                                    "loss_free_compiled_over_pure_inpath": 2.4,
+                                    "loss_free_inpath_over_ceiling": 0.6})
+
+    pure_only = run_builds.Plan(compiled_why="compiled build not available: not built",
+                                reader=None, reader_why="no C compiler (gcc not found)")
+    ratios = {}
+    lines = run_builds.ratio_lines({"pure": _search(120e3)},
+                                   {"pure": {"1": _search(90e3)}, "ceiling": {
+                                       "unavailable": "C reader: no C compiler (gcc not found)"}},
+                                   pure_only, ratios)
+    assert lines[-4:] == [
+        "loss-free ratio inpath/relay: 0.75  (in-path pure, 1 worker / relay pure)",
+        "loss-free ratio compiled/pure relay: n/a (compiled build not available: not built)",
+        "loss-free ratio compiled/pure inpath: n/a (compiled build not available: not built)",
+        "loss-free ratio inpath/ceiling: n/a (C reader: no C compiler (gcc not found))",
+    ]
+    assert ratios["loss_free_inpath_over_relay"] == 0.75
+    assert ratios["loss_free_compiled_over_pure_relay"] is None
