@@ -33,7 +33,8 @@ RUN_DIR = "/run/l2tpreorder"
 MAX_REQUEST = 4096  # one short JSON line; anything longer is refused, not buffered
 CLIENT_TIMEOUT = 30.0  # a reload under load can take a while; never hang forever
 
-Handler = Callable[[], Awaitable[dict[str, Any]]]
+# Called with the whole request: `status` reads its selection from it (daemon/status.py).
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def socket_candidates(configured: str | None) -> list[str]:
@@ -163,13 +164,15 @@ class ControlServer:
             request = json.loads(line)
         except ValueError:
             return {"ok": False, "error": 'expected one JSON line such as {"command": "status"}'}
-        command = request.get("command") if isinstance(request, dict) else None
+        if not isinstance(request, dict):
+            request = {}
+        command = request.get("command")
         handler = self.handlers.get(command) if isinstance(command, str) else None
         if handler is None:
             known = ", ".join(sorted(self.handlers))
             return {"ok": False, "error": f"unknown command {command!r}; known: {known}"}
         try:
-            return await handler()
+            return await handler(request)
         except Exception as e:
             log.exception("control: %s failed", command)
             return {"ok": False, "error": f"{command} failed: {e}"}

@@ -54,7 +54,7 @@ from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, M
 from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.state import consume_state, save_state
-from l2tpreorder.daemon.status import build_status
+from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, build_status
 from l2tpreorder.daemon.timer import DeadlineTimer
 
 try:
@@ -171,8 +171,9 @@ class Service:
     def counter_tables(self) -> list[CounterTable]:
         return [(SERVICE_ROWS, self.counters, {}), *self.mode.counter_tables()]
 
-    def status(self) -> dict[str, Any]:
-        """The status JSON: the common fields, then the mode's (`peers` and its own)."""
+    def status(self, query: StatusQuery = ALL) -> dict[str, Any]:
+        """The status JSON: the common fields, then the mode's (`peers` with the sessions
+        `query` selects, and its own)."""
         common = {
             "mode": self.mode.name,
             "pid": os.getpid(),
@@ -180,7 +181,8 @@ class Service:
             "status": self.mode.status_line(),
             "config": self.config.source,
         }
-        return build_status(self.pipeline, common, self.mode.status_fields(self.mode.clock()))
+        fields = self.mode.status_fields(self.mode.clock(), query)
+        return build_status(self.pipeline, common, fields, query)
 
     # --- the lifecycle -------------------------------------------------------------------------
 
@@ -415,10 +417,14 @@ class Service:
         self.control = control
         log.info("control socket: %s", where)
 
-    async def _status_answer(self) -> dict[str, Any]:
-        return self.status()
+    async def _status_answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            query = StatusQuery.from_request(request)
+        except QueryError as e:
+            return {"ok": False, "error": str(e)}
+        return self.status(query)
 
-    async def _reload_answer(self) -> dict[str, Any]:
+    async def _reload_answer(self, request: dict[str, Any]) -> dict[str, Any]:
         error, not_applied = self.reload()
         if error is not None:
             return {"ok": False, "error": error}

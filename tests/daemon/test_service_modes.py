@@ -347,9 +347,13 @@ PEER_KEYS = {"lac", "upstream", "last_seen_s", "sessions"}
 SESSION_KEYS = {
     "tunnel_id", "session_id", "packets", "reordered", "held", "skipped", "late",
     "late_delivered", "duplicates",
-    "stale", "far_ahead", "timeout_ms", "confirmed", "last_seen_s",
+    "stale", "far_ahead", "timeout_ms", "confirmed", "last_seen_s", "age_s",
 }  # fmt: skip
-TOTALS_KEYS = {"peers", "sessions", "held", "rx_datagrams_lac", "rx_datagrams_lns", "reordered"}
+TOTALS_KEYS = {
+    "peers", "sessions", "held", "rx_datagrams_lac", "rx_datagrams_lns", "reordered",
+    "dropped_late", "dropped_duplicate", "dropped_stale", "dropped_far_ahead",
+    "dropped_malformed", "late_delivered",
+}  # fmt: skip
 # What docs/control.md documents as one mode's own; a key named after the mode may hold more.
 STATUS_EXTRAS = {"relay": {"relay", "lns", "lns_health"}, "inpath": {"inpath", "queues"}}
 PEER_EXTRAS = {"relay": {"relay"}, "inpath": {"inpath", "queue"}}

@@ -43,6 +43,7 @@ from l2tpreorder.daemon.inpath.protocol import (
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
 from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery
 
 log = logging.getLogger("l2tpreorder")
 
@@ -303,12 +304,16 @@ WORKER_STATUS_TIMEOUT = 10.0  # per worker; the client waits 30 s for the whole 
 WORKER_RELOAD_TIMEOUT = 20.0
 
 
-async def supervisor_status(sup: Supervisor, path: str, started: float) -> dict[str, Any]:
+async def supervisor_status(
+    sup: Supervisor, path: str, started: float, query: StatusQuery = ALL
+) -> dict[str, Any]:
     """Every worker's answer merged: peers and sessions carry their queue; a worker that does
-    not answer (restarting) is listed with its error, its queue failing open meanwhile."""
+    not answer (restarting) is listed with its error, its queue failing open meanwhile. Each
+    worker applies `query`; the merged list may hold up to `top` per worker (the client cuts)."""
     queues = sorted(sup.workers)
+    fields = query.as_request()
     answers = await asyncio.gather(
-        *(ask(worker_socket(path, q), "status", WORKER_STATUS_TIMEOUT) for q in queues)
+        *(ask(worker_socket(path, q), "status", WORKER_STATUS_TIMEOUT, fields) for q in queues)
     )
     peers: list[dict[str, Any]] = []
     per_queue: list[dict[str, Any]] = []
@@ -360,11 +365,15 @@ async def start_supervisor_control(sup: Supervisor) -> ControlServer | None:
     started = time.monotonic()
     control = ControlServer({})
 
-    async def status() -> dict[str, Any]:
+    async def status(request: dict[str, Any]) -> dict[str, Any]:
         assert control.path is not None
-        return await supervisor_status(sup, control.path, started)
+        try:
+            query = StatusQuery.from_request(request)
+        except QueryError as e:
+            return {"ok": False, "error": str(e)}
+        return await supervisor_status(sup, control.path, started, query)
 
-    async def reload() -> dict[str, Any]:
+    async def reload(request: dict[str, Any]) -> dict[str, Any]:
         assert control.path is not None
         return await supervisor_reload(sup, control.path)
 
