@@ -2,7 +2,8 @@
 `l2tpreorder/commands/`) talk to the running daemon through it.
 
 A Unix stream socket, mode 0600 (only the daemon's user and root can connect), one request per
-connection: the client sends one JSON line `{"command": "status"}` or `{"command": "reload"}`,
+connection: the client sends one JSON line `{"command": "status"}` (a status request may add
+a selection, daemon/status.py `StatusQuery`) or `{"command": "reload"}`,
 the server answers one JSON line `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. A
 reload is answered only after it was applied or refused, so `l2tpreorder reload` (the unit's
 ExecReload) returns when the new configuration is live, and fails when it was rejected.

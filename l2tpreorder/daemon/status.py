@@ -5,7 +5,7 @@ their sessions; relay: `lns`, `lns_health`; in-path: `queues`).
 `l2tpreorder status` (the client, `l2tpreorder/commands/status.py`) prints it. The request may
 carry a selection (`StatusQuery`: peer, tunnel, session, sort, top): it is applied here, before
 any session is turned into JSON, so a daemon with 100,000 sessions answers `--top 10` with ten
-of them instead of building (and blocking its event loop on) a 30 MB answer. The client applies
+of them instead of building (and blocking its event loop on) a 22 MB answer. The client applies
 the same selection again: an in-path supervisor merges its workers' answers, each already cut
 to `top`, and an older daemon ignores the selection.
 """
