@@ -47,6 +47,12 @@ from l2tpreorder.tools.direction import (
 from l2tpreorder.tools.live import send_live
 from l2tpreorder.tools.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
 from l2tpreorder.tools.pcapwriter import OutputIsInput, PcapWriter, refuse_input_as_output
+from l2tpreorder.tools.replay_plot import (
+    PlotRecorder,
+    PlotUnavailable,
+    require_matplotlib,
+    write_plot,
+)
 from l2tpreorder.tools.replay_report import (
     COMPARE_KERNEL0,
     COMPARE_L2TPREORDER,
@@ -55,6 +61,7 @@ from l2tpreorder.tools.replay_report import (
     SessionReport,
     format_report,
     result_as_dict,
+    top_count,
 )
 
 # The daemon's flags `replay pcap` takes too (declared once, in config.SETTINGS).
@@ -72,6 +79,7 @@ class ReplayOptions:
     kernel_reorder_timeout: float | None = None  # also model pppol2tp_reorderto = N seconds
     output: str | None = None
     progress: IO[str] | None = None
+    plot: str | None = None  # --plot FILE.png (tools/replay_plot.py)
 
 
 class Replay:
@@ -101,6 +109,7 @@ class Replay:
         self.compare_names.append(COMPARE_XL2TPD)
         self._now = float("-inf")
         self._strips = config.sequencing is Sequencing.STRIP
+        self.plot = PlotRecorder() if options.plot else None
 
     def _kernel_n_name(self) -> str:
         n = self.options.kernel_reorder_timeout or 0.0
@@ -137,6 +146,8 @@ class Replay:
             self.result.forwarded += 1
             if self.writer is not None:
                 self._write(now, flow.lac, flow.lns, data)
+            if self.plot is not None:
+                self.plot.released(flow, data, now)
             if compare:
                 header = parse_header(data)
                 if (
@@ -178,6 +189,8 @@ class Replay:
         if self.writer is not None:
             self.writer.close()
         self._finish()
+        if self.plot is not None and self.options.plot:
+            write_plot(result, self.plot, self.options.plot)
         return result
 
     def _advance_to_end(self, end: float) -> None:
@@ -248,6 +261,8 @@ class Replay:
         outcome = self.pipeline.from_lac(payload, conv, now)
         if rep is not None and header.ns is not None:
             rep.track_engine_session(self.lac_to_lns)
+            if self.plot is not None:
+                self.plot.arrival(rep, payload, header, order, outcome)
             if self.options.compare:
                 stats = rep.compare[COMPARE_L2TPREORDER]
                 assert isinstance(stats, DeliveryStats)
@@ -299,6 +314,8 @@ class Replay:
                 rep = reports.get(event.key)  # type: ignore[arg-type]  # our flows: Conversation
                 if rep is not None:
                     rep.hold.add(event.waited)
+                    if self.plot is not None:
+                        self.plot.hold(event.waited)
 
     def _finish(self) -> None:
         self._take_hold_samples()
@@ -391,6 +408,24 @@ def add_arguments(parser: Any) -> None:
         help="write what the engine forwarded, in release order and time",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw the busiest sessions' Ns over time (captured, released, gaps, late), "
+        "the hold times and, with --compare, each receiver's deliveries "
+        "(needs the `plot` extra: matplotlib)",
+    )
+    p.add_argument(
+        "--top",
+        type=top_count,
+        metavar="N",
+        help="the text report's tables list the N busiest sessions only",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="the text report without per-session tables (totals over all sessions)",
+    )
     p.add_argument(
         "--compare",
         action="store_true",
@@ -509,6 +544,12 @@ def main(args: Any) -> int:
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
+    if args.plot is not None:
+        try:
+            require_matplotlib()
+        except PlotUnavailable as e:
+            print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
+            return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:
         speed = 1.0 if args.speed is None else args.speed
@@ -521,6 +562,7 @@ def main(args: Any) -> int:
         kernel_reorder_timeout=kernel_reorder_timeout or None,
         output=args.output,
         progress=sys.stderr if sys.stderr.isatty() else None,
+        plot=args.plot,
     )
     try:
         result = replay(args.file, options)
@@ -533,5 +575,5 @@ def main(args: Any) -> int:
     if args.json:
         print(json.dumps(result_as_dict(result), indent=2))
     else:
-        print(format_report(result))
+        print(format_report(result, args.top, args.summary))
     return 0

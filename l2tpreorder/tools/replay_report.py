@@ -6,6 +6,7 @@ session, and the engine's per-session counters are read once at the end.
 
 from __future__ import annotations
 
+import argparse
 import math
 import textwrap
 from collections.abc import Callable
@@ -282,6 +283,17 @@ def fit(lines: list[str]) -> list[str]:
         indent = " " * (len(line) - len(line.lstrip()) + 2)
         out += textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
     return out
+
+
+def top_count(text: str) -> int:
+    """`--top N`'s argparse type: 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n}: expected 0 or more")
+    return n
 
 
 def plural(n: int, noun: str) -> str:
