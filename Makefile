@@ -9,8 +9,8 @@ FUZZ_SECONDS ?= 300
 
 .PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb man
 
-# `plot` (matplotlib, ~50 s more on a first install) so that the suite draws and reads back the
-# `replay pcap --plot` picture; under CI=true its test fails without it.
+# `plot` (matplotlib and numpy: 12 s more on a first install here) so that the suite draws and
+# reads back the `replay pcap --plot` picture; under CI=true its test fails without it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
