@@ -5,6 +5,7 @@ a real daemon in both modes (tests/mode_harness.py). The daemon applies the sele
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ from typing import Any
 import pytest
 
 from l2tpreorder.commands.client import request
-from tests.integration.inpath_helpers import data
+from tests.integration.inpath_helpers import data, receive_all
+from tests.integration.test_inpath_control import LNS, namespace, start
+from tests.integration.test_inpath_control import cli as inpath_cli
+from tests.integration.test_inpath_control import status as inpath_status
 from tests.mode_harness import MODES, ModeRig, cli, open_rig
-from tests.netns import wait_until
+from tests.netns import NetNs, wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -126,3 +130,46 @@ def test_default_view_lists_sessions_only_when_they_fit_on_a_screen(rig: ModeRig
     assert full.returncode == 0, full.stderr
     rows = [line.split() for line in full.stdout.splitlines() if line.startswith("  ")]
     assert sorted(int(r[1]) for r in rows if r[0] == "1") == list(range(1, 26)), full.stdout
+
+
+# --- in-path with two workers: the supervisor forwards the selection, the client cuts again ---
+
+
+@pytest.fixture
+def ns2() -> Iterator[NetNs]:
+    yield from namespace("ipsel2", "--queue-balance 4:5")
+
+
+def test_two_workers_each_select_and_the_client_cuts_the_merged_answer(
+    ns2: NetNs, tmp_path: Path
+) -> None:
+    daemon = start(ns2, tmp_path, "4-5", timeout_ms=30000)
+    try:
+        lns = ns2.udp(*LNS)
+        lacs = [ns2.udp(f"127.0.0.{i}", 1701) for i in range(2, 14)]
+        for i, lac in enumerate(lacs):
+            lac.sendto(data(0, tunnel=i + 1), LNS)
+            for ns in (2, 3, 4)[: 3 if i == 5 else 1]:  # tunnel 6 holds 3 packets, the others 1
+                lac.sendto(data(ns, tunnel=i + 1), LNS)
+        receive_all(lns, len(lacs))
+        wait_until("14 held", lambda: inpath_status(daemon)["totals"].get("held") == 14)
+        raw = request("status", str(daemon.config), fields={"sort": "held", "top": 1})
+        assert raw["ok"] is True and raw["totals"]["sessions_matched"] == 12
+        assert len(ids(raw)) == 2  # each worker's own top 1 (the rule spreads the LACs)
+        top = json.loads(
+            inpath_cli("status", "--config", str(daemon.config), "--json", "--sort", "held",
+                       "--top", "1").stdout
+        )  # fmt: skip
+        assert ids(top) == [(6, 9)] and top["peers"][0]["lac"] == "127.0.0.7:1701"
+        assert top["selection"]["matched"] == 12 and top["selection"]["shown"] == 1
+        one = json.loads(
+            inpath_cli("status", "--config", str(daemon.config), "--json", "--tunnel", "5").stdout
+        )
+        assert ids(one) == [(5, 9)]
+        summary = inpath_cli("status", "--config", str(daemon.config), "--summary").stdout
+        assert "12 LAC peers, 12 sessions, 14 held now" in summary, summary
+        assert "NFQUEUE 4: worker pid" in summary and "NFQUEUE 5: worker pid" in summary
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc is not None:  # a failed assertion: stop it all the same
+            daemon.stop(signal.SIGKILL)
