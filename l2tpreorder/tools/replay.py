@@ -481,8 +481,13 @@ REPLAY_ONLY = (
     ("--compare", "compare"),
     ("--kernel-reorder-timeout", "kernel_reorder_timeout"),
     ("--config", "config"),
+    ("--plot", "plot"),
+    ("--top", "top"),
+    ("--summary", "summary"),
     *((s.flag.name, s.flag.dest) for s in FLAGGED if s.key in ENGINE_FLAGS and s.flag),
 )
+# What only the text report reads (--json always has every session): (option, dest).
+TEXT_ONLY = (("--top", "top"), ("--summary", "summary"))
 
 
 def _given(args: Any, dest: str) -> bool:
@@ -508,6 +513,13 @@ def option_conflicts(args: Any) -> list[str]:
                 f"{option} needs {needed}: without {needed} it would be ignored; add {needed} "
                 f"or drop {option}"
             )
+    if _given(args, "json"):
+        for option, dest in TEXT_ONLY:
+            if _given(args, dest) and dest not in reported:
+                errors.append(
+                    f"{option} has no effect with --json (which lists every session): "
+                    f"drop {option} or --json"
+                )
     if _given(args, "speed") and args.speed < 0:
         errors.append(f"--speed {args.speed:g}: expected N >= 0 (0 = as fast as possible)")
     return errors

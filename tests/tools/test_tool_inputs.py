@@ -69,6 +69,11 @@ def report(result: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
         (["--live", "127.0.0.1:9", "--max-held", "9"], "--max-held", "--live"),
         (["--live", "127.0.0.1:9", "--sequencing", "strip"], "--sequencing", "--live"),
         (["--live", "127.0.0.1:9", "--config", "c.yaml"], "--config", "--live"),
+        (["--live", "127.0.0.1:9", "--plot", "x.png"], "--plot", "--live"),
+        (["--live", "127.0.0.1:9", "--top", "3"], "--top", "--live"),
+        (["--live", "127.0.0.1:9", "--summary"], "--summary", "--live"),
+        (["--json", "--top", "3"], "--top", "--json"),
+        (["--json", "--summary"], "--summary", "--json"),
         (
             ["--live", "127.0.0.1:9", "--kernel-reorder-timeout", "5"],
             "--kernel-reorder-timeout",
