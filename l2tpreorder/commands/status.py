@@ -232,7 +232,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     view.add_argument(
         "--summary",
         action="store_true",
-        help="totals only: uptime, sessions, drops by reason, LNS health (the default view)",
+        help="totals only: uptime, sessions, drops by reason, LNS health (the default view "
+        f"lists the sessions too when there are at most {SCREEN_SESSIONS})",
     )
     view.add_argument("--all", action="store_true", help="list every session of every peer")
     sel = parser.add_argument_group("selecting sessions (the daemon applies these)")
@@ -264,6 +265,13 @@ def request_fields(args: argparse.Namespace, query: StatusQuery) -> dict[str, An
 
 def main(args: argparse.Namespace) -> int:
     query = query_of(args)
+    if args.summary and query.selects:
+        print(
+            "l2tpreorder: status: --summary lists no session, so a selection would be ignored: "
+            "drop --summary or the selection",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE  # 2: bad usage
     fields = request_fields(args, query)
     while True:
         try:

@@ -82,3 +82,14 @@ def test_a_selection_the_daemon_cannot_apply_is_refused(
 def test_a_request_without_selection_selects_everything() -> None:
     q = StatusQuery.from_request({"command": "status", "from_a_newer_client": 1})
     assert q == StatusQuery() and not q.selects
+
+
+def test_summary_with_a_selection_is_refused_before_asking(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Refused before any request (the config file does not even exist)."""
+    from l2tpreorder.cli import main
+
+    assert main(["status", "--config", "/nonexistent.yaml", "--summary", "--top", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--summary lists no session" in err and "cannot read" not in err, err
