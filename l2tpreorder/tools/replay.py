@@ -110,6 +110,8 @@ class Replay:
         self._now = float("-inf")
         self._strips = config.sequencing is Sequencing.STRIP
         self.plot = PlotRecorder() if options.plot else None
+        if options.plot:
+            refuse_input_as_output(path, options.plot, "--plot")
 
     def _kernel_n_name(self) -> str:
         n = self.options.kernel_reorder_timeout or 0.0

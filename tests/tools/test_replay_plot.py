@@ -170,3 +170,10 @@ def test_top_and_summary(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as refused:
         run_cli("replay", "pcap", str(path), "--top", "-1")
     assert refused.value.code == 2
+
+
+def test_plot_refuses_to_overwrite_the_capture(tmp_path: Path) -> None:
+    cap = steady_stream(tmp_path / "s.pcap", 20)
+    before = cap.read_bytes()
+    code, _ = run_cli("replay", "pcap", str(cap), "--plot", str(cap))
+    assert code == 2 and cap.read_bytes() == before
