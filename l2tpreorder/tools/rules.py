@@ -63,6 +63,10 @@ def _header(rs: RuleSet, undo: bool) -> list[str]:
         lines = [
             f"# l2tpreorder in-path rules for NFQUEUE {names} (mode: inpath). Paste ONE block.",
             "# The daemon never edits the firewall. Without a reader the bypass lets packets pass.",
+            "# Each rule is inserted at the TOP of its chain (-I CHAIN 1): it must come before any",
+            "# ACCEPT of yours (ESTABLISHED,RELATED, udp 1701), or those packets never reach the",
+            "# queue and pass unordered, silently. Paste a block once: a second paste adds the",
+            "# rules again (run its undo once per paste).",
         ]
     allowed = rs.allowed
     if not undo and (allowed[4] is not None or allowed[6] is not None):
@@ -77,7 +81,8 @@ def _header(rs: RuleSet, undo: bool) -> list[str]:
 
 def _ipt_line(rule: Rule, undo: bool = False) -> str:
     table = "-t raw " if rule.table == "raw" else ""
-    return f"{IPT[rule.version]} {table}{'-D' if undo else '-A'} {rule.chain} {rule.spec}"
+    where = f"-D {rule.chain}" if undo else f"-I {rule.chain} 1"  # the top: see _header
+    return f"{IPT[rule.version]} {table}{where} {rule.spec}"
 
 
 def _shell_iptables(rs: RuleSet, hook: str, undo: bool) -> list[str]:

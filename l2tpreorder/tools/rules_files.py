@@ -3,7 +3,11 @@
 iptables-restore: one file per family, for /etc/iptables/rules.v4 and rules.v6 (Debian's
 iptables-persistent loads them at boot through netfilter-persistent). iptables-restore without
 --noflush REPLACES each table a file names, so the header says to merge these lines into the
-operator's own file; the undo is the same rules with -D, for `iptables-restore --noflush`.
+operator's own file. The rules sit in chains of ours (L2TPREORDER_INPUT ...) reached by one jump
+inserted at the top of each built-in chain: appended, they would come after a stateful
+firewall's ACCEPT and never see a packet. The undo (for `iptables-restore --noflush`) first
+empties those chains, each table its own transaction that cannot fail, then removes the jumps
+and the chains: a rule already missing can no longer stop the queue rules from going.
 
 nft: one `inet l2tpreorder` table for /etc/nftables.conf (nftables.service loads it at boot),
 re-loadable (the table is emptied first). Its `queue` statement needs the kernel's nft_queue
@@ -43,49 +47,90 @@ def _about(rs: RuleSet, hook: str, command: str) -> list[str]:
     return lines
 
 
-def _restore_tables(items: list[Comment | Rule], version: int, undo: bool) -> list[str]:
-    """`*raw ... COMMIT *filter ... COMMIT` for one family; each comment goes with the rule
-    after it (into that rule's table), a rule without its address stays a comment."""
+CHAIN_PREFIX = "L2TPREORDER_"  # ours: L2TPREORDER_INPUT etc., one per built-in chain we hook
+
+
+def _restore_tables(items: list[Comment | Rule], version: int) -> dict[str, list[str]]:
+    """Per table, the lines that fill our chains (`-A L2TPREORDER_INPUT ...`); each comment
+    goes with the rule after it (into that rule's table), a rule without its address stays a
+    comment. Returned in the order the hooks come (raw first)."""
     tables: dict[str, list[str]] = {"raw": [], "filter": []}
     pending: list[str] = []
     for item in items:
         if isinstance(item, Comment):
-            if item.version in (None, version) and not undo:
+            if item.version in (None, version):
                 pending.append(item.text)
             continue
         if item.version != version:
             continue
-        line = f"{'-D' if undo else '-A'} {item.chain} {item.spec}"
+        line = f"-A {CHAIN_PREFIX}{item.chain} {item.spec}"
         if item.missing:
-            if undo:
-                continue
             line = f"# left out: {item.missing}\n# {line}"
         tables[item.table] += [*pending, line]
         pending = []
     tables["filter"] += pending
+    return tables
+
+
+def _ours(lines: list[str]) -> list[str]:
+    """The built-in chains a table's lines hook into (in order): each gets one chain of ours."""
+    found = [line.split()[1].removeprefix(CHAIN_PREFIX) for line in lines if line[:1] == "-"]
+    return list(dict.fromkeys(found))
+
+
+def _load(tables: dict[str, list[str]]) -> list[str]:
+    """Declare our chains (which empties them when they are there: reloading does not
+    duplicate a rule), jump to them from the top of the built-in chains, fill them."""
     out = []
     for name, lines in tables.items():
-        if any(not line.startswith("#") for line in lines):
-            out += [f"*{name}", *lines, "COMMIT"]
-        else:
+        hooked = _ours(lines)
+        if not hooked:
             out += lines
+            continue
+        out += [f"*{name}", *(f":{CHAIN_PREFIX}{c} - [0:0]" for c in hooked)]
+        out += [f"-I {c} 1 -j {CHAIN_PREFIX}{c}" for c in hooked]
+        out += [*lines, "COMMIT"]
+    return out
+
+
+def _undo(tables: dict[str, list[str]]) -> list[str]:
+    """First empty our chains, each table its own transaction that cannot fail (declaring a
+    chain creates or empties it): whatever is left of the rules, nothing is queued after
+    that. Then the jumps and our chains go; a missing jump stops iptables-restore there."""
+    hooked = {name: _ours(lines) for name, lines in tables.items()}
+    hooked = {name: chains for name, chains in hooked.items() if chains}
+    out = ["# 1. empty our chains (this part always works):"]
+    for name, chains in hooked.items():
+        out += [f"*{name}", *(f":{CHAIN_PREFIX}{c} - [0:0]" for c in chains), "COMMIT"]
+    out.append("# 2. remove the jumps to them and the chains:")
+    for name, chains in hooked.items():
+        out += [f"*{name}", *(f"-D {c} -j {CHAIN_PREFIX}{c}" for c in chains)]
+        out += [*(f"-X {CHAIN_PREFIX}{c}" for c in chains), "COMMIT"]
     return out
 
 
 def iptables_restore(rs: RuleSet, hook: str, version: int, command: str, undo: bool) -> str:
-    """The rules.v4 / rules.v6 file of `hook` for `version`, or its undo (-D, --noflush)."""
+    """The rules.v4 / rules.v6 file of `hook` for `version`, or its undo (for --noflush)."""
     path = V4_FILE if version == 4 else V6_FILE
     restore = RESTORE[version]
     lines = [f"# {path} - {restore} format", *_about(rs, hook, command)]
     if undo:
         lines += [
-            "# UNDO: deletes exactly these rules from the running firewall. Load it with",
-            f"#   {restore} --noflush < FILE",
-            "# (a table whose rules are not all there is left as it is: nothing half-done);",
-            f"# then take the same lines out of {path} so they do not come back at boot.",
+            "# UNDO: empties the L2TPREORDER_* chains, then removes the jumps to them and the",
+            f"# chains. Load it with: {restore} --noflush < FILE",
+            "# Part 1 always works, whatever is left of the rules: nothing is queued after it.",
+            "# Where a jump is not there (undone already), part 2 stops at it with an error;",
+            "# loaded twice (two jumps), undo twice. Then take the same lines out of",
+            f"# {path} so they do not come back at boot.",
         ]
     else:
         lines += [
+            "# The rules live in chains of their own (L2TPREORDER_INPUT ...), reached by a jump",
+            "# inserted at the TOP of the built-in chain (-I ... 1): the jump must come before",
+            "# any ACCEPT of yours (ESTABLISHED,RELATED, udp 1701), or those packets never reach",
+            "# the queue and pass unordered, silently. Loading the file again empties and",
+            "# refills the chains but adds a second jump (harmless; undo twice then).",
+            "# The optional control rule: leave out its -A line, not its chain or jump.",
             f"# {restore} (and netfilter-persistent at boot) REPLACES every table a file names:",
             f"# merge these lines into your own {path}, do not overwrite it with them.",
             "# Add them to the running firewall now, keeping what is there:",
@@ -96,7 +141,8 @@ def iptables_restore(rs: RuleSet, hook: str, version: int, command: str, undo: b
             f"# Undo: {command} --undo | {restore} --noflush",
             f"#   and take the lines out of {path}.",
         ]
-    body = _restore_tables(iptables_items(rs, hook), version, undo)
+    tables = _restore_tables(iptables_items(rs, hook), version)
+    body = _undo(tables) if undo else _load(tables)
     if not any(line.startswith("-") for line in body):
         body.append(f"# (no IPv{version} rule for this host: this file changes nothing)")
     return "\n".join([*lines, "", *body]) + "\n"

@@ -469,7 +469,7 @@ def test_lns_control_through_the_output_rule_ends_a_session(ns: NetNs, tmp_path:
 
     rules = render(config_from_dict({"mode": "inpath", "inpath": {"queue": QUEUE}}))
     output_rule = next(
-        line for line in rules.splitlines() if line.startswith("iptables  -A OUTPUT")
+        line for line in rules.splitlines() if line.startswith("iptables  -I OUTPUT 1")
     )
     import shlex
 

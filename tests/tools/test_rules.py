@@ -45,7 +45,7 @@ def test_iptables_accepts_every_printed_rule(
     assert len(commands) == 9 and len(queue_rules) == 6
     for line in commands:
         argv = shlex.split(line)
-        assert target in line or "-t raw -A PREROUTING" in line
+        assert target in line or "-t raw -I PREROUTING 1" in line
         ns.run(*argv)  # raises when iptables refuses the rule
     listed = ns.run("iptables", "-S").stdout + ns.run("ip6tables", "-S").stdout
     assert listed.count("NFQUEUE") == 6
@@ -165,7 +165,7 @@ def test_allow_of_one_family_prints_no_rule_of_the_other() -> None:
     assert nft and all("ip saddr 10.0.0.0/8" in x or "ip daddr 10.0.0.0/8" in x for x in nft)
     mixed = config_from_dict({"mode": "inpath", "inpath": {"allow": ["0.0.0.0/0", "fd00::/8"]}})
     text = render(mixed)
-    assert "iptables  -A INPUT -p udp --dport 1701 -j NFQUEUE" in text  # every IPv4 source
+    assert "iptables  -I INPUT 1 -p udp --dport 1701 -j NFQUEUE" in text  # every IPv4 source
     assert "input meta nfproto ipv4 udp dport 1701 queue" in text
     assert "input ip6 saddr fd00::/8 udp dport 1701 queue" in text
 

@@ -211,6 +211,72 @@ def test_iptables_restore_files_load_queue_and_undo(
         restore(host, version, undo, "--noflush")
         left = listed(host, version)
         assert "NFQUEUE" not in left and "-j CT" not in left, left
+        assert "L2TPREORDER" not in left, left
+
+
+def stateful_firewall(version: int) -> str:
+    """A typical host firewall: policy DROP, loopback, ESTABLISHED and the L2TP port accepted
+    (appended rules of ours would come after these and never see a packet)."""
+    icmp = "icmp" if version == 4 else "ipv6-icmp"
+    return (
+        "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n"
+        "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+        f"-A INPUT -p {icmp} -j ACCEPT\n-A INPUT -p udp --dport 1701 -j ACCEPT\nCOMMIT\n"
+    )
+
+
+@pytest.mark.parametrize("fmt", ["shell", "iptables-restore"])
+def test_rules_go_before_a_stateful_firewall_s_accept(
+    fmt: str, router: Router, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On an LNS host whose own firewall accepts udp 1701 and ESTABLISHED before its DROP,
+    the printed rules (loaded on top, --noflush / pasted) still feed the queue: a swapped
+    stream arrives ordered. Appended (-A), they never saw a packet and it arrived as sent."""
+    host = router.lns
+    for version in (4, 6):
+        restore(host, version, stateful_firewall(version))
+    if fmt == "shell":
+        _, text, _ = rules(capsys, config, "--chain", "input")
+        for line in runnable(text.split("# --- A. the same with nft")[0]):
+            host.run(*shlex.split(line))
+    else:
+        for version in (4, 6):
+            restore(host, version, restore_file(capsys, config, "input", version), "--noflush")
+    daemon = InPathDaemon(host, tmp_path, QUEUE, reorder={"timeout_ms": 5000})
+    daemon.start()
+    try:
+        for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+            got = send_swapped(router.lac, router.lns, lac_addr, lns_addr)
+            assert got == sorted(ORDER), (fmt, lac_addr, got)
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("removed", ["control rule", "control jump"])
+def test_iptables_restore_undo_removes_the_queue_rules_with_one_missing(
+    removed: str, router: Router, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator took out the optional OUTPUT control rule (or even its jump) before the
+    undo: the undo still removes every queue rule (its first part empties our chains, each
+    table a transaction of its own); without the jump missing, nothing of ours is left."""
+    host = router.lns
+    restore(host, 4, restore_file(capsys, config, "input", 4))
+    control = next(x for x in listed(host, 4).splitlines() if "-A L2TPREORDER_OUTPUT" in x)
+    if removed == "control rule":
+        host.run("iptables", *shlex.split(control.replace("-A ", "-D ", 1)))
+    else:
+        host.run("iptables", "-D", "OUTPUT", "-j", "L2TPREORDER_OUTPUT")
+    assert listed(host, 4).count("NFQUEUE") == (1 if removed == "control rule" else 2)
+    undo = restore_file(capsys, config, "input", 4, "--undo")
+    done = subprocess.run(
+        ["ip", "netns", "exec", host.name, "iptables-restore", "--noflush"],
+        input=undo, text=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    left = listed(host, 4)
+    assert "NFQUEUE" not in left, left
+    if removed == "control rule":
+        assert done.returncode == 0, done.stderr
+        assert "L2TPREORDER" not in left, left
 
 
 def test_the_shell_undo_removes_what_the_shell_block_added(
