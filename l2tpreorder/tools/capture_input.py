@@ -1,5 +1,6 @@
-"""Where a capture comes from: a file as it is, or standard input ("-") and gzip'd captures
-(found by gzip's magic bytes, not the name), copied into an anonymous temporary file first.
+"""Where a capture comes from: a regular file as it is, or standard input ("-"), a pipe or
+FIFO path and gzip'd captures (found by gzip's magic bytes, not the name), copied into an
+anonymous temporary file first (so '-' is read to its end before the replay starts).
 
 The readers in `capture` seek and check each record's length against the file's size before
 reading it (so a corrupt length is never allocated); a pipe or a gzip stream has neither.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import zlib
@@ -53,14 +55,23 @@ def _spool(src: io.BufferedReader, name: str) -> tuple[BinaryIO, str | None]:
 
 def _gunzip(src: io.BufferedReader, out: BinaryIO) -> str | None:
     """Decompress every gzip member of `src` into `out`; why it stopped early, else None. By
-    hand, not with GzipFile: that gives back nothing of a stream that is cut off."""
+    hand, not with GzipFile: that gives back nothing of a stream that is cut off. After a
+    complete member, bytes that do not start another (a tape's zero padding) end the stream
+    and are ignored, as gzip does."""
     chunk_size = 1 << 16
     d = zlib.decompressobj(wbits=31)
+    held = b""  # after a member: a first byte whose second decides if another member follows
     try:
-        while chunk := src.read(chunk_size):
+        while data := src.read(chunk_size):
+            chunk, held = held + data, b""
             while chunk:
-                if d.eof:  # the next member (`cat a.gz b.gz`)
-                    d = zlib.decompressobj(wbits=31)
+                if d.eof:
+                    if len(chunk) < len(GZIP_MAGIC):
+                        held = chunk
+                        break
+                    if not chunk.startswith(GZIP_MAGIC):
+                        return None  # trailing padding or garbage after the last member
+                    d = zlib.decompressobj(wbits=31)  # the next member (`cat a.gz b.gz`)
                 out.write(d.decompress(chunk))
                 chunk = d.unused_data if d.eof else b""
         out.write(d.flush())
@@ -71,16 +82,20 @@ def _gunzip(src: io.BufferedReader, out: BinaryIO) -> str | None:
 
 def open_capture(path: str | os.PathLike[str]) -> tuple[BinaryIO, str | None]:
     """The capture at `path` ("-": standard input) as a seekable file, and why a gzip'd one
-    stopped early (else None). A plain file is opened as it is; stdin and gzip are spooled."""
+    stopped early (else None). A plain regular file is opened as it is; stdin, any other
+    path that is not a regular file (`<(cat s.pcap)`, /dev/stdin, a FIFO: not seekable) and
+    gzip are spooled."""
     if os.fspath(path) == STDIN:
         if sys.stdin is None or sys.stdin.isatty():
             raise UnreadableInput(
                 "capture '-' means standard input, which is a terminal: pipe a capture in "
-                "(tcpdump -w - ... | l2tpreorder replay pcap -) or name a file"
+                "(tcpdump -c 1000 -w - ... | l2tpreorder replay pcap -; '-' is read to its "
+                "end first, so give tcpdump an end: -c N or a timeout) or name a file"
             )
         return _spool(cast(io.BufferedReader, sys.stdin.buffer), "<stdin>")
     f = open(path, "rb")  # noqa: SIM115 - returned open, closed by the caller
-    if f.peek(2)[:2] != GZIP_MAGIC:
+    regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    if regular and f.peek(2)[:2] != GZIP_MAGIC:
         return f, None
     with f:
         return _spool(f, os.fspath(path))

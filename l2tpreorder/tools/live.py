@@ -32,7 +32,7 @@ def send_live(
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
+    except (CaptureFormatError, OSError) as e:  # a corrupt gzip, a terminal on stdin
         print(f"l2tpreorder replay: {e}", file=sys.stderr)
         return 1
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -225,6 +225,64 @@ def test_stdin_that_is_a_terminal_or_empty_is_refused(tmp_path: Path) -> None:
         os.close(secondary)
     assert r.returncode == 1 and r.stdout == b""
     assert b"standard input, which is a terminal: pipe a capture in" in r.stderr, r.stderr
+    assert b"tcpdump -c " in r.stderr and b"read to its end first" in r.stderr, r.stderr
     r = cli("impair", "-", str(tmp_path / "o.pcap"))  # stdin: /dev/null
     assert r.returncode == 1 and b"<stdin>: empty, no capture in it" in r.stderr, r.stderr
     assert not (tmp_path / "o.pcap").exists()
+
+
+def test_live_says_why_a_corrupt_gzip_or_a_terminal_cannot_be_sent(tmp_path: Path) -> None:
+    """`--live` reports an unreadable capture as the offline replay does (exit 1, one line),
+    not with a traceback; nothing is sent (port 9 on loopback: discard, nothing listens)."""
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(stream(tmp_path / "s.pcap").read_bytes())[:10] + b"\xff" * 64)
+    r = cli("replay", "pcap", str(broken), "--live", "127.0.0.1:9")
+    err = r.stderr.decode()
+    assert r.returncode == 1 and r.stdout == b"", err
+    assert "not a readable gzip file" in err and "Traceback" not in err, err
+    primary, secondary = pty.openpty()
+    try:
+        r = cli("replay", "pcap", "-", "--live", "127.0.0.1:9", stdin=secondary)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "which is a terminal" in err and "Traceback" not in err, err
+
+
+def test_a_capture_named_by_a_pipe_path_is_read(tmp_path: Path) -> None:
+    """`replay pcap <(cat s.pcap)`: the path is a pipe (/dev/fd/N), not seekable; it is copied
+    first like stdin, and replays as the file does."""
+    plain = stream(tmp_path / "s.pcap")
+    raw = plain.read_bytes()
+    assert len(raw) < 60_000  # fits the pipe's buffer: written whole before the child reads
+    want = report(cli("replay", "pcap", str(plain), "--json"))
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, raw)
+        os.close(write_end)
+        write_end = -1
+        r = subprocess.run(
+            [sys.executable, "-m", "l2tpreorder", "replay", "pcap", f"/dev/fd/{read_end}",
+             "--json"],
+            pass_fds=(read_end,), stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert without_name(report(r)) == without_name(want)
+
+
+def test_a_gzip_padded_with_zeros_is_whole(tmp_path: Path) -> None:
+    """Zero bytes after the last gzip member (`gzip -t` accepts them: a tape's padding) end
+    the stream; the capture is whole, not reported corrupt."""
+    plain = stream(tmp_path / "s.pcap")
+    raw = plain.read_bytes()
+    padded = tmp_path / "padded.pcap.gz"  # two members (`cat a.gz b.gz`), then the zeros
+    half = len(raw) // 2
+    padded.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]) + b"\0" * 1000)
+    got = report(cli("replay", "pcap", str(padded), "--json"))
+    assert not got["capture"].get("file_error"), got["capture"]
+    assert without_name(got) == without_name(report(cli("replay", "pcap", str(plain), "--json")))
