@@ -27,7 +27,7 @@ import shlex
 import sys
 
 from l2tpreorder.config import DEFAULT_CONFIG, Config, ConfigError, load_config
-from l2tpreorder.tools.rules_files import TABLE, iptables_restore, nft_file
+from l2tpreorder.tools.rules_files import BOTH_AT_BOOT, iptables_restore, nft_file, nft_table
 from l2tpreorder.tools.rules_model import (
     FORWARD,
     INPUT,
@@ -102,18 +102,19 @@ def _shell_iptables(rs: RuleSet, hook: str, undo: bool) -> list[str]:
 
 
 def _shell_nft(rs: RuleSet, hook: str, undo: bool) -> list[str]:
+    table = nft_table(hook)
     if undo:
-        return [f"nft delete table {TABLE}"]
-    lines = [f"nft add table {TABLE}"]
+        return [f"nft delete table {table}"]
+    lines = [f"nft add table {table}"]
     for chain in nft_chains(rs, hook):
-        lines += [*chain.before, f"nft add chain {TABLE} {chain.name} '{{ {chain.hook} }}'"]
+        lines += [*chain.before, f"nft add chain {table} {chain.name} '{{ {chain.hook} }}'"]
         for item in chain.rules:
             if isinstance(item, Comment):
                 lines.append(item.text)
                 continue
-            line = f"nft add rule {TABLE} {chain.name} {shell_quote_sets(item.expr)}"
+            line = f"nft add rule {table} {chain.name} {shell_quote_sets(item.expr)}"
             lines += [f"# left out: {item.missing}", f"# {line}"] if item.missing else [line]
-    return [*lines, "# undo:", f"#   nft delete table {TABLE}"]
+    return [*lines, "# undo:", f"#   nft delete table {table}"]
 
 
 def _persistent(command: str, hooks: tuple[str, ...]) -> list[str]:
@@ -125,6 +126,7 @@ def _persistent(command: str, hooks: tuple[str, ...]) -> list[str]:
         f"#   {command} --format iptables-restore --chain {chain} --family ipv6",
         "# nftables.service (loads /etc/nftables.conf at boot):",
         f"#   {command} --format nft --chain {chain}",
+        BOTH_AT_BOOT,
     ]
 
 

@@ -9,9 +9,10 @@ firewall's ACCEPT and never see a packet. The undo (for `iptables-restore --nofl
 empties those chains, each table its own transaction that cannot fail, then removes the jumps
 and the chains: a rule already missing can no longer stop the queue rules from going.
 
-nft: one `inet l2tpreorder` table for /etc/nftables.conf (nftables.service loads it at boot),
-re-loadable (the table is emptied first). Its `queue` statement needs the kernel's nft_queue
-module: where that is not built, nft refuses the file, and the header says so.
+nft: one table per hook (`inet l2tpreorder_input`, `inet l2tpreorder_forward`: a host may need
+both, and each file empties and deletes only its own) for /etc/nftables.conf (nftables.service
+loads it at boot), re-loadable (the table is emptied first). Its `queue` statement needs the
+kernel's nft_queue module: where that is not built, nft refuses the file, and the header says so.
 """
 
 from __future__ import annotations
@@ -32,7 +33,22 @@ WHERE = {
     "input": "the LNS runs on this host (INPUT, OUTPUT)",
     FORWARD: "this host routes to a remote LNS (FORWARD)",
 }
-TABLE = "inet l2tpreorder"
+
+
+def nft_table(hook: str) -> str:
+    """The nft table of `hook`'s rules: one per hook, so loading (which empties the table) or
+    undoing the forward file leaves the input rules alone and the other way round."""
+    return f"inet l2tpreorder_{hook}"
+
+
+BOTH_AT_BOOT = (
+    "# Choose ONE way to load rules at boot: nftables.service (/etc/nftables.conf) and\n"
+    "# netfilter-persistent (rules.v4/rules.v6) both run at boot, in no set order. Debian's\n"
+    "# /etc/nftables.conf starts with `flush ruleset`, which also wipes the iptables rules\n"
+    "# (iptables-nft keeps them in nftables). Keeping both: order them with a drop-in,\n"
+    "#   systemctl edit netfilter-persistent   ->   [Unit] After=nftables.service\n"
+    "# or have nftables.conf flush only its own tables (`flush table inet filter`)."
+)
 
 
 def _about(rs: RuleSet, hook: str, command: str) -> list[str]:
@@ -140,6 +156,7 @@ def iptables_restore(rs: RuleSet, hook: str, version: int, command: str, undo: b
             "#   running rules into it).",
             f"# Undo: {command} --undo | {restore} --noflush",
             f"#   and take the lines out of {path}.",
+            BOTH_AT_BOOT,
         ]
     tables = _restore_tables(iptables_items(rs, hook), version)
     body = _undo(tables) if undo else _load(tables)
@@ -169,26 +186,28 @@ NFT_QUEUE_NOTE = (
 
 
 def nft_file(rs: RuleSet, hook: str, command: str, undo: bool) -> str:
-    """The `inet l2tpreorder` table of `hook` for /etc/nftables.conf, or its undo."""
+    """The `inet l2tpreorder_HOOK` table of `hook` for /etc/nftables.conf, or its undo."""
+    table = nft_table(hook)
     lines = ["#!/usr/sbin/nft -f", *_about(rs, hook, command)]
     if undo:
         lines += [
-            "# UNDO: removes the l2tpreorder table (nft -f FILE, or: nft delete table "
-            f"{TABLE});",
+            f"# UNDO: removes the {table} table (nft -f FILE, or: nft delete table "
+            f"{table});",
             "# then take the table out of /etc/nftables.conf so it does not come back at boot.",
-            f"table {TABLE}",  # declared first: the delete then never fails for a missing table
-            f"delete table {TABLE}",
+            f"table {table}",  # declared first: the delete then never fails for a missing table
+            f"delete table {table}",
         ]
         return "\n".join(lines) + "\n"
     lines += [
         "# For /etc/nftables.conf (append the table) or a file it includes. Load now: nft -f FILE",
         "# Persistent: systemctl enable nftables.service (it loads /etc/nftables.conf at boot).",
+        BOTH_AT_BOOT,
         NFT_QUEUE_NOTE,
-        f"# Undo: nft delete table {TABLE}  (or: {command} --undo | nft -f -)",
+        f"# Undo: nft delete table {table}  (or: {command} --undo | nft -f -)",
         "# Loading it again is safe: the first two lines empty the table.",
-        f"table {TABLE}",
-        f"delete table {TABLE}",
-        f"table {TABLE} {{",
+        f"table {table}",
+        f"delete table {table}",
+        f"table {table} {{",
     ]
     for chain in nft_chains(rs, hook):
         lines += _nft_chain(chain)

@@ -225,7 +225,7 @@ def _forward_nft(rs: RuleSet, version: int) -> list[NftRule]:
 
 
 def nft_chains(rs: RuleSet, hook: str) -> list[Chain]:
-    """The chains of the `inet l2tpreorder` table for `hook` (INPUT or FORWARD)."""
+    """The chains of the `inet l2tpreorder_HOOK` table for `hook` (INPUT or FORWARD)."""
     port = rs.port
     _, nft = rs.targets
     prerouting = Chain(

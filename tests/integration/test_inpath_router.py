@@ -382,7 +382,8 @@ def test_printed_nft_router_block_reassembles_before_the_forward_rule(tmp_path: 
             lac.close()
 
         def counted() -> list[str]:
-            chain = r.rtr.run("nft", "list", "chain", "inet", "l2tpreorder", "forward").stdout
+            table = ("inet", "l2tpreorder_forward")
+            chain = r.rtr.run("nft", "list", "chain", *table, "forward").stdout
             return [line.split("counter ")[1] for line in chain.splitlines() if "counter" in line]
 
         whole = ["packets 1 bytes 3028", "packets 1 bytes 3048"]

@@ -76,7 +76,8 @@ def test_nft_forms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # no LNS address given: the forward rule is there to read, commented out, naming the option
     assert (
         "# left out: needs --lns-ipv4 ADDR, the remote LNS's IPv4 address\n"
-        "# nft add rule inet l2tpreorder forward ip daddr LNS_IPV4 udp dport 1701 queue num 2-5"
+        "# nft add rule inet l2tpreorder_forward forward ip daddr LNS_IPV4 udp dport 1701 "
+        "queue num 2-5"
     ) in out
     assert not [x for x in out.splitlines() if "LNS_IPV" in x and not x.startswith("#")]
     cfg.write_text("mode: inpath\ninpath:\n  queue: 7\n")
@@ -121,7 +122,7 @@ def test_nft_accepts_every_printed_rule(inpath: dict[str, object], target: str) 
     try:
         for argv in commands:
             nft_load(space, argv)
-        listed = space.run("nft", "list", "table", "inet", "l2tpreorder").stdout
+        listed = space.run("nft", "list", "table", "inet", "l2tpreorder_input").stdout
     finally:
         space.close()
     output = listed.split("chain output")[1].split("chain ")[0]
@@ -181,7 +182,7 @@ def test_nft_takes_the_allow_sets() -> None:
     try:
         for argv in commands:
             nft_load(space, argv)
-        listed = space.run("nft", "list", "table", "inet", "l2tpreorder").stdout
+        listed = space.run("nft", "list", "ruleset").stdout  # both tables: input, forward
     finally:
         space.close()
     assert "ip saddr { 192.0.2.0/24, 198.51.100.0/24 } udp dport 1701" in listed, listed

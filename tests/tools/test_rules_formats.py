@@ -121,7 +121,8 @@ def test_the_files_say_how_to_load_persist_and_undo(
                      "--family", "ipv4")  # fmt: skip
     assert v4.startswith("# /etc/iptables/rules.v4 - iptables-restore format\n")
     for text in ("iptables-restore --noflush < FILE", "iptables-persistent", "REPLACES",
-                 "netfilter-persistent", "--undo | iptables-restore --noflush"):  # fmt: skip
+                 "netfilter-persistent", "--undo | iptables-restore --noflush",
+                 "Choose ONE way", "After=nftables.service", "before"):  # fmt: skip
         assert text in v4, text
     _, v6, _ = rules(capsys, config, "--format", "iptables-restore", "--chain", "input",
                      "--family", "ipv6")  # fmt: skip
@@ -129,11 +130,12 @@ def test_the_files_say_how_to_load_persist_and_undo(
     _, nft, _ = rules(capsys, config, "--format", "nft", "--chain", "input")
     assert nft.startswith("#!/usr/sbin/nft -f\n")
     for text in ("nftables.service", "nft_queue", "use --format iptables-restore",
-                 "nft delete table inet l2tpreorder", "/etc/nftables.conf"):  # fmt: skip
+                 "nft delete table inet l2tpreorder_input", "/etc/nftables.conf",
+                 "Choose ONE way", "flush ruleset", "After=nftables.service"):  # fmt: skip
         assert text in nft, text
     body = runnable(nft)
-    assert body[:3] == ["table inet l2tpreorder", "delete table inet l2tpreorder",
-                        "table inet l2tpreorder {"]  # fmt: skip
+    assert body[:3] == ["table inet l2tpreorder_input", "delete table inet l2tpreorder_input",
+                        "table inet l2tpreorder_input {"]  # fmt: skip
     assert [x for x in body if x.endswith(f"queue num {QUEUE} bypass")] == [
         "udp dport 1701 queue num 5 bypass",
         "udp sport 1701 @th,64,1 1 queue num 5 bypass",
@@ -143,6 +145,7 @@ def test_the_files_say_how_to_load_persist_and_undo(
     assert "#   ip6tables -D INPUT -p udp --dport 1701 -j NFQUEUE" in shell
     assert "--format iptables-restore --chain input|forward --family ipv4" in shell
     assert "--format nft --chain input|forward" in shell
+    assert "Choose ONE way" in shell and "flush ruleset" in shell
 
 
 # --- iptables-restore, loaded and used ----------------------------------------------------------
@@ -323,7 +326,7 @@ def nft_load(space: NetNs, text: str) -> bool:
 
 
 def counters(space: NetNs, chain: str) -> list[int]:
-    listing = space.run("nft", "list", "chain", "inet", "l2tpreorder", chain).stdout
+    listing = space.run("nft", "list", "chain", "inet", f"l2tpreorder_{chain}", chain).stdout
     return [int(x.split("counter packets ")[1].split()[0]) for x in listing.splitlines()
             if "counter packets" in x]  # fmt: skip
 
@@ -355,6 +358,33 @@ def test_nft_file_loads_twice_counts_both_families_and_undoes(
         assert "l2tpreorder" not in host.run("nft", "list", "tables").stdout
     finally:
         r.close()
+
+
+def test_nft_input_and_forward_files_keep_to_their_own_tables(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A host that needs both hooks loads both files: the forward file (which empties its
+    table first) leaves the input rules in place, and its undo removes only its own table."""
+    need_root()
+    need_tool("nft")
+    lns = ["--lns-ipv4", LNS4, "--lns-ipv6", LNS6]
+    files = {}
+    for chain in ("input", "forward"):
+        extra = lns if chain == "forward" else []
+        _, files[chain], _ = rules(capsys, config, "--format", "nft", "--chain", chain, *extra)
+    _, undo, _ = rules(capsys, config, "--format", "nft", "--chain", "forward", *lns, "--undo")
+    space = NetNs("nfthooks")
+    try:
+        nft_load(space, files["input"])
+        nft_load(space, files["forward"])
+        assert counters(space, "input") == [0] and counters(space, "forward") == [0, 0]
+        subprocess.run(["ip", "netns", "exec", space.name, "nft", "-f", "-"], input=undo,
+                       text=True, check=True, capture_output=True, timeout=30)  # fmt: skip
+        tables = space.run("nft", "list", "tables").stdout
+        assert "l2tpreorder_forward" not in tables and "l2tpreorder_input" in tables, tables
+        assert counters(space, "input") == [0]
+    finally:
+        space.close()
 
 
 def test_every_command_the_output_suggests_runs(
