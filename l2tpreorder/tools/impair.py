@@ -274,7 +274,6 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--displace-prob",
         type=float,
-        default=0.0,
         metavar="P",
         help="probability that a packet is displaced by --displace positions",
     )
@@ -284,7 +283,6 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--burst-loss",
         type=float,
-        default=0.0,
         metavar="P",
         help="probability that a burst of --burst-len losses starts",
     )
@@ -330,9 +328,12 @@ def add_arguments(parser: Any) -> None:
 
 
 # Options that change nothing without another (option's dest, the one it needs): refused, not
-# ignored, so that `--displace 3` alone does not look like it displaced anything.
+# ignored, so that `--displace 3` alone does not look like it displaced anything. Given, even
+# as 0 (a sweep of probabilities from 0), the partner is there: the defaults (None: not given)
+# are filled in only after this check.
 NEEDS = (("displace", "displace_prob"), ("burst_len", "burst_loss"))
-DEFAULTS = {"displace": 0, "burst_len": 3}
+DEFAULTS: dict[str, float] = {"displace": 0, "burst_len": 3, "displace_prob": 0.0,
+                              "burst_loss": 0.0}  # fmt: skip
 
 
 def _flag_errors(args: Any) -> list[str]:
@@ -345,7 +346,7 @@ def _flag_errors(args: Any) -> list[str]:
         f"{flag(name)} needs {flag(needed)}: without it {flag(name)} changes nothing; "
         f"add {flag(needed)} P or drop {flag(name)}"
         for name, needed in NEEDS
-        if getattr(args, name) is not None and not getattr(args, needed)
+        if getattr(args, name) is not None and getattr(args, needed) is None
     ]
     for name, default in DEFAULTS.items():
         if getattr(args, name) is None:

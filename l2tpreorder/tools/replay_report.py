@@ -303,20 +303,27 @@ def plural(n: int, noun: str) -> str:
 
 def fmt_duration(v: float | None) -> str:
     """A hold time or timeout as a reader takes it in: `412µs` below 1 ms (a LAN's reordering
-    is tens of µs, "0.041 ms" hides that), `2.5ms`, `1.2s`; `-` for none."""
+    is tens of µs, "0.041 ms" hides that), `2.5ms`, `1.2s`; `-` for none. Rounded to three
+    digits before the unit is chosen: 999.9996 µs is `1ms`, not `1e+03µs`."""
     if v is None:
         return "-"
-    if v < 1e-3:
-        return f"{v * 1e6:.3g}µs"
-    if v < 1.0:
-        return f"{v * 1e3:.3g}ms"
-    return f"{v:.3g}s"
+    r = float(f"{v:.3g}")
+    if r < 1e-3:
+        return f"{_digits(r * 1e6)}µs"
+    if r < 1.0:
+        return f"{_digits(r * 1e3)}ms"
+    return f"{_digits(r)}s"
+
+
+def _digits(x: float) -> str:
+    """Three significant digits, never in exponent form (`1e+03`): `1,500` from a thousand up."""
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
 
 
 def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
     """The session's learnt timeout (adaptive), else the fixed one; ms."""
     t = s.learned_timeout if s.learned_timeout is not None else e.reorder_timeout
-    return f"{t * 1000:.3g}"
+    return _digits(t * 1000)
 
 
 def busiest(r: ReplayResult, top: int | None) -> list[SessionReport]:

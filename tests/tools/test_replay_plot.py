@@ -143,7 +143,8 @@ def test_docs_picture_is_in_the_docs() -> None:
 @pytest.mark.parametrize(
     ("seconds", "words"),
     [(None, "-"), (4e-6, "4µs"), (0.000412, "412µs"), (0.0025, "2.5ms"), (0.1, "100ms"),
-     (1.5, "1.5s")],
+     (1.5, "1.5s"), (0.0009999996, "1ms"), (0.001, "1ms"), (0.9999996, "1s"),
+     (1500.0, "1,500s")],
 )  # fmt: skip
 def test_hold_times_in_microseconds_below_a_millisecond(seconds: float | None, words: str) -> None:
     assert fmt_duration(seconds) == words

@@ -120,6 +120,19 @@ def test_impair_refuses_an_option_that_would_change_nothing(
     assert r.returncode == 0 and out.exists(), r.stderr.decode()
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["--displace", "3", "--displace-prob", "0"], ["--burst-len", "5", "--burst-loss", "0"]],
+)
+def test_impair_takes_a_partner_given_as_zero(flags: list[str], tmp_path: Path) -> None:
+    """`--displace 3 --displace-prob 0` (a sweep from 0): the partner is given, so it is not
+    refused as missing; the capture is written through unchanged."""
+    cap, out = stream(tmp_path / "s.pcap"), tmp_path / "o.pcap"
+    r = cli("impair", str(cap), str(out), *flags, "--seed", "1")
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"needs" not in r.stderr and out.exists()
+
+
 # --- impair's prediction ------------------------------------------------------------------------
 
 
@@ -286,3 +299,18 @@ def test_a_gzip_padded_with_zeros_is_whole(tmp_path: Path) -> None:
     got = report(cli("replay", "pcap", str(padded), "--json"))
     assert not got["capture"].get("file_error"), got["capture"]
     assert without_name(got) == without_name(report(cli("replay", "pcap", str(plain), "--json")))
+
+
+def test_a_hold_of_one_millisecond_reads_1ms(tmp_path: Path) -> None:
+    """Ns 2 arrives 1 ms before Ns 1: held 1 ms (a float a hair under it, from the capture's
+    timestamps: 999.93 µs here), which the text report once printed as `1e+03µs`."""
+    frames = [
+        (T0 + 0.001 + i * 0.001, g.eth(g.udp_ip(LAC, LNS, g.l2tp_data(5, 6, b"x", ns=n))))
+        for i, n in enumerate([0, 2, 1, 3])
+    ]
+    cap = g.write_pcap(tmp_path / "ms.pcap", frames, g.ETHERNET)
+    r = cli("replay", "pcap", str(cap))
+    text = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "e+0" not in text, text
+    assert "hold times: 1 packets held, p50 1ms, p99 1ms, max 1ms" in text, text
