@@ -217,34 +217,41 @@ def test_iptables_restore_files_load_queue_and_undo(
         assert "L2TPREORDER" not in left, left
 
 
-def stateful_firewall(version: int) -> str:
-    """A typical host firewall: policy DROP, loopback, ESTABLISHED and the L2TP port accepted
-    (appended rules of ours would come after these and never see a packet)."""
+def stateful_firewall(version: int, chain: str) -> str:
+    """A typical host firewall on `chain` (INPUT: the LNS host; FORWARD: the router): policy
+    DROP, ESTABLISHED and the L2TP port accepted (appended rules of ours would come after
+    these and never see a packet)."""
     icmp = "icmp" if version == 4 else "ipv6-icmp"
+    c = chain.upper()
     return (
-        "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n"
-        "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
-        f"-A INPUT -p {icmp} -j ACCEPT\n-A INPUT -p udp --dport 1701 -j ACCEPT\nCOMMIT\n"
+        f"*filter\n:{c} DROP [0:0]\n-A {c} -i lo -j ACCEPT\n"
+        f"-A {c} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+        f"-A {c} -p {icmp} -j ACCEPT\n-A {c} -p udp --dport 1701 -j ACCEPT\nCOMMIT\n"
     )
 
 
+@pytest.mark.parametrize("chain", ["input", "forward"])
 @pytest.mark.parametrize("fmt", ["shell", "iptables-restore"])
 def test_rules_go_before_a_stateful_firewall_s_accept(
-    fmt: str, router: Router, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """On an LNS host whose own firewall accepts udp 1701 and ESTABLISHED before its DROP,
-    the printed rules (loaded on top, --noflush / pasted) still feed the queue: a swapped
-    stream arrives ordered. Appended (-A), they never saw a packet and it arrived as sent."""
-    host = router.lns
+    fmt: str, chain: str, router: Router, config: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """On a host whose own firewall accepts udp 1701 and ESTABLISHED before its DROP, the
+    printed rules (loaded on top, --noflush / pasted) still feed the queue: a swapped stream
+    arrives ordered. Appended (-A), they never saw a packet and it arrived as sent."""
+    host = router.lns if chain == "input" else router.rtr
     for version in (4, 6):
-        restore(host, version, stateful_firewall(version))
+        restore(host, version, stateful_firewall(version, chain))
     if fmt == "shell":
-        _, text, _ = rules(capsys, config, "--chain", "input")
-        for line in runnable(text.split("# --- A. the same with nft")[0]):
+        lns = [] if chain == "input" else ["--lns-ipv4", LNS4, "--lns-ipv6", LNS6]
+        _, text, _ = rules(capsys, config, "--chain", chain, *lns)
+        block = text.split("# --- ")[1].split("\n", 1)[1]  # the iptables block, title cut
+        for line in runnable(block):
             host.run(*shlex.split(line))
     else:
         for version in (4, 6):
-            restore(host, version, restore_file(capsys, config, "input", version), "--noflush")
+            restore(host, version, restore_file(capsys, config, chain, version), "--noflush")
+    assert listed(host, 4).count("NFQUEUE") == (2 if chain == "input" else 1)
     daemon = InPathDaemon(host, tmp_path, QUEUE, reorder={"timeout_ms": 5000})
     daemon.start()
     try:
