@@ -97,27 +97,49 @@ def test_c_generator_bytes_are_the_python_generators(programs: dict[str, Path]) 
         assert (kind, idx, seq) == (Kind.WARMUP, index, 0) and tx_ns > 0
 
 
-def queue_bound(space: NetNs, queue: int) -> bool:
+def queue_line(space: NetNs, queue: int) -> list[str] | None:
+    """The queue's row of /proc/net/netfilter/nfnetlink_queue (None: not bound): queue, peer
+    portid, queued, copy mode, copy range, ..."""
     text = space.run("cat", "/proc/net/netfilter/nfnetlink_queue").stdout
-    return any(line.split()[0] == str(queue) for line in text.splitlines() if line.strip())
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    return next((row for row in rows if row[0] == str(queue)), None)
+
+
+def start_reader(space: NetNs, reader: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The C reader on QUEUE for every UDP packet the namespace receives (no --queue-bypass:
+    unanswered packets stay queued and never reach the socket)."""
+    space.run("iptables", "-A", "INPUT", "-p", "udp", "-j", "NFQUEUE",
+              "--queue-num", str(QUEUE))  # fmt: skip
+    proc = space.popen([str(reader), "--queue", str(QUEUE)], log)
+    wait_until("the C reader binding its queue", lambda: queue_line(space, QUEUE) is not None)
+    row = queue_line(space, QUEUE)
+    # Bound and configured in one message: the queue never shows the kernel's defaults
+    # (copy mode 1 = meta only), which would hand the reader packets without payload.
+    assert row is not None and row[3:5] == ["2", "65024"], row
+    return proc
+
+
+def stop_reader(proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, log.read_text()[-800:]
+    stats: dict[str, Any] = json.loads(log.read_text().strip().splitlines()[-1])
+    return stats
 
 
 def test_c_reader_passes_every_queued_packet(programs: dict[str, Path], tmp_path: Path) -> None:
+    """The generator's traffic (an odd --size: packet messages not a multiple of 4 long)."""
     need_root()
     need_tool("iptables")
+    size = 131
     space = NetNs("cbench")
     try:
-        # No --queue-bypass: unanswered packets stay queued and never reach the socket.
-        space.run("iptables", "-A", "INPUT", "-p", "udp", "-j", "NFQUEUE",
-                  "--queue-num", str(QUEUE))  # fmt: skip
         log = tmp_path / "reader.log"
-        reader = space.popen([str(programs["nfq_reader"]), "--queue", str(QUEUE)], log)
-        wait_until("the C reader binding its queue", lambda: queue_bound(space, QUEUE))
+        reader = start_reader(space, programs["nfq_reader"], log)
         rx = space.udp("127.0.0.1")
         port = rx.getsockname()[1]
         gen = space.run(str(programs["loadgen"]), "--target", f"127.0.0.1:{port}",
                         "--sessions", "10", "--rate", "20000", "--count", "2000",
-                        "--duration", "10", "--swaps", "0.1")  # fmt: skip
+                        "--duration", "10", "--swaps", "0.1", "--size", str(size))  # fmt: skip
         sent = json.loads(gen.stdout)
         total = sent["sent"] + sent["warmup_sent"]
         assert total == 2010
@@ -125,18 +147,57 @@ def test_c_reader_passes_every_queued_packet(programs: dict[str, Path], tmp_path
         out_of_order = 0
         for _ in range(total):
             data = rx.recv(2048)
+            assert len(data) == size
             _, _, index, seq, _ = TRAILER.unpack_from(data, len(data) - TRAILER_SIZE)
             out_of_order += seq < last.get(index, -1)
             last[index] = max(seq, last.get(index, -1))
         rx.close()
         # The reader only accepts, in arrival order: exactly the planned swaps arrive late.
         assert out_of_order == sent["kinds"]["LATE"] > 0
-        reader.send_signal(signal.SIGTERM)
-        assert reader.wait(timeout=10) == 0
-        stats = json.loads(log.read_text().strip().splitlines()[-1])
+        stats = stop_reader(reader, log)
         assert stats["packets"] == total and stats["truncated"] == 0
+        assert stats["truncated_reads"] == 0
         assert stats["verdict_sends"] == stats["batches"] <= total
-        assert stats["bytes_copied"] == total * (20 + 8 + 100)  # IPv4 + UDP + payload
+        assert stats["bytes_copied"] == total * (20 + 8 + size)  # IPv4 + UDP + payload
+    finally:
+        space.close()
+
+
+# A 400-byte packet whose bytes read as netlink lengths of 1 GiB, then short ones: a walk that
+# went past the last (unpadded) message of a read slot used to meet these stale bytes and crash.
+STALE = b"\x00\x00\x00\x40" * 100
+SIZES = [1, 2, 3, 5, 7, 13, 400, 1001, 1473, 9001, 6]
+
+
+def test_c_reader_walks_only_the_messages_each_read_holds(programs: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """Mixed and odd sizes, one at a time (each read lands on the previous one's stale slot) and
+    in bursts (many slots per read): every packet passes once, the reader exits cleanly."""
+    need_root()
+    need_tool("iptables")
+    space = NetNs("cbmix")
+    try:
+        log = tmp_path / "reader.log"
+        reader = start_reader(space, programs["nfq_reader"], log)
+        rx = space.udp("127.0.0.1")
+        tx = space.udp("127.0.0.1")
+        dest = rx.getsockname()
+        one_by_one = [STALE, b"\x01"] + [STALE[:n] if n <= 400 else bytes(n) for n in SIZES] * 3
+        for payload in one_by_one:
+            tx.sendto(payload, dest)
+            assert rx.recv(65536) == payload
+        burst = [bytes([i % 251]) * SIZES[i % len(SIZES)] for i in range(60)]
+        for payload in burst:
+            tx.sendto(payload, dest)
+        got = sorted(rx.recv(65536) for _ in burst)
+        assert got == sorted(burst)
+        tx.close()
+        rx.close()
+        stats = stop_reader(reader, log)
+        everything = one_by_one + burst
+        assert stats["packets"] == len(everything)
+        assert stats["bytes_copied"] == sum(20 + 8 + len(p) for p in everything)
+        assert stats["truncated"] == 0 and stats["truncated_reads"] == 0
     finally:
         space.close()
 
