@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench import cprogs, run_builds
+from bench import cprogs, harness, run_builds
 from bench.loadgen import Template
 from bench.marker import TRAILER, TRAILER_SIZE, Kind
 from tests.conftest import need_root, need_tool
@@ -254,3 +254,50 @@ def test_issue_23_lines_with_and_without_a_compiled_build() -> None:
     ]
     assert ratios["loss_free_inpath_over_relay"] == 0.75
     assert ratios["loss_free_compiled_over_pure_relay"] is None
+
+
+def _counts(unique: int, sink_drops: int, out_of_order: int = 0) -> tuple[dict[str, Any],
+                                                                           dict[str, Any]]:
+    """The generator's and the sink's JSON for 10000 packets sent (+10 warm-up, all arrived)."""
+    sent = {"sent": 10000, "warmup_sent": 10, "kinds": {"LATE": 50}, "achieved_pps": 1e5,
+            "elapsed_s": 0.1, "batch": 0, "mode": "gso"}
+    got = {"received_by_kind": {"WARMUP": 10}, "unique": unique + 10, "out_of_order": out_of_order,
+           "sink_socket_drops": sink_drops, "duplicates": 0, "header_mismatch": 0,
+           "latency_normal_ns": {}, "latency_after_gap_ns": {}}
+    return sent, got
+
+
+def _judged(target: harness.Target, unique: int, sink_drops: int, out_of_order: int = 0,
+            reader_packets: int | None = None) -> dict[str, Any]:
+    r = harness.judge(target, *_counts(unique, sink_drops, out_of_order), reader_packets)
+    r["generator_limited"] = False
+    return r
+
+
+def test_a_failure_the_sink_caused_is_the_harness_limit() -> None:
+    """Losses with drops at the sink's socket fail the trial but mark it harness-limited (the
+    search reports [harness-bound]); the same losses without sink drops are the target's."""
+    daemon = harness.Target("daemon", "x", reorders=True)
+    r = _judged(daemon, unique=9000, sink_drops=1000)
+    assert not r["clean"] and r["sink_limited"]
+    assert harness.outcome(r) == (False, True)
+    r = _judged(daemon, unique=9000, sink_drops=0)
+    assert not r["clean"] and not r["sink_limited"]
+    assert harness.outcome(r) == (False, False)
+    # A clean trial is the target's, whatever the sink dropped of its spare margin.
+    r = _judged(daemon, unique=10000, sink_drops=3)
+    assert r["clean"] and harness.outcome(r) == (True, False)
+
+
+def test_the_c_readers_bypass_is_counted_from_its_own_packet_count() -> None:
+    """All packets arrive, in planned order, but 500 never went through the reader (fail-open let
+    them past the queue): not clean, though the order alone does not show it."""
+    reader = harness.Target("inpath_ceiling", None, inpath=(0,), reader=["l2rx-nfq-reader"])
+    r = _judged(reader, unique=10000, sink_drops=0, out_of_order=50, reader_packets=9510)
+    assert r["order_errors"] == 0 and r["bypassed"] == 500
+    assert not r["clean"] and harness.outcome(r) == (False, False)
+    r = _judged(reader, unique=10000, sink_drops=0, out_of_order=50, reader_packets=10010)
+    assert r["bypassed"] == 0 and r["clean"]
+    log = 'l2rx-nfq-reader: queue 0 bound\n{"packets": 7, "batches": 1}\n'
+    assert harness.reader_count(log) == 7
+    assert harness.reader_count("killed\n") is None
