@@ -223,3 +223,35 @@ def test_plot_refuses_to_overwrite_the_capture(tmp_path: Path) -> None:
     before = cap.read_bytes()
     code, _ = run_cli("replay", "pcap", str(cap), "--plot", str(cap))
     assert code == 2 and cap.read_bytes() == before
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_matplotlib()
+    cap = steady_stream(tmp_path / "s.pcap", 20)
+    for plot, extra, says in [
+        (tmp_path / "no-such-dir" / "p.png", [], "does not exist"),
+        (tmp_path, [], "is a directory"),
+        (tmp_path / "both.pcap", ["-o", str(tmp_path / "both.pcap")], "also the -o file"),
+    ]:
+        code, text = run_cli("replay", "pcap", str(cap), "--plot", str(plot), *extra)
+        err = capsys.readouterr().err
+        assert code == 2 and text == "" and says in err, (plot, text, err)
+    assert not (tmp_path / "both.pcap").exists()
+
+
+def test_the_report_is_printed_when_the_picture_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The path passes the checks (a link in a writable directory) but saving fails: the text
+    report of the replay is still printed, the exit code says the picture is missing."""
+    need_matplotlib()
+    cap = steady_stream(tmp_path / "s.pcap", 20)
+    png = tmp_path / "dangling.png"
+    png.symlink_to(tmp_path / "gone" / "p.png")
+    code, text = run_cli("replay", "pcap", str(cap), "--plot", str(png))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "all sessions: 20 data messages" in text, text
+    assert f"--plot {png}: not written" in err, err
