@@ -12,6 +12,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from bench import cprogs, harness, run_builds
 from bench.loadgen import Template
-from bench.marker import TRAILER, TRAILER_SIZE, Kind
+from bench.marker import TRAILER, TRAILER_SIZE, Kind, tunnel_session
 from tests.conftest import need_root, need_tool
 from tests.netns import NetNs, wait_until
 from tests.test_bench_smoke import start, stop, wait_until_received
@@ -76,7 +77,7 @@ def test_c_generator_traffic_is_what_the_sink_counts(programs: dict[str, Path], 
 
 def test_c_generator_bytes_are_the_python_generators(programs: dict[str, Path]) -> None:
     """The warm-up datagrams byte for byte against bench/loadgen.py's Template (built by
-    wire.build_data), send time aside; sessions past 65535 move to the next tunnel_id."""
+    wire.build_data), send time aside."""
     size, sessions = 120, 3
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
@@ -95,6 +96,36 @@ def test_c_generator_bytes_are_the_python_generators(programs: dict[str, Path]) 
         assert got[: size - 8] == bytes(want[: size - 8]), index
         _magic, kind, idx, seq, tx_ns = TRAILER.unpack_from(got, size - TRAILER_SIZE)
         assert (kind, idx, seq) == (Kind.WARMUP, index, 0) and tx_ns > 0
+
+
+def test_c_generator_moves_sessions_past_65535_to_the_next_tunnel(
+    programs: dict[str, Path],
+) -> None:
+    """65537 sessions: the last two are sessions 1 and 2 of the next tunnel_id, as
+    bench.marker.tunnel_session (the Python generator's mapping) says."""
+    sessions = 65537
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(10)
+        port = rx.getsockname()[1]
+        got: dict[int, tuple[int, int]] = {}
+
+        def read() -> None:  # beside the generator: the warm-up is paced, 20k/s
+            for _ in range(sessions):
+                data = rx.recv(2048)
+                _, _, index, _, _ = TRAILER.unpack_from(data, len(data) - TRAILER_SIZE)
+                got[index] = (int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:6], "big"))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        sent = generate(programs["loadgen"], port, "--sessions", str(sessions), "--duration", "0",
+                        "--base-tunnel", "65534", "--settle", "0")  # fmt: skip
+        reader.join(timeout=30)
+    assert sent["warmup_sent"] == sessions and len(got) == sessions
+    assert got[0] == (65534, 1) and got[65534] == (65534, 65535)
+    assert got[65535] == (65535, 1) and got[65536] == (65535, 2)
+    assert all(got[i] == tunnel_session(i, 65534) for i in range(sessions))
 
 
 def queue_line(space: NetNs, queue: int) -> list[str] | None:
