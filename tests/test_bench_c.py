@@ -136,12 +136,12 @@ def queue_line(space: NetNs, queue: int) -> list[str] | None:
     return next((row for row in rows if row[0] == str(queue)), None)
 
 
-def start_reader(space: NetNs, reader: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_reader(space: NetNs, reader: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """The C reader on QUEUE for every UDP packet the namespace receives (no --queue-bypass:
     unanswered packets stay queued and never reach the socket)."""
     space.run("iptables", "-A", "INPUT", "-p", "udp", "-j", "NFQUEUE",
               "--queue-num", str(QUEUE))  # fmt: skip
-    proc = space.popen([str(reader), "--queue", str(QUEUE)], log)
+    proc = space.popen([str(reader), "--queue", str(QUEUE), *args], log)
     wait_until("the C reader binding its queue", lambda: queue_line(space, QUEUE) is not None)
     row = queue_line(space, QUEUE)
     # Bound and configured in one message: the queue never shows the kernel's defaults
@@ -200,8 +200,9 @@ STALE = b"\x00\x00\x00\x40" * 100
 SIZES = [1, 2, 3, 5, 7, 13, 400, 1001, 1473, 9001, 6]
 
 
+@pytest.mark.parametrize("verdicts", ["per-packet", "batch"])
 def test_c_reader_walks_only_the_messages_each_read_holds(programs: dict[str, Path],
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, verdicts: str) -> None:
     """Mixed and odd sizes, one at a time (each read lands on the previous one's stale slot) and
     in bursts (many slots per read): every packet passes once, the reader exits cleanly."""
     need_root()
@@ -209,7 +210,8 @@ def test_c_reader_walks_only_the_messages_each_read_holds(programs: dict[str, Pa
     space = NetNs("cbmix")
     try:
         log = tmp_path / "reader.log"
-        reader = start_reader(space, programs["nfq_reader"], log)
+        batch = ["--batch-verdict"] if verdicts == "batch" else []
+        reader = start_reader(space, programs["nfq_reader"], log, *batch)
         rx = space.udp("127.0.0.1")
         tx = space.udp("127.0.0.1")
         dest = rx.getsockname()
