@@ -258,53 +258,22 @@ class Bench:
         lines = out.strip().splitlines()
         if not lines:
             raise RuntimeError(f"sink gave no results: {err[-500:]}")
-        got = json.loads(lines[-1])
-        warm = got["received_by_kind"]["WARMUP"]
-        measured_unique = got["unique"] - warm
-        lost = sent["sent"] - measured_unique
-        # Arrivals out of order beyond the planned swaps a plain forwarder passes through: for
-        # in-path mode, what fail-open let past the queue (the bypass is not throughput).
-        planned = 0 if target.reorders else sent["kinds"].get("LATE", 0)
-        order_errors = max(0, got["out_of_order"] - planned)
-        result = {
-            "label": label,
-            "target": target.name,
-            "target_label": target.label,
-            "sessions": sessions,
-            "offered_pps": rate,
-            "swaps": swaps,
-            "loss_planned": loss,
-            "generator_pps": sent["achieved_pps"],
-            "generator_limited": rate > 0 and sent["achieved_pps"] < 0.97 * rate,
-            "sent": sent["sent"],
-            "received": measured_unique,
-            "lost": lost,
-            "loss": lost / sent["sent"] if sent["sent"] else 1.0,
-            "warmup_lost": sent["warmup_sent"] - warm,
-            "forwarded_pps": measured_unique / sent["elapsed_s"] if sent["elapsed_s"] else 0.0,
-            "out_of_order": got["out_of_order"],
-            "order_errors": order_errors,
-            "clean": sent["sent"] > 0 and (lost + order_errors) / sent["sent"] <= LOSS_FREE,
-            "duplicates": got["duplicates"],
-            "header_mismatch": got["header_mismatch"],
-            "relay_socket_drops": sum(s["drops"] for s in relay_sockets) + queue_drops,
-            "sink_socket_drops": got["sink_socket_drops"],
-            "latency_normal_ns": got["latency_normal_ns"],
-            "latency_after_gap_ns": got["latency_after_gap_ns"],
-            "sent_kinds": sent["kinds"],
-            "batch": sent["batch"],
-            "mode": sent["mode"],
-            "generator": sent.get("generator", "python"),
-        }
+        reader_packets = reader_count(relay_err) if relay is not None and target.reader else None
+        result = judge(target, sent, json.loads(lines[-1]), reader_packets)
+        drops = sum(s["drops"] for s in relay_sockets) + queue_drops
+        result.update(label=label, sessions=sessions, offered_pps=rate, swaps=swaps,
+                      loss_planned=loss, relay_socket_drops=drops,
+                      generator_limited=rate > 0 and sent["achieved_pps"] < 0.97 * rate)
         if relay is not None and relay.returncode not in (0, -signal.SIGTERM):
             result["relay_exit"] = relay.returncode
             result["relay_stderr"] = relay_err[-500:]
         self.trials.append(result)
         flag = " GEN-LIMITED" if result["generator_limited"] else ""
+        flag += " SINK-LIMITED" if result["sink_limited"] else ""
         print(
             f"  {target.label:14s} {sessions:6d} sess  offered {rate:9.0f}  fwd "
             f"{result['forwarded_pps']:9.0f} pps  loss {result['loss'] * 100:6.3f}%  "
-            f"relay-drops {result['relay_socket_drops']}  order-err {order_errors}{flag}",
+            f"relay-drops {result['relay_socket_drops']}  order-err {result['order_errors']}{flag}",
             flush=True,
         )
         return result
@@ -323,9 +292,8 @@ class Bench:
         while steps < self.args.max_steps and self.remaining() > self.args.trial_seconds + 5:
             steps += 1
             r = self.trial(target, sessions=sessions, rate=rate, swaps=swaps, label="search")
-            ok = r["clean"] and not r["generator_limited"] and r["warmup_lost"] == 0
-            if r["generator_limited"]:
-                bound = True
+            ok, harness_limited = outcome(r)
+            bound = bound or harness_limited
             if ok:
                 lo = rate
             else:
@@ -346,3 +314,67 @@ class Bench:
         return {"target": target.name, "sessions": sessions, "swaps": swaps,
                 "loss_free_pps": lo, "first_failing_pps": None if hi == math.inf else hi,
                 "harness_bound": bound, "steps": steps}
+
+
+def reader_count(log: str) -> int | None:
+    """Packets the C reader read from its queue (its JSON summary, the last line of its log)."""
+    for line in reversed(log.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return int(json.loads(line)["packets"])
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def judge(target: Target, sent: dict[str, Any], got: dict[str, Any],
+          reader_packets: int | None = None) -> dict[str, Any]:
+    """One trial's counts from the generator's and the sink's JSON: lost, order errors, clean.
+
+    A failure with drops at the sink's own socket is the harness's limit, not the target's
+    (`sink_limited`): the search then reports its rate as harness-bound. For the C reader, the
+    packets that reached the sink without passing through it (fail-open's bypass) are counted
+    from its own packet count, not only guessed from arrivals out of order."""
+    warm = got["received_by_kind"]["WARMUP"]
+    measured_unique = got["unique"] - warm
+    lost = sent["sent"] - measured_unique
+    # Arrivals out of order beyond the planned swaps a plain forwarder passes through: for
+    # in-path mode, what fail-open let past the queue (the bypass is not throughput).
+    planned = 0 if target.reorders else sent["kinds"].get("LATE", 0)
+    order_errors = max(0, got["out_of_order"] - planned)
+    bypassed = None if reader_packets is None else max(0, got["unique"] - reader_packets)
+    failures = lost + max(order_errors, bypassed or 0)
+    clean = sent["sent"] > 0 and failures / sent["sent"] <= LOSS_FREE
+    return {
+        "target": target.name,
+        "target_label": target.label,
+        "generator_pps": sent["achieved_pps"],
+        "sent": sent["sent"],
+        "received": measured_unique,
+        "lost": lost,
+        "loss": lost / sent["sent"] if sent["sent"] else 1.0,
+        "warmup_lost": sent["warmup_sent"] - warm,
+        "forwarded_pps": measured_unique / sent["elapsed_s"] if sent["elapsed_s"] else 0.0,
+        "out_of_order": got["out_of_order"],
+        "order_errors": order_errors,
+        "reader_packets": reader_packets,
+        "bypassed": bypassed,
+        "clean": clean,
+        "sink_limited": (not clean or sent["warmup_sent"] > warm) and got["sink_socket_drops"] > 0,
+        "duplicates": got["duplicates"],
+        "header_mismatch": got["header_mismatch"],
+        "sink_socket_drops": got["sink_socket_drops"],
+        "latency_normal_ns": got["latency_normal_ns"],
+        "latency_after_gap_ns": got["latency_after_gap_ns"],
+        "sent_kinds": sent["kinds"],
+        "batch": sent["batch"],
+        "mode": sent["mode"],
+        "generator": sent.get("generator", "python"),
+    }
+
+
+def outcome(r: dict[str, Any]) -> tuple[bool, bool]:
+    """(the trial passes, the harness limited it): a generator that could not offer the rate, or
+    a failure with drops at the sink, says nothing about the target's own limit."""
+    ok = r["clean"] and not r["generator_limited"] and r["warmup_lost"] == 0
+    return ok, r["generator_limited"] or r["sink_limited"]

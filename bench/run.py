@@ -296,7 +296,9 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     # The same daemon with `udp_gso: true` (opt-in: captures on the sending host then show
     # unsplit super-datagrams), so both sides of that trade-off come from one run.
     if daemon_ok and daemon_lf and args.gso_variant and b.remaining() > 60:
-        gso = Target("daemon_gso", args.daemon_cmd + " --udp-gso", daemon.label + "+gso")
+        # Judged like the daemon (it reorders) and run as the daemon (the same build env).
+        gso = Target("daemon_gso", args.daemon_cmd + " --udp-gso", daemon.label + "+gso",
+                     reorders=daemon.reorders, env=daemon.env)
         try:
             summary["daemon_gso"] = {"loss_free": b.search(
                 gso, sessions=args.sessions, swaps=args.swaps,

@@ -12,14 +12,15 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import cprogs, run_builds
+from bench import cprogs, harness, run_builds
 from bench.loadgen import Template
-from bench.marker import TRAILER, TRAILER_SIZE, Kind
+from bench.marker import TRAILER, TRAILER_SIZE, Kind, tunnel_session
 from tests.conftest import need_root, need_tool
 from tests.netns import NetNs, wait_until
 from tests.test_bench_smoke import start, stop, wait_until_received
@@ -76,7 +77,7 @@ def test_c_generator_traffic_is_what_the_sink_counts(programs: dict[str, Path], 
 
 def test_c_generator_bytes_are_the_python_generators(programs: dict[str, Path]) -> None:
     """The warm-up datagrams byte for byte against bench/loadgen.py's Template (built by
-    wire.build_data), send time aside; sessions past 65535 move to the next tunnel_id."""
+    wire.build_data), send time aside."""
     size, sessions = 120, 3
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
@@ -97,27 +98,79 @@ def test_c_generator_bytes_are_the_python_generators(programs: dict[str, Path]) 
         assert (kind, idx, seq) == (Kind.WARMUP, index, 0) and tx_ns > 0
 
 
-def queue_bound(space: NetNs, queue: int) -> bool:
+def test_c_generator_moves_sessions_past_65535_to_the_next_tunnel(
+    programs: dict[str, Path],
+) -> None:
+    """65537 sessions: the last two are sessions 1 and 2 of the next tunnel_id, as
+    bench.marker.tunnel_session (the Python generator's mapping) says."""
+    sessions = 65537
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(10)
+        port = rx.getsockname()[1]
+        got: dict[int, tuple[int, int]] = {}
+
+        def read() -> None:  # beside the generator: the warm-up is paced, 20k/s
+            for _ in range(sessions):
+                data = rx.recv(2048)
+                _, _, index, _, _ = TRAILER.unpack_from(data, len(data) - TRAILER_SIZE)
+                got[index] = (int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:6], "big"))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        sent = generate(programs["loadgen"], port, "--sessions", str(sessions), "--duration", "0",
+                        "--base-tunnel", "65534", "--settle", "0")  # fmt: skip
+        reader.join(timeout=30)
+    assert sent["warmup_sent"] == sessions and len(got) == sessions
+    assert got[0] == (65534, 1) and got[65534] == (65534, 65535)
+    assert got[65535] == (65535, 1) and got[65536] == (65535, 2)
+    assert all(got[i] == tunnel_session(i, 65534) for i in range(sessions))
+
+
+def queue_line(space: NetNs, queue: int) -> list[str] | None:
+    """The queue's row of /proc/net/netfilter/nfnetlink_queue (None: not bound): queue, peer
+    portid, queued, copy mode, copy range, ..."""
     text = space.run("cat", "/proc/net/netfilter/nfnetlink_queue").stdout
-    return any(line.split()[0] == str(queue) for line in text.splitlines() if line.strip())
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    return next((row for row in rows if row[0] == str(queue)), None)
+
+
+def start_reader(space: NetNs, reader: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """The C reader on QUEUE for every UDP packet the namespace receives (no --queue-bypass:
+    unanswered packets stay queued and never reach the socket)."""
+    space.run("iptables", "-A", "INPUT", "-p", "udp", "-j", "NFQUEUE",
+              "--queue-num", str(QUEUE))  # fmt: skip
+    proc = space.popen([str(reader), "--queue", str(QUEUE), *args], log)
+    wait_until("the C reader binding its queue", lambda: queue_line(space, QUEUE) is not None)
+    row = queue_line(space, QUEUE)
+    # Bound and configured in one message: the queue never shows the kernel's defaults
+    # (copy mode 1 = meta only), which would hand the reader packets without payload.
+    assert row is not None and row[3:5] == ["2", "65024"], row
+    return proc
+
+
+def stop_reader(proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, log.read_text()[-800:]
+    stats: dict[str, Any] = json.loads(log.read_text().strip().splitlines()[-1])
+    return stats
 
 
 def test_c_reader_passes_every_queued_packet(programs: dict[str, Path], tmp_path: Path) -> None:
+    """The generator's traffic (an odd --size: packet messages not a multiple of 4 long)."""
     need_root()
     need_tool("iptables")
+    size = 131
     space = NetNs("cbench")
     try:
-        # No --queue-bypass: unanswered packets stay queued and never reach the socket.
-        space.run("iptables", "-A", "INPUT", "-p", "udp", "-j", "NFQUEUE",
-                  "--queue-num", str(QUEUE))  # fmt: skip
         log = tmp_path / "reader.log"
-        reader = space.popen([str(programs["nfq_reader"]), "--queue", str(QUEUE)], log)
-        wait_until("the C reader binding its queue", lambda: queue_bound(space, QUEUE))
+        reader = start_reader(space, programs["nfq_reader"], log)
         rx = space.udp("127.0.0.1")
         port = rx.getsockname()[1]
         gen = space.run(str(programs["loadgen"]), "--target", f"127.0.0.1:{port}",
                         "--sessions", "10", "--rate", "20000", "--count", "2000",
-                        "--duration", "10", "--swaps", "0.1")  # fmt: skip
+                        "--duration", "10", "--swaps", "0.1", "--size", str(size))  # fmt: skip
         sent = json.loads(gen.stdout)
         total = sent["sent"] + sent["warmup_sent"]
         assert total == 2010
@@ -125,18 +178,59 @@ def test_c_reader_passes_every_queued_packet(programs: dict[str, Path], tmp_path
         out_of_order = 0
         for _ in range(total):
             data = rx.recv(2048)
+            assert len(data) == size
             _, _, index, seq, _ = TRAILER.unpack_from(data, len(data) - TRAILER_SIZE)
             out_of_order += seq < last.get(index, -1)
             last[index] = max(seq, last.get(index, -1))
         rx.close()
         # The reader only accepts, in arrival order: exactly the planned swaps arrive late.
         assert out_of_order == sent["kinds"]["LATE"] > 0
-        reader.send_signal(signal.SIGTERM)
-        assert reader.wait(timeout=10) == 0
-        stats = json.loads(log.read_text().strip().splitlines()[-1])
+        stats = stop_reader(reader, log)
         assert stats["packets"] == total and stats["truncated"] == 0
+        assert stats["truncated_reads"] == 0
         assert stats["verdict_sends"] == stats["batches"] <= total
-        assert stats["bytes_copied"] == total * (20 + 8 + 100)  # IPv4 + UDP + payload
+        assert stats["bytes_copied"] == total * (20 + 8 + size)  # IPv4 + UDP + payload
+    finally:
+        space.close()
+
+
+# A 400-byte packet whose bytes read as netlink lengths of 1 GiB, then short ones: a walk that
+# went past the last (unpadded) message of a read slot used to meet these stale bytes and crash.
+STALE = b"\x00\x00\x00\x40" * 100
+SIZES = [1, 2, 3, 5, 7, 13, 400, 1001, 1473, 9001, 6]
+
+
+@pytest.mark.parametrize("verdicts", ["per-packet", "batch"])
+def test_c_reader_walks_only_the_messages_each_read_holds(programs: dict[str, Path],
+                                                           tmp_path: Path, verdicts: str) -> None:
+    """Mixed and odd sizes, one at a time (each read lands on the previous one's stale slot) and
+    in bursts (many slots per read): every packet passes once, the reader exits cleanly."""
+    need_root()
+    need_tool("iptables")
+    space = NetNs("cbmix")
+    try:
+        log = tmp_path / "reader.log"
+        batch = ["--batch-verdict"] if verdicts == "batch" else []
+        reader = start_reader(space, programs["nfq_reader"], log, *batch)
+        rx = space.udp("127.0.0.1")
+        tx = space.udp("127.0.0.1")
+        dest = rx.getsockname()
+        one_by_one = [STALE, b"\x01"] + [STALE[:n] if n <= 400 else bytes(n) for n in SIZES] * 3
+        for payload in one_by_one:
+            tx.sendto(payload, dest)
+            assert rx.recv(65536) == payload
+        burst = [bytes([i % 251]) * SIZES[i % len(SIZES)] for i in range(60)]
+        for payload in burst:
+            tx.sendto(payload, dest)
+        got = sorted(rx.recv(65536) for _ in burst)
+        assert got == sorted(burst)
+        tx.close()
+        rx.close()
+        stats = stop_reader(reader, log)
+        everything = one_by_one + burst
+        assert stats["packets"] == len(everything)
+        assert stats["bytes_copied"] == sum(20 + 8 + len(p) for p in everything)
+        assert stats["truncated"] == 0 and stats["truncated_reads"] == 0
     finally:
         space.close()
 
@@ -193,3 +287,50 @@ def test_issue_23_lines_with_and_without_a_compiled_build() -> None:
     ]
     assert ratios["loss_free_inpath_over_relay"] == 0.75
     assert ratios["loss_free_compiled_over_pure_relay"] is None
+
+
+def _counts(unique: int, sink_drops: int, out_of_order: int = 0) -> tuple[dict[str, Any],
+                                                                           dict[str, Any]]:
+    """The generator's and the sink's JSON for 10000 packets sent (+10 warm-up, all arrived)."""
+    sent = {"sent": 10000, "warmup_sent": 10, "kinds": {"LATE": 50}, "achieved_pps": 1e5,
+            "elapsed_s": 0.1, "batch": 0, "mode": "gso"}
+    got = {"received_by_kind": {"WARMUP": 10}, "unique": unique + 10, "out_of_order": out_of_order,
+           "sink_socket_drops": sink_drops, "duplicates": 0, "header_mismatch": 0,
+           "latency_normal_ns": {}, "latency_after_gap_ns": {}}
+    return sent, got
+
+
+def _judged(target: harness.Target, unique: int, sink_drops: int, out_of_order: int = 0,
+            reader_packets: int | None = None) -> dict[str, Any]:
+    r = harness.judge(target, *_counts(unique, sink_drops, out_of_order), reader_packets)
+    r["generator_limited"] = False
+    return r
+
+
+def test_a_failure_the_sink_caused_is_the_harness_limit() -> None:
+    """Losses with drops at the sink's socket fail the trial but mark it harness-limited (the
+    search reports [harness-bound]); the same losses without sink drops are the target's."""
+    daemon = harness.Target("daemon", "x", reorders=True)
+    r = _judged(daemon, unique=9000, sink_drops=1000)
+    assert not r["clean"] and r["sink_limited"]
+    assert harness.outcome(r) == (False, True)
+    r = _judged(daemon, unique=9000, sink_drops=0)
+    assert not r["clean"] and not r["sink_limited"]
+    assert harness.outcome(r) == (False, False)
+    # A clean trial is the target's, whatever the sink dropped of its spare margin.
+    r = _judged(daemon, unique=10000, sink_drops=3)
+    assert r["clean"] and harness.outcome(r) == (True, False)
+
+
+def test_the_c_readers_bypass_is_counted_from_its_own_packet_count() -> None:
+    """All packets arrive, in planned order, but 500 never went through the reader (fail-open let
+    them past the queue): not clean, though the order alone does not show it."""
+    reader = harness.Target("inpath_ceiling", None, inpath=(0,), reader=["l2rx-nfq-reader"])
+    r = _judged(reader, unique=10000, sink_drops=0, out_of_order=50, reader_packets=9510)
+    assert r["order_errors"] == 0 and r["bypassed"] == 500
+    assert not r["clean"] and harness.outcome(r) == (False, False)
+    r = _judged(reader, unique=10000, sink_drops=0, out_of_order=50, reader_packets=10010)
+    assert r["bypassed"] == 0 and r["clean"]
+    log = 'l2rx-nfq-reader: queue 0 bound\n{"packets": 7, "batches": 1}\n'
+    assert harness.reader_count(log) == 7
+    assert harness.reader_count("killed\n") is None

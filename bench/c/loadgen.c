@@ -210,12 +210,16 @@ static void send_run(struct sender *s, uint8_t *p, long count) {
             if (n * size > 65000)
                 n = 65000 / size > 0 ? 65000 / size : 1;
             struct iovec iov = {p, (size_t)(n * size)};
-            char ctrl[CMSG_SPACE(sizeof(uint16_t))];
+            /* The union aligns the buffer for struct cmsghdr (CMSG_FIRSTHDR points into it). */
+            union {
+                char buf[CMSG_SPACE(sizeof(uint16_t))];
+                struct cmsghdr align;
+            } ctrl;
             struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
             if (n > 1) {
-                memset(ctrl, 0, sizeof ctrl);
-                msg.msg_control = ctrl;
-                msg.msg_controllen = sizeof ctrl;
+                memset(&ctrl, 0, sizeof ctrl);
+                msg.msg_control = ctrl.buf;
+                msg.msg_controllen = sizeof ctrl.buf;
                 struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
                 c->cmsg_level = SOL_UDP;
                 c->cmsg_type = UDP_SEGMENT;

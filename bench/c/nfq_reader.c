@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,7 +42,10 @@ struct reader {
     uint16_t queue;
     uint32_t seq;
     int batch_verdict; /* 1: one NFQNL_MSG_VERDICT_BATCH per read batch instead */
-    long packets, batches, sends, bytes, truncated;
+    long packets, batches, sends, bytes, truncated, truncated_reads;
+    long pending;      /* packets whose verdict is not sent yet */
+    uint32_t last_id;  /* the last pending packet's id (the batch verdict's) */
+    size_t out_len;    /* bytes of per-packet verdict messages in out */
     uint8_t *slots, copy[SLOT_SIZE];
     struct mmsghdr hdrs[SLOTS];
     struct iovec iov[SLOTS];
@@ -79,35 +83,97 @@ static size_t put_attr(uint8_t *buf, size_t at, uint16_t type, const void *data,
     return end;
 }
 
-/* One config request with attributes, and wait for the kernel's ACK (fail on an error). */
-static void configure(struct reader *r, const char *what, uint16_t t1, const void *d1, size_t l1,
-                      uint16_t t2, const void *d2, size_t l2) {
+#define PACKET_MSG ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)
+
+/* One queued packet: copy it whole and count it; in per-packet mode append its ACCEPT verdict to
+ * r->out (sending what is there first when it is full: a read batch never overruns it). */
+static void handle_packet(struct reader *r, struct nlmsghdr *nh);
+
+/* The verdicts pending since the last send, in one send(): the per-packet messages in r->out,
+ * or one NFQNL_MSG_VERDICT_BATCH up to the last packet id. */
+static void flush(struct reader *r) {
+    if (!r->pending)
+        return;
+    if (r->batch_verdict) {
+        r->out_len = put_header(r->out, NFQNL_MSG_VERDICT_BATCH, 0, r->queue, 0);
+        struct nfqnl_msg_verdict_hdr v = {.verdict = htonl(NF_ACCEPT), .id = htonl(r->last_id)};
+        r->out_len = put_attr(r->out, r->out_len, NFQA_VERDICT_HDR, &v, sizeof v);
+    }
+    while (send(r->fd, r->out, r->out_len, 0) < 0) {
+        if (errno != EINTR && errno != ENOBUFS && errno != EAGAIN)
+            die("send verdicts");
+    }
+    r->sends++;
+    r->out_len = 0;
+    r->pending = 0;
+}
+
+/* The netlink messages of one received datagram of `len` bytes: packets are handled; returns the
+ * error of the ACK for ack_seq if there is one (0 = success), else 1. The length is signed and the
+ * walk stops at the last message: the kernel does not pad a packet message to 4 bytes, so an
+ * unsigned `len -= NLMSG_ALIGN(nlmsg_len)` would wrap and walk stale bytes of the slot. */
+static int walk(struct reader *r, uint8_t *buf, long len, uint32_t ack_seq) {
+    int ack = 1;
+    while (len >= (long)NLMSG_HDRLEN) {
+        struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+        if (nh->nlmsg_len < NLMSG_HDRLEN || (long)nh->nlmsg_len > len)
+            break;
+        if (nh->nlmsg_type == PACKET_MSG)
+            handle_packet(r, nh);
+        else if (nh->nlmsg_type == NLMSG_ERROR && ack_seq && nh->nlmsg_seq == ack_seq
+                 && nh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+            ack = ((struct nlmsgerr *)NLMSG_DATA(nh))->error;
+        long step = (long)NLMSG_ALIGN(nh->nlmsg_len);
+        if (step >= len)
+            break;
+        buf += step;
+        len -= step;
+    }
+    return ack;
+}
+
+/* Bind the queue and set copy mode, maxlen and fail-open in ONE config message (the kernel's
+ * nfqnl_recv_config applies NFQA_CFG_CMD, then PARAMS, QUEUE_MAXLEN and FLAGS of one message),
+ * so no packet is queued under the kernel's defaults between requests; packets that arrive
+ * before the ACK are handled (verdicts sent), not discarded. */
+static void configure(struct reader *r, uint32_t maxlen, int fail_open) {
     uint8_t buf[256];
     size_t len = put_header(buf, NFQNL_MSG_CONFIG, NLM_F_ACK, r->queue, ++r->seq);
-    len = put_attr(buf, len, t1, d1, l1);
-    if (d2)
-        len = put_attr(buf, len, t2, d2, l2);
+    struct nfqnl_msg_config_cmd cmd = {.command = NFQNL_CFG_CMD_BIND};
+    len = put_attr(buf, len, NFQA_CFG_CMD, &cmd, sizeof cmd);
+    struct nfqnl_msg_config_params params = {.copy_range = htonl(SLOT_SIZE - 512),
+                                             .copy_mode = NFQNL_COPY_PACKET};
+    len = put_attr(buf, len, NFQA_CFG_PARAMS, &params, sizeof params);
+    uint32_t be_maxlen = htonl(maxlen);
+    len = put_attr(buf, len, NFQA_CFG_QUEUE_MAXLEN, &be_maxlen, 4);
+    if (fail_open) {
+        uint32_t flag = htonl(NFQA_CFG_F_FAIL_OPEN);
+        len = put_attr(buf, len, NFQA_CFG_FLAGS, &flag, 4);
+        len = put_attr(buf, len, NFQA_CFG_MASK, &flag, 4);
+    }
     if (send(r->fd, buf, len, 0) < 0)
-        die(what);
-    uint8_t reply[8192];
+        die("configure queue");
     for (;;) {
-        ssize_t n = recv(r->fd, reply, sizeof reply, 0);
+        struct msghdr msg = {.msg_iov = &r->iov[0], .msg_iovlen = 1};
+        ssize_t n = recvmsg(r->fd, &msg, 0);
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                 continue;
-            die(what);
+            die("configure queue");
         }
-        for (struct nlmsghdr *nh = (struct nlmsghdr *)reply; NLMSG_OK(nh, (size_t)n);
-             nh = NLMSG_NEXT(nh, n)) {
-            if (nh->nlmsg_type == NLMSG_ERROR && nh->nlmsg_seq == r->seq) {
-                int err = ((struct nlmsgerr *)NLMSG_DATA(nh))->error;
-                if (err) {
-                    errno = -err;
-                    die(what);
-                }
-                return;
-            }
+        if (msg.msg_flags & MSG_TRUNC) {
+            r->truncated_reads++;
+            continue;
         }
+        int err = walk(r, r->iov[0].iov_base, (long)n, r->seq);
+        flush(r);
+        if (err == 1)
+            continue;
+        if (err) {
+            errno = -err;
+            die("configure queue");
+        }
+        return;
     }
 }
 
@@ -122,17 +188,10 @@ static void setup(struct reader *r, uint32_t maxlen, int rcvbuf, int fail_open) 
         setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     int one = 1;
     setsockopt(r->fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one);
-    struct nfqnl_msg_config_cmd cmd = {.command = NFQNL_CFG_CMD_BIND};
-    configure(r, "bind queue", NFQA_CFG_CMD, &cmd, sizeof cmd, 0, NULL, 0);
-    struct nfqnl_msg_config_params params = {.copy_range = htonl(SLOT_SIZE - 512),
-                                             .copy_mode = NFQNL_COPY_PACKET};
-    configure(r, "copy mode", NFQA_CFG_PARAMS, &params, sizeof params, 0, NULL, 0);
-    uint32_t be_maxlen = htonl(maxlen);
-    configure(r, "queue maxlen", NFQA_CFG_QUEUE_MAXLEN, &be_maxlen, 4, 0, NULL, 0);
-    if (fail_open) {
-        uint32_t flag = htonl(NFQA_CFG_F_FAIL_OPEN);
-        configure(r, "fail-open", NFQA_CFG_FLAGS, &flag, 4, NFQA_CFG_MASK, &flag, 4);
-    }
+    /* A SIGTERM that lands between the stop check and recvmmsg is seen within 100 ms. */
+    struct timeval tick = {.tv_sec = 0, .tv_usec = 100000};
+    if (setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof tick) < 0)
+        die("SO_RCVTIMEO");
     r->slots = malloc((size_t)SLOTS * SLOT_SIZE);
     if (!r->slots)
         die("malloc");
@@ -140,11 +199,10 @@ static void setup(struct reader *r, uint32_t maxlen, int rcvbuf, int fail_open) 
         r->iov[i] = (struct iovec){r->slots + (size_t)i * SLOT_SIZE, SLOT_SIZE};
         r->hdrs[i].msg_hdr = (struct msghdr){.msg_iov = &r->iov[i], .msg_iovlen = 1};
     }
+    configure(r, maxlen, fail_open);
 }
 
-/* One queued packet: copy it whole, append its ACCEPT verdict; returns the new out length. */
-static size_t handle_packet(struct reader *r, struct nlmsghdr *nh, size_t out_len,
-                            uint32_t *last_id) {
+static void handle_packet(struct reader *r, struct nlmsghdr *nh) {
     uint8_t *attrs = (uint8_t *)NLMSG_DATA(nh) + NLMSG_ALIGN(sizeof(struct nfgenmsg));
     int left = (int)nh->nlmsg_len - (int)(attrs - (uint8_t *)nh);
     uint32_t id = 0;
@@ -166,56 +224,41 @@ static size_t handle_packet(struct reader *r, struct nlmsghdr *nh, size_t out_le
         }
     }
     if (!have_id)
-        return out_len;
+        return;
     r->packets++;
-    *last_id = id;
+    r->pending++;
+    r->last_id = id;
     if (r->batch_verdict)
-        return out_len;
-    uint8_t *msg = r->out + out_len;
+        return;
+    if (r->out_len + VERDICT_LEN > sizeof r->out)
+        flush(r);
+    uint8_t *msg = r->out + r->out_len;
     size_t len = put_header(msg, NFQNL_MSG_VERDICT, 0, r->queue, 0);
     struct nfqnl_msg_verdict_hdr v = {.verdict = htonl(NF_ACCEPT), .id = htonl(id)};
     len = put_attr(msg, len, NFQA_VERDICT_HDR, &v, sizeof v);
-    return out_len + len;
-}
-
-static void send_all(struct reader *r, size_t len) {
-    while (send(r->fd, r->out, len, 0) < 0) {
-        if (errno != EINTR && errno != ENOBUFS && errno != EAGAIN)
-            die("send verdicts");
-    }
-    r->sends++;
+    r->out_len += len;
 }
 
 static void run(struct reader *r) {
     while (!stop) {
         int n = recvmmsg(r->fd, r->hdrs, SLOTS, MSG_WAITFORONE, NULL);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == ENOBUFS)
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                 continue;
             die("recvmmsg");
         }
-        size_t out_len = 0;
-        uint32_t last_id = 0;
         long before = r->packets;
         for (int i = 0; i < n; i++) {
-            size_t len = r->hdrs[i].msg_len;
-            for (struct nlmsghdr *nh = (struct nlmsghdr *)r->iov[i].iov_base; NLMSG_OK(nh, len);
-                 nh = NLMSG_NEXT(nh, len)) {
-                if (nh->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET))
-                    out_len = handle_packet(r, nh, out_len, &last_id);
+            if (r->hdrs[i].msg_hdr.msg_flags & MSG_TRUNC) { /* a partial message: not walked */
+                r->truncated_reads++;
+                continue;
             }
+            walk(r, r->iov[i].iov_base, (long)r->hdrs[i].msg_len, 0);
         }
         if (r->packets == before)
             continue;
         r->batches++;
-        if (r->batch_verdict) {
-            out_len = put_header(r->out, NFQNL_MSG_VERDICT_BATCH, 0, r->queue, 0);
-            struct nfqnl_msg_verdict_hdr v = {.verdict = htonl(NF_ACCEPT), .id = htonl(last_id)};
-            out_len = put_attr(r->out, out_len, NFQA_VERDICT_HDR, &v, sizeof v);
-        }
-        send_all(r, out_len);
+        flush(r);
     }
 }
 
@@ -246,10 +289,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "l2rx-nfq-reader: queue %u bound\n", r.queue);
     run(&r);
     printf("{\"queue\": %u, \"packets\": %ld, \"batches\": %ld, \"verdict_sends\": %ld, "
-           "\"verdicts\": \"%s\", \"bytes_copied\": %ld, \"truncated\": %ld}\n",
+           "\"verdicts\": \"%s\", \"bytes_copied\": %ld, \"truncated\": %ld, "
+           "\"truncated_reads\": %ld}\n",
            r.queue, r.packets, r.batches, r.sends,
            r.batch_verdict ? "one batch verdict per read batch"
                            : "one verdict message per packet, one send per read batch",
-           r.bytes, r.truncated);
+           r.bytes, r.truncated, r.truncated_reads);
     return 0;
 }

@@ -27,7 +27,7 @@ from l2tpreorder.commands.client import (
     add_config_argument,
     request,
 )
-from l2tpreorder.daemon.status import SORT_KEYS, StatusQuery
+from l2tpreorder.daemon.status import SORT_KEYS, StatusQuery, json_id_order
 
 COLUMNS = (
     ("tunnel_id", "tunnel", 6),
@@ -122,6 +122,8 @@ def select(answer: dict[str, Any], query: StatusQuery) -> dict[str, Any]:
     if query.sort is not None:
         key = SORT_KEYS[query.sort]
         picked.sort(key=lambda item: key(item[2]), reverse=True)
+    elif query.top is not None:  # the daemon's order for `top` alone (each worker's too)
+        picked.sort(key=lambda item: json_id_order(str(item[1].get("lac", "")), item[2]))
     matched = answer.get("totals", {}).get("sessions_matched", len(picked))
     if query.top is not None:
         picked = picked[: query.top]

@@ -27,7 +27,8 @@ from l2tpreorder.core.views import DirectionView, Session
 # `late` (dropped) or `out of order` (timeout 0), not here.
 
 # `--sort` keys, each on the session JSON's fields so the client sorts merged answers the same
-# way; biggest first, except `idle` (most recently seen first would hide the stuck ones).
+# way; every key biggest first: for `idle` the longest silent first (the most recently seen
+# first would hide the stuck ones), for `age` the oldest first.
 SORT_KEYS: dict[str, Callable[[dict[str, Any]], float]] = {
     "held": lambda d: d["held"],
     "drops": lambda d: d["late"] + d["duplicates"] + d["stale"] + d["far_ahead"],
@@ -83,7 +84,8 @@ class StatusQuery:
         if peer is not None and not isinstance(peer, str):
             raise QueryError(f"peer: expected an address string, got {peer!r}")
         sort = request.get("sort")
-        if sort is not None and sort not in SORT_KEYS:
+        # Type first: a list or object is unhashable (`in SORT_KEYS` would raise TypeError).
+        if sort is not None and (not isinstance(sort, str) or sort not in SORT_KEYS):
             raise QueryError(f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)}")
         return cls(peer, integer("tunnel_id"), integer("session_id"), sort, integer("top"))
 
@@ -117,17 +119,36 @@ class StatusQuery:
         return self.peer is None or self.peer_matches(_lac(s.flow))
 
     def select(self, sessions: Iterable[Session], now: float) -> tuple[list[Session], int]:
-        """The matching sessions, sorted and cut to `top`; and how many matched in all."""
+        """The matching sessions, sorted and cut to `top`; and how many matched in all. `top`
+        without `sort` takes the first in ID order (json_id_order), not the engine's own order:
+        every worker and the client then agree on which sessions those are."""
         matched = [s for s in sessions if self.matches(s)]
         if self.sort is not None:
             key = _SESSION_SORT[self.sort]
             matched.sort(key=lambda s: key(s, now), reverse=True)
+        elif self.top is not None:
+            matched.sort(key=_id_order)
         if self.top is not None:
             return matched[: self.top], len(matched)
         return matched, len(matched)
 
 
 ALL = StatusQuery()
+
+
+def _id_order(s: Session) -> tuple[int, int, str, int]:
+    flow = s.flow
+    if isinstance(flow, tuple) and len(flow) >= 2:
+        return s.tunnel_id, s.session_id, str(flow[0]), int(flow[1])
+    return s.tunnel_id, s.session_id, str(flow), 0
+
+
+def json_id_order(lac: str, d: dict[str, Any]) -> tuple[int, int, str, int]:
+    """The order `top` without `sort` picks in, on a session's JSON and its peer's `lac`
+    ("host:port", "[v6]:port"): tunnel_id, session_id, then the LAC's host and port."""
+    host, _, port = lac.rpartition(":")
+    return (int(d.get("tunnel_id", 0)), int(d.get("session_id", 0)), host.strip("[]"),
+            int(port) if port.isdigit() else 0)  # fmt: skip
 
 
 def _lac(flow: Hashable) -> str:

@@ -16,6 +16,7 @@ queues; hold times are folded into fixed-size log histograms per session.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -191,9 +192,12 @@ class Replay:
         if self.writer is not None:
             self.writer.close()
         self._finish()
-        if self.plot is not None and self.options.plot:
-            write_plot(result, self.plot, self.options.plot)
         return result
+
+    def draw_plot(self) -> None:
+        """Write `--plot`'s picture of the finished replay (raises what drawing raised)."""
+        if self.plot is not None and self.options.plot:
+            write_plot(self.result, self.plot, self.options.plot)
 
     def _advance_to_end(self, end: float) -> None:
         """After the last packet the daemon would still release what it holds, at its deadline
@@ -349,7 +353,29 @@ class Replay:
 
 
 def replay(path: str, options: ReplayOptions | None = None) -> ReplayResult:
-    return Replay(path, options or ReplayOptions()).run()
+    """Replay the capture at `path`; with `options.plot`, draw the picture too."""
+    r = Replay(path, options or ReplayOptions())
+    result = r.run()
+    r.draw_plot()
+    return result
+
+
+def plot_path_problem(plot: str, output: str | None) -> str | None:
+    """Why `--plot FILE` cannot be written, found before a long replay (None: it can): its
+    directory must exist and be writable, and it must not be `-o`'s file."""
+    if os.path.isdir(plot):
+        return f"--plot {plot}: is a directory; give a file name (FILE.png)"
+    directory = os.path.dirname(os.path.abspath(plot))
+    if not os.path.isdir(directory):
+        return f"--plot {plot}: directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"--plot {plot}: directory {directory} is not writable"
+    if output is not None and (
+        os.path.abspath(output) == os.path.abspath(plot)
+        or (os.path.exists(output) and os.path.exists(plot) and os.path.samefile(output, plot))
+    ):
+        return f"--plot {plot} is also the -o file: choose two different files"
+    return None
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -564,6 +590,10 @@ def main(args: Any) -> int:
         except PlotUnavailable as e:
             print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
             return 2
+        problem = plot_path_problem(args.plot, args.output)
+        if problem is not None:
+            print(f"l2tpreorder replay: error: {problem}", file=sys.stderr)
+            return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:
         speed = 1.0 if args.speed is None else args.speed
@@ -579,7 +609,8 @@ def main(args: Any) -> int:
         plot=args.plot,
     )
     try:
-        result = replay(args.file, options)
+        r = Replay(args.file, options)
+        result = r.run()
     except OutputIsInput as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
@@ -590,4 +621,10 @@ def main(args: Any) -> int:
         print(json.dumps(result_as_dict(result), indent=2))
     else:
         print(format_report(result, args.top, args.summary))
+    # Drawn after the report is out: a picture that fails must not lose a long replay's text.
+    try:
+        r.draw_plot()
+    except Exception as e:  # whatever matplotlib or the disk raised
+        print(f"l2tpreorder replay: --plot {args.plot}: not written: {e}", file=sys.stderr)
+        return 1
     return 0

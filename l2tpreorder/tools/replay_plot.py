@@ -50,6 +50,9 @@ _DROPS = (
 )
 
 
+_AT_ONCE = (Outcome.FORWARDED_IN_ORDER, Outcome.FORWARDED_OUT_OF_ORDER, Outcome.FORWARDED_LATE)
+
+
 class PlotUnavailable(Exception):
     """matplotlib is not installed; the message says which extra to install."""
 
@@ -69,7 +72,8 @@ class Trace:
     """One session's points: y is the captured Ns, unwrapped (first Ns + sender's order)."""
 
     __slots__ = (
-        "arrivals", "base", "gaps", "last_released", "max_y", "pending", "releases", "report",
+        "arrivals", "base", "gaps", "immediate", "last_released", "max_y", "pending", "releases",
+        "report",
     )  # fmt: skip
 
     def __init__(self, report: SessionReport) -> None:
@@ -82,12 +86,16 @@ class Trace:
         self.base: int | None = None  # y - order (SessionReport.order_of's unwrapped order)
         self.max_y: int | None = None
         self.last_released: int | None = None
+        # the y of the last arrival when the engine passed it at once (not held): its release
+        # comes before those of the held packets it lets go
+        self.immediate: int | None = None
 
     def release(self, now: float, payload_hash: int) -> None:
         ys = self.pending.get(payload_hash)
         if not ys:
             return  # not recorded (past the cap), or not ours
-        y = ys.pop(0)
+        y = self._which(ys)
+        ys.remove(y)
         if not ys:
             del self.pending[payload_hash]
         self.releases.append((now, y))
@@ -96,6 +104,20 @@ class Trace:
             self.gaps.append((now, last + 1, y - 1))
         if last is None or y > last:
             self.last_released = y
+
+    def _which(self, ys: list[int]) -> int:
+        """Which of the captured packets with the released payload this is (several when the
+        payloads are equal: padding, keepalives). The engine passes an arrival at once, or
+        releases the session's held packets in Ns order: the arrival, else the smallest y
+        above the last released (an earlier one left unreleased is not this one)."""
+        if len(ys) == 1:
+            return ys[0]
+        if self.immediate is not None and self.immediate in ys:
+            y, self.immediate = self.immediate, None
+            return y
+        last = self.last_released
+        above = [y for y in ys if last is None or y > last]
+        return min(above or ys)
 
 
 class PlotRecorder:
@@ -137,6 +159,7 @@ class PlotRecorder:
         if kind != DROPPED:
             h = hash(bytes(data[header.payload_offset : header.end]))
             trace.pending.setdefault(h, []).append(y)
+        trace.immediate = y if outcome in _AT_ONCE else None
 
     def released(self, flow: Hashable, data: bytes, now: float) -> None:
         """A datagram the engine sent towards the LNS at `now`."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from l2tpreorder.commands.status import format_summary, human_duration, select
+from l2tpreorder.core.session_table import Session
 from l2tpreorder.daemon.status import QueryError, StatusQuery
 
 
@@ -67,10 +68,33 @@ def test_selection_is_applied_again_to_a_merged_answer() -> None:
     assert select(merged(), StatusQuery(tunnel_id=3))["peers"] == []
 
 
+def test_top_without_sort_takes_the_lowest_ids_in_daemon_and_client() -> None:
+    """Not the engine's own (creation) order: each worker and the client cutting the merged
+    answer pick the same sessions (tunnel_id, session_id, then the LAC's address)."""
+    made = [Session(("192.0.2.9", 1701), t, sid, 0, 0.0) for t, sid in [(9, 1), (2, 5), (2, 3)]]
+    made.append(Session(("192.0.2.1", 1701), 2, 3, 0, 0.0))
+    picked, matched = StatusQuery(top=2).select(made, 1.0)
+    assert matched == 4
+    assert [(s.flow[0], s.tunnel_id, s.session_id) for s in picked] == [  # type: ignore[index]
+        ("192.0.2.1", 2, 3), ("192.0.2.9", 2, 3)]  # fmt: skip
+    answer = merged()
+    answer["peers"][0]["sessions"] = [session(5, 1, 0), session(1, 8, 0)]
+    answer["peers"][1]["sessions"] = [session(1, 9, 0), session(1, 2, 0)]
+    top = select(answer, StatusQuery(top=2))
+    shown = [(p["lac"], d["tunnel_id"], d["session_id"]) for p in top["peers"]
+             for d in p["sessions"]]  # fmt: skip
+    assert shown == [("192.0.2.2:1701", 1, 2), ("192.0.2.1:1701", 1, 8)]
+
+
 @pytest.mark.parametrize(
     ("request_fields", "named"),
     [({"sort": "loud"}, "sort"), ({"top": -1}, "top"), ({"top": True}, "top"),
-     ({"tunnel_id": "7"}, "tunnel_id"), ({"peer": 7}, "peer")],
+     ({"tunnel_id": "7"}, "tunnel_id"), ({"peer": 7}, "peer"),
+     # a list or an object where a name or a number belongs: refused, not a TypeError
+     ({"sort": ["held"]}, "sort"), ({"sort": {"by": "held"}}, "sort"), ({"sort": 3}, "sort"),
+     ({"peer": ["192.0.2.1"]}, "peer"), ({"peer": {}}, "peer"), ({"top": [1]}, "top"),
+     ({"top": 1.5}, "top"), ({"tunnel_id": {"id": 7}}, "tunnel_id"),
+     ({"session_id": [9]}, "session_id")],
 )  # fmt: skip
 def test_a_selection_the_daemon_cannot_apply_is_refused(
     request_fields: dict[str, Any], named: str

@@ -17,8 +17,17 @@ from l2tpreorder.tools.impair import ImpairConfig, impair_file
 from l2tpreorder.tools.replay import Replay, ReplayOptions
 from l2tpreorder.tools.replay_plot import AFTER_HIGHER, DROPPED, LATE_SENT, PlotRecorder
 from l2tpreorder.tools.replay_report import fmt_duration
+from tests import pcapgen as g
 from tests.conftest import PROJECT_ROOT, need, shared_pcap
-from tests.tools.test_replay import SHARED, late_stream, run_cli, steady_stream
+from tests.tools.test_replay import (
+    LAC,
+    LNS,
+    SHARED,
+    T0,
+    late_stream,
+    run_cli,
+    steady_stream,
+)
 
 
 def need_matplotlib() -> None:
@@ -55,6 +64,36 @@ def test_late_and_swapped_packets_are_marked(tmp_path: Path) -> None:
     assert [y for _, y, k in trace.arrivals if k == AFTER_HIGHER] == [5]
     assert [y for _, y in trace.releases] == list(range(20))  # released in order
     assert trace.gaps == [] and len(swapped.holds) == 1
+
+
+def stream(path: Path, orders: list[int], same_payload: bool) -> Path:
+    """Data messages 10 ms apart in the order `orders` (Ns = the order), each with its own
+    payload or all with the same one."""
+    frames = []
+    for k, order in enumerate(orders):
+        inner = b"\xff\x03\x00\x21" + (b"\x00" * 4 if same_payload else order.to_bytes(4, "big"))
+        payload = g.l2tp_data(5, 6, inner, ns=order)
+        frames.append((T0 + k * 0.01, g.eth(g.udp_ip(LAC, LNS, payload, 1701, 1701))))
+    return g.write_pcap(path, frames, g.ETHERNET)
+
+
+def test_equal_payloads_are_drawn_at_the_ns_the_engine_released(tmp_path: Path) -> None:
+    """A swap (held, released in order), two packets 50 ms late (delivered at once on arrival),
+    a lost one: with every payload the same, the releases and gaps drawn are those of the same
+    stream with distinct payloads (matched exactly), not the order the packets arrived in."""
+    orders = [i for i in range(60) if i not in (40, 50)]
+    orders[5], orders[6] = orders[6], orders[5]
+    orders.insert(orders.index(25) + 1, 20)
+    orders.remove(20)
+    orders.insert(orders.index(45) + 1, 40)
+    want = recorded(stream(tmp_path / "d.pcap", orders, same_payload=False), timeout=0.02)
+    got = recorded(stream(tmp_path / "s.pcap", orders, same_payload=True), timeout=0.02)
+    [distinct] = want.traces.values()
+    [same] = got.traces.values()
+    assert [y for _, y, k in distinct.arrivals if k == LATE_SENT] == [20, 40]
+    assert len(distinct.releases) == len(orders) and distinct.gaps
+    assert same.releases == distinct.releases
+    assert same.gaps == distinct.gaps
 
 
 def test_duplicates_are_marked_dropped(tmp_path: Path) -> None:
@@ -150,17 +189,24 @@ def test_hold_times_in_microseconds_below_a_millisecond(seconds: float | None, w
     assert fmt_duration(seconds) == words
 
 
+def count_rows(report: str) -> list[list[str]]:
+    """(tunnel, session) of each row of the report's per-session counts table."""
+    table = report.split("  tunnel session  packets")[1].split("\n\n")[0]
+    return [line.split()[:2] for line in table.splitlines()[1:] if line[:8].strip().isdigit()]
+
+
 def test_top_and_summary(tmp_path: Path) -> None:
     path = impaired(tmp_path)
     code, full = run_cli("replay", "pcap", str(path), "--compare", "--timeout", "20")
     assert code == 0
-    rows = [line for line in full.splitlines() if line.startswith("  ") and "/" not in line]
+    assert count_rows(full) == [["56152", "24"], ["3257", "25"]], full
     code, top = run_cli("replay", "pcap", str(path), "--compare", "--timeout", "20", "--top", "1")
     assert code == 0
     assert "the 1 busiest of 2 sessions (--top):" in top
     # the busier session (25: 65 packets) stays, the other's rows go from both tables
-    assert " 3257      25 " in top and "      24 " not in top.split("(--top):")[1], top
-    assert len(top.splitlines()) < len(full.splitlines()) and rows
+    assert count_rows(top) == [["3257", "25"]], top
+    assert "      24 " not in top.split("(--top):")[1], top
+    assert len(top.splitlines()) < len(full.splitlines())
     code, summary = run_cli(
         "replay", "pcap", str(path), "--compare", "--timeout", "20", "--summary"
     )
@@ -178,3 +224,35 @@ def test_plot_refuses_to_overwrite_the_capture(tmp_path: Path) -> None:
     before = cap.read_bytes()
     code, _ = run_cli("replay", "pcap", str(cap), "--plot", str(cap))
     assert code == 2 and cap.read_bytes() == before
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    need_matplotlib()
+    cap = steady_stream(tmp_path / "s.pcap", 20)
+    for plot, extra, says in [
+        (tmp_path / "no-such-dir" / "p.png", [], "does not exist"),
+        (tmp_path, [], "is a directory"),
+        (tmp_path / "both.pcap", ["-o", str(tmp_path / "both.pcap")], "also the -o file"),
+    ]:
+        code, text = run_cli("replay", "pcap", str(cap), "--plot", str(plot), *extra)
+        err = capsys.readouterr().err
+        assert code == 2 and text == "" and says in err, (plot, text, err)
+    assert not (tmp_path / "both.pcap").exists()
+
+
+def test_the_report_is_printed_when_the_picture_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The path passes the checks (a link in a writable directory) but saving fails: the text
+    report of the replay is still printed, the exit code says the picture is missing."""
+    need_matplotlib()
+    cap = steady_stream(tmp_path / "s.pcap", 20)
+    png = tmp_path / "dangling.png"
+    png.symlink_to(tmp_path / "gone" / "p.png")
+    code, text = run_cli("replay", "pcap", str(cap), "--plot", str(png))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "all sessions: 20 data messages" in text, text
+    assert f"--plot {png}: not written" in err, err
