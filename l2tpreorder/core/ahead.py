@@ -22,28 +22,45 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   small (a packet of it that still comes is late: delivered with the next Ns). In relay mode
   nothing passed, so a gap within W is waited for as usual and the renumbering goes on (the LNS
   sees no jump).
+- **A bypass episode while the sessions run** (in-path mode: the kernel's queue, or our socket,
+  was full, and fail-open passed packets untouched with the LAC's Ns, ahead of the queued
+  ones). Which Ns passed is not known, only that they came after the backlog we read and
+  before the first packet queued after the episode. So (renumber mode) every session waits
+  (`note_bypass`): what it held, and every packet of the backlog (`hold_before_bypass`), is
+  held untimed, and none goes out numbered below the bypassed ones. Its first packet that
+  arrived after the episode (`after`) and lies beyond all it holds is the witness: the
+  bypassed Ns were below it, so renumbering goes on from max(ours, its Ns): first what was
+  held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one forward jump
+  and no Ns twice. In preserve and strip mode the LNS judges no renumbering of ours: nothing
+  waits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING
 
 from l2tpreorder.core import reasons
 from l2tpreorder.core.behind import far_run
 from l2tpreorder.core.engine_counters import EngineCounters
+from l2tpreorder.core.fastpath import T_BIT, parse_header
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.core.session_table import RESTORED_PASSED, Session
+from l2tpreorder.core.session_table import BYPASSED, RESTORED_PASSED, Session
 
 MASK = 0xFFFF
 HALF = 0x8000
+INF = float("inf")
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
 DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
+DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
+HELD = int(Outcome.HELD)
 
 
 class Ahead:
     """Mixin of ReorderEngine: far-ahead packets and a restored session's first packet."""
 
     counters: EngineCounters
+    _flows: dict[Hashable, dict[int, Session]]
     _window: int
     _resync_after: int
     _renumber: bool
@@ -57,7 +74,17 @@ class Ahead:
     def _skip(self, s: Session, count: int, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
 
-    if TYPE_CHECKING:  # behind.Behind's (after this class in the engine's MRO: no stub here)
+    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _clock(self, now: float) -> float:
+        raise NotImplementedError  # ReorderEngine's
+
+    if TYPE_CHECKING:  # Behind's and SessionTable's (after this class in the engine's MRO)
+
+        def sessions(self) -> Iterator[Session]: ...
+
+        def _new_session(self, flow: Hashable, key: int, ns: int, now: float) -> Session: ...
 
         def _behind(
             self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
@@ -112,3 +139,96 @@ class Ahead:
         c.forwarded_in_order += 1
         self._emit(s, data, ns_offset, tag)
         return FORWARDED_IN_ORDER
+
+    # --- bypass episodes (in-path fail-open) ---------------------------------------------------
+
+    def note_bypass(self, now: float) -> int:
+        """Packets of any session may have passed us untouched just now (in-path: the queue or
+        our socket was full). Renumber mode: every session waits for its witness (module
+        docstring); returns how many sessions wait. Preserve and strip: nothing changes."""
+        if not self._renumber:
+            return 0
+        waiting = 0
+        for s in self.sessions():
+            if s.restored != BYPASSED:
+                s.restored = BYPASSED
+                s.timer_id = 0  # held untimed: the timer entry goes stale
+                s.cut = INF
+            waiting += 1
+        return waiting
+
+    def hold_before_bypass(
+        self, data: bytes, flow: Hashable, now: float, tag: object = None
+    ) -> int:
+        """A datagram of the backlog read after a bypass episode: it may have reached the queue
+        before packets that passed us, so a waiting session's sequenced data is held (a new
+        session's too: it waits as well). Anything else is `receive`'s."""
+        h = parse_header(data)
+        if isinstance(h, str) or h.flags & T_BIT or h.ns is None or h.ns_offset is None:
+            return self.receive(data, flow, now, tag)
+        key = (h.tunnel_id << 16) | h.session_id
+        sessions = self._flows.get(flow)
+        s = sessions.get(key) if sessions is not None else None
+        if s is None and self._renumber:
+            s = self._new_session(flow, key, h.ns, self._clock(now))
+            s.restored = BYPASSED
+        if s is None or s.restored != BYPASSED:
+            return self.receive(data, flow, now, tag)
+        now = self._clock(now)
+        s.last_active = now
+        distance = (h.ns - s.expected) & MASK
+        return self._bypassed(s, data, h.ns, h.ns_offset, distance, now, tag, False)
+
+    def _bypassed(
+        self,
+        s: Session,
+        data: bytes,
+        ns: int,
+        ns_offset: int,
+        distance: int,
+        now: float,
+        tag: object,
+        after: bool,
+    ) -> int:
+        """A packet of a session waiting after a bypass episode: held, unless it arrived after
+        the episode (`after`) and lies beyond everything held (the witness)."""
+        if distance >= HALF:  # behind: a duplicate, or a late one (not delivered meanwhile)
+            return self._behind(s, data, ns, ns_offset, now, tag)
+        held = s.held
+        if not after or (held and distance <= max((k - s.expected) & MASK for k in held)):
+            if distance > self._window and not after:
+                return self._far_ahead(s, data, ns, ns_offset, now, tag)
+            return self._hold_untimed(s, data, ns, ns_offset, now, tag)
+        s.restored = 0
+        if self._renumber and (ns - s.out_ns) & MASK < HALF:
+            s.out_ns = ns  # the bypassed Ns were below the witness: never number below it
+        self._release_all(s, now, reasons.SKIP_BYPASS)
+        gap = (ns - s.expected) & MASK
+        if gap:
+            self._skip(s, gap, reasons.SKIP_BYPASS)
+        c = self.counters
+        s.behind_run = 0
+        s.expected = (ns + 1) & MASK
+        s.forwarded_in_order += 1
+        c.forwarded_in_order += 1
+        self._emit(s, data, ns_offset, tag)
+        return FORWARDED_IN_ORDER
+
+    def _hold_untimed(
+        self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
+    ) -> int:
+        """Held until the witness (no timer, no per-session cap: the backlog bounds it)."""
+        held = s.held
+        c = self.counters
+        if ns in held:
+            s.dropped_duplicate += 1
+            c.dropped_duplicate += 1
+            return DROPPED_DUPLICATE
+        held[ns] = (data, now, ns_offset, tag)
+        if len(held) > s.held_peak:
+            s.held_peak = len(held)
+        size = len(data)
+        s.held_bytes += size
+        c.held_packets += 1
+        c.held_bytes += size
+        return HELD

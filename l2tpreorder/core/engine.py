@@ -53,6 +53,7 @@ from l2tpreorder.core.fastpath import (
 from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import (
+    BYPASSED,
     HELD_SHRINK,
     MAX_PENDING_CONFIRMATIONS,
     Session,
@@ -385,8 +386,11 @@ class ReorderEngine(Ahead, Behind, SessionTable):
         suspect = s.last_active <= self._drop_mark
         s.last_active = now
         distance = (ns - s.expected) & MASK
-        if s.restored and self._resume(s, ns, distance):
-            distance = 0  # the first packet after a restart: the gap passed us meanwhile
+        if s.restored:
+            if s.restored == BYPASSED:  # core/ahead.py: after a bypass episode (in-path)
+                return self._bypassed(s, data, ns, ns_offset, distance, now, tag, True)
+            if self._resume(s, ns, distance):
+                distance = 0  # the first packet after a restart: the gap passed us meanwhile
         if distance == 0:
             s.behind_run = 0
             s.expected = (ns + 1) & MASK
@@ -580,7 +584,7 @@ class ReorderEngine(Ahead, Behind, SessionTable):
     def _schedule(self, s: Session) -> None:
         """(Re)arm the session's deadline: its oldest held packet's arrival + timeout, or the
         earlier cut set after kernel drops."""
-        if not s.held or not s.alive:
+        if not s.held or not s.alive or s.restored == BYPASSED:  # BYPASSED: held untimed
             s.timer_id = 0
             s.cut = INF
             return

@@ -45,6 +45,10 @@ SKIP_SOCKET_DROP = "socket_overflow"
 # numbering: the Ns between passed us while the daemon was down (the in-path fail-open bypass)
 # or were lost then (relay mode), so they are given up at once, not waited for (core/ahead.py).
 SKIP_RESTART = "restart"
+# In-path mode: the kernel's queue was full (or our socket was), so packets passed us untouched
+# with the LAC's Ns (fail-open). A session's first packet that arrived after that episode gives
+# up the Ns before it at once: the bypassed ones were among them (core/ahead.py `_after_bypass`).
+SKIP_BYPASS = "bypass"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,
     SKIP_CAP,
@@ -53,6 +57,7 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_EVICTED,
     SKIP_SOCKET_DROP,
     SKIP_RESTART,
+    SKIP_BYPASS,
 )
 
 # Why a session ended (events.SessionEnded, which the debug lines read). "_reverse": the control
