@@ -140,10 +140,8 @@ def _fold_add(a: int, b: int) -> int:
 def udp_checksum(src: bytes, dst: bytes, udp: bytes) -> int:
     """The UDP checksum field for this segment (checksum bytes in `udp` taken as zero)."""
     segment = udp[:6] + b"\0\0" + udp[8:]
-    pseudo = (
-        src + dst + struct.pack("!HH", UDP, len(udp))
-        if len(src) == 4
-        else (src + dst + struct.pack("!IxxxB", len(udp), UDP))
+    pseudo = src + dst + struct.pack("!HH", UDP, len(udp)) if len(src) == 4 else (
+        src + dst + struct.pack("!IxxxB", len(udp), UDP)
     )
     c = ~_fold_add(ones_sum(pseudo), ones_sum(segment)) & 0xFFFF
     return c or 0xFFFF  # RFC 768: a computed zero is sent as all ones
