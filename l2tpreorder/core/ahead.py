@@ -27,12 +27,14 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   ones). Which Ns passed is not known, only that they came after the backlog we read and
   before the first packet queued after the episode. So (renumber mode) every session waits
   (`note_bypass`): what it held, and every packet of the backlog (`hold_before_bypass`), is
-  held untimed, and none goes out numbered below the bypassed ones. Its first packet that
+  held, and none goes out numbered below the bypassed ones. Its first packet that
   arrived after the episode (`after`) and lies beyond all it holds is the witness: the
   bypassed Ns were below it, so renumbering goes on from max(ours, its Ns): first what was
   held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one forward jump
-  and no Ns twice. In preserve and strip mode the LNS judges no renumbering of ours: nothing
-  waits.
+  and no Ns twice. With no witness within the reorder timeout of the episode (the session
+  fell silent), what it held goes out with ours; the LNS can then see those Ns below the
+  bypassed ones (a step back, no repeat), and the session's next packet is still taken as its
+  witness. In preserve and strip mode the LNS judges no renumbering of ours: nothing waits.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Ahead:
     _window: int
     _resync_after: int
     _renumber: bool
+    _timeout: float
+    _bypass_deadline: float
 
     def _emit(self, s: Session, data: bytes, ns_offset: int, tag: object) -> None:
         raise NotImplementedError  # ReorderEngine's
@@ -78,6 +82,9 @@ class Ahead:
         raise NotImplementedError  # ReorderEngine's
 
     def _clock(self, now: float) -> float:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _schedule(self, s: Session) -> None:
         raise NotImplementedError  # ReorderEngine's
 
     if TYPE_CHECKING:  # Behind's and SessionTable's (after this class in the engine's MRO)
@@ -148,12 +155,12 @@ class Ahead:
         docstring); returns how many sessions wait. Preserve and strip: nothing changes."""
         if not self._renumber:
             return 0
+        self._bypass_deadline = now + self._timeout
         waiting = 0
         for s in self.sessions():
-            if s.restored != BYPASSED:
-                s.restored = BYPASSED
-                s.timer_id = 0  # held untimed: the timer entry goes stale
-                s.cut = INF
+            s.restored = BYPASSED
+            s.cut = INF
+            self._schedule(s)  # the witness is waited for up to the reorder timeout
             waiting += 1
         return waiting
 
@@ -217,14 +224,18 @@ class Ahead:
     def _hold_untimed(
         self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
     ) -> int:
-        """Held until the witness (no timer, no per-session cap: the backlog bounds it)."""
+        """Held until the witness, or the reorder timeout after the episode (no per-session
+        cap: the backlog bounds it)."""
         held = s.held
         c = self.counters
         if ns in held:
             s.dropped_duplicate += 1
             c.dropped_duplicate += 1
             return DROPPED_DUPLICATE
+        first = not held
         held[ns] = (data, now, ns_offset, tag)
+        if first:
+            self._schedule(s)
         if len(held) > s.held_peak:
             s.held_peak = len(held)
         size = len(data)

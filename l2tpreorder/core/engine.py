@@ -180,6 +180,7 @@ class ReorderEngine(Ahead, Behind, SessionTable):
         self._next_timer_id = 1
         self._latest = float("-inf")  # latest `now` seen on the slow paths (clock never runs back)
         self._drop_mark = float("-inf")  # when the adapter last reported kernel drops
+        self._bypass_deadline = INF  # sessions waiting for a witness wait until then (ahead.py)
         # (flow, the far side's tunnel ID) -> our side's tunnel ID, learned from SCCRQ/SCCRP, and
         # (flow, our tunnel ID) -> far side's IDs, so a StopCCN costs O(its own tunnel).
         self._tunnel_map: dict[tuple[Hashable, int], int] = {}
@@ -584,9 +585,14 @@ class ReorderEngine(Ahead, Behind, SessionTable):
     def _schedule(self, s: Session) -> None:
         """(Re)arm the session's deadline: its oldest held packet's arrival + timeout, or the
         earlier cut set after kernel drops."""
-        if not s.held or not s.alive or s.restored == BYPASSED:  # BYPASSED: held untimed
+        if not s.held or not s.alive:
             s.timer_id = 0
             s.cut = INF
+            return
+        if s.restored == BYPASSED:  # waits for its witness until then (core/ahead.py)
+            s.timer_id = timer_id = self._next_timer_id
+            self._next_timer_id += 1
+            heapq.heappush(self._timers, (self._bypass_deadline, timer_id, s))
             return
         # Arrival of the oldest (dict order is arrival order) + self.timeout_of(s), inlined.
         deadline = next(iter(s.held.values()))[1] + (
@@ -625,6 +631,9 @@ class ReorderEngine(Ahead, Behind, SessionTable):
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
+            if s.restored == BYPASSED:  # no witness in time: ours go on (core/ahead.py)
+                self._release_all(s, now, reasons.SKIP_BYPASS)
+                continue
             timeout = self._timeout if adapt is None else s.timeout  # self.timeout_of(s)
             while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
                 if adapt is not None:

@@ -47,7 +47,8 @@ SKIP_SOCKET_DROP = "socket_overflow"
 SKIP_RESTART = "restart"
 # In-path mode: the kernel's queue was full (or our socket was), so packets passed us untouched
 # with the LAC's Ns (fail-open). A session's first packet that arrived after that episode gives
-# up the Ns before it at once: the bypassed ones were among them (core/ahead.py `_after_bypass`).
+# up the Ns before it at once: the bypassed ones were among them (core/ahead.py `_bypassed`);
+# with no such packet within the reorder timeout, the gaps before what it held are given up.
 SKIP_BYPASS = "bypass"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,
