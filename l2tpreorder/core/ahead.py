@@ -87,6 +87,15 @@ class Ahead:
     def _schedule(self, s: Session) -> None:
         raise NotImplementedError  # ReorderEngine's
 
+    def _skip_to_next_held(self, s: Session, reason: str) -> None:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _release_run(self, s: Session, now: float) -> None:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _live_timer_top(self) -> tuple[float, int, Session] | None:
+        raise NotImplementedError  # ReorderEngine's
+
     if TYPE_CHECKING:  # Behind's and SessionTable's (after this class in the engine's MRO)
 
         def sessions(self) -> Iterator[Session]: ...
@@ -148,6 +157,19 @@ class Ahead:
         return FORWARDED_IN_ORDER
 
     # --- bypass episodes (in-path fail-open) ---------------------------------------------------
+
+    def hold_budget(self, limit: int, now: float) -> None:
+        """Hold at most `limit` packets in all: beyond it, close the oldest gap of the session
+        waiting longest (`queue_budget`), as the byte cap does. In-path mode keeps what is held
+        well below the queue's maxlen, so that held packets alone never fill the queue and make
+        every new packet pass unordered. Sessions waiting for a witness are left alone."""
+        while self.counters.held_packets > limit:
+            top = self._live_timer_top()
+            if top is None or top[2].restored == BYPASSED:
+                return
+            s = top[2]
+            self._skip_to_next_held(s, reasons.SKIP_QUEUE_BUDGET)
+            self._release_run(s, now)
 
     def note_bypass(self, now: float) -> int:
         """Packets of any session may have passed us untouched just now (in-path: the queue or

@@ -50,6 +50,9 @@ SKIP_RESTART = "restart"
 # up the Ns before it at once: the bypassed ones were among them (core/ahead.py `_bypassed`);
 # with no such packet within the reorder timeout, the gaps before what it held are given up.
 SKIP_BYPASS = "bypass"
+# In-path mode: what all sessions held reached half the queue's maxlen, so the oldest gap was
+# closed early, before held packets alone could fill the queue (ReorderEngine.hold_budget).
+SKIP_QUEUE_BUDGET = "queue_budget"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,
     SKIP_CAP,
@@ -59,6 +62,7 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_SOCKET_DROP,
     SKIP_RESTART,
     SKIP_BYPASS,
+    SKIP_QUEUE_BUDGET,
 )
 
 # Why a session ended (events.SessionEnded, which the debug lines read). "_reverse": the control

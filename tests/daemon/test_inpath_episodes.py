@@ -100,3 +100,16 @@ def test_unwatched_the_adapter_sees_no_episode() -> None:
     inpath.handle([packet(1, 0)], 0.0)
     inpath.handle([packet(9, 1)], 0.0)
     assert inpath.counters.episodes_socket_full == inpath.counters.episodes_queue_full == 0
+
+
+def test_held_packets_alone_never_fill_the_queue() -> None:
+    """maxlen 8: at most 4 held in all; beyond, the oldest gap is closed early
+    (`queue_budget`) so that new packets still find room instead of passing unordered."""
+    kernel = Kernel(id_sequence=0)
+    inpath = watched(8, kernel)
+    inpath.handle([packet(1, 0)], 0.0)
+    got = decode(inpath.handle([packet(i, i) for i in range(2, 8)], 0.01))  # Ns 1 lost
+    assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 6, 7]  # 6 held > 4: the gap closed
+    assert inpath.counters.episodes_queue_full == 0
+    c = inpath.pipeline.directions()["lac_to_lns"].counters
+    assert c.skipped["queue_budget"] == 1

@@ -492,7 +492,12 @@ class InPath:
 
         `Verdicts.accept` inlined for the common case (unchanged, at the head of the queue:
         it joins the batch run); everything else goes through the method."""
-        out = self.pipeline.take_output()
+        pipeline = self.pipeline
+        # Held packets alone must never fill the queue: at most half of it (watched only).
+        budget = self.maxlen // 2
+        if budget and self._boundary is None and pipeline.engine.counters.held_packets > budget:
+            pipeline.hold_budget(budget, pipeline.engine.latest_time)
+        out = pipeline.take_output()
         if not out:
             if self.kernel_maxlen > self.maxlen:
                 self._settle()
