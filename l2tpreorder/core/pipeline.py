@@ -297,9 +297,12 @@ class Pipeline:
         `ReorderEngine.note_bypass`; returns how many sessions wait for their witness."""
         return self.engine.note_bypass(now)
 
-    def hold_budget(self, limit: int, now: float) -> None:
-        """At most `limit` LAC packets held (`ReorderEngine.hold_budget`; in-path mode)."""
-        self.engine.hold_budget(limit, now)
+    def hold_budget(self, limit: int) -> None:
+        """At most `limit` LAC packets held (`ReorderEngine.hold_budget`; in-path mode), as of
+        the latest time the engine saw."""
+        engine = self.engine
+        if engine.counters.held_packets > limit:
+            engine.hold_budget(limit, engine.latest_time)
 
     def hold_before_bypass(
         self, data: bytes, flow: Hashable, now: float, tag: object = None

@@ -494,9 +494,8 @@ class InPath:
         it joins the batch run); everything else goes through the method."""
         pipeline = self.pipeline
         # Held packets alone must never fill the queue: at most half of it (watched only).
-        budget = self.maxlen // 2
-        if budget and self._boundary is None and pipeline.engine.counters.held_packets > budget:
-            pipeline.hold_budget(budget, pipeline.engine.latest_time)
+        if self.maxlen and self._boundary is None:
+            pipeline.hold_budget(self.maxlen // 2)
         out = pipeline.take_output()
         if not out:
             if self.kernel_maxlen > self.maxlen:
