@@ -113,3 +113,17 @@ def test_held_packets_alone_never_fill_the_queue() -> None:
     assert inpath.counters.episodes_queue_full == 0
     c = inpath.pipeline.directions()["lac_to_lns"].counters
     assert c.skipped["queue_budget"] == 1
+
+
+def test_an_episode_while_the_backlog_is_unread_moves_the_boundary_on() -> None:
+    """Another fill before the backlog of the first is read (sustained overload): the sessions
+    wait already, the backlog now reaches the new id_sequence."""
+    kernel = Kernel(id_sequence=5)
+    inpath = watched(4, kernel)
+    inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
+    inpath.handle([packet(3, 3), packet(4, 4), packet(5, 5)], 0.01)  # 4 await a verdict: full
+    kernel.id_sequence = 10
+    assert inpath.handle([packet(10, 10)], 0.02) == []  # ids 6..9 passed (socket): backlog
+    assert inpath.counters.episodes_queue_full == inpath.counters.episodes_socket_full == 1
+    got = decode(inpath.handle([packet(11, 30)], 0.03))
+    assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 10, 11]

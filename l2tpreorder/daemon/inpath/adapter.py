@@ -221,6 +221,7 @@ class InPath:
         # After an episode: packets with ids up to this one may have reached the queue before
         # bypassed ones (the backlog); None when none is unread.
         self._boundary: int | None = None
+        self._waiting = 0  # sessions the episode made wait (for the log line)
         self._episode_logged_at = float("-inf")
         self._episodes_unlogged = 0
 
@@ -330,8 +331,12 @@ class InPath:
         seq = self._set_kernel_maxlen(max(room, self.kernel_maxlen))
         self.kernel_maxlen = max(room, self.kernel_maxlen)
         boundary = last if seq is None or (seq - last) & ID_MASK >= 0x80000000 else seq
+        if self._boundary is None:
+            waiting = self.pipeline.note_bypass(now)
+            self._waiting = waiting
+        else:  # the backlog of the last one is not read yet: its sessions wait already
+            waiting = self._waiting
         self._boundary = boundary
-        waiting = self.pipeline.note_bypass(now)
         self._episodes_unlogged += 1
         if now >= self._episode_logged_at + EPISODE_LOG_EVERY:
             self._episode_logged_at = now

@@ -331,7 +331,10 @@ class NfQueue:
         message within our send, and a refusal comes back as an error message that `read`
         collects in `errors` (so a wait here cannot swallow queued packets)."""
         attrs = _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen))
-        self._send(_message(NFQNL_MSG_CONFIG, self.queue, attrs))
+        try:
+            self._send(_message(NFQNL_MSG_CONFIG, self.queue, attrs))
+        except OSError as e:  # never lose the worker over it: the maxlen simply stays
+            self.errors.append(e.errno or errno.EIO)
         stats = read_queue_stats().get(self.queue)
         return None if stats is None else stats.id_sequence
 
