@@ -31,10 +31,11 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   arrived after the episode (`after`) and lies beyond all it holds is the witness: the
   bypassed Ns were below it, so renumbering goes on from max(ours, its Ns): first what was
   held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one forward jump
-  and no Ns twice. With no witness within the reorder timeout of the episode (the session
-  fell silent), what it held goes out with ours; the LNS can then see those Ns below the
-  bypassed ones (a step back, no repeat), and the session's next packet is still taken as its
-  witness. In preserve and strip mode the LNS judges no renumbering of ours: nothing waits.
+  and no Ns twice. With no witness within BYPASS_WITNESS_WAIT (or the reorder timeout) of the
+  episode (the session fell silent), what it held goes out keeping our offset to the LAC's Ns
+  (`_no_witness`): below the bypassed ones (a step back) but, at offset 0, none of theirs; the
+  session's next packet is still taken as its witness. In preserve and strip mode the LNS
+  judges no renumbering of ours: nothing waits.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ HALF = 0x8000
 INF = float("inf")
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
 DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
+# After a bypass episode a session waits this long (or the reorder timeout, if longer; not at
+# all with timeout 0) for its witness: a live session sends one within it, one that fell
+# silent should not hold its frames for long.
+BYPASS_WITNESS_WAIT = 1.0
 DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
 HELD = int(Outcome.HELD)
 
@@ -177,12 +182,13 @@ class Ahead:
         docstring); returns how many sessions wait. Preserve and strip: nothing changes."""
         if not self._renumber:
             return 0
-        self._bypass_deadline = now + self._timeout
+        timeout = self._timeout
+        self._bypass_deadline = now + (max(timeout, BYPASS_WITNESS_WAIT) if timeout > 0 else 0)
         waiting = 0
         for s in self.sessions():
             s.restored = BYPASSED
             s.cut = INF
-            self._schedule(s)  # the witness is waited for up to the reorder timeout
+            self._schedule(s)  # the witness is waited for until _bypass_deadline
             waiting += 1
         return waiting
 
@@ -243,11 +249,26 @@ class Ahead:
         self._emit(s, data, ns_offset, tag)
         return FORWARDED_IN_ORDER
 
+    def _no_witness(self, s: Session, now: float) -> None:
+        """No witness in time (the session fell silent after the episode): what it holds goes
+        out, each gap skipped in our numbering too, so our Ns keep their offset to the LAC's.
+        Where that offset is 0 (nothing given up before) the LNS gets the held frames with
+        their own Ns: below the bypassed ones (a step back), but never one of theirs (their Ns
+        are the gaps). The session still takes its next packet as its witness."""
+        held = s.held
+        while held:
+            gap = min((ns - s.expected) & MASK for ns in held)
+            if gap:
+                self._skip(s, gap, reasons.SKIP_BYPASS)
+                if self._renumber:
+                    s.out_ns = (s.out_ns + gap) & MASK
+            self._release_run(s, now)
+
     def _hold_untimed(
         self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
     ) -> int:
-        """Held until the witness, or the reorder timeout after the episode (no per-session
-        cap: the backlog bounds it)."""
+        """Held until the witness, or the wait after the episode runs out (no per-session cap:
+        the backlog bounds it)."""
         held = s.held
         c = self.counters
         if ns in held:

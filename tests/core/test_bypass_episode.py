@@ -88,20 +88,22 @@ def test_a_gap_filled_after_the_episode_is_no_witness() -> None:
 
 
 def test_no_witness_within_the_timeout_ours_go_on_and_the_next_packet_is_the_witness() -> None:
-    """A session that falls silent after the episode: what it holds goes out the reorder
-    timeout after the episode, with our numbering (below the bypassed Ns: a step back, but no
-    Ns twice), and its next packet, whenever it comes, still moves the numbering above them."""
+    """A session that falls silent after the episode: what it holds goes out a second after
+    the episode (BYPASS_WITNESS_WAIT; the reorder timeout is shorter), keeping our offset to
+    the LAC's Ns: Ns 1 is skipped in ours too, so the held frames keep their own Ns (below
+    the bypassed ones: a step back, but none of theirs twice), and its next packet, whenever
+    it comes, still moves the numbering above them."""
     p = Pipeline(RENUMBER)
     p.from_lac(data(0), FLOW, 0.0)
     p.from_lac(data(2), FLOW, 0.0)
     p.note_bypass(1.0)
     p.hold_before_bypass(data(3), FLOW, 1.0)
     lns_ns(p)
-    assert p.next_hold_deadline() == pytest.approx(1.1)
-    p.expire(1.09)
+    assert p.next_hold_deadline() == pytest.approx(2.0)
+    p.expire(1.99)
     assert lns_ns(p) == []
-    p.expire(1.1)
-    assert lns_ns(p) == [(2, 1), (3, 2)]  # bypassed: 4..9
+    p.expire(2.0)
+    assert lns_ns(p) == [(2, 2), (3, 3)]  # bypassed: 4..9
     assert p.from_lac(data(10), FLOW, 5.0) == Outcome.FORWARDED_IN_ORDER
     assert lns_ns(p) == [(10, 10)]
     c = p.directions()["lac_to_lns"].counters
@@ -213,3 +215,39 @@ def test_whatever_the_episode_the_lns_never_sees_an_ns_twice_or_step_back(
     c = p.directions()["lac_to_lns"].counters
     assert c.received == c.accounted
     assert len(frames) == c.forwarded + c.released + c.dropped_late + c.dropped_duplicate
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=st.integers(0, MASK),
+    before=st.integers(1, 60),
+    gaps=st.lists(st.integers(0, 79), max_size=10),
+    backlog=st.integers(1, 80),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_no_witness_at_offset_0_the_lns_never_sees_an_ns_twice(
+    start: int, before: int, gaps: list[int], backlog: int, seed: int
+) -> None:
+    """The session falls silent after the episode (a burst, then nothing): what it held goes
+    out keeping its own Ns (our numbering equals the LAC's: nothing given up before), so
+    whatever of the backlog passed instead (`gaps`: those Ns bypassed, not read) the LNS sees
+    no Ns twice; it may see a step back, the limit docs/inpath.md states."""
+    rng = random.Random(seed)
+    p = Pipeline(RENUMBER)
+    seen: list[tuple[int, int | None]] = []
+    for i in [0, *with_swaps(list(range(1, before)), rng)]:
+        p.from_lac(data((start + i) & MASK), FLOW, 0.0)
+    seen += lns_ns(p)
+    p.note_bypass(0.01)
+    tail = [i for i in range(before, before + backlog) if i - before not in gaps]
+    for i in with_swaps(tail, rng):
+        p.hold_before_bypass(data((start + i) & MASK), FLOW, 0.01)
+    bypassed = [i for i in range(before, before + backlog) if i - before in gaps]
+    seen += [((start + i) & MASK, (start + i) & MASK) for i in bypassed]
+    p.expire(5.0)
+    seen += lns_ns(p)
+    ns_seen = [ns for _, ns in seen]
+    assert len(ns_seen) == len(set(ns_seen)), seen
+    assert sorted(frame for frame, _ in seen) == sorted(
+        (start + i) & MASK for i in range(before + backlog)
+    )
