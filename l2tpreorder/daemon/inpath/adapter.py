@@ -455,7 +455,7 @@ class InPath:
                 "does not reassemble before the queue rule and in-path mode cannot order the "
                 "datagram it belongs to (passed untouched). Load the reassembly rule that "
                 "`l2tpreorder rules` prints (raw PREROUTING -j CT, or nft's ct rule) in this "
-                'network namespace. Counted in inpath_passed_not_ours{reason="fragment"}; '
+                "network namespace. Counted in inpath_passed_not_ours{reason=\"fragment\"}; "
                 "logged once",
                 self.verdicts.queue,
             )
