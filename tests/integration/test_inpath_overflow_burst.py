@@ -1,14 +1,18 @@
 """Issue 21 (4), the issue's own run scaled to this machine: a live worker, `queue_maxlen: 64`,
-and a burst of 20,000 datagrams far faster than it, so the queue overflows again and again
-while the worker answers (the bypass and our verdicts interleave), then the LAC goes on at a
-low rate. Judged at the LNS socket (the kernel's UDP counters say it dropped nothing itself):
-every frame exactly once. Before the episode rule this lost frames (a far-ahead packet after a
-long bypass was dropped as a stray, three at a time) and the LNS saw thousands of repeated Ns;
-what remains under such sustained overflow is measured and documented in docs/inpath.md."""
+and a burst of 20,000 datagrams (the first 2,000 while it is stopped, the rest far faster than
+it), so the queue overflows again and again while the worker answers (the bypass and our
+verdicts interleave), then the LAC goes on at a low rate. Judged at the LNS socket (the
+kernel's UDP counters say it dropped nothing itself): every frame exactly once, but a late one
+that came while its session waited (counted). Before the episode rule this lost frames (a
+far-ahead packet after a long bypass was dropped as a stray, three at a time) and the LNS saw
+thousands of repeated Ns; what remains under such sustained overflow is measured and
+documented in docs/inpath.md."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 from collections.abc import Iterator
 from itertools import pairwise
@@ -72,21 +76,36 @@ def test_a_burst_through_a_small_queue_loses_nothing(ns: NetNs, tmp_path: Path) 
     for i in range(1, BURST - 1, 10):  # a swap in every other ten
         if rng.random() < 0.5:
             order[i], order[i + 1] = order[i + 1], order[i]
-    for n in order:
+    assert daemon.proc is not None
+    # The first tenth while the worker is stopped: the queue overflows for sure, whatever the
+    # machine's load; the rest as fast as we go while it catches up, refilling it.
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for n in order[: BURST // 10]:
+            lac.sendto(data(n), LNS)
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    for n in order[BURST // 10 :]:
         lac.sendto(data(n), LNS)
     got: list[bytes] = []
-    drain(lns, got, 3.0)
+    drain(lns, got, 5.0)
     for n in range(BURST, BURST + 50):  # the LAC goes on
         lac.sendto(data(n), LNS)
-    drain(lns, got, 3.0)
+    drain(lns, got, 5.0)
     text = daemon.scrape_or_none()
     assert daemon.stop() == 0
     assert udp_rcvbuf_errors(ns) == 0  # the LNS socket itself dropped nothing
     frames = [frame_of(d) for d in got]
-    assert sorted(frames) == list(range(BURST + 50))  # every frame, once
+    assert len(frames) == len(set(frames))  # none twice
     assert text is not None
     assert metric(text, "l2tpreorder_inpath_fail_open_episodes_total", cause="queue_full") >= 1
-    assert metric(text, "l2tpreorder_dropped_packets_total") == 0
+    # Every frame reached the LNS but a late one that came while its session waited for a
+    # witness (docs/inpath.md: the one drop an episode makes), counted; nothing else dropped.
+    missing = set(range(BURST + 50)) - set(frames)
+    late = metric(text, "l2tpreorder_dropped_packets_total", reason="late")
+    assert len(missing) == late == metric(text, "l2tpreorder_dropped_packets_total")
+    assert late <= 10, missing
     seen = [ns_of(d) for d in got]
     back = sum(1 for a, b in pairwise(seen) if not 0 < (b - a) & 0xFFFF < 0x8000)
-    print(f"LNS: {len(seen) - len(set(seen))} repeated Ns, {back} steps back or repeats")
+    repeats = len(seen) - len(set(seen))
+    print(f"LNS: {repeats} repeated Ns, {back} steps back or repeats, {late:g} late")
