@@ -231,8 +231,8 @@ class Ahead:
             return self._behind(s, data, ns, ns_offset, now, tag)
         held = s.held
         if not after or (held and distance <= max((k - s.expected) & MASK for k in held)):
-            if distance > self._window and not after:
-                return self._far_ahead(s, data, ns, ns_offset, now, tag)
+            # Far ahead is no stray here: the bypass may have taken everything in between
+            # (and the backlog can reach past it: the maxlen was raised before it was read).
             return self._hold_untimed(s, data, ns, ns_offset, now, tag)
         s.restored = 0
         if self._renumber and (ns - s.out_ns) & MASK < HALF:

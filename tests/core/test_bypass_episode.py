@@ -251,3 +251,16 @@ def test_no_witness_at_offset_0_the_lns_never_sees_an_ns_twice(
     assert sorted(frame for frame, _ in seen) == sorted(
         (start + i) & MASK for i in range(before + backlog)
     )
+
+
+def test_far_ahead_in_the_backlog_is_no_stray() -> None:
+    """The bypass may take thousands of Ns, and the backlog read after it can reach past them
+    (the maxlen was raised before it was read): held, not dropped as `far_ahead`."""
+    p = Pipeline(RENUMBER)
+    p.from_lac(data(0), FLOW, 0.0)
+    lns_ns(p)
+    p.note_bypass(0.0)
+    assert p.hold_before_bypass(data(2000), FLOW, 0.0) == Outcome.HELD
+    assert p.from_lac(data(2001), FLOW, 0.01) == Outcome.FORWARDED_IN_ORDER
+    assert lns_ns(p) == [(2000, 2001), (2001, 2002)]
+    assert p.directions()["lac_to_lns"].counters.dropped_far_ahead == 0

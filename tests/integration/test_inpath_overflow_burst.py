@@ -103,7 +103,15 @@ def test_a_burst_through_a_small_queue_loses_nothing(ns: NetNs, tmp_path: Path) 
     # witness (docs/inpath.md: the one drop an episode makes), counted; nothing else dropped.
     missing = set(range(BURST + 50)) - set(frames)
     late = metric(text, "l2tpreorder_dropped_packets_total", reason="late")
-    assert len(missing) == late == metric(text, "l2tpreorder_dropped_packets_total")
+    why = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("l2tpreorder_dropped", "l2tpreorder_skipped", "l2tpreorder_inpath"))
+    ]
+    assert len(missing) == late == metric(text, "l2tpreorder_dropped_packets_total"), (
+        sorted(missing),
+        why,
+    )
     assert late <= 10, missing
     seen = [ns_of(d) for d in got]
     back = sum(1 for a, b in pairwise(seen) if not 0 < (b - a) & 0xFFFF < 0x8000)
