@@ -3,10 +3,9 @@ and a burst of 20,000 datagrams (the first 2,000 while it is stopped, the rest f
 it), so the queue overflows again and again while the worker answers (the bypass and our
 verdicts interleave), then the LAC goes on at a low rate. Judged at the LNS socket (the
 kernel's UDP counters say it dropped nothing itself): every frame exactly once, but a late one
-that came while its session waited (counted). Before the episode rule this lost frames (a
-far-ahead packet after a long bypass was dropped as a stray, three at a time) and the LNS saw
-thousands of repeated Ns; what remains under such sustained overflow is measured and
-documented in docs/inpath.md."""
+that came while its session waited (counted). The code before the episode rule lost frames
+here (33 and 39 in two runs) and, without the stop, the LNS saw thousands of repeated Ns; what
+remains under such sustained overflow is measured and documented in docs/inpath.md."""
 
 from __future__ import annotations
 
