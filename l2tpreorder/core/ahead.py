@@ -22,31 +22,57 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   small (a packet of it that still comes is late: delivered with the next Ns). In relay mode
   nothing passed, so a gap within W is waited for as usual and the renumbering goes on (the LNS
   sees no jump).
+- **A bypass episode while the sessions run** (in-path mode: the kernel's queue, or our socket,
+  was full, and fail-open passed packets untouched with the LAC's Ns, ahead of the queued
+  ones). Which Ns passed is not known, only that they came after the backlog we read and
+  before the first packet queued after the episode. So (renumber mode) every session waits
+  (`note_bypass`): what it held, and every packet of the backlog (`hold_before_bypass`), is
+  held, and none goes out numbered below the bypassed ones. Its first packet that
+  arrived after the episode (`after`) and lies beyond all it holds is the witness: the
+  bypassed Ns were below it, so renumbering goes on from max(ours, its Ns): first what was
+  held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one forward jump
+  and no Ns twice. With no witness within BYPASS_WITNESS_WAIT (or the reorder timeout) of the
+  episode (the session fell silent), what it held goes out keeping our offset to the LAC's Ns
+  (`_no_witness`): below the bypassed ones (a step back) but, at offset 0, none of theirs; the
+  session's next packet is still taken as its witness. In preserve and strip mode the LNS
+  judges no renumbering of ours: nothing waits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING
 
 from l2tpreorder.core import reasons
 from l2tpreorder.core.behind import far_run
 from l2tpreorder.core.engine_counters import EngineCounters
+from l2tpreorder.core.fastpath import T_BIT, parse_header
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.core.session_table import RESTORED_PASSED, Session
+from l2tpreorder.core.session_table import BYPASSED, RESTORED_PASSED, Session
 
 MASK = 0xFFFF
 HALF = 0x8000
+INF = float("inf")
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
 DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
+# After a bypass episode a session waits this long (or the reorder timeout, if longer; not at
+# all with timeout 0) for its witness: a live session sends one within it, one that fell
+# silent should not hold its frames for long.
+BYPASS_WITNESS_WAIT = 1.0
+DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
+HELD = int(Outcome.HELD)
 
 
 class Ahead:
     """Mixin of ReorderEngine: far-ahead packets and a restored session's first packet."""
 
     counters: EngineCounters
+    _flows: dict[Hashable, dict[int, Session]]
     _window: int
     _resync_after: int
     _renumber: bool
+    _timeout: float
+    _bypass_deadline: float
 
     def _emit(self, s: Session, data: bytes, ns_offset: int, tag: object) -> None:
         raise NotImplementedError  # ReorderEngine's
@@ -57,7 +83,29 @@ class Ahead:
     def _skip(self, s: Session, count: int, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
 
-    if TYPE_CHECKING:  # behind.Behind's (after this class in the engine's MRO: no stub here)
+    def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _clock(self, now: float) -> float:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _schedule(self, s: Session) -> None:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _skip_to_next_held(self, s: Session, reason: str) -> None:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _release_run(self, s: Session, now: float) -> None:
+        raise NotImplementedError  # ReorderEngine's
+
+    def _live_timer_top(self) -> tuple[float, int, Session] | None:
+        raise NotImplementedError  # ReorderEngine's
+
+    if TYPE_CHECKING:  # Behind's and SessionTable's (after this class in the engine's MRO)
+
+        def sessions(self) -> Iterator[Session]: ...
+
+        def _new_session(self, flow: Hashable, key: int, ns: int, now: float) -> Session: ...
 
         def _behind(
             self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
@@ -112,3 +160,129 @@ class Ahead:
         c.forwarded_in_order += 1
         self._emit(s, data, ns_offset, tag)
         return FORWARDED_IN_ORDER
+
+    # --- bypass episodes (in-path fail-open) ---------------------------------------------------
+
+    def hold_budget(self, limit: int, now: float) -> None:
+        """Hold at most `limit` packets in all: beyond it, close the oldest gap of the session
+        waiting longest (`queue_budget`), as the byte cap does. In-path mode keeps what is held
+        well below the queue's maxlen, so that held packets alone never fill the queue and make
+        every new packet pass unordered. Sessions waiting for a witness are left alone."""
+        while self.counters.held_packets > limit:
+            top = self._live_timer_top()
+            if top is None or top[2].restored == BYPASSED:
+                return
+            s = top[2]
+            self._skip_to_next_held(s, reasons.SKIP_QUEUE_BUDGET)
+            self._release_run(s, now)
+
+    def note_bypass(self, now: float) -> int:
+        """Packets of any session may have passed us untouched just now (in-path: the queue or
+        our socket was full). Renumber mode: every session waits for its witness (module
+        docstring); returns how many sessions wait. Preserve and strip: nothing changes."""
+        if not self._renumber:
+            return 0
+        timeout = self._timeout
+        self._bypass_deadline = now + (max(timeout, BYPASS_WITNESS_WAIT) if timeout > 0 else 0)
+        waiting = 0
+        for s in self.sessions():
+            s.restored = BYPASSED
+            s.cut = INF
+            self._schedule(s)  # the witness is waited for until _bypass_deadline
+            waiting += 1
+        return waiting
+
+    def hold_before_bypass(
+        self, data: bytes, flow: Hashable, now: float, tag: object = None
+    ) -> int:
+        """A datagram of the backlog read after a bypass episode: it may have reached the queue
+        before packets that passed us, so a waiting session's sequenced data is held (a new
+        session's too: it waits as well). Anything else is `receive`'s."""
+        h = parse_header(data)
+        if isinstance(h, str) or h.flags & T_BIT or h.ns is None or h.ns_offset is None:
+            return self.receive(data, flow, now, tag)
+        key = (h.tunnel_id << 16) | h.session_id
+        sessions = self._flows.get(flow)
+        s = sessions.get(key) if sessions is not None else None
+        if s is None and self._renumber:
+            s = self._new_session(flow, key, h.ns, self._clock(now))
+            s.restored = BYPASSED
+        if s is None or s.restored != BYPASSED:
+            return self.receive(data, flow, now, tag)
+        now = self._clock(now)
+        s.last_active = now
+        distance = (h.ns - s.expected) & MASK
+        return self._bypassed(s, data, h.ns, h.ns_offset, distance, now, tag, False)
+
+    def _bypassed(
+        self,
+        s: Session,
+        data: bytes,
+        ns: int,
+        ns_offset: int,
+        distance: int,
+        now: float,
+        tag: object,
+        after: bool,
+    ) -> int:
+        """A packet of a session waiting after a bypass episode: held, unless it arrived after
+        the episode (`after`) and lies beyond everything held (the witness)."""
+        if distance >= HALF:  # behind: a duplicate, or a late one (not delivered meanwhile)
+            return self._behind(s, data, ns, ns_offset, now, tag)
+        held = s.held
+        if not after or (held and distance <= max((k - s.expected) & MASK for k in held)):
+            # Far ahead is no stray here: the bypass may have taken everything in between
+            # (and the backlog can reach past it: the maxlen was raised before it was read).
+            return self._hold_untimed(s, data, ns, ns_offset, now, tag)
+        s.restored = 0
+        if self._renumber and (ns - s.out_ns) & MASK < HALF:
+            s.out_ns = ns  # the bypassed Ns were below the witness: never number below it
+        self._release_all(s, now, reasons.SKIP_BYPASS)
+        gap = (ns - s.expected) & MASK
+        if gap:
+            self._skip(s, gap, reasons.SKIP_BYPASS)
+        c = self.counters
+        s.behind_run = 0
+        s.expected = (ns + 1) & MASK
+        s.forwarded_in_order += 1
+        c.forwarded_in_order += 1
+        self._emit(s, data, ns_offset, tag)
+        return FORWARDED_IN_ORDER
+
+    def _no_witness(self, s: Session, now: float) -> None:
+        """No witness in time (the session fell silent after the episode): what it holds goes
+        out, each gap skipped in our numbering too, so our Ns keep their offset to the LAC's.
+        Where that offset is 0 (nothing given up before) the LNS gets the held frames with
+        their own Ns: below the bypassed ones (a step back), but never one of theirs (their Ns
+        are the gaps). The session still takes its next packet as its witness."""
+        held = s.held
+        while held:
+            gap = min((ns - s.expected) & MASK for ns in held)
+            if gap:
+                self._skip(s, gap, reasons.SKIP_BYPASS)
+                if self._renumber:
+                    s.out_ns = (s.out_ns + gap) & MASK
+            self._release_run(s, now)
+
+    def _hold_untimed(
+        self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
+    ) -> int:
+        """Held until the witness, or the wait after the episode runs out (no per-session cap:
+        the backlog bounds it)."""
+        held = s.held
+        c = self.counters
+        if ns in held:
+            s.dropped_duplicate += 1
+            c.dropped_duplicate += 1
+            return DROPPED_DUPLICATE
+        first = not held
+        held[ns] = (data, now, ns_offset, tag)
+        if first:
+            self._schedule(s)
+        if len(held) > s.held_peak:
+            s.held_peak = len(held)
+        size = len(data)
+        s.held_bytes += size
+        c.held_packets += 1
+        c.held_bytes += size
+        return HELD

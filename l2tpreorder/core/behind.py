@@ -125,9 +125,10 @@ class Behind:
                 return FORWARDED_OUT_OF_ORDER
             if self._adapt is not None and adaptive.on_late(s, now, self._adapt):
                 c.adaptive_grows += 1  # the timeout was too short for this session: grown
-            # Not while a restored session has not yet shown where its stream went (in-path:
-            # the LNS may have seen higher Ns meanwhile, our next one could step back).
-            if self._deliver_late and s.restored != RESTORED_PASSED:
+            # Not while a restored (or bypassed) session has not yet shown where its stream
+            # went (in-path: the LNS may have seen higher Ns meanwhile, our next one could
+            # step back). RESTORED_PASSED and BYPASSED are the two values from 2 up.
+            if self._deliver_late and s.restored < RESTORED_PASSED:
                 s.forwarded_late += 1
                 c.forwarded_late += 1
                 self._emit_late(s, data, ns_offset, tag)

@@ -53,6 +53,7 @@ from l2tpreorder.core.fastpath import (
 from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import (
+    BYPASSED,
     HELD_SHRINK,
     MAX_PENDING_CONFIRMATIONS,
     Session,
@@ -179,6 +180,7 @@ class ReorderEngine(Ahead, Behind, SessionTable):
         self._next_timer_id = 1
         self._latest = float("-inf")  # latest `now` seen on the slow paths (clock never runs back)
         self._drop_mark = float("-inf")  # when the adapter last reported kernel drops
+        self._bypass_deadline = INF  # sessions waiting for a witness wait until then (ahead.py)
         # (flow, the far side's tunnel ID) -> our side's tunnel ID, learned from SCCRQ/SCCRP, and
         # (flow, our tunnel ID) -> far side's IDs, so a StopCCN costs O(its own tunnel).
         self._tunnel_map: dict[tuple[Hashable, int], int] = {}
@@ -385,8 +387,11 @@ class ReorderEngine(Ahead, Behind, SessionTable):
         suspect = s.last_active <= self._drop_mark
         s.last_active = now
         distance = (ns - s.expected) & MASK
-        if s.restored and self._resume(s, ns, distance):
-            distance = 0  # the first packet after a restart: the gap passed us meanwhile
+        if s.restored:
+            if s.restored == BYPASSED:  # core/ahead.py: after a bypass episode (in-path)
+                return self._bypassed(s, data, ns, ns_offset, distance, now, tag, True)
+            if self._resume(s, ns, distance):
+                distance = 0  # the first packet after a restart: the gap passed us meanwhile
         if distance == 0:
             s.behind_run = 0
             s.expected = (ns + 1) & MASK
@@ -584,6 +589,11 @@ class ReorderEngine(Ahead, Behind, SessionTable):
             s.timer_id = 0
             s.cut = INF
             return
+        if s.restored == BYPASSED:  # waits for its witness until then (core/ahead.py)
+            s.timer_id = timer_id = self._next_timer_id
+            self._next_timer_id += 1
+            heapq.heappush(self._timers, (self._bypass_deadline, timer_id, s))
+            return
         # Arrival of the oldest (dict order is arrival order) + self.timeout_of(s), inlined.
         deadline = next(iter(s.held.values()))[1] + (
             self._timeout if self._adapt is None else s.timeout
@@ -621,6 +631,9 @@ class ReorderEngine(Ahead, Behind, SessionTable):
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
+            if s.restored == BYPASSED:  # no witness in time (core/ahead.py)
+                self._no_witness(s, now)
+                continue
             timeout = self._timeout if adapt is None else s.timeout  # self.timeout_of(s)
             while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
                 if adapt is not None:

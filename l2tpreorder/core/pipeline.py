@@ -292,6 +292,30 @@ class Pipeline:
             ended += self.engine_to_lac.end_flow(flow, now)
         return ended
 
+    def note_bypass(self, now: float) -> int:
+        """In-path fail-open passed LAC datagrams untouched (queue or socket full): see
+        `ReorderEngine.note_bypass`; returns how many sessions wait for their witness."""
+        return self.engine.note_bypass(now)
+
+    def hold_budget(self, limit: int) -> None:
+        """At most `limit` LAC packets held (`ReorderEngine.hold_budget`; in-path mode), as of
+        the latest time the engine saw."""
+        engine = self.engine
+        if engine.counters.held_packets > limit:
+            engine.hold_budget(limit, engine.latest_time)
+
+    def hold_before_bypass(
+        self, data: bytes, flow: Hashable, now: float, tag: object = None
+    ) -> int:
+        """`from_lac` for a datagram of the backlog read after a bypass episode (it may have
+        reached the queue before the bypassed ones): `ReorderEngine.hold_before_bypass`."""
+        outcome = self.engine.hold_before_bypass(data, flow, now, tag)
+        if data and data[0] & 0x80 and self.engine_to_lac is not None:
+            self.engine_to_lac.observe_reverse(data, flow, now, authoritative=False)
+        if self._record_debug and outcome in _NOTED:
+            self._note(LAC_TO_LNS, outcome, data, flow)
+        return outcome
+
     def note_kernel_drops(self, now: float, *, from_lac: bool = True) -> None:
         """The kernel dropped datagrams arriving from the LAC side (or the LNS side): see
         `ReorderEngine.note_kernel_drops`. Drops from the LNS matter only when reordered."""

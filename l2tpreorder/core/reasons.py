@@ -45,6 +45,14 @@ SKIP_SOCKET_DROP = "socket_overflow"
 # numbering: the Ns between passed us while the daemon was down (the in-path fail-open bypass)
 # or were lost then (relay mode), so they are given up at once, not waited for (core/ahead.py).
 SKIP_RESTART = "restart"
+# In-path mode: the kernel's queue was full (or our socket was), so packets passed us untouched
+# with the LAC's Ns (fail-open). A session's first packet that arrived after that episode gives
+# up the Ns before it at once: the bypassed ones were among them (core/ahead.py `_bypassed`);
+# with no such packet within the reorder timeout, the gaps before what it held are given up.
+SKIP_BYPASS = "bypass"
+# In-path mode: what all sessions held reached half the queue's maxlen, so the oldest gap was
+# closed early, before held packets alone could fill the queue (ReorderEngine.hold_budget).
+SKIP_QUEUE_BUDGET = "queue_budget"
 SKIP_REASONS: tuple[str, ...] = (
     SKIP_TIMEOUT,
     SKIP_CAP,
@@ -53,6 +61,8 @@ SKIP_REASONS: tuple[str, ...] = (
     SKIP_EVICTED,
     SKIP_SOCKET_DROP,
     SKIP_RESTART,
+    SKIP_BYPASS,
+    SKIP_QUEUE_BUDGET,
 )
 
 # Why a session ended (events.SessionEnded, which the debug lines read). "_reverse": the control

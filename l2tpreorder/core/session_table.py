@@ -45,6 +45,9 @@ KNOWS_ALL = 1 << 62
 # restored, or it has had a packet since.
 RESTORED = 1  # nothing passed while the daemon was down (relay mode): what was sent is lost
 RESTORED_PASSED = 2  # traffic may have passed untouched meanwhile (in-path fail-open bypass)
+# A bypass episode (in-path: queue or socket full) while the session ran: what it holds waits
+# for its first packet that arrived after the episode (core/ahead.py `_bypassed`).
+BYPASSED = 3
 # Ends recorded between two `take_records()` (the debug lines read them once per tick); beyond
 # it they are only counted.
 END_LOG_KEPT = EVENTS_KEPT

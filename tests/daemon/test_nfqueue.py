@@ -134,6 +134,72 @@ def test_maxlen_0_with_fail_open_bypasses_new_packets_and_keeps_the_queued(ns: N
         q.close()
 
 
+def id_sequence(ns: NetNs) -> int:
+    path = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+    return ns.call(lambda: read_queue_stats(path))[QUEUE].id_sequence
+
+
+def test_queue_full_fail_open_numbers_nothing_and_set_maxlen_makes_room(ns: NetNs) -> None:
+    """Issue 21 (4), the kernel fact in-path mode's episode detection rests on: a packet that
+    finds the queue full passes at once (fail-open) without a packet id and uncounted, so the
+    ids we read have no gap and only occupancy tells. `set_maxlen` applies at once (no ACK
+    awaited): the next packets are queued again."""
+    lns = ns.udp("127.0.0.1", PORT)
+    lac = ns.udp("127.0.0.2")
+    q = ns.call(lambda: NfQueue(QUEUE, maxlen=4))
+    try:
+        for i in range(10):
+            lac.sendto(b"burst-%d" % i, ("127.0.0.1", PORT))
+        assert received(lns, 6) == [b"burst-%d" % i for i in range(4, 10)]  # passed at once
+        assert id_sequence(ns) == 4  # the six numbered nothing
+        ns.call(lambda: q.set_maxlen(6))
+        for i in range(3):
+            lac.sendto(b"after-%d" % i, ("127.0.0.1", PORT))
+        assert received(lns, 1) == [b"after-2"]  # two found room, the third the queue full
+        packets = read_n(q, 6)
+        assert [p[0] for p in packets] == list(range(packets[0][0], packets[0][0] + 6))
+        assert [p[2][28:] for p in packets][-2:] == [b"after-0", b"after-1"]
+        stats = ns.call(lambda: read_queue_stats("/proc/thread-self/net/netfilter/nfnetlink_queue"))
+        assert stats[QUEUE].queue_dropped == stats[QUEUE].user_dropped == 0
+        q.accept_all(packets[-1][0])
+        assert len(received(lns, 6)) == 6
+    finally:
+        q.close()
+
+
+def test_socket_full_fail_open_skips_a_packet_id(ns: NetNs) -> None:
+    """The other fail-open: the queue has room but our socket is full. The kernel numbers the
+    packet before it fails to deliver it, so the ids we read skip it (the exact signal the
+    in-path worker uses), and nothing counts it either (user_dropped stays 0)."""
+    lns = ns.udp("127.0.0.1", PORT)
+    lac = ns.udp("127.0.0.2")
+    q = ns.call(lambda: NfQueue(QUEUE, rcvbuf=4096))
+    try:
+        for i in range(40):
+            lac.sendto(b"x" * 1000 + b"%d" % i, ("127.0.0.1", PORT))
+        bypassed = received(lns, 40)
+        assert bypassed  # some found the socket full and passed at once
+        assert id_sequence(ns) == 40  # yet every one was numbered
+        got: list[Packet] = []
+        while len(got) + len(bypassed) < 40:
+            select.select([q], [], [], 2)
+            more = q.read()
+            assert more, (len(got), len(bypassed))
+            got += more
+        ids = [p[0] for p in got]
+        assert len(ids) + len(bypassed) == 40
+        path = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+        assert ns.call(lambda: read_queue_stats(path))[QUEUE].user_dropped == 0
+        q.accept_all(ids[-1])
+        assert len(received(lns, len(ids))) == len(ids)
+        lac.sendto(b"next", ("127.0.0.1", PORT))
+        (after,) = read_n(q, 1)
+        assert after[0] == 41  # the ids we read skip the 37 that passed: 1..3, then 41
+        q.accept_all(after[0])
+    finally:
+        q.close()
+
+
 def test_skb_info_and_cap_len_become_packet_flags() -> None:
     """NFQA_SKB_INFO's flags (big-endian u32) and NFQA_CAP_LEN land in a packet's flags, so the
     adapter knows which checksums the kernel left unverified and which copies are short."""

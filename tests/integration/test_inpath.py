@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import struct
 import threading
 import time
@@ -21,6 +22,7 @@ from l2tpreorder import wire
 from tests.conftest import need_root, need_tool
 from tests.integration.inpath_helpers import (
     InPathDaemon,
+    Received,
     bound_queues,
     data,
     frame_of,
@@ -563,22 +565,17 @@ def test_sigterm_at_a_steady_rate_loses_nothing(ns: NetNs, tmp_path: Path) -> No
     assert quiet(lns)
 
 
-def test_queue_overflow_what_the_lns_sees_with_renumber(ns: NetNs, tmp_path: Path) -> None:
-    """Issue 21 (4), documented in docs/inpath.md (fail-open): a packet that finds the queue
-    full passes at once with the LAC's raw Ns, and the engine sees it as a gap. When that gap
-    is given up, renumbering closes it: the held packets get the Ns the bypassed ones already
-    carried (our numbering equals the LAC's here: no earlier gap), so the LNS sees a step back
-    and, once our numbering reaches them, those Ns a second time. Not fixed: this pins down
-    exactly what an overflow costs, so size the queue (and alert on
-    l2tpreorder_inpath_kernel_queue_waiting)."""
-    daemon = InPathDaemon(ns, tmp_path, QUEUE, inpath={"queue": QUEUE, "queue_maxlen": 32})
-    daemon.start()
+def overflow_with_a_held_packet(
+    ns: NetNs, daemon: InPathDaemon, lns: socket.socket, lac: socket.socket
+) -> Received:
+    """Ns 0 delivered, Ns 2 held (1 never comes), the worker stalled (SIGSTOP) while 3..40
+    arrive: the held one and 3..33 fill the queue (maxlen 32), 34..40 find it full and pass
+    at once with the LAC's Ns (fail-open). Returns what the LNS got by then."""
     assert daemon.proc is not None
-    lns = ns.udp(*LNS)
-    lac = ns.udp("127.0.0.2", 40011)
     lac.sendto(data(0), LNS)
     lac.sendto(data(2), LNS)  # held: Ns 1 never comes
-    assert [ns_of(d) for d, _ in receive_all(lns, 1)] == [0]
+    got = receive_all(lns, 1)
+    assert [ns_of(d) for d, _ in got] == [0]
 
     def awaiting() -> float:
         text = daemon.scrape_or_none()
@@ -587,21 +584,79 @@ def test_queue_overflow_what_the_lns_sees_with_renumber(ns: NetNs, tmp_path: Pat
     wait_until("Ns 2 held", lambda: awaiting() == 1)
     os.kill(daemon.proc.pid, signal.SIGSTOP)
     try:
-        for n in range(3, 41):  # the held one + 31 fill the queue (maxlen 32): 34..40 bypass
+        for n in range(3, 41):
             lac.sendto(data(n), LNS)
         bypassed = receive_all(lns, 7)
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
     assert [(frame_of(d), ns_of(d)) for d, _ in bypassed] == [(n, n) for n in range(34, 41)]
-    released = receive_all(lns, 32)  # after the timeout gives Ns 1 up: 2..33 renumbered
-    assert [(frame_of(d), ns_of(d)) for d, _ in released] == [(n, n - 1) for n in range(2, 34)]
+    return got + bypassed
+
+
+def test_queue_overflow_the_lns_never_sees_an_ns_twice_or_step_back(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """Issue 21 (4): with `renumber`, what was queued when the queue overflowed must not be
+    numbered into the Ns the bypassed packets already carried (the old code released 2..33 as
+    1..32 after the timeout: a step back, then 34..37 twice). The worker sees the episode,
+    holds the backlog until the first packet queued after it (41), and numbers from there:
+    the LNS sees one forward jump, no Ns twice, every frame once. The 30 s timeout shows that
+    no timeout is involved."""
+    daemon = InPathDaemon(
+        ns, tmp_path, QUEUE, inpath={"queue": QUEUE, "queue_maxlen": 32},
+        reorder={"timeout_ms": 30000},
+    )  # fmt: skip
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40011)
+    seen = overflow_with_a_held_packet(ns, daemon, lns, lac)
+
+    def episodes() -> float:
+        text = daemon.scrape_or_none()
+        return -1 if text is None else metric(text, "l2tpreorder_inpath_fail_open_episodes_total")
+
+    wait_until("the episode seen", lambda: episodes() >= 1)
+    assert quiet(lns)  # the backlog waits: none of it numbered below the bypassed Ns
+    for n in range(41, 46):  # queued: the episode raised the kernel's maxlen to make room
+        lac.sendto(data(n), LNS)
+    after = receive_all(lns, 32 + 5)
+    assert [(frame_of(d), ns_of(d)) for d, _ in after] == [(n, n + 39) for n in range(2, 34)] + [
+        (n, n + 32) for n in range(41, 46)
+    ]
+    seen += after
+    ns_seen = [ns_of(d) for d, _ in seen]
+    back = [(a, b) for a, b in pairwise(ns_seen) if not 0 < (b - a) & 0xFFFF < 0x8000]
+    assert not back, f"the LNS saw Ns step back or repeat: {ns_seen}"
+    assert sorted(frame_of(d) for d, _ in seen) == [0, *range(2, 46)]  # each frame once
+    text = daemon.scrape_or_none()
+    assert text is not None
+    assert metric(text, "l2tpreorder_inpath_fail_open_episodes_total", cause="queue_full") >= 1
+    assert metric(text, "l2tpreorder_skipped_sequence_numbers_total", reason="bypass") == 8
+    assert metric(text, "l2tpreorder_inpath_awaiting_verdict") == 0
+    assert metric(text, "l2tpreorder_inpath_kernel_queue_drops_total") == 0
+    assert daemon.stop() == 0
+    assert "NFQUEUE 3: the queue was full" in daemon.log.read_text()
+
+
+def test_queue_overflow_with_preserve_the_bypass_overtakes_the_queue(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """With `preserve` the LNS judges the LAC's own Ns: we renumber nothing, so nothing waits
+    for a witness. What it sees is the bypass delivering newer frames ahead of the queued ones
+    (inherent to fail-open): 0, 34..40, then 2..33 once Ns 1 is given up, and 41.. in order."""
+    daemon = InPathDaemon(
+        ns, tmp_path, QUEUE, inpath={"queue": QUEUE, "queue_maxlen": 32},
+        reorder={"timeout_ms": 100, "sequencing": "preserve"},
+    )  # fmt: skip
+    daemon.start()
+    lns = ns.udp(*LNS)
+    lac = ns.udp("127.0.0.2", 40012)
+    seen = overflow_with_a_held_packet(ns, daemon, lns, lac)
+    seen += receive_all(lns, 32)
     for n in range(41, 46):
         lac.sendto(data(n), LNS)
-    after = receive_all(lns, 5)
-    assert [(frame_of(d), ns_of(d)) for d, _ in after] == [(n, n - 8) for n in range(41, 46)]
-    seen = [ns_of(d) for d, _ in bypassed + released + after]
-    assert len(seen) - len(set(seen)) == 4  # Ns 34..37 reached the LNS twice
-    assert sorted(frame_of(d) for d, _ in bypassed + released + after) == [
-        n for n in range(2, 46)
-    ]  # and yet no frame was lost or doubled
+    seen += receive_all(lns, 5)
+    assert [(frame_of(d), ns_of(d)) for d, _ in seen] == [
+        (n, n) for n in (0, *range(34, 41), *range(2, 34), *range(41, 46))
+    ]
     assert daemon.stop() == 0

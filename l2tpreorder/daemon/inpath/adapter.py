@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import socket
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
@@ -56,6 +56,14 @@ log = logging.getLogger("l2tpreorder")
 # The flow cache's value for a LAC address outside `inpath.allow` (its packets are not ours).
 NOT_ALLOWED: Hashable = ("not allowed", 0)
 
+ID_MASK = 0xFFFFFFFF  # packet ids are the kernel's u32 id_sequence
+# While sessions wait after a bypass episode, the kernel's queue maxlen is raised to this many
+# times `queue_maxlen`, so that the packets queued after the episode (the witnesses) find room
+# while the backlog waits for them; back to `queue_maxlen` once the backlog is answered.
+EPISODE_ROOM = 2
+KERNEL_MAXLEN_CAP = 1 << 24
+EPISODE_LOG_EVERY = 10.0  # seconds between two episode log lines (the counter counts them all)
+
 
 class InPathCounters:
     """Plain-int counters of the in-path adapter (read by the metrics collector)."""
@@ -66,6 +74,8 @@ class InPathCounters:
         "bad_checksum",
         "batch_verdicts",
         "dropped",
+        "episodes_queue_full",
+        "episodes_socket_full",
         "fragments_seen",
         "from_lac",
         "from_lns",
@@ -98,6 +108,10 @@ class InPathCounters:
         self.dropped = 0  # NF_DROP verdicts: duplicate, late and stale packets
         self.verdict_messages = 0  # netlink verdict messages sent (single + batch)
         self.batch_verdicts = 0  # of those, NFQNL_MSG_VERDICT_BATCH
+        # fail-open episodes seen (packets may have passed us untouched): the queue full (what
+        # awaits a verdict reached its maxlen), or our socket full (a gap in the packet ids)
+        self.episodes_queue_full = 0
+        self.episodes_socket_full = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -198,20 +212,58 @@ class InPath:
         self.allow: tuple[Network, ...] | None = None  # None: every address
         self.set_allow(allow)
         self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
+        # Fail-open episodes (`watch_overflow`): off until the worker says how to reach the
+        # kernel. maxlen: the configured queue_maxlen; kernel_maxlen: the kernel's now.
+        self.maxlen = 0
+        self.kernel_maxlen = 0
+        self._set_kernel_maxlen: Callable[[int], int | None] | None = None
+        # After an episode: packets with ids up to this one may have reached the queue before
+        # bypassed ones (the backlog); None when none is unread.
+        self._boundary: int | None = None
+        self._waiting = 0  # sessions the episode made wait (for the log line)
+        self._episode_logged_at = float("-inf")
+        self._episodes_unlogged = 0
 
-    def handle(self, packets: list[Packet], now: float) -> list[bytes]:
+    def watch_overflow(self, maxlen: int, set_kernel_maxlen: Callable[[int], int | None]) -> None:
+        """Detect fail-open episodes (docs/inpath.md, "Queue full or our socket full").
+        `set_kernel_maxlen(n)` sets the queue's maxlen in the kernel and returns its
+        id_sequence afterwards (None when unknown)."""
+        self.maxlen = self.kernel_maxlen = maxlen
+        self._set_kernel_maxlen = set_kernel_maxlen
+
+    def handle(self, packets: list[Packet], now: float, backlog: int | None = None) -> list[bytes]:
         """Take a batch of queued packets; returns the verdict messages to send now.
-
-        The common case (whole IPv4 UDP datagram from the LAC side) is inlined: this loop is
-        the per-packet cost of in-path mode; anything else takes `_other`."""
+        `backlog`: the kernel's count of packets awaiting a verdict, read after this batch
+        (when the read may have left some unread)."""
         c = self.counters
         c.packets += len(packets)
         if packets:
+            if self._set_kernel_maxlen is not None:
+                self._detect_episode(packets, now, backlog)
             self.last_id = packets[-1][0]
+        boundary = self._boundary
+        if boundary is None:
+            self._feed(packets, now, self.pipeline.from_lac)
+        else:
+            split = 0
+            for packet_id, _, _, _ in packets:
+                if 0 < (packet_id - boundary) & ID_MASK < 0x80000000:
+                    break  # queued after the episode: the backlog is read
+                split += 1
+            self._feed(packets[:split], now, self.pipeline.hold_before_bypass)
+            if split < len(packets):
+                self._boundary = None
+                self._feed(packets[split:], now, self.pipeline.from_lac)
+        self._release()
+        return self.verdicts.take()
+
+    def _feed(self, packets: list[Packet], now: float, from_lac: Callable[..., int]) -> None:
+        """The common case (whole IPv4 UDP datagram from the LAC side) is inlined: this loop is
+        the per-packet cost of in-path mode; anything else takes `_other`."""
+        c = self.counters
         pending = self.verdicts.pending
         inflight = self._inflight
         flows = self._flows
-        from_lac = self.pipeline.from_lac
         fast = 0
         for packet_id, hook, pkt, flags in packets:
             pending[packet_id] = None
@@ -235,7 +287,7 @@ class InPath:
                     and ((int.from_bytes(pkt[12:], "big") << ((n & 1) << 3)) + n - 3) % 0xFFFF
                 )
             ):
-                self._other(packet_id, hook, pkt, flags, now)
+                self._other(packet_id, hook, pkt, flags, now, from_lac)
                 continue
             key = pkt[12:16] + pkt[20:22]
             flow = flows.get(key)
@@ -251,8 +303,70 @@ class InPath:
             if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:  # duplicate, late, stale
                 self._dropped(packet_id)
         c.from_lac += fast
-        self._release()
-        return self.verdicts.take()
+
+    # --- fail-open episodes --------------------------------------------------------------------
+
+    def _detect_episode(self, packets: list[Packet], now: float, backlog: int | None) -> None:
+        """Did packets pass us untouched since the last batch? The kernel counts none of these
+        passes. Socket full: the kernel numbered the packet and could not deliver it, so the
+        ids we read skip one (exact). Queue full: it numbers nothing, so we judge by
+        occupancy: what awaits a verdict (ours pending, this batch, the unread `backlog`) at
+        the queue's maxlen means the queue is full now (docs/inpath.md)."""
+        first, last = packets[0][0], packets[-1][0]
+        before = self.last_id
+        if (before is not None and (first - before - 1) & ID_MASK) or (
+            (last - first) & ID_MASK != len(packets) - 1
+        ):
+            self.counters.episodes_socket_full += 1
+            self._episode("our socket was full", now, last)
+            return
+        waiting = len(self.verdicts.pending) + len(packets)
+        if backlog is not None and backlog > waiting:
+            waiting = backlog
+        if waiting >= self.kernel_maxlen:
+            self.counters.episodes_queue_full += 1
+            self._episode(f"the queue was full ({waiting} awaiting a verdict)", now, last)
+
+    def _episode(self, why: str, now: float, last: int) -> None:
+        """Packets may have passed with the LAC's Ns: every session waits for its witness
+        (core/ahead.py); the backlog up to the kernel's id_sequence is held; the kernel's maxlen
+        is raised so that the witnesses find room in the queue."""
+        assert self._set_kernel_maxlen is not None
+        room = min(self.maxlen * EPISODE_ROOM, KERNEL_MAXLEN_CAP)
+        seq = self._set_kernel_maxlen(max(room, self.kernel_maxlen))
+        self.kernel_maxlen = max(room, self.kernel_maxlen)
+        boundary = last if seq is None or (seq - last) & ID_MASK >= 0x80000000 else seq
+        if self._boundary is None:
+            waiting = self.pipeline.note_bypass(now)
+            self._waiting = waiting
+        else:  # the backlog of the last one is not read yet: its sessions wait already
+            waiting = self._waiting
+        self._boundary = boundary
+        self._episodes_unlogged += 1
+        if now >= self._episode_logged_at + EPISODE_LOG_EVERY:
+            self._episode_logged_at = now
+            log.warning(
+                "NFQUEUE %d: %s, so packets passed unordered with the LAC's own Ns (fail-open; "
+                "%d such episode(s) since the last line); %d session(s) hold what they have "
+                "until their first packet queued after it, then renumber above the Ns that "
+                "passed; kernel queue maxlen %d until then (queue_maxlen %d). Size "
+                "inpath.queue_maxlen and the workers so that this does not happen",
+                self.verdicts.queue, why, self._episodes_unlogged, waiting,
+                self.kernel_maxlen, self.maxlen,
+            )  # fmt: skip
+            self._episodes_unlogged = 0
+
+    def _settle(self) -> None:
+        """The kernel's maxlen back to queue_maxlen once the backlog is read and what awaits a
+        verdict fits well below it."""
+        if (
+            self.kernel_maxlen > self.maxlen
+            and self._boundary is None
+            and len(self.verdicts.pending) < self.maxlen // 2
+            and self._set_kernel_maxlen is not None
+        ):
+            self._set_kernel_maxlen(self.maxlen)
+            self.kernel_maxlen = self.maxlen
 
     def set_allow(self, allow: tuple[Network, ...] | None) -> None:
         """`inpath.allow` (at start and on reload). Sessions of addresses no longer allowed
@@ -289,7 +403,15 @@ class InPath:
         self.counters.dropped += 1
         self.verdicts.drop(packet_id)
 
-    def _other(self, packet_id: int, hook: int, pkt: bytes, flags: int, now: float) -> None:
+    def _other(
+        self,
+        packet_id: int,
+        hook: int,
+        pkt: bytes,
+        flags: int,
+        now: float,
+        from_lac: Callable[..., int],
+    ) -> None:
         """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
         c = self.counters
         where = None if flags & PACKET_TRUNCATED else parse_ip_udp(pkt)
@@ -325,7 +447,7 @@ class InPath:
             outcome = self.pipeline.from_lns(l2tp, flow, now, packet_id)
         else:
             c.from_lac += 1
-            outcome = self.pipeline.from_lac(l2tp, flow, now, packet_id)
+            outcome = from_lac(l2tp, flow, now, packet_id)
         if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:
             self._dropped(packet_id)
 
@@ -380,8 +502,14 @@ class InPath:
 
         `Verdicts.accept` inlined for the common case (unchanged, at the head of the queue:
         it joins the batch run); everything else goes through the method."""
-        out = self.pipeline.take_output()
+        pipeline = self.pipeline
+        # Held packets alone must never fill the queue: at most half of it (watched only).
+        if self.maxlen and self._boundary is None:
+            pipeline.hold_budget(self.maxlen // 2)
+        out = pipeline.take_output()
         if not out:
+            if self.kernel_maxlen > self.maxlen:
+                self._settle()
             return
         inflight = self._inflight
         verdicts = self.verdicts
@@ -410,6 +538,8 @@ class InPath:
                 assert where is not None  # it was parsed on the way in
                 verdicts.accept(tag, with_payload(pkt, where, data))
         c.accepted += accepted
+        if self.kernel_maxlen > self.maxlen:
+            self._settle()
 
     @property
     def held(self) -> int:

@@ -43,6 +43,15 @@ AWAITING = family(
     Q,
     kind=Kind.GAUGE,
 )
+EPISODES = family(
+    "inpath_fail_open_episodes",
+    "Times packets may have passed us untouched (fail-open) while the worker ran: "
+    "queue_full (what awaits a verdict reached the queue's maxlen) or socket_full (a gap in "
+    "the packet ids: the kernel could not deliver one to us). Each makes the sessions renumber "
+    "above the Ns that passed (docs/inpath.md).",
+    Q,
+    "cause",
+)
 VERDICT_ERRORS = family(
     "inpath_verdict_errors",
     "Verdicts the kernel refused (logged; e.g. EPERM without CAP_NET_ADMIN).",
@@ -64,6 +73,8 @@ ADAPTER_ROWS: tuple[Counter, ...] = (
     Counter(A, "packets", QUEUED),
     Counter(A, "single_verdicts", MESSAGES, ("single",)),
     Counter(A, "batch_verdicts", MESSAGES, ("batch",)),
+    Counter(A, "episodes_queue_full", EPISODES, ("queue_full",)),
+    Counter(A, "episodes_socket_full", EPISODES, ("socket_full",)),
     # What relay mode counts at its sockets, from the queue: read per direction; every
     # accept verdict is a datagram sent on.
     Counter(A, "from_lac", SOCKET_RX, (LAC_TO_LNS,)),

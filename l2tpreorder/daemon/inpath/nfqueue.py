@@ -324,6 +324,20 @@ class NfQueue:
                     return
                 raise
 
+    def set_maxlen(self, maxlen: int) -> int | None:
+        """Set the queue's maxlen now (a fail-open episode: room for the packets after it);
+        returns the kernel's id_sequence afterwards (every packet queued later has a higher
+        id), None when /proc does not say. No ACK is asked: the kernel applies a config
+        message within our send, and a refusal comes back as an error message that `read`
+        collects in `errors` (so a wait here cannot swallow queued packets)."""
+        attrs = _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen))
+        try:
+            self._send(_message(NFQNL_MSG_CONFIG, self.queue, attrs))
+        except OSError as e:  # never lose the worker over it: the maxlen simply stays
+            self.errors.append(e.errno or errno.EIO)
+        stats = read_queue_stats().get(self.queue)
+        return None if stats is None else stats.id_sequence
+
     def stop_queueing(self) -> bool:
         """Queue maxlen 0: from now on every new packet finds the queue full and, with
         fail-open, passes at once instead of being queued. What is queued already stays for

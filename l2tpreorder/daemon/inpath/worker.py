@@ -40,6 +40,7 @@ log = logging.getLogger("l2tpreorder")
 
 SHUTDOWN_DRAIN_READS = 64  # x 64 messages read and ordered at SIGTERM before accepting the rest
 READ_BATCHES_PER_WAKE = 16  # x 64 messages: bounded so timers and signals still run
+READ_LIMIT = 64  # netlink messages per read
 REFUSED_KEYS = ("inpath_queues",)  # the queues are bound once (and the supervisor's workers)
 
 
@@ -128,6 +129,7 @@ class InPathMode:
                 f"cannot bind NFQUEUE {self.queue_num}: {e.strerror or e} (needs CAP_NET_ADMIN; "
                 "is another reader bound?)"
             ) from None
+        self.adapter.watch_overflow(self.config.inpath_queue_maxlen, self.queue.set_maxlen)
         warn_if_open(self.config)
 
     def start_reading(self, on_batch: Callable[[], None]) -> None:
@@ -145,10 +147,10 @@ class InPathMode:
         q = self.queue
         assert q is not None
         for _ in range(READ_BATCHES_PER_WAKE):
-            packets = q.read()
+            packets = q.read(READ_LIMIT)
             if not packets:
                 break
-            q.send(self.adapter.handle(packets, self.clock()))
+            q.send(self.adapter.handle(packets, self.clock(), _backlog(q, len(packets))))
         if q.errors:
             self._report_errors(q.errors)
         self._on_batch()
@@ -161,10 +163,10 @@ class InPathMode:
         if q is None:
             return
         for _ in range(SHUTDOWN_DRAIN_READS):
-            packets = q.read()
+            packets = q.read(READ_LIMIT)
             if not packets:
                 break
-            q.send(self.adapter.handle(packets, self.clock()))
+            q.send(self.adapter.handle(packets, self.clock(), _backlog(q, len(packets))))
 
     def transmit(self) -> None:
         if self.queue is not None:
@@ -278,6 +280,15 @@ class InPathMode:
             f"{c.packets} packets queued, {c.accepted} accepted ({c.accepted_rewritten} "
             f"rewritten), {c.dropped} dropped, {c.passed_not_ours} not ours"
         )
+
+
+def _backlog(q: NfQueue, read: int) -> int | None:
+    """A read that filled its limit may have left packets unread: the kernel's count of what
+    awaits a verdict then tells whether the queue is full (the adapter's episode check)."""
+    if read < READ_LIMIT:
+        return None
+    stats = read_queue_stats().get(q.queue)
+    return None if stats is None else stats.waiting
 
 
 def warn_if_open(config: Config) -> None:

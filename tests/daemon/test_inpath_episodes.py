@@ -1,0 +1,129 @@
+"""The in-path adapter's fail-open episodes (issue 21, point 4), sans-IO: which batches reveal
+one, how the backlog is split from what came after, and the kernel's maxlen raised and put
+back. The kernel side (what fail-open does to packet ids, set_maxlen) is proven against the
+real kernel in test_nfqueue.py, the whole in a namespace in
+tests/integration/test_inpath.py::test_queue_overflow_the_lns_never_sees_an_ns_twice_or_step_back.
+Here the kernel's config call is a function that records what it was asked."""
+
+from __future__ import annotations
+
+from l2tpreorder import wire
+from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.daemon.inpath.adapter import InPath
+from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN, Packet
+from tests.daemon.test_inpath_verdicts import decode, inpath_pipeline
+from tests.pcapgen import udp_ip
+
+
+def packet(packet_id: int, ns: int) -> Packet:
+    return (
+        packet_id,
+        NF_INET_LOCAL_IN,
+        udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=ns)),
+        0,
+    )
+
+
+class Kernel:
+    """What the adapter asks of the kernel: maxlen changes; answers with an id_sequence."""
+
+    def __init__(self, id_sequence: int) -> None:
+        self.id_sequence = id_sequence
+        self.maxlens: list[int] = []
+
+    def set_maxlen(self, maxlen: int) -> int | None:
+        self.maxlens.append(maxlen)
+        return self.id_sequence
+
+
+def watched(maxlen: int, kernel: Kernel, timeout: float = 1.0) -> InPath:
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=timeout)), 3)
+    inpath.watch_overflow(maxlen, kernel.set_maxlen)
+    return inpath
+
+
+def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None:
+    """maxlen 4: Ns 2 held (1 lost), three more read fill the queue: an episode. Those are
+    the backlog (ids up to the kernel's id_sequence, 6 here: 5 and 6 are still unread), held;
+    the first id after it is the witness, and the held ones go out renumbered from its Ns."""
+    kernel = Kernel(id_sequence=6)
+    inpath = watched(4, kernel)
+    assert decode(inpath.handle([packet(1, 0), packet(2, 2)], 0.0)) == [
+        ("single", NF_ACCEPT, 1, False)
+    ]
+    assert inpath.handle([packet(3, 3), packet(4, 4), packet(5, 5)], 0.01) == []
+    assert inpath.counters.episodes_queue_full == 1
+    assert kernel.maxlens == [8]  # room for the witnesses
+    assert inpath.handle([packet(6, 6)], 0.02) == []  # still the backlog
+    got = decode(inpath.handle([packet(7, 20)], 0.03))  # Ns 7..19 passed us
+    assert [(i, payload) for _, _, i, payload in got] == [
+        (2, True),
+        (3, True),
+        (4, True),
+        (5, True),
+        (6, True),
+        (7, True),
+    ]
+    assert inpath.held == 0
+    assert kernel.maxlens == [8, 4]  # back once the backlog is answered
+    c = inpath.pipeline.directions()["lac_to_lns"].counters
+    assert c.skipped["bypass"] == 1 + 13
+
+
+def test_a_gap_in_the_packet_ids_is_a_socket_full_episode() -> None:
+    kernel = Kernel(id_sequence=12)
+    inpath = watched(1000, kernel)
+    inpath.handle([packet(1, 0), packet(2, 1)], 0.0)
+    # ids 3..11 passed us: what this batch brings waits with the rest (taken as backlog: the
+    # socket may still be full), the next id is the witness
+    assert inpath.handle([packet(12, 2), packet(13, 3)], 0.01) == []
+    assert inpath.counters.episodes_socket_full == 1
+    assert inpath.counters.episodes_queue_full == 0
+    assert [i for _, _, i, _ in decode(inpath.handle([packet(14, 13)], 0.02))] == [12, 13, 14]
+
+
+def test_the_kernels_backlog_counts_what_is_not_read_yet() -> None:
+    """A read that filled its limit: the worker passes the kernel's count of what awaits a
+    verdict; at the maxlen the queue is full even though little of it is read."""
+    kernel = Kernel(id_sequence=2)
+    inpath = watched(64, kernel)
+    inpath.handle([packet(1, 0)], 0.0, backlog=10)
+    assert inpath.counters.episodes_queue_full == 0
+    inpath.handle([packet(2, 1)], 0.0, backlog=64)
+    assert inpath.counters.episodes_queue_full == 1
+
+
+def test_unwatched_the_adapter_sees_no_episode() -> None:
+    """Without `watch_overflow` (offline use, the verdict tests) ids and occupancy are not
+    judged."""
+    inpath = InPath(inpath_pipeline(EngineConfig()), 3)
+    inpath.handle([packet(1, 0)], 0.0)
+    inpath.handle([packet(9, 1)], 0.0)
+    assert inpath.counters.episodes_socket_full == inpath.counters.episodes_queue_full == 0
+
+
+def test_held_packets_alone_never_fill_the_queue() -> None:
+    """maxlen 8: at most 4 held in all; beyond, the oldest gap is closed early
+    (`queue_budget`) so that new packets still find room instead of passing unordered."""
+    kernel = Kernel(id_sequence=0)
+    inpath = watched(8, kernel)
+    inpath.handle([packet(1, 0)], 0.0)
+    got = decode(inpath.handle([packet(i, i) for i in range(2, 8)], 0.01))  # Ns 1 lost
+    assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 6, 7]  # 6 held > 4: the gap closed
+    assert inpath.counters.episodes_queue_full == 0
+    c = inpath.pipeline.directions()["lac_to_lns"].counters
+    assert c.skipped["queue_budget"] == 1
+
+
+def test_an_episode_while_the_backlog_is_unread_moves_the_boundary_on() -> None:
+    """Another fill before the backlog of the first is read (sustained overload): the sessions
+    wait already, the backlog now reaches the new id_sequence."""
+    kernel = Kernel(id_sequence=5)
+    inpath = watched(4, kernel)
+    inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
+    inpath.handle([packet(3, 3), packet(4, 4), packet(5, 5)], 0.01)  # 4 await a verdict: full
+    kernel.id_sequence = 10
+    assert inpath.handle([packet(10, 10)], 0.02) == []  # ids 6..9 passed (socket): backlog
+    assert inpath.counters.episodes_queue_full == inpath.counters.episodes_socket_full == 1
+    got = decode(inpath.handle([packet(11, 30)], 0.03))
+    assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 10, 11]
