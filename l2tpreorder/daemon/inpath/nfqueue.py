@@ -81,6 +81,9 @@ DEFAULT_QUEUE_MAXLEN = 65536
 DEFAULT_RCVBUF = 64 * 1024 * 1024
 
 _NLMSGHDR = struct.Struct("=IHHII")
+# Config requests carry this sequence number, verdicts 0: an error message answers the one
+# whose number it carries (a refused verdict's error must not pass for a config answer).
+_CONFIG_SEQ = 1
 _NFGENMSG = struct.Struct("!BBH")
 _NLATTR = struct.Struct("=HH")
 _VERDICT_HDR = struct.Struct("!II")
@@ -206,13 +209,17 @@ class NfQueue:
             raise ValueError(f"queue={queue!r}: expected 0..65535")
         self.queue = queue
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.errors: list[int] = []  # errno of refused verdicts since the caller last looked
+        # Packet messages that came in while a config request waited for its ACK: the queue
+        # is live from the bind on, and a packet read and dropped here would never get a
+        # verdict (the kernel drops it at the unbind). `read` hands them out first.
+        self._early: list[bytes] = []
         try:
             self._setup(copy_range, maxlen, rcvbuf, fail_open)
         except BaseException:
             self.sock.close()
             raise
         self._ring = mmsg.ring() if mmsg.AVAILABLE else None
-        self.errors: list[int] = []  # errno of refused verdicts since the caller last looked
         self._buf = bytearray(mmsg.SLOT_SIZE)
 
     def _setup(self, copy_range: int, maxlen: int, rcvbuf: int, fail_open: bool) -> None:
@@ -226,14 +233,19 @@ class NfQueue:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         # ENOBUFS on overflow would only tell us what the /proc counters count anyway.
         s.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
-        self._request(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, 0), "bind")
+        # One message: the kernel binds, then applies copy mode, maxlen and flags before it
+        # answers (nfqnl_recv_config), so no packet is queued under the defaults (metadata
+        # only, maxlen 1024, no fail-open) for a round trip per setting.
         params = struct.pack("!IB", min(copy_range, MAX_COPY), NFQNL_COPY_PACKET)
-        self._request(NFQA_CFG_PARAMS, params, "copy mode")
-        self._request(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen), "queue maxlen")
+        attrs = (
+            _attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, 0))
+            + _attr(NFQA_CFG_PARAMS, params)
+            + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen))
+        )
         if fail_open:
             flag = struct.pack("!I", NFQA_CFG_F_FAIL_OPEN)
-            both = _attr(NFQA_CFG_FLAGS, flag) + _attr(NFQA_CFG_MASK, flag)
-            self._request_attrs(both, "fail-open")
+            attrs += _attr(NFQA_CFG_FLAGS, flag) + _attr(NFQA_CFG_MASK, flag)
+        self._request_attrs(attrs, "bind (copy mode, maxlen, fail-open)")
 
     def _request(self, kind: int, value: bytes, what: str, timeout: float | None = None) -> None:
         self._request_attrs(_attr(kind, value), what, timeout)
@@ -245,7 +257,7 @@ class NfQueue:
         may be full, and the kernel then drops the ACK (netlink acks are sent without waiting),
         so an unbounded wait would hang the stop until systemd's SIGKILL."""
         self.sock.send(
-            _message(NFQNL_MSG_CONFIG, self.queue, attrs, NLM_F_REQUEST | NLM_F_ACK, seq=1)
+            _message(NFQNL_MSG_CONFIG, self.queue, attrs, NLM_F_REQUEST | NLM_F_ACK, _CONFIG_SEQ)
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -259,17 +271,26 @@ class NfQueue:
             reply = self.sock.recv(65536)
             at = 0
             while at + _NLMSGHDR.size <= len(reply):
-                length, kind = _NLMSGHDR.unpack_from(reply, at)[:2]
-                if kind == NLMSG_ERROR:
+                length, kind, _, seq = _NLMSGHDR.unpack_from(reply, at)[:4]
+                if length < _NLMSGHDR.size:
+                    break
+                if kind == NLMSG_ERROR and seq == _CONFIG_SEQ:  # our answer (verdicts: seq 0)
                     code = -struct.unpack_from("=i", reply, at + _NLMSGHDR.size)[0]
                     if code:
                         raise NfqueueError(
                             code, f"nfqueue {self.queue} {what}: {os.strerror(code)}"
                         )
                     return
-                if length < _NLMSGHDR.size:
-                    break
+                if kind != NLMSG_ERROR:  # a queued packet: read() hands it out
+                    self._early.append(reply[at : at + length])
+                else:  # a refused verdict's error
+                    self.errors.append(-struct.unpack_from("=i", reply, at + _NLMSGHDR.size)[0])
                 at += (length + 3) & ~3
+
+    @property
+    def has_early(self) -> bool:
+        """Packets were read while a config request waited: `read()` before the next poll."""
+        return bool(self._early)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -278,6 +299,11 @@ class NfQueue:
         """Up to `limit` netlink messages now waiting, parsed (empty when none)."""
         ring = self._ring
         packets: list[Packet] = []
+        if self._early:  # read while a config request waited: older than what waits now
+            early, self._early = self._early, []
+            for message in early:
+                parse_messages(message, 0, len(message), packets, self.errors)
+            return packets
         if ring is not None:
             n = ring.recv(self.sock.fileno(), min(limit, ring.slots))
             if n:

@@ -137,6 +137,8 @@ class InPathMode:
         self._on_batch = on_batch
         self.loop.add_reader(self.queue.fileno(), self._readable)
         self._reading = True
+        if self.queue.has_early:  # queued since the bind: no poll would wake us for them
+            self.loop.call_soon(self._readable)
 
     def stop_reading(self) -> None:
         if self._reading and self.queue is not None:
