@@ -26,10 +26,8 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from l2tpreorder.core import reasons
-from l2tpreorder.core.behind import far_run
+from l2tpreorder.core.behind import Behind, far_run
 from l2tpreorder.core.engine_counters import EngineCounters
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import RESTORED_PASSED, Session
@@ -40,28 +38,15 @@ FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
 DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
 
 
-class Ahead:
-    """Mixin of ReorderEngine: far-ahead packets and a restored session's first packet."""
+class Ahead(Behind):
+    """Part of ReorderEngine: far-ahead packets and a restored session's first packet.
 
-    counters: EngineCounters
-    _window: int
-    _resync_after: int
-    _renumber: bool
-
-    def _emit(self, s: Session, data: bytes, ns_offset: int, tag: object) -> None:
-        raise NotImplementedError  # ReorderEngine's
-
-    def _release_all(self, s: Session, now: float, reason: str) -> None:
-        raise NotImplementedError  # ReorderEngine's
+    One chain of bases (SessionTable <- Behind <- Ahead <- ReorderEngine), not mixins: mypyc
+    compiles single inheritance only, and the chain is the mixins' MRO, so nothing changes.
+    """
 
     def _skip(self, s: Session, count: int, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
-
-    if TYPE_CHECKING:  # behind.Behind's (after this class in the engine's MRO: no stub here)
-
-        def _behind(
-            self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
-        ) -> int: ...
 
     def _resume(self, s: Session, ns: int, distance: int) -> bool:
         """A restored session's first packet, `distance` ahead of the saved expectation (behind

@@ -27,7 +27,7 @@ from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.engine_counters import EngineCounters
 from l2tpreorder.core.fastpath import with_ns, without_sequence
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.core.session_table import KNOWS_ALL, RESTORED_PASSED, Session
+from l2tpreorder.core.session_table import KNOWS_ALL, RESTORED_PASSED, Session, SessionTable
 
 MASK = 0xFFFF
 FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
@@ -66,8 +66,8 @@ def far_run(s: Session, ns: int) -> int:
     return s.behind_run
 
 
-class Behind:
-    """Mixin of ReorderEngine: classify and handle one packet behind the expected Ns."""
+class Behind(SessionTable):
+    """Part of ReorderEngine: classify and handle one packet behind the expected Ns."""
 
     counters: EngineCounters
     _out: list[tuple[object, bytes, object]]

@@ -164,7 +164,7 @@ class EngineConfig:
                 raise ValueError(f"{name}={value!r}: expected {above}{upto}")
 
 
-class ReorderEngine(Ahead, Behind, SessionTable):
+class ReorderEngine(Ahead):
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
     def __init__(self, config: EngineConfig | None = None, *, pass_malformed: bool = False) -> None:

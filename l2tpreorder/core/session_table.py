@@ -165,7 +165,7 @@ class Session:
 
 
 class SessionTable:
-    """Mixin of ReorderEngine: the table of sessions and everything bounded around it."""
+    """Base of ReorderEngine: the table of sessions and everything bounded around it."""
 
     counters: EngineCounters
     _max_sessions: int

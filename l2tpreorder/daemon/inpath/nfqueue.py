@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l2tpreorder.daemon import mmsg
+from l2tpreorder.daemon.inpath.errors import NfqueueError
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -85,10 +86,6 @@ _NFGENMSG = struct.Struct("!BBH")
 _NLATTR = struct.Struct("=HH")
 _VERDICT_HDR = struct.Struct("!II")
 _HDR_LEN = _NLMSGHDR.size + _NFGENMSG.size  # 20
-
-
-class NfqueueError(OSError):
-    """The kernel refused a queue configuration request (errno and what was asked)."""
 
 
 # The longest a stop waits for the kernel's ACK to "maxlen 0" and to the unbind (see
