@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.example.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb
+.PHONY: venv test lint typecheck pytest pytest-pure run bench soak fuzz clean adaptive-eval deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# The compiled hot path (issue 23, l2tpreorder/build.py): mypyc compiles the per-packet modules
+# into l2tpreorder/_compiled/ when a C compiler and Python headers are there (~25-50 s), else it
+# notes why and the daemon runs pure. Rebuilt when a compiled module's source changes (a stale
+# build is never used: the manifest holds the sources' digests).
+COMPILED_SRC   := $(wildcard l2tpreorder/core/*.py) l2tpreorder/daemon/inpath/adapter.py \
+                  l2tpreorder/daemon/inpath/nfqueue.py l2tpreorder/build.py l2tpreorder/mypyc_build.py
+COMPILED_STAMP := l2tpreorder/_compiled/.stamp
+$(COMPILED_STAMP): $(STAMP) $(COMPILED_SRC)
+	$(BIN)/python -m l2tpreorder.mypyc_build
+	touch $(COMPILED_STAMP)
+
+venv: $(STAMP) $(COMPILED_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check l2tpreorder tests bench fuzz
@@ -22,10 +33,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict l2tpreorder
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(COMPILED_STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The suite above runs the compiled build (when built); the pure modules keep their own run of
+# the core property and equivalence tests (same source, interpreted).
+pytest-pure: $(STAMP)
+	L2TPREORDER_BUILD=pure $(BIN)/pytest -q tests/core \
+		-k "propert or equivalence"
+
+test: lint typecheck pytest pytest-pure
 
 # `make bench`: live loopback benchmark + engine microbenchmarks, < 5 minutes, last line is the
 # headline `loss-free ratio daemon/baseline: X.XX`. Adds the optional `bench` extra (matplotlib).
@@ -34,7 +51,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(COMPILED_STAMP)
 	timeout 320 $(BIN)/python -m bench.run
 
 # 15 minutes of session churn at 10k datagrams/s through the real relay; RSS after warm-up
@@ -46,7 +63,7 @@ soak: $(STAMP)
 adaptive-eval: $(STAMP)
 	$(BIN)/python -m bench.adaptive_eval
 
-run: $(STAMP)
+run: $(STAMP) $(COMPILED_STAMP)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
 
 # Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
@@ -74,4 +91,4 @@ deb:
 	@echo "built $(DEB_OUT)/l2tpreorder_$(DEB_VERSION)_all.deb"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) l2tpreorder/_compiled .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,11 +16,11 @@ group would be unsafe. A compiled build whose sources changed since it was built
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import json
 import os
 import sys
-import sysconfig
 from pathlib import Path
 from typing import Final
 
@@ -76,7 +76,7 @@ def _why_not_compiled() -> str | None:
         manifest = json.loads(MANIFEST.read_text())
     except (OSError, ValueError) as error:
         return f"unreadable {MANIFEST}: {error}"
-    if manifest.get("ext_suffix") != sysconfig.get_config_var("EXT_SUFFIX"):
+    if manifest.get("ext_suffix") not in importlib.machinery.EXTENSION_SUFFIXES:
         return f"compiled for {manifest.get('ext_suffix')}, not this Python"
     digests: dict[str, str] = manifest.get("sources", {})
     for module in COMPILED_MODULES:

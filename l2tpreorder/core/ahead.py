@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from l2tpreorder.core import reasons
 from l2tpreorder.core.behind import Behind, far_run
-from l2tpreorder.core.engine_counters import EngineCounters
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import RESTORED_PASSED, Session
 

@@ -34,7 +34,7 @@ from enum import StrEnum
 
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.ahead import Ahead
-from l2tpreorder.core.behind import Behind, gaps_behind
+from l2tpreorder.core.behind import gaps_behind
 from l2tpreorder.core.engine_counters import (
     DISPLACEMENT_BUCKETS,
     HOLD_TIME_BUCKETS,
@@ -56,7 +56,6 @@ from l2tpreorder.core.session_table import (
     HELD_SHRINK,
     MAX_PENDING_CONFIRMATIONS,
     Session,
-    SessionTable,
 )
 
 HALF = 0x8000
