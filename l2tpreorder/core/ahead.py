@@ -26,15 +26,17 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
 
 from __future__ import annotations
 
+from typing import Final
+
 from l2tpreorder.core import reasons
 from l2tpreorder.core.behind import Behind, far_run
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import RESTORED_PASSED, Session
 
-MASK = 0xFFFF
-HALF = 0x8000
-FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
-DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
+MASK: Final = 0xFFFF
+HALF: Final = 0x8000
+FORWARDED_IN_ORDER: Final = int(Outcome.FORWARDED_IN_ORDER)
+DROPPED_FAR_AHEAD: Final = int(Outcome.DROPPED_FAR_AHEAD)
 
 
 class Ahead(Behind):

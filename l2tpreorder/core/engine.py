@@ -31,6 +31,7 @@ from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.ahead import Ahead
@@ -58,28 +59,28 @@ from l2tpreorder.core.session_table import (
     Session,
 )
 
-HALF = 0x8000
-MASK = 0xFFFF
-INF = float("inf")
-_u16 = struct.Struct("!H").unpack_from
-_u16x4 = struct.Struct("!HHHH").unpack_from
+HALF: Final = 0x8000
+MASK: Final = 0xFFFF
+INF: Final = float("inf")
+_u16: Final = struct.Struct("!H").unpack_from
+_u16x4: Final = struct.Struct("!HHHH").unpack_from
 # After the socket layer reports kernel receive-queue drops, a gap that may be one of them, in a
 # session already holding, is given up after this long (or the reorder timeout, if shorter)
 # instead of the full timeout: a swapped packet arrives right behind its successor, a dropped one
 # never does. (A gap in a session holding nothing is given up at once; see _receive_sequenced.)
-KERNEL_DROP_GRACE = 0.002
+KERNEL_DROP_GRACE: Final = 0.002
 
 # Outcome codes as plain ints: reading an IntEnum member costs ~130 ns, a global ~10 ns.
-FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
-FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
-FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
-HELD = int(Outcome.HELD)
-DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
-FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
+FORWARDED_CONTROL: Final = int(Outcome.FORWARDED_CONTROL)
+FORWARDED_UNSEQUENCED: Final = int(Outcome.FORWARDED_UNSEQUENCED)
+FORWARDED_IN_ORDER: Final = int(Outcome.FORWARDED_IN_ORDER)
+HELD: Final = int(Outcome.HELD)
+DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
+DROPPED_MALFORMED: Final = int(Outcome.DROPPED_MALFORMED)
+FORWARDED_MALFORMED: Final = int(Outcome.FORWARDED_MALFORMED)
 
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).
-MAX_TUNNEL_MAP = 65536
+MAX_TUNNEL_MAP: Final = 65536
 __all__ = [
     "DISPLACEMENT_BUCKETS",
     "HOLD_TIME_BUCKETS",
