@@ -276,6 +276,10 @@ class ReorderEngine(Ahead):
         n = len(data)
         if n < 10:
             return self._receive_other(data, flow, now, tag)
+        flags: int  # typed: machine ints in the compiled build, not generic objects
+        a: int
+        b: int
+        ns: int
         flags, a, b, ns = _u16x4(data)
         shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
         if shape == 0x0802:  # data, S, no L: flags tid sid Ns

@@ -23,6 +23,7 @@ import logging
 import socket
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Final
 
 from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
@@ -47,10 +48,10 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     verdict_message,
 )
 
-_DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-_DROPPED_STALE = int(Outcome.DROPPED_STALE)
+_DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
+_DROPPED_STALE: Final = int(Outcome.DROPPED_STALE)
 # Flags that keep a packet off the fast path; an unverified checksum is verified on it.
-_NOT_FAST = ~PACKET_CSUM_NOT_VERIFIED
+_NOT_FAST: Final = ~PACKET_CSUM_NOT_VERIFIED
 
 log = logging.getLogger("l2tpreorder")
 
