@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from l2tpreorder.build import COMPILED_DIR, COMPILED_MODULES, MANIFEST, NOT_BUILT
+from l2tpreorder.daemon.inpath.adapter import InPathCounters
 from tests.conftest import PROJECT_ROOT
 from tests.daemon_harness import Daemon, free_udp_port
+from tests.engine_helpers import slot_names
 
 # A fresh interpreter: which build it chose, and the file each compiled module came from.
 _PROBE = """
@@ -143,3 +145,10 @@ def test_run_logs_one_line_when_pure(tmp_path: Path, build: str | None) -> None:
         assert len(lines) == 1 and lines[0].endswith("pure-Python build: L2TPREORDER_BUILD=pure")
     else:
         assert lines == []
+
+
+def test_in_path_counters_report_every_field() -> None:
+    """`as_dict` (the in-path worker's status) works on a compiled class, which has no
+    `__slots__` at run time."""
+    assert set(InPathCounters().as_dict()) == set(slot_names(InPathCounters))
+    assert len(slot_names(InPathCounters)) >= 14

@@ -59,25 +59,30 @@ log = logging.getLogger("l2tpreorder")
 NOT_ALLOWED: Hashable = ("not allowed", 0)
 
 
+# InPathCounters' fields, also what `as_dict` reports: a compiled class (l2tpreorder.build) has
+# no `__slots__` to read at run time.
+COUNTER_NAMES: Final = (
+    "accepted",
+    "accepted_rewritten",
+    "bad_checksum",
+    "batch_verdicts",
+    "dropped",
+    "fragments_seen",
+    "from_lac",
+    "from_lns",
+    "not_allowed",
+    "not_l2tpv2",
+    "not_udp",
+    "packets",
+    "truncated",
+    "verdict_messages",
+)
+
+
 class InPathCounters:
     """Plain-int counters of the in-path adapter (read by the metrics collector)."""
 
-    __slots__ = (
-        "accepted",
-        "accepted_rewritten",
-        "bad_checksum",
-        "batch_verdicts",
-        "dropped",
-        "fragments_seen",
-        "from_lac",
-        "from_lns",
-        "not_allowed",
-        "not_l2tpv2",
-        "not_udp",
-        "packets",
-        "truncated",
-        "verdict_messages",
-    )
+    __slots__ = COUNTER_NAMES
 
     def __init__(self) -> None:
         self.packets = 0  # packets read from the queue
@@ -102,7 +107,7 @@ class InPathCounters:
         self.batch_verdicts = 0  # of those, NFQNL_MSG_VERDICT_BATCH
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in COUNTER_NAMES}
 
     @property
     def passed_not_ours(self) -> int:
