@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from l2tpreorder.build import BUILD
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.ahead import Ahead
 from l2tpreorder.core.behind import gaps_behind
@@ -64,6 +65,9 @@ MASK: Final = 0xFFFF
 INF: Final = float("inf")
 _u16: Final = struct.Struct("!H").unpack_from
 _u16x4: Final = struct.Struct("!HHHH").unpack_from
+# Compiled exactly when the build is (l2tpreorder.build); receive's two header parses are both
+# checked by tests/core/test_engine_inline_parse.py (`make test` runs it on both builds).
+_NATIVE: Final = BUILD == "compiled"
 # After the socket layer reports kernel receive-queue drops, a gap that may be one of them, in a
 # session already holding, is given up after this long (or the reorder timeout, if shorter)
 # instead of the full timeout: a swapped packet arrives right behind its successor, a dropped one
@@ -276,11 +280,11 @@ class ReorderEngine(Ahead):
         n = len(data)
         if n < 10:
             return self._receive_other(data, flow, now, tag)
-        flags: int  # typed: machine ints in the compiled build, not generic objects
-        a: int
-        b: int
-        ns: int
-        flags, a, b, ns = _u16x4(data)
+        if _NATIVE:  # compiled: byte indexing is native code, no tuple of 4 ints per packet
+            flags, a = (data[0] << 8) | data[1], (data[2] << 8) | data[3]
+            b, ns = (data[4] << 8) | data[5], (data[6] << 8) | data[7]
+        else:  # interpreted: one struct call costs less than eight subscripts
+            flags, a, b, ns = _u16x4(data)
         shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
         if shape == 0x0802:  # data, S, no L: flags tid sid Ns
             key = (a << 16) | b
