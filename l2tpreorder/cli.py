@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="L2TPv2 data-plane reorder relay for an LNS such as xl2tpd.",
     )
     parser.add_argument(
-        "--version", action="version", version=f"l2tpreorder {__version__} ({describe()})"
+        "--version", action="version", version=f"l2tpreorder {__version__}, {describe()}"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():

@@ -56,7 +56,8 @@ def require_built() -> None:
     """Skip only where the build step found no C compiler; any other missing build fails."""
     if NOT_BUILT.is_file() and NOT_BUILT.read_text().startswith("no "):
         pytest.skip(f"pure tree: {NOT_BUILT.read_text().strip()}")
-    assert MANIFEST.is_file(), f"no compiled build in {COMPILED_DIR}: run make venv"
+    why = NOT_BUILT.read_text().strip() if NOT_BUILT.is_file() else "run make venv"
+    assert MANIFEST.is_file(), f"no compiled build in {COMPILED_DIR}: {why}"
 
 
 def test_the_compiled_modules_load_when_built() -> None:
@@ -152,3 +153,21 @@ def test_in_path_counters_report_every_field() -> None:
     `__slots__` at run time."""
     assert set(InPathCounters().as_dict()) == set(slot_names(InPathCounters))
     assert len(slot_names(InPathCounters)) >= 14
+
+
+def test_version_names_the_build() -> None:
+    for build, expect in (("pure", "pure-Python build: L2TPREORDER_BUILD=pure"), (None, None)):
+        env = {k: v for k, v in os.environ.items() if k != "L2TPREORDER_BUILD"}
+        if build is not None:
+            env["L2TPREORDER_BUILD"] = build
+        run = subprocess.run(
+            [sys.executable, "-m", "l2tpreorder", "--version"], cwd=PROJECT_ROOT, env=env,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        line = run.stdout.strip()
+        assert line.startswith("l2tpreorder 0.") and line.count("\n") == 0, line
+        if expect is not None:
+            assert line.endswith(f", {expect}"), line
+        elif MANIFEST.is_file():
+            assert line.endswith(", compiled build (mypyc)"), line
