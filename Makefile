@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-CONFIG ?= config.example.yaml
+# `make run`: a relay reachable from loopback only (config.demo.yaml); another file: CONFIG=FILE.
+CONFIG ?= config.demo.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest pytest-pure run bench soak fuzz clean adaptive-eval deb
+.PHONY: venv test lint typecheck pytest pytest-pure run bench soak fuzz clean adaptive-eval deb man
 
+# `plot` (matplotlib and numpy: 12 s more on a first install here) so that the suite draws and
+# reads back the `replay pcap --plot` picture; under CI=true its test fails without it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz,plot]'
 	touch $(STAMP)
 
 # The compiled hot path (issue 23, l2tpreorder/build.py): mypyc compiles the per-packet modules
@@ -28,7 +31,7 @@ $(COMPILED_STAMP): $(STAMP) $(COMPILED_SRC)
 venv: $(STAMP) $(COMPILED_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check l2tpreorder tests bench fuzz
+	$(BIN)/ruff check l2tpreorder tests bench fuzz man
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict l2tpreorder
@@ -44,15 +47,16 @@ pytest-pure: $(STAMP)
 
 test: lint typecheck pytest pytest-pure
 
-# `make bench`: live loopback benchmark + engine microbenchmarks, < 5 minutes, last line is the
+# `make bench`: live loopback benchmark + engine microbenchmarks, < 8 minutes, last line is the
 # headline `loss-free ratio daemon/baseline: X.XX`. Adds the optional `bench` extra (matplotlib).
+# Builds bench/c (C load generator, C NFQUEUE reader) with gcc when there (docs/performance.md).
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) $(COMPILED_STAMP)
-	timeout 320 $(BIN)/python -m bench.run
+	timeout 450 $(BIN)/python -m bench.run
 
 # 15 minutes of session churn at 10k datagrams/s through the real relay; RSS after warm-up
 # (docs/sessions.md). Exit status 1 on any order violation or accounting mismatch.
@@ -63,8 +67,15 @@ soak: $(STAMP)
 adaptive-eval: $(STAMP)
 	$(BIN)/python -m bench.adaptive_eval
 
+# Prints the config's `#>` lines (what it is, what to try next), then runs it in the foreground.
 run: $(STAMP) $(COMPILED_STAMP)
+	@sed -n 's/^#> \{0,1\}//p' $(CONFIG)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
+
+# man/l2tpreorder.yaml.5 from the settings table and config.example.yaml's comments
+# (tests/test_config_manpage.py fails while it is out of date).
+man: $(STAMP)
+	$(BIN)/python man/config_page.py
 
 # Coverage-guided fuzzing of parser and engine; new corpus entries in fuzz/corpus, crashes in
 # fuzz/crashes (keep each as a case in tests/core/regressions/).

@@ -3,13 +3,16 @@
 Processes: load generator -> relay under test -> sink, each its own process. On 2+ CPUs the relay
 is pinned alone to CPU 1 and the harness (generator + sink) to CPU 0 with taskset, so the relay
 never competes with the harness for a core; the harness's own ceiling (generator -> sink, no
-relay) is measured first and printed, so a result at that ceiling is flagged, not believed.
+relay) is measured first and printed, so a result at that ceiling is flagged, not believed. The
+generator is bench/c/loadgen.c when gcc builds it, else bench/loadgen.py (same traffic).
 
-Steps: harness ceilings; highest loss-free rate (<= 0.1% loss) for the baseline and the daemon
-(100 sessions, 5% swaps) and the daemon at 10,000 sessions; throughput at 2x those rates;
-in-order latency at a quarter of the baseline's loss-free rate; release lateness of held packets (1%
-planned loss); the engine microbenchmarks. Results: JSON in bench/results/, a PNG plot, ratios,
-and the headline as the last line: `loss-free ratio daemon/baseline: X.XX`.
+Steps: harness ceilings; highest clean rate (<= 0.1% lost or out of order) for the baseline and
+the daemon (100 sessions, 5% swaps), per build (pure; compiled when built, bench/builds.py) for
+relay and in-path mode, and the C NFQUEUE reader's ceiling (bench/run_builds.py); the daemon at
+10,000 sessions; throughput at 2x those rates; in-order latency at a quarter of the baseline's
+rate; release lateness of held packets (1% planned loss); the engine microbenchmarks per build.
+Results: JSON in bench/results/, a PNG plot, ratios, the issue-23 ratio lines, and the headline
+as the last line: `loss-free ratio daemon/baseline: X.XX`.
 """
 
 from __future__ import annotations
@@ -18,367 +21,43 @@ import argparse
 import json
 import math
 import os
-import select
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import udp
-from bench.inpath_bench import InPathLab, unavailable
+from bench import builds
+from bench.cprogs import try_build
+from bench.harness import BASELINE_CMD, DAEMON_CMD, PY, ROOT, Bench, Target, TargetUnavailable
+from bench.run_builds import Plan, measure_inpath, measure_relay_pure, ratio_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-LOSS_FREE = 0.001  # <= 0.1% loss counts as loss-free
-PY = sys.executable
-
-BASELINE_CMD = (
-    "{python} -m bench.baseline_forwarder --listen {listen} --target {lns} --rcvbuf {rcvbuf}"
-)
-# {config}: the bench's own file (its own control socket, no metrics listener: never the host's
-# defaults, which a second daemon may not share), with a fixed timeout (the release-lateness step
-# measures against timeout_ms, and runs stay comparable with those from before the adaptive
-# default, issue 22).
-DAEMON_CMD = (
-    "{python} -m l2tpreorder run --config {config} --listen {listen} --lns {lns} "
-    "--timeout {timeout_ms} --socket-buffer {rcvbuf}"
-)
-DAEMON_CONFIG = (
-    "metrics: {{enabled: false}}\nreorder: {{adaptive: false}}\ncontrol_socket: {socket}\n"
-)
 
 
-class TargetUnavailable(RuntimeError):
-    """The relay command exited or never bound its port: its results are 'n/a', not zero."""
+def choose_generator(b: Bench) -> str:
+    """The C generator when gcc builds it (the Python one tops out near 150-200k pps on one
+    core, under what in-path mode takes), else the Python one: the line says which."""
+    program, why = try_build("loadgen")
+    if program is None:
+        b.notes.append(f"C generator unavailable ({why}): the Python generator was used, so "
+                       "rates near its ceiling are harness-bound")
+        return f"Python (bench/loadgen.py; C generator unavailable: {why})"
+    b.generator = [str(program)]
+    return f"C ({program.relative_to(ROOT)})"
 
 
-@dataclass
-class Target:
-    name: str
-    template: str | None  # None = no relay (generator straight into the sink)
-    label: str = ""  # what printouts and the plot call it (e.g. a stand-in for the daemon)
-    # In-path mode on these NFQUEUE queues: generator -> sink in a namespace, queued to us.
-    inpath: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        self.label = self.label or self.name
-
-    def command(
-        self, listen: str, lns: str, timeout_ms: int, rcvbuf: int, config: str = ""
-    ) -> list[str]:
-        assert self.template is not None
-        text = self.template.format(python=shlex.quote(PY), listen=listen, lns=lns,
-                                    timeout_ms=timeout_ms, rcvbuf=rcvbuf,
-                                    config=shlex.quote(config))
-        return shlex.split(text)
-
-
-@dataclass
-class Bench:
-    args: argparse.Namespace
-    deadline: float
-    pin: bool
-    autogroup: bool = False
-    relay_logs: dict[int, Any] = field(default_factory=dict)
-    live: list[subprocess.Popen[str]] = field(default_factory=list)
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    netns: list[str] = field(default_factory=list)  # `ip netns exec NS` during in-path trials
-    # the daemon's config files and control sockets (removed at the end of main)
-    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="l2rx-bench-")))
-
-    # ---- process plumbing -------------------------------------------------------------------
-
-    def kill_all(self) -> None:
-        """Every process this run started and that still runs (by pid, never by name)."""
-        for proc in self.live:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=5)
-        self.live.clear()
-
-    def prefix(self, cpu: int | None) -> list[str]:
-        """taskset/nice in front of a bench process (the same for baseline and daemon)."""
-        out: list[str] = list(self.netns)
-        if self.args.nice:
-            out += ["nice", "-n", str(self.args.nice)]
-        if self.pin and cpu is not None:
-            out += ["taskset", "-c", str(cpu)]
-        return out
-
-    def spawn(self, cmd: list[str], cpu: int | None, **kw: Any) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(self.prefix(cpu) + cmd, cwd=ROOT, text=True,
-                                start_new_session=self.autogroup, **kw)
-        self.live.append(proc)
-        if self.autogroup:
-            # With sched_autogroup, nice only ranks tasks inside one session's group; give each
-            # bench process its own group at the same nice, so other sessions' load (other
-            # test runs on a shared VM) disturbs baseline and daemon alike, and less.
-            try:
-                Path(f"/proc/{proc.pid}/autogroup").write_text(str(self.args.nice))
-            except OSError as e:
-                self.notes.append(f"autogroup nice not set: {e}")
-                self.autogroup = False
-        return proc
-
-    def run_generator(self, cmd: list[str], timeout: float) -> dict[str, Any]:
-        gen = self.spawn(cmd, 0, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = gen.communicate(timeout=timeout)
-        finally:
-            if gen.poll() is None:
-                gen.kill()
-                gen.communicate()
-        if gen.returncode != 0:
-            raise RuntimeError(f"loadgen failed: {err[-800:]}")
-        result: dict[str, Any] = json.loads(out)
-        return result
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    @staticmethod
-    def stop(proc: subprocess.Popen[str], grace: float = 5.0) -> tuple[str, str]:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate(timeout=5)
-        return out or "", err or ""
-
-    def start_sink(self, sessions: int, latency: bool) -> tuple[subprocess.Popen[str], int]:
-        cmd = [PY, "-m", "bench.sink", "--sessions", str(sessions), "--max-seconds", "120"]
-        if latency:
-            cmd.append("--latency")
-        sink = self.spawn(cmd, 0, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert sink.stdout is not None
-        ready, _, _ = select.select([sink.stdout], [], [], 10)
-        line = sink.stdout.readline() if ready else ""
-        if not line:
-            _, err = self.stop(sink)
-            raise RuntimeError(f"sink did not start: {err[-500:]}")
-        return sink, int(json.loads(line)["port"])
-
-    def start_relay(self, target: Target, lns_port: int) -> tuple[subprocess.Popen[str], int]:
-        port = udp.free_udp_port()
-        config = self.tmp / f"relay-{port}.yaml"
-        config.write_text(DAEMON_CONFIG.format(socket=self.tmp / f"relay-{port}.sock"))
-        cmd = target.command(f"127.0.0.1:{port}", f"127.0.0.1:{lns_port}", self.args.timeout_ms,
-                             self.args.relay_rcvbuf, str(config))
-        # Output to a file, not a pipe: a relay that logs a lot must never block on us.
-        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in relay_log)
-        relay = self.spawn(cmd, 1, stdout=log, stderr=subprocess.STDOUT)
-        self.relay_logs[relay.pid] = log
-        if not udp.wait_until_bound(port, relay):
-            self.stop(relay)
-            tail = " | ".join(self.relay_log(relay).strip().splitlines()[-3:])
-            raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
-        return relay, port
-
-    def start_target(self, target: Target, lab: InPathLab | None,
-                     sink_port: int) -> tuple[subprocess.Popen[str] | None, int]:
-        """The process under test (None: generator straight to the sink) and where to send."""
-        if lab is not None:
-            return self.start_inpath(target, lab), sink_port
-        if target.template is not None:
-            return self.start_relay(target, sink_port)
-        return None, sink_port
-
-    def start_inpath(self, target: Target, lab: InPathLab) -> subprocess.Popen[str]:
-        """`l2tpreorder run` in in-path mode on the lab's queue(s): one worker pinned like the
-        relay; several float over both CPUs (honest for a 2-core machine with a harness)."""
-        config = lab.config(self.args.timeout_ms)
-        cmd = [PY, "-m", "l2tpreorder", "run", "--config", str(config)]
-        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in relay_log)
-        cpu = 1 if target.inpath and len(target.inpath) == 1 else None
-        relay = self.spawn(cmd, cpu, stdout=log, stderr=subprocess.STDOUT)
-        self.relay_logs[relay.pid] = log
-        ok = lab.wait_bound(relay)
-        config.unlink()
-        if not ok:
-            self.stop(relay)
-            tail = " | ".join(self.relay_log(relay).strip().splitlines()[-3:])
-            raise TargetUnavailable(f"{shlex.join(cmd)}: exited or never bound: {tail}")
-        return relay
-
-    def relay_log(self, relay: subprocess.Popen[str]) -> str:
-        log = self.relay_logs.pop(relay.pid, None)
-        if log is None:
-            return ""
-        log.seek(0)
-        text = log.read()
-        log.close()
-        return text
-
-    # ---- one trial --------------------------------------------------------------------------
-
-    def trial(
-        self, target: Target, *, sessions: int, rate: float, swaps: float, loss: float = 0.0,
-        latency: bool = False, batch: int = 0, duration: float | None = None, label: str = "",
-    ) -> dict[str, Any]:
-        duration = duration if duration is not None else self.args.trial_seconds
-        timeout_s = self.args.timeout_ms / 1000.0
-        lab = InPathLab(target.inpath) if target.inpath else None
-        self.netns = lab.prefix() if lab else []
-        sink, sink_port = self.start_sink(sessions, latency)
-        relay = None
-        try:
-            relay, dest = self.start_target(target, lab, sink_port)
-            cmd = [
-                PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{dest}",
-                "--sessions", str(sessions), "--rate", str(rate), "--duration", str(duration),
-                "--swaps", str(swaps), "--loss", str(loss), "--size", str(self.args.size),
-                "--hold-window", str(timeout_s * 1.5 + 0.02), "--batch", str(batch),
-            ]
-            sent = self.run_generator(cmd, duration + 60)
-            time.sleep(timeout_s + 0.3)  # let held packets be released and the sink drain
-            relay_sockets = udp.udp_socket_stats(dest) if relay is not None and not lab else []
-            queue_drops = lab.kernel_drops() if lab is not None else 0
-        finally:
-            out, err = self.stop(sink)
-            if relay is not None:
-                self.stop(relay, grace=10.0)
-                relay_err = self.relay_log(relay)
-            if lab is not None:
-                lab.close()
-            self.netns = []
-        lines = out.strip().splitlines()
-        if not lines:
-            raise RuntimeError(f"sink gave no results: {err[-500:]}")
-        got = json.loads(lines[-1])
-        warm = got["received_by_kind"]["WARMUP"]
-        measured_unique = got["unique"] - warm
-        lost = sent["sent"] - measured_unique
-        result = {
-            "label": label,
-            "target": target.name,
-            "target_label": target.label,
-            "sessions": sessions,
-            "offered_pps": rate,
-            "swaps": swaps,
-            "loss_planned": loss,
-            "generator_pps": sent["achieved_pps"],
-            "generator_limited": rate > 0 and sent["achieved_pps"] < 0.97 * rate,
-            "sent": sent["sent"],
-            "received": measured_unique,
-            "lost": lost,
-            "loss": lost / sent["sent"] if sent["sent"] else 1.0,
-            "warmup_lost": sent["warmup_sent"] - warm,
-            "forwarded_pps": measured_unique / sent["elapsed_s"] if sent["elapsed_s"] else 0.0,
-            "out_of_order": got["out_of_order"],
-            "duplicates": got["duplicates"],
-            "header_mismatch": got["header_mismatch"],
-            "relay_socket_drops": sum(s["drops"] for s in relay_sockets) + queue_drops,
-            "sink_socket_drops": got["sink_socket_drops"],
-            "latency_normal_ns": got["latency_normal_ns"],
-            "latency_after_gap_ns": got["latency_after_gap_ns"],
-            "sent_kinds": sent["kinds"],
-            "batch": sent["batch"],
-            "mode": sent["mode"],
-        }
-        if relay is not None and relay.returncode not in (0, -signal.SIGTERM):
-            result["relay_exit"] = relay.returncode
-            result["relay_stderr"] = relay_err[-500:]
-        self.trials.append(result)
-        flag = " GEN-LIMITED" if result["generator_limited"] else ""
-        print(
-            f"  {target.label:9s} {sessions:6d} sess  offered {rate:9.0f}  fwd "
-            f"{result['forwarded_pps']:9.0f} pps  loss {result['loss'] * 100:6.3f}%  "
-            f"relay-drops {result['relay_socket_drops']}{flag}",
-            flush=True,
-        )
-        return result
-
-    # ---- rate search ------------------------------------------------------------------------
-
-    def search(self, target: Target, *, sessions: int, swaps: float, start: float,
-               ceiling: float) -> dict[str, Any]:
-        """Highest offered rate with <= 0.1% loss: double until a failure, then bisect."""
-        lo, hi = 0.0, math.inf
-        rate = min(start, ceiling)
-        steps = 0
-        bound = False
-        while steps < self.args.max_steps and self.remaining() > self.args.trial_seconds + 5:
-            steps += 1
-            r = self.trial(target, sessions=sessions, rate=rate, swaps=swaps, label="search")
-            ok = r["loss"] <= LOSS_FREE and not r["generator_limited"] and r["warmup_lost"] == 0
-            if target.inpath and r["sent"]:
-                # Fail-open passes what overflows unordered instead of losing it: for in-path
-                # mode, packets out of order count against "loss-free" too.
-                ok = ok and (r["lost"] + r["out_of_order"]) / r["sent"] <= LOSS_FREE
-            if r["generator_limited"]:
-                bound = True
-            if ok:
-                lo = rate
-            else:
-                hi = rate
-            if hi == math.inf:
-                if rate >= ceiling:
-                    bound = True
-                    break
-                rate = min(rate * 2, ceiling)
-            elif lo == 0:
-                rate = rate / 2
-                if rate < 1000:
-                    break
-            else:
-                if hi / lo <= 1 + self.args.precision:
-                    break
-                rate = math.sqrt(lo * hi)
-        return {"target": target.name, "sessions": sessions, "swaps": swaps,
-                "loss_free_pps": lo, "first_failing_pps": None if hi == math.inf else hi,
-                "harness_bound": bound, "steps": steps}
-
-
-def measure_inpath(b: Bench, args: argparse.Namespace, daemon_lf: dict[str, Any] | None,
-                   base_rate: float, ceiling: float) -> dict[str, Any]:
-    """Loss-free search of in-path mode with 1 and 2 workers (same sessions and swaps)."""
-    why = unavailable()
-    if why is not None:
+def plan_builds(b: Bench, args: argparse.Namespace) -> Plan:
+    """Which builds run here (a stand-in --daemon-cmd has none) and whether the C reader built."""
+    stand_in = args.daemon_cmd != DAEMON_CMD
+    why = "a stand-in --daemon-cmd has no builds" if stand_in else builds.compiled_unavailable()
+    reader, reader_why = try_build("nfq_reader")
+    plan = Plan(compiled_why=why, reader=reader, reader_why=reader_why)
+    if why is not None and not stand_in:
         b.notes.append(why)
-        return {"unavailable": why}
-    out: dict[str, Any] = {}
-    start = (daemon_lf or {}).get("loss_free_pps") or base_rate or args.start_rate
-    for workers in (1, 2):
-        if b.remaining() < 40:
-            b.notes.append(f"in-path with {workers} worker(s) skipped: bench budget spent")
-            break
-        queues = tuple(range(workers))
-        target = Target(f"inpath{workers}", None, f"inpath x{workers}", inpath=queues)
-        print(f"loss-free search, in-path, {workers} worker(s), {args.sessions} sessions:",
-              flush=True)
-        try:
-            out[str(workers)] = b.search(target, sessions=args.sessions, swaps=args.swaps,
-                                         start=start, ceiling=ceiling)
-        except TargetUnavailable as e:
-            b.notes.append(f"in-path with {workers} worker(s) unavailable: {e}")
-            break
-    return out
-
-
-def print_inpath(inpath: dict[str, Any], daemon_lf: dict[str, Any] | None) -> None:
-    """The in-path lines, just above the headline (which stays the last line)."""
-    one, two = inpath.get("1"), inpath.get("2")
-    relay = (daemon_lf or {}).get("loss_free_pps")
-    for workers, r in (("1", one), ("2", two)):
-        if r:
-            print(f"  in-path, {workers} worker(s), loss-free: {r['loss_free_pps']:.0f} pps"
-                  + ("  [harness-bound]" if r["harness_bound"] else ""))
-    if one and two and one["loss_free_pps"]:
-        print(f"  in-path 2 workers / 1 worker: {two['loss_free_pps'] / one['loss_free_pps']:.2f}"
-              " (2 cores: the generator and sink need one)")
-    if one and relay and one["loss_free_pps"]:
-        print(f"loss-free ratio inpath/relay: {one['loss_free_pps'] / relay:.2f}")
-    else:
-        print(f"loss-free ratio inpath/relay: n/a ({inpath.get('unavailable', 'no result')})")
+    return plan
 
 
 def measure_ceilings(b: Bench) -> dict[str, float]:
@@ -389,7 +68,7 @@ def measure_ceilings(b: Bench) -> dict[str, float]:
     unread = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     unread.bind(("127.0.0.1", 0))
     try:
-        cmd = [PY, "-m", "bench.loadgen", "--target", f"127.0.0.1:{unread.getsockname()[1]}",
+        cmd = [*b.generator, "--target", f"127.0.0.1:{unread.getsockname()[1]}",
                "--rate", "0", "--duration", "1", "--sessions", "100", "--swaps", "0.05",
                "--no-warmup"]
         out["generator_pps"] = b.run_generator(cmd, 60)["achieved_pps"]
@@ -459,13 +138,14 @@ def plot(trials: list[dict[str, Any]], path: Path, summary: dict[str, Any]) -> s
 
 
 def run_child_bench(b: Bench, name: str, cmd: list[str], min_remaining: float,
-                    show_stderr: bool = False) -> dict[str, Any] | None:
+                    show_stderr: bool = False,
+                    env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """A benchmark that runs as its own process on the relay's CPU and prints JSON; a failure,
     a timeout or a spent budget is a note in the results, not an abort."""
     if b.remaining() < min_remaining:
         b.notes.append(f"{name} skipped: time budget spent")
         return None
-    proc = b.spawn(cmd, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = b.spawn(cmd, 1, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=max(10.0, b.remaining() - 5))
     except subprocess.TimeoutExpired:
@@ -482,9 +162,13 @@ def run_child_bench(b: Bench, name: str, cmd: list[str], min_remaining: float,
     return result
 
 
-def run_engine_bench(b: Bench) -> dict[str, Any] | None:
+def run_engine_bench(b: Bench, build: str) -> dict[str, Any] | None:
     cmd = [PY, "-m", "bench.engine_bench", "--json", *(["--quick"] if b.args.quick else [])]
-    return run_child_bench(b, "engine bench", cmd, 20, show_stderr=True)
+    result = run_child_bench(b, f"engine bench ({build})", cmd, 20, show_stderr=True,
+                             env=builds.env(build))
+    if result is not None:
+        result["build"] = build
+    return result
 
 
 def run_metrics_bench(b: Bench) -> dict[str, Any] | None:
@@ -500,7 +184,7 @@ def _interrupt(_sig: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--budget", type=float, default=270, help="seconds for the whole run")
+    p.add_argument("--budget", type=float, default=400, help="seconds for the whole run")
     p.add_argument("--trial-seconds", type=float, default=2.0)
     p.add_argument("--latency-rounds", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=8, help="trials per rate search")
@@ -557,17 +241,28 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
     pin = b.pin
     autogroup = b.autogroup
     baseline = Target("baseline", args.baseline_cmd)
-    daemon = Target("daemon", args.daemon_cmd, args.daemon_label)
+    plan = plan_builds(b, args)
+    stand_in = args.daemon_cmd != DAEMON_CMD
+    # The real daemon puts sessions back in order (an order error is a failure); a stand-in is
+    # judged like the baseline. Its default build is what `l2tpreorder run` runs here.
+    daemon = Target("daemon", args.daemon_cmd,
+                    args.daemon_label + ("" if stand_in else f" {plan.default_build}"),
+                    reorders=not stand_in, env={} if stand_in else builds.env(plan.default_build))
     summary: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname()), "pinned": pin,
                     "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "daemon_label": daemon.label,
+        "builds": {"default": plan.default_build, "compiled_unavailable": plan.compiled_why},
     }
     print(f"bench: pinning {'relay on CPU 1, harness on CPU 0' if pin else 'off'}, nice "
           f"{args.nice}{' (own autogroups)' if autogroup else ''}, load average "
           f"{' '.join(summary['machine']['loadavg_at_start'])}", flush=True)
+    summary["generator"] = choose_generator(b)
+    print(f"bench: generator {summary['generator']}; daemon build {plan.default_build}"
+          + (f" (compiled: n/a, {plan.compiled_why})" if plan.compiled_why else
+             " (pure measured too)"), flush=True)
 
     print("harness ceilings:", flush=True)
     ceilings = measure_ceilings(b)
@@ -592,6 +287,12 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         b.notes.append(f"daemon unavailable: {e}")
         print(f"  daemon unavailable: {e}", flush=True)
     summary["daemon"] = {"loss_free": daemon_lf}
+    relay: dict[str, dict[str, Any] | None] = {plan.default_build: daemon_lf}
+    if plan.default_build != "pure" and b.remaining() > 60:
+        relay["pure"] = measure_relay_pure(b, args, daemon,
+                                           (daemon_lf or {}).get("loss_free_pps") or base_rate
+                                           or args.start_rate, ceiling)
+    summary["relay"] = relay
     # The same daemon with `udp_gso: true` (opt-in: captures on the sending host then show
     # unsplit super-datagrams), so both sides of that trade-off come from one run.
     if daemon_ok and daemon_lf and args.gso_variant and b.remaining() > 60:
@@ -603,7 +304,9 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         except TargetUnavailable as e:
             b.notes.append(f"daemon with --udp-gso unavailable: {e}")
 
-    summary["inpath"] = measure_inpath(b, args, daemon_lf, base_rate, ceiling)
+    relay_pure = (relay.get("pure") or {}).get("loss_free_pps")
+    summary["inpath"] = measure_inpath(b, args, plan, relay_pure or base_rate or args.start_rate,
+                                       ceiling)
 
     # 2x overload at the usual session count, and at many sessions for the daemon.
     if base_rate and b.remaining() > 20:
@@ -655,7 +358,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         }
 
     if not args.skip_engine:
-        summary["engine"] = run_engine_bench(b)
+        # The default build's numbers under "engine"; the pure build's too when that differs.
+        summary["engine"] = run_engine_bench(b, plan.default_build)
+        if plan.default_build != "pure":
+            summary["engine_pure"] = run_engine_bench(b, "pure")
         if not args.smoke:
             summary["metrics"] = run_metrics_bench(b)
 
@@ -681,6 +387,8 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         if key in lat_b and key in lat_d:
             added[key] = (lat_d[key] - lat_b[key]) / 1000.0
     summary["added_latency_us"] = added
+    # The issue-23 lines (relay and in-path per build, the C reader's ceiling) and their ratios.
+    build_lines = ratio_lines(summary["relay"], summary["inpath"], plan, ratios)
     summary["ratios"] = ratios
     summary["notes"] = b.notes
     summary["trials"] = b.trials
@@ -725,10 +433,9 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
               f"{fmt(lu.get('min'), '.0f')} / {fmt(lu.get('p50'), '.0f')} / "
               f"{fmt(lu.get('p99'), '.0f')} / {fmt(lu.get('max'), '.0f')} us over "
               f"{late['held_packets_seen']:.0f} packets (target p99 <= 1000)")
-    eng = summary.get("engine")
-    if eng:
-        for line in eng.get("summary_lines", []):
-            print(f"  engine: {line}")
+    for eng in (summary.get("engine"), summary.get("engine_pure")):
+        for line in (eng or {}).get("summary_lines", []):
+            print(f"  engine ({eng['build']}): {line}")
     met = summary.get("metrics")
     if met:
         print(f"  /metrics scrape at {met['sessions']} sessions: "
@@ -747,9 +454,10 @@ def measure(b: Bench, args: argparse.Namespace, started: float) -> int:
         reason = "daemon unavailable" if not daemon_ok else "no loss-free rate found"
         print(f"loss-free ratio daemon/baseline: n/a ({reason})")
         return 1
-    print_inpath(summary["inpath"], daemon_lf)
-    stand_in = "" if daemon.label == "daemon" else f"  (daemon = {daemon.label})"
-    print(f"loss-free ratio daemon/baseline: {ratio:.2f}{stand_in}")
+    for line in build_lines:
+        print(line)
+    label = f"  (daemon = {args.daemon_label})" if args.daemon_label != "daemon" else ""
+    print(f"loss-free ratio daemon/baseline: {ratio:.2f}{label}")
     return 0
 
 

@@ -11,6 +11,7 @@ and do not overlap.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 GRID_COLUMNS = 24
@@ -176,12 +177,50 @@ def dashboard_problems(dash: Any) -> list[str]:
             if not isinstance(expr, str) or not expr.strip():
                 bad(f"{t_where}: needs a PromQL expr")
                 continue
-            if not _balanced(expr):
-                bad(f"{t_where}: unbalanced brackets or quotes in {expr!r}")
-            for ref_name in VARIABLE_REF.findall(expr):
-                if ref_name not in names and ref_name not in BUILTIN_VARIABLES:
-                    bad(f"{t_where}: unknown variable ${ref_name}")
+            _check_expr(t_where, expr, names, bad)
+    _check_annotations(dash, wanted_ds, names, bad)
     return problems
+
+
+def _check_expr(where: str, expr: str, names: set[str], bad: Callable[[str], None]) -> None:
+    if not _balanced(expr):
+        bad(f"{where}: unbalanced brackets or quotes in {expr!r}")
+    for ref_name in VARIABLE_REF.findall(expr):
+        if ref_name not in names and ref_name not in BUILTIN_VARIABLES:
+            bad(f"{where}: unknown variable ${ref_name}")
+
+
+def _check_annotations(
+    dash: dict[str, Any], wanted_ds: dict[str, str], names: set[str], bad: Callable[[str], None]
+) -> None:
+    """Query annotations (all but Grafana's built-in one) follow the panels' rules: the
+    datasource variable, a PromQL expr, known variables; and they need a name."""
+    annotations = dash.get("annotations", {}).get("list", [])
+    if not isinstance(annotations, list):
+        bad("annotations.list: must be a list")
+        return
+    for i, ann in enumerate(annotations):
+        where = f"annotations.list[{i}]"
+        if not isinstance(ann, dict) or not isinstance(ann.get("name"), str) or not ann["name"]:
+            bad(f"{where}: needs a name")
+            continue
+        where = f"{where} ({ann['name']!r})"
+        if ann.get("builtIn") == 1:
+            continue
+        if ann.get("datasource") != wanted_ds:
+            bad(f"{where}: datasource must be {wanted_ds}")
+        expr = ann.get("expr")
+        if not isinstance(expr, str) or not expr.strip():
+            bad(f"{where}: needs a PromQL expr")
+            continue
+        _check_expr(where, expr, names, bad)
+
+
+def annotation_exprs(dash: dict[str, Any]) -> list[tuple[str, str]]:
+    """(annotation name, expr) for every query annotation."""
+    return [
+        (a["name"], a["expr"]) for a in dash.get("annotations", {}).get("list", []) if "expr" in a
+    ]
 
 
 def dashboard_exprs(dash: dict[str, Any]) -> list[tuple[str, str]]:
@@ -192,3 +231,22 @@ def dashboard_exprs(dash: dict[str, Any]) -> list[tuple[str, str]]:
             for target in p.get("targets") or []:
                 out.append((p["title"], target["expr"]))
     return out
+
+
+# What Grafana puts in place of the variables, for running a query outside it.
+SUBSTITUTIONS = {"$__rate_interval": "1m", "$job": ".+", "$instance": ".*"}
+# Names the target serves (`up` is Prometheus' own).
+METRIC_NAME = re.compile(r"\b(?:l2tpreorder|process|python)_\w+")
+LABEL_MATCHER_VALUE = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def expand(expr: str, substitutions: dict[str, str] | None = None) -> str:
+    for var, value in (substitutions or SUBSTITUTIONS).items():
+        expr = expr.replace(var, value)
+    return expr
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a query reads (series names, `_bucket` etc. included as written);
+    quoted label values are left out."""
+    return set(METRIC_NAME.findall(LABEL_MATCHER_VALUE.sub('""', expr)))

@@ -143,9 +143,15 @@ def test_run_smoke_writes_results_and_headline(tmp_path: Path) -> None:
         cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    last = proc.stdout.strip().splitlines()[-1]
+    lines = proc.stdout.strip().splitlines()
+    last = lines[-1]
     assert last.startswith("loss-free ratio daemon/baseline: ")
     float(last.rsplit(" ", 1)[1])
+    # Issue 23's lines just above it, in this order; a stand-in daemon has no builds.
+    names = [line.split(":")[0] for line in lines[-5:-1]]
+    assert names == ["loss-free ratio inpath/relay", "loss-free ratio compiled/pure relay",
+                     "loss-free ratio compiled/pure inpath", "loss-free ratio inpath/ceiling"]
+    assert "n/a (a stand-in --daemon-cmd has no builds)" in lines[-4]
     summary = json.loads(out.read_text())
     assert summary["baseline"]["loss_free"]["loss_free_pps"] > 0
     assert summary["daemon"]["loss_free"]["loss_free_pps"] > 0

@@ -49,9 +49,13 @@ def _configured(config_path: str | None, key: str) -> str | None:
 
 
 def request(
-    command: str, config_path: str | None, timeout: float = CLIENT_TIMEOUT
+    command: str,
+    config_path: str | None,
+    timeout: float = CLIENT_TIMEOUT,
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Send one command to the daemon found from the config file; returns its answer."""
+    """Send one command (with the request's other `fields`) to the daemon found from the
+    config file; returns its answer."""
     candidates = socket_candidates(configured_socket(config_path))
     existing = [p for p in candidates if os.path.exists(p)]
     if not existing:
@@ -63,7 +67,7 @@ def request(
         sock.settimeout(timeout)
         try:
             sock.connect(path)
-            sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+            sock.sendall(json.dumps({**(fields or {}), "command": command}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(1 << 20)

@@ -133,21 +133,6 @@ def ones_sum(data: bytes) -> int:
     return s if s or not any(data) else 0xFFFF
 
 
-def _fold_add(a: int, b: int) -> int:
-    s = a + b
-    return (s & 0xFFFF) + (s >> 16)
-
-
-def udp_checksum(src: bytes, dst: bytes, udp: bytes) -> int:
-    """The UDP checksum field for this segment (checksum bytes in `udp` taken as zero)."""
-    segment = udp[:6] + b"\0\0" + udp[8:]
-    pseudo = src + dst + struct.pack("!HH", UDP, len(udp)) if len(src) == 4 else (
-        src + dst + struct.pack("!IxxxB", len(udp), UDP)
-    )
-    c = ~_fold_add(ones_sum(pseudo), ones_sum(segment)) & 0xFFFF
-    return c or 0xFFFF  # RFC 768: a computed zero is sent as all ones
-
-
 def ipv4_header_checksum(header: bytes) -> int:
     return ~ones_sum(header[:10] + b"\0\0" + header[12:]) & 0xFFFF
 

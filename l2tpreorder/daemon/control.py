@@ -2,7 +2,8 @@
 `l2tpreorder/commands/`) talk to the running daemon through it.
 
 A Unix stream socket, mode 0600 (only the daemon's user and root can connect), one request per
-connection: the client sends one JSON line `{"command": "status"}` or `{"command": "reload"}`,
+connection: the client sends one JSON line `{"command": "status"}` (a status request may add
+a selection, daemon/status.py `StatusQuery`) or `{"command": "reload"}`,
 the server answers one JSON line `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. A
 reload is answered only after it was applied or refused, so `l2tpreorder reload` (the unit's
 ExecReload) returns when the new configuration is live, and fails when it was rejected.
@@ -33,7 +34,8 @@ RUN_DIR = "/run/l2tpreorder"
 MAX_REQUEST = 4096  # one short JSON line; anything longer is refused, not buffered
 CLIENT_TIMEOUT = 30.0  # a reload under load can take a while; never hang forever
 
-Handler = Callable[[], Awaitable[dict[str, Any]]]
+# Called with the whole request: `status` reads its selection from it (daemon/status.py).
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def socket_candidates(configured: str | None) -> list[str]:
@@ -163,13 +165,15 @@ class ControlServer:
             request = json.loads(line)
         except ValueError:
             return {"ok": False, "error": 'expected one JSON line such as {"command": "status"}'}
-        command = request.get("command") if isinstance(request, dict) else None
+        if not isinstance(request, dict):
+            request = {}
+        command = request.get("command")
         handler = self.handlers.get(command) if isinstance(command, str) else None
         if handler is None:
             known = ", ".join(sorted(self.handlers))
             return {"ok": False, "error": f"unknown command {command!r}; known: {known}"}
         try:
-            return await handler()
+            return await handler(request)
         except Exception as e:
             log.exception("control: %s failed", command)
             return {"ok": False, "error": f"{command} failed: {e}"}

@@ -139,10 +139,17 @@ class DaemonCollector(Collector):
             "How many Ns positions early an out-of-order packet arrived.",
             labels=d,
         )
+        # A cap is named after the gauge it caps, plus `_limit` (node_exporter's
+        # `nf_conntrack_entries` / `nf_conntrack_entries_limit`).
         held_bytes_limit = GaugeMetricFamily(
-            PREFIX + "held_limit_bytes",
+            PREFIX + "held_bytes_limit",
             "Configured cap on held bytes (reorder.max_held_bytes); over it the oldest gap is "
             "closed.",
+            labels=d,
+        )
+        held_limit_bytes = GaugeMetricFamily(  # deprecated: kept one release (NEWS.md)
+            PREFIX + "held_limit_bytes",
+            "Deprecated: use l2tpreorder_held_bytes_limit (same value).",
             labels=d,
         )
         held_session_max = GaugeMetricFamily(
@@ -162,7 +169,9 @@ class DaemonCollector(Collector):
         )
         sessions = GaugeMetricFamily(PREFIX + "sessions", "Sessions now.", labels=d)
         sessions_limit = GaugeMetricFamily(
-            PREFIX + "sessions_limit", "Configured session table cap (max_sessions).", labels=d
+            PREFIX + "sessions_limit",
+            "Configured session table cap (reorder.max_sessions).",
+            labels=d,
         )
         for direction, engine in engines.items():
             c = engine.counters
@@ -170,6 +179,7 @@ class DaemonCollector(Collector):
             _histogram(hold, [direction], c.hold_time)
             _histogram(displacement, [direction], c.displacement)
             held_bytes_limit.add_metric([direction], cfg.max_held_bytes)
+            held_limit_bytes.add_metric([direction], cfg.max_held_bytes)
             live = live_sessions[direction]
             held_session_max.add_metric([direction], max((len(s.held) for s in live), default=0))
             held_session_limit.add_metric([direction], cfg.max_held_per_session)
@@ -177,8 +187,8 @@ class DaemonCollector(Collector):
             sessions.add_metric([direction], len(live))
             sessions_limit.add_metric([direction], cfg.max_sessions)
         yield from (
-            hold, displacement, held_bytes_limit, held_session_max, held_session_limit, timeout,
-            sessions, sessions_limit,
+            hold, displacement, held_bytes_limit, held_limit_bytes, held_session_max,
+            held_session_limit, timeout, sessions, sessions_limit,
         )  # fmt: skip
 
     def _session_families(

@@ -22,6 +22,7 @@ from l2tpreorder.config import Config
 from l2tpreorder.core.counters import Counter
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.daemon.debug_log import DebugEvents
+from l2tpreorder.daemon.status import StatusQuery
 
 # One counters object as metrics and drop reports read it: its rows, the object whose
 # attributes they read, and values for the leading labels the rows leave open (e.g. queue).
@@ -80,8 +81,9 @@ class Mode(Protocol):
     def report_detail(self, key: str) -> str | None:
         """Extra words for a drop report line of `key` (e.g. the top refused sources)."""
 
-    def status_fields(self, now: float) -> dict[str, Any]:
-        """The mode's part of the status JSON: `peers` (with their sessions) and its own."""
+    def status_fields(self, now: float, query: StatusQuery) -> dict[str, Any]:
+        """The mode's part of the status JSON: `peers` (with the sessions `query` selects) and
+        its own."""
 
     def housekeeping_steps(self) -> list[HousekeepingStep]:
         """The mode's steps of the one-second housekeeping tick."""

@@ -51,11 +51,12 @@ from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.drop_report import DropReporter
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure, start_metrics_server
+from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, Mode
 from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.state import consume_state, save_state
-from l2tpreorder.daemon.status import build_status
+from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, build_status
 from l2tpreorder.daemon.timer import DeadlineTimer
 
 try:
@@ -145,7 +146,7 @@ class Service:
         self.state_file = state_file
         self.endpoints = endpoints or Endpoints()
         self.counters = ServiceCounters()
-        self.metrics: MetricsServer | None = None
+        self.metrics = MetricsEndpoint(self._open_metrics)
         self.control: ControlServer | None = None
         self.timer: DeadlineTimer | None = None
         self.reporter = DropReporter(
@@ -172,8 +173,9 @@ class Service:
     def counter_tables(self) -> list[CounterTable]:
         return [(SERVICE_ROWS, self.counters, {}), *self.mode.counter_tables()]
 
-    def status(self) -> dict[str, Any]:
-        """The status JSON: the common fields, then the mode's (`peers` and its own)."""
+    def status(self, query: StatusQuery = ALL) -> dict[str, Any]:
+        """The status JSON: the common fields, then the mode's (`peers` with the sessions
+        `query` selects, and its own)."""
         common = {
             "mode": self.mode.name,
             "pid": os.getpid(),
@@ -181,7 +183,8 @@ class Service:
             "status": self.mode.status_line(),
             "config": self.config.source,
         }
-        return build_status(self.pipeline, common, self.mode.status_fields(self.mode.clock()))
+        fields = self.mode.status_fields(self.mode.clock(), query)
+        return build_status(self.pipeline, common, fields, query)
 
     # --- the lifecycle -------------------------------------------------------------------------
 
@@ -204,7 +207,7 @@ class Service:
             self.mode.bind()
             # Metrics asked for but not served would leave Prometheus scraping whatever holds
             # the port (issue 24): that is a failed start, like a socket we cannot bind.
-            self.metrics = self._open_metrics(self.config.metrics)
+            self.metrics.start(self.config.metrics)
         except BindError as e:
             log.error("%s", e)
             self.mode.close()  # what the mode opened besides (e.g. the relay's epoll)
@@ -320,9 +323,7 @@ class Service:
             self._stop.set_result(None)
 
     def _close_endpoints(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
+        self.metrics.close()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -399,30 +400,6 @@ class Service:
         log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, server.port)))
         return server
 
-    def _reload_metrics(self, old: MetricsConfig, new: MetricsConfig) -> str | None:
-        """Serve `new` in place of `old`. A new address is bound before the old listener
-        closes, so a port that is taken keeps the old one serving; returns why, or None."""
-        running = self.metrics
-        same_address = (old.listen, old.port) == (new.listen, new.port) and old.port != 0
-        if running is not None and (same_address or not new.enabled):
-            running.close()  # its port is the one the new listener needs (or none is wanted)
-            running = self.metrics = None
-        try:
-            fresh = self._open_metrics(new)
-        except OSError as e:
-            why = f"{listen_failure(new, e)}; the metrics: section is not applied"
-            if running is None:  # the old listener is gone: serve the old settings again
-                try:
-                    self.metrics = self._open_metrics(old)
-                except OSError:
-                    return f"{why}, and the old endpoint could not be reopened either"
-            where = format_address((old.listen, self.metrics.port)) if self.metrics else None
-            return f"{why}; still serving on {where}" if where else why
-        if running is not None:
-            running.close()
-        self.metrics = fresh
-        return None
-
     async def _start_control(self, user: pwd.struct_passwd | None) -> None:
         """The control socket for `status` and `reload`; without it the daemon still runs."""
         if not self.endpoints.control:
@@ -442,10 +419,14 @@ class Service:
         self.control = control
         log.info("control socket: %s", where)
 
-    async def _status_answer(self) -> dict[str, Any]:
-        return self.status()
+    async def _status_answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            query = StatusQuery.from_request(request)
+        except QueryError as e:
+            return {"ok": False, "error": str(e)}
+        return self.status(query)
 
-    async def _reload_answer(self) -> dict[str, Any]:
+    async def _reload_answer(self, request: dict[str, Any]) -> dict[str, Any]:
         error, not_applied = self.reload()
         if error is not None:
             return {"ok": False, "error": error}
@@ -508,11 +489,11 @@ class Service:
             new = self._reload_config()
         except ConfigError as e:
             self.counters.config_reloads_failed += 1
-            self.counters.config_load_failing = 1
+            self.counters.config_loaded(False)
             log.error("reload failed, keeping the running configuration: %s", e)
             self.notifier.ready(self.mode.status_line())
             return str(e), []
-        self.counters.config_load_failing = 0
+        self.counters.config_loaded(True)
         old = self.config
         self._log_changes(old, new)
         self.pipeline.reconfigure(
@@ -534,7 +515,7 @@ class Service:
         # A supervised worker restarts its loopback endpoint too (per_session and its top N
         # are the worker's to apply) and tells the supervisor the new port.
         if new.metrics != old.metrics:
-            not_served = self._reload_metrics(old.metrics, new.metrics)
+            not_served = self.metrics.move(old.metrics, new.metrics)
             if not_served is not None:
                 log.error("reload: %s", not_served)
                 notes.append(not_served)

@@ -2,14 +2,21 @@
 totals of the LAC-to-LNS direction, then the mode's own (`Mode.status_fields`: `peers` with
 their sessions; relay: `lns`, `lns_health`; in-path: `queues`).
 
-`l2tpreorder status` (the client, `l2tpreorder/commands/status.py`) prints it.
+`l2tpreorder status` (the client, `l2tpreorder/commands/status.py`) prints it. The request may
+carry a selection (`StatusQuery`: peer, tunnel, session, sort, top): it is applied here, before
+any session is turned into JSON, so a daemon with 100,000 sessions answers `--top 10` with ten
+of them instead of building (and blocking its event loop on) a 22 MB answer. The client applies
+the same selection again: an in-path supervisor merges its workers' answers, each already cut
+to `top`, and an older daemon ignores the selection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from l2tpreorder.config import format_address
 from l2tpreorder.core.counters import LAC_TO_LNS
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.views import DirectionView, Session
@@ -18,6 +25,116 @@ from l2tpreorder.core.views import DirectionView, Session
 # order once its gap filled or was given up. Packets that arrived after a higher Ns and were
 # forwarded at once (the gap was already given up) count as `late_delivered` (reorder.late),
 # `late` (dropped) or `out of order` (timeout 0), not here.
+
+# `--sort` keys, each on the session JSON's fields so the client sorts merged answers the same
+# way; biggest first, except `idle` (most recently seen first would hide the stuck ones).
+SORT_KEYS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "held": lambda d: d["held"],
+    "drops": lambda d: d["late"] + d["duplicates"] + d["stale"] + d["far_ahead"],
+    "packets": lambda d: d["packets"],
+    "reordered": lambda d: d["reordered"],
+    "skipped": lambda d: d["skipped"],
+    "age": lambda d: d.get("age_s", 0.0),
+    "idle": lambda d: d["last_seen_s"],
+}
+# The same keys on a live Session, so the daemon ranks before it builds any JSON.
+_SESSION_SORT: dict[str, Callable[[Session, float], float]] = {
+    "held": lambda s, now: len(s.held),
+    "drops": lambda s, now: s.dropped_late + s.dropped_duplicate + s.dropped_stale
+    + s.dropped_far_ahead,
+    "packets": lambda s, now: s.packets,
+    "reordered": lambda s, now: s.released,
+    "skipped": lambda s, now: s.skipped,
+    "age": lambda s, now: now - s.started,
+    "idle": lambda s, now: now - s.last_active,
+}
+# Drops by reason in the totals (flat ints: the in-path supervisor sums its workers' totals).
+DROP_TOTALS = ("dropped_late", "dropped_duplicate", "dropped_stale", "dropped_far_ahead")
+
+
+class QueryError(ValueError):
+    """A status request's selection the daemon cannot apply (answered as `ok: false`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """Which sessions the answer lists: all by default (the answer before issue 24)."""
+
+    peer: str | None = None  # the LAC's "host:port", or its host alone (every port)
+    tunnel_id: int | None = None
+    session_id: int | None = None
+    sort: str | None = None  # a SORT_KEYS name
+    top: int | None = None  # at most this many sessions (after the sort); 0 = totals only
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> StatusQuery:
+        """The selection of a `{"command": "status", ...}` request; unknown keys are ignored
+        (a newer client's), wrong types refused (a client bug must not look like no match)."""
+
+        def integer(key: str) -> int | None:
+            value = request.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise QueryError(f"{key}: expected a non-negative integer, got {value!r}")
+            return value
+
+        peer = request.get("peer")
+        if peer is not None and not isinstance(peer, str):
+            raise QueryError(f"peer: expected an address string, got {peer!r}")
+        sort = request.get("sort")
+        if sort is not None and sort not in SORT_KEYS:
+            raise QueryError(f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)}")
+        return cls(peer, integer("tunnel_id"), integer("session_id"), sort, integer("top"))
+
+    def as_request(self) -> dict[str, Any]:
+        """The request fields that carry this selection (what `from_request` reads)."""
+        fields = {
+            "peer": self.peer,
+            "tunnel_id": self.tunnel_id,
+            "session_id": self.session_id,
+            "sort": self.sort,
+            "top": self.top,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+    @property
+    def selects(self) -> bool:
+        """True when the answer may list fewer sessions than the daemon has."""
+        return bool(self.as_request())
+
+    def peer_matches(self, lac: str) -> bool:
+        """`lac` is a formatted address ("host:port", "[v6]:port")."""
+        if self.peer is None:
+            return True
+        return lac == self.peer or lac.rpartition(":")[0].strip("[]") == self.peer.strip("[]")
+
+    def matches(self, s: Session) -> bool:
+        if self.tunnel_id is not None and s.tunnel_id != self.tunnel_id:
+            return False
+        if self.session_id is not None and s.session_id != self.session_id:
+            return False
+        return self.peer is None or self.peer_matches(_lac(s.flow))
+
+    def select(self, sessions: Iterable[Session], now: float) -> tuple[list[Session], int]:
+        """The matching sessions, sorted and cut to `top`; and how many matched in all."""
+        matched = [s for s in sessions if self.matches(s)]
+        if self.sort is not None:
+            key = _SESSION_SORT[self.sort]
+            matched.sort(key=lambda s: key(s, now), reverse=True)
+        if self.top is not None:
+            return matched[: self.top], len(matched)
+        return matched, len(matched)
+
+
+ALL = StatusQuery()
+
+
+def _lac(flow: Hashable) -> str:
+    """A flow is the LAC's (host, port) in both modes."""
+    if isinstance(flow, tuple) and len(flow) >= 2:
+        return format_address((str(flow[0]), int(flow[1])))
+    return str(flow)
 
 
 def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
@@ -38,30 +155,48 @@ def session_json(s: Session, view: DirectionView, now: float) -> dict[str, Any]:
         "timeout_ms": round(timeout * 1000, 3),
         "confirmed": s.confirmed,
         "last_seen_s": round(max(0.0, now - s.last_active), 3),
+        "age_s": round(max(0.0, now - s.started), 3),
     }
 
 
-def sessions_by_flow(pipeline: Pipeline, now: float) -> dict[Hashable, list[dict[str, Any]]]:
-    """The LAC-to-LNS sessions as JSON, grouped by their LAC's flow, sorted by IDs."""
+def sessions_by_flow(
+    pipeline: Pipeline, now: float, query: StatusQuery = ALL
+) -> dict[Hashable, list[dict[str, Any]]]:
+    """The LAC-to-LNS sessions `query` selects as JSON, grouped by their LAC's flow (a flow
+    without a selected session is absent), in the query's order, else sorted by IDs."""
     view = pipeline.directions()[LAC_TO_LNS]
+    selected, _ = query.select(view.sessions(), now)
     by_flow: dict[Hashable, list[dict[str, Any]]] = {}
-    for s in view.sessions():
+    for s in selected:
         by_flow.setdefault(s.flow, []).append(session_json(s, view, now))
-    for sessions in by_flow.values():
-        sessions.sort(key=lambda d: (d["tunnel_id"], d["session_id"]))
+    if query.sort is None:
+        for sessions in by_flow.values():
+            sessions.sort(key=lambda d: (d["tunnel_id"], d["session_id"]))
     return by_flow
 
 
+def lac_count(pipeline: Pipeline) -> int:
+    """The LACs with at least one session, however many a selection lists."""
+    return len({s.flow for s in pipeline.directions()[LAC_TO_LNS].sessions()})
+
+
 def build_status(
-    pipeline: Pipeline, common: dict[str, Any], fields: dict[str, Any]
+    pipeline: Pipeline, common: dict[str, Any], fields: dict[str, Any], query: StatusQuery = ALL
 ) -> dict[str, Any]:
-    """`{"ok": true, **common, totals, **fields}`; the mode's totals join the engine's."""
+    """`{"ok": true, **common, totals, **fields}`; the mode's totals join the engine's. A
+    selecting query adds `totals.sessions_matched` (before `top`: "10 of 4,211 shown")."""
     view = pipeline.directions()[LAC_TO_LNS]
+    c = view.counters
     mode_fields = dict(fields)
     totals = {
         "sessions": view.session_count,
-        "held": view.counters.held_packets,
-        "reordered": view.counters.released,
+        "held": c.held_packets,
+        "reordered": c.released,
+        **{name: getattr(c, name) for name in DROP_TOTALS},
+        "dropped_malformed": c.rx_malformed - c.forwarded_malformed,
+        "late_delivered": c.forwarded_late,
         **mode_fields.pop("totals", {}),
     }
+    if query.selects:
+        totals["sessions_matched"] = sum(1 for s in view.sessions() if query.matches(s))
     return {"ok": True, **common, "totals": totals, **mode_fields}

@@ -29,6 +29,8 @@ import dpkt
 import dpkt.pcap
 import dpkt.pcapng
 
+from l2tpreorder.tools.capture_input import STDIN, UnreadableInput, open_capture
+
 # --- reasons a frame could not be read (stable strings: they appear in reports and JSON) -------
 TRUNCATED = "truncated"  # captured length shorter than the packet (snaplen)
 ENCRYPTED = "ipsec_esp"  # ESP, in IP or in UDP 4500 (NAT-T): L2TP/IPsec, cannot be decrypted
@@ -337,6 +339,8 @@ def open_frames(f: BinaryIO) -> tuple[str, Iterator[RawFrame]]:
     """Sniff the format from the first bytes; returns ("pcap"|"pcapng", frame iterator)."""
     magic = f.read(4)
     f.seek(0)
+    if not magic:
+        raise CaptureFormatError(f"{getattr(f, 'name', 'capture')}: empty, no capture in it")
     if magic in _PCAP_MAGICS:
         return "pcap", _iter_pcap(f)
     if magic == _PCAPNG_MAGIC:
@@ -481,11 +485,28 @@ class Reassembler:
 Item = UdpDatagram | Unreadable
 
 
+def _then(
+    frames: Iterator[RawFrame], name: str, gzip_problem: str | None
+) -> Iterator[RawFrame]:
+    """`frames`, then the gzip stream's early end as the file's (the frames read so far kept):
+    where the cut fell inside a record, the reader's own message gets the reason in front."""
+    try:
+        yield from frames
+    except FileEndsEarly as e:
+        if gzip_problem:
+            raise FileEndsEarly(e.reason, f"{e.detail} ({gzip_problem})") from e
+        raise
+    if gzip_problem:
+        raise FileEndsEarly(TRUNCATED_FILE, f"{name}: {gzip_problem}")
+
+
 class CaptureReader:
     """Iterate a capture file as `UdpDatagram | Unreadable`, one frame at a time.
 
-    `ports`: UDP ports that carry L2TP (either side). `stats` is filled as iteration goes;
-    `position`/`size` let a caller draw a progress bar.
+    `path` may be "-" (standard input), and the capture gzip'd (found by its magic bytes): both
+    are copied to a temporary file first (`open_capture`). `ports`: UDP ports that carry L2TP
+    (either side). `stats` is filled as iteration goes; `position`/`size` let a caller draw a
+    progress bar.
     """
 
     def __init__(
@@ -495,22 +516,30 @@ class CaptureReader:
         reassembler: Reassembler | None = None,
     ) -> None:
         self.path = Path(path)
+        self.name = "<stdin>" if os.fspath(path) == STDIN else os.fspath(path)  # for reports
         self.ports = frozenset(ports)
         self.stats = CaptureStats()
         self.reassembler = reassembler or Reassembler()
-        self._f: BinaryIO | None = None
-        self.size = self.path.stat().st_size
+        try:
+            self._f, self._gzip_problem = open_capture(path)
+        except UnreadableInput as e:
+            raise CaptureFormatError(str(e)) from e
+        self.size = os.fstat(self._f.fileno()).st_size
 
     @property
     def position(self) -> int:
-        return self._f.tell() if self._f is not None and not self._f.closed else self.size
+        return self._f.tell() if not self._f.closed else self.size
 
     def __iter__(self) -> Iterator[Item]:
-        with open(self.path, "rb") as f:
-            self._f = f
+        """Once: the file is closed at the end (a temporary copy is then deleted)."""
+        with self._f as f:
             fmt, frames = open_frames(f)
             self.stats.file_format = fmt
-            yield from self._decode_all(frames)
+            yield from self._decode_all(_then(frames, self.name, self._gzip_problem))
+
+    def close(self) -> None:
+        """For a reader that is not iterated to the end."""
+        self._f.close()
 
     def _decode_all(self, frames: Iterator[RawFrame]) -> Iterator[Item]:
         stats = self.stats

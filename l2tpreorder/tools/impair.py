@@ -87,6 +87,7 @@ def range_problems(
 class ImpairStats:
     data_in: int = 0
     seq_added: int = 0
+    moved_with_ns: int = 0  # swapped or displaced, and carrying Ns: only these can be reordered
     swapped: int = 0
     displaced: int = 0
     lost: int = 0
@@ -175,6 +176,7 @@ class Impairer:
         # the same six draws for every packet, jitter's too, whatever is switched on: turning
         # one impairment on or off leaves the dice of the others as they were for the seed
         r_loss, r_burst, r_swap, r_disp, r_dup, r_jitter = (rng.random() for _ in range(6))
+        has_ns = c.add_seq or not without_ns
         jitter = r_jitter * c.jitter
         if s.burst_left:
             s.burst_left -= 1
@@ -192,10 +194,12 @@ class Impairer:
         if r_swap < c.swap:
             s.held.append([1, data, r_dup < c.duplicate])
             st.swapped += 1
+            st.moved_with_ns += has_ns
             return
         if r_disp < c.displace_prob:
             s.held.append([c.displace, data, r_dup < c.duplicate])
             st.displaced += 1
+            st.moved_with_ns += has_ns
             return
         t = ts + jitter
         self._send(t, data, r_dup < c.duplicate, src, dst)
@@ -264,7 +268,6 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--displace",
         type=int,
-        default=0,
         metavar="K",
         help="displace packets by K positions (with --displace-prob)",
     )
@@ -286,7 +289,7 @@ def add_arguments(parser: Any) -> None:
         help="probability that a burst of --burst-len losses starts",
     )
     parser.add_argument(
-        "--burst-len", type=int, default=3, metavar="N", help="packets lost in one burst (3)"
+        "--burst-len", type=int, metavar="N", help="packets lost in one burst (3)"
     )
     parser.add_argument(
         "--duplicate",
@@ -326,15 +329,29 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+# Options that change nothing without another (option's dest, the one it needs): refused, not
+# ignored, so that `--displace 3` alone does not look like it displaced anything.
+NEEDS = (("displace", "displace_prob"), ("burst_len", "burst_loss"))
+DEFAULTS = {"displace": 0, "burst_len": 3}
+
+
 def _flag_errors(args: Any) -> list[str]:
     """ImpairConfig's range checks in the operator's words: flag, value as typed, unit."""
 
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
 
+    errors = [
+        f"{flag(name)} needs {flag(needed)}: without it {flag(name)} changes nothing; "
+        f"add {flag(needed)} P or drop {flag(name)}"
+        for name, needed in NEEDS
+        if getattr(args, name) is not None and not getattr(args, needed)
+    ]
+    for name, default in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     values = {name: getattr(args, name) for name in (*PROBABILITIES, "displace", "burst_len")}
     values["jitter"] = args.jitter  # milliseconds, as typed
-    errors = []
     for name, expected in range_problems(values, flag):
         value = values[name]
         typed = f"{value:g}" if isinstance(value, float) else str(value)
@@ -381,14 +398,33 @@ def main(args: Any) -> int:
         f"({stats.lost_in_bursts:,} in bursts), {stats.duplicated:,} duplicated; "
         f"{stats.seq_added:,} given Ns; {stats.passed_through:,} passed through untouched"
     )
-    if stats.swapped or stats.displaced:
-        # A swap or displacement makes one packet early; replay counts it as reordered when the
-        # engine held it and released it in order (not when it was a session's first packet,
-        # or its gap was lost or given up). docs/reordered.md.
-        print(
-            f"at most {stats.swapped + stats.displaced:,} packets will be reordered "
-            "(held, then released in order) by the relay"
-        )
+    for line in _prediction(stats):
+        print(line)
     for line in capture.describe_unreadable(stats.capture):
         print(line)
     return 0
+
+
+def _prediction(stats: ImpairStats) -> list[str]:
+    """What replay will find reordered. A swap or displacement makes one packet early; replay
+    counts it as reordered when the engine held it and released it in order (not when it was a
+    session's first packet, or its gap was lost or given up). docs/reordered.md. Only a packet
+    with Ns can be held: without Ns the relay cannot tell early from late and passes it on."""
+    moved = stats.swapped + stats.displaced
+    if not moved:
+        return []
+    if not stats.moved_with_ns:
+        return [
+            f"none of the {moved:,} moved packets can be reordered by the relay: they carry no "
+            "Ns (it orders by Ns); add --add-seq to give them Ns as a sequencing LAC would"
+        ]
+    lines = [
+        f"at most {stats.moved_with_ns:,} packets will be reordered "
+        "(held, then released in order) by the relay"
+    ]
+    if stats.moved_with_ns < moved:
+        lines.append(
+            f"{moved - stats.moved_with_ns:,} moved packets carry no Ns and pass as they come "
+            "(--add-seq gives them Ns)"
+        )
+    return lines

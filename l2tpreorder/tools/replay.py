@@ -28,6 +28,7 @@ from l2tpreorder.config import (
     parse_address,
     parse_ms,
 )
+from l2tpreorder.config.flags import FLAGGED
 from l2tpreorder.core import counters
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.events import HoldSample
@@ -46,6 +47,12 @@ from l2tpreorder.tools.direction import (
 from l2tpreorder.tools.live import send_live
 from l2tpreorder.tools.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
 from l2tpreorder.tools.pcapwriter import OutputIsInput, PcapWriter, refuse_input_as_output
+from l2tpreorder.tools.replay_plot import (
+    PlotRecorder,
+    PlotUnavailable,
+    require_matplotlib,
+    write_plot,
+)
 from l2tpreorder.tools.replay_report import (
     COMPARE_KERNEL0,
     COMPARE_L2TPREORDER,
@@ -54,6 +61,7 @@ from l2tpreorder.tools.replay_report import (
     SessionReport,
     format_report,
     result_as_dict,
+    top_count,
 )
 
 # The daemon's flags `replay pcap` takes too (declared once, in config.SETTINGS).
@@ -71,6 +79,7 @@ class ReplayOptions:
     kernel_reorder_timeout: float | None = None  # also model pppol2tp_reorderto = N seconds
     output: str | None = None
     progress: IO[str] | None = None
+    plot: str | None = None  # --plot FILE.png (tools/replay_plot.py)
 
 
 class Replay:
@@ -85,7 +94,7 @@ class Replay:
         self.lac_to_lns = self.pipeline.directions()[counters.LAC_TO_LNS]
         self.reader = CaptureReader(path, options.ports)
         self.directions = DirectionFinder(options.lns_address, options.ports)
-        self.result = ReplayResult(path, self.reader.stats, engine=options.engine)
+        self.result = ReplayResult(self.reader.name, self.reader.stats, engine=options.engine)
         self.reports: dict[tuple[Conversation, int, int], SessionReport] = {}
         # (direction, conversation) -> tunnel ids / (tunnel, session) pairs, for the summary
         self._tunnel_ids: dict[tuple[bool, Conversation], set[int]] = {}
@@ -100,6 +109,9 @@ class Replay:
         self.compare_names.append(COMPARE_XL2TPD)
         self._now = float("-inf")
         self._strips = config.sequencing is Sequencing.STRIP
+        self.plot = PlotRecorder() if options.plot else None
+        if options.plot:
+            refuse_input_as_output(path, options.plot, "--plot")
 
     def _kernel_n_name(self) -> str:
         n = self.options.kernel_reorder_timeout or 0.0
@@ -136,6 +148,8 @@ class Replay:
             self.result.forwarded += 1
             if self.writer is not None:
                 self._write(now, flow.lac, flow.lns, data)
+            if self.plot is not None:
+                self.plot.released(flow, data, now)
             if compare:
                 header = parse_header(data)
                 if (
@@ -177,6 +191,8 @@ class Replay:
         if self.writer is not None:
             self.writer.close()
         self._finish()
+        if self.plot is not None and self.options.plot:
+            write_plot(result, self.plot, self.options.plot)
         return result
 
     def _advance_to_end(self, end: float) -> None:
@@ -247,6 +263,8 @@ class Replay:
         outcome = self.pipeline.from_lac(payload, conv, now)
         if rep is not None and header.ns is not None:
             rep.track_engine_session(self.lac_to_lns)
+            if self.plot is not None:
+                self.plot.arrival(rep, payload, header, order, outcome)
             if self.options.compare:
                 stats = rep.compare[COMPARE_L2TPREORDER]
                 assert isinstance(stats, DeliveryStats)
@@ -298,6 +316,8 @@ class Replay:
                 rep = reports.get(event.key)  # type: ignore[arg-type]  # our flows: Conversation
                 if rep is not None:
                     rep.hold.add(event.waited)
+                    if self.plot is not None:
+                        self.plot.hold(event.waited)
 
     def _finish(self) -> None:
         self._take_hold_samples()
@@ -391,6 +411,24 @@ def add_arguments(parser: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw the busiest sessions' Ns over time (captured, released, gaps, late), "
+        "the hold times and, with --compare, each receiver's deliveries "
+        "(needs the `plot` extra: matplotlib)",
+    )
+    p.add_argument(
+        "--top",
+        type=top_count,
+        metavar="N",
+        help="the text report's tables list the N busiest sessions only",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="the text report without per-session tables (totals over all sessions)",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help="also run the traffic through models of Linux l2tp_core and xl2tpd",
@@ -427,10 +465,66 @@ def add_arguments(parser: Any) -> None:
     p.add_argument(
         "--speed",
         type=float,
-        default=1.0,
         metavar="N",
-        help="with --live: N times the original pace (0 = as fast as possible)",
+        help="with --live: N times the original pace (default 1; 0 = as fast as possible)",
     )
+
+
+# Options that mean nothing without another: (option, its dest, the one it needs, that dest).
+# Refused rather than ignored: an operator who typed one expects it to change something.
+NEEDS = (
+    ("--kernel-reorder-timeout", "kernel_reorder_timeout", "--compare", "compare"),
+    ("--speed", "speed", "--live", "live"),
+)
+# What only the replay (not --live, which sends the capture to a daemon) reads: (option, dest).
+REPLAY_ONLY = (
+    ("-o/--output", "output"),
+    ("--json", "json"),
+    ("--compare", "compare"),
+    ("--kernel-reorder-timeout", "kernel_reorder_timeout"),
+    ("--config", "config"),
+    ("--plot", "plot"),
+    ("--top", "top"),
+    ("--summary", "summary"),
+    *((s.flag.name, s.flag.dest) for s in FLAGGED if s.key in ENGINE_FLAGS and s.flag),
+)
+# What only the text report reads (--json always has every session): (option, dest).
+TEXT_ONLY = (("--top", "top"), ("--summary", "summary"))
+
+
+def _given(args: Any, dest: str) -> bool:
+    value = getattr(args, dest, None)
+    return value is not None and value is not False
+
+
+def option_conflicts(args: Any) -> list[str]:
+    """Each option given where it has no effect, naming it and the option that decides."""
+    errors = []
+    reported = set()
+    if _given(args, "live"):
+        for option, dest in REPLAY_ONLY:
+            if _given(args, dest):
+                reported.add(dest)
+                errors.append(
+                    f"{option} has no effect with --live (which sends the capture to a running "
+                    f"daemon and reports only what was sent): drop {option} or --live"
+                )
+    for option, dest, needed, needed_dest in NEEDS:
+        if _given(args, dest) and not _given(args, needed_dest) and dest not in reported:
+            errors.append(
+                f"{option} needs {needed}: without {needed} it would be ignored; add {needed} "
+                f"or drop {option}"
+            )
+    if _given(args, "json"):
+        for option, dest in TEXT_ONLY:
+            if _given(args, dest) and dest not in reported:
+                errors.append(
+                    f"{option} has no effect with --json (which lists every session): "
+                    f"drop {option} or --json"
+                )
+    if _given(args, "speed") and args.speed < 0:
+        errors.append(f"--speed {args.speed:g}: expected N >= 0 (0 = as fast as possible)")
+    return errors
 
 
 def engine_config_from_args(args: Any) -> EngineConfig:
@@ -444,6 +538,11 @@ def engine_config_from_args(args: Any) -> EngineConfig:
 
 def main(args: Any) -> int:
     if args.replay_command != "pcap":  # pragma: no cover - argparse enforces the choice
+        return 2
+    conflicts = option_conflicts(args)
+    for error in conflicts:
+        print(f"l2tpreorder replay: error: {error}", file=sys.stderr)
+    if conflicts:
         return 2
     try:  # every flag is checked before anything is read or sent
         engine = engine_config_from_args(args)
@@ -459,9 +558,16 @@ def main(args: Any) -> int:
     except ConfigError as e:
         print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
         return 2
+    if args.plot is not None:
+        try:
+            require_matplotlib()
+        except PlotUnavailable as e:
+            print(f"l2tpreorder replay: error: {e}", file=sys.stderr)
+            return 2
     ports = tuple(args.port) if args.port else (capture.L2TP_PORT,)
     if args.live:
-        return send_live(args.file, args.live, args.speed, ports, args.lns)
+        speed = 1.0 if args.speed is None else args.speed
+        return send_live(args.file, args.live, speed, ports, args.lns)
     options = ReplayOptions(
         engine=engine,
         ports=ports,
@@ -470,6 +576,7 @@ def main(args: Any) -> int:
         kernel_reorder_timeout=kernel_reorder_timeout or None,
         output=args.output,
         progress=sys.stderr if sys.stderr.isatty() else None,
+        plot=args.plot,
     )
     try:
         result = replay(args.file, options)
@@ -482,5 +589,5 @@ def main(args: Any) -> int:
     if args.json:
         print(json.dumps(result_as_dict(result), indent=2))
     else:
-        print(format_report(result))
+        print(format_report(result, args.top, args.summary))
     return 0

@@ -6,7 +6,9 @@ session, and the engine's per-session counters are read once at the end.
 
 from __future__ import annotations
 
+import argparse
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +50,13 @@ class LogHistogram:
         self.count += 1
         if value > self.max:
             self.max = value
+
+    def merge(self, other: LogHistogram) -> None:
+        """Add `other`'s samples (the report's all-sessions percentiles)."""
+        for i, n in other.counts.items():
+            self.counts[i] = self.counts.get(i, 0) + n
+        self.count += other.count
+        self.max = max(self.max, other.max)
 
     def quantile(self, q: float) -> float | None:
         """Upper bound of the bucket holding the q-quantile (at most 2 % high), capped at max."""
@@ -261,13 +270,47 @@ def result_as_dict(r: ReplayResult) -> dict[str, Any]:
     }
 
 
+WIDTH = 100  # the text report fits a 100-column terminal (bar a long capture path)
+
+
+def fit(lines: list[str]) -> list[str]:
+    """Lines longer than WIDTH (sentences from elsewhere) wrapped, continued 2 columns deeper."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= WIDTH:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        out += textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+    return out
+
+
+def top_count(text: str) -> int:
+    """`--top N`'s argparse type: 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n}: expected 0 or more")
+    return n
+
+
 def plural(n: int, noun: str) -> str:
     """`1 frame`, `2 frames`, `1,234 frames`."""
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
-def _fmt_ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.3g}"
+def fmt_duration(v: float | None) -> str:
+    """A hold time or timeout as a reader takes it in: `412µs` below 1 ms (a LAN's reordering
+    is tens of µs, "0.041 ms" hides that), `2.5ms`, `1.2s`; `-` for none."""
+    if v is None:
+        return "-"
+    if v < 1e-3:
+        return f"{v * 1e6:.3g}µs"
+    if v < 1.0:
+        return f"{v * 1e3:.3g}ms"
+    return f"{v:.3g}s"
 
 
 def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
@@ -276,47 +319,119 @@ def _timeout_col(s: SessionReport, e: EngineConfig) -> str:
     return f"{t * 1000:.3g}"
 
 
-def _session_rows(r: ReplayResult) -> list[str]:
-    """The per-session table: header, rule and one row per session."""
+def busiest(r: ReplayResult, top: int | None) -> list[SessionReport]:
+    """The sessions the tables list: all in capture order, or the `top` busiest (most data
+    messages) still in capture order, so `--top` does not reshuffle what one has read."""
+    if top is None or top >= len(r.sessions):
+        return r.sessions
+    keep = set(map(id, sorted(r.sessions, key=lambda s: -s.data)[:top]))
+    return [s for s in r.sessions if id(s) in keep]
+
+
+# The per-session table (fits 100 columns: the LAC peer is a heading, not a column).
+_COUNT_HEAD = (
+    f"  {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} {'in order':>8} "
+    f"{'reordered':>9} {'skipped':>7} {'late sent':>9} {'late drop':>9} {'dup':>5} "
+    f"{'timeout ms':>10}"
+)
+_HOLD_HEAD = (
+    f"  {'tunnel':>6} {'session':>7} {'held':>8} {'hold p50':>9} {'p99':>9} {'max':>9} "
+    f"{'max disp':>8}"
+)
+
+
+def _session_rows(r: ReplayResult, sessions: list[SessionReport]) -> list[str]:
+    """Per LAC peer (in capture order), one row of counts per session; then the hold times of
+    the sessions that held anything."""
     e = r.engine
     lines: list[str] = []
-    head = (
-        f"{'LAC peer':<22} {'tunnel':>6} {'session':>7} {'packets':>8} {'with Ns':>8} "
-        f"{'in order':>8} {'reordered':>9} {'max disp':>8} {'hold ms p50/p99/max':>20} "
-        f"{'skipped':>7} {'late sent':>9} {'late drop':>9} {'dup':>5} {'timeout ms':>10}"
-    )
-    lines.append(head)
-    lines.append("-" * len(head))
-    for s in r.sessions:
-        hold = (
-            "-"
-            if not s.hold.count
-            else (
-                f"{_fmt_ms(s.hold.quantile(0.5))}/{_fmt_ms(s.hold.quantile(0.99))}/"
-                f"{_fmt_ms(s.hold.max)}"
-            )
-        )
-        if s.sequenced:
-            seq_cols = (
-                f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.max_displacement:>8} "
-                f"{hold:>20} {s.skipped:>7,} {s.forwarded_late:>9,} {s.dropped_late:>9,} "
-                f"{s.dropped_duplicate:>5,} "
-                f"{_timeout_col(s, e):>10}"
-            )
-        else:  # nothing to reorder: the engine passes unsequenced data straight through
-            dash = "-"
-            seq_cols = (
-                f"{dash:>8} {dash:>9} {dash:>8} {dash:>20} {dash:>7} {dash:>9} {dash:>9} "
-                f"{dash:>5} {dash:>10}"
-            )
+    peers: dict[Conversation, list[SessionReport]] = {}
+    for s in sessions:
+        peers.setdefault(s.conversation, []).append(s)
+    for conv, group in peers.items():
         lines.append(
-            f"{format_address(s.conversation.lac):<22} {s.tunnel_id:>6} {s.session_id:>7} "
-            f"{s.data:>8,} {s.sequenced:>8,} {seq_cols}"
+            f"LAC {format_address(conv.lac)} -> LNS {format_address(conv.lns)}: "
+            f"{plural(len(group), 'session')}"
+        )
+        lines.append(_COUNT_HEAD)
+        for s in group:
+            head = f"  {s.tunnel_id:>6} {s.session_id:>7} {s.data:>8,} {s.sequenced:>8,} "
+            if s.sequenced:
+                timeout = _timeout_col(s, e)
+                lines.append(
+                    head + f"{s.forwarded_in_order:>8,} {s.released:>9,} {s.skipped:>7,} "
+                    f"{s.forwarded_late:>9,} {s.dropped_late:>9,} {s.dropped_duplicate:>5,} "
+                    f"{timeout:>10}"
+                )
+            else:  # nothing to reorder: the engine passes unsequenced data straight through
+                lines.append(head + " ".join(f"{'-':>{w}}" for w in (8, 9, 7, 9, 9, 5, 10)))
+    held = [s for s in sessions if s.hold.count]
+    if held:
+        lines += ["", "hold times of the reordered packets, and the largest displacement:"]
+        lines.append(_HOLD_HEAD)
+        for s in held:
+            h = s.hold
+            lines.append(
+                f"  {s.tunnel_id:>6} {s.session_id:>7} {h.count:>8,} "
+                f"{fmt_duration(h.quantile(0.5)):>9} {fmt_duration(h.quantile(0.99)):>9} "
+                f"{fmt_duration(h.max):>9} {s.max_displacement:>8}"
+            )
+    return lines
+
+
+def _all_sessions(r: ReplayResult) -> list[str]:
+    """The summary over every session: what `--summary` prints instead of the tables."""
+    hold = LogHistogram()
+    for s in r.sessions:
+        hold.merge(s.hold)
+
+    def total(name: str) -> int:
+        return sum(int(getattr(s, name)) for s in r.sessions)
+
+    lines = [
+        f"all sessions: {plural(total('data'), 'data message')}, {total('sequenced'):,} with Ns: "
+        f"{total('forwarded_in_order'):,} in order, {total('released'):,} reordered, "
+        f"{total('skipped'):,} Ns skipped",
+        f"  late: {total('forwarded_late'):,} sent, {total('dropped_late'):,} dropped; "
+        f"{total('dropped_duplicate'):,} duplicates, {total('dropped_stale'):,} stale, "
+        f"{total('dropped_far_ahead'):,} far ahead dropped",
+    ]
+    if hold.count:
+        lines.append(
+            f"  hold times: {hold.count:,} packets held, p50 {fmt_duration(hold.quantile(0.5))}, "
+            f"p99 {fmt_duration(hold.quantile(0.99))}, max {fmt_duration(hold.max)}"
         )
     return lines
 
 
-def format_report(r: ReplayResult) -> str:
+def format_report(r: ReplayResult, top: int | None = None, summary: bool = False) -> str:
+    """The text report, every line within 100 columns (bar a long capture path). `top`: the
+    tables list the `top` busiest sessions; `summary`: no per-session table at all."""
+    lines = _header(r)
+    lines += _all_sessions(r)
+    if not summary:
+        shown = busiest(r, top)
+        lines.append("")
+        if len(shown) < len(r.sessions):
+            lines.append(
+                f"the {len(shown):,} busiest of {plural(len(r.sessions), 'session')} (--top):"
+            )
+        lines += _session_rows(r, shown)
+    if not r.sessions:
+        lines.append("(no data messages towards an LNS)")
+    malformed = sum(r.malformed.values())
+    lines.append(f"malformed (not attributable to a session): {malformed:,}")
+    if r.sessions and not any(s.sequenced for s in r.sessions):
+        lines.append("note: no data message carries Ns, so there is nothing to reorder;")
+        lines.append("  `l2tpreorder impair --add-seq` makes a sequenced copy to experiment with.")
+    if r.compared:
+        lines.append("")
+        lines.append(format_compare(r, top, summary))
+    return "\n".join(lines)
+
+
+def _header(r: ReplayResult) -> list[str]:
+    """The capture, its L2TP, its conversations and the engine's settings."""
     st = r.capture
     # The span of the L2TP datagrams: with fewer than two there is none (not "0.000 s").
     span = (
@@ -332,15 +447,16 @@ def format_report(r: ReplayResult) -> str:
     ]
     if st.reassembled:
         lines.append(f"  {st.reassembled:,} datagrams reassembled from outer IP fragments")
-    lines += capture.describe_unreadable(st)
+    lines += fit(capture.describe_unreadable(st))
     for reason, n in sorted(r.malformed.items()):
         lines.append(f"  malformed L2TP: {n:,} ({reason})")
     if r.time_went_back:
         lines.append(f"  {r.time_went_back:,} timestamps went backwards (replayed as 'now')")
     for c in r.conversations:
-        lines.append(
-            f"  LAC {format_address(c.lac)} -> LNS {format_address(c.lns)}  [{c.method}]"
-        )
+        line = f"  LAC {format_address(c.lac)} -> LNS {format_address(c.lns)}"
+        how = f"[{c.method}]"
+        # IPv6 addresses and a long "how we know" would pass 100 columns: then on a line of its own
+        lines += [f"{line}  {how}"] if len(line) + len(how) < 99 else [line, f"    {how}"]
     if r.direction_conflicts:
         lines.append(
             f"  warning: {r.direction_conflicts} handshake messages contradict a guessed "
@@ -356,63 +472,60 @@ def format_report(r: ReplayResult) -> str:
     lines.append(
         f"engine: {timeout}, sequencing {e.sequencing}, max held {e.max_held_per_session}/session"
     )
-    lines.append("")
-    lines += _session_rows(r)
-    if not r.sessions:
-        lines.append("(no data messages towards an LNS)")
-    malformed = sum(r.malformed.values())
-    lines.append(f"malformed (not attributable to a session): {malformed:,}")
-    if r.sessions and not any(s.sequenced for s in r.sessions):
-        lines.append(
-            "note: no data message carries Ns, so there is nothing to reorder; "
-            "`l2tpreorder impair --add-seq` makes a sequenced copy to experiment with."
-        )
-    if r.compared:
-        lines.append("")
-        lines.append(format_compare(r))
-    return "\n".join(lines)
+    return lines
 
 
-def format_compare(r: ReplayResult) -> str:
-    names = r.compared
-    width = max(14, *(len(n) + 1 for n in names))
-    lines = ["what the LNS would get (sequenced data only):"]
-    head = f"{'session':<28} {'':<18}" + "".join(f"{n:>{width}}" for n in names)
-    lines.append(head)
-    lines.append("-" * len(head))
-    totals: dict[str, DeliveryStats] = {n: DeliveryStats() for n in names}
-    rows: list[tuple[str, Callable[[DeliveryStats], str]]] = [
-        ("delivered", lambda d: f"{d.delivered:,}"),
-        ("dropped", lambda d: f"{d.dropped:,}"),
-        ("out of order", lambda d: f"{d.out_of_order:,}"),
-        ("late, delivered", lambda d: f"{d.late_delivered:,}"),
-        ("stalled total s", lambda d: f"{d.stalled_total:.3f}"),
-        ("longest stall s", lambda d: f"{d.stalled_max:.3f}"),
-    ]
+_COMPARE_ROWS: list[tuple[str, Callable[[DeliveryStats], str]]] = [
+    ("delivered", lambda d: f"{d.delivered:,}"),
+    ("dropped", lambda d: f"{d.dropped:,}"),
+    ("out of order", lambda d: f"{d.out_of_order:,}"),
+    ("late, delivered", lambda d: f"{d.late_delivered:,}"),
+    ("stalled total s", lambda d: f"{d.stalled_total:.3f}"),
+    ("longest stall s", lambda d: f"{d.stalled_max:.3f}"),
+]
+
+
+def compare_totals(r: ReplayResult) -> dict[str, DeliveryStats]:
+    """Each receiver's numbers summed over the sessions (the longest stall: the longest)."""
+    totals: dict[str, DeliveryStats] = {n: DeliveryStats() for n in r.compared}
     for s in r.sessions:
         if not s.compare:
             continue
-        label = f"{format_address(s.conversation.lac)} {s.tunnel_id}/{s.session_id}"
-        stats = {n: _stats(s.compare[n]) for n in names}
-        for n in names:
-            t, d = totals[n], stats[n]
+        for n in r.compared:
+            t, d = totals[n], _stats(s.compare[n])
             t.delivered += d.delivered
             t.dropped += d.dropped
             t.out_of_order += d.out_of_order
             t.late_delivered += d.late_delivered
             t.stalled_total += d.stalled_total
             t.stalled_max = max(t.stalled_max, d.stalled_max)
-        for i, (title, fmt) in enumerate(rows):
-            first = label if i == 0 else ""
-            lines.append(
-                f"{first:<28} {title:<18}" + "".join(f"{fmt(stats[n]):>{width}}" for n in names)
-            )
-    if any(s.compare for s in r.sessions):
-        for i, (title, fmt) in enumerate(rows):
-            lines.append(
-                f"{'all sessions' if i == 0 else '':<28} {title:<18}"
-                + "".join(f"{fmt(totals[n]):>{width}}" for n in names)
-            )
+    return totals
+
+
+def format_compare(r: ReplayResult, top: int | None = None, summary: bool = False) -> str:
+    """Receivers side by side, one column each (as wide as its name): per session (the `top`
+    busiest; none with `summary`), then all sessions."""
+    names = r.compared
+    widths = [max(10, len(n)) for n in names]
+    lines = ["what the LNS would get (sequenced data only):"]
+    head = f"  {'':<16}" + "".join(f" {n:>{w}}" for n, w in zip(names, widths, strict=True))
+    lines.append(head)
+    lines.append("-" * len(head))
+
+    def block(label: str, stats: dict[str, DeliveryStats]) -> None:
+        lines.append(label)
+        for title, fmt in _COMPARE_ROWS:
+            cells = "".join(f" {fmt(stats[n]):>{w}}" for n, w in zip(names, widths, strict=True))
+            lines.append(f"  {title:<16}{cells}")
+
+    compared = [s for s in r.sessions if s.compare]
+    if not summary:
+        for s in busiest(r, top):
+            if s.compare:
+                label = f"{format_address(s.conversation.lac)} {s.tunnel_id}/{s.session_id}"
+                block(label, {n: _stats(s.compare[n]) for n in names})
+    if compared:
+        block(f"all {plural(len(compared), 'session')} with Ns", compare_totals(r))
     else:
         lines.append("(no data message carries Ns: every receiver delivers everything)")
     return "\n".join(lines)

@@ -464,7 +464,8 @@ def test_idle_peer_is_forgotten_after_the_timeout_and_its_held_data_delivered() 
             exported = generate_latest(
                 build_registry(MetricsConfig(), service)
             ).decode()
-            assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported
+            assert "\nl2tpreorder_peers_idle_expired_total 1.0\n" in exported
+            assert "\nl2tpreorder_peers_removed_idle_total 1.0\n" in exported  # deprecated
             got, src = await lns_recv()  # held data went out on the old socket first
             assert payload_of(got) == (1, b"payload-200-2") and src == upstream
             assert relay.pipeline.engine.session_count == 0

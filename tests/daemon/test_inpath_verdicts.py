@@ -8,9 +8,11 @@ import logging
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from l2tpreorder import wire
-from l2tpreorder.core.checksum import ipv4_header_checksum, parse_ip_udp
+from l2tpreorder.core.checksum import ipv4_header_checksum, parse_ip_udp, udp4_checksum_ok
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
@@ -229,6 +231,24 @@ def test_bad_checksum_is_passed_untouched_never_ordered_nor_rewritten() -> None:
         ("single", NF_ACCEPT, 7, False)
     ]
     assert engine.counters.received == 3 and inpath.held == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(0, 64), flip=st.integers(-1, 200), seed=st.integers(0, 255))
+def test_fast_path_checksum_equals_udp4_checksum_ok(size: int, flip: int, seed: int) -> None:
+    """The fast path's inlined sum decides as `udp4_checksum_ok` does (odd and even lengths,
+    any one bit flipped or none): a bad datagram is counted and never reaches the engine."""
+    payload = bytes((seed + i) & 0xFF for i in range(size))
+    pkt = bytearray(udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, payload, ns=0)))
+    at = 20 + flip // 8
+    if flip >= 0 and at < len(pkt) and at not in (24, 25, 28, 29):  # UDP length, L2TP flags: slow
+        pkt[at] ^= 1 << (flip % 8)  # a bit of the ports, the checksum or the payload
+    if flip == 200:
+        pkt[26:28] = b"\0\0"  # IPv4 zero checksum: not computed, nothing to verify
+    inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0)), 0)
+    inpath.handle([(1, NF_INET_LOCAL_IN, bytes(pkt), PACKET_CSUM_NOT_VERIFIED)], 0.0)
+    good = udp4_checksum_ok(bytes(pkt))
+    assert inpath.counters.bad_checksum == (0 if good else 1)
 
 
 def test_a_fragment_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -34,7 +34,7 @@ from l2tpreorder.core.fastpath import parse_header
 from l2tpreorder.wire import build_control, build_data
 from tests.conftest import PROJECT_ROOT, need_tool
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, udp
-from tests.dashboard_check import dashboard_exprs
+from tests.dashboard_check import annotation_exprs, dashboard_exprs, expand, metric_names
 from tests.impaired_traffic import (
     GAP_SESSION,
     SWAP_SESSION,
@@ -486,10 +486,13 @@ def _dashboard_exprs() -> list[tuple[str, str]]:
     dash = json.loads((PROJECT_ROOT / "grafana" / "l2tpreorder.json").read_text())
     out = []
     for title, expr in dashboard_exprs(dash):
-        for var, value in SUBSTITUTIONS.items():
-            expr = expr.replace(var, value)
-        out.append((title, expr))
+        out.append((title, expand(expr, SUBSTITUTIONS)))
     return out
+
+
+def _annotation_exprs() -> list[tuple[str, str]]:
+    dash = json.loads((PROJECT_ROOT / "grafana" / "l2tpreorder.json").read_text())
+    return [(name, expand(expr, SUBSTITUTIONS)) for name, expr in annotation_exprs(dash)]
 
 
 def _alert_rules() -> list[dict[str, Any]]:
@@ -518,6 +521,47 @@ def test_every_dashboard_expression_returns_data(scraped: tuple[PrometheusServer
     assert len(exprs) >= 25
     empty = [(title, expr) for title, expr in exprs if not prom.query(expr)]
     assert empty == []
+
+
+def test_every_metric_a_panel_annotation_or_alert_reads_is_served(
+    scraped: tuple[PrometheusServer, Run],
+) -> None:
+    """By name, against the live daemon's own /metrics: a renamed or dropped metric breaks
+    this before it blanks a panel or silences an alert (annotations need not return data:
+    they mark events, and this run had no restart)."""
+    _, run = scraped
+    served = set(re.findall(r"^(\w+)(?:\{| )", run.metrics_text, re.M))
+    used = {
+        name
+        for _, expr in [*_dashboard_exprs(), *_annotation_exprs()]
+        + [(r["alert"], r["expr"]) for r in _alert_rules()]
+        for name in metric_names(expr)
+    }
+    new_panels = {
+        "l2tpreorder_lns_unresponsive", "l2tpreorder_lns_icmp_errors_total",
+        "l2tpreorder_config_last_reload_successful", "process_start_time_seconds",
+        "l2tpreorder_config_last_reload_success_timestamp_seconds",
+        "l2tpreorder_sessions_evicted_total", "l2tpreorder_malformed_packets_total",
+    }  # fmt: skip
+    assert new_panels <= used
+    assert used - served == set()
+
+
+def test_every_annotation_query_evaluates(scraped: tuple[PrometheusServer, Run]) -> None:
+    prom, _ = scraped
+    annotations = _annotation_exprs()
+    assert len(annotations) >= 3
+    for _, expr in annotations:
+        prom.query(expr)  # valid PromQL against real data (the query asserts success)
+    # The run reloaded (good, then refused) and never restarted. How long ago depends on how
+    # fast the module's earlier tests ran: the windows are widened to the whole run.
+    def whole_run(expr: str) -> str:
+        widened = expr.replace("[5m]", "[1h]")
+        assert widened != expr, expr
+        return widened
+
+    assert prom.query(whole_run(dict(annotations)["Config reloads refused"]))
+    assert prom.query(whole_run(dict(annotations)["Restarts"])) == []
 
 
 def test_every_alert_expression_evaluates_and_its_measure_returns_data(

@@ -21,8 +21,11 @@ from tests.daemon_harness import WAIT, Daemon, free_udp_port
 def gauge(url: str) -> str:
     with urllib.request.urlopen(url, timeout=WAIT) as response:
         text = response.read().decode()
-    found = re.search(r"^l2tpreorder_config_load_failing (\S+)$", text, re.MULTILINE)
+    found = re.search(r"^l2tpreorder_config_last_reload_successful (\S+)$", text, re.MULTILINE)
     assert found, text
+    # The deprecated name (kept one release) says the reverse.
+    old = re.search(r"^l2tpreorder_config_load_failing (\S+)$", text, re.MULTILINE)
+    assert old and float(old.group(1)) == 1 - float(found.group(1)), text
     return found.group(1)
 
 
@@ -50,16 +53,16 @@ def test_reload_logs_changes_overrides_and_the_failing_gauge(tmp_path: Path) -> 
         assert "reload: logging.level = info from --log-level overrides the file's warning" in log
         # base_config writes the flat relay keys: warned once, at start, not again on reload
         assert log.count("`listen` is deprecated: write `relay.listen`") == 1
-        assert gauge(url.group(1)) == "0.0"
+        assert gauge(url.group(1)) == "1.0"
 
         d.config_path.write_text("reorder: [\n")
         d.reload()
         d.wait_log("reload failed, keeping the running configuration")
-        assert gauge(url.group(1)) == "1.0", "stays 1 while the file is broken"
+        assert gauge(url.group(1)) == "0.0", "stays 0 while the file is broken"
         d.write_config(cfg)
         d.reload()
         d.wait_log("reload: no setting changed")
-        assert gauge(url.group(1)) == "0.0"
+        assert gauge(url.group(1)) == "1.0"
     finally:
         d.stop()
 

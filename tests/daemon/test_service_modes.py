@@ -81,7 +81,11 @@ def test_reload_applies_the_file_and_says_so_in_its_keys_and_units(rig: ModeRig)
 def test_reload_of_a_broken_file_keeps_the_running_config_and_says_why(rig: ModeRig) -> None:
     rig.start({"reorder": {"timeout_ms": 100}})
     one_session(rig)
-    assert metric(rig.scrape(), "l2tpreorder_config_load_failing") == 0
+    text = rig.scrape()
+    assert metric(text, "l2tpreorder_config_last_reload_successful") == 1
+    assert metric(text, "l2tpreorder_config_load_failing") == 0  # deprecated, kept one release
+    loaded_at = metric(text, "l2tpreorder_config_last_reload_success_timestamp_seconds")
+    assert loaded_at > 0  # the start's load counts: Prometheus and node_exporter do the same
     mark = rig.log_size()
     rig.write_config(reorder={"timeout_ms": "soon"})
     refused = rig.reload_command()
@@ -92,7 +96,9 @@ def test_reload_of_a_broken_file_keeps_the_running_config_and_says_why(rig: Mode
     assert rig.d.proc.poll() is None
     assert timeouts(rig) == [100]  # the running configuration
     text = rig.scrape()
+    assert metric(text, "l2tpreorder_config_last_reload_successful") == 0
     assert metric(text, "l2tpreorder_config_load_failing") == 1
+    assert metric(text, "l2tpreorder_config_last_reload_success_timestamp_seconds") == loaded_at
     assert metric(text, "l2tpreorder_config_reloads_total", result="failure") == 1
 
     rig.write_config(reorder={"timeout_ms": 60})
@@ -100,7 +106,9 @@ def test_reload_of_a_broken_file_keeps_the_running_config_and_says_why(rig: Mode
     assert applied.returncode == 0, applied.stderr
     assert timeouts(rig) == [60]
     text = rig.scrape()
+    assert metric(text, "l2tpreorder_config_last_reload_successful") == 1
     assert metric(text, "l2tpreorder_config_load_failing") == 0
+    assert metric(text, "l2tpreorder_config_last_reload_success_timestamp_seconds") > loaded_at
     assert metric(text, "l2tpreorder_config_reloads_total", result="success") == 1
 
 
@@ -339,9 +347,13 @@ PEER_KEYS = {"lac", "upstream", "last_seen_s", "sessions"}
 SESSION_KEYS = {
     "tunnel_id", "session_id", "packets", "reordered", "held", "skipped", "late",
     "late_delivered", "duplicates",
-    "stale", "far_ahead", "timeout_ms", "confirmed", "last_seen_s",
+    "stale", "far_ahead", "timeout_ms", "confirmed", "last_seen_s", "age_s",
 }  # fmt: skip
-TOTALS_KEYS = {"peers", "sessions", "held", "rx_datagrams_lac", "rx_datagrams_lns", "reordered"}
+TOTALS_KEYS = {
+    "peers", "sessions", "held", "rx_datagrams_lac", "rx_datagrams_lns", "reordered",
+    "dropped_late", "dropped_duplicate", "dropped_stale", "dropped_far_ahead",
+    "dropped_malformed", "late_delivered",
+}  # fmt: skip
 # What docs/control.md documents as one mode's own; a key named after the mode may hold more.
 STATUS_EXTRAS = {"relay": {"relay", "lns", "lns_health"}, "inpath": {"inpath", "queues"}}
 PEER_EXTRAS = {"relay": {"relay"}, "inpath": {"inpath", "queue"}}
@@ -376,7 +388,7 @@ COMMON_FAMILIES = {
         "received_packets_total", "malformed_packets_total", "forwarded_packets_total",
         "released_packets_total", "dropped_packets_total", "skipped_sequence_numbers_total",
         "hold_time_seconds", "reorder_displacement_packets", "held_packets", "held_bytes",
-        "held_limit_bytes", "session_held_packets_limit", "session_held_packets_max",
+        "held_bytes_limit", "session_held_packets_limit", "session_held_packets_max",
         "reorder_timeout_seconds", "session_timeout_seconds", "session_timeout_seconds_gcount",
         "session_timeout_seconds_gsum", "adaptive_timeout_grows_total", "sessions",
         "sessions_started_total", "sessions_ended_total", "resyncs_total",
@@ -388,7 +400,10 @@ COMMON_FAMILIES = {
         "socket_received_datagrams_total", "socket_sent_datagrams_total",
         "session_dropped_packets_total", "session_skipped_sequence_numbers_total",
         "session_held_packets", "session_series_omitted",
-        "config_reloads_total", "config_load_failing", "build_info",
+        "config_reloads_total", "config_last_reload_successful",
+        "config_last_reload_success_timestamp_seconds", "build_info",
+        # Deprecated names, kept one release (README "Renamed metrics").
+        "held_limit_bytes", "config_load_failing",
     )
 } | {  # the process's own (README: CPU, memory, file descriptors)
     "process_cpu_seconds_total", "process_max_fds", "process_open_fds",
@@ -399,8 +414,9 @@ RELAY_FAMILIES = {
     f"l2tpreorder_{name}"
     for name in (
         "socket_received_bytes_total", "socket_sent_bytes_total", "socket_receive_drops_total",
-        "send_errors_total", "peers", "peers_removed_idle_total", "lns_icmp_errors_total",
+        "send_errors_total", "peers", "peers_idle_expired_total", "lns_icmp_errors_total",
         "lns_unresponsive",
+        "peers_removed_idle_total",  # deprecated, kept one release
     )
 }  # fmt: skip
 

@@ -84,12 +84,18 @@ def _fake_root(tmp_path: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("#!/bin/sh\n")
         target.chmod(0o755)
-    # The package installs l2tpreorder(8) with the unit; verify looks up Documentation= man:
-    # pages with the host's `man`, so the tests point MANPATH at the root's pages (_verify_env).
-    man8 = root / "usr/share/man/man8"
-    man8.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "man" / "l2tpreorder.8", man8)
+    install_man_pages(root)
     return root
+
+
+def install_man_pages(root: Path) -> None:
+    """The package installs l2tpreorder(8) and l2tpreorder.yaml(5) with the units; verify looks
+    up Documentation= man: pages with the host's `man`, so the tests point MANPATH at the root's
+    pages (_verify_env)."""
+    for page in (PROJECT_ROOT / "man").glob("*.[0-9]"):
+        section = root / f"usr/share/man/man{page.suffix[1:]}"
+        section.mkdir(parents=True, exist_ok=True)
+        shutil.copy(page, section)
 
 
 def _verify_env(root: Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -12,6 +13,7 @@ from l2tpreorder.cli import build_parser
 from l2tpreorder.daemon.inpath.supervisor import STOP_TIMEOUT
 from l2tpreorder.daemon.service import EX_CONFIG
 from tests.conftest import PROJECT_ROOT, need_tool
+from tests.daemon.test_systemd import install_man_pages
 
 UNIT = PROJECT_ROOT / "systemd" / "l2tpreorder-inpath.service"
 # Scores 1.5 here (relay unit: 1.4): the difference is AF_NETLINK and CAP_NET_ADMIN, which the
@@ -76,9 +78,11 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("#!/bin/sh\n")
         target.chmod(0o755)
+    install_man_pages(root)  # its Documentation= man: pages, as the package installs them
     res = subprocess.run(
-        [tool, "verify", f"--root={root}", UNIT.name], capture_output=True, text=True, timeout=60
-    )
+        [tool, "verify", f"--root={root}", UNIT.name], capture_output=True, text=True,
+        timeout=60, env=dict(os.environ, MANPATH=f"{root}/usr/share/man"),
+    )  # fmt: skip
     assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), res.stdout + res.stderr
     res = subprocess.run(
         [tool, "security", "--offline=yes", "--no-pager", str(UNIT)],

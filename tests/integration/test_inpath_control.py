@@ -339,7 +339,10 @@ def test_two_workers_reload_to_a_taken_metrics_port_keeps_the_old_one(
     held.listen()
     try:
         rewrite(daemon, metrics={"enabled": True, "listen": "127.0.0.1", "port": 9110})
-        assert cli("reload", "--config", str(daemon.config)).returncode == 0
+        answer = cli("reload", "--config", str(daemon.config))
+        assert answer.returncode == 0, answer.stderr
+        # the answer says it too, as the one-process service's does
+        assert "still serving on 127.0.0.1:9109" in answer.stderr, answer.stderr
         wait_until(
             "the supervisor says why",
             lambda: "still serving on 127.0.0.1:9109" in daemon.log.read_text(),

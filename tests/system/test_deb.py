@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def test_package_holds_program_unit_conffile_man_page_dashboard_and_alerts(
         "/lib/systemd/system/l2tpreorder.service",
         "/etc/l2tpreorder/config.yaml",
         "/usr/share/man/man8/l2tpreorder.8.gz",
+        "/usr/share/man/man5/l2tpreorder.yaml.5.gz",
+        "/usr/share/doc/l2tpreorder/README.md",
+        "/usr/share/doc/l2tpreorder/NEWS.md",
+        "/usr/share/doc/l2tpreorder/docs/inpath.md",
         "/usr/share/l2tpreorder/grafana/l2tpreorder.json",
         "/usr/share/l2tpreorder/prometheus/alerts.yml",
         "/usr/lib/python3/dist-packages/l2tpreorder/core/engine.py",
@@ -66,7 +71,38 @@ def test_packaged_unit_runs_the_packaged_program(built_deb: Path, tmp_path: Path
     inpath = (tmp_path / "lib/systemd/system/l2tpreorder-inpath.service").read_text()
     assert "ExecStart=/usr/bin/l2tpreorder run --config /etc/l2tpreorder/config.yaml" in inpath
     assert "/usr/local/bin" not in inpath
-    assert (tmp_path / "usr/share/doc/l2tpreorder/inpath.md").exists()  # its Documentation=
+    # Every unit's Documentation= works where the package puts things: its man pages and files.
+    for unit in (tmp_path / "lib/systemd/system").glob("*.service"):
+        docs = " ".join(re.findall(r"^Documentation=(.*)$", unit.read_text(), re.M)).split()
+        assert "man:l2tpreorder(8)" in docs and "man:l2tpreorder.yaml(5)" in docs, unit
+        for doc in docs:
+            if doc.startswith("man:"):
+                match = re.fullmatch(r"man:(\S+)\((\d)\)", doc)
+                assert match, f"{unit.name}: Documentation={doc}"
+                name, section = match.groups()
+                page = tmp_path / f"usr/share/man/man{section}/{name}.{section}.gz"
+            else:
+                page = tmp_path / doc.removeprefix("file:///")
+            assert page.exists(), f"{unit.name}: Documentation={doc}: no {page}"
+
+
+def test_readme_and_docs_links_work_where_the_package_installs_them(
+    built_deb: Path, tmp_path: Path
+) -> None:
+    """README.md and docs/ keep their layout under /usr/share/doc/l2tpreorder (uncompressed),
+    so each relative link in them reaches a file the package holds."""
+    subprocess.run(["dpkg-deb", "-x", str(built_deb), str(tmp_path)], check=True, timeout=60)
+    doc = tmp_path / "usr/share/doc/l2tpreorder"
+    pages = [doc / "README.md", *sorted((doc / "docs").glob("*.md"))]
+    assert len(pages) >= 10, pages
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(doc)} -> {target}")
+    assert broken == []
 
 
 def test_lintian_accepts_the_package(built_deb: Path) -> None:

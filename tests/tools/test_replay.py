@@ -115,7 +115,10 @@ def test_encrypted_capture_is_reported_as_such() -> None:
 
 @pytest.mark.parametrize("name", SHARED)
 def test_every_shared_capture_replays_without_error(name: str, tmp_path: Path) -> None:
-    r = replay(str(shared_pcap(name)), ReplayOptions(output=str(tmp_path / "o.pcap"), compare=True))
+    r = replay(
+        str(shared_pcap(name)),
+        ReplayOptions(output=str(tmp_path / "o.pcap"), compare=True, kernel_reorder_timeout=0.02),
+    )
     st = r.capture
     assert st.frames == st.datagrams + st.fragments + sum(st.unreadable.values())
     assert r.l2tp_packets + sum(r.malformed.values()) == st.datagrams
@@ -133,10 +136,13 @@ def test_every_shared_capture_replays_without_error(name: str, tmp_path: Path) -
     assert text.startswith(f"{r.path}: {st.file_format}, {frames}, ")
     packets = "1 packet" if r.l2tp_packets == 1 else f"{r.l2tp_packets:,} packets"
     assert f"L2TPv2: {packets} (" in text
-    for s in r.sessions:  # one table row per session: LAC peer, tunnel, session, packets
+    for s in r.sessions:  # under its LAC peer's heading, one row: tunnel, session, packets
         lac = format_address(s.conversation.lac)
-        row = rf"^{re.escape(lac)} +{s.tunnel_id} +{s.session_id} +{s.data:,} "
+        assert re.search(rf"^LAC {re.escape(lac)} -> LNS ", text, re.M), lac
+        row = rf"^ +{s.tunnel_id} +{s.session_id} +{s.data:,} "
         assert re.search(row, text, re.M), row
+    wide = [line for line in text.replace(r.path, "").splitlines() if len(line) > 100]
+    assert not wide, "lines over 100 columns:\n" + "\n".join(wide)
     for reason, n in st.unreadable.items():
         assert f"not read: {n:,} frames {capture.REASON_TEXT[reason]}" in text
 
@@ -356,7 +362,8 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     assert session["hold_ms"]["count"] == 1
     code, text = run_cli("replay", "pcap", str(path), "--compare")
     assert code == 0
-    assert "LAC peer" in text and "kernel reorderto=0" in text and "xl2tpd" in text
+    assert re.search(rf"^LAC {LAC}:\d+ -> LNS {LNS}:\d+: 1 session$", text, re.M), text
+    assert "kernel reorderto=0" in text and "xl2tpd" in text
     code, _ = run_cli("replay", "pcap", str(tmp_path / "missing.pcap"))
     assert code == 1
 

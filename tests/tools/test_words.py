@@ -37,7 +37,7 @@ def test_reordered_is_what_the_engine_released_and_the_table_adds_up(tmp_path: P
         )  # fmt: skip
         row = next(line for line in table.splitlines() if f" {s.session_id:>7} " in line)
         cells = row.split()
-        assert (int(cells[5]), int(cells[6])) == (s.forwarded_in_order, s.released)
+        assert (int(cells[4]), int(cells[5])) == (s.forwarded_in_order, s.released)
         released += s.released
     assert released == r.counters["released"], "the same number as the metric counts"
     assert 0 < released <= stats.swapped

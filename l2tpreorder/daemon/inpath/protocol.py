@@ -23,13 +23,17 @@ def worker_socket(control_path: str, queue: int) -> str:
     return f"{control_path}.queue{queue}"
 
 
-async def ask(path: str, command: str, timeout: float) -> dict[str, Any]:
-    """One request to a worker's socket; a worker that cannot answer is an error answer."""
+async def ask(
+    path: str, command: str, timeout: float, fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One request to a worker's socket (`fields`: the rest of the request, e.g. a status
+    selection); a worker that cannot answer is an error answer."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_unix_connection(path, limit=MAX_ANSWER)
             try:
-                writer.write(json.dumps({"command": command}).encode() + b"\n")
+                request = {**(fields or {}), "command": command}
+                writer.write(json.dumps(request).encode() + b"\n")
                 await writer.drain()
                 line = await reader.readline()
             finally:

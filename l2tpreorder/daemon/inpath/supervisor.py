@@ -41,7 +41,9 @@ from l2tpreorder.daemon.inpath.protocol import (
     worker_socket,
 )
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
+from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery
 
 log = logging.getLogger("l2tpreorder")
 
@@ -123,7 +125,7 @@ class Supervisor:
         self.notifier = Notifier()
         self._stopping = False
         self._ready_sent = False
-        self.metrics: MetricsServer | None = None
+        self.metrics = MetricsEndpoint(self._open_metrics)
         self.control: ControlServer | None = None
 
     def status_line(self) -> str:
@@ -147,7 +149,7 @@ class Supervisor:
             log.error("%s", another_daemon(running))
             return EX_CONFIG  # a config fault (control_socket): systemd must not retry
         try:  # metrics asked for but not served is a failed start (issue 24)
-            self.metrics = self._start_metrics(self.config.metrics, at_start=True)
+            self.metrics.start(self.config.metrics)
         except OSError as e:
             log.error("%s; not starting", listen_failure(self.config.metrics, e))
             return 1
@@ -163,71 +165,46 @@ class Supervisor:
             watch.cancel()
             self.notifier.stopping()
             await loop.run_in_executor(None, self._stop_all)
-            if self.metrics is not None:
-                self.metrics.close()
+            self.metrics.close()
             if self.control is not None:
                 self.control.close()
             self.notifier.close()
         return 0
 
-    def _start_metrics(
-        self, settings: MetricsConfig, at_start: bool = False
-    ) -> MetricsServer | None:
-        """The one `/metrics` for every worker (`WorkersCollector`); None when off. At start
-        a port it cannot listen on raises OSError (the caller refuses to start)."""
+    def _open_metrics(self, settings: MetricsConfig) -> MetricsServer | None:
+        """The one `/metrics` for every worker (`WorkersCollector`); None when off; OSError
+        when it cannot listen."""
         if not settings.enabled:
             return None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkersCollector(self))
-        try:
-            server = MetricsServer(settings, registry)
-        except OSError as e:
-            if at_start:
-                raise
-            log.error("reload: %s; running without metrics", listen_failure(settings, e))
-            return None
-        log.info("metrics: http://%s/metrics", format_address((settings.listen, server.port)))
+        server = MetricsServer(settings, registry)
+        scheme = "https" if settings.tls_cert else "http"
+        log.info("metrics: %s://%s/metrics", scheme, format_address((settings.listen, server.port)))
         return server
 
     def _sighup(self) -> None:
         self._forward(signal.SIGHUP)
         self.reload_own()
 
-    def reload_own(self) -> None:
+    def reload_own(self) -> str | None:
         """After the workers reloaded: what the supervisor serves itself (`metrics:`) follows
-        the file too. A file that does not load is the workers' to report."""
+        the file too; returns why it could not (for the reload's answer). A file that does
+        not load is the workers' to report."""
         if self._load is None:
-            return
+            return None
         try:
             new = self._load()
         except ConfigError:
-            return
-        if new.metrics != self.config.metrics and not self._move_metrics(new.metrics):
-            new = replace(new, metrics=self.config.metrics)  # the next reload tries again
+            return None
+        not_served = None
+        if new.metrics != self.config.metrics:
+            not_served = self.metrics.move(self.config.metrics, new.metrics)
+            if not_served is not None:
+                log.error("reload: %s", not_served)
+                new = replace(new, metrics=self.config.metrics)  # the next reload tries again
         self.config = new
-
-    def _move_metrics(self, new: MetricsConfig) -> bool:
-        """Serve `new`; a new address is bound before the old listener closes, so a taken
-        port keeps the old one serving (issue 24). False when `new` is not served."""
-        old, running = self.config.metrics, self.metrics
-        if running is not None and (
-            ((old.listen, old.port) == (new.listen, new.port) and old.port != 0)
-            or not new.enabled
-        ):
-            running.close()  # its port is the one the new listener needs (or none is wanted)
-            running = self.metrics = None
-        fresh = self._start_metrics(new)  # logs why when it cannot listen
-        if fresh is None and new.enabled:
-            if running is None:
-                self.metrics = self._start_metrics(old)
-            if self.metrics is not None:
-                where = format_address((old.listen, self.metrics.port))
-                log.error("reload: the metrics: section is not applied; still serving on %s", where)
-            return False
-        if running is not None:
-            running.close()
-        self.metrics = fresh
-        return True
+        return not_served
 
     def _start(self, w: Worker) -> None:
         argv = [sys.executable, "-m", "l2tpreorder", "run", "--inpath-worker", str(w.queue)]
@@ -327,12 +304,16 @@ WORKER_STATUS_TIMEOUT = 10.0  # per worker; the client waits 30 s for the whole 
 WORKER_RELOAD_TIMEOUT = 20.0
 
 
-async def supervisor_status(sup: Supervisor, path: str, started: float) -> dict[str, Any]:
+async def supervisor_status(
+    sup: Supervisor, path: str, started: float, query: StatusQuery = ALL
+) -> dict[str, Any]:
     """Every worker's answer merged: peers and sessions carry their queue; a worker that does
-    not answer (restarting) is listed with its error, its queue failing open meanwhile."""
+    not answer (restarting) is listed with its error, its queue failing open meanwhile. Each
+    worker applies `query`; the merged list may hold up to `top` per worker (the client cuts)."""
     queues = sorted(sup.workers)
+    fields = query.as_request()
     answers = await asyncio.gather(
-        *(ask(worker_socket(path, q), "status", WORKER_STATUS_TIMEOUT) for q in queues)
+        *(ask(worker_socket(path, q), "status", WORKER_STATUS_TIMEOUT, fields) for q in queues)
     )
     peers: list[dict[str, Any]] = []
     per_queue: list[dict[str, Any]] = []
@@ -373,7 +354,9 @@ async def supervisor_reload(sup: Supervisor, path: str) -> dict[str, Any]:
     if refused:
         return {"ok": False, "error": "; ".join(refused)}
     notes = sorted({n for a in answers for n in a.get("not_applied", [])})
-    sup.reload_own()
+    not_served = sup.reload_own()
+    if not_served is not None:
+        notes.append(not_served)
     return {"ok": True, "status": sup.status_line(), "not_applied": notes}
 
 
@@ -382,11 +365,15 @@ async def start_supervisor_control(sup: Supervisor) -> ControlServer | None:
     started = time.monotonic()
     control = ControlServer({})
 
-    async def status() -> dict[str, Any]:
+    async def status(request: dict[str, Any]) -> dict[str, Any]:
         assert control.path is not None
-        return await supervisor_status(sup, control.path, started)
+        try:
+            query = StatusQuery.from_request(request)
+        except QueryError as e:
+            return {"ok": False, "error": str(e)}
+        return await supervisor_status(sup, control.path, started, query)
 
-    async def reload() -> dict[str, Any]:
+    async def reload(request: dict[str, Any]) -> dict[str, Any]:
         assert control.path is not None
         return await supervisor_reload(sup, control.path)
 

@@ -34,7 +34,7 @@ from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep
 from l2tpreorder.daemon.privileges import CAP_NET_ADMIN
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.service import Endpoints, Launch, Service, run_service
-from l2tpreorder.daemon.status import sessions_by_flow
+from l2tpreorder.daemon.status import StatusQuery, lac_count, sessions_by_flow
 
 log = logging.getLogger("l2tpreorder")
 
@@ -232,13 +232,13 @@ class InPathMode:
     def restore_extra(self, extra: dict[str, Any], now: float) -> str:
         return ""
 
-    def status_fields(self, now: float) -> dict[str, Any]:
+    def status_fields(self, now: float, query: StatusQuery) -> dict[str, Any]:
         """Peers keyed by the LAC's address (in the path the LNS sees the LAC's own), and this
         queue's line with the kernel's counters."""
         q = self.queue_num
         peers = [
             _peer(flow, sessions, q)
-            for flow, sessions in sessions_by_flow(self.pipeline, now).items()
+            for flow, sessions in sessions_by_flow(self.pipeline, now, query).items()
         ]
         peers.sort(key=lambda p: p["lac"])
         c = self.adapter.counters
@@ -259,7 +259,7 @@ class InPathMode:
             },
         }
         totals = {
-            "peers": len(peers),
+            "peers": lac_count(self.pipeline) if query.selects else len(peers),
             "rx_datagrams_lac": c.from_lac,
             "rx_datagrams_lns": c.from_lns,
         }

@@ -598,11 +598,13 @@ class Relay:
             ("LNS health", self.health.tick),
         ]
 
-    def status_fields(self, now: float) -> dict[str, Any]:
+    def status_fields(self, now: float, query: status.StatusQuery) -> dict[str, Any]:
         """Each LAC peer with the upstream address xl2tpd sees it as, and its sessions."""
-        by_flow = status.sessions_by_flow(self.pipeline, now)
+        by_flow = status.sessions_by_flow(self.pipeline, now, query)
         peers = []
         for key, peer in self.peers.items():
+            if not query.peer_matches(format_address(peer.flow)):
+                continue
             try:
                 upstream = format_address(peer.up.sock.getsockname()[:2])
             except OSError:

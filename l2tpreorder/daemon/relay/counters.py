@@ -95,9 +95,12 @@ SOCKET_DROPS = family(
     "(the drops column of /proc/net/udp, what SO_RXQ_OVFL counts).",
 )
 PEERS = family("peers", "LAC peers with an upstream socket now.", kind=Kind.GAUGE)
-PEERS_IDLE = family(
-    "peers_removed_idle",
-    "LAC peers forgotten after peer_idle_timeout_ms of silence (upstream socket closed).",
+PEERS_IDLE = family(  # named like sessions_idle_expired
+    "peers_idle_expired",
+    "LAC peers forgotten after relay.peer_idle_timeout_ms of silence (upstream socket closed).",
+)
+PEERS_REMOVED_IDLE = family(  # deprecated: kept one release (NEWS.md)
+    "peers_removed_idle", "Deprecated: use l2tpreorder_peers_idle_expired_total (same value)."
 )
 LNS_ICMP = family(
     "lns_icmp_errors",
@@ -130,6 +133,7 @@ RELAY_ROWS: tuple[Counter, ...] = (
     Counter(R, "tx_bytes_lac", SOCKET_TX_BYTES, (LNS_TO_LAC,)),
     Counter(R, "peers", PEERS),
     Counter(R, "peers_removed_idle", PEERS_IDLE),
+    Counter(R, "peers_removed_idle", PEERS_REMOVED_IDLE),
     Counter(R, "lns_icmp_errors", LNS_ICMP),
     Counter(R, "lns_unresponsive", LNS_UNRESPONSIVE),
 )
