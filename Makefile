@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The compiled hot path (issue 23, l2tpreorder/build.py): mypyc compiles the per-packet modules
-# into l2tpreorder/_compiled/ when a C compiler and Python headers are there (~25-50 s), else it
-# notes why and the daemon runs pure. Rebuilt when a compiled module's source changes (a stale
-# build is never used: the manifest holds the sources' digests).
+# into l2tpreorder/_compiled/ when a C compiler and Python headers are there (40-75 s on the shared
+# 2-core VM), else it notes why and the daemon runs pure. Rebuilt when a compiled module's source
+# changes (a stale build is never used: the manifest holds the sources' digests).
 COMPILED_SRC   := $(wildcard l2tpreorder/core/*.py) l2tpreorder/daemon/inpath/adapter.py \
                   l2tpreorder/daemon/inpath/nfqueue.py l2tpreorder/build.py l2tpreorder/mypyc_build.py
 COMPILED_STAMP := l2tpreorder/_compiled/.stamp
