@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.demo.yaml
 FUZZ_SECONDS ?= 300
 
-.PHONY: venv test lint typecheck pytest run bench soak fuzz clean adaptive-eval deb man
+.PHONY: venv test lint typecheck pytest pytest-pure run bench soak fuzz clean adaptive-eval deb man
 
 # `plot` (matplotlib and numpy: 12 s more on a first install here) so that the suite draws and
 # reads back the `replay pcap --plot` picture; under CI=true its test fails without it.
@@ -17,7 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,fuzz,plot]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# The compiled hot path (issue 23, l2tpreorder/build.py): mypyc compiles the per-packet modules
+# into l2tpreorder/_compiled/ when a C compiler and Python headers are there (40-75 s on the shared
+# 2-core VM), else it notes why and the daemon runs pure. Rebuilt when a compiled module's source
+# changes (a stale build is never used: the manifest holds the sources' digests).
+COMPILED_SRC   := $(wildcard l2tpreorder/core/*.py) l2tpreorder/daemon/inpath/adapter.py \
+                  l2tpreorder/daemon/inpath/nfqueue.py l2tpreorder/build.py l2tpreorder/mypyc_build.py
+COMPILED_STAMP := l2tpreorder/_compiled/.stamp
+$(COMPILED_STAMP): $(STAMP) $(COMPILED_SRC)
+	$(BIN)/python -m l2tpreorder.mypyc_build
+	touch $(COMPILED_STAMP)
+
+venv: $(STAMP) $(COMPILED_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check l2tpreorder tests bench fuzz man
@@ -25,10 +36,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict l2tpreorder
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(COMPILED_STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The suite above runs the compiled build (when built); the pure modules keep their own run of
+# the core property and equivalence tests (same source, interpreted).
+pytest-pure: $(STAMP)
+	L2TPREORDER_BUILD=pure $(BIN)/pytest -q tests/core \
+		-k "propert or equivalence or inline_parse"
+
+test: lint typecheck pytest pytest-pure
 
 # `make bench`: live loopback benchmark + engine microbenchmarks, < 8 minutes, last line is the
 # headline `loss-free ratio daemon/baseline: X.XX`. Adds the optional `bench` extra (matplotlib).
@@ -38,7 +55,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(COMPILED_STAMP)
 	timeout 450 $(BIN)/python -m bench.run
 
 # 15 minutes of session churn at 10k datagrams/s through the real relay; RSS after warm-up
@@ -51,7 +68,7 @@ adaptive-eval: $(STAMP)
 	$(BIN)/python -m bench.adaptive_eval
 
 # Prints the config's `#>` lines (what it is, what to try next), then runs it in the foreground.
-run: $(STAMP)
+run: $(STAMP) $(COMPILED_STAMP)
 	@sed -n 's/^#> \{0,1\}//p' $(CONFIG)
 	$(BIN)/l2tpreorder run --config $(CONFIG)
 
@@ -85,4 +102,4 @@ deb:
 	@echo "built $(DEB_OUT)/l2tpreorder_$(DEB_VERSION)_all.deb"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) l2tpreorder/_compiled .pytest_cache .mypy_cache .ruff_cache .hypothesis

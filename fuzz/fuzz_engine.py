@@ -26,8 +26,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":
+    import os
+
     import atheris
 
+    # atheris measures coverage on Python bytecode: the compiled build (l2tpreorder.build) has
+    # none, so fuzzing runs the pure modules (the same source).
+    os.environ.setdefault("L2TPREORDER_BUILD", "pure")
     with atheris.instrument_imports(include=["l2tpreorder", "construct"]):
         from l2tpreorder.core import reasons
         from l2tpreorder.core.engine import EngineConfig, ReorderEngine, Sequencing

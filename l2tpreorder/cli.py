@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from l2tpreorder import __version__
+from l2tpreorder.build import describe
 
 # name -> (module, one-line help). `replay pcap` is nested: the module adds its own sub-parser.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="l2tpreorder",
         description="L2TPv2 data-plane reorder relay for an LNS such as xl2tpd.",
     )
-    parser.add_argument("--version", action="version", version=f"l2tpreorder {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"l2tpreorder {__version__}, {describe()}"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)

@@ -174,3 +174,12 @@ def given_up_bit(gaps_end: int, ns: int, window: int) -> int:
     """The bitmap bit of `ns` (0 when it lies outside the window: ahead of the end, or beyond)."""
     i = (gaps_end - 1 - ns) & 0xFFFF
     return 1 << i if i < window else 0
+
+
+def slot_names(cls: type) -> tuple[str, ...]:
+    """A `__slots__` class's attribute names, on either build: a mypyc-compiled class has no
+    `__slots__` at run time but lists the same names in `__mypyc_attrs__`."""
+    names = getattr(cls, "__slots__", None)
+    if names is None:
+        names = cls.__mypyc_attrs__  # type: ignore[attr-defined]
+    return tuple(names)

@@ -1,1 +1,5 @@
-"""core package."""
+"""core package. Its per-packet modules may run compiled (l2tpreorder.build)."""
+
+from l2tpreorder.build import extend_path
+
+extend_path(__path__, __name__)

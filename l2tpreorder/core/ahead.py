@@ -40,53 +40,41 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import Final
 
 from l2tpreorder.core import reasons
-from l2tpreorder.core.behind import far_run
-from l2tpreorder.core.engine_counters import EngineCounters
+from l2tpreorder.core.behind import Behind, far_run
 from l2tpreorder.core.fastpath import T_BIT, parse_header
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import BYPASSED, RESTORED_PASSED, Session
 
-MASK = 0xFFFF
-HALF = 0x8000
-INF = float("inf")
-FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
-DROPPED_FAR_AHEAD = int(Outcome.DROPPED_FAR_AHEAD)
+MASK: Final = 0xFFFF
+HALF: Final = 0x8000
+INF: Final = float("inf")
+FORWARDED_IN_ORDER: Final = int(Outcome.FORWARDED_IN_ORDER)
+DROPPED_FAR_AHEAD: Final = int(Outcome.DROPPED_FAR_AHEAD)
 # After a bypass episode a session waits this long (or the reorder timeout, if longer; not at
 # all with timeout 0) for its witness: a live session sends one within it, one that fell
 # silent should not hold its frames for long.
-BYPASS_WITNESS_WAIT = 1.0
-DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-HELD = int(Outcome.HELD)
+BYPASS_WITNESS_WAIT: Final = 1.0
+DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
+HELD: Final = int(Outcome.HELD)
 
 
-class Ahead:
-    """Mixin of ReorderEngine: far-ahead packets and a restored session's first packet."""
+class Ahead(Behind):
+    """Part of ReorderEngine: far-ahead packets and a restored session's first packet.
 
-    counters: EngineCounters
-    _flows: dict[Hashable, dict[int, Session]]
-    _window: int
-    _resync_after: int
-    _renumber: bool
-    _timeout: float
-    _bypass_deadline: float
+    One chain of bases (SessionTable <- Behind <- Ahead <- ReorderEngine), not mixins: mypyc
+    compiles single inheritance only, and the chain is the mixins' MRO, so nothing changes.
+    """
 
-    def _emit(self, s: Session, data: bytes, ns_offset: int, tag: object) -> None:
-        raise NotImplementedError  # ReorderEngine's
-
-    def _release_all(self, s: Session, now: float, reason: str) -> None:
-        raise NotImplementedError  # ReorderEngine's
+    _bypass_deadline: float  # set by ReorderEngine
 
     def _skip(self, s: Session, count: int, reason: str) -> None:
         raise NotImplementedError  # ReorderEngine's
 
     def receive(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
-        raise NotImplementedError  # ReorderEngine's
-
-    def _clock(self, now: float) -> float:
         raise NotImplementedError  # ReorderEngine's
 
     def _schedule(self, s: Session) -> None:
@@ -100,16 +88,6 @@ class Ahead:
 
     def _live_timer_top(self) -> tuple[float, int, Session] | None:
         raise NotImplementedError  # ReorderEngine's
-
-    if TYPE_CHECKING:  # Behind's and SessionTable's (after this class in the engine's MRO)
-
-        def sessions(self) -> Iterator[Session]: ...
-
-        def _new_session(self, flow: Hashable, key: int, ns: int, now: float) -> Session: ...
-
-        def _behind(
-            self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
-        ) -> int: ...
 
     def _resume(self, s: Session, ns: int, distance: int) -> bool:
         """A restored session's first packet, `distance` ahead of the saved expectation (behind

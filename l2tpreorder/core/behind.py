@@ -23,19 +23,21 @@ on past them (`known_back`) they are `stale`, not guessed as delivered or given 
 
 from __future__ import annotations
 
+from typing import Final
+
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.engine_counters import EngineCounters
 from l2tpreorder.core.fastpath import with_ns, without_sequence
 from l2tpreorder.core.reasons import Outcome
-from l2tpreorder.core.session_table import KNOWS_ALL, RESTORED_PASSED, Session
+from l2tpreorder.core.session_table import KNOWS_ALL, RESTORED_PASSED, Session, SessionTable
 
-MASK = 0xFFFF
-FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
-FORWARDED_OUT_OF_ORDER = int(Outcome.FORWARDED_OUT_OF_ORDER)
-FORWARDED_LATE = int(Outcome.FORWARDED_LATE)
-DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-DROPPED_LATE = int(Outcome.DROPPED_LATE)
-DROPPED_STALE = int(Outcome.DROPPED_STALE)
+MASK: Final = 0xFFFF
+FORWARDED_IN_ORDER: Final = int(Outcome.FORWARDED_IN_ORDER)
+FORWARDED_OUT_OF_ORDER: Final = int(Outcome.FORWARDED_OUT_OF_ORDER)
+FORWARDED_LATE: Final = int(Outcome.FORWARDED_LATE)
+DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
+DROPPED_LATE: Final = int(Outcome.DROPPED_LATE)
+DROPPED_STALE: Final = int(Outcome.DROPPED_STALE)
 
 
 def progress(s: Session) -> int:
@@ -66,8 +68,8 @@ def far_run(s: Session, ns: int) -> int:
     return s.behind_run
 
 
-class Behind:
-    """Mixin of ReorderEngine: classify and handle one packet behind the expected Ns."""
+class Behind(SessionTable):
+    """Part of ReorderEngine: classify and handle one packet behind the expected Ns."""
 
     counters: EngineCounters
     _out: list[tuple[object, bytes, object]]

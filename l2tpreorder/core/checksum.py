@@ -16,12 +16,13 @@ as wrong, so nothing we rewrite can turn a corrupt datagram into one the LNS acc
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-UDP = 17
+UDP: Final = 17
 # IPv6 extension headers we step over to find UDP (hop-by-hop, routing, destination options).
 # A fragment header (44) means this packet is not a whole datagram: not ours.
 _IPV6_SKIPPABLE = (0, 43, 60)
-_IPV6_FRAGMENT = 44
+_IPV6_FRAGMENT: Final = 44
 
 
 class IpUdp:
@@ -197,7 +198,7 @@ def _changed_words(old: bytes, new: bytes) -> tuple[int, int, int]:
     return first, at + shift, at
 
 
-_SUFFIX_SEARCH = 64  # bytes past the first change where a common tail is looked for
+_SUFFIX_SEARCH: Final = 64  # bytes past the first change where a common tail is looked for
 
 
 def _first_difference(a: bytes, b: bytes) -> int:

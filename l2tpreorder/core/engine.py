@@ -31,10 +31,12 @@ from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
+from l2tpreorder.build import BUILD
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.ahead import Ahead
-from l2tpreorder.core.behind import Behind, gaps_behind
+from l2tpreorder.core.behind import gaps_behind
 from l2tpreorder.core.engine_counters import (
     DISPLACEMENT_BUCKETS,
     HOLD_TIME_BUCKETS,
@@ -57,31 +59,33 @@ from l2tpreorder.core.session_table import (
     HELD_SHRINK,
     MAX_PENDING_CONFIRMATIONS,
     Session,
-    SessionTable,
 )
 
-HALF = 0x8000
-MASK = 0xFFFF
-INF = float("inf")
-_u16 = struct.Struct("!H").unpack_from
-_u16x4 = struct.Struct("!HHHH").unpack_from
+HALF: Final = 0x8000
+MASK: Final = 0xFFFF
+INF: Final = float("inf")
+_u16: Final = struct.Struct("!H").unpack_from
+_u16x4: Final = struct.Struct("!HHHH").unpack_from
+# Compiled exactly when the build is (l2tpreorder.build); receive's two header parses are both
+# checked by tests/core/test_engine_inline_parse.py (`make test` runs it on both builds).
+_NATIVE: Final = BUILD == "compiled"
 # After the socket layer reports kernel receive-queue drops, a gap that may be one of them, in a
 # session already holding, is given up after this long (or the reorder timeout, if shorter)
 # instead of the full timeout: a swapped packet arrives right behind its successor, a dropped one
 # never does. (A gap in a session holding nothing is given up at once; see _receive_sequenced.)
-KERNEL_DROP_GRACE = 0.002
+KERNEL_DROP_GRACE: Final = 0.002
 
 # Outcome codes as plain ints: reading an IntEnum member costs ~130 ns, a global ~10 ns.
-FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
-FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
-FORWARDED_IN_ORDER = int(Outcome.FORWARDED_IN_ORDER)
-HELD = int(Outcome.HELD)
-DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
-FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
+FORWARDED_CONTROL: Final = int(Outcome.FORWARDED_CONTROL)
+FORWARDED_UNSEQUENCED: Final = int(Outcome.FORWARDED_UNSEQUENCED)
+FORWARDED_IN_ORDER: Final = int(Outcome.FORWARDED_IN_ORDER)
+HELD: Final = int(Outcome.HELD)
+DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
+DROPPED_MALFORMED: Final = int(Outcome.DROPPED_MALFORMED)
+FORWARDED_MALFORMED: Final = int(Outcome.FORWARDED_MALFORMED)
 
 # Reverse-direction tunnel-ID pairs remembered (bounded so a flood of SCCRQs cannot grow it).
-MAX_TUNNEL_MAP = 65536
+MAX_TUNNEL_MAP: Final = 65536
 __all__ = [
     "DISPLACEMENT_BUCKETS",
     "HOLD_TIME_BUCKETS",
@@ -165,7 +169,7 @@ class EngineConfig:
                 raise ValueError(f"{name}={value!r}: expected {above}{upto}")
 
 
-class ReorderEngine(Ahead, Behind, SessionTable):
+class ReorderEngine(Ahead):
     """Puts each session's sequenced data back in Ns order; see the module docstring."""
 
     def __init__(self, config: EngineConfig | None = None, *, pass_malformed: bool = False) -> None:
@@ -278,7 +282,11 @@ class ReorderEngine(Ahead, Behind, SessionTable):
         n = len(data)
         if n < 10:
             return self._receive_other(data, flow, now, tag)
-        flags, a, b, ns = _u16x4(data)
+        if _NATIVE:  # compiled: byte indexing is native code, no tuple of 4 ints per packet
+            flags, a = (data[0] << 8) | data[1], (data[2] << 8) | data[3]
+            b, ns = (data[4] << 8) | data[5], (data[6] << 8) | data[7]
+        else:  # interpreted: one struct call costs less than eight subscripts
+            flags, a, b, ns = _u16x4(data)
         shape = flags & 0xCA0F  # T, L, S, O bits and version; P and reserved bits ignored
         if shape == 0x0802:  # data, S, no L: flags tid sid Ns
             key = (a << 16) | b

@@ -9,21 +9,22 @@ every flag combination, random values, offsets and truncated or lying inputs.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from l2tpreorder.core import reasons
 
 # Flag word bits (first 16 bits of every L2TP header).
-T_BIT = 0x8000  # control message
-L_BIT = 0x4000  # Length present
-S_BIT = 0x0800  # Ns/Nr present
-O_BIT = 0x0200  # Offset Size present
-P_BIT = 0x0100  # priority (data only)
-VERSION_MASK = 0x000F
+T_BIT: Final = 0x8000  # control message
+L_BIT: Final = 0x4000  # Length present
+S_BIT: Final = 0x0800  # Ns/Nr present
+O_BIT: Final = 0x0200  # Offset Size present
+P_BIT: Final = 0x0100  # priority (data only)
+VERSION_MASK: Final = 0x000F
 
-_u16 = struct.Struct("!H").unpack_from
-_u16x2 = struct.Struct("!HH").unpack_from
-_pack_u16 = struct.Struct("!H").pack
-_u16x2_pack = struct.Struct("!HH").pack
+_u16: Final = struct.Struct("!H").unpack_from
+_u16x2: Final = struct.Struct("!HH").unpack_from
+_pack_u16: Final = struct.Struct("!H").pack
+_u16x2_pack: Final = struct.Struct("!HH").pack
 
 
 class Header:
@@ -199,15 +200,15 @@ def without_sequence(data: bytes, ns_offset: int) -> bytes:
 
 # AVP attribute types the relay acts on (vendor 0; see wire.AttributeType) and the value sizes
 # the construct definition accepts for them: at least 2 bytes, or exactly none.
-_AVP_MESSAGE_TYPE = 0
-_AVP_RESULT_CODE = 1
-_AVP_ASSIGNED_TUNNEL_ID = 9
-_AVP_ASSIGNED_SESSION_ID = 14
-_AVP_SEQUENCING_REQUIRED = 39
+_AVP_MESSAGE_TYPE: Final = 0
+_AVP_RESULT_CODE: Final = 1
+_AVP_ASSIGNED_TUNNEL_ID: Final = 9
+_AVP_ASSIGNED_SESSION_ID: Final = 14
+_AVP_SEQUENCING_REQUIRED: Final = 39
 _AVP_TWO_BYTES_AT_LEAST = frozenset(
     {_AVP_MESSAGE_TYPE, _AVP_RESULT_CODE, _AVP_ASSIGNED_TUNNEL_ID, _AVP_ASSIGNED_SESSION_ID}
 )
-_u16x3 = struct.Struct("!HHH").unpack_from
+_u16x3: Final = struct.Struct("!HHH").unpack_from
 _MESSAGE_NAMES = {
     1: "SCCRQ", 2: "SCCRP", 3: "SCCCN", 4: "StopCCN", 6: "HELLO", 7: "OCRQ", 8: "OCRP",
     9: "OCCN", 10: "ICRQ", 11: "ICRP", 12: "ICCN", 14: "CDN", 15: "WEN", 16: "SLI",

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig, EngineCounters, ReorderEngine, Session
@@ -69,10 +69,10 @@ from l2tpreorder.core.snapshot import (
 )
 from l2tpreorder.core.views import DirectionView
 
-_FORWARDED_CONTROL = int(Outcome.FORWARDED_CONTROL)
-_FORWARDED_UNSEQUENCED = int(Outcome.FORWARDED_UNSEQUENCED)
-_DROPPED_MALFORMED = int(Outcome.DROPPED_MALFORMED)
-_FORWARDED_MALFORMED = int(Outcome.FORWARDED_MALFORMED)
+_FORWARDED_CONTROL: Final = int(Outcome.FORWARDED_CONTROL)
+_FORWARDED_UNSEQUENCED: Final = int(Outcome.FORWARDED_UNSEQUENCED)
+_DROPPED_MALFORMED: Final = int(Outcome.DROPPED_MALFORMED)
+_FORWARDED_MALFORMED: Final = int(Outcome.FORWARDED_MALFORMED)
 # The outcomes a debug event names (events.Dropped, events.Malformed).
 _NOTED = frozenset(
     int(o)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Hashable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from l2tpreorder.core import adaptive, reasons
 from l2tpreorder.core.continuation import ContinuationMemory, Ended
@@ -26,28 +26,28 @@ from l2tpreorder.core.events import EVENTS_KEPT
 if TYPE_CHECKING:
     from l2tpreorder.core.engine_counters import EngineCounters
 
-MASK = 0xFFFF
-INF = float("inf")
+MASK: Final = 0xFFFF
+INF: Final = float("inf")
 # Pending confirmations older than this are dropped: by then the call sends data without Ns,
 # or never started. (Bounded by count too, against a flood of ICCNs.)
-PENDING_MEMORY = 120.0
+PENDING_MEMORY: Final = 120.0
 MAX_PENDING_CONFIRMATIONS = 65536
 # An evicted session counts as active (`sessions_evicted_active`) when its last packet came
 # within this many reorder timeouts, or within ACTIVE_FLOOR seconds, whichever is longer.
-ACTIVE_TIMEOUTS = 4
-ACTIVE_FLOOR = 1.0
+ACTIVE_TIMEOUTS: Final = 4
+ACTIVE_FLOOR: Final = 1.0
 # A held-packet dict that grew beyond this is replaced by a fresh one once empty: a dict never
 # gives back the table it grew for a burst.
-HELD_SHRINK = 16
+HELD_SHRINK: Final = 16
 # Session.known_back when the whole window W is tracked (no reload has grown W lately).
-KNOWS_ALL = 1 << 62
+KNOWS_ALL: Final = 1 << 62
 # Session.restored: how a restored session takes its first packet (core/ahead.py); 0: not
 # restored, or it has had a packet since.
-RESTORED = 1  # nothing passed while the daemon was down (relay mode): what was sent is lost
-RESTORED_PASSED = 2  # traffic may have passed untouched meanwhile (in-path fail-open bypass)
+RESTORED: Final = 1  # nothing passed while the daemon was down (relay mode): what was sent is lost
+RESTORED_PASSED: Final = 2  # traffic may have passed untouched meanwhile (in-path fail-open bypass)
 # A bypass episode (in-path: queue or socket full) while the session ran: what it holds waits
 # for its first packet that arrived after the episode (core/ahead.py `_bypassed`).
-BYPASSED = 3
+BYPASSED: Final = 3
 # Ends recorded between two `take_records()` (the debug lines read them once per tick); beyond
 # it they are only counted.
 END_LOG_KEPT = EVENTS_KEPT
@@ -168,7 +168,7 @@ class Session:
 
 
 class SessionTable:
-    """Mixin of ReorderEngine: the table of sessions and everything bounded around it."""
+    """Base of ReorderEngine: the table of sessions and everything bounded around it."""
 
     counters: EngineCounters
     _max_sessions: int

@@ -32,7 +32,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from l2tpreorder import __version__
+from l2tpreorder import BUILD, __version__
 from l2tpreorder.config import MetricsConfig as MetricsConfig  # the `metrics:` section
 from l2tpreorder.config import format_address
 from l2tpreorder.core import counters
@@ -98,10 +98,11 @@ class DaemonCollector(Collector):
             yield from self._session_families(live, self._config.per_session_top_n)
         build = GaugeMetricFamily(
             PREFIX + "build_info",
-            "Always 1; labels carry the l2tpreorder and Python versions.",
-            labels=["version", "python_version"],
+            "Always 1; labels carry the l2tpreorder and Python versions and the build "
+            "(compiled: the mypyc hot path; pure: Python only).",
+            labels=["version", "python_version", "build"],
         )
-        build.add_metric([__version__, platform.python_version()], 1)
+        build.add_metric([__version__, platform.python_version(), BUILD], 1)
         yield build
 
     def _engine_families(

@@ -28,6 +28,7 @@ from l2tpreorder.wire import (
     build_data,
 )
 from tests.core.test_fuzz_engine import FLOWS, SESSIONS, Step, configs, steps
+from tests.engine_helpers import slot_names
 
 TUNNELS = sorted({t for t, _ in SESSIONS} | {9})
 SESSION_IDS = sorted({s for _, s in SESSIONS})
@@ -123,7 +124,7 @@ def _counters(e: ReorderEngine | None) -> object:
     c = e.counters
     return {
         name: (dict(v) if isinstance(v, dict) else getattr(v, "counts", v))
-        for name in type(c).__slots__
+        for name in slot_names(type(c))
         for v in [getattr(c, name)]
     }
 

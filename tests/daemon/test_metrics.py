@@ -13,7 +13,7 @@ from platform import python_version
 import pytest
 from prometheus_client import generate_latest
 
-from l2tpreorder import __version__
+from l2tpreorder import BUILD, __version__
 from l2tpreorder.daemon.metrics import MetricsConfig, build_registry, start_metrics_server
 from l2tpreorder.wire import build_data
 from tests.conftest import PROJECT_ROOT, need_tool
@@ -95,7 +95,13 @@ def test_counters_match_what_the_traffic_did(driven: tuple[Source, ImpairedTraff
     assert value(s, "l2tpreorder_socket_received_datagrams_total", direction=D) == t.datagrams
     assert value(s, "l2tpreorder_socket_received_bytes_total", direction=D) == t.bytes_sent
     assert (
-        value(s, "l2tpreorder_build_info", version=__version__, python_version=python_version())
+        value(
+            s,
+            "l2tpreorder_build_info",
+            version=__version__,
+            python_version=python_version(),
+            build=BUILD,
+        )
         == 1
     )
     # Without reorder.lns_to_lac there is no LNS->LAC engine, so none of its series; the

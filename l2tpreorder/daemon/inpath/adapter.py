@@ -23,6 +23,7 @@ import logging
 import socket
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Final
 
 from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
@@ -46,46 +47,52 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     verdict_message,
 )
 
-_DROPPED_DUPLICATE = int(Outcome.DROPPED_DUPLICATE)
-_DROPPED_STALE = int(Outcome.DROPPED_STALE)
+_DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
+_DROPPED_STALE: Final = int(Outcome.DROPPED_STALE)
 # Flags that keep a packet off the fast path; an unverified checksum is verified on it.
-_NOT_FAST = ~PACKET_CSUM_NOT_VERIFIED
+_NOT_FAST: Final = ~PACKET_CSUM_NOT_VERIFIED
 
 log = logging.getLogger("l2tpreorder")
 
 # The flow cache's value for a LAC address outside `inpath.allow` (its packets are not ours).
 NOT_ALLOWED: Hashable = ("not allowed", 0)
 
-ID_MASK = 0xFFFFFFFF  # packet ids are the kernel's u32 id_sequence
+ID_MASK: Final = 0xFFFFFFFF  # packet ids are the kernel's u32 id_sequence
 # While sessions wait after a bypass episode, the kernel's queue maxlen is raised to this many
 # times `queue_maxlen`, so that the packets queued after the episode (the witnesses) find room
 # while the backlog waits for them; back to `queue_maxlen` once the backlog is answered.
-EPISODE_ROOM = 2
-KERNEL_MAXLEN_CAP = 1 << 24
-EPISODE_LOG_EVERY = 10.0  # seconds between two episode log lines (the counter counts them all)
+EPISODE_ROOM: Final = 2
+KERNEL_MAXLEN_CAP: Final = 1 << 24
+# Seconds between two episode log lines (the counter counts every episode).
+EPISODE_LOG_EVERY: Final = 10.0
+
+
+# InPathCounters' fields, also what `as_dict` reports: a compiled class (l2tpreorder.build) has
+# no `__slots__` to read at run time.
+COUNTER_NAMES: Final = (
+    "accepted",
+    "accepted_rewritten",
+    "bad_checksum",
+    "batch_verdicts",
+    "dropped",
+    "episodes_queue_full",
+    "episodes_socket_full",
+    "fragments_seen",
+    "from_lac",
+    "from_lns",
+    "not_allowed",
+    "not_l2tpv2",
+    "not_udp",
+    "packets",
+    "truncated",
+    "verdict_messages",
+)
 
 
 class InPathCounters:
     """Plain-int counters of the in-path adapter (read by the metrics collector)."""
 
-    __slots__ = (
-        "accepted",
-        "accepted_rewritten",
-        "bad_checksum",
-        "batch_verdicts",
-        "dropped",
-        "episodes_queue_full",
-        "episodes_socket_full",
-        "fragments_seen",
-        "from_lac",
-        "from_lns",
-        "not_allowed",
-        "not_l2tpv2",
-        "not_udp",
-        "packets",
-        "truncated",
-        "verdict_messages",
-    )
+    __slots__ = COUNTER_NAMES
 
     def __init__(self) -> None:
         self.packets = 0  # packets read from the queue
@@ -114,7 +121,7 @@ class InPathCounters:
         self.episodes_socket_full = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in COUNTER_NAMES}
 
     @property
     def passed_not_ours(self) -> int:

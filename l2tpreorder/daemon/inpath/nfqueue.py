@@ -22,91 +22,88 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from l2tpreorder.daemon import mmsg
+from l2tpreorder.daemon.inpath.errors import NfqueueError
 
-NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
-NETLINK_NO_ENOBUFS = 5
-SO_RCVBUFFORCE = 33
+NETLINK_NETFILTER: Final = 12
+SOL_NETLINK: Final = 270
+NETLINK_NO_ENOBUFS: Final = 5
+SO_RCVBUFFORCE: Final = 33
 
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
+NLM_F_REQUEST: Final = 0x1
+NLM_F_ACK: Final = 0x4
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+NLA_TYPE_MASK: Final = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
-NFNL_SUBSYS_QUEUE = 3
-NFQNL_MSG_PACKET = 0
-NFQNL_MSG_VERDICT = 1
-NFQNL_MSG_CONFIG = 2
-NFQNL_MSG_VERDICT_BATCH = 3
+NFNL_SUBSYS_QUEUE: Final = 3
+NFQNL_MSG_PACKET: Final = 0
+NFQNL_MSG_VERDICT: Final = 1
+NFQNL_MSG_CONFIG: Final = 2
+NFQNL_MSG_VERDICT_BATCH: Final = 3
 
-NFQA_PACKET_HDR = 1
-NFQA_VERDICT_HDR = 2
-NFQA_PAYLOAD = 10
-NFQA_CAP_LEN = 13
-NFQA_SKB_INFO = 14
+NFQA_PACKET_HDR: Final = 1
+NFQA_VERDICT_HDR: Final = 2
+NFQA_PAYLOAD: Final = 10
+NFQA_CAP_LEN: Final = 13
+NFQA_SKB_INFO: Final = 14
 # NFQA_SKB_INFO flags. The kernel sends the attribute unasked. CSUMNOTREADY (checksum still to
 # be filled in, CHECKSUM_PARTIAL) only reaches a queue configured with NFQA_CFG_F_GSO, which we
 # never set: without it the kernel completes a partial checksum before copying the packet.
 # CSUM_NOTVERIFIED (PREROUTING, INPUT, FORWARD): neither the NIC nor the kernel has verified the
 # checksum yet; without it the packet's checksum is known good (or was computed locally).
-NFQA_SKB_CSUMNOTREADY = 0x1
-NFQA_SKB_GSO = 0x2
-NFQA_SKB_CSUM_NOTVERIFIED = 0x4
+NFQA_SKB_CSUMNOTREADY: Final = 0x1
+NFQA_SKB_GSO: Final = 0x2
+NFQA_SKB_CSUM_NOTVERIFIED: Final = 0x4
 
-NFQA_CFG_CMD = 1
-NFQA_CFG_PARAMS = 2
-NFQA_CFG_QUEUE_MAXLEN = 3
-NFQA_CFG_MASK = 4
-NFQA_CFG_FLAGS = 5
-NFQNL_CFG_CMD_BIND = 1
-NFQNL_CFG_CMD_UNBIND = 2
-NFQNL_COPY_PACKET = 2
-NFQA_CFG_F_FAIL_OPEN = 0x1
+NFQA_CFG_CMD: Final = 1
+NFQA_CFG_PARAMS: Final = 2
+NFQA_CFG_QUEUE_MAXLEN: Final = 3
+NFQA_CFG_MASK: Final = 4
+NFQA_CFG_FLAGS: Final = 5
+NFQNL_CFG_CMD_BIND: Final = 1
+NFQNL_CFG_CMD_UNBIND: Final = 2
+NFQNL_COPY_PACKET: Final = 2
+NFQA_CFG_F_FAIL_OPEN: Final = 0x1
 
-NF_DROP = 0
-NF_ACCEPT = 1
+NF_DROP: Final = 0
+NF_ACCEPT: Final = 1
 
-NF_INET_LOCAL_IN = 1
-NF_INET_FORWARD = 2
-NF_INET_LOCAL_OUT = 3
+NF_INET_LOCAL_IN: Final = 1
+NF_INET_FORWARD: Final = 2
+NF_INET_LOCAL_OUT: Final = 3
 
 # Largest copy that still fits one receive slot with the netlink/nfqueue headers around it; a
 # bigger packet arrives truncated (NFQA_CAP_LEN) and is accepted untouched, never dropped.
-MAX_COPY = mmsg.SLOT_SIZE - 512
-DEFAULT_QUEUE_MAXLEN = 65536
-DEFAULT_RCVBUF = 64 * 1024 * 1024
+MAX_COPY: Final = mmsg.SLOT_SIZE - 512
+DEFAULT_QUEUE_MAXLEN: Final = 65536
+DEFAULT_RCVBUF: Final = 64 * 1024 * 1024
 
-_NLMSGHDR = struct.Struct("=IHHII")
+_NLMSGHDR: Final = struct.Struct("=IHHII")
 # Config requests carry this sequence number, verdicts 0: an error message answers the one
 # whose number it carries (a refused verdict's error must not pass for a config answer).
-_CONFIG_SEQ = 1
-_NFGENMSG = struct.Struct("!BBH")
-_NLATTR = struct.Struct("=HH")
-_VERDICT_HDR = struct.Struct("!II")
-_HDR_LEN = _NLMSGHDR.size + _NFGENMSG.size  # 20
-
-
-class NfqueueError(OSError):
-    """The kernel refused a queue configuration request (errno and what was asked)."""
+_CONFIG_SEQ: Final = 1
+_NFGENMSG: Final = struct.Struct("!BBH")
+_NLATTR: Final = struct.Struct("=HH")
+_VERDICT_HDR: Final = struct.Struct("!II")
+_HDR_LEN: Final = _NLMSGHDR.size + _NFGENMSG.size  # 20
 
 
 # The longest a stop waits for the kernel's ACK to "maxlen 0" and to the unbind (see
 # `_request_attrs`): a lost ACK then costs a second, not the stop.
-STOP_ACK_TIMEOUT = 1.0
+STOP_ACK_TIMEOUT: Final = 1.0
 
 
 # One queued packet: (packet id for the verdict, netfilter hook, the copied bytes = an IP packet,
 # flags: PACKET_* below, 0 in the common case). A plain tuple: built once per packet.
 Packet = tuple[int, int, bytes, int]
-PACKET_TRUNCATED = 0x1  # the copy is shorter than the packet (NFQA_CAP_LEN)
+PACKET_TRUNCATED: Final = 0x1  # the copy is shorter than the packet (NFQA_CAP_LEN)
 # NFQA_SKB_INFO's flags, moved up one bit
-PACKET_CSUM_NOT_READY = NFQA_SKB_CSUMNOTREADY << 1
-PACKET_GSO = NFQA_SKB_GSO << 1
-PACKET_CSUM_NOT_VERIFIED = NFQA_SKB_CSUM_NOTVERIFIED << 1
+PACKET_CSUM_NOT_READY: Final = NFQA_SKB_CSUMNOTREADY << 1
+PACKET_GSO: Final = NFQA_SKB_GSO << 1
+PACKET_CSUM_NOT_VERIFIED: Final = NFQA_SKB_CSUM_NOTVERIFIED << 1
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -138,13 +135,13 @@ def batch_verdict_message(queue: int, last_id: int, verdict: int) -> bytes:
     return _message(NFQNL_MSG_VERDICT_BATCH, queue, attrs)
 
 
-_PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
-_U32 = struct.Struct("=I")
-_BE32 = struct.Struct("!I")
-_LEN_TYPE = struct.Struct("=IH")
+_PACKET_TYPE: Final = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_U32: Final = struct.Struct("=I")
+_BE32: Final = struct.Struct("!I")
+_LEN_TYPE: Final = struct.Struct("=IH")
 # nlattr header (host order) + nfqnl_msg_packet_hdr (id big-endian: ntohl), hook byte
-_FIRST_ATTR = struct.Struct("=HHIHB")
-_ERRNO = struct.Struct("=i")
+_FIRST_ATTR: Final = struct.Struct("=HHIHB")
+_ERRNO: Final = struct.Struct("=i")
 
 
 def parse_messages(
@@ -155,6 +152,13 @@ def parse_messages(
 
     Works on bytes, a bytearray or the receive ring's mmap without copying the message: only
     the payload is copied out. The per-packet cost of in-path mode starts here."""
+    # Typed locals: the unpacked fields are then machine ints in the compiled build.
+    length: int
+    kind: int
+    alen: int
+    atype: int
+    raw_id: int
+    hook: int
     hdr = _LEN_TYPE.unpack_from
     nla = _NLATTR.unpack_from
     first = _FIRST_ATTR.unpack_from
