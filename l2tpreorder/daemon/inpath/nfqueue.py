@@ -197,6 +197,15 @@ def parse_messages(
         at += (length + 3) & ~3
 
 
+def _nothing_to_accept(reply: bytes, at: int, code: int) -> bool:
+    """The error at `at` is a batch verdict's ENOENT: no packet was queued up to its id (an
+    `accept_all` at a stop with nothing waiting). Nothing was refused: not worth a report."""
+    if code != errno.ENOENT or at + _NLMSGHDR.size + 4 + _NLMSGHDR.size > len(reply):
+        return False
+    kind = _NLMSGHDR.unpack_from(reply, at + _NLMSGHDR.size + 4)[1]  # the request's header
+    return bool(kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH)
+
+
 class NfQueue:
     """One bound queue: `read()` drains what is waiting, `send()` writes verdict messages."""
 
@@ -288,7 +297,9 @@ class NfQueue:
                 if kind != NLMSG_ERROR:  # a queued packet: read() hands it out
                     self._early.append(reply[at : at + length])
                 else:  # a refused verdict's error
-                    self.errors.append(-struct.unpack_from("=i", reply, at + _NLMSGHDR.size)[0])
+                    code = -struct.unpack_from("=i", reply, at + _NLMSGHDR.size)[0]
+                    if code and not _nothing_to_accept(reply, at, code):
+                        self.errors.append(code)
                 at += (length + 3) & ~3
 
     @property
