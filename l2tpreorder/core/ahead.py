@@ -34,8 +34,11 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   and no Ns twice. With no witness within BYPASS_WITNESS_WAIT (or the reorder timeout) of the
   episode (the session fell silent), what it held goes out keeping our offset to the LAC's Ns
   (`_no_witness`): below the bypassed ones (a step back) but, at offset 0, none of theirs; the
-  session's next packet is still taken as its witness. In preserve and strip mode the LNS
-  judges no renumbering of ours: nothing waits.
+  session's next packet is still taken as its witness, but once the wait is over only within
+  the window (a stray far ahead is dropped, `far_ahead`, unless `resync_after` in a row).
+  The in-order fast path sends a waiting session's packets here too, so the first packet
+  after the episode always ends the wait. In preserve and strip mode the LNS judges no
+  renumbering of ours: nothing waits.
 """
 
 from __future__ import annotations
@@ -208,6 +211,17 @@ class Ahead(Behind):
         if distance >= HALF:  # behind: a duplicate, or a late one (not delivered meanwhile)
             return self._behind(s, data, ns, ns_offset, now, tag)
         held = s.held
+        if (
+            after
+            and distance > self._window
+            and now > self._bypass_deadline
+            and far_run(s, ns) < self._resync_after
+        ):
+            # The wait is over (the session was silent through it): a stray far ahead is
+            # no witness (issue 21 point 5); a run of `resync_after` is, as a resync would be.
+            s.dropped_far_ahead += 1
+            self.counters.dropped_far_ahead += 1
+            return DROPPED_FAR_AHEAD
         if not after or (held and distance <= max((k - s.expected) & MASK for k in held)):
             # Far ahead is no stray here: the bypass may have taken everything in between
             # (and the backlog can reach past it: the maxlen was raised before it was read).

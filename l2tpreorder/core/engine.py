@@ -300,7 +300,7 @@ class ReorderEngine(Ahead):
         sessions = self._flows.get(flow)
         if sessions is not None:
             s = sessions.get(key)
-            if s is not None and ns == s.expected and not s.held:
+            if s is not None and ns == s.expected and not s.held and not s.restored:
                 # The common case: in order, nothing held. No copy unless Ns must change.
                 # This is `_emit` inlined (a method call is a measurable share of this path):
                 # a change to how a mode rewrites Ns goes in both.
