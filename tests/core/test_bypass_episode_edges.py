@@ -96,3 +96,28 @@ def test_within_the_wait_far_ahead_is_still_a_witness() -> None:
     assert p.from_lac(data(5000, session=B), FLOW, 1.5) == Outcome.FORWARDED_IN_ORDER
     assert out(p)[B] == [(5000, 5000)]
     never_steps_back([0, 5000])
+
+
+def test_the_byte_cap_releases_a_waiting_session_keeping_its_offset() -> None:
+    """A waits (10..12 and 15..25 of its backlog held, 13 and 14 passed us); B's swap takes
+    the held bytes over the cap, and A's deadline is the earliest. What A holds goes out as
+    `_no_witness` sends it: 13 and 14 skipped in our numbering too, so 15 is not sent as 13."""
+    size = len(data(0, session=A, size=200))
+    config = EngineConfig(
+        reorder_timeout=5.0, sequencing=Sequencing.RENUMBER, max_held_bytes=5 * size
+    )
+    p = Pipeline(config)
+    for n in range(10):
+        p.from_lac(data(n, session=A, size=200), FLOW, 0.0)
+    p.from_lac(data(0, session=B, size=200), FLOW, 0.0)
+    p.note_bypass(1.0)
+    for n in [10, 11, 12, *range(15, 26)]:
+        assert p.hold_before_bypass(data(n, session=A, size=200), FLOW, 1.0) == Outcome.HELD
+    out(p)
+    assert p.from_lac(data(1, session=B, size=200), FLOW, 1.5) == Outcome.FORWARDED_IN_ORDER
+    assert p.from_lac(data(3, session=B, size=200), FLOW, 1.5) == Outcome.HELD
+    got = out(p)
+    assert got[A] == [(n, n) for n in [10, 11, 12, *range(15, 26)]]
+    assert got[B] == [(1, 1)]
+    assert p.from_lac(data(26, session=A), FLOW, 1.6) == Outcome.FORWARDED_IN_ORDER
+    assert out(p)[A] == [(26, 26)]
