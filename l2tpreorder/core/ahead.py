@@ -256,6 +256,14 @@ class Ahead(Behind):
                     s.out_ns = (s.out_ns + gap) & MASK
             self._release_run(s, now)
 
+    def _release_held(self, s: Session, now: float, reason: str) -> None:
+        """Everything the session holds goes out (flush, session end or eviction; `reason` for
+        its gaps): while it waits for its witness, as `_no_witness` sends it (its gaps may be
+        the bypassed Ns: skipped in our numbering too, never reused)."""
+        if s.restored == BYPASSED:
+            self._no_witness(s, now)
+        self._release_all(s, now, reason)
+
     def _hold_untimed(
         self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object
     ) -> int:

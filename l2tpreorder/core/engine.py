@@ -658,7 +658,7 @@ class ReorderEngine(Ahead):
         """Deliver everything held, in order (shutdown). Sessions stay."""
         now = self._clock(now)
         for s in list(self.sessions()):
-            self._release_all(s, now, reasons.SKIP_END)
+            self._release_held(s, now, reasons.SKIP_END)
             self.age_gaps(s)  # what a snapshot saves is read without the session's counters
 
     def note_kernel_drops(self, now: float) -> None:

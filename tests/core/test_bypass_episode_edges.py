@@ -5,13 +5,15 @@ waiting for a witness long after the episode."""
 
 from __future__ import annotations
 
+import pytest
+
 from l2tpreorder.core import reasons
 from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import BYPASSED
 from tests.core.test_restore_ahead import never_steps_back
-from tests.engine_helpers import FLOW, data, ident_of, ns_of
+from tests.engine_helpers import FLOW, TUNNEL, data, ident_of, ns_of
 
 RENUMBER = EngineConfig(reorder_timeout=0.1, sequencing=Sequencing.RENUMBER)
 A, B = 1, 2
@@ -121,3 +123,28 @@ def test_the_byte_cap_releases_a_waiting_session_keeping_its_offset() -> None:
     assert got[B] == [(1, 1)]
     assert p.from_lac(data(26, session=A), FLOW, 1.6) == Outcome.FORWARDED_IN_ORDER
     assert out(p)[A] == [(26, 26)]
+
+
+@pytest.mark.parametrize("end", ["flush", "cdn", "evict"])
+def test_flush_and_session_end_while_waiting_keep_the_offset(end: str) -> None:
+    """A waits holding 10..12 and 15, 16 (13 and 14 passed us). SIGTERM's flush, a CDN or an
+    eviction sends what it holds as `_no_witness` does: 15 and 16 keep their own Ns, not the
+    bypassed 13 and 14."""
+    config = EngineConfig(reorder_timeout=0.1, sequencing=Sequencing.RENUMBER, max_sessions=1)
+    p = Pipeline(config)
+    for n in range(10):
+        p.from_lac(data(n, session=A), FLOW, 0.0)
+    p.note_bypass(1.0)
+    for n in [10, 11, 12, 15, 16]:
+        assert p.hold_before_bypass(data(n, session=A), FLOW, 1.0) == Outcome.HELD
+    out(p)
+    engine = p.directions()["lac_to_lns"]
+    if end == "flush":
+        p.flush(1.2)
+    elif end == "cdn":
+        assert engine.end_session(FLOW, TUNNEL, A, 1.2)
+    else:
+        p.from_lac(data(0, session=B), FLOW, 1.2)  # the table is full: A goes
+        assert engine.counters.sessions_ended == 1
+    assert out(p)[A] == [(n, n) for n in [10, 11, 12, 15, 16]]
+    assert engine.counters.skipped[reasons.SKIP_BYPASS] == 2
