@@ -639,8 +639,8 @@ class ReorderEngine(Ahead):
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
-            if s.restored == BYPASSED:  # no witness in time (core/ahead.py)
-                self._no_witness(s, now)
+            if s.restored == BYPASSED:  # no witness in time? (core/ahead.py)
+                self._wait_over(s, now)
                 continue
             timeout = self._timeout if adapt is None else s.timeout  # self.timeout_of(s)
             while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:

@@ -148,3 +148,31 @@ def test_flush_and_session_end_while_waiting_keep_the_offset(end: str) -> None:
         assert engine.counters.sessions_ended == 1
     assert out(p)[A] == [(n, n) for n in [10, 11, 12, 15, 16]]
     assert engine.counters.skipped[reasons.SKIP_BYPASS] == 2
+
+
+def test_a_second_episode_before_the_backlog_is_read_moves_the_wait_on() -> None:
+    """Sustained overflow: the queue fills again while the first backlog is unread. The
+    sessions wait already; their wait now runs from the second episode, so what A holds is
+    not sent without its witness in the middle of the backlog."""
+    p = Pipeline(RENUMBER)
+    p.from_lac(data(0, session=A), FLOW, 0.0)
+    p.from_lac(data(2, session=A), FLOW, 0.0)
+    p.note_bypass(1.0)
+    p.hold_before_bypass(data(3, session=A), FLOW, 1.0)
+    out(p)
+    p.extend_bypass(1.9)
+    p.hold_before_bypass(data(4, session=A), FLOW, 1.95)
+    p.expire(2.5)
+    assert out(p)[A] == []
+    assert p.next_hold_deadline() == pytest.approx(2.9)
+    p.expire(2.9)
+    assert out(p)[A] == [(2, 2), (3, 3), (4, 4)]  # no witness: our offset kept
+
+
+def test_a_later_episode_moves_no_deadline_in_preserve_mode() -> None:
+    """Preserve mode waits for nothing: a held gap keeps its reorder timeout."""
+    p = Pipeline(EngineConfig(reorder_timeout=0.1, sequencing=Sequencing.PRESERVE))
+    p.from_lac(data(0, session=A), FLOW, 0.0)
+    p.from_lac(data(2, session=A), FLOW, 0.0)
+    p.extend_bypass(0.05)
+    assert p.next_hold_deadline() == pytest.approx(0.1)
