@@ -32,10 +32,14 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   bypassed Ns were below it, so renumbering goes on from max(ours, its Ns): first what was
   held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one forward jump
   and no Ns twice. With no witness within BYPASS_WITNESS_WAIT (or the reorder timeout) of the
-  episode (the session fell silent), what it held goes out keeping our offset to the LAC's Ns
+  episode (the latest, when more come before the backlog is read: `extend_bypass`; the
+  session fell silent), what it held goes out keeping our offset to the LAC's Ns
   (`_no_witness`): below the bypassed ones (a step back) but, at offset 0, none of theirs; the
-  session's next packet is still taken as its witness. In preserve and strip mode the LNS
-  judges no renumbering of ours: nothing waits.
+  session's next packet is still taken as its witness, but once the wait is over only within
+  the window (a stray far ahead is dropped, `far_ahead`, unless `resync_after` in a row).
+  The in-order fast path sends a waiting session's packets here too, so the first packet
+  after the episode always ends the wait. In preserve and strip mode the LNS judges no
+  renumbering of ours: nothing waits.
 """
 
 from __future__ import annotations
@@ -160,8 +164,7 @@ class Ahead(Behind):
         docstring); returns how many sessions wait. Preserve and strip: nothing changes."""
         if not self._renumber:
             return 0
-        timeout = self._timeout
-        self._bypass_deadline = now + (max(timeout, BYPASS_WITNESS_WAIT) if timeout > 0 else 0)
+        self._bypass_deadline = now + self._witness_wait()
         waiting = 0
         for s in self.sessions():
             s.restored = BYPASSED
@@ -169,6 +172,26 @@ class Ahead(Behind):
             self._schedule(s)  # the witness is waited for until _bypass_deadline
             waiting += 1
         return waiting
+
+    def extend_bypass(self, now: float) -> None:
+        """Another episode while the backlog of the last one is not read yet (sustained
+        overflow): the sessions wait already; the wait now runs from this one. The timers of
+        sessions holding packets move when they fire (`_wait_over`), so an episode costs no
+        pass over every session."""
+        if self._renumber:
+            self._bypass_deadline = now + self._witness_wait()
+
+    def _witness_wait(self) -> float:
+        timeout = self._timeout
+        return max(timeout, BYPASS_WITNESS_WAIT) if timeout > 0 else 0.0
+
+    def _wait_over(self, s: Session, now: float) -> None:
+        """A waiting session's timer fired: no witness in time, unless a later episode
+        moved the wait on (then the timer is re-armed for the new end)."""
+        if now < self._bypass_deadline:
+            self._schedule(s)
+        else:
+            self._no_witness(s, now)
 
     def hold_before_bypass(
         self, data: bytes, flow: Hashable, now: float, tag: object = None
@@ -208,6 +231,17 @@ class Ahead(Behind):
         if distance >= HALF:  # behind: a duplicate, or a late one (not delivered meanwhile)
             return self._behind(s, data, ns, ns_offset, now, tag)
         held = s.held
+        if (
+            after
+            and distance > self._window
+            and now > self._bypass_deadline
+            and far_run(s, ns) < self._resync_after
+        ):
+            # The wait is over (the session was silent through it): a stray far ahead is
+            # no witness (issue 21 point 5); a run of `resync_after` is, as a resync would be.
+            s.dropped_far_ahead += 1
+            self.counters.dropped_far_ahead += 1
+            return DROPPED_FAR_AHEAD
         if not after or (held and distance <= max((k - s.expected) & MASK for k in held)):
             # Far ahead is no stray here: the bypass may have taken everything in between
             # (and the backlog can reach past it: the maxlen was raised before it was read).
@@ -241,6 +275,14 @@ class Ahead(Behind):
                 if self._renumber:
                     s.out_ns = (s.out_ns + gap) & MASK
             self._release_run(s, now)
+
+    def _release_held(self, s: Session, now: float, reason: str) -> None:
+        """Everything the session holds goes out (flush, session end or eviction; `reason` for
+        its gaps): while it waits for its witness, as `_no_witness` sends it (its gaps may be
+        the bypassed Ns: skipped in our numbering too, never reused)."""
+        if s.restored == BYPASSED:
+            self._no_witness(s, now)
+        self._release_all(s, now, reason)
 
     def _hold_untimed(
         self, s: Session, data: bytes, ns: int, ns_offset: int, now: float, tag: object

@@ -300,7 +300,7 @@ class ReorderEngine(Ahead):
         sessions = self._flows.get(flow)
         if sessions is not None:
             s = sessions.get(key)
-            if s is not None and ns == s.expected and not s.held:
+            if s is not None and ns == s.expected and not s.held and not s.restored:
                 # The common case: in order, nothing held. No copy unless Ns must change.
                 # This is `_emit` inlined (a method call is a measurable share of this path):
                 # a change to how a mode rewrites Ns goes in both.
@@ -639,8 +639,8 @@ class ReorderEngine(Ahead):
             heapq.heappop(self._timers)
             s = top[2]
             s.timer_id = 0
-            if s.restored == BYPASSED:  # no witness in time (core/ahead.py)
-                self._no_witness(s, now)
+            if s.restored == BYPASSED:  # no witness in time? (core/ahead.py)
+                self._wait_over(s, now)
                 continue
             timeout = self._timeout if adapt is None else s.timeout  # self.timeout_of(s)
             while s.held and (first := next(iter(s.held.values()))[1]) + timeout <= now:
@@ -658,7 +658,7 @@ class ReorderEngine(Ahead):
         """Deliver everything held, in order (shutdown). Sessions stay."""
         now = self._clock(now)
         for s in list(self.sessions()):
-            self._release_all(s, now, reasons.SKIP_END)
+            self._release_held(s, now, reasons.SKIP_END)
             self.age_gaps(s)  # what a snapshot saves is read without the session's counters
 
     def note_kernel_drops(self, now: float) -> None:
@@ -673,12 +673,16 @@ class ReorderEngine(Ahead):
         self._drop_mark = now
 
     def _enforce_byte_cap(self, now: float) -> None:
-        """Over the global byte cap: close the oldest gap of the session waiting longest."""
+        """Over the global byte cap: close the oldest gap of the session waiting longest (one
+        waiting for its witness sends all it holds keeping its offset: core/ahead.py)."""
         while self.counters.held_bytes > self._max_bytes:
             top = self._live_timer_top()
             if top is None:
                 return
             s = top[2]
+            if s.restored == BYPASSED:  # a skipped gap must not reuse the bypassed Ns
+                self._no_witness(s, now)
+                continue
             self._skip_to_next_held(s, reasons.SKIP_CAP)
             self._release_run(s, now)
 

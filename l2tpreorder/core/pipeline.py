@@ -297,6 +297,11 @@ class Pipeline:
         `ReorderEngine.note_bypass`; returns how many sessions wait for their witness."""
         return self.engine.note_bypass(now)
 
+    def extend_bypass(self, now: float) -> None:
+        """Another episode before the last one's backlog is read: the sessions' wait for their
+        witness runs from `now` (`ReorderEngine.extend_bypass`)."""
+        self.engine.extend_bypass(now)
+
     def hold_budget(self, limit: int) -> None:
         """At most `limit` LAC packets held (`ReorderEngine.hold_budget`; in-path mode), as of
         the latest time the engine saw."""

@@ -199,8 +199,8 @@ class SessionTable:
         self._hold_log: list[tuple[Hashable, int, int, float]] | None = None
         self._hold_missed = 0
 
-    def _release_all(self, s: Session, now: float, reason: str) -> None:
-        raise NotImplementedError  # ReorderEngine's
+    def _release_held(self, s: Session, now: float, reason: str) -> None:
+        raise NotImplementedError  # ReorderEngine's (core/ahead.py)
 
     def _clock(self, now: float) -> float:
         raise NotImplementedError  # ReorderEngine's
@@ -494,7 +494,7 @@ class SessionTable:
     ) -> None:
         """Deliver what the session holds (no silent loss), then forget it. `reason`: the skip
         reason of any gap still open; `why`: the end's reasons.END_*, recorded when asked."""
-        self._release_all(s, now, reason)
+        self._release_held(s, now, reason)
         log = self._end_log
         if log is not None:
             if len(log) < END_LOG_KEPT:

@@ -347,6 +347,7 @@ class InPath:
             waiting = self.pipeline.note_bypass(now)
             self._waiting = waiting
         else:  # the backlog of the last one is not read yet: its sessions wait already
+            self.pipeline.extend_bypass(now)  # from now on, not mid-backlog
             waiting = self._waiting
         self._boundary = boundary
         self._episodes_unlogged += 1
