@@ -35,6 +35,7 @@ COMPILED_MODULES: Final = (
     "l2tpreorder.core.continuation",
     "l2tpreorder.core.counters",
     "l2tpreorder.core.engine",
+    "l2tpreorder.core.engine_config",
     "l2tpreorder.core.engine_counters",
     "l2tpreorder.core.events",
     "l2tpreorder.core.fastpath",
