@@ -55,7 +55,8 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     assert inpath.counters.episodes_queue_full == 1
     assert kernel.maxlens == [8]  # room for the witnesses
     assert inpath.handle([packet(6, 6)], 0.02) == []  # still the backlog
-    got = decode(inpath.handle([packet(7, 20)], 0.03))  # Ns 7..19 passed us
+    # Ns 7..19 passed us; a short read (backlog 0): the kernel holds nothing unread
+    got = decode(inpath.handle([packet(7, 20)], 0.03, backlog=0))
     assert [(i, payload) for _, _, i, payload in got] == [
         (2, True),
         (3, True),
@@ -68,6 +69,27 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     assert kernel.maxlens == [8, 4]  # back once the backlog is answered
     c = inpath.pipeline.directions()["lac_to_lns"].counters
     assert c.skipped["bypass"] == 1 + 13
+
+
+def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
+    """maxlen 8, raised to 16 by an episode. The witness read fills its limit and the kernel
+    still holds 5 packets unread (14 awaited a verdict): maxlen back to 8 now would leave the
+    queue full at once, the next packets would pass and make a new episode (maxlens 16, 8, 16:
+    it oscillated). It goes back once a short read shows nothing unread and what awaits a
+    verdict is below half of it."""
+    kernel = Kernel(id_sequence=9)
+    inpath = watched(8, kernel)
+    inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
+    inpath.handle([packet(i, i) for i in range(3, 10)], 0.01)  # 8 await a verdict: full
+    assert kernel.maxlens == [16]
+    got = decode(inpath.handle([packet(10, 30)], 0.02, backlog=14))  # 11..15 unread
+    assert [i for _, _, i, _ in got] == list(range(2, 11))
+    assert kernel.maxlens == [16]
+    # 11..15, then 16..18 that came meanwhile: 8 awaited a verdict, below the raised 16
+    got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 19)], 0.03, backlog=0))
+    assert [i for _, _, i, _ in got] == list(range(11, 19))
+    assert inpath.counters.episodes_queue_full == 1
+    assert kernel.maxlens == [16, 8]
 
 
 def test_a_gap_in_the_packet_ids_is_a_socket_full_episode() -> None:

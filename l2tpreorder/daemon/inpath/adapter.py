@@ -228,6 +228,9 @@ class InPath:
         # bypassed ones (the backlog); None when none is unread.
         self._boundary: int | None = None
         self._waiting = 0  # sessions the episode made wait (for the log line)
+        # Packets the kernel holds that we have not read, as of the last batch whose backlog
+        # was known (0: the read was short, nothing left unread); `_settle` counts them.
+        self._unread = 0
         self._episode_logged_at = float("-inf")
         self._episodes_unlogged = 0
 
@@ -241,7 +244,8 @@ class InPath:
     def handle(self, packets: list[Packet], now: float, backlog: int | None = None) -> list[bytes]:
         """Take a batch of queued packets; returns the verdict messages to send now.
         `backlog`: the kernel's count of packets awaiting a verdict, read after this batch
-        (when the read may have left some unread)."""
+        (when the read may have left some unread); 0 after a short read (nothing unread);
+        None when not known (the last count stands)."""
         c = self.counters
         c.packets += len(packets)
         if packets:
@@ -319,6 +323,9 @@ class InPath:
         ids we read skip one (exact). Queue full: it numbers nothing, so we judge by
         occupancy: what awaits a verdict (ours pending, this batch, the unread `backlog`) at
         the queue's maxlen means the queue is full now (docs/inpath.md)."""
+        waiting = len(self.verdicts.pending) + len(packets)
+        if backlog is not None:
+            self._unread = backlog - waiting if backlog > waiting else 0
         first, last = packets[0][0], packets[-1][0]
         before = self.last_id
         if (before is not None and (first - before - 1) & ID_MASK) or (
@@ -327,7 +334,6 @@ class InPath:
             self.counters.episodes_socket_full += 1
             self._episode("our socket was full", now, last)
             return
-        waiting = len(self.verdicts.pending) + len(packets)
         if backlog is not None and backlog > waiting:
             waiting = backlog
         if waiting >= self.kernel_maxlen:
@@ -365,11 +371,13 @@ class InPath:
 
     def _settle(self) -> None:
         """The kernel's maxlen back to queue_maxlen once the backlog is read and what awaits a
-        verdict fits well below it."""
+        verdict fits well below it: ours unanswered and the kernel's unread (with only ours
+        counted, up to twice queue_maxlen could still be queued right after the witness, so
+        every new packet would pass and make a new episode, and so on)."""
         if (
             self.kernel_maxlen > self.maxlen
             and self._boundary is None
-            and len(self.verdicts.pending) < self.maxlen // 2
+            and len(self.verdicts.pending) + self._unread < self.maxlen // 2
             and self._set_kernel_maxlen is not None
         ):
             self._set_kernel_maxlen(self.maxlen)

@@ -286,9 +286,10 @@ class InPathMode:
 
 def _backlog(q: NfQueue, read: int) -> int | None:
     """A read that filled its limit may have left packets unread: the kernel's count of what
-    awaits a verdict then tells whether the queue is full (the adapter's episode check)."""
+    awaits a verdict then tells whether the queue is full (the adapter's episode check). 0
+    after a short read: nothing is left unread (the adapter then lets the maxlen down)."""
     if read < READ_LIMIT:
-        return None
+        return 0  # a short read: nothing left unread
     stats = read_queue_stats().get(q.queue)
     return None if stats is None else stats.waiting
 
