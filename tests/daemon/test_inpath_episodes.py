@@ -73,7 +73,7 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
 
 def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
     """maxlen 8, raised to 16 by an episode. The witness read fills its limit and the kernel
-    still holds 5 packets unread (14 awaited a verdict): maxlen back to 8 now would leave the
+    still holds 4 packets unread (13 awaited a verdict): maxlen back to 8 now would leave the
     queue full at once, the next packets would pass and make a new episode (maxlens 16, 8, 16:
     it oscillated). It goes back once a short read shows nothing unread and what awaits a
     verdict is below half of it."""
@@ -82,12 +82,13 @@ def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
     inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
     inpath.handle([packet(i, i) for i in range(3, 10)], 0.01)  # 8 await a verdict: full
     assert kernel.maxlens == [16]
-    got = decode(inpath.handle([packet(10, 30)], 0.02, backlog=14))  # 11..15 unread
+    got = decode(inpath.handle([packet(10, 30)], 0.02, backlog=13))  # 11..14 unread
     assert [i for _, _, i, _ in got] == list(range(2, 11))
     assert kernel.maxlens == [16]
-    # 11..15, then 16..18 that came meanwhile: 8 awaited a verdict, below the raised 16
-    got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 19)], 0.03, backlog=0))
-    assert [i for _, _, i, _ in got] == list(range(11, 19))
+    # 11..14, then 15 and 16 that came meanwhile: 6 await a verdict, and with the 9 answered
+    # since the last read at most 15 were queued: below the raised 16
+    got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 17)], 0.03, backlog=0))
+    assert [i for _, _, i, _ in got] == list(range(11, 17))
     assert inpath.counters.episodes_queue_full == 1
     assert kernel.maxlens == [16, 8]
 
@@ -112,6 +113,21 @@ def test_the_kernels_backlog_counts_what_is_not_read_yet() -> None:
     inpath.handle([packet(1, 0)], 0.0, backlog=10)
     assert inpath.counters.episodes_queue_full == 0
     inpath.handle([packet(2, 1)], 0.0, backlog=64)
+    assert inpath.counters.episodes_queue_full == 1
+
+
+def test_verdicts_sent_between_two_reads_count_as_occupancy() -> None:
+    """maxlen 8: reads of 3, then 4, then 4, each answered at once. No read sees more than 4
+    awaiting a verdict, yet if the last 4 came before the verdicts of the 4 before them left,
+    8 were queued: the queue was full in between and a packet may have passed (4 + 4 >= 8).
+    After the 3 (4 + 3 < 8) it cannot have been."""
+    kernel = Kernel(id_sequence=9)
+    inpath = watched(8, kernel)
+    assert len(inpath.handle([packet(i, i - 1) for i in range(1, 4)], 0.0, backlog=0)) == 1
+    inpath.handle([packet(i, i - 1) for i in range(4, 8)], 0.01, backlog=0)
+    assert inpath.counters.episodes_queue_full == 0
+    assert kernel.maxlens == []
+    inpath.handle([packet(i, i - 1) for i in range(8, 12)], 0.02, backlog=0)  # 4 answered
     assert inpath.counters.episodes_queue_full == 1
 
 
