@@ -11,6 +11,7 @@ from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN, Packet
+from l2tpreorder.daemon.inpath.worker import READ_LIMIT, STATS_EVERY, BacklogProbe
 from tests.daemon.test_inpath_verdicts import decode, inpath_pipeline
 from tests.pcapgen import udp_ip
 
@@ -165,3 +166,47 @@ def test_an_episode_while_the_backlog_is_unread_moves_the_boundary_on() -> None:
     assert inpath.counters.episodes_queue_full == inpath.counters.episodes_socket_full == 1
     got = decode(inpath.handle([packet(11, 30)], 0.03))
     assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 10, 11]
+
+
+class Proc:
+    """/proc's count of what awaits a verdict, and how often it was read."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.reads = 0
+
+    def count(self) -> int | None:
+        self.reads += 1
+        return self.waiting
+
+
+def test_the_kernels_count_is_read_at_most_once_a_millisecond_while_far_from_full() -> None:
+    proc, clock = Proc(), [0.0]
+    probe = BacklogProbe(proc.count, lambda: clock[0])
+    assert probe(10, 0, 1024) == 0 and proc.reads == 0  # short read: nothing unread
+    proc.waiting = 100
+    assert probe(READ_LIMIT, 0, 1024) == 100 and proc.reads == 1
+    clock[0] += STATS_EVERY / 2
+    assert probe(READ_LIMIT, 50, 1024) is None and proc.reads == 1  # low: the last count
+    clock[0] += STATS_EVERY
+    proc.waiting = 600
+    assert probe(READ_LIMIT, 50, 1024) == 600 and proc.reads == 2
+    # 536 unread at the last count: near half the maxlen every full read asks
+    assert probe(READ_LIMIT, 50, 1024) == 600 and proc.reads == 3
+
+
+def test_a_full_queue_is_seen_however_soon_the_next_full_read() -> None:
+    """Episode detection through the probe: a queue filling from the last count's unread part
+    is asked about on the very next full read, whatever the clock."""
+    proc = Proc()
+    probe = BacklogProbe(proc.count, lambda: 0.0)
+    inpath = watched(256, Kernel(id_sequence=200))
+    batch = [packet(i, i) for i in range(1, READ_LIMIT + 1)]
+    proc.waiting = 200  # 136 unread
+    inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
+    assert inpath.counters.episodes_queue_full == 0
+    proc.waiting = 256
+    batch = [packet(i, i) for i in range(READ_LIMIT + 1, 2 * READ_LIMIT + 1)]
+    inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
+    assert proc.reads == 2
+    assert inpath.counters.episodes_queue_full == 1
