@@ -67,6 +67,9 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
         (7, True),
     ]
     assert inpath.held == 0
+    # not yet: the kernel holds the 6 until their verdicts, sent after this call, reach it
+    assert kernel.maxlens == [8]
+    assert len(decode(inpath.handle([packet(8, 21)], 0.04, backlog=0))) == 1
     assert kernel.maxlens == [8, 4]  # back once the backlog is answered
     c = inpath.pipeline.directions()["lac_to_lns"].counters
     assert c.skipped["bypass"] == 1 + 13
@@ -90,6 +93,8 @@ def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
     # since the last read at most 15 were queued: below the raised 16
     got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 17)], 0.03, backlog=0))
     assert [i for _, _, i, _ in got] == list(range(11, 17))
+    assert kernel.maxlens == [16]  # the 6 verdicts are not sent yet
+    assert len(decode(inpath.handle([packet(17, 37)], 0.04, backlog=0))) == 1
     assert inpath.counters.episodes_queue_full == 1
     assert kernel.maxlens == [16, 8]
 

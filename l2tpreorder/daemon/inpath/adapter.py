@@ -385,13 +385,17 @@ class InPath:
 
     def _settle(self) -> None:
         """The kernel's maxlen back to queue_maxlen once the backlog is read and what awaits a
-        verdict fits well below it: ours unanswered and the kernel's unread (with only ours
-        counted, up to twice queue_maxlen could still be queued right after the witness, so
-        every new packet would pass and make a new episode, and so on)."""
+        verdict fits well below it: ours unanswered, the kernel's unread, and the verdicts
+        given since the last read (this is called before they are sent: the kernel still
+        holds those packets, and may have held them all along). With only ours counted, up to
+        twice queue_maxlen could still be queued right after the witness, so every new packet
+        would pass and make a new episode, and so on."""
+        c = self.counters
+        answered = c.accepted + c.dropped - self._answered_at_read
         if (
             self.kernel_maxlen > self.maxlen
             and self._boundary is None
-            and len(self.verdicts.pending) + self._unread < self.maxlen // 2
+            and len(self.verdicts.pending) + self._unread + answered < self.maxlen // 2
             and self._set_kernel_maxlen is not None
         ):
             self._set_kernel_maxlen(self.maxlen)
