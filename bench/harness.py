@@ -24,6 +24,7 @@ from typing import Any
 
 from bench import udp
 from bench.inpath_bench import InPathLab
+from l2tpreorder.core.ahead import BYPASS_WITNESS_WAIT
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSS_FREE = 0.001  # <= 0.1% loss counts as loss-free
@@ -244,7 +245,13 @@ class Bench:
                 "--hold-window", str(timeout_s * 1.5 + 0.02), "--batch", str(batch),
             ]
             sent = self.run_generator(cmd, duration + 60)
-            time.sleep(timeout_s + 0.3)  # let held packets be released and the sink drain
+            # Let held packets be released and the sink drain: in-path, a session waiting for
+            # its witness after a fail-open episode holds up to max(timeout, the witness wait)
+            # (core/ahead.py); counted as lost if the sink stopped before.
+            held_for = timeout_s
+            if lab is not None and not target.reader:
+                held_for = max(timeout_s, BYPASS_WITNESS_WAIT)
+            time.sleep(held_for + 0.3)
             relay_sockets = udp.udp_socket_stats(dest) if relay is not None and not lab else []
             queue_drops = lab.kernel_drops() if lab is not None else 0
         finally:

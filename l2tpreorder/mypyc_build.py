@@ -23,6 +23,7 @@ from pathlib import Path
 from l2tpreorder.build import (
     COMPILED_DIR,
     COMPILED_MODULES,
+    DIGESTED_MODULES,
     MANIFEST,
     NOT_BUILT,
     PACKAGE_DIR,
@@ -110,7 +111,7 @@ def main() -> int:
         if problem is not None:
             return not_built(problem)
         # Digests before compiling: a source edited during the build makes the build stale.
-        digests = {module: source_digest(module) for module in COMPILED_MODULES}
+        digests = {module: source_digest(module) for module in DIGESTED_MODULES}
         staging = tmp / "out"
         try:
             compile_into(staging, tmp)

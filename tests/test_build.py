@@ -4,7 +4,9 @@ build step leaves a pure tree that says why."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from l2tpreorder.build import COMPILED_DIR, COMPILED_MODULES, MANIFEST, NOT_BUILT
+from l2tpreorder.build import (
+    COMPILED_DIR,
+    COMPILED_IMPORTS,
+    COMPILED_MODULES,
+    MANIFEST,
+    NOT_BUILT,
+    source_path,
+)
 from l2tpreorder.daemon.inpath.adapter import InPathCounters
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon_harness import Daemon, free_udp_port
@@ -108,6 +117,47 @@ def test_a_stale_build_is_not_run(tmp_path: Path) -> None:
         "pure-Python build: compiled modules are older than fastpath.py (run make venv)",
     ]
     assert probe(tree, build="compiled").returncode != 0
+
+
+def our_imports(module: str) -> set[str]:
+    """The l2tpreorder modules `module` imports (a package's submodule named by
+    `from package import name` counts as that submodule)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source_path(module).read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("l2tpreorder."))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("l2tpreorder"):
+            assert node.module is not None
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if source_path(sub).is_file() else node.module)
+    return found
+
+
+def test_the_build_is_stale_when_a_module_the_compiled_code_imports_changes() -> None:
+    """mypyc compiled against the pure modules the compiled ones import (their constants are
+    inlined): each is in the manifest's digests and in the Makefile's COMPILED_SRC."""
+    imported = set().union(*(our_imports(m) for m in COMPILED_MODULES))
+    # the package __init__s and build.py itself only choose the build
+    pure = {m for m in imported - set(COMPILED_MODULES) if source_path(m).name != "__init__.py"}
+    pure.discard("l2tpreorder.build")
+    assert pure == set(COMPILED_IMPORTS)
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    listed = re.search(r"^COMPILED_SRC\s*:=((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert listed is not None
+    for module in COMPILED_IMPORTS:
+        assert str(source_path(module).relative_to(PROJECT_ROOT)) in listed.group(1).split()
+
+
+def test_a_stale_import_makes_the_build_stale(tmp_path: Path) -> None:
+    require_built()
+    tree = copy_package(tmp_path, with_compiled=True)
+    with (tree / "l2tpreorder" / "daemon" / "mmsg.py").open("a") as f:
+        f.write("# edited\n")
+    assert probe(tree).stdout.splitlines()[:2] == [
+        "pure",
+        "pure-Python build: compiled modules are older than mmsg.py (run make venv)",
+    ]
 
 
 def test_without_a_c_compiler_the_build_step_leaves_a_pure_tree(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN, Packet
+from l2tpreorder.daemon.inpath.worker import READ_LIMIT, STATS_EVERY, BacklogProbe
 from tests.daemon.test_inpath_verdicts import decode, inpath_pipeline
 from tests.pcapgen import udp_ip
 
@@ -55,7 +56,8 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     assert inpath.counters.episodes_queue_full == 1
     assert kernel.maxlens == [8]  # room for the witnesses
     assert inpath.handle([packet(6, 6)], 0.02) == []  # still the backlog
-    got = decode(inpath.handle([packet(7, 20)], 0.03))  # Ns 7..19 passed us
+    # Ns 7..19 passed us; a short read (backlog 0): the kernel holds nothing unread
+    got = decode(inpath.handle([packet(7, 20)], 0.03, backlog=0))
     assert [(i, payload) for _, _, i, payload in got] == [
         (2, True),
         (3, True),
@@ -65,9 +67,36 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
         (7, True),
     ]
     assert inpath.held == 0
+    # not yet: the kernel holds the 6 until their verdicts, sent after this call, reach it
+    assert kernel.maxlens == [8]
+    assert len(decode(inpath.handle([packet(8, 21)], 0.04, backlog=0))) == 1
     assert kernel.maxlens == [8, 4]  # back once the backlog is answered
     c = inpath.pipeline.directions()["lac_to_lns"].counters
     assert c.skipped["bypass"] == 1 + 13
+
+
+def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
+    """maxlen 8, raised to 16 by an episode. The witness read fills its limit and the kernel
+    still holds 4 packets unread (13 awaited a verdict): maxlen back to 8 now would leave the
+    queue full at once, the next packets would pass and make a new episode (maxlens 16, 8, 16:
+    it oscillated). It goes back once a short read shows nothing unread and what awaits a
+    verdict is below half of it."""
+    kernel = Kernel(id_sequence=9)
+    inpath = watched(8, kernel)
+    inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
+    inpath.handle([packet(i, i) for i in range(3, 10)], 0.01)  # 8 await a verdict: full
+    assert kernel.maxlens == [16]
+    got = decode(inpath.handle([packet(10, 30)], 0.02, backlog=13))  # 11..14 unread
+    assert [i for _, _, i, _ in got] == list(range(2, 11))
+    assert kernel.maxlens == [16]
+    # 11..14, then 15 and 16 that came meanwhile: 6 await a verdict, and with the 9 answered
+    # since the last read at most 15 were queued: below the raised 16
+    got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 17)], 0.03, backlog=0))
+    assert [i for _, _, i, _ in got] == list(range(11, 17))
+    assert kernel.maxlens == [16]  # the 6 verdicts are not sent yet
+    assert len(decode(inpath.handle([packet(17, 37)], 0.04, backlog=0))) == 1
+    assert inpath.counters.episodes_queue_full == 1
+    assert kernel.maxlens == [16, 8]
 
 
 def test_a_gap_in_the_packet_ids_is_a_socket_full_episode() -> None:
@@ -90,6 +119,21 @@ def test_the_kernels_backlog_counts_what_is_not_read_yet() -> None:
     inpath.handle([packet(1, 0)], 0.0, backlog=10)
     assert inpath.counters.episodes_queue_full == 0
     inpath.handle([packet(2, 1)], 0.0, backlog=64)
+    assert inpath.counters.episodes_queue_full == 1
+
+
+def test_verdicts_sent_between_two_reads_count_as_occupancy() -> None:
+    """maxlen 8: reads of 3, then 4, then 4, each answered at once. No read sees more than 4
+    awaiting a verdict, yet if the last 4 came before the verdicts of the 4 before them left,
+    8 were queued: the queue was full in between and a packet may have passed (4 + 4 >= 8).
+    After the 3 (4 + 3 < 8) it cannot have been."""
+    kernel = Kernel(id_sequence=9)
+    inpath = watched(8, kernel)
+    assert len(inpath.handle([packet(i, i - 1) for i in range(1, 4)], 0.0, backlog=0)) == 1
+    inpath.handle([packet(i, i - 1) for i in range(4, 8)], 0.01, backlog=0)
+    assert inpath.counters.episodes_queue_full == 0
+    assert kernel.maxlens == []
+    inpath.handle([packet(i, i - 1) for i in range(8, 12)], 0.02, backlog=0)  # 4 answered
     assert inpath.counters.episodes_queue_full == 1
 
 
@@ -127,3 +171,47 @@ def test_an_episode_while_the_backlog_is_unread_moves_the_boundary_on() -> None:
     assert inpath.counters.episodes_queue_full == inpath.counters.episodes_socket_full == 1
     got = decode(inpath.handle([packet(11, 30)], 0.03))
     assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 10, 11]
+
+
+class Proc:
+    """/proc's count of what awaits a verdict, and how often it was read."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.reads = 0
+
+    def count(self) -> int | None:
+        self.reads += 1
+        return self.waiting
+
+
+def test_the_kernels_count_is_read_at_most_once_a_millisecond_while_far_from_full() -> None:
+    proc, clock = Proc(), [0.0]
+    probe = BacklogProbe(proc.count, lambda: clock[0])
+    assert probe(10, 0, 1024) == 0 and proc.reads == 0  # short read: nothing unread
+    proc.waiting = 100
+    assert probe(READ_LIMIT, 0, 1024) == 100 and proc.reads == 1
+    clock[0] += STATS_EVERY / 2
+    assert probe(READ_LIMIT, 50, 1024) is None and proc.reads == 1  # low: the last count
+    clock[0] += STATS_EVERY
+    proc.waiting = 600
+    assert probe(READ_LIMIT, 50, 1024) == 600 and proc.reads == 2
+    # 536 unread at the last count: near half the maxlen every full read asks
+    assert probe(READ_LIMIT, 50, 1024) == 600 and proc.reads == 3
+
+
+def test_a_full_queue_is_seen_however_soon_the_next_full_read() -> None:
+    """Episode detection through the probe: a queue filling from the last count's unread part
+    is asked about on the very next full read, whatever the clock."""
+    proc = Proc()
+    probe = BacklogProbe(proc.count, lambda: 0.0)
+    inpath = watched(256, Kernel(id_sequence=200))
+    batch = [packet(i, i) for i in range(1, READ_LIMIT + 1)]
+    proc.waiting = 200  # 136 unread
+    inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
+    assert inpath.counters.episodes_queue_full == 0
+    proc.waiting = 256
+    batch = [packet(i, i) for i in range(READ_LIMIT + 1, 2 * READ_LIMIT + 1)]
+    inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
+    assert proc.reads == 2
+    assert inpath.counters.episodes_queue_full == 1

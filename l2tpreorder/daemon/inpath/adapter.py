@@ -228,6 +228,11 @@ class InPath:
         # bypassed ones (the backlog); None when none is unread.
         self._boundary: int | None = None
         self._waiting = 0  # sessions the episode made wait (for the log line)
+        # Packets the kernel holds that we have not read, as of the last batch whose backlog
+        # was known (0: the read was short, nothing left unread); `_settle` counts them.
+        self._unread = 0
+        # accepted + dropped at the last read: the verdicts sent since drained the queue
+        self._answered_at_read = 0
         self._episode_logged_at = float("-inf")
         self._episodes_unlogged = 0
 
@@ -237,11 +242,13 @@ class InPath:
         id_sequence afterwards (None when unknown)."""
         self.maxlen = self.kernel_maxlen = maxlen
         self._set_kernel_maxlen = set_kernel_maxlen
+        self._answered_at_read = self.counters.accepted + self.counters.dropped
 
     def handle(self, packets: list[Packet], now: float, backlog: int | None = None) -> list[bytes]:
         """Take a batch of queued packets; returns the verdict messages to send now.
         `backlog`: the kernel's count of packets awaiting a verdict, read after this batch
-        (when the read may have left some unread)."""
+        (when the read may have left some unread); 0 after a short read (nothing unread);
+        None when not known (the last count stands)."""
         c = self.counters
         c.packets += len(packets)
         if packets:
@@ -317,22 +324,35 @@ class InPath:
         """Did packets pass us untouched since the last batch? The kernel counts none of these
         passes. Socket full: the kernel numbered the packet and could not deliver it, so the
         ids we read skip one (exact). Queue full: it numbers nothing, so we judge by
-        occupancy: what awaits a verdict (ours pending, this batch, the unread `backlog`) at
-        the queue's maxlen means the queue is full now (docs/inpath.md)."""
+        occupancy: what awaits a verdict (ours pending, this batch, the unread `backlog`) plus
+        the verdicts sent since the last read (they may have drained a queue that filled in
+        between: an upper bound of the occupancy since) at the queue's maxlen means the queue
+        may have been full (docs/inpath.md)."""
+        c = self.counters
+        waiting = len(self.verdicts.pending) + len(packets)
+        if backlog is not None:
+            self._unread = backlog - waiting if backlog > waiting else 0
+        answered = c.accepted + c.dropped
+        since = answered - self._answered_at_read
+        self._answered_at_read = answered
         first, last = packets[0][0], packets[-1][0]
         before = self.last_id
         if (before is not None and (first - before - 1) & ID_MASK) or (
             (last - first) & ID_MASK != len(packets) - 1
         ):
-            self.counters.episodes_socket_full += 1
+            c.episodes_socket_full += 1
             self._episode("our socket was full", now, last)
             return
-        waiting = len(self.verdicts.pending) + len(packets)
         if backlog is not None and backlog > waiting:
             waiting = backlog
-        if waiting >= self.kernel_maxlen:
-            self.counters.episodes_queue_full += 1
-            self._episode(f"the queue was full ({waiting} awaiting a verdict)", now, last)
+        if waiting + since >= self.kernel_maxlen:
+            c.episodes_queue_full += 1
+            self._episode(
+                f"the queue was full ({waiting} awaiting a verdict, {since} answered since the "
+                "last read)",
+                now,
+                last,
+            )
 
     def _episode(self, why: str, now: float, last: int) -> None:
         """Packets may have passed with the LAC's Ns: every session waits for its witness
@@ -366,11 +386,17 @@ class InPath:
 
     def _settle(self) -> None:
         """The kernel's maxlen back to queue_maxlen once the backlog is read and what awaits a
-        verdict fits well below it."""
+        verdict fits well below it: ours unanswered, the kernel's unread, and the verdicts
+        given since the last read (this is called before they are sent: the kernel still
+        holds those packets, and may have held them all along). With only ours counted, up to
+        twice queue_maxlen could still be queued right after the witness, so every new packet
+        would pass and make a new episode, and so on."""
+        c = self.counters
+        answered = c.accepted + c.dropped - self._answered_at_read
         if (
             self.kernel_maxlen > self.maxlen
             and self._boundary is None
-            and len(self.verdicts.pending) < self.maxlen // 2
+            and len(self.verdicts.pending) + self._unread + answered < self.maxlen // 2
             and self._set_kernel_maxlen is not None
         ):
             self._set_kernel_maxlen(self.maxlen)

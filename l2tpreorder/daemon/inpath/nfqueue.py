@@ -247,8 +247,11 @@ class NfQueue:
         # ENOBUFS on overflow would only tell us what the /proc counters count anyway.
         s.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         # One message: the kernel binds, then applies copy mode, maxlen and flags before it
-        # answers (nfqnl_recv_config), so no packet is queued under the defaults (metadata
-        # only, maxlen 1024, no fail-open) for a round trip per setting.
+        # answers (nfqnl_recv_config), so the defaults hold for part of one call instead of a
+        # round trip per setting. Not for none of it: the bind creates the instance with the
+        # defaults (metadata only, maxlen 1024, no fail-open) and the rest is applied after in
+        # the same call, so a packet queued in between reaches us without its payload (accepted
+        # untouched as not UDP: never dropped, not ordered).
         params = struct.pack("!IB", min(copy_range, MAX_COPY), NFQNL_COPY_PACKET)
         attrs = (
             _attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, 0))
