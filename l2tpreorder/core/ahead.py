@@ -135,11 +135,19 @@ class Ahead(Behind):
             # A packet held beyond `ns` went out (held before a reload shrank W): this Ns was
             # given up on the way, so it is a late one now.
             return self._behind(s, data, ns, ns_offset, now, tag)
+        return self._forward_from(s, data, ns, ns_offset, tag, reasons.SKIP_RESYNC)
+
+    def _forward_from(
+        self, s: Session, data: bytes, ns: int, ns_offset: int, tag: object, reason: str
+    ) -> int:
+        """Give up every Ns before `ns` (counted as `reason`) and forward this packet as the
+        session's next in order: the end of a resync, a witness, a gap given up at once."""
+        gap = (ns - s.expected) & MASK
         if gap:
-            self._skip(s, gap, reasons.SKIP_RESYNC)
+            self._skip(s, gap, reason)
         s.expected = (ns + 1) & MASK
         s.forwarded_in_order += 1
-        c.forwarded_in_order += 1
+        self.counters.forwarded_in_order += 1
         self._emit(s, data, ns_offset, tag)
         return FORWARDED_IN_ORDER
 
@@ -250,16 +258,8 @@ class Ahead(Behind):
         if self._renumber and (ns - s.out_ns) & MASK < HALF:
             s.out_ns = ns  # the bypassed Ns were below the witness: never number below it
         self._release_all(s, now, reasons.SKIP_BYPASS)
-        gap = (ns - s.expected) & MASK
-        if gap:
-            self._skip(s, gap, reasons.SKIP_BYPASS)
-        c = self.counters
         s.behind_run = 0
-        s.expected = (ns + 1) & MASK
-        s.forwarded_in_order += 1
-        c.forwarded_in_order += 1
-        self._emit(s, data, ns_offset, tag)
-        return FORWARDED_IN_ORDER
+        return self._forward_from(s, data, ns, ns_offset, tag, reasons.SKIP_BYPASS)
 
     def _no_witness(self, s: Session, now: float) -> None:
         """No witness in time (the session fell silent after the episode): what it holds goes

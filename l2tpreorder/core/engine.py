@@ -401,12 +401,7 @@ class ReorderEngine(Ahead):
         if give_up is None and self._timeout <= 0:
             give_up = reasons.SKIP_TIMEOUT
         if give_up is not None:
-            self._skip(s, distance, give_up)
-            s.expected = (ns + 1) & MASK
-            s.forwarded_in_order += 1
-            c.forwarded_in_order += 1
-            self._emit(s, data, ns_offset, tag)
-            return FORWARDED_IN_ORDER
+            return self._forward_from(s, data, ns, ns_offset, tag, give_up)
         first = not held
         held[ns] = (data, now, ns_offset, tag)
         count = len(held)
