@@ -206,7 +206,10 @@ class Ahead(Behind):
     ) -> int:
         """A datagram of the backlog read after a bypass episode: it may have reached the queue
         before packets that passed us, so a waiting session's sequenced data is held (a new
-        session's too: it waits as well). Anything else is `receive`'s."""
+        session's too: it waits as well). Anything else is `receive`'s (preserve and strip
+        never wait; control and data without Ns are told by the flags, without a parse)."""
+        if not self._renumber or len(data) < 2 or data[0] & 0x88 != 0x08:
+            return self.receive(data, flow, now, tag)
         h = parse_header(data)
         if isinstance(h, str) or h.flags & T_BIT or h.ns is None or h.ns_offset is None:
             return self.receive(data, flow, now, tag)
@@ -267,9 +270,13 @@ class Ahead(Behind):
         Where that offset is 0 (nothing given up before) the LNS gets the held frames with
         their own Ns: below the bypassed ones (a step back), but never one of theirs (their Ns
         are the gaps). The session still takes its next packet as its witness."""
-        held = s.held
-        while held:
-            gap = min((ns - s.expected) & MASK for ns in held)
+        start = s.expected
+        # The held Ns in order once (a backlog can hold thousands, with as many gaps): each
+        # gap is the distance from where the last run ended to the next held Ns.
+        for offset in sorted((ns - start) & MASK for ns in s.held):
+            gap = offset - ((s.expected - start) & MASK)
+            if gap < 0:
+                continue  # went out with the run before it
             if gap:
                 self._skip(s, gap, reasons.SKIP_BYPASS)
                 if self._renumber:

@@ -48,7 +48,8 @@ SKIP_RESTART = "restart"
 # In-path mode: the kernel's queue was full (or our socket was), so packets passed us untouched
 # with the LAC's Ns (fail-open). A session's first packet that arrived after that episode gives
 # up the Ns before it at once: the bypassed ones were among them (core/ahead.py `_bypassed`);
-# with no such packet within the reorder timeout, the gaps before what it held are given up.
+# with no such packet within the wait (BYPASS_WITNESS_WAIT, 1 s, or the reorder timeout if longer),
+# what it held goes out, its gaps skipped in our numbering too.
 SKIP_BYPASS = "bypass"
 # In-path mode: what all sessions held reached half the queue's maxlen, so the oldest gap was
 # closed early, before held packets alone could fill the queue (ReorderEngine.hold_budget).
