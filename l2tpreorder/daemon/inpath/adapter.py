@@ -405,9 +405,8 @@ class InPath:
     def set_allow(self, allow: tuple[Network, ...] | None) -> None:
         """`inpath.allow` (at start and on reload). Sessions of addresses no longer allowed
         are left to end on their own (idle timeout): their packets pass untouched from now on,
-        so nothing is held for them past the timeout."""
-        if allow is not None and {4, 6} <= {n.version for n in allow if n.prefixlen == 0}:
-            allow = None
+        so nothing is held for them past the timeout. None: every address (the caller says
+        so when the setting lets everything in: `Config.inpath_allows_everything`)."""
         self.allow = allow
         self._flows.clear()
 

@@ -191,19 +191,22 @@ def parse_messages(
                 a += (alen + 3) & ~3
             out.append((ntohl(raw_id), hook, bytes(payload), flags))
         elif kind == NLMSG_ERROR and errors is not None and length >= 20:
-            code = -_ERRNO.unpack_from(buf, at + 16)[0]
+            code = _verdict_error(buf, at, length)
             if code:
                 errors.append(code)
         at += (length + 3) & ~3
 
 
-def _nothing_to_accept(reply: bytes, at: int, code: int) -> bool:
-    """The error at `at` is a batch verdict's ENOENT: no packet was queued up to its id (an
-    `accept_all` at a stop with nothing waiting). Nothing was refused: not worth a report."""
-    if code != errno.ENOENT or at + _NLMSGHDR.size + 4 + _NLMSGHDR.size > len(reply):
-        return False
-    kind = _NLMSGHDR.unpack_from(reply, at + _NLMSGHDR.size + 4)[1]  # the request's header
-    return bool(kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH)
+def _verdict_error(buf: Any, at: int, length: int) -> int:
+    """The errno of the error message at `at` answering a verdict, 0 for none. A batch
+    verdict's ENOENT is none: no packet was queued up to its id (an `accept_all` at a stop with
+    nothing waiting), so nothing was refused."""
+    code: int = -_ERRNO.unpack_from(buf, at + _NLMSGHDR.size)[0]
+    if code == errno.ENOENT and length >= 2 * _NLMSGHDR.size + 4:
+        kind = _NLMSGHDR.unpack_from(buf, at + _NLMSGHDR.size + 4)[1]  # the request's header
+        if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH:
+            return 0
+    return code
 
 
 class NfQueue:
@@ -291,7 +294,7 @@ class NfQueue:
                 if length < _NLMSGHDR.size:
                     break
                 if kind == NLMSG_ERROR and seq == _CONFIG_SEQ:  # our answer (verdicts: seq 0)
-                    code = -struct.unpack_from("=i", reply, at + _NLMSGHDR.size)[0]
+                    code = -_ERRNO.unpack_from(reply, at + _NLMSGHDR.size)[0]
                     if code:
                         raise NfqueueError(
                             code, f"nfqueue {self.queue} {what}: {os.strerror(code)}"
@@ -300,8 +303,8 @@ class NfQueue:
                 if kind != NLMSG_ERROR:  # a queued packet: read() hands it out
                     self._early.append(reply[at : at + length])
                 else:  # a refused verdict's error
-                    code = -struct.unpack_from("=i", reply, at + _NLMSGHDR.size)[0]
-                    if code and not _nothing_to_accept(reply, at, code):
+                    code = _verdict_error(reply, at, length)
+                    if code:
                         self.errors.append(code)
                 at += (length + 3) & ~3
 

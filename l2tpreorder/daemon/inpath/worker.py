@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from l2tpreorder.config import Config, format_address, state_file_path
+from l2tpreorder.config.values import Network
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.adapter import InPath
@@ -106,7 +107,7 @@ class InPathMode:
             reorder_from_lns=config.reorder_lns_to_lac,
             malformed=MalformedPolicy.PASS,  # in the path of traffic not all ours: do no harm
         )
-        self.adapter = InPath(self.pipeline, queue_num, config.inpath_allow)
+        self.adapter = InPath(self.pipeline, queue_num, _allow(config))
         self.debug: DebugEvents | None = None  # the service's, while debug lines are on
         self.queue: NfQueue | None = None
         self.verdict_errors = 0
@@ -221,7 +222,7 @@ class InPathMode:
     def reconfigure(self, new: Config) -> list[str]:
         refused = [key for key in REFUSED_KEYS if getattr(new, key) != getattr(self.config, key)]
         if new.inpath_allow != self.config.inpath_allow:
-            self.adapter.set_allow(new.inpath_allow)
+            self.adapter.set_allow(_allow(new))
         self.config = new
         warn_if_open(new)
         return refused
@@ -386,3 +387,8 @@ def launch(run: Launch) -> int:
 def _report_metrics_port(port: int) -> None:
     """Tell the supervisor where this worker's loopback metrics are (0: none)."""
     print(f"{WORKER_METRICS_LINE}{port}", flush=True)
+
+
+def _allow(config: Config) -> tuple[Network, ...] | None:
+    """`inpath.allow` as the adapter checks it: None when it lets every source in."""
+    return None if config.inpath_allows_everything else config.inpath_allow
