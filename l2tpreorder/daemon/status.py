@@ -12,6 +12,7 @@ to `top`, and an older daemon ignores the selection.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from l2tpreorder.core.views import DirectionView, Session
 # first would hide the stuck ones), for `age` the oldest first.
 SORT_KEYS: dict[str, Callable[[dict[str, Any]], float]] = {
     "held": lambda d: d["held"],
-    "drops": lambda d: d["late"] + d["duplicates"] + d["stale"] + d["far_ahead"],
+    "drops": lambda d: d["late"] + d["duplicates"] + d["stale"] + d.get("far_ahead", 0),
     "packets": lambda d: d["packets"],
     "reordered": lambda d: d["reordered"],
     "skipped": lambda d: d["skipped"],
@@ -123,14 +124,23 @@ class StatusQuery:
         without `sort` takes the first in ID order (json_id_order), not the engine's own order:
         every worker and the client then agree on which sessions those are."""
         matched = [s for s in sessions if self.matches(s)]
+        top = self.top
         if self.sort is not None:
             key = _SESSION_SORT[self.sort]
-            matched.sort(key=lambda s: key(s, now), reverse=True)
-        elif self.top is not None:
-            matched.sort(key=_id_order)
-        if self.top is not None:
-            return matched[: self.top], len(matched)
+            if top is None:
+                matched.sort(key=lambda s: key(s, now), reverse=True)
+                return matched, len(matched)
+            # The top N without sorting them all (100,000 sessions, every --watch refresh).
+            return heapq.nlargest(top, matched, key=lambda s: key(s, now)), len(matched)
+        if top is not None:
+            return heapq.nsmallest(top, matched, key=_id_order), len(matched)
         return matched, len(matched)
+
+    @property
+    def selects_sessions(self) -> bool:
+        """Sessions are chosen (by IDs, sort or top), not only peers: a peer without one
+        of them is left out of the answer."""
+        return any(v is not None for v in (self.tunnel_id, self.session_id, self.sort, self.top))
 
 
 ALL = StatusQuery()

@@ -91,6 +91,7 @@ def test_the_daemon_applies_the_selection_before_answering(rig: ModeRig) -> None
     assert raw["totals"]["sessions_matched"] == 3 and raw["totals"]["sessions"] == 3
     none = request("status", str(rig.d.config_path), fields={"top": 0})
     assert ids(none) == [] and none["totals"]["held"] == 1
+    assert none["peers"] == [], none["peers"]  # totals alone, in both modes
     bad = request("status", str(rig.d.config_path), fields={"sort": "loudest"})
     assert bad["ok"] is False and "sort: 'loudest'" in bad["error"], bad
     bad = request("status", str(rig.d.config_path), fields={"top": -1})

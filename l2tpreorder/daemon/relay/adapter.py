@@ -605,6 +605,8 @@ class Relay:
         for key, peer in self.peers.items():
             if not query.peer_matches(format_address(peer.flow)):
                 continue
+            if query.selects_sessions and key not in by_flow:
+                continue  # as in-path mode: only the peers of the sessions chosen
             try:
                 upstream = format_address(peer.up.sock.getsockname()[:2])
             except OSError:
