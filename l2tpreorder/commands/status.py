@@ -28,6 +28,7 @@ from l2tpreorder.commands.client import (
     request,
 )
 from l2tpreorder.daemon.status import SORT_KEYS, StatusQuery, json_id_order
+from l2tpreorder.words import plural
 
 COLUMNS = (
     ("tunnel_id", "tunnel", 6),
@@ -78,7 +79,7 @@ def format_summary(answer: dict[str, Any]) -> str:
     lines = [
         f"l2tpreorder pid {answer.get('pid', '?')}, up "
         f"{human_duration(answer.get('uptime_s', 0))}: {answer.get('status', '')}",
-        f"{_count(t.get('peers', 0), 'LAC peer')}, {_count(t.get('sessions', 0), 'session')}, "
+        f"{plural(t.get('peers', 0), 'LAC peer')}, {plural(t.get('sessions', 0), 'session')}, "
         f"{t.get('held', 0):,} held now, {t.get('reordered', 0):,} reordered",
     ]
     if any(key in t for key, _ in DROP_REASONS):
@@ -150,7 +151,7 @@ def format_table(answer: dict[str, Any]) -> str:
     if selection is not None:
         how = f", by {selection['sort']}" if selection.get("sort") else ""
         lines.append(
-            f"showing {selection['shown']:,} of {_count(selection['matched'], 'matching session')}"
+            f"showing {selection['shown']:,} of {plural(selection['matched'], 'matching session')}"
             f"{how}"
         )
     header = "  " + " ".join(f"{title:>{width}}" for _, title, width in COLUMNS)
@@ -164,7 +165,7 @@ def format_table(answer: dict[str, Any]) -> str:
         lines.append(
             f"LAC {peer['lac']}  {where}  "
             f"(last packet {peer['last_seen_s']:.1f} s ago, "
-            f"{_count(len(peer['sessions']), 'session')})"
+            f"{plural(len(peer['sessions']), 'session')})"
         )
         if peer["sessions"]:
             lines.append(header)
@@ -201,10 +202,6 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _non_negative(text: str) -> int:

@@ -26,8 +26,6 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from l2tpreorder.config import DEFAULT_CONFIG as DEFAULT_CONFIG  # the clients' default file
-
 log = logging.getLogger("l2tpreorder")
 
 RUN_DIR = "/run/l2tpreorder"

@@ -69,7 +69,6 @@ except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works 
 log = logging.getLogger("l2tpreorder")
 
 HOUSEKEEPING_INTERVAL = 1.0
-# Modes whose traffic passes untouched while the daemon is down (in-path: --queue-bypass).
 
 # syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {

@@ -20,6 +20,7 @@ from l2tpreorder.core.views import DirectionView, Session
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.direction import Conversation
 from l2tpreorder.tools.lns_models import DeliveryStats, ModelRunner
+from l2tpreorder.words import plural
 
 # Names of the receivers `--compare` puts side by side (column titles and JSON keys).
 COMPARE_L2TPREORDER = "l2tpreorder"
@@ -294,11 +295,6 @@ def top_count(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{n}: expected 0 or more")
     return n
-
-
-def plural(n: int, noun: str) -> str:
-    """`1 frame`, `2 frames`, `1,234 frames`."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def fmt_duration(v: float | None) -> str:
