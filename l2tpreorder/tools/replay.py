@@ -85,6 +85,12 @@ class ReplayOptions:
 
 class Replay:
     def __init__(self, path: str, options: ReplayOptions) -> None:
+        # Before anything is opened or written (a temp copy of stdin, the -o file): an output
+        # that is the input is refused with nothing left behind.
+        if options.output:
+            refuse_input_as_output(path, options.output, "-o")
+        if options.plot:
+            refuse_input_as_output(path, options.plot, "--plot")
         self.path = path
         self.options = options
         config = options.engine
@@ -102,7 +108,6 @@ class Replay:
         self._session_ids: dict[tuple[bool, Conversation], set[tuple[int, int]]] = {}
         self.writer: PcapWriter | None = None
         if options.output:
-            refuse_input_as_output(path, options.output, "-o")
             self.writer = PcapWriter.create(options.output)
         self.compare_names = [COMPARE_L2TPREORDER, COMPARE_KERNEL0]
         if options.kernel_reorder_timeout:
@@ -111,8 +116,6 @@ class Replay:
         self._now = float("-inf")
         self._strips = config.sequencing is Sequencing.STRIP
         self.plot = PlotRecorder() if options.plot else None
-        if options.plot:
-            refuse_input_as_output(path, options.plot, "--plot")
 
     def _kernel_n_name(self) -> str:
         n = self.options.kernel_reorder_timeout or 0.0

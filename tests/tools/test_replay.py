@@ -458,6 +458,7 @@ def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path) 
         ["replay", "pcap", str(src), "-o", str(tmp_path / "link.pcap")],
         ["impair", str(src), str(src), "--add-seq"],
         ["impair", str(src), str(tmp_path / "." / "in.pcap")],
+        ["replay", "pcap", str(src), "--plot", str(src), "-o", str(tmp_path / "o.pcap")],
     ):
         err = io.StringIO()
         with redirect_stderr(err):
@@ -466,6 +467,8 @@ def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path: Path) 
         out_arg = argv[4] if argv[0] == "replay" else argv[2]
         assert f"{out_arg} is the input capture {src}" in err.getvalue(), err.getvalue()
         assert src.read_bytes() == original, argv  # 23,686 bytes, not truncated to 24
+        # refused before anything was opened: no -o file, no temp file beside it
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.pcap", "link.pcap"], argv
 
 
 def test_a_failed_run_leaves_no_output_file(tmp_path: Path) -> None:
