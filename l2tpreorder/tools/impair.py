@@ -255,7 +255,9 @@ def impair_file(in_path: str, out_path: str, config: ImpairConfig) -> ImpairStat
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("input", metavar="IN", help="capture to read (pcap/pcapng)")
+    parser.add_argument(
+        "input", metavar="IN", help="capture to read (pcap/pcapng; gzip'd too; - = standard input)"
+    )
     parser.add_argument("output", metavar="OUT", help="pcap to write (raw IP link layer)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
     parser.add_argument(

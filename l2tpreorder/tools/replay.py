@@ -431,7 +431,10 @@ def add_arguments(parser: Any) -> None:
             "and xl2tpd's data paths side by side."
         ),
     )
-    p.add_argument("file", help="capture file (pcap or pcapng, any common link layer)")
+    p.add_argument(
+        "file",
+        help="capture file (pcap or pcapng, any common link layer; gzip'd too; - = standard input)",
+    )
     p.add_argument(
         "-o",
         "--output",

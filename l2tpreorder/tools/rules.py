@@ -64,8 +64,8 @@ def _header(rs: RuleSet, undo: bool) -> list[str]:
             f"# l2tpreorder in-path rules for NFQUEUE {names} (mode: inpath). Paste ONE block.",
             "# The daemon never edits the firewall. Without a reader the bypass lets packets pass.",
             "# Each rule is inserted at the TOP of its chain (-I CHAIN 1): it must come before any",
-            "# ACCEPT of yours (ESTABLISHED,RELATED, udp 1701), or those packets never reach the",
-            "# queue and pass unordered, silently. Paste a block once: a second paste adds the",
+            f"# ACCEPT of yours (ESTABLISHED,RELATED, udp {rs.port}), or those packets never reach",
+            "# the queue and pass unordered, silently. Paste a block once: a second paste adds the",
             "# rules again (run its undo once per paste).",
         ]
     allowed = rs.allowed

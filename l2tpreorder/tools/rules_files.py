@@ -143,8 +143,8 @@ def iptables_restore(rs: RuleSet, hook: str, version: int, command: str, undo: b
         lines += [
             "# The rules live in chains of their own (L2TPREORDER_INPUT ...), reached by a jump",
             "# inserted at the TOP of the built-in chain (-I ... 1): the jump must come before",
-            "# any ACCEPT of yours (ESTABLISHED,RELATED, udp 1701), or those packets never reach",
-            "# the queue and pass unordered, silently. Loading the file again empties and",
+            f"# any ACCEPT of yours (ESTABLISHED,RELATED, udp {rs.port}), or those packets never",
+            "# reach the queue and pass unordered, silently. Loading the file again empties and",
             "# refills the chains but adds a second jump (harmless; undo twice then).",
             "# The optional control rule: leave out its -A line, not its chain or jump.",
             f"# {restore} (and netfilter-persistent at boot) REPLACES every table a file names:",
