@@ -125,7 +125,9 @@ def with_overrides(config: Config, **flags: Any) -> Config:
     # named as given: the flag's value, or the file's lns that --listen now covers
     check_lns(lns_flag, raw_lns if "lns" in kw else format_address(new.lns), new)
     check_upstream_bind("relay.upstream_bind", new)  # --lns of the other family
-    check_late(new)  # --sequencing preserve over a file's late: deliver
+    # --sequencing preserve over a file's late: deliver: the refusal names the flag
+    preserve_from = "sequencing" in parsed["engine"]
+    check_late(new, "--sequencing preserve" if preserve_from else "reorder.sequencing: preserve")
     return new
 
 

@@ -187,9 +187,10 @@ def check_upstream_bind(key: str, config: Config) -> None:
         )
 
 
-def check_late(config: Config) -> None:
-    """A late packet cannot be delivered when the LNS sees the LAC's Ns (it judges them)."""
+def check_late(config: Config, sequencing_key: str = "reorder.sequencing: preserve") -> None:
+    """A late packet cannot be delivered when the LNS sees the LAC's Ns (it judges them).
+    `sequencing_key`: how the refusal names where preserve came from (a flag or the file)."""
     e = config.engine
     if e.late is Late.DELIVER and e.sequencing is Sequencing.PRESERVE:
-        expected = "auto or drop with reorder.sequencing: preserve (the LNS judges the LAC's Ns)"
+        expected = f"auto or drop with {sequencing_key} (the LNS judges the LAC's Ns)"
         raise ConfigError("reorder.late", e.late.value, expected, config.source)
