@@ -26,7 +26,7 @@ import ipaddress
 import shlex
 import sys
 
-from l2tpreorder.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from l2tpreorder.config import DEFAULT_CONFIG, Config, ConfigError, config_file, load_config
 from l2tpreorder.tools.rules_files import BOTH_AT_BOOT, iptables_restore, nft_file, nft_table
 from l2tpreorder.tools.rules_model import (
     FORWARD,
@@ -169,8 +169,9 @@ def render(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", "-c", metavar="FILE", default=DEFAULT_CONFIG,
-        help=f"YAML config (default {DEFAULT_CONFIG})",
+        "--config", "-c", metavar="FILE", default=None,
+        help=f"YAML config (default {DEFAULT_CONFIG} when it exists, else the built-in defaults,"
+        " as `run` reads it)",
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=L2TP_PORT, help="the LNS's UDP port")
     parser.add_argument("--lns-ipv4", default="", metavar="ADDR", help="remote LNS (FORWARD)")
@@ -242,7 +243,7 @@ def _command(args: argparse.Namespace) -> str:
     """How the operator named the config, port and LNS, for the hints printed (the undo, the
     persistent forms); `render` adds the format, chain and family."""
     words = ["l2tpreorder", "rules"]
-    if args.config != DEFAULT_CONFIG:
+    if args.config is not None:
         words += ["--config", args.config]
     if args.port != L2TP_PORT:
         words += ["--port", str(args.port)]
@@ -258,8 +259,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"l2tpreorder: error: {error}", file=sys.stderr)
     if errors:
         return 2
+    path = config_file(args.config)  # the file `run` would read (None: the defaults)
     try:
-        config = load_config(args.config)
+        config = Config() if path is None else load_config(path)
     except ConfigError as e:
         print(f"l2tpreorder: error: {e}", file=sys.stderr)
         return 2
