@@ -27,7 +27,7 @@ from l2tpreorder.commands.client import (
     add_config_argument,
     request,
 )
-from l2tpreorder.daemon.status import SORT_KEYS, StatusQuery, json_id_order
+from l2tpreorder.daemon.status import SORT_KEYS, StatusQuery, select_answer
 from l2tpreorder.words import plural
 
 COLUMNS = (
@@ -107,40 +107,10 @@ def _health_lines(answer: dict[str, Any]) -> list[str]:
 
 
 def select(answer: dict[str, Any], query: StatusQuery) -> dict[str, Any]:
-    """`answer` with only the peers and sessions `query` selects, sorted and cut to `top`
-    (again: a supervisor's merged answer holds up to `top` per worker). Peers keep the order of
-    their first selected session; a peer without one is left out when sessions were selected
-    by ID, sort or top. Adds `selection` (the query, `matched` and `shown`)."""
-    picked: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
-    peers = [p for p in answer.get("peers", []) if query.peer_matches(str(p.get("lac", "")))]
-    for i, peer in enumerate(peers):
-        for s in peer.get("sessions", []):
-            if query.tunnel_id is not None and s.get("tunnel_id") != query.tunnel_id:
-                continue
-            if query.session_id is not None and s.get("session_id") != query.session_id:
-                continue
-            picked.append((i, peer, s))
-    if query.sort is not None:
-        key = SORT_KEYS[query.sort]
-        picked.sort(key=lambda item: key(item[2]), reverse=True)
-    elif query.top is not None:  # the daemon's order for `top` alone (each worker's too)
-        picked.sort(key=lambda item: json_id_order(str(item[1].get("lac", "")), item[2]))
-    matched = answer.get("totals", {}).get("sessions_matched", len(picked))
-    if query.top is not None:
-        picked = picked[: query.top]
-    by_peer: dict[int, dict[str, Any]] = {}
-    for i, peer, s in picked:
-        by_peer.setdefault(i, {**peer, "sessions": []})["sessions"].append(s)
-    keep_empty = query.tunnel_id is None and query.session_id is None and not query.sort
-    keep_empty = keep_empty and query.top is None
-    if keep_empty:  # only a peer filter: its peers with no sessions still show
-        for i, peer in enumerate(peers):
-            by_peer.setdefault(i, {**peer, "sessions": []})
-        order = sorted(by_peer)
-    else:
-        order = list(by_peer)
-    selected = {**answer, "peers": [by_peer[i] for i in order]}
-    selected["selection"] = {**query.as_request(), "matched": matched, "shown": len(picked)}
+    """`answer` cut to `query` again (an older daemon ignores the selection) with `selection`
+    added: the query, how many matched, how many are shown."""
+    selected, matched, shown = select_answer(answer, query)
+    selected["selection"] = {**query.as_request(), "matched": matched, "shown": shown}
     return selected
 
 

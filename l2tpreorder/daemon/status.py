@@ -231,3 +231,40 @@ def build_status(
     if query.selects:
         totals["sessions_matched"] = sum(1 for s in view.sessions() if query.matches(s))
     return {"ok": True, **common, "totals": totals, **mode_fields}
+
+
+def select_answer(
+    answer: dict[str, Any], query: StatusQuery
+) -> tuple[dict[str, Any], int, int]:
+    """A status answer with only the peers and sessions `query` selects, sorted and cut to
+    `top` (the in-path supervisor's merge of its workers' answers, each cut to `top`; the
+    client's, for a daemon that ignored the selection). Peers keep the order of their first
+    selected session; a peer without one is left out when sessions were selected by ID, sort or
+    top. Returns it, how many matched (before `top`) and how many it shows."""
+    picked: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    peers = [p for p in answer.get("peers", []) if query.peer_matches(str(p.get("lac", "")))]
+    for i, peer in enumerate(peers):
+        for s in peer.get("sessions", []):
+            if query.tunnel_id is not None and s.get("tunnel_id") != query.tunnel_id:
+                continue
+            if query.session_id is not None and s.get("session_id") != query.session_id:
+                continue
+            picked.append((i, peer, s))
+    if query.sort is not None:
+        key = SORT_KEYS[query.sort]
+        picked.sort(key=lambda item: key(item[2]), reverse=True)
+    elif query.top is not None:  # the daemon's order for `top` alone (each worker's too)
+        picked.sort(key=lambda item: json_id_order(str(item[1].get("lac", "")), item[2]))
+    matched = answer.get("totals", {}).get("sessions_matched", len(picked))
+    if query.top is not None:
+        picked = picked[: query.top]
+    by_peer: dict[int, dict[str, Any]] = {}
+    for i, peer, s in picked:
+        by_peer.setdefault(i, {**peer, "sessions": []})["sessions"].append(s)
+    if not query.selects_sessions:  # only a peer filter: its peers with no sessions still show
+        for i, peer in enumerate(peers):
+            by_peer.setdefault(i, {**peer, "sessions": []})
+        order = sorted(by_peer)
+    else:
+        order = list(by_peer)
+    return {**answer, "peers": [by_peer[i] for i in order]}, matched, len(picked)

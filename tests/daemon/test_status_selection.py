@@ -156,7 +156,7 @@ def test_two_workers_each_select_and_the_client_cuts_the_merged_answer(
         wait_until("14 held", lambda: inpath_status(daemon)["totals"].get("held") == 14)
         raw = request("status", str(daemon.config), fields={"sort": "held", "top": 1})
         assert raw["ok"] is True and raw["totals"]["sessions_matched"] == 12
-        assert len(ids(raw)) == 2  # each worker's own top 1 (the rule spreads the LACs)
+        assert len(ids(raw)) == 1  # each worker's own top 1, merged and cut to 1 (as relay)
         top = json.loads(
             inpath_cli("status", "--config", str(daemon.config), "--json", "--sort", "held",
                        "--top", "1").stdout

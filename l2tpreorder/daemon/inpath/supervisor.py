@@ -43,7 +43,7 @@ from l2tpreorder.daemon.inpath.protocol import (
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
 from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.sdnotify import Notifier
-from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery
+from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, select_answer
 
 log = logging.getLogger("l2tpreorder")
 
@@ -309,7 +309,7 @@ async def supervisor_status(
 ) -> dict[str, Any]:
     """Every worker's answer merged: peers and sessions carry their queue; a worker that does
     not answer (restarting) is listed with its error, its queue failing open meanwhile. Each
-    worker applies `query`; the merged list may hold up to `top` per worker (the client cuts)."""
+    worker applies `query`, and the merge is cut to it again (up to `top` came from each)."""
     queues = sorted(sup.workers)
     fields = query.as_request()
     answers = await asyncio.gather(
@@ -329,7 +329,7 @@ async def supervisor_status(
         for key, value in answer.get("totals", {}).items():
             totals[key] = totals.get(key, 0) + int(value)
     peers.sort(key=lambda p: (p["queue"], p["lac"]))
-    return {
+    merged = {
         "ok": True,
         "mode": "inpath",
         "pid": os.getpid(),
@@ -340,6 +340,9 @@ async def supervisor_status(
         "queues": per_queue,
         "peers": peers,
     }
+    if query.selects_sessions:  # each worker's own top N: cut the merge to N, as relay does
+        merged = select_answer(merged, query)[0]
+    return merged
 
 
 async def supervisor_reload(sup: Supervisor, path: str) -> dict[str, Any]:
