@@ -34,7 +34,11 @@ from tests.integration.inpath_helpers import scrape as scrape_in_ns
 from tests.netns import NetNs, wait_until
 
 MODES = ["relay", "inpath"]
+# What starts the daemon's endpoints: the service in either mode, and the in-path supervisor
+# (two queues, a worker each) that serves them for its workers (daemon/start_checks.py).
+STARTING = [*MODES, "inpath-workers"]
 QUEUE = 7  # in-path: the NFQUEUE the rules feed (the namespace is ours: any number does)
+QUEUES = "7-8"  # inpath-workers: the rules balance over 7 and 8
 LNS_PORT = 1701  # in-path: the LNS keeps its port (the rules match it)
 T_LNS, S_LNS = 7, 9  # the IDs the LAC's data carries (assigned by the LNS)
 T_LAC, S_LAC = 5, 6  # the IDs the LNS's data carries (assigned by the LAC)
@@ -101,8 +105,10 @@ class ModeRig:
         }
         if self.mode == "relay":
             doc |= {"listen": [f"127.0.0.1:{self.listen}"], "lns": "{}:{}".format(*self.lns_addr)}
-        else:
+        elif self.mode == "inpath":
             doc |= {"mode": "inpath", "inpath": {"queue": QUEUE}}
+        else:
+            doc |= {"mode": "inpath", "inpath": {"queues": QUEUES}}
         for key, value in config.items():
             if isinstance(value, dict) and isinstance(doc.get(key), dict):
                 doc[key] = {**doc[key], **value}
@@ -249,8 +255,9 @@ class ModeRig:
 
 @contextlib.contextmanager
 def open_rig(mode: str, tmp: Path) -> Iterator[ModeRig]:
-    """A `ModeRig` for `mode`; in-path gets its namespace and rules (root and iptables: skipped
-    without them, failed under CI). Everything started is stopped on the way out."""
+    """A `ModeRig` for `mode` (one of `STARTING`); in-path gets its namespace and rules (root
+    and iptables: skipped without them, failed under CI). Everything started is stopped on the
+    way out."""
     if mode == "relay":
         r = ModeRig(mode, tmp, None)
         try:
@@ -263,7 +270,10 @@ def open_rig(mode: str, tmp: Path) -> Iterator[ModeRig]:
     need_tool("iptables")
     space = NetNs("modes")
     try:
-        queue = ["-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass"]
+        where = ["--queue-num", str(QUEUE)]
+        if mode == "inpath-workers":
+            where = ["--queue-balance", QUEUES.replace("-", ":")]
+        queue = ["-j", "NFQUEUE", *where, "--queue-bypass"]
         space.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", str(LNS_PORT), *queue)
         space.run("iptables", "-A", "OUTPUT", "-p", "udp", "--sport", str(LNS_PORT), *queue)
         r = ModeRig(mode, tmp, space)

@@ -46,15 +46,16 @@ from l2tpreorder.core.pipeline import MalformedPolicy
 from l2tpreorder.core.snapshot import PipelineState
 from l2tpreorder.core.views import DirectionView
 from l2tpreorder.daemon import reload_report
-from l2tpreorder.daemon.control import ControlServer, another_daemon, answering_daemon
+from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.drop_report import DropReporter
 from l2tpreorder.daemon.metrics import MetricsServer, listen_failure, start_metrics_server
 from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
-from l2tpreorder.daemon.mode import BindError, CounterTable, HousekeepingStep, Mode
+from l2tpreorder.daemon.mode import CounterTable, HousekeepingStep, Mode
 from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.start_checks import no_control_socket, refuse_start
 from l2tpreorder.daemon.state import consume_state, save_state
 from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, build_status
 from l2tpreorder.daemon.timer import DeadlineTimer
@@ -197,24 +198,15 @@ class Service:
             log.error("user = %r: no such user; not starting", self.config.user)
             return EX_CONFIG
         loop = asyncio.get_running_loop()
-        if self.endpoints.control and self.endpoints.control_path is None:
-            running = answering_daemon(self.config.control_socket)
-            if running is not None:  # before binding anything of the running one's
-                log.error("%s", another_daemon(running))
-                return EX_CONFIG  # a config fault (control_socket): systemd must not retry
-        try:
-            self.mode.bind()
-            # Metrics asked for but not served would leave Prometheus scraping whatever holds
-            # the port (issue 24): that is a failed start, like a socket we cannot bind.
-            self.metrics.start(self.config.metrics)
-        except BindError as e:
-            log.error("%s", e)
-            self.mode.close()  # what the mode opened besides (e.g. the relay's epoll)
-            return 1
-        except OSError as e:
-            log.error("%s; not starting", listen_failure(self.config.metrics, e))
-            self.mode.close()
-            return 1
+        refused = refuse_start(
+            self.config,
+            self.metrics,
+            check_control=self.endpoints.control and self.endpoints.control_path is None,
+            bind=self.mode.bind,
+        )
+        if refused is not None:
+            self.mode.close()  # what the mode opened (e.g. the relay's epoll); idempotent
+            return refused
         # Before the state file is consumed: a SIGTERM from here on is a clean stop that saves
         # what was restored, not the default death that would lose it.
         self._stop = loop.create_future()
@@ -409,11 +401,7 @@ class Service:
         try:
             where = await control.start(path, owner)
         except OSError as e:
-            log.error(
-                "control socket: %s; running without it (status and reload by command fail, "
-                "SIGHUP still reloads)",
-                e.strerror or e,
-            )
+            no_control_socket(e)
             return
         self.control = control
         log.info("control socket: %s", where)

@@ -20,6 +20,7 @@ from tests.integration.inpath_helpers import frame_of, metric, ns_of
 from tests.mode_harness import (
     MODES,
     S_LNS,
+    STARTING,
     T_LNS,
     ModeRig,
     families,
@@ -138,6 +139,8 @@ def test_reload_moves_the_metrics_endpoint(rig: ModeRig) -> None:
     assert not rig.serves_metrics(old), f"the old port {old} still serves /metrics"
 
 
+# The start checks (daemon/start_checks.py) also run in the in-path supervisor: its cases too.
+@pytest.mark.parametrize("rig", STARTING, indirect=True)
 def test_a_metrics_port_held_by_another_process_fails_the_start_naming_the_setting(
     rig: ModeRig,
 ) -> None:
@@ -155,6 +158,7 @@ def test_a_metrics_port_held_by_another_process_fails_the_start_naming_the_setti
     assert f"127.0.0.1:{rig.metrics_port}" in errors[0], errors
     assert "metrics.port" in errors[0] and "not starting" in errors[0], errors
     assert not any("READY=1" in m for m in daemon.messages), daemon.messages
+    assert "worker for NFQUEUE" not in daemon.log(), daemon.log()  # the supervisor started none
 
 
 def test_a_reload_to_a_taken_metrics_port_keeps_the_old_listener_and_says_why(
@@ -183,6 +187,7 @@ def test_a_reload_to_a_taken_metrics_port_keeps_the_old_listener_and_says_why(
 # --- one host, two instances -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("rig", STARTING, indirect=True)
 def test_a_second_instance_on_the_same_control_socket_refuses_to_start(rig: ModeRig) -> None:
     """Two instances sharing one control socket path: `status --config B` would answer for A
     (issue 24). The second one refuses before binding anything, naming `control_socket`."""

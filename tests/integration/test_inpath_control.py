@@ -306,31 +306,6 @@ def test_no_daemon_in_inpath_mode_is_exit_2(tmp_path: Path) -> None:
 
 
 
-def test_several_queues_refuse_to_start_when_the_metrics_port_is_taken(
-    ns2: NetNs, tmp_path: Path
-) -> None:
-    """The supervisor serves the one /metrics: a port another process holds fails the start
-    (issue 24) before any worker starts, naming the setting."""
-    held = ns2.socket(socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", 9109))  # the helper's
-    held.listen()
-    try:
-        daemon = InPathDaemon(ns2, tmp_path, "4-5")
-        proc = ns2.popen(
-            [sys.executable, "-m", "l2tpreorder", "run", "--config", str(daemon.config)],
-            daemon.log, cwd=PROJECT_ROOT,
-        )  # fmt: skip
-        code = proc.wait(timeout=60)
-    finally:
-        held.close()
-    log = daemon.log.read_text()
-    assert code == 1, log
-    errors = [line for line in log.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, log
-    assert "metrics: cannot listen on 127.0.0.1:9109" in errors[0], errors
-    assert "metrics.port" in errors[0] and "not starting" in errors[0], errors
-    assert "worker" not in log.lower(), log  # no worker was started
-
-
 def test_two_workers_reload_to_a_taken_metrics_port_keeps_the_old_one(
     ns2: NetNs, tmp_path: Path
 ) -> None:

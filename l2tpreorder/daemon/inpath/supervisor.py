@@ -32,17 +32,18 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from l2tpreorder.config import EX_CONFIG, Config, ConfigError, MetricsConfig, format_address
-from l2tpreorder.daemon.control import ControlServer, another_daemon, answering_daemon
+from l2tpreorder.config import Config, ConfigError, MetricsConfig, format_address
+from l2tpreorder.daemon.control import ControlServer
 from l2tpreorder.daemon.inpath.protocol import (
     WORKER_CONTROL_ENV,
     WORKER_METRICS_LINE,
     ask,
     worker_socket,
 )
-from l2tpreorder.daemon.metrics import MetricsServer, listen_failure
+from l2tpreorder.daemon.metrics import MetricsServer
 from l2tpreorder.daemon.metrics_endpoint import MetricsEndpoint
 from l2tpreorder.daemon.sdnotify import Notifier
+from l2tpreorder.daemon.start_checks import no_control_socket, refuse_start
 from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, select_answer
 
 log = logging.getLogger("l2tpreorder")
@@ -144,15 +145,9 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, request_stop, sig)
-        running = answering_daemon(self.config.control_socket)  # issue 24: two instances
-        if running is not None:
-            log.error("%s", another_daemon(running))
-            return EX_CONFIG  # a config fault (control_socket): systemd must not retry
-        try:  # metrics asked for but not served is a failed start (issue 24)
-            self.metrics.start(self.config.metrics)
-        except OSError as e:
-            log.error("%s; not starting", listen_failure(self.config.metrics, e))
-            return 1
+        refused = refuse_start(self.config, self.metrics)  # before any worker starts
+        if refused is not None:
+            return refused
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self.control = await start_supervisor_control(self)
         for w in self.workers.values():
@@ -384,11 +379,7 @@ async def start_supervisor_control(sup: Supervisor) -> ControlServer | None:
     try:
         where = await control.start(sup.config.control_socket)
     except OSError as e:
-        log.error(
-            "control socket: %s; running without it (status and reload by command fail, "
-            "SIGHUP still reloads)",
-            e.strerror or e,
-        )
+        no_control_socket(e)
         return None
     log.info("control socket: %s (workers: %s)", where, worker_socket(where, 0)[:-1] + "N")
     return control
