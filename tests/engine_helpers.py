@@ -4,8 +4,10 @@ UDP payloads of a (possibly truncated) capture."""
 
 from __future__ import annotations
 
+import random
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Sequence
+from itertools import pairwise
 from os import PathLike
 
 import dpkt
@@ -183,3 +185,46 @@ def slot_names(cls: type) -> tuple[str, ...]:
     if names is None:
         names = cls.__mypyc_attrs__  # type: ignore[attr-defined]
     return tuple(names)
+
+
+# --- what a LAC sends and what the LNS must see ------------------------------------------------
+
+
+def swap_neighbours(order: Iterable[int], at: Iterable[int]) -> list[int]:
+    """`order` with the item at each position in `at` swapped with the next one: a LAC's
+    adjacent reordering (positions at least 2 apart, or a swap undoes part of another)."""
+    out = list(order)
+    for i in at:
+        out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+def randomly_swapped(n: int, seed: int = 1, rate: float = 0.1) -> list[int]:
+    """0..n-1 with about `rate` of the neighbours swapped, never the first (it opens the
+    session), the same for the same seed."""
+    rng = random.Random(seed)
+    at = []
+    i = 1
+    while i < n - 1:
+        if rng.random() < rate:
+            at.append(i)
+            i += 2
+        else:
+            i += 1
+    return swap_neighbours(range(n), at)
+
+
+def steps_back(seen: Sequence[int | None]) -> list[tuple[int | None, int | None]]:
+    """The neighbours in `seen` where the Ns does not move forward (serial arithmetic over 16
+    bits): a step back or a repeat; a missing Ns counts as one."""
+    return [
+        (a, b)
+        for a, b in pairwise(seen)
+        if a is None or b is None or not 0 < (b - a) & 0xFFFF < 0x8000
+    ]
+
+
+def never_steps_back(seen: Sequence[int | None]) -> None:
+    """Each Ns the LNS sees is after the one before it: no step back, no repeat."""
+    back = steps_back(seen)
+    assert not back, f"the LNS saw Ns step back or repeat: {back[:10]} ({len(back)} of {len(seen)})"

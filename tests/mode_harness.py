@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PROJECT_ROOT, need_root, need_tool
+from tests.conftest import PROJECT_ROOT
 from tests.daemon_harness import WAIT, Daemon, free_udp_port, udp
-from tests.integration.inpath_helpers import data, receive_all
+from tests.integration.inpath_helpers import data, queued_namespace, receive_all
 from tests.integration.inpath_helpers import scrape as scrape_in_ns
 from tests.netns import NetNs, wait_until
 
@@ -265,21 +265,10 @@ def open_rig(mode: str, tmp: Path) -> Iterator[ModeRig]:
         finally:
             r.close()
         return
-    need_root()
-    need_tool("ip")
-    need_tool("iptables")
-    space = NetNs("modes")
-    try:
-        where = ["--queue-num", str(QUEUE)]
-        if mode == "inpath-workers":
-            where = ["--queue-balance", QUEUES.replace("-", ":")]
-        queue = ["-j", "NFQUEUE", *where, "--queue-bypass"]
-        space.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", str(LNS_PORT), *queue)
-        space.run("iptables", "-A", "OUTPUT", "-p", "udp", "--sport", str(LNS_PORT), *queue)
+    queues = QUEUES if mode == "inpath-workers" else QUEUE
+    with queued_namespace("modes", queues, port=LNS_PORT, replies=True) as space:
         r = ModeRig(mode, tmp, space)
         try:
             yield r
         finally:
             r.close()
-    finally:
-        space.close()

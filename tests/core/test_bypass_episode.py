@@ -19,8 +19,8 @@ from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import BYPASSED
-from tests.core.test_restore_ahead import lns_ns, never_steps_back
-from tests.engine_helpers import FLOW, data
+from tests.core.test_restore_ahead import lns_ns
+from tests.engine_helpers import FLOW, data, never_steps_back
 
 MASK = 0xFFFF
 RENUMBER = EngineConfig(reorder_timeout=0.1, sequencing=Sequencing.RENUMBER)

@@ -12,8 +12,7 @@ from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.session_table import BYPASSED
-from tests.core.test_restore_ahead import never_steps_back
-from tests.engine_helpers import FLOW, TUNNEL, data, ident_of, ns_of
+from tests.engine_helpers import FLOW, TUNNEL, data, ident_of, never_steps_back, ns_of
 
 RENUMBER = EngineConfig(reorder_timeout=0.1, sequencing=Sequencing.RENUMBER)
 A, B = 1, 2

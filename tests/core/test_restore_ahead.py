@@ -8,8 +8,6 @@ was lost, and the renumbered stream must go on without a jump."""
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +17,7 @@ from l2tpreorder.core.engine import EngineConfig, Sequencing
 from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.core.snapshot import PipelineState
-from tests.engine_helpers import FLOW, check_invariants, data, ident_of, ns_of
+from tests.engine_helpers import FLOW, check_invariants, data, ident_of, never_steps_back, ns_of
 
 MASK = 0xFFFF
 HALF = 0x8000
@@ -47,14 +45,6 @@ def before_the_restart(
     p.flush(now + 1.0)
     seen = [n for _, n in lns_ns(p)]
     return p.snapshot(), seen
-
-
-def never_steps_back(seen: list[int | None]) -> None:
-    """Each Ns the LNS sees is after the one before it (serial arithmetic): no step back, no
-    repeat."""
-    for a, b in pairwise(seen):
-        assert a is not None and b is not None
-        assert 0 < (b - a) & MASK < HALF, (a, b, seen)
 
 
 @pytest.mark.parametrize("start", [1000, 65000])

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from l2tpreorder.commands.client import request
-from tests.integration.inpath_helpers import data, receive_all
-from tests.integration.test_inpath_control import LNS, namespace, start
+from tests.integration.inpath_helpers import data, queued_namespace, receive_all
+from tests.integration.test_inpath_control import LNS, start
 from tests.integration.test_inpath_control import cli as inpath_cli
 from tests.integration.test_inpath_control import status as inpath_status
 from tests.mode_harness import MODES, ModeRig, cli, open_rig
@@ -138,7 +138,8 @@ def test_default_view_lists_sessions_only_when_they_fit_on_a_screen(rig: ModeRig
 
 @pytest.fixture
 def ns2() -> Iterator[NetNs]:
-    yield from namespace("ipsel2", "--queue-balance 4:5")
+    with queued_namespace("ipsel2", "4-5") as space:
+        yield space
 
 
 def test_two_workers_each_select_and_the_client_cuts_the_merged_answer(

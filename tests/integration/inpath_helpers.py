@@ -3,20 +3,52 @@ NFQUEUE rule in a network namespace, with the test as LAC and LNS on real socket
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
 from l2tpreorder import wire
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, need_root, need_tool
 from tests.netns import NetNs, wait_until
 
 PROC_QUEUES = "/proc/net/netfilter/nfnetlink_queue"
+
+
+def queue_target(queues: str | int) -> list[str]:
+    """The NFQUEUE target for `queues` (3: one queue; "4-5": balanced over them), failing open."""
+    if isinstance(queues, int):
+        return ["-j", "NFQUEUE", "--queue-num", str(queues), "--queue-bypass"]
+    return ["-j", "NFQUEUE", "--queue-balance", queues.replace("-", ":"), "--queue-bypass"]
+
+
+@contextlib.contextmanager
+def queued_namespace(
+    role: str, queues: str | int | None, *, port: int = 1701, replies: bool = False
+) -> Iterator[NetNs]:
+    """A network namespace named with the pid (root, ip and iptables: skipped without them,
+    failed under CI) whose INPUT rule queues udp to `port` to `queues` (None: no rule, the
+    test writes its own); `replies`: OUTPUT from `port` too (`reorder.lns_to_lac`). Closed,
+    rules and all, on the way out."""
+    need_root()
+    need_tool("ip")
+    need_tool("iptables")
+    space = NetNs(role)
+    try:
+        if queues is not None:
+            target = queue_target(queues)
+            space.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", str(port), *target)
+            if replies:
+                space.run("iptables", "-A", "OUTPUT", "-p", "udp", "--sport", str(port), *target)
+        yield space
+    finally:
+        space.close()
 
 
 def bound_queues(ns: NetNs) -> set[int]:

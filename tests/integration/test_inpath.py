@@ -6,20 +6,18 @@ daemon never touches: it sees the LAC's own address)."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
-from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from l2tpreorder import wire
-from tests.conftest import need_root, need_tool
+from tests.engine_helpers import never_steps_back, randomly_swapped
 from tests.integration.inpath_helpers import (
     InPathDaemon,
     Received,
@@ -28,6 +26,7 @@ from tests.integration.inpath_helpers import (
     frame_of,
     metric,
     ns_of,
+    queued_namespace,
     quiet,
     receive_all,
 )
@@ -41,32 +40,8 @@ LNS = ("127.0.0.1", 1701)
 
 @pytest.fixture
 def ns() -> Iterator[NetNs]:
-    need_root()
-    need_tool("iptables")
-    need_tool("ip")
-    space = NetNs("inpath")
-    try:
-        space.run(
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
-            "-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass",
-        )  # fmt: skip
+    with queued_namespace("inpath", QUEUE) as space:
         yield space
-    finally:
-        space.close()
-
-
-def swapped(n: int, seed: int = 1) -> list[int]:
-    """0..n-1 with about a tenth of the neighbours swapped (never the first packet)."""
-    order = list(range(n))
-    rng = random.Random(seed)
-    i = 1
-    while i < n - 1:
-        if rng.random() < 0.1:
-            order[i], order[i + 1] = order[i + 1], order[i]
-            i += 2
-        else:
-            i += 1
-    return order
 
 
 def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: Path) -> None:
@@ -76,7 +51,7 @@ def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: P
     assert "`inpath.allow` accepts every source" in daemon.log.read_text()
     lns = ns.udp(*LNS)
     lac = ns.udp("127.0.0.2", 40001)
-    order = swapped(400)
+    order = randomly_swapped(400)
     assert order != sorted(order)
     for n in order:
         lac.sendto(data(n), LNS)
@@ -259,7 +234,7 @@ def test_restart_with_traffic_in_the_downtime_never_steps_the_lns_back(
     got = receive_all(lns, len(after), timeout=10.0)  # the first one is not held 30 s
     assert sorted(frame_of(d) for d, _ in got) == sorted(after)  # none lost
     seen += [ns_of(d) for d, _ in got]
-    assert all(0 < (b - a) & 0xFFFF < 0x8000 for a, b in pairwise(seen)), f"LNS saw Ns {seen}"
+    never_steps_back(seen)
     assert seen[-len(after):] == list(range(24, 30))  # the LAC's numbering from the restart on
     assert daemon.stop() == 0
 
@@ -314,8 +289,7 @@ def test_restart_under_steady_traffic_the_lns_never_sees_ns_step_back(
         for thread in threads:
             thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in threads)
-    back = [(a, b) for a, b in pairwise(seen) if not 0 < (b - a) & 0xFFFF < 0x8000]
-    assert not back, f"the LNS saw Ns step back or repeat: {back[:10]} of {len(seen)}"
+    never_steps_back(seen)
     assert text is not None
     assert metric(text, "l2tpreorder_skipped_sequence_numbers_total", reason="restart") >= 1
     assert daemon.stop() == 0
@@ -335,17 +309,8 @@ def worker_pid(ns: NetNs, queue: int) -> int:
 
 @pytest.fixture
 def ns2() -> Iterator[NetNs]:
-    need_root()
-    need_tool("iptables")
-    space = NetNs("inpath2")
-    try:
-        space.run(
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
-            "-j", "NFQUEUE", "--queue-balance", "4:5", "--queue-bypass",
-        )  # fmt: skip
+    with queued_namespace("inpath2", "4-5") as space:
         yield space
-    finally:
-        space.close()
 
 
 def test_two_workers_share_the_lacs_and_survive_each_other(ns2: NetNs, tmp_path: Path) -> None:
@@ -536,7 +501,7 @@ def test_sigterm_at_a_steady_rate_loses_nothing(ns: NetNs, tmp_path: Path) -> No
     lns = ns.udp(*LNS)
     lac = ns.udp("127.0.0.2", 40010)
     total, rate = 4000, 1000.0
-    order = swapped(total, seed=4)
+    order = randomly_swapped(total, seed=4)
     stop_at = threading.Event()
 
     def send() -> None:
@@ -625,8 +590,7 @@ def test_queue_overflow_the_lns_never_sees_an_ns_twice_or_step_back(
     ]
     seen += after
     ns_seen = [ns_of(d) for d, _ in seen]
-    back = [(a, b) for a, b in pairwise(ns_seen) if not 0 < (b - a) & 0xFFFF < 0x8000]
-    assert not back, f"the LNS saw Ns step back or repeat: {ns_seen}"
+    never_steps_back(ns_seen)
     assert sorted(frame_of(d) for d, _ in seen) == [0, *range(2, 46)]  # each frame once
     text = daemon.scrape_or_none()
     assert text is not None

@@ -17,17 +17,18 @@ import pytest
 
 from l2tpreorder.config import config_from_dict
 from l2tpreorder.tools.rules import render
-from tests.conftest import need_root, need_tool
+from tests.conftest import need_tool
+from tests.engine_helpers import randomly_swapped
 from tests.integration.inpath_helpers import (
     InPathDaemon,
     data,
     frame_of,
     metric,
     ns_of,
+    queued_namespace,
     quiet,
     receive_all,
 )
-from tests.integration.test_inpath import swapped
 from tests.integration.test_inpath_control import cli, rewrite, sessions, status
 from tests.netns import NetNs, wait_until
 
@@ -47,17 +48,10 @@ FLOOD_PER_REAL = 50  # 20,000 datagrams from outside `allow`
 
 @pytest.fixture(params=["broad", "printed"])
 def lab(request: pytest.FixtureRequest) -> Iterator[tuple[NetNs, str]]:
-    need_root()
-    need_tool("iptables")
     need_tool("ip6tables")
-    space = NetNs("inallow")
-    try:
-        if request.param == "broad":
-            space.run(
-                "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
-                "-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass",
-            )  # fmt: skip
-        else:
+    broad = request.param == "broad"
+    with queued_namespace("inallow", QUEUE if broad else None) as space:
+        if not broad:  # the rules `l2tpreorder rules` prints for this allow list
             config = config_from_dict(
                 {"mode": "inpath", "inpath": {"queue": QUEUE, "allow": ALLOW}}
             )
@@ -66,8 +60,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[tuple[NetNs, str]]:
                 if line.startswith(("iptables", "ip6tables")) and "OUTPUT" not in line:
                     space.run(*shlex.split(line))
         yield space, request.param
-    finally:
-        space.close()
 
 
 def flood(rng: random.Random) -> bytes:
@@ -88,7 +80,7 @@ def test_a_flood_from_outside_allow_leaves_the_real_session_untouched(
     lac = ns.udp(*LAC)
     stranger = ns.udp(*STRANGER)
     rng = random.Random(21)
-    order = swapped(REAL, seed=6)
+    order = randomly_swapped(REAL, seed=6)
     assert order != sorted(order)
     for n in order:
         lac.sendto(data(n), LNS)

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, need_root, need_tool
+from tests.conftest import PROJECT_ROOT
 from tests.integration.inpath_helpers import (
     InPathDaemon,
     data,
     frame_of,
     metric,
+    queued_namespace,
     quiet,
     receive_all,
     scrape,
@@ -67,29 +68,16 @@ def break_config(daemon: InPathDaemon) -> None:
     daemon.config.write_text(f"control_socket: '{document['control_socket']}'\nreorder: [\n")
 
 
-def namespace(role: str, balance: str) -> Iterator[NetNs]:
-    need_root()
-    need_tool("iptables")
-    need_tool("ip")
-    space = NetNs(role)
-    try:
-        space.run(
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
-            "-j", "NFQUEUE", *balance.split(), "--queue-bypass",
-        )  # fmt: skip
-        yield space
-    finally:
-        space.close()
-
-
 @pytest.fixture
 def ns() -> Iterator[NetNs]:
-    yield from namespace("ipctl", "--queue-num 3")
+    with queued_namespace("ipctl", 3) as space:
+        yield space
 
 
 @pytest.fixture
 def ns2() -> Iterator[NetNs]:
-    yield from namespace("ipctl2", "--queue-balance 4:5")
+    with queued_namespace("ipctl2", "4-5") as space:
+        yield space
 
 
 def start(ns: NetNs, tmp_path: Path, queues: str | int, timeout_ms: int) -> InPathDaemon:

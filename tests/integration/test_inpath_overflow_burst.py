@@ -14,13 +14,19 @@ import random
 import signal
 import socket
 from collections.abc import Iterator
-from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_root, need_tool
-from tests.integration.inpath_helpers import InPathDaemon, data, frame_of, metric, ns_of
+from tests.engine_helpers import steps_back, swap_neighbours
+from tests.integration.inpath_helpers import (
+    InPathDaemon,
+    data,
+    frame_of,
+    metric,
+    ns_of,
+    queued_namespace,
+)
 from tests.netns import NetNs
 
 pytestmark = [pytest.mark.integration]
@@ -32,17 +38,8 @@ BURST = 20000
 
 @pytest.fixture
 def ns() -> Iterator[NetNs]:
-    need_root()
-    need_tool("iptables")
-    space = NetNs("ovfburst")
-    try:
-        space.run(
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "1701",
-            "-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass",
-        )  # fmt: skip
+    with queued_namespace("ovfburst", QUEUE) as space:
         yield space
-    finally:
-        space.close()
 
 
 def drain(sock: socket.socket, got: list[bytes], quiet_for: float) -> None:
@@ -71,10 +68,8 @@ def test_a_burst_through_a_small_queue_loses_nothing(ns: NetNs, tmp_path: Path) 
     lns.setsockopt(socket.SOL_SOCKET, 33, 256 * 1024 * 1024)  # SO_RCVBUFFORCE: the whole burst
     lac = ns.udp("127.0.0.2", 40021)
     rng = random.Random(7)
-    order = list(range(BURST))
-    for i in range(1, BURST - 1, 10):  # a swap in every other ten
-        if rng.random() < 0.5:
-            order[i], order[i + 1] = order[i + 1], order[i]
+    at = [i for i in range(1, BURST - 1, 10) if rng.random() < 0.5]  # a swap in every other ten
+    order = swap_neighbours(range(BURST), at)
     assert daemon.proc is not None
     # The first tenth while the worker is stopped: the queue overflows for sure, whatever the
     # machine's load; the rest as fast as we go while it catches up, refilling it.
@@ -113,6 +108,6 @@ def test_a_burst_through_a_small_queue_loses_nothing(ns: NetNs, tmp_path: Path) 
     )
     assert late <= 10, missing
     seen = [ns_of(d) for d in got]
-    back = sum(1 for a, b in pairwise(seen) if not 0 < (b - a) & 0xFFFF < 0x8000)
+    back = len(steps_back(seen))
     repeats = len(seen) - len(set(seen))
     print(f"LNS: {repeats} repeated Ns, {back} steps back or repeats, {late:g} late")

@@ -22,6 +22,7 @@ import pytest
 from l2tpreorder.config import config_from_dict
 from l2tpreorder.tools.rules import render
 from tests.conftest import need_root, need_tool
+from tests.engine_helpers import swap_neighbours
 from tests.integration.inpath_helpers import (
     InPathDaemon,
     data,
@@ -139,9 +140,7 @@ def test_router_forward_rule_orders_and_checksums_are_valid(
     )
     daemon.start()
     sent = [n for n in range(60) if n not in (20, 21)]  # two lost: renumber closes the gap
-    order = list(sent)
-    for i in range(5, len(order) - 5, 10):
-        order[i], order[i + 1] = order[i + 1], order[i]
+    order = swap_neighbours(sent, range(5, len(sent) - 5, 10))
     expected: dict[str, list[int]] = {}
     for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
         lns = router.lns.udp(lns_addr, 1701)
@@ -183,10 +182,7 @@ def big_or_small(n: int) -> bytes:
 
 def swapped(count: int) -> list[int]:
     """0..count-1 with a big and the small behind it swapped every 4 (not at the start)."""
-    order = list(range(count))
-    for i in range(4, count - 1, 4):
-        order[i], order[i + 1] = order[i + 1], order[i]
-    return order
+    return swap_neighbours(range(count), range(4, count - 1, 4))
 
 
 def test_big_datagrams_split_into_fragments_are_ordered_and_renumbered(
@@ -326,9 +322,7 @@ def test_bit_flipped_datagrams_pass_untouched_and_move_no_session(
         lns = router.lns.udp(lns_addr, 1701)
         lac = router.lac.udp(lac_addr, 1701)
         raw = router.lac.call(lambda f=family: socket.socket(f, socket.SOCK_RAW, UDP))
-        order = list(range(count))
-        for i in range(5, count - 5, 10):
-            order[i], order[i + 1] = order[i + 1], order[i]
+        order = swap_neighbours(range(count), range(5, count - 5, 10))
         for i, n in enumerate(order):
             lac.sendto(data(n), (lns_addr, 1701))
             if i % 5 == 2:  # a corrupt copy of a genuine message still to come, and one far ahead

@@ -17,9 +17,9 @@ import pytest
 
 from l2tpreorder import wire
 from tests.conftest import need_root, need_tool
-from tests.integration.inpath_helpers import InPathDaemon
+from tests.integration.inpath_helpers import InPathDaemon, queued_namespace
 from tests.integration.xl2tpd_lab import MID_LNS_SIDE, Lab, Scenario, lns_conf
-from tests.netns import NetNs, wait_until
+from tests.netns import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,13 +87,8 @@ def is_sccrp(datagram: bytes) -> bool:
 def test_two_lacs_with_the_same_tunnel_id_both_get_sccrp(tmp_path: Path) -> None:
     """Relay mode shows xl2tpd one address for every LAC, and xl2tpd refuses a second SCCRQ
     for the same tunnel ID from it; in-path, each LAC keeps its own address."""
-    need_root()
-    for tool in ("xl2tpd", "iptables"):
-        need_tool(tool)
-    ns = NetNs("sccrq")
-    try:
-        rule = "iptables -A INPUT -p udp --dport 1701 -j NFQUEUE --queue-num 3 --queue-bypass"
-        ns.run(*rule.split())
+    need_tool("xl2tpd")
+    with queued_namespace("sccrq", 3) as ns:
         conf = tmp_path / "lns.conf"
         (tmp_path / "secrets").write_text("")
         (tmp_path / "lns.ppp").write_text("")
@@ -114,5 +109,3 @@ def test_two_lacs_with_the_same_tunnel_id_both_get_sccrp(tmp_path: Path) -> None
             assert is_sccrp(reply), reply
         assert "twice" not in log.read_text()
         assert daemon.stop() == 0
-    finally:
-        ns.close()

@@ -12,6 +12,7 @@ from l2tpreorder.tools.lns_models import (
     ModelRunner,
     Xl2tpdSession,
 )
+from tests.engine_helpers import swap_neighbours
 
 INTERVAL = 0.001  # one packet per millisecond
 
@@ -28,12 +29,6 @@ def feed(model: KernelSession[int] | Xl2tpdSession[int], orders: list[int], star
     return delivered, runner.stats
 
 
-def swapped(n: int, at: int) -> list[int]:
-    orders = list(range(n))
-    orders[at], orders[at + 1] = orders[at + 1], orders[at]
-    return orders
-
-
 def test_kernel_n0_in_order_stream_delivers_everything() -> None:
     delivered, stats = feed(KernelSession(0.0), list(range(300)))
     assert delivered == list(range(300))
@@ -41,7 +36,7 @@ def test_kernel_n0_in_order_stream_delivers_everything() -> None:
 
 
 def test_kernel_n0_loses_five_packets_for_one_adjacent_swap() -> None:
-    delivered, stats = feed(KernelSession(0.0), swapped(100, 50))
+    delivered, stats = feed(KernelSession(0.0), swap_neighbours(range(100), [50]))
     assert stats.dropped == 5
     assert stats.drop_reasons == {OUT_OF_SEQUENCE: 5}
     # 51 arrives early and is dropped, 50 is delivered, then 52..55 are dropped until the run
@@ -51,7 +46,7 @@ def test_kernel_n0_loses_five_packets_for_one_adjacent_swap() -> None:
 
 
 def test_kernel_n0_two_swaps_far_apart_cost_five_each() -> None:
-    orders = swapped(200, 50)
+    orders = swap_neighbours(range(200), [50])
     orders[150], orders[151] = orders[151], orders[150]
     _, stats = feed(KernelSession(0.0), orders)
     assert stats.dropped == 10
@@ -78,7 +73,7 @@ def test_kernel_first_ns_outside_the_initial_window_is_dropped() -> None:
 
 
 def test_kernel_reorder_timeout_repairs_a_swap_without_loss() -> None:
-    delivered, stats = feed(KernelSession(0.1), swapped(100, 50))
+    delivered, stats = feed(KernelSession(0.1), swap_neighbours(range(100), [50]))
     assert delivered == list(range(100))
     assert stats.dropped == 0
 
@@ -90,7 +85,8 @@ def test_kernel_numeric_insert_misorders_across_the_wrap() -> None:
     model: KernelSession[int] = KernelSession(0.1)
     runner = ModelRunner(model)
     now = 0.0
-    orders = swapped(65536 + 200, 65535)  # order 65535 is Ns 65535, order 65536 is Ns 0
+    # order 65535 is Ns 65535, order 65536 is Ns 0
+    orders = swap_neighbours(range(65536 + 200), [65535])
     held_seen: list[list[int | None]] = []
     delivered: list[int] = []
     for order in orders:
@@ -165,7 +161,7 @@ def test_xl2tpd_stall_lasts_until_ns_wraps_round() -> None:
 
 
 def test_xl2tpd_swap_drops_the_late_packet() -> None:
-    delivered, stats = feed(Xl2tpdSession(0), swapped(100, 50))
+    delivered, stats = feed(Xl2tpdSession(0), swap_neighbours(range(100), [50]))
     assert stats.drop_reasons == {ALREADY_SEEN: 1}
     assert 50 not in delivered and len(delivered) == 99
 
