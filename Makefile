@@ -50,14 +50,10 @@ pytest-pure: $(STAMP)
 test: lint typecheck pytest pytest-pure
 
 # `make bench`: live loopback benchmark + engine microbenchmarks, < 8 minutes, last line is the
-# headline `loss-free ratio daemon/baseline: X.XX`. Adds the optional `bench` extra (matplotlib).
-# Builds bench/c (C load generator, C NFQUEUE reader) with gcc when there (docs/performance.md).
-BENCH_STAMP := $(VENV)/.bench-stamp
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP) $(COMPILED_STAMP)
+# headline `loss-free ratio daemon/baseline: X.XX`. Its plot's matplotlib (the `bench` extra,
+# which is `plot`) comes with the venv. Builds bench/c (C load generator, C NFQUEUE reader) with
+# gcc when there (docs/performance.md).
+bench: $(STAMP) $(COMPILED_STAMP)
 	timeout 450 $(BIN)/python -m bench.run
 
 # 15 minutes of session churn at 10k datagrams/s through the real relay; RSS after warm-up
