@@ -70,6 +70,9 @@ class Setting:
     old_key: str | None = None  # the deprecated flat spelling, still read with a warning
     restart: bool = False  # a reload cannot apply a change: it needs a restart
     listed: bool = True  # False: another spelling of a listed setting (inpath.queue)
+    # check-config writes a value under this key only when this says so (one in-path queue is
+    # spelt `queue: N`, several `queues: "A-B"`); None: when the setting is listed.
+    spells: Callable[[Any], bool] | None = None
     dump: Callable[[Any], object] | None = None  # program value -> YAML data, when not show()'s
 
     @property
@@ -236,8 +239,16 @@ SETTINGS: tuple[Setting, ...] = (
         _show_queues,
         restart=True,
         listed=False,
+        spells=lambda queues: len(queues) == 1,
     ),
-    Setting("inpath.queues", "inpath_queues", parse_queues, _show_queues, restart=True),
+    Setting(
+        "inpath.queues",
+        "inpath_queues",
+        parse_queues,
+        _show_queues,
+        restart=True,
+        spells=lambda queues: len(queues) > 1,  # `queues:` takes a range only
+    ),
     replace(
         _integer("inpath.queue_maxlen", "inpath_queue_maxlen", 1, 1 << 24, "packets"),
         restart=True,

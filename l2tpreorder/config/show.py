@@ -40,22 +40,14 @@ def describe(config: Config) -> str:
     gives the same configuration (check-config prints it)."""
     document: dict[str, Any] = {}
     for setting in SETTINGS:
-        if not setting.listed:
-            continue
-        data = as_yaml_data(setting, value_of(setting, config))
+        value = value_of(setting, config)
+        if not (setting.listed if setting.spells is None else setting.spells(value)):
+            continue  # another key spells it (one in-path queue: `queue: N`)
+        data = as_yaml_data(setting, value)
         if setting.section:
             document.setdefault(setting.section, {})[setting.name] = data
         else:
             document[setting.key] = data
-    inpath = document.get("inpath")
-    if isinstance(inpath, dict) and len(config.inpath_queues) == 1:
-        # One queue is spelt `queue: N` (what users write; `queues:` takes a range only).
-        document["inpath"] = {
-            ("queue" if key == "queues" else key): (
-                config.inpath_queues[0] if key == "queues" else value
-            )
-            for key, value in inpath.items()
-        }
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).rstrip("\n")
 
 
