@@ -28,6 +28,7 @@ from l2tpreorder.core.msgtype import MessageType
 from l2tpreorder.tools import capture
 from l2tpreorder.tools.capture import CaptureReader, UdpDatagram
 from l2tpreorder.tools.direction import DirectionFinder, control_message_type
+from l2tpreorder.tools.needs import Needs, flag, unmet
 from l2tpreorder.tools.pcapwriter import PcapWriter, refuse_input_as_output
 
 NUDGE = 1e-6  # a packet sent "right after" another is this much later
@@ -333,23 +334,14 @@ def add_arguments(parser: Any) -> None:
 # ignored, so that `--displace 3` alone does not look like it displaced anything. Given, even
 # as 0 (a sweep of probabilities from 0), the partner is there: the defaults (None: not given)
 # are filled in only after this check.
-NEEDS = (("displace", "displace_prob"), ("burst_len", "burst_loss"))
+NEEDS = (Needs("displace", "displace_prob"), Needs("burst_len", "burst_loss"))
 DEFAULTS: dict[str, float] = {"displace": 0, "burst_len": 3, "displace_prob": 0.0,
                               "burst_loss": 0.0}  # fmt: skip
 
 
 def _flag_errors(args: Any) -> list[str]:
     """ImpairConfig's range checks in the operator's words: flag, value as typed, unit."""
-
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-    errors = [
-        f"{flag(name)} needs {flag(needed)}: without it {flag(name)} changes nothing; "
-        f"add {flag(needed)} P or drop {flag(name)}"
-        for name, needed in NEEDS
-        if getattr(args, name) is not None and getattr(args, needed) is None
-    ]
+    errors = unmet(args, NEEDS)
     for name, default in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)

@@ -47,6 +47,7 @@ from l2tpreorder.tools.direction import (
 )
 from l2tpreorder.tools.live import send_live
 from l2tpreorder.tools.lns_models import DeliveryStats, KernelSession, ModelRunner, Xl2tpdSession
+from l2tpreorder.tools.needs import Needs, given, unmet
 from l2tpreorder.tools.pcapwriter import OutputIsInput, PcapWriter, refuse_input_as_output
 from l2tpreorder.tools.replay_plot import (
     PlotRecorder,
@@ -502,12 +503,8 @@ def add_arguments(parser: Any) -> None:
     )
 
 
-# Options that mean nothing without another: (option, its dest, the one it needs, that dest).
-# Refused rather than ignored: an operator who typed one expects it to change something.
-NEEDS = (
-    ("--kernel-reorder-timeout", "kernel_reorder_timeout", "--compare", "compare"),
-    ("--speed", "speed", "--live", "live"),
-)
+# Options that mean nothing without another (tools/needs.py).
+NEEDS = (Needs("kernel_reorder_timeout", "compare"), Needs("speed", "live"))
 # What only the replay (not --live, which sends the capture to a daemon) reads: (option, dest).
 REPLAY_ONLY = (
     ("-o/--output", "output"),
@@ -524,37 +521,27 @@ REPLAY_ONLY = (
 TEXT_ONLY = (("--top", "top"), ("--summary", "summary"))
 
 
-def _given(args: Any, dest: str) -> bool:
-    value = getattr(args, dest, None)
-    return value is not None and value is not False
-
-
 def option_conflicts(args: Any) -> list[str]:
     """Each option given where it has no effect, naming it and the option that decides."""
     errors = []
     reported = set()
-    if _given(args, "live"):
+    if given(args, "live"):
         for option, dest in REPLAY_ONLY:
-            if _given(args, dest):
+            if given(args, dest):
                 reported.add(dest)
                 errors.append(
                     f"{option} has no effect with --live (which sends the capture to a running "
                     f"daemon and reports only what was sent): drop {option} or --live"
                 )
-    for option, dest, needed, needed_dest in NEEDS:
-        if _given(args, dest) and not _given(args, needed_dest) and dest not in reported:
-            errors.append(
-                f"{option} needs {needed}: without {needed} it would be ignored; add {needed} "
-                f"or drop {option}"
-            )
-    if _given(args, "json"):
+    errors += unmet(args, NEEDS, skip=reported)
+    if given(args, "json"):
         for option, dest in TEXT_ONLY:
-            if _given(args, dest) and dest not in reported:
+            if given(args, dest) and dest not in reported:
                 errors.append(
                     f"{option} has no effect with --json (which lists every session): "
                     f"drop {option} or --json"
                 )
-    if _given(args, "speed") and args.speed < 0:
+    if given(args, "speed") and args.speed < 0:
         errors.append(f"--speed {args.speed:g}: expected N >= 0 (0 = as fast as possible)")
     return errors
 

@@ -27,6 +27,7 @@ import shlex
 import sys
 
 from l2tpreorder.config import DEFAULT_CONFIG, Config, ConfigError, config_file, load_config
+from l2tpreorder.tools.needs import Needs, unmet
 from l2tpreorder.tools.rules_files import BOTH_AT_BOOT, iptables_restore, nft_file, nft_table
 from l2tpreorder.tools.rules_model import (
     FORWARD,
@@ -216,9 +217,7 @@ def option_errors(args: argparse.Namespace) -> list[str]:
     if args.format == RESTORE and args.family is None:
         errors.append("--format iptables-restore prints one file per family: add --family ipv4 "
                       "(/etc/iptables/rules.v4) or --family ipv6 (/etc/iptables/rules.v6)")
-    if args.family is not None and args.format != RESTORE:
-        errors.append(f"--family needs --format iptables-restore (--format {args.format} prints "
-                      "both families)")
+    errors += unmet(args, [Needs("family", "format", RESTORE)])
     if args.format != SHELL and args.chain == FORWARD and not errors:
         errors += _forward_needs_lns(args)
     return errors
