@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 # The modules compiled with mypyc: the per-packet path of both modes. The rest of the daemon
 # (configuration, metrics, control socket, the asyncio service) runs a few times a second at
@@ -76,14 +76,15 @@ def source_digest(module: str) -> str:
     return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
 
 
-def _why_not_compiled() -> str | None:
-    """None when the compiled build is present, current and loadable here; else why not."""
+def _current_manifest() -> dict[str, Any] | str:
+    """The manifest when the compiled build is present, current and loadable here (read
+    once: it also names the runtime to load); else why not."""
     if not MANIFEST.is_file():
         if NOT_BUILT.is_file():
             return NOT_BUILT.read_text().strip()
         return "compiled modules not built (make venv builds them)"
     try:
-        manifest = json.loads(MANIFEST.read_text())
+        manifest: dict[str, Any] = json.loads(MANIFEST.read_text())
     except (OSError, ValueError) as error:
         return f"unreadable {MANIFEST}: {error}"
     if manifest.get("ext_suffix") not in importlib.machinery.EXTENSION_SUFFIXES:
@@ -92,16 +93,15 @@ def _why_not_compiled() -> str | None:
     for module in DIGESTED_MODULES:
         if digests.get(module) != source_digest(module):
             return f"compiled modules are older than {source_path(module).name} (run make venv)"
-    return None
+    return manifest
 
 
-def _load_runtime() -> None:
+def _load_runtime(manifest: dict[str, Any]) -> None:
     """Load mypyc's shared library under the name the extension shims import it by.
 
     It is a top-level module (`l2tpreorder__mypyc`); registering it in sys.modules from its
     file avoids putting the compiled directory on sys.path.
     """
-    manifest = json.loads(MANIFEST.read_text())
     name: str = manifest["runtime"]
     if name in sys.modules:
         return
@@ -120,13 +120,13 @@ def _select() -> tuple[str, str]:
         raise ImportError(f"{ENV}={wanted!r}: expected 'pure' or 'compiled'")
     if wanted == "pure":
         return "pure", f"{ENV}=pure"
-    why_not = _why_not_compiled()
-    if why_not is not None:
+    manifest = _current_manifest()
+    if isinstance(manifest, str):  # why not
         if wanted == "compiled":
             # Asked for explicitly: running pure instead would hide exactly what was asked about.
-            raise ImportError(f"{ENV}=compiled but {why_not}")
-        return "pure", why_not
-    _load_runtime()
+            raise ImportError(f"{ENV}=compiled but {manifest}")
+        return "pure", manifest
+    _load_runtime(manifest)
     return "compiled", "mypyc"
 
 
@@ -137,11 +137,6 @@ def extend_path(path: list[str], package: str) -> None:
     """Put the compiled modules of `package` in front of its `__path__` (compiled build only)."""
     if BUILD == "compiled":
         path.insert(0, str(COMPILED_DIR.joinpath(*package.split("."))))
-
-
-def build_info() -> str:
-    """"compiled" or "pure": which build this process runs."""
-    return BUILD
 
 
 def describe() -> str:

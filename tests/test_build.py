@@ -32,7 +32,7 @@ _PROBE = """
 import importlib, sys
 import l2tpreorder
 from l2tpreorder.build import COMPILED_MODULES, describe
-print(l2tpreorder.build_info())
+print(l2tpreorder.BUILD)
 print(describe())
 for name in COMPILED_MODULES:
     print(importlib.import_module(name).__file__)
