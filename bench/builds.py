@@ -13,8 +13,7 @@ import os
 import subprocess
 import sys
 
-ENV = "L2TPREORDER_BUILD"
-
+from l2tpreorder.build import ENV  # the one name of the switch
 
 # Prints the build that `import l2tpreorder` chose; a tree from before issue 23 has no BUILD.
 _PROBE = "import l2tpreorder as m; print(getattr(m, 'BUILD', 'pure (no build selection here)'))"
