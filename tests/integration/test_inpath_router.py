@@ -185,6 +185,27 @@ def swapped(count: int) -> list[int]:
     return swap_neighbours(range(count), range(4, count - 1, 4))
 
 
+def bigs_and_smalls_in_order(lab: Router, count: int) -> list[list[bytes]]:
+    """Over IPv4, then IPv6: `count` bigs and smalls of one session (`swapped`) from the LAC
+    reach the LNS in order, renumbered contiguous, each once. Returns what it got, by family."""
+    got_by_family = []
+    for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
+        lns = lab.lns.udp(lns_addr, 1701)
+        lac = lab.lac.udp(lac_addr, 1701)
+        try:
+            for n in swapped(count):
+                lac.sendto(big_or_small(n), (lns_addr, 1701))
+            got = [d for d, _ in receive_all(lns, count)]
+            assert [frame_of(d) for d in got] == list(range(count)), lac_addr
+            assert [ns_of(d) for d in got] == list(range(count)), lac_addr
+            assert quiet(lns), "more than one copy of a message"
+        finally:
+            lns.close()
+            lac.close()
+        got_by_family.append(got)
+    return got_by_family
+
+
 def test_big_datagrams_split_into_fragments_are_ordered_and_renumbered(
     router: Router, tmp_path: Path
 ) -> None:
@@ -196,19 +217,8 @@ def test_big_datagrams_split_into_fragments_are_ordered_and_renumbered(
         router.rtr, tmp_path, QUEUE, reorder={"timeout_ms": 2000, "sequencing": "renumber"}
     )
     daemon.start()
-    count = 40
-    for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
-        lns = router.lns.udp(lns_addr, 1701)
-        lac = router.lac.udp(lac_addr, 1701)
-        for n in swapped(count):
-            lac.sendto(big_or_small(n), (lns_addr, 1701))
-        got = receive_all(lns, count)
-        assert [frame_of(d) for d, _ in got] == list(range(count)), lac_addr
-        assert [ns_of(d) for d, _ in got] == list(range(count)), lac_addr
-        assert [len(d) for d, _ in got][:2] == [BIG_BODY + 10, 10 + len(b"frame-00001")]
-        assert quiet(lns), "more than one copy of a message"
-        lns.close()
-        lac.close()
+    for got in bigs_and_smalls_in_order(router, 40):
+        assert [len(d) for d in got][:2] == [BIG_BODY + 10, 10 + len(b"frame-00001")]
     text = daemon.scrape_or_none()
     assert text is not None
     passed = "l2tpreorder_inpath_passed_not_ours_total"
@@ -227,17 +237,7 @@ def test_lns_host_rules_order_fragmented_datagrams_ipv4_and_ipv6(
         lns_host.lns, tmp_path, QUEUE, reorder={"timeout_ms": 2000, "sequencing": "renumber"}
     )
     daemon.start()
-    count = 24
-    for lac_addr, lns_addr in ((LAC4, LNS4), (LAC6, LNS6)):
-        lns = lns_host.lns.udp(lns_addr, 1701)
-        lac = lns_host.lac.udp(lac_addr, 1701)
-        for n in swapped(count):
-            lac.sendto(big_or_small(n), (lns_addr, 1701))
-        got = receive_all(lns, count)
-        assert [frame_of(d) for d, _ in got] == list(range(count)), lac_addr
-        assert [ns_of(d) for d, _ in got] == list(range(count)), lac_addr
-        lns.close()
-        lac.close()
+    bigs_and_smalls_in_order(lns_host, 24)
     text = daemon.scrape_or_none()
     assert text is not None
     assert metric(text, "l2tpreorder_inpath_passed_not_ours_total", reason="fragment") == 0
