@@ -57,7 +57,7 @@ from l2tpreorder.daemon.privileges import drop_privileges
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.start_checks import no_control_socket, refuse_start
 from l2tpreorder.daemon.state import consume_state, save_state
-from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, build_status
+from l2tpreorder.daemon.status import ALL, QueryError, StatusQuery, build_status, resolve
 from l2tpreorder.daemon.timer import DeadlineTimer
 
 try:
@@ -183,7 +183,9 @@ class Service:
             "status": self.mode.status_line(),
             "config": self.config.source,
         }
-        fields = self.mode.status_fields(self.mode.clock(), query)
+        now = self.mode.clock()
+        query = resolve(self.pipeline, query, now)  # the sessions walked once, for both below
+        fields = self.mode.status_fields(now, query)
         return build_status(self.pipeline, common, fields, query)
 
     # --- the lifecycle -------------------------------------------------------------------------

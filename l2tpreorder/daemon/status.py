@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from l2tpreorder.config import format_address
@@ -67,6 +67,10 @@ class StatusQuery:
     session_id: int | None = None
     sort: str | None = None  # a SORT_KEYS name
     top: int | None = None  # at most this many sessions (after the sort); 0 = totals only
+    # Set by `resolve`, never by a request: the selection made once (the sessions chosen, how
+    # many matched before `top`), so the mode's `peers` and `totals.sessions_matched` come
+    # from one walk over the sessions.
+    made: tuple[tuple[Session, ...], int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> StatusQuery:
@@ -122,7 +126,10 @@ class StatusQuery:
     def select(self, sessions: Iterable[Session], now: float) -> tuple[list[Session], int]:
         """The matching sessions, sorted and cut to `top`; and how many matched in all. `top`
         without `sort` takes the first in ID order (json_id_order), not the engine's own order:
-        every worker and the client then agree on which sessions those are."""
+        every worker and the client then agree on which sessions those are. A resolved query
+        (`resolve`) returns the selection it made, without another walk."""
+        if self.made is not None:
+            return list(self.made[0]), self.made[1]
         matched = [s for s in sessions if self.matches(s)]
         top = self.top
         if self.sort is not None:
@@ -206,6 +213,15 @@ def sessions_by_flow(
     return by_flow
 
 
+def resolve(pipeline: Pipeline, query: StatusQuery, now: float) -> StatusQuery:
+    """`query` with its selection of the LAC-to-LNS sessions made at `now` (one walk; for
+    `Service.status`: the mode's `sessions_by_flow` and `build_status` both read it)."""
+    if not query.selects:
+        return query  # every session: nothing to count apart from the engine's own total
+    chosen, matched = query.select(pipeline.directions()[LAC_TO_LNS].sessions(), now)
+    return replace(query, made=(tuple(chosen), matched))
+
+
 def lac_count(pipeline: Pipeline) -> int:
     """The LACs with at least one session, however many a selection lists."""
     return len({s.flow for s in pipeline.directions()[LAC_TO_LNS].sessions()})
@@ -215,7 +231,8 @@ def build_status(
     pipeline: Pipeline, common: dict[str, Any], fields: dict[str, Any], query: StatusQuery = ALL
 ) -> dict[str, Any]:
     """`{"ok": true, **common, totals, **fields}`; the mode's totals join the engine's. A
-    selecting query adds `totals.sessions_matched` (before `top`: "10 of 4,211 shown")."""
+    selecting query (`resolve`d) adds `totals.sessions_matched` (before `top`: "10 of 4,211
+    shown")."""
     view = pipeline.directions()[LAC_TO_LNS]
     c = view.counters
     mode_fields = dict(fields)
@@ -228,8 +245,8 @@ def build_status(
         "late_delivered": c.forwarded_late,
         **mode_fields.pop("totals", {}),
     }
-    if query.selects:
-        totals["sessions_matched"] = sum(1 for s in view.sessions() if query.matches(s))
+    if query.made is not None:
+        totals["sessions_matched"] = query.made[1]
     return {"ok": True, **common, "totals": totals, **mode_fields}
 
 

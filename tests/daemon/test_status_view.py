@@ -4,13 +4,23 @@ tests/daemon/test_status_selection.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from l2tpreorder.commands.status import format_summary, human_duration, select
+from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.core.pipeline import Pipeline
 from l2tpreorder.core.session_table import Session
-from l2tpreorder.daemon.status import QueryError, StatusQuery
+from l2tpreorder.daemon.status import (
+    QueryError,
+    StatusQuery,
+    build_status,
+    resolve,
+    sessions_by_flow,
+)
+from tests.engine_helpers import FLOW, data
 
 
 def session(tunnel: int, sid: int, held: int, late: int = 0) -> dict[str, Any]:
@@ -117,3 +127,25 @@ def test_summary_with_a_selection_is_refused_before_asking(
     assert main(["status", "--config", "/nonexistent.yaml", "--summary", "--top", "3"]) == 2
     err = capsys.readouterr().err
     assert "--summary lists no session" in err and "cannot read" not in err, err
+
+
+def test_a_resolved_query_walks_the_sessions_once_and_counts_before_top() -> None:
+    """`Service.status` resolves the query once: the mode's `sessions_by_flow` and the totals'
+    `sessions_matched` (before `top`) read that one selection, not a second walk."""
+    p = Pipeline(EngineConfig())
+    for tunnel, sid in [(2, 1), (2, 2), (3, 1)]:
+        p.from_lac(data(0, tunnel=tunnel, session=sid), FLOW, 0.0)
+    query = resolve(p, StatusQuery(tunnel_id=2, top=1), 1.0)
+    assert query.made is not None and query.made[1] == 2
+
+    def no_second_walk() -> Iterator[Session]:
+        raise AssertionError("the sessions walked again")
+        yield  # a generator: raises when walked
+
+    assert query.select(no_second_walk(), 1.0) == (list(query.made[0]), 2)
+    by_flow = sessions_by_flow(p, 1.0, query)
+    assert [(d["tunnel_id"], d["session_id"]) for d in by_flow[FLOW]] == [(2, 1)]
+    answer = build_status(p, {}, {}, query)
+    assert answer["totals"]["sessions_matched"] == 2 and answer["totals"]["sessions"] == 3
+    every = build_status(p, {}, {}, resolve(p, StatusQuery(), 1.0))
+    assert "sessions_matched" not in every["totals"]  # no selection: nothing to count
