@@ -133,6 +133,10 @@ class InPathDaemon:
         self.proc = None
         return code
 
+    def scrape(self) -> str:
+        """GET /metrics (an OSError, failing the test with why, when nothing serves it)."""
+        return scrape(self.ns, 9109)
+
     def scrape_or_none(self) -> str | None:
         try:
             return scrape(self.ns, 9109)

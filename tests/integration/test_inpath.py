@@ -58,8 +58,7 @@ def test_swaps_arrive_in_order_from_the_lacs_real_address(ns: NetNs, tmp_path: P
     got = receive_all(lns, 400)
     assert [ns_of(d) for d, _ in got] == list(range(400))
     assert {addr for _, addr in got} == {("127.0.0.2", 40001)}  # the LAC, not 127.0.0.1:port
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_queued_packets_total", queue=str(QUEUE)) == 400
     assert metric(text, "l2tpreorder_received_packets_total", direction="lac_to_lns") == 400
     assert daemon.stop() == 0
@@ -82,8 +81,7 @@ def test_displacement_and_loss_renumbered_with_valid_checksums(ns: NetNs, tmp_pa
     got = receive_all(lns, len(sent))
     assert [ns_of(d) for d, _ in got] == list(range(len(sent)))  # renumbered over the loss
     assert [frame_of(d) for d, _ in got] == sent  # in the LAC's order, nothing lost or doubled
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="accept_rewritten") > 0
     assert daemon.stop() == 0
 
@@ -98,8 +96,7 @@ def test_duplicates_dropped_and_counted(ns: NetNs, tmp_path: Path) -> None:
     got = receive_all(lns, 4)
     assert [ns_of(d) for d, _ in got] == [0, 1, 2, 3]
     assert quiet(lns)
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="drop") == 2
     assert daemon.stop() == 0
 
@@ -118,8 +115,7 @@ def test_a_stray_far_ahead_is_dropped_and_the_session_does_not_move(
     got = receive_all(lns, 40)
     assert [(ns_of(d), frame_of(d)) for d, _ in got] == [(n, n) for n in range(40)]
     assert quiet(lns)
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_dropped_packets_total", reason="far_ahead") == 1
     assert metric(text, "l2tpreorder_inpath_verdicts_total", verdict="drop") == 1
     assert daemon.stop() == 0
@@ -149,8 +145,7 @@ def test_not_ours_passes_untouched(ns: NetNs, tmp_path: Path) -> None:
     assert sorted(got) == sorted(sent)
     lac.sendto(data(1), LNS)
     assert [ns_of(d) for d, _ in receive_all(lns, 2)] == [1, 2]
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_passed_not_ours_total", reason="not_l2tpv2") == 2
     # The malformed one is the core's to count (MalformedPolicy.PASS): once, as passed on.
     forwarded = "l2tpreorder_forwarded_packets_total"
@@ -319,8 +314,7 @@ def test_two_workers_share_the_lacs_and_survive_each_other(ns2: NetNs, tmp_path:
     lns = ns2.udp(*LNS)
     lacs = [ns2.udp(f"127.0.0.{i}", 1701) for i in range(2, 14)]
     queue_of: dict[int, str] = {}
-    before = daemon.scrape_or_none()
-    assert before is not None
+    daemon.scrape()  # /metrics serves before the traffic (raises if not)
     for i, lac in enumerate(lacs):  # one in-order packet each; see which queue counted it
         lac.sendto(data(0, tunnel=i + 1), LNS)
         receive_all(lns, 1)
@@ -339,8 +333,7 @@ def test_two_workers_share_the_lacs_and_survive_each_other(ns2: NetNs, tmp_path:
 
         wait_until(f"LAC {i} counted by a worker", counted)
     assert set(queue_of.values()) == {"4", "5"}, queue_of  # both workers have LACs
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     # Metrics add up: every packet counted once, by one worker, in both families.
     assert metric(text, "l2tpreorder_inpath_queued_packets_total") == len(lacs)
     assert metric(text, "l2tpreorder_received_packets_total", direction="lac_to_lns") == len(lacs)
@@ -366,8 +359,7 @@ def test_two_workers_share_the_lacs_and_survive_each_other(ns2: NetNs, tmp_path:
     for n in (2, 4, 3):
         lacs[victim].sendto(data(n, tunnel=victim + 1), LNS)
     assert [frame_of(d) for d, _ in receive_all(lns, 3)] == [2, 3, 4]
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_worker_restarts_total", queue="4") == 1
     assert daemon.stop() == 0
 
@@ -420,8 +412,7 @@ def test_queue_overflow_fails_open_nothing_dropped(ns: NetNs, tmp_path: Path) ->
         os.kill(daemon.proc.pid, signal.SIGCONT)
     late = receive_all(lns, 32)
     assert sorted(frame_of(d) for d, _ in late) == list(range(32))  # nothing lost
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_queued_packets_total", queue=str(QUEUE)) == 32
     assert metric(text, "l2tpreorder_inpath_kernel_queue_drops_total", queue=str(QUEUE)) == 0
     assert daemon.stop() == 0
@@ -460,8 +451,7 @@ def test_lns_control_through_the_output_rule_ends_a_session(ns: NetNs, tmp_path:
     assert receive_all(lac, 1)[0][0] == cdn  # passed untouched
     held = receive_all(lns, 1, timeout=10)  # released by the CDN, long before the 30 s
     assert frame_of(held[0][0]) == 2
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_socket_received_datagrams_total", direction="lns_to_lac") == 1
     assert daemon.stop() == 0
 
@@ -592,8 +582,7 @@ def test_queue_overflow_the_lns_never_sees_an_ns_twice_or_step_back(
     ns_seen = [ns_of(d) for d, _ in seen]
     never_steps_back(ns_seen)
     assert sorted(frame_of(d) for d, _ in seen) == [0, *range(2, 46)]  # each frame once
-    text = daemon.scrape_or_none()
-    assert text is not None
+    text = daemon.scrape()
     assert metric(text, "l2tpreorder_inpath_fail_open_episodes_total", cause="queue_full") >= 1
     assert metric(text, "l2tpreorder_skipped_sequence_numbers_total", reason="bypass") == 8
     assert metric(text, "l2tpreorder_inpath_awaiting_verdict") == 0

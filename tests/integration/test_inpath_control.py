@@ -217,8 +217,7 @@ def test_two_workers_run_with_the_command_lines_overrides(ns2: NetNs, tmp_path: 
     daemon = InPathDaemon(ns2, tmp_path, "4-5", reorder={"timeout_ms": 30000})
     daemon.start("--timeout", "1234", "--log-level", "info")
     try:
-        text = daemon.scrape_or_none()
-        assert text is not None
+        text = daemon.scrape()
         for q in ("4", "5"):
             seconds = metric(text, "l2tpreorder_reorder_timeout_seconds", queue=q)
             assert seconds == 1.234, (q, seconds)
