@@ -9,7 +9,6 @@ datagrams the LNS (or the LAC) receives.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +17,17 @@ from l2tpreorder import wire
 from tests.daemon_harness import WAIT, free_udp_port, nothing_waiting
 from tests.integration.inpath_helpers import frame_of, metric, ns_of
 from tests.mode_harness import (
-    MODES,
     S_LNS,
     STARTING,
     T_LNS,
     ModeRig,
     families,
-    open_rig,
     to_lac,
     to_lns,
 )
 from tests.netns import wait_until
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture(params=MODES)
-def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModeRig]:
-    with open_rig(request.param, tmp_path) as r:
-        yield r
 
 
 def one_session(rig: ModeRig) -> None:

@@ -17,16 +17,10 @@ from tests.integration.inpath_helpers import data, queued_namespace, receive_all
 from tests.integration.test_inpath_control import LNS, start
 from tests.integration.test_inpath_control import cli as inpath_cli
 from tests.integration.test_inpath_control import status as inpath_status
-from tests.mode_harness import MODES, ModeRig, cli, open_rig
+from tests.mode_harness import ModeRig, cli
 from tests.netns import NetNs, wait_until
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture(params=MODES)
-def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModeRig]:
-    with open_rig(request.param, tmp_path) as r:
-        yield r
 
 
 def three_sessions(rig: ModeRig) -> None:
