@@ -134,6 +134,7 @@ class InPathMode:
                 "is another reader bound?)"
             ) from None
         self.adapter.watch_overflow(self.config.inpath_queue_maxlen, self.queue.set_maxlen)
+        self._waiting()  # opens its descriptor now, before `user` drops privileges
         warn_if_open(self.config)
 
     def start_reading(self, on_batch: Callable[[], None]) -> None:
