@@ -249,3 +249,34 @@ def test_fragments_of_udp_are_recognised() -> None:
         hop = bytes([44, 0]) + bytes(6)  # hop-by-hop options in front of the fragment header
         assert udp_fragment(whole6[:6] + bytes([0]) + whole6[7:40] + hop + fh + whole6[40:])
     assert not udp_fragment(b"\x45" + bytes(10))
+
+
+def reference_udp4(packet: bytes) -> bool:
+    """The word loop over pseudo-header and segment, for any bytes of the fast path's shape
+    (20-byte IPv4 header, the UDP datagram to the packet's end): no parsing, no shortcuts."""
+    if packet[26:28] == b"\0\0":
+        return True
+    pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, len(packet) - 20)
+    return word_sum(pseudo + packet[20:]) == 0xFFFF
+
+
+def with_valid_checksum(packet: bytes) -> bytes:
+    zeroed = packet[:26] + b"\0\0" + packet[28:]
+    pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, len(packet) - 20)
+    c = ~word_sum(pseudo + zeroed[20:]) & 0xFFFF
+    return zeroed[:26] + struct.pack("!H", c or 0xFFFF) + zeroed[28:]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(min_size=28, max_size=1600), st.integers(0, 10**6), st.booleans())
+def test_little_endian_fast_form_equals_the_word_loop(raw: bytes, bit: int, fix: bool) -> None:
+    """udp4_checksum_ok reads the packet as one little-endian number (no segment copy, no odd
+    padding): on arbitrary bytes (odd and even lengths, any header bytes, mostly bad sums), on
+    the same bytes with a valid checksum, and on those with any one bit flipped, it decides as
+    the big-endian word loop does."""
+    packet = with_valid_checksum(raw) if fix else raw
+    assert udp4_checksum_ok(packet) == reference_udp4(packet)
+    if fix:
+        assert udp4_checksum_ok(packet)
+    flipped = flip(packet, bit % (len(packet) * 8))
+    assert udp4_checksum_ok(flipped) == reference_udp4(flipped)

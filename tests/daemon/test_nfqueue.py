@@ -16,6 +16,7 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NfQueue,
     Packet,
+    QueueWaiting,
     read_queue_stats,
     verdict_message,
 )
@@ -148,6 +149,34 @@ def waiting(ns: NetNs) -> int:
     through thread-self)."""
     path = "/proc/thread-self/net/netfilter/nfnetlink_queue"
     return ns.call(lambda: read_queue_stats(path))[QUEUE].waiting
+
+
+def test_the_kept_open_count_follows_the_kernels_backlog(ns: NetNs) -> None:
+    """QueueWaiting reads the same /proc file through one descriptor opened once (in the
+    namespace it was opened in): each read is the kernel's count now, not the first one's,
+    and equals what `read_queue_stats` says; a queue not bound there reads None."""
+    path = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+    lns = ns.udp("127.0.0.1", PORT)
+    lac = ns.udp("127.0.0.2")
+    q = ns.call(lambda: NfQueue(QUEUE))
+    count, other = QueueWaiting(QUEUE, path), QueueWaiting(QUEUE + 1, path)
+    try:
+        assert ns.call(count) == 0 and ns.call(other) is None
+        fd = count.fd
+        for i in range(4):
+            lac.sendto(b"w-%d" % i, ("127.0.0.1", PORT))
+        packets = read_n(q, 4)
+        assert count() == 4 == waiting(ns)  # read but no verdict yet: still waiting
+        q.send([verdict_message(QUEUE, p[0], NF_ACCEPT) for p in packets[:3]])
+        assert count() == 1 == waiting(ns) and count.fd == fd  # the same descriptor
+        q.send([verdict_message(QUEUE, packets[3][0], NF_ACCEPT)])
+        assert count() == 0
+        assert sorted(received(lns, 4)) == sorted(b"w-%d" % i for i in range(4))
+    finally:
+        count.close()
+        other.close()
+        q.close()
+    assert count.fd == -1
 
 
 def test_maxlen_0_with_fail_open_bypasses_new_packets_and_keeps_the_queued(ns: NetNs) -> None:

@@ -27,6 +27,7 @@ from typing import Final
 
 from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
+    LOW_12_BYTES,
     IpUdp,
     parse_ip_udp,
     udp_checksum_ok,
@@ -51,6 +52,7 @@ _DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
 _DROPPED_STALE: Final = int(Outcome.DROPPED_STALE)
 # Flags that keep a packet off the fast path; an unverified checksum is verified on it.
 _NOT_FAST: Final = ~PACKET_CSUM_NOT_VERIFIED
+_LOW_12: Final = LOW_12_BYTES  # `udp4_checksum_ok`'s mask, inlined in `_feed`
 
 log = logging.getLogger("l2tpreorder")
 
@@ -278,6 +280,7 @@ class InPath:
         pending = self.verdicts.pending
         inflight = self._inflight
         flows = self._flows
+        from_bytes = int.from_bytes
         fast = 0
         for packet_id, hook, pkt, flags in packets:
             pending[packet_id] = None
@@ -294,11 +297,11 @@ class InPath:
                 or ((pkt[24] << 8) | pkt[25]) != n - 20
                 or pkt[29] & 0x0F != 2
                 # the kernel has not verified its UDP checksum: `udp4_checksum_ok` inlined
-                # (the pseudo-header's protocol 17 + UDP length n - 20 is n - 3)
                 or (
                     flags
                     and (pkt[26] | pkt[27])
-                    and ((int.from_bytes(pkt[12:], "big") << ((n & 1) << 3)) + n - 3) % 0xFFFF
+                    and ((x := from_bytes(pkt, "little")) % 0xFFFF + ((n - 3) << 8) - (x & _LOW_12))
+                    % 0xFFFF
                 )
             ):
                 self._other(packet_id, hook, pkt, flags, now, from_lac)

@@ -439,6 +439,51 @@ class QueueStats:
 PROC_PATH = "/proc/net/netfilter/nfnetlink_queue"
 
 
+class QueueWaiting:
+    """The kernel's count of one queue's packets awaiting a verdict (`QueueStats.waiting`),
+    read through one descriptor kept open: a `pread` at offset 0 makes the seq file anew, ~3 us
+    against ~25 us for opening, reading and parsing the file as `read_queue_stats` does. The
+    episode check asks on every full read once the queue is half full, i.e. exactly when the
+    worker has no time to spare, so the probe must not get dearer there."""
+
+    __slots__ = ("fd", "key", "path", "queue")
+
+    def __init__(self, queue: int, path: str = PROC_PATH) -> None:
+        self.queue = queue
+        self.path = path
+        self.key = str(queue).encode()
+        self.fd = -1
+
+    def __call__(self) -> int | None:
+        """The count; None when the file is unreadable or does not list the queue."""
+        if self.fd < 0:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        try:
+            data = os.pread(self.fd, _PROC_READ, 0)
+        except OSError:
+            return None
+        key = self.key
+        for line in data.split(b"\n"):
+            fields = line.split(None, 3)
+            if len(fields) > 2 and fields[0] == key:
+                return int(fields[2])
+        if len(data) < _PROC_READ:
+            return None
+        stats = read_queue_stats(self.path).get(self.queue)  # a very long file: read it all
+        return None if stats is None else stats.waiting
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+_PROC_READ: Final = 1 << 16  # bytes of the /proc file read at once (~60 per bound queue)
+
+
 def read_queue_stats(path: str = PROC_PATH) -> dict[int, QueueStats]:
     """The kernel's counters per queue bound in this network namespace ({} when unreadable).
 

@@ -27,7 +27,7 @@ from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.counters import ADAPTER_ROWS, WORKER_ROWS
-from l2tpreorder.daemon.inpath.nfqueue import NfQueue, Packet, read_queue_stats
+from l2tpreorder.daemon.inpath.nfqueue import NfQueue, Packet, QueueWaiting, read_queue_stats
 from l2tpreorder.daemon.inpath.protocol import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
 from l2tpreorder.daemon.inpath.supervisor import supervise
 from l2tpreorder.daemon.metrics import PREFIX
@@ -115,7 +115,8 @@ class InPathMode:
         self._on_batch: Callable[[], None] = lambda: None
         self._reading = False
         self._started = time.monotonic()
-        self._backlog = BacklogProbe(self._kernel_waiting, clock)
+        self._waiting = QueueWaiting(queue_num)
+        self._backlog = BacklogProbe(self._waiting, clock)
 
     @property
     def held(self) -> int:
@@ -133,6 +134,7 @@ class InPathMode:
                 "is another reader bound?)"
             ) from None
         self.adapter.watch_overflow(self.config.inpath_queue_maxlen, self.queue.set_maxlen)
+        self._waiting()  # opens its descriptor now, before `user` drops privileges
         warn_if_open(self.config)
 
     def start_reading(self, on_batch: Callable[[], None]) -> None:
@@ -177,11 +179,6 @@ class InPathMode:
         a = self.adapter
         return self._backlog(len(packets), a.held, a.kernel_maxlen)
 
-    def _kernel_waiting(self) -> int | None:
-        assert self.queue is not None
-        stats = read_queue_stats().get(self.queue.queue)
-        return None if stats is None else stats.waiting
-
     def transmit(self) -> None:
         if self.queue is not None:
             self.queue.send(self.adapter.release())
@@ -202,6 +199,7 @@ class InPathMode:
             self._report_errors(q.errors)
         q.close()
         self.queue = None
+        self._waiting.close()
 
     def _report_errors(self, errors: list[int]) -> None:
         """The kernel refused verdicts: say so (at most every 10 s), never silently."""
