@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
+from l2tpreorder.core.engine_config import Sequencing
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN, Packet
 from l2tpreorder.daemon.inpath.worker import READ_LIMIT, STATS_EVERY, BacklogProbe
@@ -25,6 +26,9 @@ def packet(packet_id: int, ns: int) -> Packet:
     )
 
 
+READ = 2  # packets one read brings, as the adapter is told (the worker's is READ_LIMIT)
+
+
 class Kernel:
     """What the adapter asks of the kernel: maxlen changes; answers with an id_sequence."""
 
@@ -39,7 +43,7 @@ class Kernel:
 
 def watched(maxlen: int, kernel: Kernel, timeout: float = 1.0) -> InPath:
     inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=timeout)), 3)
-    inpath.watch_overflow(maxlen, kernel.set_maxlen)
+    inpath.watch_overflow(maxlen, kernel.set_maxlen, READ)
     return inpath
 
 
@@ -54,7 +58,9 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     ]
     assert inpath.handle([packet(3, 3), packet(4, 4), packet(5, 5)], 0.01) == []
     assert inpath.counters.episodes_queue_full == 1
-    assert kernel.maxlens == [8]  # room for the witnesses
+    # room for the witnesses, and for more packets after them than the 4 awaiting a verdict
+    # (they go out numbered from the witness's Ns on): 2 * 4 + 4
+    assert kernel.maxlens == [12]
     assert inpath.handle([packet(6, 6)], 0.02) == []  # still the backlog
     # Ns 7..19 passed us; a short read (backlog 0): the kernel holds nothing unread
     got = decode(inpath.handle([packet(7, 20)], 0.03, backlog=0))
@@ -68,35 +74,42 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     ]
     assert inpath.held == 0
     # not yet: the kernel holds the 6 until their verdicts, sent after this call, reach it
-    assert kernel.maxlens == [8]
+    assert kernel.maxlens == [12]
     assert len(decode(inpath.handle([packet(8, 21)], 0.04, backlog=0))) == 1
-    assert kernel.maxlens == [8, 4]  # back once the backlog is answered
+    # back once the backlog is answered, to the floor: our Ns now lead the LAC's by the 5
+    # held frames (4 read at the episode, 1 unread up to the boundary), so a queue of 4 could
+    # pass Ns we sent; plus what may be in flight when it fills: a read (2), the held ones
+    # a gap's end releases (at most 4 // 2), and 1
+    assert kernel.maxlens == [12, 10]
+    assert inpath.floor == 10
     c = inpath.pipeline.directions()["lac_to_lns"].counters
     assert c.skipped["bypass"] == 1 + 13
 
 
 def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
-    """maxlen 8, raised to 16 by an episode. The witness read fills its limit and the kernel
-    still holds 4 packets unread (13 awaited a verdict): maxlen back to 8 now would leave the
-    queue full at once, the next packets would pass and make a new episode (maxlens 16, 8, 16:
-    it oscillated). It goes back once a short read shows nothing unread and what awaits a
-    verdict is below half of it."""
+    """maxlen 8, raised to 24 by an episode (twice the 8 awaiting a verdict, plus 8). The
+    witness read fills its limit and the kernel still holds 4 packets unread (13 awaited a
+    verdict): a maxlen below that now would leave the queue full at once, the next packets
+    would pass and make a new episode, and so on (it oscillated). It goes back, to the floor,
+    once a short read shows nothing unread and what awaits a verdict is below half of it."""
     kernel = Kernel(id_sequence=9)
     inpath = watched(8, kernel)
     inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
     inpath.handle([packet(i, i) for i in range(3, 10)], 0.01)  # 8 await a verdict: full
-    assert kernel.maxlens == [16]
+    assert kernel.maxlens == [24]
     got = decode(inpath.handle([packet(10, 30)], 0.02, backlog=13))  # 11..14 unread
     assert [i for _, _, i, _ in got] == list(range(2, 11))
-    assert kernel.maxlens == [16]
+    assert kernel.maxlens == [24]
     # 11..14, then 15 and 16 that came meanwhile: 6 await a verdict, and with the 9 answered
-    # since the last read at most 15 were queued: below the raised 16
+    # since the last read at most 15 were queued: below the raised 24
     got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 17)], 0.03, backlog=0))
     assert [i for _, _, i, _ in got] == list(range(11, 17))
-    assert kernel.maxlens == [16]  # the 6 verdicts are not sent yet
+    # back to the floor (8 held, margin 2 + 8 // 2 + 1): what the kernel may still hold, the
+    # 6 whose verdicts are not sent yet, is below half of it
+    assert kernel.maxlens == [24, 15]
     assert len(decode(inpath.handle([packet(17, 37)], 0.04, backlog=0))) == 1
     assert inpath.counters.episodes_queue_full == 1
-    assert kernel.maxlens == [16, 8]
+    assert kernel.maxlens == [24, 15]
 
 
 def test_a_gap_in_the_packet_ids_is_a_socket_full_episode() -> None:
@@ -215,3 +228,20 @@ def test_a_full_queue_is_seen_however_soon_the_next_full_read() -> None:
     inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
     assert proc.reads == 2
     assert inpath.counters.episodes_queue_full == 1
+
+
+def test_the_floor_only_rises_where_we_renumber() -> None:
+    """preserve: our Ns are the LAC's, nothing leads, the queue goes back to queue_maxlen."""
+    kernel = Kernel(id_sequence=6)
+    inpath = InPath(
+        inpath_pipeline(EngineConfig(reorder_timeout=1.0, sequencing=Sequencing.PRESERVE)), 3
+    )
+    inpath.watch_overflow(4, kernel.set_maxlen, READ)
+    inpath.handle([packet(1, 0), packet(2, 1)], 0.0)
+    inpath.handle([packet(3, 2), packet(4, 3), packet(5, 4)], 0.01)  # with the 2 answered: 5
+    assert inpath.counters.episodes_queue_full == 1
+    inpath.handle([packet(6, 5)], 0.02)
+    inpath.handle([packet(7, 20)], 0.03, backlog=0)
+    inpath.handle([packet(8, 21)], 0.04, backlog=0)
+    assert inpath.floor == 4
+    assert kernel.maxlens == [10, 4]

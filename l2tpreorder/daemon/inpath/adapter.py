@@ -34,6 +34,7 @@ from l2tpreorder.core.checksum import (
     udp_fragment,
     with_payload,
 )
+from l2tpreorder.core.engine_config import Sequencing
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.core.reasons import Outcome
 from l2tpreorder.daemon.inpath.nfqueue import (
@@ -61,9 +62,15 @@ NOT_ALLOWED: Hashable = ("not allowed", 0)
 
 ID_MASK: Final = 0xFFFFFFFF  # packet ids are the kernel's u32 id_sequence
 # While sessions wait after a bypass episode, the kernel's queue maxlen is raised to this many
-# times `queue_maxlen`, so that the packets queued after the episode (the witnesses) find room
-# while the backlog waits for them; back to `queue_maxlen` once the backlog is answered.
+# times `queue_maxlen` (or to twice what awaits a verdict plus queue_maxlen, when more: see
+# `InPath._episode`), so that the packets queued after the episode (the witnesses) find room
+# while the backlog waits for them; back to the floor (`InPath.floor`) once it is answered.
 EPISODE_ROOM: Final = 2
+# The most the kernel's maxlen is raised to (raise and floor alike; or EPISODE_ROOM times
+# queue_maxlen, when more): it bounds the kernel memory a sustained overflow can take (each
+# queued packet is ~1-2 KiB of it); beyond it, the guarantee of `InPath._episode` gives way
+# (docs/inpath.md).
+EPISODE_MAXLEN_CAP: Final = 1 << 18
 KERNEL_MAXLEN_CAP: Final = 1 << 24
 # Seconds between two episode log lines (the counter counts every episode).
 EPISODE_LOG_EVERY: Final = 10.0
@@ -225,6 +232,10 @@ class InPath:
         # kernel. maxlen: the configured queue_maxlen; kernel_maxlen: the kernel's now.
         self.maxlen = 0
         self.kernel_maxlen = 0
+        # What the kernel's maxlen goes back to after an episode: queue_maxlen, until an
+        # episode makes sessions lead the LAC's numbering (`_episode`); it never goes down.
+        self.floor = 0
+        self.read_limit = 0
         self._set_kernel_maxlen: Callable[[int], int | None] | None = None
         # After an episode: packets with ids up to this one may have reached the queue before
         # bypassed ones (the backlog); None when none is unread.
@@ -238,11 +249,15 @@ class InPath:
         self._episode_logged_at = float("-inf")
         self._episodes_unlogged = 0
 
-    def watch_overflow(self, maxlen: int, set_kernel_maxlen: Callable[[int], int | None]) -> None:
+    def watch_overflow(
+        self, maxlen: int, set_kernel_maxlen: Callable[[int], int | None], read_limit: int
+    ) -> None:
         """Detect fail-open episodes (docs/inpath.md, "Queue full or our socket full").
         `set_kernel_maxlen(n)` sets the queue's maxlen in the kernel and returns its
-        id_sequence afterwards (None when unknown)."""
-        self.maxlen = self.kernel_maxlen = maxlen
+        id_sequence afterwards (None when unknown); `read_limit`: the most packets one read
+        brings (one batch)."""
+        self.maxlen = self.kernel_maxlen = self.floor = maxlen
+        self.read_limit = read_limit
         self._set_kernel_maxlen = set_kernel_maxlen
         self._answered_at_read = self.counters.accepted + self.counters.dropped
 
@@ -332,7 +347,7 @@ class InPath:
         between: an upper bound of the occupancy since) at the queue's maxlen means the queue
         may have been full (docs/inpath.md)."""
         c = self.counters
-        waiting = len(self.verdicts.pending) + len(packets)
+        read = waiting = len(self.verdicts.pending) + len(packets)
         if backlog is not None:
             self._unread = backlog - waiting if backlog > waiting else 0
         answered = c.accepted + c.dropped
@@ -344,7 +359,7 @@ class InPath:
             (last - first) & ID_MASK != len(packets) - 1
         ):
             c.episodes_socket_full += 1
-            self._episode("our socket was full", now, last)
+            self._episode("our socket was full", now, last, read, waiting + self._unread)
             return
         if backlog is not None and backlog > waiting:
             waiting = backlog
@@ -355,16 +370,35 @@ class InPath:
                 "last read)",
                 now,
                 last,
+                read,
+                waiting,
             )
 
-    def _episode(self, why: str, now: float, last: int) -> None:
+    def _episode(self, why: str, now: float, last: int, read: int, occupancy: int) -> None:
         """Packets may have passed with the LAC's Ns: every session waits for its witness
         (core/ahead.py); the backlog up to the kernel's id_sequence is held; the kernel's maxlen
-        is raised so that the witnesses find room in the queue."""
+        is raised so that the witnesses find room in the queue, and more: the held frames
+        (up to what awaits a verdict, `occupancy`) will go out numbered from the witness's Ns
+        on, so until their verdicts reach the kernel the packets queued after the witness
+        must outnumber them, or a new overflow would pass the LAC's Ns we are about to give
+        them: twice the occupancy, plus queue_maxlen. (In a sustained overflow the queue is
+        full of backlog again when the next episode moves the boundary on: with the old
+        fixed room no witness could be queued at all, and the sessions held it all for the
+        witness wait, a second.)
+
+        The floor: once its witness comes, a session's held frames go out numbered above it,
+        so our Ns lead the LAC's by up to what was held: what we had read and not answered
+        (`read`) plus the backlog up to the boundary. A later overflow passes the LAC's Ns of
+        the packets that found the queue full: those are above every Ns we sent only if the
+        queue then holds more than our lead, so the kernel's maxlen never goes back below it
+        (plus what may be in flight then: those verdicts were decided before it).
+        Both stop at EPISODE_MAXLEN_CAP."""
         assert self._set_kernel_maxlen is not None
-        room = min(self.maxlen * EPISODE_ROOM, KERNEL_MAXLEN_CAP)
-        seq = self._set_kernel_maxlen(max(room, self.kernel_maxlen))
-        self.kernel_maxlen = max(room, self.kernel_maxlen)
+        room = max(self.maxlen * EPISODE_ROOM, 2 * occupancy + self.maxlen)
+        room = min(room, self._raise_cap())
+        room = max(room, self.kernel_maxlen)
+        seq = self._set_kernel_maxlen(room)
+        self.kernel_maxlen = room
         boundary = last if seq is None or (seq - last) & ID_MASK >= 0x80000000 else seq
         if self._boundary is None:
             waiting = self.pipeline.note_bypass(now)
@@ -372,6 +406,16 @@ class InPath:
         else:  # the backlog of the last one is not read yet: its sessions wait already
             self.pipeline.extend_bypass(now)  # from now on, not mid-backlog
             waiting = self._waiting
+        if self.pipeline.config.sequencing is Sequencing.RENUMBER:
+            # (a session the backlog starts waits too: `waiting` does not count it)
+            lead = read + ((boundary - last) & ID_MASK)
+            # what may be in flight when the queue fills: a batch, and the held ones a gap's
+            # end releases at once (at most half of queue_maxlen, `_release`)
+            margin = self.read_limit + self.maxlen // 2 + 1
+            self.floor = min(max(self.floor, lead + margin), self._raise_cap())
+            if self.floor > room:  # a small queue_maxlen (against a batch): never below it
+                self._set_kernel_maxlen(self.floor)
+                self.kernel_maxlen = self.floor
         self._boundary = boundary
         self._episodes_unlogged += 1
         if now >= self._episode_logged_at + EPISODE_LOG_EVERY:
@@ -380,30 +424,35 @@ class InPath:
                 "NFQUEUE %d: %s, so packets passed unordered with the LAC's own Ns (fail-open; "
                 "%d such episode(s) since the last line); %d session(s) hold what they have "
                 "until their first packet queued after it, then renumber above the Ns that "
-                "passed; kernel queue maxlen %d until then (queue_maxlen %d). Size "
-                "inpath.queue_maxlen and the workers so that this does not happen",
+                "passed; kernel queue maxlen %d until then, %d after (queue_maxlen %d: "
+                "the queue must outnumber what was held, or a later overflow would pass Ns "
+                "we sent). Size inpath.queue_maxlen and the workers so that this does not "
+                "happen",
                 self.verdicts.queue, why, self._episodes_unlogged, waiting,
-                self.kernel_maxlen, self.maxlen,
+                self.kernel_maxlen, self.floor, self.maxlen,
             )  # fmt: skip
             self._episodes_unlogged = 0
 
+    def _raise_cap(self) -> int:
+        return min(max(self.maxlen * EPISODE_ROOM, EPISODE_MAXLEN_CAP), KERNEL_MAXLEN_CAP)
+
     def _settle(self) -> None:
-        """The kernel's maxlen back to queue_maxlen once the backlog is read and what awaits a
+        """The kernel's maxlen back to the floor once the backlog is read and what awaits a
         verdict fits well below it: ours unanswered, the kernel's unread, and the verdicts
         given since the last read (this is called before they are sent: the kernel still
-        holds those packets, and may have held them all along). With only ours counted, up to
-        twice queue_maxlen could still be queued right after the witness, so every new packet
-        would pass and make a new episode, and so on."""
+        holds those packets, and may have held them all along). With only ours counted, the
+        raised maxlen could still be full right after the witness, so every new packet would
+        pass and make a new episode, and so on."""
         c = self.counters
         answered = c.accepted + c.dropped - self._answered_at_read
         if (
-            self.kernel_maxlen > self.maxlen
+            self.kernel_maxlen > self.floor
             and self._boundary is None
-            and len(self.verdicts.pending) + self._unread + answered < self.maxlen // 2
+            and len(self.verdicts.pending) + self._unread + answered < self.floor // 2
             and self._set_kernel_maxlen is not None
         ):
-            self._set_kernel_maxlen(self.maxlen)
-            self.kernel_maxlen = self.maxlen
+            self._set_kernel_maxlen(self.floor)
+            self.kernel_maxlen = self.floor
 
     def set_allow(self, allow: tuple[Network, ...] | None) -> None:
         """`inpath.allow` (at start and on reload). Sessions of addresses no longer allowed
@@ -544,7 +593,7 @@ class InPath:
             pipeline.hold_budget(self.maxlen // 2)
         out = pipeline.take_output()
         if not out:
-            if self.kernel_maxlen > self.maxlen:
+            if self.kernel_maxlen > self.floor:
                 self._settle()
             return
         inflight = self._inflight
@@ -574,7 +623,7 @@ class InPath:
                 assert where is not None  # it was parsed on the way in
                 verdicts.accept(tag, with_payload(pkt, where, data))
         c.accepted += accepted
-        if self.kernel_maxlen > self.maxlen:
+        if self.kernel_maxlen > self.floor:
             self._settle()
 
     @property

@@ -133,7 +133,9 @@ class InPathMode:
                 f"cannot bind NFQUEUE {self.queue_num}: {e.strerror or e} (needs CAP_NET_ADMIN; "
                 "is another reader bound?)"
             ) from None
-        self.adapter.watch_overflow(self.config.inpath_queue_maxlen, self.queue.set_maxlen)
+        self.adapter.watch_overflow(
+            self.config.inpath_queue_maxlen, self.queue.set_maxlen, READ_LIMIT
+        )
         self._waiting()  # opens its descriptor now, before `user` drops privileges
         warn_if_open(self.config)
 
