@@ -243,6 +243,7 @@ class Bench:
                 "--sessions", str(sessions), "--rate", str(rate), "--duration", str(duration),
                 "--swaps", str(swaps), "--loss", str(loss), "--size", str(self.args.size),
                 "--hold-window", str(timeout_s * 1.5 + 0.02), "--batch", str(batch),
+                "--mode", self.args.generator_mode,
             ]
             sent = self.run_generator(cmd, duration + 60)
             # Let held packets be released and the sink drain: in-path, a session waiting for

@@ -213,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="prove the harness works in ~20 s: short trials, 2 search steps, "
                         "300 'many' sessions, tiny engine bench, no metrics bench")
     p.add_argument("--skip-engine", action="store_true")
+    p.add_argument("--generator-mode", choices=["auto", "gso", "sendmmsg"], default="auto",
+                   help="how the generator sends (auto: UDP GSO where it works). In-path mode: "
+                   "the kernel flags GSO segments CSUM_NOTVERIFIED, so every datagram's UDP "
+                   "checksum is verified (as for traffic from a NIC that does not verify); "
+                   "with sendmmsg none is (a NIC that does)")
     p.add_argument("--no-gso-variant", dest="gso_variant", action="store_false",
                    help="skip the loss-free search of the daemon with --udp-gso")
     p.add_argument("--out", type=Path, default=None,
