@@ -66,11 +66,13 @@ ID_MASK: Final = 0xFFFFFFFF  # packet ids are the kernel's u32 id_sequence
 # `InPath._episode`), so that the packets queued after the episode (the witnesses) find room
 # while the backlog waits for them; back to the floor (`InPath.floor`) once it is answered.
 EPISODE_ROOM: Final = 2
-# The most the kernel's maxlen is raised to (raise and floor alike; or EPISODE_ROOM times
-# queue_maxlen, when more): it bounds the kernel memory a sustained overflow can take (each
-# queued packet is ~1-2 KiB of it); beyond it, the guarantee of `InPath._episode` gives way
-# (docs/inpath.md).
-EPISODE_MAXLEN_CAP: Final = 1 << 18
+# The most the kernel's maxlen is raised to, raise and floor alike: EPISODE_ROOM_MAX times
+# queue_maxlen, at most EPISODE_MAXLEN_CAP (the default queue_maxlen, for which the worker's
+# socket buffer is sized: beyond, our socket may fill first), never less than EPISODE_ROOM
+# times queue_maxlen. It bounds the kernel memory and the delay a sustained overflow can
+# cause; beyond it the guarantee of `InPath._episode` gives way (docs/inpath.md).
+EPISODE_ROOM_MAX: Final = 16
+EPISODE_MAXLEN_CAP: Final = 1 << 16
 KERNEL_MAXLEN_CAP: Final = 1 << 24
 # Seconds between two episode log lines (the counter counts every episode).
 EPISODE_LOG_EVERY: Final = 10.0
@@ -381,7 +383,8 @@ class InPath:
         (up to what awaits a verdict, `occupancy`) will go out numbered from the witness's Ns
         on, so until their verdicts reach the kernel the packets queued after the witness
         must outnumber them, or a new overflow would pass the LAC's Ns we are about to give
-        them: twice the occupancy, plus queue_maxlen. (In a sustained overflow the queue is
+        them: twice the occupancy, plus queue_maxlen (renumber mode; in preserve and strip
+        twice queue_maxlen, room for the packets after it). (In a sustained overflow the queue is
         full of backlog again when the next episode moves the boundary on: with the old
         fixed room no witness could be queued at all, and the sessions held it all for the
         witness wait, a second.)
@@ -392,11 +395,11 @@ class InPath:
         the packets that found the queue full: those are above every Ns we sent only if the
         queue then holds more than our lead, so the kernel's maxlen never goes back below it
         (plus what may be in flight then: those verdicts were decided before it).
-        Both stop at EPISODE_MAXLEN_CAP."""
+        Both stop at `_raise_cap()`."""
         assert self._set_kernel_maxlen is not None
-        room = max(self.maxlen * EPISODE_ROOM, 2 * occupancy + self.maxlen)
-        room = min(room, self._raise_cap())
-        room = max(room, self.kernel_maxlen)
+        renumber = self._renumbers()
+        room = max(self.maxlen * EPISODE_ROOM, 2 * occupancy + self.maxlen if renumber else 0)
+        room = max(min(room, self._raise_cap()), self.kernel_maxlen)
         seq = self._set_kernel_maxlen(room)
         self.kernel_maxlen = room
         boundary = last if seq is None or (seq - last) & ID_MASK >= 0x80000000 else seq
@@ -406,35 +409,55 @@ class InPath:
         else:  # the backlog of the last one is not read yet: its sessions wait already
             self.pipeline.extend_bypass(now)  # from now on, not mid-backlog
             waiting = self._waiting
-        if self.pipeline.config.sequencing is Sequencing.RENUMBER:
+        if renumber:
             # (a session the backlog starts waits too: `waiting` does not count it)
-            lead = read + ((boundary - last) & ID_MASK)
             # what may be in flight when the queue fills: a batch, and the held ones a gap's
             # end releases at once (at most half of queue_maxlen, `_release`)
             margin = self.read_limit + self.maxlen // 2 + 1
-            self.floor = min(max(self.floor, lead + margin), self._raise_cap())
-            if self.floor > room:  # a small queue_maxlen (against a batch): never below it
-                self._set_kernel_maxlen(self.floor)
-                self.kernel_maxlen = self.floor
+            self._raise_floor(read + ((boundary - last) & ID_MASK) + margin)
         self._boundary = boundary
         self._episodes_unlogged += 1
         if now >= self._episode_logged_at + EPISODE_LOG_EVERY:
             self._episode_logged_at = now
-            log.warning(
-                "NFQUEUE %d: %s, so packets passed unordered with the LAC's own Ns (fail-open; "
-                "%d such episode(s) since the last line); %d session(s) hold what they have "
-                "until their first packet queued after it, then renumber above the Ns that "
-                "passed; kernel queue maxlen %d until then, %d after (queue_maxlen %d: "
-                "the queue must outnumber what was held, or a later overflow would pass Ns "
-                "we sent). Size inpath.queue_maxlen and the workers so that this does not "
-                "happen",
-                self.verdicts.queue, why, self._episodes_unlogged, waiting,
-                self.kernel_maxlen, self.floor, self.maxlen,
-            )  # fmt: skip
-            self._episodes_unlogged = 0
+            self._log_episode(why, waiting, renumber)
+
+    def _log_episode(self, why: str, waiting: int, renumber: bool) -> None:
+        after = (
+            f"{self.floor} after (queue_maxlen {self.maxlen}: the queue must outnumber what "
+            "was held, or a later overflow would pass Ns we sent)"
+            if renumber
+            else f"queue_maxlen {self.maxlen} after"
+        )
+        log.warning(
+            "NFQUEUE %d: %s, so packets passed unordered with the LAC's own Ns (fail-open; "
+            "%d such episode(s) since the last line); %d session(s) hold what they have "
+            "until their first packet queued after it, then renumber above the Ns that "
+            "passed; kernel queue maxlen %d until then, %s. Size inpath.queue_maxlen and the "
+            "workers so that this does not happen",
+            self.verdicts.queue, why, self._episodes_unlogged, waiting, self.kernel_maxlen,
+            after,
+        )  # fmt: skip
+        self._episodes_unlogged = 0
+
+    def _renumbers(self) -> bool:
+        return self.pipeline.config.sequencing is Sequencing.RENUMBER
 
     def _raise_cap(self) -> int:
-        return min(max(self.maxlen * EPISODE_ROOM, EPISODE_MAXLEN_CAP), KERNEL_MAXLEN_CAP)
+        cap = min(self.maxlen * EPISODE_ROOM_MAX, EPISODE_MAXLEN_CAP)
+        return min(max(self.maxlen * EPISODE_ROOM, cap), KERNEL_MAXLEN_CAP)
+
+    def _raise_floor(self, floor: int) -> None:
+        """The floor up to `floor` (capped), and the kernel's maxlen with it when below."""
+        self.floor = min(max(self.floor, floor), self._raise_cap())
+        if self.floor > self.kernel_maxlen and self._set_kernel_maxlen is not None:
+            self._set_kernel_maxlen(self.floor)
+            self.kernel_maxlen = self.floor
+
+    def restore_floor(self, floor: int) -> None:
+        """After a restart with the state file: the sessions keep their numbering, so their
+        lead over the LAC's Ns, and the floor that protects it (`_episode`) comes back too."""
+        if self._set_kernel_maxlen is not None and self._renumbers():
+            self._raise_floor(floor)
 
     def _settle(self) -> None:
         """The kernel's maxlen back to the floor once the backlog is read and what awaits a
@@ -445,14 +468,15 @@ class InPath:
         pass and make a new episode, and so on."""
         c = self.counters
         answered = c.accepted + c.dropped - self._answered_at_read
+        target = self.floor if self._renumbers() else self.maxlen  # preserve, strip: no lead
         if (
-            self.kernel_maxlen > self.floor
+            self.kernel_maxlen > target
             and self._boundary is None
-            and len(self.verdicts.pending) + self._unread + answered < self.floor // 2
+            and len(self.verdicts.pending) + self._unread + answered < target // 2
             and self._set_kernel_maxlen is not None
         ):
-            self._set_kernel_maxlen(self.floor)
-            self.kernel_maxlen = self.floor
+            self._set_kernel_maxlen(target)
+            self.kernel_maxlen = target
 
     def set_allow(self, allow: tuple[Network, ...] | None) -> None:
         """`inpath.allow` (at start and on reload). Sessions of addresses no longer allowed
@@ -593,7 +617,7 @@ class InPath:
             pipeline.hold_budget(self.maxlen // 2)
         out = pipeline.take_output()
         if not out:
-            if self.kernel_maxlen > self.floor:
+            if self.kernel_maxlen > self.maxlen:
                 self._settle()
             return
         inflight = self._inflight
@@ -623,7 +647,7 @@ class InPath:
                 assert where is not None  # it was parsed on the way in
                 verdicts.accept(tag, with_payload(pkt, where, data))
         c.accepted += accepted
-        if self.kernel_maxlen > self.floor:
+        if self.kernel_maxlen > self.maxlen:
             self._settle()
 
     @property

@@ -43,6 +43,14 @@ AWAITING = family(
     Q,
     kind=Kind.GAUGE,
 )
+KERNEL_MAXLEN = family(
+    "inpath_kernel_queue_maxlen",
+    "The kernel's maxlen for this queue now: queue_maxlen, raised while a fail-open episode "
+    "is resolved, and after one (renumber) at least what our Ns lead the LAC's by plus what "
+    "may be in flight (docs/inpath.md, the floor).",
+    Q,
+    kind=Kind.GAUGE,
+)
 EPISODES = family(
     "inpath_fail_open_episodes",
     "Times packets may have passed us untouched (fail-open) while the worker ran: "
@@ -84,5 +92,6 @@ ADAPTER_ROWS: tuple[Counter, ...] = (
 # Rows of the worker (`InPathMode`): what the kernel did with our verdicts and what waits.
 WORKER_ROWS: tuple[Counter, ...] = (
     Counter(A, "held", AWAITING),
+    Counter(A, "kernel_maxlen", KERNEL_MAXLEN),
     Counter(A, "verdict_errors", VERDICT_ERRORS),
 )

@@ -123,6 +123,11 @@ class InPathMode:
         """Packets read and still without a verdict (a worker row)."""
         return self.adapter.held
 
+    @property
+    def kernel_maxlen(self) -> int:
+        """The queue's maxlen in the kernel now (a worker row)."""
+        return self.adapter.kernel_maxlen
+
     # --- I/O -----------------------------------------------------------------------------------
 
     def bind(self) -> None:
@@ -243,10 +248,18 @@ class InPathMode:
         return []
 
     def state_extra(self) -> tuple[dict[str, Any], str]:
-        return {"queue": self.queue_num}, ""
+        """The queue, and the kernel maxlen's floor after fail-open episodes (the restored
+        sessions keep their lead over the LAC's Ns, which the floor protects)."""
+        return {"queue": self.queue_num, "kernel_maxlen_floor": self.adapter.floor}, ""
 
     def restore_extra(self, extra: dict[str, Any], now: float) -> str:
-        return ""
+        floor = extra.get("kernel_maxlen_floor")
+        if type(floor) is not int or floor < 1:
+            return ""  # an older file, or none: the configured queue_maxlen stands
+        self.adapter.restore_floor(floor)
+        if self.adapter.floor <= self.config.inpath_queue_maxlen:
+            return ""
+        return f"kernel queue maxlen floor {self.adapter.floor}"
 
     def status_fields(self, now: float, query: StatusQuery) -> dict[str, Any]:
         """Peers keyed by the LAC's address (in the path the LNS sees the LAC's own), and this
@@ -264,6 +277,10 @@ class InPathMode:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "awaiting_verdict": self.adapter.held,
+            # the kernel's maxlen now (raised during a fail-open episode) and what it goes
+            # back to (queue_maxlen, or the floor after one: docs/inpath.md)
+            "maxlen": self.adapter.kernel_maxlen,
+            "maxlen_floor": self.adapter.floor,
             "counters": c.as_dict(),
             "verdict_errors": self.verdict_errors,
             "kernel": None
