@@ -5,6 +5,7 @@ it came from and take back what to send, in order:
 
     pipeline.from_lac(data, flow, now, tag)   # LAC -> LNS: reordered by `engine`
     pipeline.from_lns(data, flow, now, tag)   # LNS -> LAC: passed on, or reordered when configured
+    pipeline.from_lac_many(datas, flows, now) # one read's LAC datagrams: from_lac for each
     pipeline.take_output()                    # [Output(to_lns, flow, data, tag), ...]
     pipeline.next_deadline() / expire(now)    # one timer for both directions
 
@@ -163,6 +164,8 @@ class Pipeline:
         return ReorderEngine(config, pass_malformed=self.malformed is MalformedPolicy.PASS)
 
     def _wire(self) -> None:
+        # from_lac_many hands a whole batch to the engine when from_lac IS its receive.
+        self._lac_engine_only = self.engine_to_lac is None and not self._record_debug
         if self.engine_to_lac is None:
             self._from_lac: _Receive = self.engine.receive
             self._from_lns: _Receive = self._from_lns_passed
@@ -177,6 +180,25 @@ class Pipeline:
             self.from_lns = self._from_lns
 
     # --- input ---------------------------------------------------------------------------------
+
+    def from_lac_many(
+        self,
+        datas: list[bytes],
+        flows: list[Hashable],
+        now: float,
+        tags: list[object] | None = None,
+    ) -> None:
+        """`from_lac(datas[i], flows[i], now, tags[i])` for each datagram of one read, in order:
+        the same outcomes, output, counters and events (tests/core/test_pipeline_batch.py).
+        Compiled, the per-datagram loop then runs in the core instead of the adapter."""
+        if self._lac_engine_only:
+            self.engine.receive_many(datas, flows, now, tags)
+            return
+        if len(flows) != len(datas) or (tags is not None and len(tags) != len(datas)):
+            raise ValueError("from_lac_many: datas, flows and tags differ in length")
+        from_lac = self.from_lac
+        for i in range(len(datas)):
+            from_lac(datas[i], flows[i], now, None if tags is None else tags[i])
 
     def _from_lac_both(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
         """A LAC datagram when both directions reorder: the LNS-to-LAC engine learns from its
