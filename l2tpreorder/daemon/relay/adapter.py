@@ -206,9 +206,6 @@ class Relay:
 
     def _on_lac_readable(self, lsock: UdpSocket) -> None:
         c = self.counters
-        peers = self.peers
-        # Fetched per readiness callback: the pipeline rebinds `from_lac` on reconfigure.
-        from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, flows, cmsgs = lsock.read(BATCH)
             if not datas:  # a full batch, then nothing: all that came in is read
@@ -218,36 +215,61 @@ class Relay:
             if lsock.drops != self._drops_seen.get(lsock.fd, 0):
                 self._kernel_dropped(lsock, now, from_lac=True)
             c.rx_datagrams_lac += len(datas)
-            size = 0
-            if cmsgs is None:
-                # The common shape: one loop of dict lookup + pipeline per datagram.
-                for data, flow in zip(datas, flows, strict=True):
-                    size += len(data)
-                    peer = peers.get(flow)
-                    if peer is None:
-                        peer = self._admit(lsock.address_of(flow), flow, lsock, now)
-                        if peer is None:
-                            continue
-                    peer.last_seen = now
-                    from_lac(data, flow, now)
-            else:
-                for data, flow, cmsg in zip(datas, flows, cmsgs, strict=True):
-                    size += len(data)
-                    peer = peers.get(flow)
-                    if peer is None:
-                        peer = self._admit(lsock.address_of(flow), flow, lsock, now)
-                        if peer is None:
-                            continue
-                    peer.last_seen = now
-                    if cmsg is not None:
-                        peer.cmsg = cmsg
-                    from_lac(data, flow, now)
-            c.rx_bytes_lac += size
+            c.rx_bytes_lac += sum(map(len, datas))
+            if not self._feed_known(datas, flows, cmsgs, now):
+                self._feed_admitting(lsock, datas, flows, cmsgs, now)
             self._send_out()
             if len(datas) < BATCH:
                 self._lac_drained[lsock.fd] = now  # all that came in by then is read (remove_idle)
                 break
         self._rearm()
+
+    def _feed_known(
+        self, datas: list[bytes], flows: list[Any], cmsgs: list[Any] | None, now: float
+    ) -> bool:
+        """The common batch, from peers we have: the whole batch goes into the pipeline in one
+        `from_lac_many` call (its per-datagram loop runs in the core, compiled when built) and
+        the per-peer work is done once per distinct peer. False, having done nothing, when a
+        datagram comes from a source that is not a peer yet (admission is per datagram)."""
+        peers = self.peers
+        seen = dict.fromkeys(flows)
+        if not seen.keys() <= peers.keys():
+            return False
+        for flow in seen:
+            peers[flow].last_seen = now
+        if cmsgs is not None:
+            # Each peer keeps the last PKTINFO reply cmsg it sent with (one that has none
+            # leaves it as it was).
+            latest = dict(zip(flows, cmsgs, strict=True))
+            if None in latest.values():
+                latest = {f: m for f, m in zip(flows, cmsgs, strict=True) if m is not None}
+            for flow, cmsg in latest.items():
+                peers[flow].cmsg = cmsg
+        self.pipeline.from_lac_many(datas, flows, now)
+        return True
+
+    def _feed_admitting(
+        self,
+        lsock: UdpSocket,
+        datas: list[bytes],
+        flows: list[Any],
+        cmsgs: list[Any] | None,
+        now: float,
+    ) -> None:
+        """A batch with a new source in it: datagram by datagram, admitting (or refusing and
+        counting) each one from a source that is not a peer, in arrival order."""
+        peers = self.peers
+        from_lac = self.pipeline.from_lac  # fetched per batch: rebound on reconfigure
+        for i, (data, flow) in enumerate(zip(datas, flows, strict=True)):
+            peer = peers.get(flow)
+            if peer is None:
+                peer = self._admit(lsock.address_of(flow), flow, lsock, now)
+                if peer is None:
+                    continue
+            peer.last_seen = now
+            if cmsgs is not None and cmsgs[i] is not None:
+                peer.cmsg = cmsgs[i]
+            from_lac(data, flow, now)
 
     def _kernel_dropped(self, sock: UdpSocket, now: float, *, from_lac: bool) -> None:
         """The kernel dropped datagrams on `sock` (its queue overflowed) since the last batch:
