@@ -7,6 +7,7 @@ it came from and take back what to send, in order:
     pipeline.from_lns(data, flow, now, tag)   # LNS -> LAC: passed on, or reordered when configured
     pipeline.from_lac_many(datas, flows, now) # one read's LAC datagrams: from_lac for each
     pipeline.take_output()                    # [Output(to_lns, flow, data, tag), ...]
+    pipeline.take_runs()                      # the same as [(to_lns, flow, [data, ...]), ...]
     pipeline.next_deadline() / expire(now)    # one timer for both directions
 
 What an adapter learns besides the datagrams also comes through here, never from an engine
@@ -86,6 +87,10 @@ _NOTED = frozenset(
         Outcome.FORWARDED_MALFORMED,
     )
 )
+
+
+# No flow: compares equal to none (a fresh object), so the first datagram starts a run.
+_NO_FLOW: Final = object()
 
 
 class MalformedPolicy(StrEnum):
@@ -273,6 +278,20 @@ class Pipeline:
             out += [Output(False, f, d, t) for f, d, t in self.engine_to_lac.take_output()]
         return out
 
+    def take_runs(self) -> list[tuple[bool, Hashable, list[bytes]]]:
+        """`take_output()` cut into runs, without its per-datagram Output objects or tags:
+        (to_lns, flow, [datagram, ...]) for each stretch of consecutive datagrams to one
+        destination, in the same order (what itertools.groupby on (to_lns, flow) makes of
+        take_output(): tests/core/test_pipeline_batch.py). The relay sends a run at a time."""
+        runs: list[tuple[bool, Hashable, list[bytes]]] = []
+        _add_runs(runs, True, self.engine.take_output())
+        if self._to_lac:
+            _add_runs(runs, False, [(o.flow, o.data, o.tag) for o in self._to_lac])
+            self._to_lac = []
+        if self.engine_to_lac is not None:
+            _add_runs(runs, False, self.engine_to_lac.take_output())
+        return runs
+
     def next_deadline(self) -> float | None:
         """The earliest time `expire` has work, in either direction, or None: a held packet's
         deadline or a silent session's idle expiry (`next_hold_deadline` is the former only)."""
@@ -456,6 +475,27 @@ class Pipeline:
     def sessions(self) -> Iterator[Session]:
         """The LAC-to-LNS sessions."""
         return self.engine.sessions()
+
+
+def _add_runs(
+    runs: list[tuple[bool, Hashable, list[bytes]]],
+    to_lns: bool,
+    out: list[tuple[Hashable, bytes, object]],
+) -> None:
+    """Append `out`'s datagrams to `runs`, continuing the last run while the destination is
+    the same (an identity check first: a batch's flows are mostly the very same object)."""
+    if not out:
+        return
+    flow: Hashable = _NO_FLOW
+    datas: list[bytes] = []
+    if runs and runs[-1][0] == to_lns:
+        flow, datas = runs[-1][1], runs[-1][2]
+    for f, data, _ in out:
+        if f is not flow and f != flow:
+            flow = f
+            datas = []
+            runs.append((to_lns, f, datas))
+        datas.append(data)
 
 
 def _engine_events(direction: str, engine: ReorderEngine) -> list[Event]:

@@ -3,19 +3,24 @@
 Two pipelines get the same stream: one datagram at a time through `from_lac`, and in batches
 (consecutive LAC datagrams joined at random, all at the batch's `now`, as the relay reads them)
 through `from_lac_many`. After every batch and every other step both must have sent the same
-datagrams (with their tags), recorded the same events, and at the end have the same counters,
+datagrams (with their tags; or, read with `take_runs`, the same runs the relay used to make of
+`take_output` with groupby), recorded the same events, and at the end have the same counters,
 in both directions, with and without LNS-to-LAC reordering and event recording. `make test`
 runs tests/core on both builds, so this holds for the compiled loop and the interpreted one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from itertools import groupby
+from operator import attrgetter
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l2tpreorder.core.engine import EngineConfig
-from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
+from l2tpreorder.core.pipeline import MalformedPolicy, Output, Pipeline
 from tests.core.test_fuzz_engine import FLOWS, Step, configs
 from tests.core.test_pipeline_equivalence import _counters, both_sides
 from tests.engine_helpers import FLOW, data
@@ -33,8 +38,20 @@ def _batches(plan: list[Step], joins: list[bool]) -> list[list[Step]]:
     return runs
 
 
-def _same(one: Pipeline, many: Pipeline) -> None:
-    assert many.take_output() == one.take_output()
+def _grouped(out: list[Output]) -> list[tuple[bool, Hashable, list[bytes]]]:
+    """What the relay made of take_output() before take_runs(): groupby on (to_lns, flow)."""
+    return [
+        (to_lns, flow, [o.data for o in group])
+        for (to_lns, flow), group in groupby(out, attrgetter("to_lns", "flow"))
+    ]
+
+
+def _same(one: Pipeline, many: Pipeline, runs: bool) -> None:
+    """Same output (as runs: take_runs() against take_output() grouped), events, deadline."""
+    if runs:
+        assert many.take_runs() == _grouped(one.take_output())
+    else:
+        assert many.take_output() == one.take_output()
     assert many.take_events() == one.take_events()
     assert many.next_deadline() == one.next_deadline()
 
@@ -52,6 +69,7 @@ def _same(one: Pipeline, many: Pipeline) -> None:
     st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
     st.booleans(),
     st.sampled_from(list(MalformedPolicy)),
+    st.booleans(),
 )
 def test_batches_equal_one_by_one(
     config: EngineConfig,
@@ -61,6 +79,7 @@ def test_batches_equal_one_by_one(
     recording: tuple[bool, bool],
     tagged: bool,
     malformed: MalformedPolicy,
+    runs: bool,
 ) -> None:
     one = Pipeline(config, reorder_from_lns=reorder_from_lns, malformed=malformed)
     many = Pipeline(config, reorder_from_lns=reorder_from_lns, malformed=malformed)
@@ -92,10 +111,10 @@ def test_batches_equal_one_by_one(
         else:
             assert many.end_flow(step.flow, now) == one.end_flow(step.flow, now)
         index += len(run)
-        _same(one, many)
+        _same(one, many, runs)
     for p in (one, many):
         p.flush(now)
-    _same(one, many)
+    _same(one, many, runs)
     assert _counters(many.engine) == _counters(one.engine)
     assert _counters(many.engine_to_lac) == _counters(one.engine_to_lac)
     assert [f for f in FLOWS if f in {s.flow for s in many.sessions()}] == [

@@ -34,8 +34,6 @@ import socket
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
-from itertools import groupby
-from operator import attrgetter
 from typing import Any
 
 from prometheus_client.registry import Collector
@@ -59,8 +57,6 @@ log = logging.getLogger("l2tpreorder.daemon.relay.adapter")
 # Batches drained per readiness callback while the socket keeps giving full ones: fewer trips
 # through the event loop under load, still bounded so the other sockets and the timer run.
 DRAIN_BATCHES = 4
-
-_route_of = attrgetter("to_lns", "flow")
 
 
 class Peer:
@@ -370,14 +366,13 @@ class Relay:
         Consecutive datagrams for one peer and direction go out as one run (`send_many`: UDP
         GSO); towards a LAC that needs a PKTINFO reply cmsg, one by one.
         """
-        out = self.pipeline.take_output()
-        if not out:
+        runs = self.pipeline.take_runs()
+        if not runs:
             return
         c = self.counters
         peers = self.peers
         lns = self._lns
-        for (to_lns, flow), group in groupby(out, _route_of):
-            datas = [o.data for o in group]
+        for to_lns, flow, datas in runs:
             peer = peers.get(flow)
             if to_lns:
                 n = peer.up.send_many(datas, lns) if peer is not None else 0
