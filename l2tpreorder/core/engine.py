@@ -268,8 +268,9 @@ class ReorderEngine(Ahead):
         tags: list[object] | None = None,
     ) -> None:
         """`receive` for each datagram of one read (recvmmsg), in order, all at `now`: the
-        same outcomes, counted alike (tests/core/test_pipeline_batch.py). Compiled, the loop
-        and each call stay native (no vectorcall, no boxed float per datagram)."""
+        same outcomes, counted alike (tests/core/test_pipeline_batch_equivalence.py).
+        Compiled, the loop and each call stay native (no vectorcall, no boxed float per
+        datagram)."""
         if len(flows) != len(datas) or (tags is not None and len(tags) != len(datas)):
             raise ValueError("receive_many: datas, flows and tags differ in length")
         if _NATIVE:

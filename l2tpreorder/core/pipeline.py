@@ -194,8 +194,9 @@ class Pipeline:
         tags: list[object] | None = None,
     ) -> None:
         """`from_lac(datas[i], flows[i], now, tags[i])` for each datagram of one read, in order:
-        the same outcomes, output, counters and events (tests/core/test_pipeline_batch.py).
-        Compiled, the per-datagram loop then runs in the core instead of the adapter."""
+        the same outcomes, output, counters and events
+        (tests/core/test_pipeline_batch_equivalence.py). Compiled, the per-datagram loop then
+        runs in the core instead of the adapter."""
         if self._lac_engine_only:
             self.engine.receive_many(datas, flows, now, tags)
             return
@@ -282,7 +283,8 @@ class Pipeline:
         """`take_output()` cut into runs, without its per-datagram Output objects or tags:
         (to_lns, flow, [datagram, ...]) for each stretch of consecutive datagrams to one
         destination, in the same order (what itertools.groupby on (to_lns, flow) makes of
-        take_output(): tests/core/test_pipeline_batch.py). The relay sends a run at a time."""
+        take_output(): tests/core/test_pipeline_batch_equivalence.py). The relay sends a run at
+        a time."""
         runs: list[tuple[bool, Hashable, list[bytes]]] = []
         _add_runs(runs, True, self.engine.take_output())
         if self._to_lac:

@@ -6,7 +6,8 @@ through `from_lac_many`. After every batch and every other step both must have s
 datagrams (with their tags; or, read with `take_runs`, the same runs the relay used to make of
 `take_output` with groupby), recorded the same events, and at the end have the same counters,
 in both directions, with and without LNS-to-LAC reordering and event recording. `make test`
-runs tests/core on both builds, so this holds for the compiled loop and the interpreted one.
+runs it on both builds (its name matches pytest-pure's `-k equivalence`), so this holds for the
+compiled loop and the interpreted one.
 """
 
 from __future__ import annotations
