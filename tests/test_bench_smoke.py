@@ -120,6 +120,7 @@ def test_engine_bench_tiny() -> None:
     assert set(cases) == {(s, p) for s in (1, 100) for p in ("in_order", "swaps", "loss")}
     for c in cases.values():
         assert c["engine_ns_per_packet"] > 0 and c["plain_ns_per_packet"] > 0
+        assert c["batch_ns_per_packet"] > 0  # receive_many, its counters checked equal
     in_order = cases[(100, "in_order")]
     assert in_order["engine_counters"]["forwarded_in_order"] == in_order["packets"]
     swaps = cases[(100, "swaps")]["engine_counters"]

@@ -5,7 +5,9 @@ it came from and take back what to send, in order:
 
     pipeline.from_lac(data, flow, now, tag)   # LAC -> LNS: reordered by `engine`
     pipeline.from_lns(data, flow, now, tag)   # LNS -> LAC: passed on, or reordered when configured
+    pipeline.from_lac_many(datas, flows, now) # one read's LAC datagrams: from_lac for each
     pipeline.take_output()                    # [Output(to_lns, flow, data, tag), ...]
+    pipeline.take_runs()                      # the same as [(to_lns, flow, [data, ...]), ...]
     pipeline.next_deadline() / expire(now)    # one timer for both directions
 
 What an adapter learns besides the datagrams also comes through here, never from an engine
@@ -87,6 +89,10 @@ _NOTED = frozenset(
 )
 
 
+# No flow: compares equal to none (a fresh object), so the first datagram starts a run.
+_NO_FLOW: Final = object()
+
+
 class MalformedPolicy(StrEnum):
     """What becomes of a datagram that is not usable L2TPv2, declared when a Pipeline is made."""
 
@@ -163,6 +169,8 @@ class Pipeline:
         return ReorderEngine(config, pass_malformed=self.malformed is MalformedPolicy.PASS)
 
     def _wire(self) -> None:
+        # from_lac_many hands a whole batch to the engine when from_lac IS its receive.
+        self._lac_engine_only = self.engine_to_lac is None and not self._record_debug
         if self.engine_to_lac is None:
             self._from_lac: _Receive = self.engine.receive
             self._from_lns: _Receive = self._from_lns_passed
@@ -177,6 +185,26 @@ class Pipeline:
             self.from_lns = self._from_lns
 
     # --- input ---------------------------------------------------------------------------------
+
+    def from_lac_many(
+        self,
+        datas: list[bytes],
+        flows: list[Hashable],
+        now: float,
+        tags: list[object] | None = None,
+    ) -> None:
+        """`from_lac(datas[i], flows[i], now, tags[i])` for each datagram of one read, in order:
+        the same outcomes, output, counters and events
+        (tests/core/test_pipeline_batch_equivalence.py). Compiled, the per-datagram loop then
+        runs in the core instead of the adapter."""
+        if self._lac_engine_only:
+            self.engine.receive_many(datas, flows, now, tags)
+            return
+        if len(flows) != len(datas) or (tags is not None and len(tags) != len(datas)):
+            raise ValueError("from_lac_many: datas, flows and tags differ in length")
+        from_lac = self.from_lac
+        for i in range(len(datas)):
+            from_lac(datas[i], flows[i], now, None if tags is None else tags[i])
 
     def _from_lac_both(self, data: bytes, flow: Hashable, now: float, tag: object = None) -> int:
         """A LAC datagram when both directions reorder: the LNS-to-LAC engine learns from its
@@ -250,6 +278,21 @@ class Pipeline:
         if self.engine_to_lac is not None:
             out += [Output(False, f, d, t) for f, d, t in self.engine_to_lac.take_output()]
         return out
+
+    def take_runs(self) -> list[tuple[bool, Hashable, list[bytes]]]:
+        """`take_output()` cut into runs, without its per-datagram Output objects or tags:
+        (to_lns, flow, [datagram, ...]) for each stretch of consecutive datagrams to one
+        destination, in the same order (what itertools.groupby on (to_lns, flow) makes of
+        take_output(): tests/core/test_pipeline_batch_equivalence.py). The relay sends a run at
+        a time."""
+        runs: list[tuple[bool, Hashable, list[bytes]]] = []
+        _add_runs(runs, True, self.engine.take_output())
+        if self._to_lac:
+            _add_runs(runs, False, [(o.flow, o.data, o.tag) for o in self._to_lac])
+            self._to_lac = []
+        if self.engine_to_lac is not None:
+            _add_runs(runs, False, self.engine_to_lac.take_output())
+        return runs
 
     def next_deadline(self) -> float | None:
         """The earliest time `expire` has work, in either direction, or None: a held packet's
@@ -434,6 +477,27 @@ class Pipeline:
     def sessions(self) -> Iterator[Session]:
         """The LAC-to-LNS sessions."""
         return self.engine.sessions()
+
+
+def _add_runs(
+    runs: list[tuple[bool, Hashable, list[bytes]]],
+    to_lns: bool,
+    out: list[tuple[Hashable, bytes, object]],
+) -> None:
+    """Append `out`'s datagrams to `runs`, continuing the last run while the destination is
+    the same (an identity check first: a batch's flows are mostly the very same object)."""
+    if not out:
+        return
+    flow: Hashable = _NO_FLOW
+    datas: list[bytes] = []
+    if runs and runs[-1][0] == to_lns:
+        flow, datas = runs[-1][1], runs[-1][2]
+    for f, data, _ in out:
+        if f is not flow and f != flow:
+            flow = f
+            datas = []
+            runs.append((to_lns, f, datas))
+        datas.append(data)
 
 
 def _engine_events(direction: str, engine: ReorderEngine) -> list[Event]:

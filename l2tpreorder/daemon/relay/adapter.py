@@ -34,8 +34,6 @@ import socket
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
-from itertools import groupby
-from operator import attrgetter
 from typing import Any
 
 from prometheus_client.registry import Collector
@@ -59,8 +57,6 @@ log = logging.getLogger("l2tpreorder.daemon.relay.adapter")
 # Batches drained per readiness callback while the socket keeps giving full ones: fewer trips
 # through the event loop under load, still bounded so the other sockets and the timer run.
 DRAIN_BATCHES = 4
-
-_route_of = attrgetter("to_lns", "flow")
 
 
 class Peer:
@@ -206,9 +202,6 @@ class Relay:
 
     def _on_lac_readable(self, lsock: UdpSocket) -> None:
         c = self.counters
-        peers = self.peers
-        # Fetched per readiness callback: the pipeline rebinds `from_lac` on reconfigure.
-        from_lac = self.pipeline.from_lac
         for _ in range(DRAIN_BATCHES):
             datas, flows, cmsgs = lsock.read(BATCH)
             if not datas:  # a full batch, then nothing: all that came in is read
@@ -218,36 +211,61 @@ class Relay:
             if lsock.drops != self._drops_seen.get(lsock.fd, 0):
                 self._kernel_dropped(lsock, now, from_lac=True)
             c.rx_datagrams_lac += len(datas)
-            size = 0
-            if cmsgs is None:
-                # The common shape: one loop of dict lookup + pipeline per datagram.
-                for data, flow in zip(datas, flows, strict=True):
-                    size += len(data)
-                    peer = peers.get(flow)
-                    if peer is None:
-                        peer = self._admit(lsock.address_of(flow), flow, lsock, now)
-                        if peer is None:
-                            continue
-                    peer.last_seen = now
-                    from_lac(data, flow, now)
-            else:
-                for data, flow, cmsg in zip(datas, flows, cmsgs, strict=True):
-                    size += len(data)
-                    peer = peers.get(flow)
-                    if peer is None:
-                        peer = self._admit(lsock.address_of(flow), flow, lsock, now)
-                        if peer is None:
-                            continue
-                    peer.last_seen = now
-                    if cmsg is not None:
-                        peer.cmsg = cmsg
-                    from_lac(data, flow, now)
-            c.rx_bytes_lac += size
+            c.rx_bytes_lac += sum(map(len, datas))
+            if not self._feed_known(datas, flows, cmsgs, now):
+                self._feed_admitting(lsock, datas, flows, cmsgs, now)
             self._send_out()
             if len(datas) < BATCH:
                 self._lac_drained[lsock.fd] = now  # all that came in by then is read (remove_idle)
                 break
         self._rearm()
+
+    def _feed_known(
+        self, datas: list[bytes], flows: list[Any], cmsgs: list[Any] | None, now: float
+    ) -> bool:
+        """The common batch, from peers we have: the whole batch goes into the pipeline in one
+        `from_lac_many` call (its per-datagram loop runs in the core, compiled when built) and
+        the per-peer work is done once per distinct peer. False, having done nothing, when a
+        datagram comes from a source that is not a peer yet (admission is per datagram)."""
+        peers = self.peers
+        seen = dict.fromkeys(flows)
+        if not seen.keys() <= peers.keys():
+            return False
+        for flow in seen:
+            peers[flow].last_seen = now
+        if cmsgs is not None:
+            # Each peer keeps the last PKTINFO reply cmsg it sent with (one that has none
+            # leaves it as it was).
+            latest = dict(zip(flows, cmsgs, strict=True))
+            if None in latest.values():
+                latest = {f: m for f, m in zip(flows, cmsgs, strict=True) if m is not None}
+            for flow, cmsg in latest.items():
+                peers[flow].cmsg = cmsg
+        self.pipeline.from_lac_many(datas, flows, now)
+        return True
+
+    def _feed_admitting(
+        self,
+        lsock: UdpSocket,
+        datas: list[bytes],
+        flows: list[Any],
+        cmsgs: list[Any] | None,
+        now: float,
+    ) -> None:
+        """A batch with a new source in it: datagram by datagram, admitting (or refusing and
+        counting) each one from a source that is not a peer, in arrival order."""
+        peers = self.peers
+        from_lac = self.pipeline.from_lac  # fetched per batch: rebound on reconfigure
+        for i, (data, flow) in enumerate(zip(datas, flows, strict=True)):
+            peer = peers.get(flow)
+            if peer is None:
+                peer = self._admit(lsock.address_of(flow), flow, lsock, now)
+                if peer is None:
+                    continue
+            peer.last_seen = now
+            if cmsgs is not None and cmsgs[i] is not None:
+                peer.cmsg = cmsgs[i]
+            from_lac(data, flow, now)
 
     def _kernel_dropped(self, sock: UdpSocket, now: float, *, from_lac: bool) -> None:
         """The kernel dropped datagrams on `sock` (its queue overflowed) since the last batch:
@@ -348,14 +366,13 @@ class Relay:
         Consecutive datagrams for one peer and direction go out as one run (`send_many`: UDP
         GSO); towards a LAC that needs a PKTINFO reply cmsg, one by one.
         """
-        out = self.pipeline.take_output()
-        if not out:
+        runs = self.pipeline.take_runs()
+        if not runs:
             return
         c = self.counters
         peers = self.peers
         lns = self._lns
-        for (to_lns, flow), group in groupby(out, _route_of):
-            datas = [o.data for o in group]
+        for to_lns, flow, datas in runs:
             peer = peers.get(flow)
             if to_lns:
                 n = peer.up.send_many(datas, lns) if peer is not None else 0
