@@ -150,9 +150,12 @@ def _queue_line(q: dict[str, Any]) -> str:
         return f"NFQUEUE {q['queue']}: worker not answering: {q['error']}"
     k = q.get("kernel") or {}
     c = q["counters"]
+    # the queue's maxlen in the kernel now (queue_maxlen, or raised: docs/inpath.md)
+    maxlen = f" of maxlen {q['maxlen']}" if "maxlen" in q else ""  # (an older worker: none)
     line = (
         f"NFQUEUE {q['queue']}: worker pid {q['pid']}, {c['packets']} packets, "
-        f"{q['awaiting_verdict']} awaiting verdict; kernel: {k.get('waiting', '?')} waiting, "
+        f"{q['awaiting_verdict']} awaiting verdict; kernel: {k.get('waiting', '?')} waiting"
+        f"{maxlen}, "
         f"{k.get('queue_full_drops', '?')} queue_full + {k.get('socket_full_drops', '?')} "
         "socket_full drops"
     )

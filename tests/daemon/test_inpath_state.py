@@ -17,7 +17,7 @@ from l2tpreorder import wire
 from l2tpreorder.config import Config, config_from_dict
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.daemon.inpath.nfqueue import NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT
-from l2tpreorder.daemon.inpath.worker import InPathMode
+from l2tpreorder.daemon.inpath.worker import READ_LIMIT, InPathMode
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.service import Service
 from tests.pcapgen import udp_ip
@@ -88,3 +88,50 @@ def test_a_restart_keeps_both_directions_numbering(
     assert wire.build_data(40, 41, b"down", ns=502) in messages
     assert wire.build_data(40, 41, b"down", ns=503) not in messages
     assert views[LNS_TO_LAC].counters.forwarded_in_order == 1
+
+
+class Kernel:
+    """The queue's config call, as the adapter makes it: records each maxlen."""
+
+    def __init__(self) -> None:
+        self.maxlens: list[int] = []
+
+    def set_maxlen(self, maxlen: int) -> int:
+        self.maxlens.append(maxlen)
+        return 0
+
+
+def bound(maxlen: int, loop: asyncio.AbstractEventLoop) -> tuple[InPathMode, Kernel]:
+    """A worker as after its bind (without a queue: the kernel's side is recorded)."""
+    config = config_from_dict(
+        {"mode": "inpath", "inpath": {"queue": 3, "queue_maxlen": maxlen},
+         "metrics": {"enabled": False}}
+    )  # fmt: skip
+    mode = InPathMode(config, 3, loop=loop)
+    kernel = Kernel()
+    mode.adapter.watch_overflow(maxlen, kernel.set_maxlen, READ_LIMIT)
+    return mode, kernel
+
+
+def test_the_queue_floor_is_saved_and_restored(loop: asyncio.AbstractEventLoop) -> None:
+    """The sessions' numbering survives a restart, so must the floor that protects it
+    (docs/inpath.md, "the floor"); only a raised one is saved, so that a lowered queue_maxlen
+    takes effect; a bad value in the file is ignored, a huge one capped."""
+    mode, _ = bound(64, loop)
+    assert mode.state_extra()[0] == {"queue": 3}  # no episode: nothing to keep
+    mode.adapter.restore_floor(500)  # as an episode would raise it
+    extra = mode.state_extra()[0]
+    assert extra == {"queue": 3, "kernel_maxlen_floor": 500}
+    again, kernel = bound(64, loop)
+    assert again.restore_extra(extra, 0.0) == " and the kernel queue maxlen floor 500"
+    assert again.adapter.floor == again.kernel_maxlen == 500 and kernel.maxlens == [500]
+    for bad in (True, 1.5, -3, "500", None):
+        other, kernel = bound(64, loop)
+        assert other.restore_extra({"queue": 3, "kernel_maxlen_floor": bad}, 0.0) == ""
+        assert other.adapter.floor == 64 and kernel.maxlens == []
+    huge, _ = bound(64, loop)
+    huge.restore_extra({"queue": 3, "kernel_maxlen_floor": 10**30}, 0.0)
+    assert huge.adapter.floor == 16 * 64  # the floor's cap
+    smaller, _ = bound(16, loop)  # queue_maxlen lowered since: its own cap applies
+    smaller.restore_extra(extra, 0.0)
+    assert smaller.adapter.floor == 16 * 16

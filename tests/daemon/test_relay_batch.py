@@ -51,7 +51,8 @@ def test_batches_of_peers_and_of_new_sources_count_every_datagram(
             "reorder": {"timeout_ms": 1000},
         }
     )
-    relay = Relay(config, loop=loop)
+    clock = [100.0]  # the relay's clock, moved by the test: last_seen is checked against it
+    relay = Relay(config, loop=loop, clock=lambda: clock[0])
     relay.bind()
     lsock = relay.listeners[0]
     to = ("127.0.0.1", port)
@@ -79,10 +80,13 @@ def test_batches_of_peers_and_of_new_sources_count_every_datagram(
         for sender, d in [(lac, data(1, 5)), (other, data(3, 0)), (lac, data(1, 6))]:
             sender.sendto(d, to)
         read(3)
-        # Both peers known: one batch of both, with PKTINFO cmsgs on the wildcard socket.
+        # Both peers known: one batch of both, with PKTINFO cmsgs on the wildcard socket; a
+        # batch of known peers marks each as seen at its read.
+        clock[0] = 200.0
         for sender, d in [(other, data(3, 2)), (lac, data(1, 7)), (other, data(3, 1))]:
             sender.sendto(d, to)
         read(3)
+        assert [p.last_seen for p in relay.peers.values()] == [200.0, 200.0]
         assert c.dropped_not_allowed == 2 and c.peers == 2
         # The LAC now sends to another local address (wildcard socket only): in a batch of
         # known peers its reply cmsg follows, so replies leave from where it sends now.
@@ -105,7 +109,6 @@ def test_batches_of_peers_and_of_new_sources_count_every_datagram(
         assert relay.pipeline.counters.forwarded_in_order + relay.pipeline.counters.released == sent
         for peer in relay.peers.values():
             assert (peer.cmsg is not None) == (listen_host == "0.0.0.0")
-            assert peer.last_seen > 0
     finally:
         relay.close()
         for s in (lns, lac, other, refused):

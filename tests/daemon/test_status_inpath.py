@@ -22,6 +22,7 @@ def answer() -> dict[str, Any]:
         "queues": [
             {
                 "queue": 4, "pid": 11, "awaiting_verdict": 1, "counters": {"packets": 2},
+                "maxlen": 1024, "maxlen_floor": 1024,
                 "kernel": {"waiting": 1, "queue_full_drops": 0, "socket_full_drops": 3},
             },
             {"queue": 5, "error": "not reachable (Connection refused)", "restarts": 1},
@@ -37,8 +38,8 @@ def test_inpath_table_names_queues_workers_and_the_silent_one() -> None:
     lines = format_table(answer()).splitlines()
     assert lines[0] == "l2tpreorder pid 10, up 3 s: in-path: 2 workers for NFQUEUE 4, 5"
     assert (
-        "NFQUEUE 4: worker pid 11, 2 packets, 1 awaiting verdict; kernel: 1 waiting, "
-        "0 queue_full + 3 socket_full drops"
+        "NFQUEUE 4: worker pid 11, 2 packets, 1 awaiting verdict; kernel: 1 waiting of maxlen "
+        "1024, 0 queue_full + 3 socket_full drops"
     ) in lines
     assert "NFQUEUE 5: worker not answering: not reachable (Connection refused)" in lines
     assert any(line.startswith("LAC 192.0.2.7:1701  on NFQUEUE 4  (") for line in lines)

@@ -66,11 +66,11 @@ ID_MASK: Final = 0xFFFFFFFF  # packet ids are the kernel's u32 id_sequence
 # `InPath._episode`), so that the packets queued after the episode (the witnesses) find room
 # while the backlog waits for them; back to the floor (`InPath.floor`) once it is answered.
 EPISODE_ROOM: Final = 2
-# The most the kernel's maxlen is raised to, raise and floor alike: EPISODE_ROOM_MAX times
-# queue_maxlen, at most EPISODE_MAXLEN_CAP (the default queue_maxlen, for which the worker's
-# socket buffer is sized: beyond, our socket may fill first), never less than EPISODE_ROOM
-# times queue_maxlen. It bounds the kernel memory and the delay a sustained overflow can
-# cause; beyond it the guarantee of `InPath._episode` gives way (docs/inpath.md).
+# The most the floor rises to: EPISODE_ROOM_MAX times queue_maxlen, at most EPISODE_MAXLEN_CAP
+# (the default queue_maxlen, for which the worker's socket buffer is sized: beyond, our socket
+# may fill first), never below queue_maxlen; a raise while an episode is resolved may also go
+# to EPISODE_ROOM times queue_maxlen. It bounds the kernel memory and the delay a sustained
+# overflow can cause; beyond it the guarantee of `InPath._episode` gives way (docs/inpath.md).
 EPISODE_ROOM_MAX: Final = 16
 EPISODE_MAXLEN_CAP: Final = 1 << 16
 KERNEL_MAXLEN_CAP: Final = 1 << 24
@@ -442,13 +442,20 @@ class InPath:
     def _renumbers(self) -> bool:
         return self.pipeline.config.sequencing is Sequencing.RENUMBER
 
-    def _raise_cap(self) -> int:
+    def _floor_cap(self) -> int:
+        """The floor stays: EPISODE_ROOM_MAX x queue_maxlen, at most EPISODE_MAXLEN_CAP
+        (never below queue_maxlen)."""
         cap = min(self.maxlen * EPISODE_ROOM_MAX, EPISODE_MAXLEN_CAP)
-        return min(max(self.maxlen * EPISODE_ROOM, cap), KERNEL_MAXLEN_CAP)
+        return min(max(self.maxlen, cap), KERNEL_MAXLEN_CAP)
+
+    def _raise_cap(self) -> int:
+        """The raise while an episode is resolved: the floor's cap, or EPISODE_ROOM x
+        queue_maxlen when more."""
+        return min(max(self.maxlen * EPISODE_ROOM, self._floor_cap()), KERNEL_MAXLEN_CAP)
 
     def _raise_floor(self, floor: int) -> None:
         """The floor up to `floor` (capped), and the kernel's maxlen with it when below."""
-        self.floor = min(max(self.floor, floor), self._raise_cap())
+        self.floor = min(max(self.floor, floor), self._floor_cap())
         if self.floor > self.kernel_maxlen and self._set_kernel_maxlen is not None:
             self._set_kernel_maxlen(self.floor)
             self.kernel_maxlen = self.floor

@@ -46,8 +46,8 @@ AWAITING = family(
 KERNEL_MAXLEN = family(
     "inpath_kernel_queue_maxlen",
     "The kernel's maxlen for this queue now: queue_maxlen, raised while a fail-open episode "
-    "is resolved, and after one (renumber) at least what our Ns lead the LAC's by plus what "
-    "may be in flight (docs/inpath.md, the floor).",
+    "is resolved, and after one (renumber) the floor: what was held plus what may be in "
+    "flight, capped (docs/inpath.md).",
     Q,
     kind=Kind.GAUGE,
 )

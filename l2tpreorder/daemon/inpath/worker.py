@@ -250,16 +250,19 @@ class InPathMode:
     def state_extra(self) -> tuple[dict[str, Any], str]:
         """The queue, and the kernel maxlen's floor after fail-open episodes (the restored
         sessions keep their lead over the LAC's Ns, which the floor protects)."""
-        return {"queue": self.queue_num, "kernel_maxlen_floor": self.adapter.floor}, ""
+        extra: dict[str, Any] = {"queue": self.queue_num}
+        if self.adapter.floor > self.adapter.maxlen:  # only a raised one: a lowered
+            extra["kernel_maxlen_floor"] = self.adapter.floor  # queue_maxlen takes effect
+        return extra, ""
 
     def restore_extra(self, extra: dict[str, Any], now: float) -> str:
         floor = extra.get("kernel_maxlen_floor")
         if type(floor) is not int or floor < 1:
             return ""  # an older file, or none: the configured queue_maxlen stands
         self.adapter.restore_floor(floor)
-        if self.adapter.floor <= self.config.inpath_queue_maxlen:
+        if self.adapter.floor <= self.adapter.maxlen:
             return ""
-        return f"kernel queue maxlen floor {self.adapter.floor}"
+        return f" and the kernel queue maxlen floor {self.adapter.floor}"
 
     def status_fields(self, now: float, query: StatusQuery) -> dict[str, Any]:
         """Peers keyed by the LAC's address (in the path the LNS sees the LAC's own), and this
