@@ -394,8 +394,8 @@ class InPath:
         (`read`) plus the backlog up to the boundary. A later overflow passes the LAC's Ns of
         the packets that found the queue full: those are above every Ns we sent only if the
         queue then holds more than our lead, so the kernel's maxlen never goes back below it
-        (plus what may be in flight then: those verdicts were decided before it).
-        Both stop at `_raise_cap()`."""
+        (plus what may be in flight then: those verdicts were decided before it). The raise
+        stops at `_raise_cap()`, the floor at `_floor_cap()`."""
         assert self._set_kernel_maxlen is not None
         renumber = self._renumbers()
         room = max(self.maxlen * EPISODE_ROOM, 2 * occupancy + self.maxlen if renumber else 0)
