@@ -1,6 +1,7 @@
 """Sustained queue overflow (issue 21, point 4), sans-IO: the adapter against a model of the
-kernel's queue with fail-open, a burst far faster than the worker reads, so the queue fills
-again and again while the worker answers. What the LNS receives is judged: no Ns twice.
+kernel's queue with fail-open: bursts that fill a small queue again and again while the worker
+answers (then it catches up), and an overload it cannot. What the LNS receives is judged: no
+Ns twice (the floor, daemon/inpath/adapter.py `InPath._episode`), nothing lost.
 
 The model keeps to what the real kernel does (proven against it in test_nfqueue.py and, whole,
 in tests/integration/test_inpath_overflow_burst.py): a packet that finds `maxlen` packets
