@@ -14,9 +14,11 @@ from tests.engine_helpers import slot_names
 
 
 class Worker:
-    """What the in-path worker rows read (`InPathMode.held`, `.verdict_errors`)."""
+    """What the in-path worker rows read (`InPathMode.held`, `.kernel_maxlen`,
+    `.verdict_errors`)."""
 
     held = 0
+    kernel_maxlen = 0
     verdict_errors = 0
 
 
