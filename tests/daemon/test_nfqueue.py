@@ -8,6 +8,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +289,25 @@ def test_skb_info_and_cap_len_become_packet_flags() -> None:
         (2, nq.PACKET_CSUM_NOT_VERIFIED),
         (3, nq.PACKET_CSUM_NOT_VERIFIED | nq.PACKET_TRUNCATED),
     ]
+
+
+
+def test_the_kept_open_count_reads_a_long_file_whole(tmp_path: Path) -> None:
+    """~1,000 bound queues make the /proc file longer than one read: the rest is read through
+    the same descriptor (the path may be closed to the worker once it dropped privileges; the
+    old fallback reopened it), and the line cut at a read's end is read whole."""
+    path = tmp_path / "nfnetlink_queue"
+    lines = [f"{q:5d} 1234 {q % 7:5d} 2 65531 0 0 {q * 3:10d} 1" for q in range(4000)]
+    path.write_text("\n".join(lines) + "\n")
+    text = path.read_bytes()
+    assert len(text) > 2 * (1 << 16)
+    cut = text[: 1 << 16].rsplit(b"\n", 1)[1].split()[0]  # the queue whose line is cut
+    assert QueueWaiting(4000, str(path))() is None  # not listed
+    counts = [QueueWaiting(queue, str(path)) for queue in (int(cut), 3999)]
+    try:
+        assert [count() for count in counts] == [int(cut) % 7, 3999 % 7]  # opened now
+        path.unlink()  # the path gone (as if closed to us): the descriptors still read
+        assert [count() for count in counts] == [int(cut) % 7, 3999 % 7]
+    finally:
+        for count in counts:
+            count.close()

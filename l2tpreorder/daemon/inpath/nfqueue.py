@@ -463,6 +463,11 @@ class QueueWaiting:
                 return None
         try:
             data = os.pread(self.fd, _PROC_READ, 0)
+            while len(data) % _PROC_READ == 0 and data:  # a long file (~1,000 queues): all of
+                more = os.pread(self.fd, _PROC_READ, len(data))  # it, through this descriptor
+                if not more:  # (the path may be closed to us once privileges are dropped)
+                    break
+                data += more
         except OSError:
             return None
         key = self.key
@@ -470,10 +475,7 @@ class QueueWaiting:
             fields = line.split(None, 3)
             if len(fields) > 2 and fields[0] == key:
                 return int(fields[2])
-        if len(data) < _PROC_READ:
-            return None
-        stats = read_queue_stats(self.path).get(self.queue)  # a very long file: read it all
-        return None if stats is None else stats.waiting
+        return None
 
     def close(self) -> None:
         if self.fd >= 0:
