@@ -388,6 +388,11 @@ def test_user_drops_to_an_unprivileged_user_keeping_only_net_admin(
     for n in (0, 2, 1, 3):
         lac.sendto(data(n), LNS)
     assert [ns_of(d) for d, _ in receive_all(lns, 4)] == [0, 1, 2, 3]
+    # The kernel's counters are root's file (0440): read through the descriptor the worker
+    # kept from before the switch, they still reach /metrics (they vanished before).
+    text = daemon.scrape()
+    assert metric(text, "l2tpreorder_inpath_kernel_queue_waiting", queue=str(QUEUE)) == 0
+    assert metric(text, "l2tpreorder_inpath_kernel_queue_drops_total", queue=str(QUEUE)) == 0
     assert daemon.stop() == 0
 
 

@@ -21,6 +21,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -224,6 +225,9 @@ class NfQueue:
         if not 0 <= queue <= 65535:
             raise ValueError(f"queue={queue!r}: expected 0..65535")
         self.queue = queue
+        # The kernel's counters (id_sequence): by path here; a worker that drops privileges
+        # gives a kept-open reader (`QueueWaiting.stats`) instead.
+        self.stats: Callable[[], dict[int, QueueStats]] = read_queue_stats
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self.errors: list[int] = []  # errno of refused verdicts since the caller last looked
         # Packet messages that came in while a config request waited for its ACK: the queue
@@ -382,7 +386,7 @@ class NfQueue:
             self._send(_message(NFQNL_MSG_CONFIG, self.queue, attrs))
         except OSError as e:  # never lose the worker over it: the maxlen simply stays
             self.errors.append(e.errno or errno.EIO)
-        stats = read_queue_stats().get(self.queue)
+        stats = self.stats().get(self.queue)
         return None if stats is None else stats.id_sequence
 
     def stop_queueing(self) -> bool:
@@ -408,7 +412,7 @@ class NfQueue:
         every packet queued after the last one read. Without one, the kernel's id counter
         from /proc stands in."""
         if last_seen_id is None:
-            stats = read_queue_stats().get(self.queue)
+            stats = self.stats().get(self.queue)
             last_seen_id = stats.id_sequence if stats is not None else 0
         self.send(
             [batch_verdict_message(self.queue, (last_seen_id + (1 << 30)) & 0xFFFFFFFF, NF_ACCEPT)]
@@ -456,6 +460,24 @@ class QueueWaiting:
 
     def __call__(self) -> int | None:
         """The count; None when the file is unreadable or does not list the queue."""
+        data = self._read()
+        if data is None:
+            return None
+        key = self.key
+        for line in data.split(b"\n"):
+            fields = line.split(None, 3)
+            if len(fields) > 2 and fields[0] == key:
+                return int(fields[2])
+        return None
+
+    def stats(self) -> dict[int, QueueStats]:
+        """Every queue's counters, as `read_queue_stats`, through the same descriptor: the
+        file is root's alone (0440), so a worker that dropped privileges (`user`) reads it
+        only so (its metrics, status, and the id_sequence an episode's boundary needs)."""
+        data = self._read()
+        return {} if data is None else parse_queue_stats(data.decode("ascii", "replace"))
+
+    def _read(self) -> bytes | None:
         if self.fd < 0:
             try:
                 self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -465,17 +487,12 @@ class QueueWaiting:
             data = os.pread(self.fd, _PROC_READ, 0)
             while len(data) % _PROC_READ == 0 and data:  # a long file (~1,000 queues): all of
                 more = os.pread(self.fd, _PROC_READ, len(data))  # it, through this descriptor
-                if not more:  # (the path may be closed to us once privileges are dropped)
+                if not more:
                     break
                 data += more
         except OSError:
             return None
-        key = self.key
-        for line in data.split(b"\n"):
-            fields = line.split(None, 3)
-            if len(fields) > 2 and fields[0] == key:
-                return int(fields[2])
-        return None
+        return data
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -494,11 +511,16 @@ def read_queue_stats(path: str = PROC_PATH) -> dict[int, QueueStats]:
     drops (which fail-open prevents) and the backlog, not the fail-open passes."""
     try:
         with open(path, encoding="ascii") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except OSError:
         return {}
+    return parse_queue_stats(text)
+
+
+def parse_queue_stats(text: str) -> dict[int, QueueStats]:
+    """The /proc file's lines, per queue (lines that are not 8 numbers are skipped)."""
     stats: dict[int, QueueStats] = {}
-    for line in lines:
+    for line in text.splitlines():
         fields = line.split()
         if len(fields) < 8:
             continue

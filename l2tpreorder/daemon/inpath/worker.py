@@ -27,7 +27,7 @@ from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.counters import ADAPTER_ROWS, WORKER_ROWS
-from l2tpreorder.daemon.inpath.nfqueue import NfQueue, Packet, QueueWaiting, read_queue_stats
+from l2tpreorder.daemon.inpath.nfqueue import NfQueue, Packet, QueueStats, QueueWaiting
 from l2tpreorder.daemon.inpath.protocol import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
 from l2tpreorder.daemon.inpath.supervisor import supervise
 from l2tpreorder.daemon.metrics import PREFIX
@@ -47,18 +47,19 @@ REFUSED_KEYS = ("inpath_queues",)  # the queues are bound once (and the supervis
 
 
 class KernelQueueCollector(Collector):
-    """The kernel's counters of our queues (/proc/net/netfilter/nfnetlink_queue)."""
+    """The kernel's counters of our queues (/proc/net/netfilter/nfnetlink_queue), read with
+    `stats` (the worker's kept-open descriptor: the file is root's alone)."""
 
-    def __init__(self, queues: list[int]) -> None:
+    def __init__(self, queues: list[int], stats: Callable[[], dict[int, QueueStats]]) -> None:
         self._queues = queues
+        self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        yield from kernel_queue_families(self._queues)
+        yield from kernel_queue_families(self._queues, self._stats())
 
 
-def kernel_queue_families(queues: list[int]) -> list[Metric]:
+def kernel_queue_families(queues: list[int], stats: dict[int, QueueStats]) -> list[Metric]:
     """/proc/net/netfilter/nfnetlink_queue for our queues (this network namespace)."""
-    stats = read_queue_stats()
     dropped = CounterMetricFamily(
         PREFIX + "inpath_kernel_queue_drops",
         "The kernel's per-queue drop counters: queue_full (queue at its maximum length) and "
@@ -142,6 +143,7 @@ class InPathMode:
             self.config.inpath_queue_maxlen, self.queue.set_maxlen, READ_LIMIT
         )
         self._waiting()  # opens its descriptor now, before `user` drops privileges
+        self.queue.stats = self._waiting.stats  # its id_sequence, through that descriptor
         warn_if_open(self.config)
 
     def start_reading(self, on_batch: Callable[[], None]) -> None:
@@ -239,7 +241,7 @@ class InPathMode:
         return [(ADAPTER_ROWS, self.adapter.counters, q), (WORKER_ROWS, self, q)]
 
     def collectors(self) -> list[Collector]:
-        return [KernelQueueCollector([self.queue_num])]
+        return [KernelQueueCollector([self.queue_num], self._waiting.stats)]
 
     def report_detail(self, key: str) -> str | None:
         return None
@@ -274,7 +276,7 @@ class InPathMode:
         ]
         peers.sort(key=lambda p: p["lac"])
         c = self.adapter.counters
-        kernel = read_queue_stats().get(q)
+        kernel = self._waiting.stats().get(q)
         queue = {
             "queue": q,
             "pid": os.getpid(),
