@@ -334,7 +334,10 @@ def add_arguments(parser: Any) -> None:
 # ignored, so that `--displace 3` alone does not look like it displaced anything. Given, even
 # as 0 (a sweep of probabilities from 0), the partner is there: the defaults (None: not given)
 # are filled in only after this check.
-NEEDS = (Needs("displace", "displace_prob"), Needs("burst_len", "burst_loss"))
+NEEDS = (
+    Needs("displace", "displace_prob", metavar="P"),
+    Needs("burst_len", "burst_loss", metavar="P"),
+)
 DEFAULTS: dict[str, float] = {"displace": 0, "burst_len": 3, "displace_prob": 0.0,
                               "burst_loss": 0.0}  # fmt: skip
 

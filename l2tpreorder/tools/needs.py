@@ -14,11 +14,13 @@ from typing import Any
 @dataclass(frozen=True)
 class Needs:
     """`option` (its argparse dest) means nothing unless `needed` is given, or, with `value`,
-    unless `needed` is that value (`--family` needs `--format iptables-restore`)."""
+    unless `needed` is that value (`--family` needs `--format iptables-restore`); `metavar`:
+    what the hint shows after `needed` when it takes a value the operator picks ("P")."""
 
     option: str
     needed: str
     value: str | None = None
+    metavar: str | None = None
 
 
 def flag(dest: str) -> str:
@@ -49,8 +51,9 @@ def unmet(args: Any, needs: Iterable[Needs], skip: Iterable[str] = ()) -> list[s
         option = flag(n.option)
         needed = flag(n.needed) if n.value is None else f"{flag(n.needed)} {n.value}"
         instead = f" (not {flag(n.needed)} {current})" if n.value and current is not None else ""
+        hint = f"{needed} {n.metavar}" if n.metavar else needed
         errors.append(
             f"{option} needs {needed}{instead}: without it {option} changes nothing; "
-            f"add {needed} or drop {option}"
+            f"add {hint} or drop {option}"
         )
     return errors

@@ -115,6 +115,7 @@ def test_impair_refuses_an_option_that_would_change_nothing(
     err = r.stderr.decode()
     assert r.returncode == 2 and r.stdout == b"", err
     assert err.startswith(f"l2tpreorder impair: error: {option} needs {other}"), err
+    assert f"add {other} P or drop {option}" in err  # the hint names the value to give
     assert not out.exists()
     r = cli("impair", str(cap), str(out), *flags, other, "0.2", "--seed", "1")
     assert r.returncode == 0 and out.exists(), r.stderr.decode()
