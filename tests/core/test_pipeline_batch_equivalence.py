@@ -58,7 +58,7 @@ def _same(one: Pipeline, many: Pipeline, runs: bool) -> None:
 
 
 @settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
