@@ -29,11 +29,13 @@ A mixin of ReorderEngine (as behind.Behind is), the mirror of its far-behind rul
   (`note_bypass`): what it held, and every packet of the backlog (`hold_before_bypass`), is
   held, and none goes out numbered below the bypassed ones. Its first packet that
   arrived after the episode (`after`) and lies beyond all it holds is the witness: the
-  bypassed Ns were below it, so renumbering goes on from max(ours, its Ns): first what was
-  held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one forward jump
-  and no Ns twice. With no witness within BYPASS_WITNESS_WAIT (or the reorder timeout) of the
-  episode (the latest, when more come before the backlog is read: `extend_bypass`; the
-  session fell silent), what it held goes out keeping our offset to the LAC's Ns
+  bypassed Ns were below it (or just above, where a swap straddles the episode's end:
+  BYPASS_STRADDLE), so renumbering goes on from max(ours, its Ns + 1 + BYPASS_STRADDLE): first
+  what was held (in Ns order, gaps given up: `bypass`), then the witness. The LNS sees one
+  forward jump and no Ns twice. With no witness within BYPASS_WITNESS_WAIT (or the reorder
+  timeout) of the episode (the latest, when more come before the backlog is read:
+  `extend_bypass`; the session fell silent), what it held goes out keeping our offset to the
+  LAC's Ns
   (`_no_witness`): below the bypassed ones (a step back) but, at offset 0, none of theirs; the
   session's next packet is still taken as its witness, but once the wait is over only within
   the window (a stray far ahead is dropped, `far_ahead`, unless `resync_after` in a row).
@@ -62,6 +64,10 @@ DROPPED_FAR_AHEAD: Final = int(Outcome.DROPPED_FAR_AHEAD)
 # all with timeout 0) for its witness: a live session sends one within it, one that fell
 # silent should not hold its frames for long.
 BYPASS_WITNESS_WAIT: Final = 1.0
+# How far past the witness a bypassed packet's Ns may lie: the LAC's swap (the small half
+# overtaking the big one) straddling the episode's end puts the later packet among the passed
+# ones and the earlier one first after it. Deeper reordering just there can still meet ours.
+BYPASS_STRADDLE: Final = 1
 DROPPED_DUPLICATE: Final = int(Outcome.DROPPED_DUPLICATE)
 HELD: Final = int(Outcome.HELD)
 
@@ -258,8 +264,12 @@ class Ahead(Behind):
             # (and the backlog can reach past it: the maxlen was raised before it was read).
             return self._hold_untimed(s, data, ns, ns_offset, now, tag)
         s.restored = 0
-        if self._renumber and (ns - s.out_ns) & MASK < HALF:
-            s.out_ns = ns  # the bypassed Ns were below the witness: never number below it
+        # The bypassed Ns were below the witness's, or just above it where a swap straddles
+        # the episode's end (its later packet passed, the earlier one is the witness): number
+        # above those too (BYPASS_STRADDLE).
+        base = (ns + BYPASS_STRADDLE + 1) & MASK
+        if self._renumber and (base - s.out_ns) & MASK < HALF:
+            s.out_ns = base
         self._release_all(s, now, reasons.SKIP_BYPASS)
         s.behind_run = 0
         return self._forward_from(s, data, ns, ns_offset, tag, reasons.SKIP_BYPASS)
