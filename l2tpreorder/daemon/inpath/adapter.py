@@ -380,12 +380,12 @@ class InPath:
         """Packets may have passed with the LAC's Ns: every session waits for its witness
         (core/ahead.py); the backlog up to the kernel's id_sequence is held; the kernel's maxlen
         is raised so that the witnesses find room in the queue, and more: the held frames
-        (up to what awaits a verdict, `occupancy`) will go out numbered from the witness's Ns
-        on, so until their verdicts reach the kernel the packets queued after the witness
-        must outnumber them, or a new overflow would pass the LAC's Ns we are about to give
-        them: twice the occupancy, plus queue_maxlen (renumber mode; in preserve and strip
-        twice queue_maxlen, room for the packets after it). (In a sustained overflow the queue is
-        full of backlog again when the next episode moves the boundary on: with the old
+        (up to what awaits a verdict, `occupancy`) will go out numbered just above the
+        witness's Ns (core/ahead.py), so until their verdicts reach the kernel the packets
+        queued after the witness must outnumber them, or a new overflow would pass the LAC's
+        Ns we are about to give them: twice the occupancy, plus queue_maxlen (renumber mode;
+        in preserve and strip twice queue_maxlen, room for the packets after it). (In a
+        sustained overflow the queue is full of backlog again when the next episode moves the boundary on: with the old
         fixed room no witness could be queued at all, and the sessions held it all for the
         witness wait, a second.)
 
