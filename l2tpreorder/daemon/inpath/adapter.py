@@ -385,9 +385,9 @@ class InPath:
         queued after the witness must outnumber them, or a new overflow would pass the LAC's
         Ns we are about to give them: twice the occupancy, plus queue_maxlen (renumber mode;
         in preserve and strip twice queue_maxlen, room for the packets after it). (In a
-        sustained overflow the queue is full of backlog again when the next episode moves the boundary on: with the old
-        fixed room no witness could be queued at all, and the sessions held it all for the
-        witness wait, a second.)
+        sustained overflow the queue is full of backlog again when the next episode moves the
+        boundary on: with the old fixed room no witness could be queued at all, and the
+        sessions held it all for the witness wait, a second.)
 
         The floor: once its witness comes, a session's held frames go out numbered above it,
         so our Ns lead the LAC's by up to what was held: what we had read and not answered
