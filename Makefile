@@ -38,13 +38,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict l2tpreorder
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process (module
+# fixtures such as an xl2tpd lab or a booted container are set up once); every test makes its own
+# namespaces (named with the pid) and ports, so they do not meet. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 pytest: $(STAMP) $(COMPILED_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The suite above runs the compiled build (when built); the pure modules keep their own run of
 # the core property and equivalence tests (same source, interpreted).
 pytest-pure: $(STAMP)
-	L2TPREORDER_BUILD=pure $(BIN)/pytest -q tests/core \
+	L2TPREORDER_BUILD=pure $(BIN)/pytest -q -n $(TEST_WORKERS) tests/core \
 		-k "propert or equivalence or inline_parse"
 
 test: lint typecheck pytest pytest-pure
