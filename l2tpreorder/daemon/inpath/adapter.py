@@ -21,7 +21,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Final
 
@@ -155,41 +154,116 @@ class InPathCounters:
         return self.verdict_messages - self.batch_verdicts
 
 
-class Verdicts:
-    """Verdict messages for one queue, in decision order, with in-order runs batched."""
+class Queued:
+    """One packet read from the queue, until its verdict: the packet, the L2TP bytes handed to
+    the pipeline, and whether it was answered. It is the pipeline's tag for the datagram, so
+    what comes out of `take_output()` leads straight back to it: one object per packet where
+    a dict entry keyed by the packet id, a tuple for its bytes and an ordered-dict node for
+    the queue order were (issue 23: objects per datagram are the compiled worker's cost)."""
 
-    __slots__ = ("counters", "messages", "pending", "queue", "run_last", "run_len")
+    __slots__ = ("done", "l2tp", "packet_id", "pkt")
+
+    def __init__(self, packet_id: int, pkt: bytes, l2tp: bytes = b"") -> None:
+        self.packet_id = packet_id
+        self.pkt = pkt
+        self.l2tp = l2tp
+        self.done = False
+
+
+class Verdicts:
+    """Verdict messages for one queue, in decision order, with in-order runs batched.
+
+    The packets awaiting a verdict are `order[head:]` minus those marked `done` (answered out of
+    order, left in place until the head passes them): the kernel's own queue order, and the
+    head is found by index, not by a lookup. `held` counts them."""
+
+    __slots__ = (
+        "accept_prefix",
+        "batch_prefix",
+        "counters",
+        "drop_prefix",
+        "head",
+        "held",
+        "messages",
+        "order",
+        "queue",
+        "run_last",
+        "run_len",
+    )
 
     def __init__(self, queue: int, counters: InPathCounters) -> None:
         self.queue = queue
         self.counters = counters
-        # Packet id -> None for every packet read and not yet given a verdict, oldest first:
-        # the kernel's own queue order.
-        self.pending: OrderedDict[int, None] = OrderedDict()
+        self.order: list[Queued] = []
+        self.head = 0  # order[head] awaits a verdict, or head == len(order)
+        self.held = 0
         self.messages: list[bytes] = []
         self.run_last = -1
         self.run_len = 0
+        # The messages without a payload differ only in their last 4 bytes (the packet id).
+        self.accept_prefix = verdict_message(queue, 0, NF_ACCEPT)[:-4]
+        self.drop_prefix = verdict_message(queue, 0, NF_DROP)[:-4]
+        self.batch_prefix = batch_verdict_message(queue, 0, NF_ACCEPT)[:-4]
 
-    def add(self, packet_id: int) -> None:
-        self.pending[packet_id] = None
+    def add(self, q: Queued) -> None:
+        self.order.append(q)
+        self.held += 1
 
-    def accept(self, packet_id: int, payload: bytes | None = None) -> None:
-        pending = self.pending
-        if payload is None and pending and next(iter(pending)) == packet_id:
-            pending.popitem(last=False)
-            self.run_last = packet_id
+    @property
+    def pending(self) -> list[int]:
+        """The ids awaiting a verdict, oldest first."""
+        return [q.packet_id for q in self.waiting()]
+
+    def waiting(self) -> list[Queued]:
+        return [q for q in self.order[self.head :] if not q.done]
+
+    def accept(self, q: Queued, payload: bytes | None = None) -> None:
+        order = self.order
+        head = self.head
+        if payload is None and head < len(order) and order[head] is q:
+            q.done = True
+            self.held -= 1
+            self._advance(head + 1)
+            self.run_last = q.packet_id
             self.run_len += 1
             return
         self._end_run()
-        del pending[packet_id]
-        self.messages.append(verdict_message(self.queue, packet_id, NF_ACCEPT, payload))
+        self._answer(q)
+        if payload is None:
+            self.messages.append(self.accept_prefix + q.packet_id.to_bytes(4, "big"))
+        else:
+            self.messages.append(verdict_message(self.queue, q.packet_id, NF_ACCEPT, payload))
         self.counters.verdict_messages += 1
 
-    def drop(self, packet_id: int) -> None:
+    def drop(self, q: Queued) -> None:
         self._end_run()
-        del self.pending[packet_id]
-        self.messages.append(verdict_message(self.queue, packet_id, NF_DROP))
+        self._answer(q)
+        self.messages.append(self.drop_prefix + q.packet_id.to_bytes(4, "big"))
         self.counters.verdict_messages += 1
+
+    def _answer(self, q: Queued) -> None:
+        if q.done:
+            raise KeyError(q.packet_id)  # a second verdict for one packet: a bug of ours
+        q.done = True
+        self.held -= 1
+        head = self.head
+        if head < len(self.order) and self.order[head] is q:
+            self._advance(head + 1)
+
+    def _advance(self, at: int) -> None:
+        """The head to the first packet from `at` on that awaits a verdict; the answered ones
+        before it are let go (all of them once nothing awaits one)."""
+        order = self.order
+        n = len(order)
+        while at < n and order[at].done:
+            at += 1
+        if at == n:
+            order.clear()
+            at = 0
+        elif at >= 1024 and 2 * at >= n:
+            del order[:at]
+            at = 0
+        self.head = at
 
     def take(self) -> list[bytes]:
         """The messages decided so far (the open run included); clears them."""
@@ -203,11 +277,12 @@ class Verdicts:
             return
         c = self.counters
         c.verdict_messages += 1
+        last = self.run_last.to_bytes(4, "big")
         if n == 1:
-            self.messages.append(verdict_message(self.queue, self.run_last, NF_ACCEPT))
+            self.messages.append(self.accept_prefix + last)
         else:
             c.batch_verdicts += 1
-            self.messages.append(batch_verdict_message(self.queue, self.run_last, NF_ACCEPT))
+            self.messages.append(self.batch_prefix + last)
         self.run_len = 0
 
 
@@ -222,8 +297,6 @@ class InPath:
         self.pipeline = pipeline
         self.counters = InPathCounters()
         self.verdicts = Verdicts(queue, self.counters)
-        # packet id -> (IP packet, the L2TP bytes the pipeline was given)
-        self._inflight: dict[int, tuple[bytes, bytes]] = {}
         # (packed address + port bytes) -> flow (ip text, port): the relay's flows; NOT_ALLOWED
         # for an address outside `allow` (the cache is the allow check's too)
         self._flows: dict[bytes, Hashable] = {}
@@ -292,15 +365,16 @@ class InPath:
 
     def _feed(self, packets: list[Packet], now: float, from_lac: Callable[..., int]) -> None:
         """The common case (whole IPv4 UDP datagram from the LAC side) is inlined: this loop is
-        the per-packet cost of in-path mode; anything else takes `_other`."""
+        the per-packet cost of in-path mode; anything else takes `_other`. Per packet it makes
+        one `Queued` (the pipeline's tag), the flow key and the L2TP bytes."""
         c = self.counters
-        pending = self.verdicts.pending
-        inflight = self._inflight
+        verdicts = self.verdicts
+        order = verdicts.order
         flows = self._flows
         from_bytes = int.from_bytes
+        when: object = now  # boxed once: the pipeline's door takes it as an object
         fast = 0
         for packet_id, hook, pkt, flags in packets:
-            pending[packet_id] = None
             n = len(pkt)
             if (
                 flags & _NOT_FAST
@@ -321,21 +395,24 @@ class InPath:
                     % 0xFFFF
                 )
             ):
-                self._other(packet_id, hook, pkt, flags, now, from_lac)
+                q = Queued(packet_id, pkt)
+                verdicts.add(q)
+                self._other(q, hook, flags, now, from_lac)
                 continue
             key = pkt[12:16] + pkt[20:22]
             flow = flows.get(key)
             if flow is None:
                 flow = self._new_flow(key)
+            q = Queued(packet_id, pkt, pkt[28:])
+            order.append(q)  # verdicts.add, inlined
+            verdicts.held += 1
             if flow is NOT_ALLOWED:
-                self._not_allowed(packet_id)
+                self._not_allowed(q)
                 continue
-            l2tp = pkt[28:]
             fast += 1
-            inflight[packet_id] = (pkt, l2tp)
-            outcome = from_lac(l2tp, flow, now, packet_id)
+            outcome = from_lac(q.l2tp, flow, when, q)
             if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:  # duplicate, late, stale
-                self._dropped(packet_id)
+                self._dropped(q)
         c.from_lac += fast
 
     # --- fail-open episodes --------------------------------------------------------------------
@@ -349,7 +426,7 @@ class InPath:
         between: an upper bound of the occupancy since) at the queue's maxlen means the queue
         may have been full (docs/inpath.md)."""
         c = self.counters
-        read = waiting = len(self.verdicts.pending) + len(packets)
+        read = waiting = self.verdicts.held + len(packets)
         if backlog is not None:
             self._unread = backlog - waiting if backlog > waiting else 0
         answered = c.accepted + c.dropped
@@ -479,7 +556,7 @@ class InPath:
         if (
             self.kernel_maxlen > target
             and self._boundary is None
-            and len(self.verdicts.pending) + self._unread + answered < target // 2
+            and self.verdicts.held + self._unread + answered < target // 2
             and self._set_kernel_maxlen is not None
         ):
             self._set_kernel_maxlen(target)
@@ -507,29 +584,23 @@ class InPath:
         self._flows[key] = flow
         return flow
 
-    def _not_allowed(self, packet_id: int) -> None:
+    def _not_allowed(self, q: Queued) -> None:
         self.counters.not_allowed += 1
-        self._accept_untouched(packet_id)
+        self._accept_untouched(q)
 
-    def _dropped(self, packet_id: int) -> None:
+    def _dropped(self, q: Queued) -> None:
         """The pipeline dropped it (duplicate, late, stale; or malformed with a raw Ns the LNS
         would read among renumbered ones, issue 21): NF_DROP. Any other malformed datagram
         comes back out of the pipeline (MalformedPolicy.PASS)."""
-        del self._inflight[packet_id]
         self.counters.dropped += 1
-        self.verdicts.drop(packet_id)
+        self.verdicts.drop(q)
 
     def _other(
-        self,
-        packet_id: int,
-        hook: int,
-        pkt: bytes,
-        flags: int,
-        now: float,
-        from_lac: Callable[..., int],
+        self, q: Queued, hook: int, flags: int, now: float, from_lac: Callable[..., int]
     ) -> None:
         """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
         c = self.counters
+        pkt = q.pkt
         where = None if flags & PACKET_TRUNCATED else parse_ip_udp(pkt)
         if where is None:
             if flags & PACKET_TRUNCATED:
@@ -538,7 +609,7 @@ class InPath:
                 self._fragment()
             else:
                 c.not_udp += 1
-            self._accept_untouched(packet_id)
+            self._accept_untouched(q)
             return
         lns_side = hook == NF_INET_LOCAL_OUT
         if lns_side:
@@ -546,26 +617,26 @@ class InPath:
         else:
             flow = self._flow_of(where.src, where.sport)
         if flow is NOT_ALLOWED:
-            self._not_allowed(packet_id)
+            self._not_allowed(q)
             return
         l2tp = pkt[where.payload_at : where.end]
         if len(l2tp) < 2 or l2tp[1] & 0x0F != 2:  # L2TPv3 over UDP, or not L2TP at all
             c.not_l2tpv2 += 1
-            self._accept_untouched(packet_id)
+            self._accept_untouched(q)
             return
         if not _checksum_ok(pkt, where, flags):
             c.bad_checksum += 1
-            self._accept_untouched(packet_id)
+            self._accept_untouched(q)
             return
-        self._inflight[packet_id] = (pkt, l2tp)
+        q.l2tp = l2tp
         if lns_side:
             c.from_lns += 1
-            outcome = self.pipeline.from_lns(l2tp, flow, now, packet_id)
+            outcome = self.pipeline.from_lns(l2tp, flow, now, q)
         else:
             c.from_lac += 1
-            outcome = from_lac(l2tp, flow, now, packet_id)
+            outcome = from_lac(l2tp, flow, now, q)
         if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:
-            self._dropped(packet_id)
+            self._dropped(q)
 
     def _fragment(self) -> None:
         c = self.counters
@@ -576,7 +647,7 @@ class InPath:
                 "does not reassemble before the queue rule and in-path mode cannot order the "
                 "datagram it belongs to (passed untouched). Load the reassembly rule that "
                 "`l2tpreorder rules` prints (raw PREROUTING -j CT, or nft's ct rule) in this "
-                "network namespace. Counted in inpath_passed_not_ours{reason=\"fragment\"}; "
+                'network namespace. Counted in inpath_passed_not_ours{reason="fragment"}; '
                 "logged once",
                 self.verdicts.queue,
             )
@@ -598,8 +669,8 @@ class InPath:
     def accept_pending(self) -> list[bytes]:
         """Shutdown, after the pipeline's flush: accept whatever still has no verdict (nothing
         should be left; never strand one)."""
-        for packet_id in list(self.verdicts.pending):
-            self.verdicts.accept(packet_id)
+        for q in self.verdicts.waiting():
+            self.verdicts.accept(q)
             self.counters.accepted += 1
         return self.verdicts.take()
 
@@ -609,9 +680,9 @@ class InPath:
         self._release()
         return self.accept_pending()
 
-    def _accept_untouched(self, packet_id: int) -> None:
+    def _accept_untouched(self, q: Queued) -> None:
         self.counters.accepted += 1
-        self.verdicts.accept(packet_id)
+        self.verdicts.accept(q)
 
     def _release(self) -> None:
         """Verdicts for everything the pipeline has released, in its order.
@@ -627,32 +698,32 @@ class InPath:
             if self.kernel_maxlen > self.maxlen:
                 self._settle()
             return
-        inflight = self._inflight
         verdicts = self.verdicts
-        pending = verdicts.pending
-        pop_head = pending.popitem
+        order = verdicts.order
         c = self.counters
         accepted = 0
         for o in out:
-            tag: int = o.tag  # type: ignore[assignment]  # always our packet id
-            held = inflight.pop(tag, None)
-            if held is None:  # not ours (cannot happen: every datagram we give has a tag)
+            q = o.tag
+            if not isinstance(q, Queued) or q.done:  # not ours (cannot be: every one has a tag)
                 continue
             accepted += 1  # counted here: a skipped one gets no verdict, so no outcome of ours
-            pkt, l2tp = held
             data = o.data
-            if data is l2tp or data == l2tp:
-                if pending and next(iter(pending)) == tag:
-                    pop_head(last=False)
-                    verdicts.run_last = tag
+            if data is q.l2tp or data == q.l2tp:
+                head = verdicts.head
+                if head < len(order) and order[head] is q:
+                    q.done = True
+                    verdicts.held -= 1
+                    verdicts._advance(head + 1)
+                    verdicts.run_last = q.packet_id
                     verdicts.run_len += 1
                 else:
-                    verdicts.accept(tag)
+                    verdicts.accept(q)
             else:
                 c.accepted_rewritten += 1
+                pkt = q.pkt
                 where = parse_ip_udp(pkt)
                 assert where is not None  # it was parsed on the way in
-                verdicts.accept(tag, with_payload(pkt, where, data))
+                verdicts.accept(q, with_payload(pkt, where, data))
         c.accepted += accepted
         if self.kernel_maxlen > self.maxlen:
             self._settle()
@@ -660,7 +731,7 @@ class InPath:
     @property
     def held(self) -> int:
         """Packets read and still without a verdict."""
-        return len(self.verdicts.pending)
+        return self.verdicts.held
 
 
 def _checksum_ok(pkt: bytes, where: IpUdp, flags: int) -> bool:
