@@ -24,6 +24,7 @@ import socket
 from collections.abc import Callable, Hashable
 from typing import Final
 
+from l2tpreorder.build import BUILD
 from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
     LOW_12_BYTES,
@@ -53,6 +54,9 @@ _DROPPED_STALE: Final = int(Outcome.DROPPED_STALE)
 # Flags that keep a packet off the fast path; an unverified checksum is verified on it.
 _NOT_FAST: Final = ~PACKET_CSUM_NOT_VERIFIED
 _LOW_12: Final = LOW_12_BYTES  # `udp4_checksum_ok`'s mask, inlined in `_feed`
+
+# Compiled exactly when the build is (l2tpreorder.build): the fast path's flow key.
+_NATIVE: Final = BUILD == "compiled"
 
 log = logging.getLogger("l2tpreorder")
 
@@ -300,6 +304,8 @@ class InPath:
         # (packed address + port bytes) -> flow (ip text, port): the relay's flows; NOT_ALLOWED
         # for an address outside `allow` (the cache is the allow check's too)
         self._flows: dict[bytes, Hashable] = {}
+        # The compiled fast path's: IPv4 address << 16 | port -> flow (the same flows)
+        self._flows4: dict[int, Hashable] = {}
         self.allow: tuple[Network, ...] | None = None  # None: every address
         self.set_allow(allow)
         self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
@@ -371,6 +377,8 @@ class InPath:
         verdicts = self.verdicts
         order = verdicts.order
         flows = self._flows
+        flows4 = self._flows4
+        native = _NATIVE
         from_bytes = int.from_bytes
         when: object = now  # boxed once: the pipeline's door takes it as an object
         fast = 0
@@ -399,10 +407,19 @@ class InPath:
                 verdicts.add(q)
                 self._other(q, hook, flags, now, from_lac)
                 continue
-            key = pkt[12:16] + pkt[20:22]
-            flow = flows.get(key)
-            if flow is None:
-                flow = self._new_flow(key)
+            if native:  # the source address and port as one machine int: no bytes made
+                key4 = (
+                    (pkt[12] << 40) | (pkt[13] << 32) | (pkt[14] << 24) | (pkt[15] << 16)
+                    | (pkt[20] << 8) | pkt[21]
+                )  # fmt: skip
+                flow = flows4.get(key4)
+                if flow is None:
+                    flow = self._new_flow4(key4, pkt[12:16] + pkt[20:22])
+            else:  # interpreted, two slices cost less than six subscripts
+                key = pkt[12:16] + pkt[20:22]
+                flow = flows.get(key)
+                if flow is None:
+                    flow = self._new_flow(key)
             q = Queued(packet_id, pkt, pkt[28:])
             order.append(q)  # verdicts.add, inlined
             verdicts.held += 1
@@ -569,6 +586,7 @@ class InPath:
         so when the setting lets everything in: `Config.inpath_allows_everything`)."""
         self.allow = allow
         self._flows.clear()
+        self._flows4.clear()
 
     def _new_flow(self, key: bytes) -> Hashable:
         family = socket.AF_INET if len(key) == 6 else socket.AF_INET6
@@ -582,6 +600,15 @@ class InPath:
         if len(self._flows) >= 65536:
             self._flows.clear()
         self._flows[key] = flow
+        return flow
+
+    def _new_flow4(self, key4: int, key: bytes) -> Hashable:
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._new_flow(key)
+        if len(self._flows4) >= 65536:
+            self._flows4.clear()
+        self._flows4[key4] = flow
         return flow
 
     def _not_allowed(self, q: Queued) -> None:

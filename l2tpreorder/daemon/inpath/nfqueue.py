@@ -192,9 +192,12 @@ def _be32(buf: bytes, at: int) -> int:
 
 def _parse(buf: bytes, at: int, end: int, out: list[Packet], errors: list[int] | None) -> None:
     """`parse_messages` by byte index, on bytes: what the compiled build runs."""
+    # Host-order u16 fields read inline (a call per field was 2% of the worker's time): s0 and
+    # s1 shift a field's first and second byte, as `_host16` does.
+    s0, s1 = (0, 8) if _LITTLE else (8, 0)
     while at + 16 <= end:
         length = _host32(buf, at)
-        kind = _host16(buf, at + 4)
+        kind = (buf[at + 4] << s0) | (buf[at + 5] << s1)
         if length < 16 or at + length > end:
             return
         if kind == _PACKET_TYPE:
@@ -203,8 +206,8 @@ def _parse(buf: bytes, at: int, end: int, out: list[Packet], errors: list[int] |
             a = at + _HDR_LEN
             if (
                 a + 11 > stop
-                or _host16(buf, a + 2) & NLA_TYPE_MASK != NFQA_PACKET_HDR
-                or _host16(buf, a) < 11
+                or ((buf[a + 2] << s0) | (buf[a + 3] << s1)) & NLA_TYPE_MASK != NFQA_PACKET_HDR
+                or ((buf[a] << s0) | (buf[a + 1] << s1)) < 11
             ):
                 at += (length + 3) & ~3
                 continue
@@ -214,10 +217,10 @@ def _parse(buf: bytes, at: int, end: int, out: list[Packet], errors: list[int] |
             payload = b""
             flags = 0
             while a + 4 <= stop:
-                alen = _host16(buf, a)
+                alen = (buf[a] << s0) | (buf[a + 1] << s1)
                 if alen < 4 or a + alen > stop:
                     break
-                atype = _host16(buf, a + 2) & NLA_TYPE_MASK
+                atype = ((buf[a + 2] << s0) | (buf[a + 3] << s1)) & NLA_TYPE_MASK
                 if atype == NFQA_PAYLOAD:
                     payload = buf[a + 4 : a + alen]
                 elif atype == NFQA_CAP_LEN:
