@@ -1,7 +1,7 @@
 """The netlink parse's two forms agree: `_parse` (byte indexing, what the compiled build runs) and
 `_parse_struct` (struct calls, the interpreted build's), on any run of messages the kernel could
-send and on cut or garbled ones; and `parse_messages` gives the same from bytes, a bytearray and an
-mmap at an offset (the receive ring's memory)."""
+send and on cut or garbled ones; and `parse_messages` and `parse_queued` give the same from bytes, a
+bytearray and an mmap at an offset (the receive ring's memory)."""
 
 from __future__ import annotations
 
@@ -56,13 +56,13 @@ MESSAGE = st.one_of(
 
 
 def both(buf: bytes) -> tuple[object, object]:
-    native: list[nq.Packet] = []
+    native: list[nq.Queued] = []
     native_errors: list[int] = []
     nq._parse(buf, 0, len(buf), native, native_errors)
-    old: list[nq.Packet] = []
+    old: list[nq.Queued] = []
     old_errors: list[int] = []
     nq._parse_struct(buf, 0, len(buf), old, old_errors)
-    return (native, native_errors), (old, old_errors)
+    return ([q.packet() for q in native], native_errors), ([q.packet() for q in old], old_errors)
 
 
 @settings(max_examples=300, deadline=None)
@@ -94,3 +94,7 @@ def test_any_buffer_parses_alike(messages: list[bytes], offset: int) -> None:
         nq.parse_messages(source, offset, offset + len(buf), got)
         assert got == want
         assert all(type(p[2]) is bytes for p in got)
+        queued: list[nq.Queued] = []
+        nq.parse_queued(source, offset, offset + len(buf), queued)
+        assert [q.packet() for q in queued] == want
+        assert not any(q.done or q.l2tp for q in queued)

@@ -45,6 +45,7 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     PACKET_CSUM_NOT_VERIFIED,
     PACKET_TRUNCATED,
     Packet,
+    Queued,
     batch_verdict_message,
     verdict_message,
 )
@@ -156,22 +157,6 @@ class InPathCounters:
     @property
     def single_verdicts(self) -> int:
         return self.verdict_messages - self.batch_verdicts
-
-
-class Queued:
-    """One packet read from the queue, until its verdict: the packet, the L2TP bytes handed to
-    the pipeline, and whether it was answered. It is the pipeline's tag for the datagram, so
-    what comes out of `take_output()` leads straight back to it: one object per packet where
-    a dict entry keyed by the packet id, a tuple for its bytes and an ordered-dict node for
-    the queue order were (issue 23: objects per datagram are the compiled worker's cost)."""
-
-    __slots__ = ("done", "l2tp", "packet_id", "pkt")
-
-    def __init__(self, packet_id: int, pkt: bytes, l2tp: bytes = b"") -> None:
-        self.packet_id = packet_id
-        self.pkt = pkt
-        self.l2tp = l2tp
-        self.done = False
 
 
 class Verdicts:
@@ -347,19 +332,25 @@ class InPath:
         `backlog`: the kernel's count of packets awaiting a verdict, read after this batch
         (when the read may have left some unread); 0 after a short read (nothing unread);
         None when not known (the last count stands)."""
+        return self.handle_queued([Queued.of(p) for p in packets], now, backlog)
+
+    def handle_queued(
+        self, packets: list[Queued], now: float, backlog: int | None = None
+    ) -> list[bytes]:
+        """`handle` for what `NfQueue.read_queued` gives (the worker's call)."""
         c = self.counters
         c.packets += len(packets)
         if packets:
             if self._set_kernel_maxlen is not None:
                 self._detect_episode(packets, now, backlog)
-            self.last_id = packets[-1][0]
+            self.last_id = packets[-1].packet_id
         boundary = self._boundary
         if boundary is None:
             self._feed(packets, now, self.pipeline.from_lac)
         else:
             split = 0
-            for packet_id, _, _, _ in packets:
-                if 0 < (packet_id - boundary) & ID_MASK < 0x80000000:
+            for q in packets:
+                if 0 < (q.packet_id - boundary) & ID_MASK < 0x80000000:
                     break  # queued after the episode: the backlog is read
                 split += 1
             self._feed(packets[:split], now, self.pipeline.hold_before_bypass)
@@ -369,10 +360,10 @@ class InPath:
         self._release()
         return self.verdicts.take()
 
-    def _feed(self, packets: list[Packet], now: float, from_lac: Callable[..., int]) -> None:
+    def _feed(self, packets: list[Queued], now: float, from_lac: Callable[..., int]) -> None:
         """The common case (whole IPv4 UDP datagram from the LAC side) is inlined: this loop is
         the per-packet cost of in-path mode; anything else takes `_other`. Per packet it makes
-        one `Queued` (the pipeline's tag), the flow key and the L2TP bytes."""
+        nothing but the L2TP bytes (and, interpreted, the flow key)."""
         c = self.counters
         verdicts = self.verdicts
         order = verdicts.order
@@ -382,11 +373,15 @@ class InPath:
         from_bytes = int.from_bytes
         when: object = now  # boxed once: the pipeline's door takes it as an object
         fast = 0
-        for packet_id, hook, pkt, flags in packets:
+        for q in packets:
+            pkt = q.pkt
+            flags = q.flags
+            order.append(q)  # verdicts.add, inlined
+            verdicts.held += 1
             n = len(pkt)
             if (
                 flags & _NOT_FAST
-                or hook == NF_INET_LOCAL_OUT
+                or q.hook == NF_INET_LOCAL_OUT
                 or n < 30
                 or pkt[0] != 0x45
                 or pkt[9] != 17
@@ -403,9 +398,7 @@ class InPath:
                     % 0xFFFF
                 )
             ):
-                q = Queued(packet_id, pkt)
-                verdicts.add(q)
-                self._other(q, hook, flags, now, from_lac)
+                self._other(q, now, from_lac)
                 continue
             if native:  # the source address and port as one machine int: no bytes made
                 key4 = (
@@ -420,21 +413,19 @@ class InPath:
                 flow = flows.get(key)
                 if flow is None:
                     flow = self._new_flow(key)
-            q = Queued(packet_id, pkt, pkt[28:])
-            order.append(q)  # verdicts.add, inlined
-            verdicts.held += 1
             if flow is NOT_ALLOWED:
                 self._not_allowed(q)
                 continue
             fast += 1
-            outcome = from_lac(q.l2tp, flow, when, q)
+            q.l2tp = l2tp = pkt[28:]
+            outcome = from_lac(l2tp, flow, when, q)
             if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:  # duplicate, late, stale
                 self._dropped(q)
         c.from_lac += fast
 
     # --- fail-open episodes --------------------------------------------------------------------
 
-    def _detect_episode(self, packets: list[Packet], now: float, backlog: int | None) -> None:
+    def _detect_episode(self, packets: list[Queued], now: float, backlog: int | None) -> None:
         """Did packets pass us untouched since the last batch? The kernel counts none of these
         passes. Socket full: the kernel numbered the packet and could not deliver it, so the
         ids we read skip one (exact). Queue full: it numbers nothing, so we judge by
@@ -449,7 +440,7 @@ class InPath:
         answered = c.accepted + c.dropped
         since = answered - self._answered_at_read
         self._answered_at_read = answered
-        first, last = packets[0][0], packets[-1][0]
+        first, last = packets[0].packet_id, packets[-1].packet_id
         before = self.last_id
         if (before is not None and (first - before - 1) & ID_MASK) or (
             (last - first) & ID_MASK != len(packets) - 1
@@ -622,12 +613,11 @@ class InPath:
         self.counters.dropped += 1
         self.verdicts.drop(q)
 
-    def _other(
-        self, q: Queued, hook: int, flags: int, now: float, from_lac: Callable[..., int]
-    ) -> None:
+    def _other(self, q: Queued, now: float, from_lac: Callable[..., int]) -> None:
         """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
         c = self.counters
         pkt = q.pkt
+        flags = q.flags
         where = None if flags & PACKET_TRUNCATED else parse_ip_udp(pkt)
         if where is None:
             if flags & PACKET_TRUNCATED:
@@ -638,7 +628,7 @@ class InPath:
                 c.not_udp += 1
             self._accept_untouched(q)
             return
-        lns_side = hook == NF_INET_LOCAL_OUT
+        lns_side = q.hook == NF_INET_LOCAL_OUT
         if lns_side:
             flow = self._flow_of(where.dst, where.dport)
         else:

@@ -109,6 +109,35 @@ PACKET_GSO: Final = NFQA_SKB_GSO << 1
 PACKET_CSUM_NOT_VERIFIED: Final = NFQA_SKB_CSUM_NOTVERIFIED << 1
 
 
+class Queued:
+    """One packet read from the queue, until its verdict: what a Packet says, the L2TP bytes
+    handed to the pipeline, and whether it was answered. The compiled parse makes these
+    directly (a native object: the id and flags are machine ints, no tuple), and the in-path
+    adapter gives it to the pipeline as the datagram's tag, so what comes out of
+    `take_output()` leads straight back to it: one object per packet where a Packet tuple and
+    its boxed id, a dict entry keyed by the id with a tuple for the bytes, and an ordered-dict
+    node for the queue order were (issue 23: objects per datagram are the worker's cost)."""
+
+    __slots__ = ("done", "flags", "hook", "l2tp", "packet_id", "pkt")
+
+    def __init__(
+        self, packet_id: int, pkt: bytes, hook: int = NF_INET_LOCAL_IN, flags: int = 0
+    ) -> None:
+        self.packet_id = packet_id
+        self.hook = hook
+        self.pkt = pkt
+        self.flags = flags
+        self.l2tp = b""  # set when the pipeline is given it
+        self.done = False
+
+    @classmethod
+    def of(cls, packet: Packet) -> Queued:
+        return cls(packet[0], packet[2], packet[1], packet[3])
+
+    def packet(self) -> Packet:
+        return (self.packet_id, self.hook, self.pkt, self.flags)
+
+
 def _attr(kind: int, value: bytes) -> bytes:
     length = _NLATTR.size + len(value)
     return _NLATTR.pack(length, kind) + value + b"\0" * (-length & 3)
@@ -154,14 +183,23 @@ def parse_messages(
 ) -> None:
     """Append the packets of the netlink messages in buf[at:end] to `out`; the errno of each
     error message (a refused verdict: the kernel answers errors even unasked) goes to `errors`.
+    Works on bytes, a bytearray or the receive ring's mmap. (`parse_queued` is what the
+    worker runs.)"""
+    queued: list[Queued] = []
+    parse_queued(buf, at, end, queued, errors)
+    out += [q.packet() for q in queued]
 
-    Works on bytes, a bytearray or the receive ring's mmap. The per-packet cost of in-path mode
-    starts here. Compiled, the messages are read by byte index (`_parse`: native code, no
-    Python object made but the payload, its packet id and the Packet tuple; the struct parse
-    made seven tuples and a boxed int per packet), after one copy to bytes of what is not bytes
-    (one slot: a few hundred bytes). Interpreted, `_parse_struct`'s few struct calls cost less
-    than the many subscripts (measured: 2.3 against 1.1-1.4 us per packet). Both parse alike:
-    tests/daemon/test_nfqueue.py."""
+
+def parse_queued(
+    buf: Any, at: int, end: int, out: list[Queued], errors: list[int] | None = None
+) -> None:
+    """`parse_messages`, each packet as a `Queued`. The per-packet cost of in-path mode starts
+    here. Compiled, the messages are read by byte index (`_parse`: native code, no Python
+    object made but the Queued and its payload; the struct parse made seven tuples, a boxed
+    id and the Packet tuple per packet), after one copy to bytes of what is not bytes (one
+    slot: a few hundred bytes). Interpreted, `_parse_struct`'s few struct calls cost less than
+    the many subscripts (measured: 2.3 against 1.1-1.4 us per packet). Both parse alike:
+    tests/daemon/test_nfqueue_parse.py."""
     if not _NATIVE:
         _parse_struct(buf, at, end, out, errors)
         return
@@ -190,7 +228,7 @@ def _be32(buf: bytes, at: int) -> int:
     return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
 
 
-def _parse(buf: bytes, at: int, end: int, out: list[Packet], errors: list[int] | None) -> None:
+def _parse(buf: bytes, at: int, end: int, out: list[Queued], errors: list[int] | None) -> None:
     """`parse_messages` by byte index, on bytes: what the compiled build runs."""
     # Host-order u16 fields read inline (a call per field was 2% of the worker's time): s0 and
     # s1 shift a field's first and second byte, as `_host16` does.
@@ -228,7 +266,7 @@ def _parse(buf: bytes, at: int, end: int, out: list[Packet], errors: list[int] |
                 elif atype == NFQA_SKB_INFO and alen >= 8:
                     flags |= _be32(buf, a + 4) << 1
                 a += (alen + 3) & ~3
-            out.append((packet_id, hook, payload, flags))
+            out.append(Queued(packet_id, payload, hook, flags))
         elif kind == NLMSG_ERROR and errors is not None and length >= 20:
             code = _verdict_error(buf, at, length)
             if code:
@@ -236,7 +274,7 @@ def _parse(buf: bytes, at: int, end: int, out: list[Packet], errors: list[int] |
         at += (length + 3) & ~3
 
 
-def _parse_struct(buf: Any, at: int, end: int, out: list[Packet], errors: list[int] | None) -> None:
+def _parse_struct(buf: Any, at: int, end: int, out: list[Queued], errors: list[int] | None) -> None:
     """`_parse` with struct calls, on bytes, a bytearray or an mmap without copying the
     message: what the interpreted build runs."""
     length: int
@@ -277,7 +315,7 @@ def _parse_struct(buf: Any, at: int, end: int, out: list[Packet], errors: list[i
                 elif atype == NFQA_SKB_INFO and alen >= 8:
                     flags |= _BE32.unpack_from(buf, a + 4)[0] << 1
                 a += (alen + 3) & ~3
-            out.append((ntohl(raw_id), hook, bytes(payload), flags))
+            out.append(Queued(ntohl(raw_id), bytes(payload), hook, flags))
         elif kind == NLMSG_ERROR and errors is not None and length >= 20:
             code = _verdict_error(buf, at, length)
             if code:
@@ -409,12 +447,16 @@ class NfQueue:
 
     def read(self, limit: int = 64) -> list[Packet]:
         """Up to `limit` netlink messages now waiting, parsed (empty when none)."""
+        return [q.packet() for q in self.read_queued(limit)]
+
+    def read_queued(self, limit: int = 64) -> list[Queued]:
+        """`read`, each packet as a `Queued` (what the worker hands the adapter)."""
         ring = self._ring
-        packets: list[Packet] = []
+        packets: list[Queued] = []
         if self._early:  # read while a config request waited: older than what waits now
             early, self._early = self._early, []
             for message in early:
-                parse_messages(message, 0, len(message), packets, self.errors)
+                parse_queued(message, 0, len(message), packets, self.errors)
             return packets
         if ring is not None:
             n = ring.recv(self.sock.fileno(), min(limit, ring.slots))
@@ -425,14 +467,14 @@ class NfQueue:
                 errors = self.errors
                 for i in range(n):
                     at = offsets[i]
-                    parse_messages(mem, at, at + lengths[2 * i + 1], packets, errors)
+                    parse_queued(mem, at, at + lengths[2 * i + 1], packets, errors)
             return packets
         for _ in range(limit):
             try:
                 n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
-            parse_messages(self._buf, 0, n, packets, self.errors)
+            parse_queued(self._buf, 0, n, packets, self.errors)
         return packets
 
     def send(self, messages: list[bytes]) -> None:
