@@ -16,7 +16,7 @@ from l2tpreorder.core.checksum import ipv4_header_checksum, parse_ip_udp, udp4_c
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
-from l2tpreorder.daemon.inpath.adapter import InPath, InPathCounters, Verdicts
+from l2tpreorder.daemon.inpath.adapter import InPath, InPathCounters, Queued, Verdicts
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
@@ -45,48 +45,84 @@ def decode(messages: list[bytes]) -> list[tuple[str, int, int, bool]]:
     return out
 
 
+def queued(v: Verdicts, *ids: int) -> dict[int, Queued]:
+    """Packets read with these ids, in this order (as the adapter adds them)."""
+    qs = {i: Queued(i, b"") for i in ids}
+    for q in qs.values():
+        v.add(q)
+    return qs
+
+
 def test_in_order_run_is_one_batch() -> None:
     v = Verdicts(0, InPathCounters())
+    q = queued(v, 1, 2, 3, 4, 5)
     for i in range(1, 6):
-        v.add(i)
-    for i in range(1, 6):
-        v.accept(i)
+        v.accept(q[i])
     assert decode(v.take()) == [("batch", NF_ACCEPT, 5, False)]
-    assert not v.pending
+    assert not v.pending and v.held == 0 and not v.order
 
 
 def test_a_held_packet_in_front_forces_single_verdicts() -> None:
     v = Verdicts(0, InPathCounters())
-    for i in (1, 2, 3, 4):
-        v.add(i)
-    v.accept(1)  # head: may start a run
-    v.accept(3)  # 2 is still held: a batch up to 3 would accept 2 too
-    v.accept(4)
+    q = queued(v, 1, 2, 3, 4)
+    v.accept(q[1])  # head: may start a run
+    v.accept(q[3])  # 2 is still held: a batch up to 3 would accept 2 too
+    v.accept(q[4])
     assert decode(v.take()) == [
         ("single", NF_ACCEPT, 1, False),
         ("single", NF_ACCEPT, 3, False),
         ("single", NF_ACCEPT, 4, False),
     ]
-    assert list(v.pending) == [2]
-    v.add(5)
-    v.accept(2)  # the gap fills: 2 is the head again, then 5 follows it
-    v.accept(5)
+    assert v.pending == [2] and v.held == 1
+    q.update(queued(v, 5))
+    v.accept(q[2])  # the gap fills: 2 is the head again, then 5 follows it
+    v.accept(q[5])
     assert decode(v.take()) == [("batch", NF_ACCEPT, 5, False)]
+    assert not v.pending and v.held == 0
 
 
 def test_rewritten_and_dropped_packets_end_a_run() -> None:
     v = Verdicts(0, InPathCounters())
-    for i in (1, 2, 3, 4):
-        v.add(i)
-    v.accept(1)
-    v.accept(2)
-    v.drop(3)
-    v.accept(4, b"E" + bytes(27))
+    q = queued(v, 1, 2, 3, 4)
+    v.accept(q[1])
+    v.accept(q[2])
+    v.drop(q[3])
+    v.accept(q[4], b"E" + bytes(27))
     assert decode(v.take()) == [
         ("batch", NF_ACCEPT, 2, False),
         ("single", NF_DROP, 3, False),
         ("single", NF_ACCEPT, 4, True),
     ]
+    with pytest.raises(KeyError):  # a second verdict for one packet is refused
+        v.accept(q[4])
+
+
+def test_the_head_skips_what_was_answered_out_of_order() -> None:
+    """Answered packets behind the head stay in `order` until the head passes them; a run then
+    starts at the first one still waiting, and the list is let go once nothing waits (or cut
+    when the answered part is long), so it does not grow with the traffic."""
+    v = Verdicts(0, InPathCounters())
+    q = queued(v, *range(1, 3001))
+    for i in range(2, 3001):  # 1 is held: every other one gets its own verdict
+        v.accept(q[i])
+    assert v.pending == [1] and v.held == 1 and v.head == 0
+    assert len(v.take()) == 2999
+    v.accept(q[1])
+    assert v.held == 0 and not v.order
+    q = queued(v, *range(3001, 6001))
+    for i in range(3001, 5001):  # in order: one run, the answered head part is cut off
+        v.accept(q[i])
+    assert len(v.order) <= 2000 and v.pending == list(range(5001, 6001))
+    v.accept(q[5002])
+    v.accept(q[5001])  # the head, then 5002 (answered already) is passed: the run is 5001 alone
+    v.accept(q[5003])
+    messages = decode(v.take())
+    assert messages == [
+        ("batch", NF_ACCEPT, 5000, False),
+        ("single", NF_ACCEPT, 5002, False),
+        ("batch", NF_ACCEPT, 5003, False),
+    ]
+    assert v.pending == list(range(5004, 6001))
 
 
 def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Final
 
+from l2tpreorder.build import BUILD
 from l2tpreorder.config.values import Network
 from l2tpreorder.core.checksum import (
     LOW_12_BYTES,
@@ -45,6 +45,7 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     PACKET_CSUM_NOT_VERIFIED,
     PACKET_TRUNCATED,
     Packet,
+    Queued,
     batch_verdict_message,
     verdict_message,
 )
@@ -54,6 +55,9 @@ _DROPPED_STALE: Final = int(Outcome.DROPPED_STALE)
 # Flags that keep a packet off the fast path; an unverified checksum is verified on it.
 _NOT_FAST: Final = ~PACKET_CSUM_NOT_VERIFIED
 _LOW_12: Final = LOW_12_BYTES  # `udp4_checksum_ok`'s mask, inlined in `_feed`
+
+# Compiled exactly when the build is (l2tpreorder.build): the fast path's flow key.
+_NATIVE: Final = BUILD == "compiled"
 
 log = logging.getLogger("l2tpreorder")
 
@@ -156,40 +160,99 @@ class InPathCounters:
 
 
 class Verdicts:
-    """Verdict messages for one queue, in decision order, with in-order runs batched."""
+    """Verdict messages for one queue, in decision order, with in-order runs batched.
 
-    __slots__ = ("counters", "messages", "pending", "queue", "run_last", "run_len")
+    The packets awaiting a verdict are `order[head:]` minus those marked `done` (answered out of
+    order, left in place until the head passes them): the kernel's own queue order, and the
+    head is found by index, not by a lookup. `held` counts them."""
+
+    __slots__ = (
+        "accept_prefix",
+        "batch_prefix",
+        "counters",
+        "drop_prefix",
+        "head",
+        "held",
+        "messages",
+        "order",
+        "queue",
+        "run_last",
+        "run_len",
+    )
 
     def __init__(self, queue: int, counters: InPathCounters) -> None:
         self.queue = queue
         self.counters = counters
-        # Packet id -> None for every packet read and not yet given a verdict, oldest first:
-        # the kernel's own queue order.
-        self.pending: OrderedDict[int, None] = OrderedDict()
+        self.order: list[Queued] = []
+        self.head = 0  # order[head] awaits a verdict, or head == len(order)
+        self.held = 0
         self.messages: list[bytes] = []
         self.run_last = -1
         self.run_len = 0
+        # The messages without a payload differ only in their last 4 bytes (the packet id).
+        self.accept_prefix = verdict_message(queue, 0, NF_ACCEPT)[:-4]
+        self.drop_prefix = verdict_message(queue, 0, NF_DROP)[:-4]
+        self.batch_prefix = batch_verdict_message(queue, 0, NF_ACCEPT)[:-4]
 
-    def add(self, packet_id: int) -> None:
-        self.pending[packet_id] = None
+    def add(self, q: Queued) -> None:
+        self.order.append(q)
+        self.held += 1
 
-    def accept(self, packet_id: int, payload: bytes | None = None) -> None:
-        pending = self.pending
-        if payload is None and pending and next(iter(pending)) == packet_id:
-            pending.popitem(last=False)
-            self.run_last = packet_id
+    @property
+    def pending(self) -> list[int]:
+        """The ids awaiting a verdict, oldest first."""
+        return [q.packet_id for q in self.waiting()]
+
+    def waiting(self) -> list[Queued]:
+        return [q for q in self.order[self.head :] if not q.done]
+
+    def accept(self, q: Queued, payload: bytes | None = None) -> None:
+        order = self.order
+        head = self.head
+        if payload is None and head < len(order) and order[head] is q:
+            q.done = True
+            self.held -= 1
+            self._advance(head + 1)
+            self.run_last = q.packet_id
             self.run_len += 1
             return
         self._end_run()
-        del pending[packet_id]
-        self.messages.append(verdict_message(self.queue, packet_id, NF_ACCEPT, payload))
+        self._answer(q)
+        if payload is None:
+            self.messages.append(self.accept_prefix + q.packet_id.to_bytes(4, "big"))
+        else:
+            self.messages.append(verdict_message(self.queue, q.packet_id, NF_ACCEPT, payload))
         self.counters.verdict_messages += 1
 
-    def drop(self, packet_id: int) -> None:
+    def drop(self, q: Queued) -> None:
         self._end_run()
-        del self.pending[packet_id]
-        self.messages.append(verdict_message(self.queue, packet_id, NF_DROP))
+        self._answer(q)
+        self.messages.append(self.drop_prefix + q.packet_id.to_bytes(4, "big"))
         self.counters.verdict_messages += 1
+
+    def _answer(self, q: Queued) -> None:
+        if q.done:
+            raise KeyError(q.packet_id)  # a second verdict for one packet: a bug of ours
+        q.done = True
+        self.held -= 1
+        head = self.head
+        if head < len(self.order) and self.order[head] is q:
+            self._advance(head + 1)
+
+    def _advance(self, at: int) -> None:
+        """The head to the first packet from `at` on that awaits a verdict; the answered ones
+        before it are let go (all of them once nothing awaits one)."""
+        order = self.order
+        n = len(order)
+        while at < n and order[at].done:
+            at += 1
+        if at == n:
+            order.clear()
+            at = 0
+        elif at >= 1024 and 2 * at >= n:
+            del order[:at]
+            at = 0
+        self.head = at
 
     def take(self) -> list[bytes]:
         """The messages decided so far (the open run included); clears them."""
@@ -203,11 +266,12 @@ class Verdicts:
             return
         c = self.counters
         c.verdict_messages += 1
+        last = self.run_last.to_bytes(4, "big")
         if n == 1:
-            self.messages.append(verdict_message(self.queue, self.run_last, NF_ACCEPT))
+            self.messages.append(self.accept_prefix + last)
         else:
             c.batch_verdicts += 1
-            self.messages.append(batch_verdict_message(self.queue, self.run_last, NF_ACCEPT))
+            self.messages.append(self.batch_prefix + last)
         self.run_len = 0
 
 
@@ -222,11 +286,11 @@ class InPath:
         self.pipeline = pipeline
         self.counters = InPathCounters()
         self.verdicts = Verdicts(queue, self.counters)
-        # packet id -> (IP packet, the L2TP bytes the pipeline was given)
-        self._inflight: dict[int, tuple[bytes, bytes]] = {}
         # (packed address + port bytes) -> flow (ip text, port): the relay's flows; NOT_ALLOWED
         # for an address outside `allow` (the cache is the allow check's too)
         self._flows: dict[bytes, Hashable] = {}
+        # The compiled fast path's: IPv4 address << 16 | port -> flow (the same flows)
+        self._flows4: dict[int, Hashable] = {}
         self.allow: tuple[Network, ...] | None = None  # None: every address
         self.set_allow(allow)
         self.last_id: int | None = None  # the newest packet id read (see NfQueue.accept_all)
@@ -268,19 +332,25 @@ class InPath:
         `backlog`: the kernel's count of packets awaiting a verdict, read after this batch
         (when the read may have left some unread); 0 after a short read (nothing unread);
         None when not known (the last count stands)."""
+        return self.handle_queued([Queued.of(p) for p in packets], now, backlog)
+
+    def handle_queued(
+        self, packets: list[Queued], now: float, backlog: int | None = None
+    ) -> list[bytes]:
+        """`handle` for what `NfQueue.read_queued` gives (the worker's call)."""
         c = self.counters
         c.packets += len(packets)
         if packets:
             if self._set_kernel_maxlen is not None:
                 self._detect_episode(packets, now, backlog)
-            self.last_id = packets[-1][0]
+            self.last_id = packets[-1].packet_id
         boundary = self._boundary
         if boundary is None:
             self._feed(packets, now, self.pipeline.from_lac)
         else:
             split = 0
-            for packet_id, _, _, _ in packets:
-                if 0 < (packet_id - boundary) & ID_MASK < 0x80000000:
+            for q in packets:
+                if 0 < (q.packet_id - boundary) & ID_MASK < 0x80000000:
                     break  # queued after the episode: the backlog is read
                 split += 1
             self._feed(packets[:split], now, self.pipeline.hold_before_bypass)
@@ -290,21 +360,28 @@ class InPath:
         self._release()
         return self.verdicts.take()
 
-    def _feed(self, packets: list[Packet], now: float, from_lac: Callable[..., int]) -> None:
+    def _feed(self, packets: list[Queued], now: float, from_lac: Callable[..., int]) -> None:
         """The common case (whole IPv4 UDP datagram from the LAC side) is inlined: this loop is
-        the per-packet cost of in-path mode; anything else takes `_other`."""
+        the per-packet cost of in-path mode; anything else takes `_other`. Per packet it makes
+        nothing but the L2TP bytes (and, interpreted, the flow key)."""
         c = self.counters
-        pending = self.verdicts.pending
-        inflight = self._inflight
+        verdicts = self.verdicts
+        order = verdicts.order
         flows = self._flows
+        flows4 = self._flows4
+        native = _NATIVE
         from_bytes = int.from_bytes
+        when: object = now  # boxed once: the pipeline's door takes it as an object
         fast = 0
-        for packet_id, hook, pkt, flags in packets:
-            pending[packet_id] = None
+        for q in packets:
+            pkt = q.pkt
+            flags = q.flags
+            order.append(q)  # verdicts.add, inlined
+            verdicts.held += 1
             n = len(pkt)
             if (
                 flags & _NOT_FAST
-                or hook == NF_INET_LOCAL_OUT
+                or q.hook == NF_INET_LOCAL_OUT
                 or n < 30
                 or pkt[0] != 0x45
                 or pkt[9] != 17
@@ -321,26 +398,34 @@ class InPath:
                     % 0xFFFF
                 )
             ):
-                self._other(packet_id, hook, pkt, flags, now, from_lac)
+                self._other(q, now, from_lac)
                 continue
-            key = pkt[12:16] + pkt[20:22]
-            flow = flows.get(key)
-            if flow is None:
-                flow = self._new_flow(key)
+            if native:  # the source address and port as one machine int: no bytes made
+                key4 = (
+                    (pkt[12] << 40) | (pkt[13] << 32) | (pkt[14] << 24) | (pkt[15] << 16)
+                    | (pkt[20] << 8) | pkt[21]
+                )  # fmt: skip
+                flow = flows4.get(key4)
+                if flow is None:
+                    flow = self._new_flow4(key4, pkt[12:16] + pkt[20:22])
+            else:  # interpreted, two slices cost less than six subscripts
+                key = pkt[12:16] + pkt[20:22]
+                flow = flows.get(key)
+                if flow is None:
+                    flow = self._new_flow(key)
             if flow is NOT_ALLOWED:
-                self._not_allowed(packet_id)
+                self._not_allowed(q)
                 continue
-            l2tp = pkt[28:]
             fast += 1
-            inflight[packet_id] = (pkt, l2tp)
-            outcome = from_lac(l2tp, flow, now, packet_id)
+            q.l2tp = l2tp = pkt[28:]
+            outcome = from_lac(l2tp, flow, when, q)
             if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:  # duplicate, late, stale
-                self._dropped(packet_id)
+                self._dropped(q)
         c.from_lac += fast
 
     # --- fail-open episodes --------------------------------------------------------------------
 
-    def _detect_episode(self, packets: list[Packet], now: float, backlog: int | None) -> None:
+    def _detect_episode(self, packets: list[Queued], now: float, backlog: int | None) -> None:
         """Did packets pass us untouched since the last batch? The kernel counts none of these
         passes. Socket full: the kernel numbered the packet and could not deliver it, so the
         ids we read skip one (exact). Queue full: it numbers nothing, so we judge by
@@ -349,13 +434,13 @@ class InPath:
         between: an upper bound of the occupancy since) at the queue's maxlen means the queue
         may have been full (docs/inpath.md)."""
         c = self.counters
-        read = waiting = len(self.verdicts.pending) + len(packets)
+        read = waiting = self.verdicts.held + len(packets)
         if backlog is not None:
             self._unread = backlog - waiting if backlog > waiting else 0
         answered = c.accepted + c.dropped
         since = answered - self._answered_at_read
         self._answered_at_read = answered
-        first, last = packets[0][0], packets[-1][0]
+        first, last = packets[0].packet_id, packets[-1].packet_id
         before = self.last_id
         if (before is not None and (first - before - 1) & ID_MASK) or (
             (last - first) & ID_MASK != len(packets) - 1
@@ -479,7 +564,7 @@ class InPath:
         if (
             self.kernel_maxlen > target
             and self._boundary is None
-            and len(self.verdicts.pending) + self._unread + answered < target // 2
+            and self.verdicts.held + self._unread + answered < target // 2
             and self._set_kernel_maxlen is not None
         ):
             self._set_kernel_maxlen(target)
@@ -492,6 +577,7 @@ class InPath:
         so when the setting lets everything in: `Config.inpath_allows_everything`)."""
         self.allow = allow
         self._flows.clear()
+        self._flows4.clear()
 
     def _new_flow(self, key: bytes) -> Hashable:
         family = socket.AF_INET if len(key) == 6 else socket.AF_INET6
@@ -507,29 +593,31 @@ class InPath:
         self._flows[key] = flow
         return flow
 
-    def _not_allowed(self, packet_id: int) -> None:
-        self.counters.not_allowed += 1
-        self._accept_untouched(packet_id)
+    def _new_flow4(self, key4: int, key: bytes) -> Hashable:
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._new_flow(key)
+        if len(self._flows4) >= 65536:
+            self._flows4.clear()
+        self._flows4[key4] = flow
+        return flow
 
-    def _dropped(self, packet_id: int) -> None:
+    def _not_allowed(self, q: Queued) -> None:
+        self.counters.not_allowed += 1
+        self._accept_untouched(q)
+
+    def _dropped(self, q: Queued) -> None:
         """The pipeline dropped it (duplicate, late, stale; or malformed with a raw Ns the LNS
         would read among renumbered ones, issue 21): NF_DROP. Any other malformed datagram
         comes back out of the pipeline (MalformedPolicy.PASS)."""
-        del self._inflight[packet_id]
         self.counters.dropped += 1
-        self.verdicts.drop(packet_id)
+        self.verdicts.drop(q)
 
-    def _other(
-        self,
-        packet_id: int,
-        hook: int,
-        pkt: bytes,
-        flags: int,
-        now: float,
-        from_lac: Callable[..., int],
-    ) -> None:
+    def _other(self, q: Queued, now: float, from_lac: Callable[..., int]) -> None:
         """Everything but the IPv4 fast path: IPv6, IP options, the LNS side, not ours."""
         c = self.counters
+        pkt = q.pkt
+        flags = q.flags
         where = None if flags & PACKET_TRUNCATED else parse_ip_udp(pkt)
         if where is None:
             if flags & PACKET_TRUNCATED:
@@ -538,34 +626,34 @@ class InPath:
                 self._fragment()
             else:
                 c.not_udp += 1
-            self._accept_untouched(packet_id)
+            self._accept_untouched(q)
             return
-        lns_side = hook == NF_INET_LOCAL_OUT
+        lns_side = q.hook == NF_INET_LOCAL_OUT
         if lns_side:
             flow = self._flow_of(where.dst, where.dport)
         else:
             flow = self._flow_of(where.src, where.sport)
         if flow is NOT_ALLOWED:
-            self._not_allowed(packet_id)
+            self._not_allowed(q)
             return
         l2tp = pkt[where.payload_at : where.end]
         if len(l2tp) < 2 or l2tp[1] & 0x0F != 2:  # L2TPv3 over UDP, or not L2TP at all
             c.not_l2tpv2 += 1
-            self._accept_untouched(packet_id)
+            self._accept_untouched(q)
             return
         if not _checksum_ok(pkt, where, flags):
             c.bad_checksum += 1
-            self._accept_untouched(packet_id)
+            self._accept_untouched(q)
             return
-        self._inflight[packet_id] = (pkt, l2tp)
+        q.l2tp = l2tp
         if lns_side:
             c.from_lns += 1
-            outcome = self.pipeline.from_lns(l2tp, flow, now, packet_id)
+            outcome = self.pipeline.from_lns(l2tp, flow, now, q)
         else:
             c.from_lac += 1
-            outcome = from_lac(l2tp, flow, now, packet_id)
+            outcome = from_lac(l2tp, flow, now, q)
         if _DROPPED_DUPLICATE <= outcome <= _DROPPED_STALE:
-            self._dropped(packet_id)
+            self._dropped(q)
 
     def _fragment(self) -> None:
         c = self.counters
@@ -576,7 +664,7 @@ class InPath:
                 "does not reassemble before the queue rule and in-path mode cannot order the "
                 "datagram it belongs to (passed untouched). Load the reassembly rule that "
                 "`l2tpreorder rules` prints (raw PREROUTING -j CT, or nft's ct rule) in this "
-                "network namespace. Counted in inpath_passed_not_ours{reason=\"fragment\"}; "
+                'network namespace. Counted in inpath_passed_not_ours{reason="fragment"}; '
                 "logged once",
                 self.verdicts.queue,
             )
@@ -598,8 +686,8 @@ class InPath:
     def accept_pending(self) -> list[bytes]:
         """Shutdown, after the pipeline's flush: accept whatever still has no verdict (nothing
         should be left; never strand one)."""
-        for packet_id in list(self.verdicts.pending):
-            self.verdicts.accept(packet_id)
+        for q in self.verdicts.waiting():
+            self.verdicts.accept(q)
             self.counters.accepted += 1
         return self.verdicts.take()
 
@@ -609,9 +697,9 @@ class InPath:
         self._release()
         return self.accept_pending()
 
-    def _accept_untouched(self, packet_id: int) -> None:
+    def _accept_untouched(self, q: Queued) -> None:
         self.counters.accepted += 1
-        self.verdicts.accept(packet_id)
+        self.verdicts.accept(q)
 
     def _release(self) -> None:
         """Verdicts for everything the pipeline has released, in its order.
@@ -627,32 +715,32 @@ class InPath:
             if self.kernel_maxlen > self.maxlen:
                 self._settle()
             return
-        inflight = self._inflight
         verdicts = self.verdicts
-        pending = verdicts.pending
-        pop_head = pending.popitem
+        order = verdicts.order
         c = self.counters
         accepted = 0
         for o in out:
-            tag: int = o.tag  # type: ignore[assignment]  # always our packet id
-            held = inflight.pop(tag, None)
-            if held is None:  # not ours (cannot happen: every datagram we give has a tag)
+            q = o.tag
+            if not isinstance(q, Queued) or q.done:  # not ours (cannot be: every one has a tag)
                 continue
             accepted += 1  # counted here: a skipped one gets no verdict, so no outcome of ours
-            pkt, l2tp = held
             data = o.data
-            if data is l2tp or data == l2tp:
-                if pending and next(iter(pending)) == tag:
-                    pop_head(last=False)
-                    verdicts.run_last = tag
+            if data is q.l2tp or data == q.l2tp:
+                head = verdicts.head
+                if head < len(order) and order[head] is q:
+                    q.done = True
+                    verdicts.held -= 1
+                    verdicts._advance(head + 1)
+                    verdicts.run_last = q.packet_id
                     verdicts.run_len += 1
                 else:
-                    verdicts.accept(tag)
+                    verdicts.accept(q)
             else:
                 c.accepted_rewritten += 1
+                pkt = q.pkt
                 where = parse_ip_udp(pkt)
                 assert where is not None  # it was parsed on the way in
-                verdicts.accept(tag, with_payload(pkt, where, data))
+                verdicts.accept(q, with_payload(pkt, where, data))
         c.accepted += accepted
         if self.kernel_maxlen > self.maxlen:
             self._settle()
@@ -660,7 +748,7 @@ class InPath:
     @property
     def held(self) -> int:
         """Packets read and still without a verdict."""
-        return len(self.verdicts.pending)
+        return self.verdicts.held
 
 
 def _checksum_ok(pkt: bytes, where: IpUdp, flags: int) -> bool:

@@ -27,7 +27,7 @@ from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
 from l2tpreorder.daemon.debug_log import DebugEvents
 from l2tpreorder.daemon.inpath.adapter import InPath
 from l2tpreorder.daemon.inpath.counters import ADAPTER_ROWS, WORKER_ROWS
-from l2tpreorder.daemon.inpath.nfqueue import NfQueue, Packet, QueueStats, QueueWaiting
+from l2tpreorder.daemon.inpath.nfqueue import NfQueue, Queued, QueueStats, QueueWaiting
 from l2tpreorder.daemon.inpath.protocol import WORKER_CONTROL_ENV, WORKER_METRICS_LINE
 from l2tpreorder.daemon.inpath.supervisor import supervise
 from l2tpreorder.daemon.metrics import PREFIX
@@ -163,10 +163,10 @@ class InPathMode:
         q = self.queue
         assert q is not None
         for _ in range(READ_BATCHES_PER_WAKE):
-            packets = q.read(READ_LIMIT)
+            packets = q.read_queued(READ_LIMIT)
             if not packets:
                 break
-            q.send(self.adapter.handle(packets, self.clock(), self._backlog_of(packets)))
+            q.send(self.adapter.handle_queued(packets, self.clock(), self._backlog_of(packets)))
         if q.errors:
             self._report_errors(q.errors)
         self._on_batch()
@@ -179,12 +179,12 @@ class InPathMode:
         if q is None:
             return
         for _ in range(SHUTDOWN_DRAIN_READS):
-            packets = q.read(READ_LIMIT)
+            packets = q.read_queued(READ_LIMIT)
             if not packets:
                 break
-            q.send(self.adapter.handle(packets, self.clock(), self._backlog_of(packets)))
+            q.send(self.adapter.handle_queued(packets, self.clock(), self._backlog_of(packets)))
 
-    def _backlog_of(self, packets: list[Packet]) -> int | None:
+    def _backlog_of(self, packets: list[Queued]) -> int | None:
         a = self.adapter
         return self._backlog(len(packets), a.held, a.kernel_maxlen)
 
