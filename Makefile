@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml
 # 2-core VM), else it notes why and the daemon runs pure. Rebuilt when a compiled module's source
 # changes (a stale build is never used: the manifest holds the sources' digests).
 COMPILED_SRC   := $(wildcard l2tpreorder/core/*.py) l2tpreorder/daemon/inpath/adapter.py \
-                  l2tpreorder/daemon/inpath/nfqueue.py l2tpreorder/build.py l2tpreorder/mypyc_build.py \
+                  l2tpreorder/daemon/inpath/nfqueue.py l2tpreorder/daemon/inpath/verdicts.py \
+                  l2tpreorder/build.py l2tpreorder/mypyc_build.py \
                   l2tpreorder/config/values.py l2tpreorder/daemon/inpath/errors.py \
                   l2tpreorder/daemon/mmsg.py
 COMPILED_STAMP := l2tpreorder/_compiled/.stamp

@@ -47,6 +47,7 @@ COMPILED_MODULES: Final = (
     "l2tpreorder.core.views",
     "l2tpreorder.daemon.inpath.adapter",
     "l2tpreorder.daemon.inpath.nfqueue",
+    "l2tpreorder.daemon.inpath.verdicts",
 )
 # The pure modules the compiled ones import: mypyc compiled against their types and constants
 # (a Final is inlined), so an edit to one makes the build stale too. The Makefile's

@@ -22,7 +22,7 @@ from l2tpreorder.build import (
     NOT_BUILT,
     source_path,
 )
-from l2tpreorder.daemon.inpath.adapter import InPathCounters
+from l2tpreorder.daemon.inpath.verdicts import InPathCounters
 from tests.conftest import PROJECT_ROOT, need
 from tests.daemon_harness import Daemon, free_udp_port
 from tests.engine_helpers import slot_names

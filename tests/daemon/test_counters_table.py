@@ -7,8 +7,8 @@ from l2tpreorder.core import counters
 from l2tpreorder.core.counters import Source
 from l2tpreorder.core.engine import EngineCounters, Session
 from l2tpreorder.daemon.counters import SERVICE_ROWS, ServiceCounters
-from l2tpreorder.daemon.inpath.adapter import InPathCounters
 from l2tpreorder.daemon.inpath.counters import ADAPTER_ROWS, WORKER_ROWS
+from l2tpreorder.daemon.inpath.verdicts import InPathCounters
 from l2tpreorder.daemon.relay.counters import RELAY_ROWS, RelayCounters
 from tests.engine_helpers import slot_names
 

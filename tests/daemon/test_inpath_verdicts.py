@@ -16,7 +16,7 @@ from l2tpreorder.core.checksum import ipv4_header_checksum, parse_ip_udp, udp4_c
 from l2tpreorder.core.counters import LAC_TO_LNS, LNS_TO_LAC
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.pipeline import MalformedPolicy, Pipeline
-from l2tpreorder.daemon.inpath.adapter import InPath, InPathCounters, Queued, Verdicts
+from l2tpreorder.daemon.inpath.adapter import InPath, Queued
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NF_DROP,
@@ -25,6 +25,7 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     NF_INET_LOCAL_OUT,
     PACKET_CSUM_NOT_VERIFIED,
 )
+from l2tpreorder.daemon.inpath.verdicts import InPathCounters, Verdicts
 from tests.pcapgen import udp_ip
 
 
