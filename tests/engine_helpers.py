@@ -100,6 +100,12 @@ def check_indexes(e: ReorderEngine) -> None:
     for (flow, theirs), our in e._tunnel_map.items():
         ours.setdefault((flow, our), set()).add(theirs)
     assert e._tunnel_map_ours == ours
+    # The slot index (session_table._find) holds every live session once, each findable.
+    slotted = [s for s in e._slots if s is not None]
+    assert sorted(map(id, slotted)) == sorted(id(s) for s in e.sessions())
+    assert 2 * len(slotted) <= len(e._slots)
+    for s in slotted:
+        assert e._find(s.flow, (s.tunnel_id << 16) | s.session_id) is s
 
 
 def expected_malformed_reason(datagram: bytes) -> str | None:
