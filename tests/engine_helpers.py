@@ -13,7 +13,7 @@ from os import PathLike
 import dpkt
 
 from l2tpreorder import wire
-from l2tpreorder.core import fastpath
+from l2tpreorder.core import fastpath, session_table
 from l2tpreorder.core.engine import EngineConfig, ReorderEngine
 
 _u16 = struct.Struct("!H").unpack_from
@@ -100,6 +100,15 @@ def check_indexes(e: ReorderEngine) -> None:
     for (flow, theirs), our in e._tunnel_map.items():
         ours.setdefault((flow, our), set()).add(theirs)
     assert e._tunnel_map_ours == ours
+    # The slot index (session_table._find, compiled build only) holds every live session
+    # once, each findable.
+    if not session_table.SLOTTED:
+        return
+    slotted = [s for s in e._slots if s is not None]
+    assert sorted(map(id, slotted)) == sorted(id(s) for s in e.sessions())
+    assert 2 * len(slotted) <= len(e._slots)
+    for s in slotted:
+        assert e._find(s.flow, (s.tunnel_id << 16) | s.session_id) is s
 
 
 def expected_malformed_reason(datagram: bytes) -> str | None:

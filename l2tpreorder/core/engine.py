@@ -236,28 +236,30 @@ class ReorderEngine(Ahead):
             ns_offset = 8
         else:
             return self._receive_other(data, flow, now, tag)
-        sessions = self._flows.get(flow)
-        if sessions is not None:
-            s = sessions.get(key)
-            if s is not None and ns == s.expected and not s.held and not s.restored:
-                # The common case: in order, nothing held. No copy unless Ns must change.
-                # This is `_emit` inlined (a method call is a measurable share of this path):
-                # a change to how a mode rewrites Ns goes in both.
-                s.last_active = now
-                s.expected = (ns + 1) & MASK
-                s.forwarded_in_order += 1
-                self.counters.forwarded_in_order += 1
-                if self._renumber:
-                    out_ns = s.out_ns
-                    s.out_ns = (out_ns + 1) & MASK
-                    if out_ns != ns:
-                        data = with_ns(data, ns_offset, out_ns)
-                else:
-                    s.out_ns = s.expected
-                    if self._mode is Sequencing.STRIP:
-                        data = without_sequence(data, ns_offset)
-                self._out.append((flow, data, tag))
-                return FORWARDED_IN_ORDER
+        if _NATIVE:  # compiled: one slot read (session_table._find); interpreted: the dicts
+            s = self._find(flow, key)
+        else:
+            sessions = self._flows.get(flow)
+            s = sessions.get(key) if sessions is not None else None
+        if s is not None and ns == s.expected and not s.held and not s.restored:
+            # The common case: in order, nothing held. No copy unless Ns must change.
+            # This is `_emit` inlined (a method call is a measurable share of this path):
+            # a change to how a mode rewrites Ns goes in both.
+            s.last_active = now
+            s.expected = (ns + 1) & MASK
+            s.forwarded_in_order += 1
+            self.counters.forwarded_in_order += 1
+            if self._renumber:
+                out_ns = s.out_ns
+                s.out_ns = (out_ns + 1) & MASK
+                if out_ns != ns:
+                    data = with_ns(data, ns_offset, out_ns)
+            else:
+                s.out_ns = s.expected
+                if self._mode is Sequencing.STRIP:
+                    data = without_sequence(data, ns_offset)
+            self._out.append((flow, data, tag))
+            return FORWARDED_IN_ORDER
         return self._receive_sequenced(data, flow, key, ns, ns_offset, now, tag)
 
     def receive_many(
@@ -353,8 +355,11 @@ class ReorderEngine(Ahead):
         else:
             self._latest = now
         c = self.counters
-        sessions = self._flows.get(flow)
-        s = sessions.get(key) if sessions is not None else None
+        if _NATIVE:
+            s = self._find(flow, key)
+        else:
+            sessions = self._flows.get(flow)
+            s = sessions.get(key) if sessions is not None else None
         if s is None:
             # The first sequenced packet of a session starts it.
             s = self._new_session(flow, key, ns, now)
