@@ -100,14 +100,19 @@ def check_indexes(e: ReorderEngine) -> None:
     for (flow, theirs), our in e._tunnel_map.items():
         ours.setdefault((flow, our), set()).add(theirs)
     assert e._tunnel_map_ours == ours
-    # The slot index (session_table._find, compiled build only) holds every live session
-    # once, each findable.
+    # The slot index (session_table._find, compiled build only) holds every live session's key
+    # once, each session findable; one session per key, the same key on other flows counted.
     if not session_table.SLOTTED:
         return
     slotted = [s for s in e._slots if s is not None]
-    assert sorted(map(id, slotted)) == sorted(id(s) for s in e.sessions())
+    live = list(e.sessions())
+    assert {id(s) for s in slotted} <= {id(s) for s in live}
+    keys = {(s.tunnel_id << 16) | s.session_id for s in slotted}
+    assert len(keys) == len(slotted), "two sessions of one key slotted"
+    assert e._unslotted == len(live) - len(slotted)
     assert 2 * len(slotted) <= len(e._slots)
-    for s in slotted:
+    assert len(e._slots) == session_table.SLOTS_MIN or 8 * len(live) >= len(e._slots)
+    for s in live:
         assert e._find(s.flow, (s.tunnel_id << 16) | s.session_id) is s
 
 
