@@ -67,7 +67,7 @@ VERDICT_ERRORS = family(
 )
 
 A = Source.DAEMON
-# Rows of `InPathCounters` (inpath/adapter.py).
+# Rows of `InPathCounters` (inpath/verdicts.py).
 ADAPTER_ROWS: tuple[Counter, ...] = (
     Counter(A, "not_udp", PASSED_NOT_OURS, ("not_udp",)),
     Counter(A, "truncated", PASSED_NOT_OURS, ("truncated",)),

@@ -173,7 +173,7 @@ _BE32: Final = struct.Struct("!I")
 _LEN_TYPE: Final = struct.Struct("=IH")
 # nlattr header (host order) + nfqnl_msg_packet_hdr (id big-endian: ntohl), hook byte
 _FIRST_ATTR: Final = struct.Struct("=HHIHB")
-# Compiled exactly when the build is (l2tpreorder.build): which parse `parse_messages` runs.
+# Compiled exactly when the build is (l2tpreorder.build): which parse `parse_queued` runs.
 _NATIVE: Final = BUILD == "compiled"
 _ERRNO: Final = struct.Struct("=i")
 
