@@ -98,8 +98,8 @@ class Verdicts:
     """Verdict messages for one queue, in decision order, with in-order runs batched.
 
     The packets awaiting a verdict are `order[head:]` minus those marked `done` (answered out of
-    order, left in place until the head passes them): the kernel's own queue order, and the
-    head is found by index, not by a lookup. `held` counts them."""
+    order, left in place until the head passes them or they outnumber what waits): the kernel's
+    own queue order, and the head is found by index, not by a lookup. `held` counts them."""
 
     __slots__ = (
         "accept_prefix",
