@@ -210,8 +210,8 @@ class SessionTable:
         self._end_log_missed = 0
         self._hold_log: list[tuple[Hashable, int, int, float]] | None = None
         self._hold_missed = 0
-        # The per-packet lookup (`_find`): every live session in an open-addressed table
-        # (linear probing) by its key, so a packet costs one slot read to reach its session.
+        # The per-packet lookup (`_find`): the live sessions in an open-addressed table (linear
+        # probing) by their key, so a packet costs one slot read to reach its session.
         # `_flows[flow][key]` costs a boxed int, two hashes and the dict entry's and the key
         # object's cache misses before the session's own (perf: a third of the compiled
         # in-order path at 10,000 sessions). Odd multiplier below 2**30: key * it stays a
@@ -396,24 +396,34 @@ class SessionTable:
     def _find(self, flow: Hashable, key: int) -> Session | None:
         """`_flows[flow][key]`, or None: by the slot index (compiled build: SLOTTED), falling
         back to the dicts for a key slotted for another flow."""
-        if SLOTTED:
-            slots = self._slots
-            mask = self._slot_mask
-            i = ((key * self._slot_mult) & _U32) >> self._slot_shift
-            while True:
-                s = slots[i]
-                if s is None:
-                    break
-                if ((s.tunnel_id << 16) | s.session_id) == key:
-                    other = s.flow
-                    if other is flow or other == flow:
-                        return s
-                    break  # one session per key is slotted: this flow's, if any, is not
-                i = (i + 1) & mask
-            if not self._unslotted:
-                return None
+        if not SLOTTED:
+            sessions = self._flows.get(flow)
+            return sessions.get(key) if sessions is not None else None
+        slots = self._slots
+        mask = self._slot_mask
+        i = ((key * self._slot_mult) & _U32) >> self._slot_shift
+        free = True
+        while True:
+            s = slots[i]
+            if s is None:
+                break
+            if ((s.tunnel_id << 16) | s.session_id) == key:
+                other = s.flow
+                if other is flow or other == flow:
+                    return s
+                free = False  # one session per key is slotted: this flow's, if any, is not
+                break
+            i = (i + 1) & mask
+        if not self._unslotted:
+            return None
         sessions = self._flows.get(flow)
-        return sessions.get(key) if sessions is not None else None
+        found = sessions.get(key) if sessions is not None else None
+        if found is not None and free:
+            # Its key's slotted session has ended: it takes the free slot its run ends at
+            # (where `_slot_place` would put it), so it is one slot read again from now on.
+            slots[i] = found
+            self._unslotted -= 1
+        return found
 
     def _slot_add(self, s: Session, key: int) -> None:
         """Put `s` (already in `_flows`) in the slot index."""
@@ -449,19 +459,20 @@ class SessionTable:
         while slots[i] is not s:
             if slots[i] is None:  # never slotted: its key was another flow's
                 self._unslotted -= 1
-                return
-            i = (i + 1) & mask
-        j = i
-        while True:
-            j = (j + 1) & mask
-            t = slots[j]
-            if t is None:
                 break
-            home = ((((t.tunnel_id << 16) | t.session_id) * mult) & _U32) >> shift
-            if (j - home) & mask >= (j - i) & mask:  # its home is not in (i, j]: it may move
-                slots[i] = t
-                i = j
-        slots[i] = None
+            i = (i + 1) & mask
+        else:
+            j = i
+            while True:
+                j = (j + 1) & mask
+                t = slots[j]
+                if t is None:
+                    break
+                home = ((((t.tunnel_id << 16) | t.session_id) * mult) & _U32) >> shift
+                if (j - home) & mask >= (j - i) & mask:  # its home is not in (i, j]: it moves
+                    slots[i] = t
+                    i = j
+            slots[i] = None
         size = len(slots)
         if size > SLOTS_MIN and 8 * (self._session_count - 1) < size:
             self._slots_resize(size // 2)

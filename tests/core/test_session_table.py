@@ -138,8 +138,20 @@ def test_one_key_on_many_flows_never_builds_a_probe_run() -> None:
         assert e._unslotted == 2 * (len(flows) - 1)
     for flow in flows[:1000]:  # the slotted ones end too: the others stay findable
         e.end_flow(flow, 2.0)
-    check_invariants(e)
     assert e._session_count == 2000
+    if session_table.SLOTTED:  # the next packet of a key's unslotted session takes its slot
+        unslotted = e._unslotted
+        outcome = e.receive(data(1, tunnel=1, session=1), flows[1500], 3.0)
+        assert outcome == Outcome.FORWARDED_IN_ORDER
+        assert e._unslotted == unslotted - 1
+        assert e._slots.count(e._find(flows[1500], (1 << 16) | 1)) == 1
+    check_invariants(e)
+    for flow in flows[1000:1999]:  # ending unslotted sessions shrinks the table too
+        e.end_flow(flow, 4.0)
+    check_invariants(e)
+    assert e._session_count == 2
+    if session_table.SLOTTED:
+        assert len(e._slots) == session_table.SLOTS_MIN
 
 
 def test_ids_differing_only_in_high_tunnel_bits_spread_over_the_slots() -> None:

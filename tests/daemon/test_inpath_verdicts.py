@@ -128,6 +128,25 @@ def test_the_head_skips_what_was_answered_out_of_order() -> None:
     assert v.pending == list(range(5004, 6001))
 
 
+def test_answered_packets_before_and_behind_a_waiting_head_are_let_go() -> None:
+    """The head stops early in a long list (the first 2,000 of 5,000 answered in order, then a
+    gap): what was answered before it and behind it is let go as it piles up, not kept with
+    its bytes until the head moves."""
+    v = Verdicts(0, InPathCounters())
+    q = queued(v, *range(5000))
+    for i in range(2000):
+        v.accept(q[i])
+    assert v.order[v.head] is q[2000]
+    for i in range(2001, 5000):  # 2000 waits: each of these gets its own verdict
+        v.accept(q[i])
+    assert v.held == 1 and v.pending == [2000]
+    assert len(v.order) <= 2 * v.held + 1024 + 1 and v.order[v.head] is q[2000]
+    messages = decode(v.take())
+    assert messages[0] == ("batch", NF_ACCEPT, 1999, False) and len(messages) == 3000
+    v.accept(q[2000])
+    assert v.held == 0 and not v.order and decode(v.take()) == [("single", NF_ACCEPT, 2000, False)]
+
+
 def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
     """The adapter drives the real Pipeline: a packet further behind than the session's window
     is `stale` (issue 11) and gets NF_DROP, counted in `dropped` as a duplicate is; an idle

@@ -174,11 +174,13 @@ class Verdicts:
         order = self.order
         if head < len(order) and order[head] is q:
             self._advance(head + 1)
-        elif len(order) - head > 2 * self.held + 1024:
+        elif len(order) > 2 * self.held + 1024:
             # Answered behind a head that still waits (a gap held up to the reorder timeout,
-            # a second after a fail-open episode): let them go now, or they would pile up with
-            # their packets' bytes while the head waits. Amortised O(1) per answer.
-            order[head:] = [e for e in order[head:] if not e.done]
+            # a second after a fail-open episode), and before it: let them go now, or they
+            # would pile up with their packets' bytes while the head waits. Each pass removes
+            # over half the list: amortised O(1) per answer. order[head] waits: it goes first.
+            order[:] = [e for e in order[head:] if not e.done]
+            self.head = 0
 
     def _advance(self, at: int) -> None:
         """The head to the first packet from `at` on that awaits a verdict; the answered ones
