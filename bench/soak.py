@@ -141,16 +141,18 @@ class UpstreamSources:
 
 def lns_checker(port: int, conn: Connection) -> None:
     """Receive until told to stop; check each session's Ns (+1 each time), LAC sequence
-    (strictly rising: nothing twice, nothing out of order) and upstream source (UpstreamSources);
-    answer LNS_ENDS with a CDN."""
+    (strictly rising: nothing twice, nothing out of order, but for late deliveries, counted in
+    `late_steps` and matched against the relay's count in `report`) and upstream source
+    (UpstreamSources); answer LNS_ENDS with a CDN."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.big_receive_buffer(sock, 32 << 20)
     sock.bind(("127.0.0.1", port))
     sock.settimeout(0.2)
     payload_at = Template().payload
     last: dict[tuple[int, int], tuple[int, int, int] | None] = {}  # (ns, gen, seq)
-    stats = {"data": 0, "control": 0, "other": 0, "lns_cdns": 0, "copies": 0}
+    stats = {"data": 0, "control": 0, "other": 0, "lns_cdns": 0, "copies": 0, "late_steps": 0}
     violations: list[str] = []
+    late_steps: list[str] = []
     sources = UpstreamSources()
     conn.send("ready")
     stopping = False
@@ -192,7 +194,13 @@ def lns_checker(port: int, conn: Connection) -> None:
                 kind = "backward step" if (ns - prev[0]) & 0xFFFF > 0x8000 else "gap"
                 violations.append(f"{kind} {key}: Ns {prev[0]} -> {ns}")
             if gen == prev[1] and seq <= prev[2]:
-                violations.append(f"{key} gen {gen}: LAC seq {prev[2]} then {seq}")
+                # A packet that came after its gap was given up (the sender stalled past the
+                # reorder timeout between a swapped pair) is delivered late, renumbered: its
+                # Ns follows on, its LAC sequence steps back. `report` holds these to the
+                # relay's own count of late deliveries.
+                stats["late_steps"] += 1
+                if stats["late_steps"] <= 20:
+                    late_steps.append(f"{key} gen {gen}: LAC seq {prev[2]} then {seq}")
         last[key] = (ns, gen, seq)
         if flags & LNS_ENDS:
             sock.sendto(
@@ -203,7 +211,7 @@ def lns_checker(port: int, conn: Connection) -> None:
     stats["source_changes_after_pause"] = sources.changes
     stats["source_violations"] = sources.violations
     stats["tunnels_seen"] = len(sources.last)
-    conn.send((stats, violations[:200], len(violations)))
+    conn.send((stats, violations[:200], len(violations), late_steps))
 
 
 # --- the LAC side --------------------------------------------------------------------------------
@@ -580,14 +588,14 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(60)
         log.close()
         ours.send("stop")
-    stats, violations, n_violations = ours.recv()
+    stats, violations, n_violations, late_steps = ours.recv()
     checker.join(10)
-    return report(args, lac, samples, metrics_now, stats, violations, n_violations, tmp)
+    return report(args, lac, samples, metrics_now, stats, violations, n_violations, tmp, late_steps)
 
 
 def report(args: argparse.Namespace, lac: Lac, samples: list[tuple[float, int]],
            m: dict[str, float], stats: dict[str, int], violations: list[str],
-           n_violations: int, tmp: Path) -> int:  # fmt: skip
+           n_violations: int, tmp: Path, late_steps: list[str]) -> int:  # fmt: skip
     after = [(t, v) for t, v in samples if t >= args.warmup]
     slope = slope_per_hour(after)
     dropped = {
@@ -614,6 +622,16 @@ def report(args: argparse.Namespace, lac: Lac, samples: list[tuple[float, int]],
             f"duplicate drops {dropped.get('duplicate', 0)}, copies sent {lac.counts['copies']}"
         )
     problems += violations
+    # Late deliveries: each LAC-sequence step back the LNS saw must be one the relay counted.
+    late = sum(
+        v for k, v in m.items()
+        if k.startswith("l2tpreorder_forwarded_packets_total") and 'kind="data_late"' in k
+    )  # fmt: skip
+    if stats["late_steps"] > late:
+        problems.append(
+            f"the LNS saw {stats['late_steps']} LAC-sequence steps back, the relay delivered "
+            f"{late:.0f} late: {late_steps}"
+        )
     tables = {
         name: sum(v for k, v in m.items() if k.startswith(f"l2tpreorder_{name}"))
         for name in (
