@@ -11,9 +11,10 @@ from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.core.engine_config import Sequencing
 from l2tpreorder.daemon.inpath.adapter import InPath
-from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN, Packet
+from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN
 from l2tpreorder.daemon.inpath.worker import READ_LIMIT, STATS_EVERY, BacklogProbe
 from tests.daemon.test_inpath_verdicts import decode, inpath_pipeline
+from tests.inpath_packets import Packet, handle
 from tests.pcapgen import udp_ip
 
 
@@ -53,17 +54,17 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     the first id after it is the witness, and the held ones go out renumbered from its Ns."""
     kernel = Kernel(id_sequence=6)
     inpath = watched(4, kernel)
-    assert decode(inpath.handle([packet(1, 0), packet(2, 2)], 0.0)) == [
+    assert decode(handle(inpath, [packet(1, 0), packet(2, 2)], 0.0)) == [
         ("single", NF_ACCEPT, 1, False)
     ]
-    assert inpath.handle([packet(3, 3), packet(4, 4), packet(5, 5)], 0.01) == []
+    assert handle(inpath, [packet(3, 3), packet(4, 4), packet(5, 5)], 0.01) == []
     assert inpath.counters.episodes_queue_full == 1
     # room for the witnesses, and for more packets after them than the 4 awaiting a verdict
     # (they go out numbered from the witness's Ns on): 2 * 4 + 4
     assert kernel.maxlens == [12]
-    assert inpath.handle([packet(6, 6)], 0.02) == []  # still the backlog
+    assert handle(inpath, [packet(6, 6)], 0.02) == []  # still the backlog
     # Ns 7..19 passed us; a short read (backlog 0): the kernel holds nothing unread
-    got = decode(inpath.handle([packet(7, 20)], 0.03, backlog=0))
+    got = decode(handle(inpath, [packet(7, 20)], 0.03, backlog=0))
     assert [(i, payload) for _, _, i, payload in got] == [
         (2, True),
         (3, True),
@@ -75,7 +76,7 @@ def test_a_full_queue_holds_the_backlog_until_a_packet_queued_after_it() -> None
     assert inpath.held == 0
     # not yet: the kernel holds the 6 until their verdicts, sent after this call, reach it
     assert kernel.maxlens == [12]
-    assert len(decode(inpath.handle([packet(8, 21)], 0.04, backlog=0))) == 1
+    assert len(decode(handle(inpath, [packet(8, 21)], 0.04, backlog=0))) == 1
     # back once the backlog is answered, to the floor: our Ns now lead the LAC's by the 5
     # held frames (4 read at the episode, 1 unread up to the boundary), so a queue of 4 could
     # pass Ns we sent; plus what may be in flight when it fills: a read (2), the held ones
@@ -94,20 +95,20 @@ def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
     once a short read shows nothing unread and what awaits a verdict is below half of it."""
     kernel = Kernel(id_sequence=9)
     inpath = watched(8, kernel)
-    inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
-    inpath.handle([packet(i, i) for i in range(3, 10)], 0.01)  # 8 await a verdict: full
+    handle(inpath, [packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
+    handle(inpath, [packet(i, i) for i in range(3, 10)], 0.01)  # 8 await a verdict: full
     assert kernel.maxlens == [24]
-    got = decode(inpath.handle([packet(10, 30)], 0.02, backlog=13))  # 11..14 unread
+    got = decode(handle(inpath, [packet(10, 30)], 0.02, backlog=13))  # 11..14 unread
     assert [i for _, _, i, _ in got] == list(range(2, 11))
     assert kernel.maxlens == [24]
     # 11..14, then 15 and 16 that came meanwhile: 6 await a verdict, and with the 9 answered
     # since the last read at most 15 were queued: below the raised 24
-    got = decode(inpath.handle([packet(i, 20 + i) for i in range(11, 17)], 0.03, backlog=0))
+    got = decode(handle(inpath, [packet(i, 20 + i) for i in range(11, 17)], 0.03, backlog=0))
     assert [i for _, _, i, _ in got] == list(range(11, 17))
     # back to the floor (8 held, margin 2 + 8 // 2 + 1): what the kernel may still hold, the
     # 6 whose verdicts are not sent yet, is below half of it
     assert kernel.maxlens == [24, 15]
-    assert len(decode(inpath.handle([packet(17, 37)], 0.04, backlog=0))) == 1
+    assert len(decode(handle(inpath, [packet(17, 37)], 0.04, backlog=0))) == 1
     assert inpath.counters.episodes_queue_full == 1
     assert kernel.maxlens == [24, 15]
 
@@ -115,13 +116,13 @@ def test_maxlen_stays_raised_while_the_kernel_holds_unread_packets() -> None:
 def test_a_gap_in_the_packet_ids_is_a_socket_full_episode() -> None:
     kernel = Kernel(id_sequence=12)
     inpath = watched(1000, kernel)
-    inpath.handle([packet(1, 0), packet(2, 1)], 0.0)
+    handle(inpath, [packet(1, 0), packet(2, 1)], 0.0)
     # ids 3..11 passed us: what this batch brings waits with the rest (taken as backlog: the
     # socket may still be full), the next id is the witness
-    assert inpath.handle([packet(12, 2), packet(13, 3)], 0.01) == []
+    assert handle(inpath, [packet(12, 2), packet(13, 3)], 0.01) == []
     assert inpath.counters.episodes_socket_full == 1
     assert inpath.counters.episodes_queue_full == 0
-    assert [i for _, _, i, _ in decode(inpath.handle([packet(14, 13)], 0.02))] == [12, 13, 14]
+    assert [i for _, _, i, _ in decode(handle(inpath, [packet(14, 13)], 0.02))] == [12, 13, 14]
 
 
 def test_the_kernels_backlog_counts_what_is_not_read_yet() -> None:
@@ -129,9 +130,9 @@ def test_the_kernels_backlog_counts_what_is_not_read_yet() -> None:
     verdict; at the maxlen the queue is full even though little of it is read."""
     kernel = Kernel(id_sequence=2)
     inpath = watched(64, kernel)
-    inpath.handle([packet(1, 0)], 0.0, backlog=10)
+    handle(inpath, [packet(1, 0)], 0.0, backlog=10)
     assert inpath.counters.episodes_queue_full == 0
-    inpath.handle([packet(2, 1)], 0.0, backlog=64)
+    handle(inpath, [packet(2, 1)], 0.0, backlog=64)
     assert inpath.counters.episodes_queue_full == 1
 
 
@@ -142,11 +143,11 @@ def test_verdicts_sent_between_two_reads_count_as_occupancy() -> None:
     After the 3 (4 + 3 < 8) it cannot have been."""
     kernel = Kernel(id_sequence=9)
     inpath = watched(8, kernel)
-    assert len(inpath.handle([packet(i, i - 1) for i in range(1, 4)], 0.0, backlog=0)) == 1
-    inpath.handle([packet(i, i - 1) for i in range(4, 8)], 0.01, backlog=0)
+    assert len(handle(inpath, [packet(i, i - 1) for i in range(1, 4)], 0.0, backlog=0)) == 1
+    handle(inpath, [packet(i, i - 1) for i in range(4, 8)], 0.01, backlog=0)
     assert inpath.counters.episodes_queue_full == 0
     assert kernel.maxlens == []
-    inpath.handle([packet(i, i - 1) for i in range(8, 12)], 0.02, backlog=0)  # 4 answered
+    handle(inpath, [packet(i, i - 1) for i in range(8, 12)], 0.02, backlog=0)  # 4 answered
     assert inpath.counters.episodes_queue_full == 1
 
 
@@ -154,8 +155,8 @@ def test_unwatched_the_adapter_sees_no_episode() -> None:
     """Without `watch_overflow` (offline use, the verdict tests) ids and occupancy are not
     judged."""
     inpath = InPath(inpath_pipeline(EngineConfig()), 3)
-    inpath.handle([packet(1, 0)], 0.0)
-    inpath.handle([packet(9, 1)], 0.0)
+    handle(inpath, [packet(1, 0)], 0.0)
+    handle(inpath, [packet(9, 1)], 0.0)
     assert inpath.counters.episodes_socket_full == inpath.counters.episodes_queue_full == 0
 
 
@@ -164,8 +165,8 @@ def test_held_packets_alone_never_fill_the_queue() -> None:
     (`queue_budget`) so that new packets still find room instead of passing unordered."""
     kernel = Kernel(id_sequence=0)
     inpath = watched(8, kernel)
-    inpath.handle([packet(1, 0)], 0.0)
-    got = decode(inpath.handle([packet(i, i) for i in range(2, 8)], 0.01))  # Ns 1 lost
+    handle(inpath, [packet(1, 0)], 0.0)
+    got = decode(handle(inpath, [packet(i, i) for i in range(2, 8)], 0.01))  # Ns 1 lost
     assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 6, 7]  # 6 held > 4: the gap closed
     assert inpath.counters.episodes_queue_full == 0
     c = inpath.pipeline.directions()["lac_to_lns"].counters
@@ -177,12 +178,12 @@ def test_an_episode_while_the_backlog_is_unread_moves_the_boundary_on() -> None:
     wait already, the backlog now reaches the new id_sequence."""
     kernel = Kernel(id_sequence=5)
     inpath = watched(4, kernel)
-    inpath.handle([packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
-    inpath.handle([packet(3, 3), packet(4, 4), packet(5, 5)], 0.01)  # 4 await a verdict: full
+    handle(inpath, [packet(1, 0), packet(2, 2)], 0.0)  # Ns 1 lost: 2 held
+    handle(inpath, [packet(3, 3), packet(4, 4), packet(5, 5)], 0.01)  # 4 await a verdict: full
     kernel.id_sequence = 10
-    assert inpath.handle([packet(10, 10)], 0.02) == []  # ids 6..9 passed (socket): backlog
+    assert handle(inpath, [packet(10, 10)], 0.02) == []  # ids 6..9 passed (socket): backlog
     assert inpath.counters.episodes_queue_full == inpath.counters.episodes_socket_full == 1
-    got = decode(inpath.handle([packet(11, 30)], 0.03))
+    got = decode(handle(inpath, [packet(11, 30)], 0.03))
     assert [i for _, _, i, _ in got] == [2, 3, 4, 5, 10, 11]
 
 
@@ -221,11 +222,11 @@ def test_a_full_queue_is_seen_however_soon_the_next_full_read() -> None:
     inpath = watched(256, Kernel(id_sequence=200))
     batch = [packet(i, i) for i in range(1, READ_LIMIT + 1)]
     proc.waiting = 200  # 136 unread
-    inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
+    handle(inpath, batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
     assert inpath.counters.episodes_queue_full == 0
     proc.waiting = 256
     batch = [packet(i, i) for i in range(READ_LIMIT + 1, 2 * READ_LIMIT + 1)]
-    inpath.handle(batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
+    handle(inpath, batch, 0.0, probe(READ_LIMIT, inpath.held, inpath.kernel_maxlen))
     assert proc.reads == 2
     assert inpath.counters.episodes_queue_full == 1
 
@@ -237,11 +238,11 @@ def test_the_floor_only_rises_where_we_renumber() -> None:
         inpath_pipeline(EngineConfig(reorder_timeout=1.0, sequencing=Sequencing.PRESERVE)), 3
     )
     inpath.watch_overflow(4, kernel.set_maxlen, READ)
-    inpath.handle([packet(1, 0), packet(2, 1)], 0.0)
-    inpath.handle([packet(3, 2), packet(4, 3), packet(5, 4)], 0.01)  # with the 2 answered: 5
+    handle(inpath, [packet(1, 0), packet(2, 1)], 0.0)
+    handle(inpath, [packet(3, 2), packet(4, 3), packet(5, 4)], 0.01)  # with the 2 answered: 5
     assert inpath.counters.episodes_queue_full == 1
-    inpath.handle([packet(6, 5)], 0.02)
-    inpath.handle([packet(7, 20)], 0.03, backlog=0)
-    inpath.handle([packet(8, 21)], 0.04, backlog=0)
+    handle(inpath, [packet(6, 5)], 0.02)
+    handle(inpath, [packet(7, 20)], 0.03, backlog=0)
+    handle(inpath, [packet(8, 21)], 0.04, backlog=0)
     assert inpath.floor == 4
     assert kernel.maxlens == [8, 4]  # room for the packets after it; no lead to protect

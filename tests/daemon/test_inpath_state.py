@@ -20,6 +20,7 @@ from l2tpreorder.daemon.inpath.nfqueue import NF_INET_LOCAL_IN, NF_INET_LOCAL_OU
 from l2tpreorder.daemon.inpath.worker import READ_LIMIT, InPathMode
 from l2tpreorder.daemon.sdnotify import Notifier
 from l2tpreorder.daemon.service import Service
+from tests.inpath_packets import handle
 from tests.pcapgen import udp_ip
 
 LAC, LNS = "192.0.2.1", "192.0.2.2"
@@ -67,7 +68,7 @@ def test_a_restart_keeps_both_directions_numbering(
         (3, NF_INET_LOCAL_OUT, down(500), False),
         (4, NF_INET_LOCAL_OUT, down(502), False),  # held: 501 missing
     ]
-    w.mode.adapter.handle(packets, 0.0)
+    handle(w.mode.adapter, packets, 0.0)
     w.mode.adapter.flush(1.0)  # what the shutdown does first: 502 goes out renumbered as 501
     w.stop_io()
     saved = json.loads(path.read_text())
@@ -84,7 +85,7 @@ def test_a_restart_keeps_both_directions_numbering(
     assert s_down is not None and (s_down.expected, s_down.out_ns) == (503, 502)
     # The LAC sees the LNS's numbering go on: 503 leaves as 502 (the accept carries the
     # rewritten packet), no jump back to 503.
-    messages = b"".join(again.mode.adapter.handle([(5, NF_INET_LOCAL_OUT, down(503), False)], 2.0))
+    messages = b"".join(handle(again.mode.adapter, [(5, NF_INET_LOCAL_OUT, down(503), False)], 2.0))
     assert wire.build_data(40, 41, b"down", ns=502) in messages
     assert wire.build_data(40, 41, b"down", ns=503) not in messages
     assert views[LNS_TO_LAC].counters.forwarded_in_order == 1

@@ -21,8 +21,9 @@ import pytest
 from l2tpreorder import wire
 from l2tpreorder.core.engine import EngineConfig
 from l2tpreorder.daemon.inpath.adapter import InPath
-from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN, Packet
+from l2tpreorder.daemon.inpath.nfqueue import NF_ACCEPT, NF_INET_LOCAL_IN
 from tests.daemon.test_inpath_verdicts import inpath_pipeline
+from tests.inpath_packets import Packet, handle
 from tests.pcapgen import udp_ip
 
 NLMSG_HEADER = 20  # nlmsghdr + nfgenmsg
@@ -140,7 +141,7 @@ def run(
             kernel.arrive(datagram(*sending.popleft()))
         kernel.verdicts(in_flight)
         batch, backlog = kernel.read(READ)
-        in_flight = inpath.handle(batch, now, backlog)
+        in_flight = handle(inpath, batch, now, backlog)
         deadline = inpath.pipeline.next_deadline()
         if deadline is not None and deadline <= now:
             in_flight += inpath.expire(now)

@@ -26,6 +26,7 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     PACKET_CSUM_NOT_VERIFIED,
 )
 from l2tpreorder.daemon.inpath.verdicts import InPathCounters, Verdicts
+from tests.inpath_packets import handle, pending
 from tests.pcapgen import udp_ip
 
 
@@ -60,7 +61,7 @@ def test_in_order_run_is_one_batch() -> None:
     for i in range(1, 6):
         v.accept(q[i])
     assert decode(v.take()) == [("batch", NF_ACCEPT, 5, False)]
-    assert not v.pending and v.held == 0 and not v.order
+    assert not pending(v) and v.held == 0 and not v.order
 
 
 def test_a_held_packet_in_front_forces_single_verdicts() -> None:
@@ -74,12 +75,12 @@ def test_a_held_packet_in_front_forces_single_verdicts() -> None:
         ("single", NF_ACCEPT, 3, False),
         ("single", NF_ACCEPT, 4, False),
     ]
-    assert v.pending == [2] and v.held == 1
+    assert pending(v) == [2] and v.held == 1
     q.update(queued(v, 5))
     v.accept(q[2])  # the gap fills: 2 is the head again, then 5 follows it
     v.accept(q[5])
     assert decode(v.take()) == [("batch", NF_ACCEPT, 5, False)]
-    assert not v.pending and v.held == 0
+    assert not pending(v) and v.held == 0
 
 
 def test_rewritten_and_dropped_packets_end_a_run() -> None:
@@ -106,7 +107,7 @@ def test_the_head_skips_what_was_answered_out_of_order() -> None:
     q = queued(v, *range(1, 3001))
     for i in range(2, 3001):  # 1 is held: every other one gets its own verdict
         v.accept(q[i])
-    assert v.pending == [1] and v.held == 1 and v.head == 0
+    assert pending(v) == [1] and v.held == 1 and v.head == 0
     assert len(v.take()) == 2999
     # Behind the held head the answered ones are let go as they pile up, not when it moves.
     assert len(v.order) <= 2 * v.held + 1024 + 1 and v.order[0] is q[1]
@@ -115,7 +116,7 @@ def test_the_head_skips_what_was_answered_out_of_order() -> None:
     q = queued(v, *range(3001, 6001))
     for i in range(3001, 5001):  # in order: one run, the answered head part is cut off
         v.accept(q[i])
-    assert len(v.order) <= 2000 and v.pending == list(range(5001, 6001))
+    assert len(v.order) <= 2000 and pending(v) == list(range(5001, 6001))
     v.accept(q[5002])
     v.accept(q[5001])  # the head, then 5002 (answered already) is passed: the run is 5001 alone
     v.accept(q[5003])
@@ -125,7 +126,7 @@ def test_the_head_skips_what_was_answered_out_of_order() -> None:
         ("single", NF_ACCEPT, 5002, False),
         ("batch", NF_ACCEPT, 5003, False),
     ]
-    assert v.pending == list(range(5004, 6001))
+    assert pending(v) == list(range(5004, 6001))
 
 
 def test_answered_packets_before_and_behind_a_waiting_head_are_let_go() -> None:
@@ -139,7 +140,7 @@ def test_answered_packets_before_and_behind_a_waiting_head_are_let_go() -> None:
     assert v.order[v.head] is q[2000]
     for i in range(2001, 5000):  # 2000 waits: each of these gets its own verdict
         v.accept(q[i])
-    assert v.held == 1 and v.pending == [2000]
+    assert v.held == 1 and pending(v) == [2000]
     assert len(v.order) <= 2 * v.held + 1024 + 1 and v.order[v.head] is q[2000]
     messages = decode(v.take())
     assert messages[0] == ("batch", NF_ACCEPT, 1999, False) and len(messages) == 3000
@@ -160,11 +161,11 @@ def test_stale_packets_get_nf_drop_and_are_counted_like_duplicates() -> None:
 
     first = 1000
     in_order = [(i + 1, NF_INET_LOCAL_IN, packet(first + i), False) for i in range(3)]
-    assert decode(inpath.handle(in_order, 0.0)) == [("batch", NF_ACCEPT, 3, False)]
+    assert decode(handle(inpath, in_order, 0.0)) == [("batch", NF_ACCEPT, 3, False)]
     duplicate = (4, NF_INET_LOCAL_IN, packet(first + 1), False)
     stale = (5, NF_INET_LOCAL_IN, packet(first - window - 10), False)
     early = (6, NF_INET_LOCAL_IN, packet(first + 4), False)  # held: Ns first+3 missing
-    assert decode(inpath.handle([duplicate, stale, early], 0.1)) == [
+    assert decode(handle(inpath, [duplicate, stale, early], 0.1)) == [
         ("single", NF_DROP, 4, False),
         ("single", NF_DROP, 5, False),
     ]
@@ -196,9 +197,9 @@ def test_malformed_l2tpv2_is_accepted_and_counted_once() -> None:
         (3, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", b"\x02\x02"), False),  # too short
         (4, NF_INET_LOCAL_OUT, udp_ip("192.0.2.2", "192.0.2.1", bytes(bad)), False),
     ]
-    verdicts = decode(inpath.handle(packets, 0.0))
+    verdicts = decode(handle(inpath, packets, 0.0))
     assert {(v, has_payload) for _, v, _, has_payload in verdicts} == {(NF_ACCEPT, False)}
-    assert not inpath.verdicts.pending and inpath.held == 0
+    assert not pending(inpath.verdicts) and inpath.held == 0
     c = inpath.counters
     assert (c.not_l2tpv2, c.dropped, c.accepted) == (0, 0, 4)
     views = inpath.pipeline.directions()
@@ -227,18 +228,18 @@ def test_output_without_a_packet_of_ours_is_not_counted_as_accepted() -> None:
         return udp_ip("192.0.2.1", "192.0.2.2", wire.build_data(7, 9, b"x", ns=ns))
 
     flow = ("192.0.2.1", 1701)
-    assert decode(inpath.handle([(1, NF_INET_LOCAL_IN, packet(10), False)], 0.0)) == [
+    assert decode(handle(inpath, [(1, NF_INET_LOCAL_IN, packet(10), False)], 0.0)) == [
         ("single", NF_ACCEPT, 1, False)
     ]
     # Not through the adapter: an early datagram with a tag no queued packet has.
     inpath.pipeline.from_lac(wire.build_data(7, 9, b"x", ns=12), flow, 0.1, 999)
     early = (2, NF_INET_LOCAL_IN, packet(13), False)  # held behind the same gap
-    assert inpath.handle([early], 0.2) == []
+    assert handle(inpath, [early], 0.2) == []
     assert decode(inpath.expire(1.2)) == [("single", NF_ACCEPT, 2, True)]
     c = inpath.counters
     assert inpath.pipeline.counters.released == 2  # ours and the stranger, both
     assert c.packets == 2 and c.accepted + c.dropped == c.packets, c.as_dict()
-    assert not inpath.verdicts.pending
+    assert not pending(inpath.verdicts)
 
 
 def corrupt(ip: bytes) -> bytes:
@@ -277,15 +278,15 @@ def test_bad_checksum_is_passed_untouched_never_ordered_nor_rewritten() -> None:
         (5, NF_INET_LOCAL_IN, corrupt(six), nv),
         (6, NF_INET_LOCAL_IN, packet(2), 0),  # the kernel verified it: in order
     ]
-    got = decode(inpath.handle(batch, 0.0))
+    got = decode(handle(inpath, batch, 0.0))
     assert {(v, rewritten) for _, v, _, rewritten in got} == {(NF_ACCEPT, False)}, got
-    assert not inpath.verdicts.pending  # every one answered at once: nothing held
+    assert not pending(inpath.verdicts)  # every one answered at once: nothing held
     c = inpath.counters
     assert c.bad_checksum == 4 and c.accepted == 6 and c.accepted_rewritten == 0
     engine = inpath.pipeline.engine
     assert engine.counters.received == 2 and inpath.held == 0
     # The session still expects Ns 3: the corrupt datagrams' Ns 3 and 5 moved nothing.
-    assert decode(inpath.handle([(7, NF_INET_LOCAL_IN, packet(3), nv)], 0.1)) == [
+    assert decode(handle(inpath, [(7, NF_INET_LOCAL_IN, packet(3), nv)], 0.1)) == [
         ("single", NF_ACCEPT, 7, False)
     ]
     assert engine.counters.received == 3 and inpath.held == 0
@@ -304,7 +305,7 @@ def test_fast_path_checksum_equals_udp4_checksum_ok(size: int, flip: int, seed: 
     if flip == 200:
         pkt[26:28] = b"\0\0"  # IPv4 zero checksum: not computed, nothing to verify
     inpath = InPath(inpath_pipeline(EngineConfig(reorder_timeout=1.0)), 0)
-    inpath.handle([(1, NF_INET_LOCAL_IN, bytes(pkt), PACKET_CSUM_NOT_VERIFIED)], 0.0)
+    handle(inpath, [(1, NF_INET_LOCAL_IN, bytes(pkt), PACKET_CSUM_NOT_VERIFIED)], 0.0)
     good = udp4_checksum_ok(bytes(pkt))
     assert inpath.counters.bad_checksum == (0 if good else 1)
 
@@ -317,7 +318,7 @@ def test_a_fragment_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture)
     later[6:8] = b"\x00\xb9"  # a later fragment (offset 1480): no UDP header at all
     packets = [(1, NF_INET_FORWARD, bytes(first), 0), (2, NF_INET_FORWARD, bytes(later), 0)]
     with caplog.at_level(logging.WARNING, logger="l2tpreorder"):
-        assert decode(inpath.handle(packets, 0.0)) == [("batch", NF_ACCEPT, 2, False)]
+        assert decode(handle(inpath, packets, 0.0)) == [("batch", NF_ACCEPT, 2, False)]
     c = inpath.counters
     assert (c.fragments_seen, c.not_udp, c.accepted) == (2, 0, 2)
     assert inpath.pipeline.engine.counters.received == 0
@@ -344,7 +345,7 @@ def test_sources_outside_allow_pass_untouched_and_make_no_session() -> None:
         (4, NF_INET_LOCAL_OUT, packet(5, "198.51.100.9", "203.0.113.7"), 0),  # LNS -> stranger
         (5, NF_INET_LOCAL_IN, udp_ip("203.0.113.7", "198.51.100.9", b"\x00\x03 v3"), 0),  # any
     ]
-    assert decode(inpath.handle(strangers, 0.0)) == [("batch", NF_ACCEPT, 5, False)]
+    assert decode(handle(inpath, strangers, 0.0)) == [("batch", NF_ACCEPT, 5, False)]
     c = inpath.counters
     assert (c.not_allowed, c.accepted, c.from_lac, c.from_lns) == (5, 5, 0, 0)
     views = inpath.pipeline.directions()
@@ -356,7 +357,7 @@ def test_sources_outside_allow_pass_untouched_and_make_no_session() -> None:
         (8, NF_INET_LOCAL_IN, packet(1, "2001:db8:1::5", "2001:db8:9::1"), 0),
         (9, NF_INET_LOCAL_OUT, packet(4, "198.51.100.9", "192.0.2.1"), 0),  # LNS -> our LAC
     ]
-    assert decode(inpath.handle(ours, 0.1)) == [
+    assert decode(handle(inpath, ours, 0.1)) == [
         ("single", NF_ACCEPT, 6, False),
         ("single", NF_ACCEPT, 8, False),
         ("single", NF_ACCEPT, 9, False),
@@ -364,15 +365,15 @@ def test_sources_outside_allow_pass_untouched_and_make_no_session() -> None:
     assert (c.not_allowed, c.from_lac, c.from_lns, inpath.held) == (5, 3, 1, 1)
     assert views[LAC_TO_LNS].session_count == 2
     inpath.set_allow((ipaddress.ip_network("203.0.113.0/24"),))  # a reload: strangers now ours
-    assert decode(inpath.handle([(10, NF_INET_LOCAL_IN, packet(0, "203.0.113.7"), 0)], 0.2)) == [
+    assert decode(handle(inpath, [(10, NF_INET_LOCAL_IN, packet(0, "203.0.113.7"), 0)], 0.2)) == [
         ("single", NF_ACCEPT, 10, False)
     ]
-    assert decode(inpath.handle([(11, NF_INET_LOCAL_IN, packet(9, "192.0.2.1"), 0)], 0.2)) == [
+    assert decode(handle(inpath, [(11, NF_INET_LOCAL_IN, packet(9, "192.0.2.1"), 0)], 0.2)) == [
         ("single", NF_ACCEPT, 11, False)
     ]  # 192.0.2.1 is no longer allowed: passed at once, its held packet waits its timeout
     assert (c.not_allowed, c.from_lac) == (6, 4) and views[LAC_TO_LNS].session_count == 3
     inpath.set_allow(None)
-    inpath.handle([(12, NF_INET_LOCAL_IN, packet(0, "198.18.0.1"), 0)], 0.3)
+    handle(inpath, [(12, NF_INET_LOCAL_IN, packet(0, "198.18.0.1"), 0)], 0.3)
     assert c.not_allowed == 6 and inpath.allow is None
 
 
@@ -388,10 +389,10 @@ def test_a_malformed_message_with_a_raw_ns_is_dropped_while_renumbering() -> Non
         (1, NF_INET_LOCAL_IN, first, 0),
         (2, NF_INET_LOCAL_IN, udp_ip("192.0.2.1", "192.0.2.2", truncated), 0),
     ]
-    assert sorted(decode(inpath.handle(packets, 0.0)), key=lambda v: v[2]) == [
+    assert sorted(decode(handle(inpath, packets, 0.0)), key=lambda v: v[2]) == [
         ("single", NF_ACCEPT, 1, False),
         ("single", NF_DROP, 2, False),
     ]
     ec = inpath.pipeline.engine.counters
     assert (ec.dropped_malformed, ec.forwarded_malformed, inpath.counters.dropped) == (1, 0, 1)
-    assert not inpath.verdicts.pending
+    assert not pending(inpath.verdicts)

@@ -16,12 +16,12 @@ from l2tpreorder.daemon.inpath import nfqueue as nq
 from l2tpreorder.daemon.inpath.nfqueue import (
     NF_ACCEPT,
     NfQueue,
-    Packet,
     QueueWaiting,
     read_queue_stats,
     verdict_message,
 )
 from tests.conftest import need_root, need_tool
+from tests.inpath_packets import Packet, parse_messages, read
 from tests.netns import NetNs
 
 QUEUE = 9
@@ -48,7 +48,7 @@ def read_n(q: NfQueue, n: int) -> list[Packet]:
     deadline = time.monotonic() + 10
     while len(got) < n and time.monotonic() < deadline:
         select.select([q], [], [], 0.5)
-        got += q.read(n - len(got))
+        got += read(q, n - len(got))
     assert len(got) == n, got
     return got
 
@@ -111,7 +111,7 @@ def test_a_bind_under_traffic_loses_nothing(ns: NetNs) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (sender.is_alive() or waiting(ns)):
             select.select([q], [], [], 0.05)
-            packets = q.read(64)
+            packets = read(q, 64)
             q.send([verdict_message(QUEUE, p[0], NF_ACCEPT) for p in packets])
             answered += len(packets)
         sender.join(10)
@@ -254,7 +254,7 @@ def test_socket_full_fail_open_skips_a_packet_id(ns: NetNs) -> None:
         got: list[Packet] = []
         while len(got) + len(bypassed) < 40:
             select.select([q], [], [], 2)
-            more = q.read()
+            more = read(q)
             assert more, (len(got), len(bypassed))
             got += more
         ids = [p[0] for p in got]
@@ -282,8 +282,8 @@ def test_skb_info_and_cap_len_become_packet_flags() -> None:
     info = nq._attr(nq.NFQA_SKB_INFO, struct.pack("!I", nq.NFQA_SKB_CSUM_NOTVERIFIED))
     cap = nq._attr(nq.NFQA_CAP_LEN, struct.pack("!I", 9000))
     buf = message(1) + message(2, info) + message(3, cap, info)
-    out: list[nq.Packet] = []
-    nq.parse_messages(buf, 0, len(buf), out)
+    out: list[Packet] = []
+    parse_messages(buf, 0, len(buf), out)
     assert [(p[0], p[3]) for p in out] == [
         (1, 0),
         (2, nq.PACKET_CSUM_NOT_VERIFIED),

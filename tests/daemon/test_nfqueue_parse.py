@@ -1,7 +1,7 @@
 """The netlink parse's two forms agree: `_parse` (byte indexing, what the compiled build runs) and
 `_parse_struct` (struct calls, the interpreted build's), on any run of messages the kernel could
-send and on cut or garbled ones; and `parse_messages` and `parse_queued` give the same from bytes, a
-bytearray and an mmap at an offset (the receive ring's memory)."""
+send and on cut or garbled ones; and `parse_queued` gives the same from bytes, a bytearray and an
+mmap at an offset (the receive ring's memory)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2tpreorder.daemon.inpath import nfqueue as nq
+from tests.inpath_packets import Packet, as_tuple
 
 ATTRS = st.sampled_from(
     [
@@ -62,7 +63,7 @@ def both(buf: bytes) -> tuple[object, object]:
     old: list[nq.Queued] = []
     old_errors: list[int] = []
     nq._parse_struct(buf, 0, len(buf), old, old_errors)
-    return ([q.packet() for q in native], native_errors), ([q.packet() for q in old], old_errors)
+    return ([as_tuple(q) for q in native], native_errors), ([as_tuple(q) for q in old], old_errors)
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,17 +85,15 @@ def test_both_parses_agree(messages: list[bytes], data: st.DataObject) -> None:
 @given(st.lists(packet_message(), min_size=1, max_size=4), st.integers(0, 64))
 def test_any_buffer_parses_alike(messages: list[bytes], offset: int) -> None:
     buf = b"".join(messages)
-    want: list[nq.Packet] = []
-    nq.parse_messages(buf, 0, len(buf), want)
+    from_bytes: list[nq.Queued] = []
+    nq.parse_queued(buf, 0, len(buf), from_bytes)
+    want: list[Packet] = [as_tuple(q) for q in from_bytes]
     assert want == both(buf)[1][0]  # type: ignore[index]
     ring = mmap.mmap(-1, offset + len(buf) + 16)
     ring[offset : offset + len(buf)] = buf
     for source in (bytearray(b"\0" * offset + buf), ring):
-        got: list[nq.Packet] = []
-        nq.parse_messages(source, offset, offset + len(buf), got)
-        assert got == want
-        assert all(type(p[2]) is bytes for p in got)
         queued: list[nq.Queued] = []
         nq.parse_queued(source, offset, offset + len(buf), queued)
-        assert [q.packet() for q in queued] == want
+        assert [as_tuple(q) for q in queued] == want
+        assert all(type(q.pkt) is bytes for q in queued)
         assert not any(q.done or q.l2tp for q in queued)

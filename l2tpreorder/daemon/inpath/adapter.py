@@ -41,7 +41,6 @@ from l2tpreorder.daemon.inpath.nfqueue import (
     PACKET_CSUM_NOT_READY,
     PACKET_CSUM_NOT_VERIFIED,
     PACKET_TRUNCATED,
-    Packet,
     Queued,
 )
 from l2tpreorder.daemon.inpath.verdicts import InPathCounters, Verdicts
@@ -130,17 +129,13 @@ class InPath:
         self._set_kernel_maxlen = set_kernel_maxlen
         self._answered_at_read = self.counters.accepted + self.counters.dropped
 
-    def handle(self, packets: list[Packet], now: float, backlog: int | None = None) -> list[bytes]:
-        """Take a batch of queued packets; returns the verdict messages to send now.
-        `backlog`: the kernel's count of packets awaiting a verdict, read after this batch
-        (when the read may have left some unread); 0 after a short read (nothing unread);
-        None when not known (the last count stands)."""
-        return self.handle_queued([Queued.of(p) for p in packets], now, backlog)
-
     def handle_queued(
         self, packets: list[Queued], now: float, backlog: int | None = None
     ) -> list[bytes]:
-        """`handle` for what `NfQueue.read_queued` gives (the worker's call)."""
+        """Take a batch of queued packets (`NfQueue.read_queued`); returns the verdict messages
+        to send now. `backlog`: the kernel's count of packets awaiting a verdict, read after
+        this batch (when the read may have left some unread); 0 after a short read (nothing
+        unread); None when not known (the last count stands)."""
         c = self.counters
         c.packets += len(packets)
         if packets:

@@ -99,9 +99,7 @@ _HDR_LEN: Final = _NLMSGHDR.size + _NFGENMSG.size  # 20
 STOP_ACK_TIMEOUT: Final = 1.0
 
 
-# One queued packet: (packet id for the verdict, netfilter hook, the copied bytes = an IP packet,
-# flags: PACKET_* below, 0 in the common case). A plain tuple: built once per packet.
-Packet = tuple[int, int, bytes, int]
+# A queued packet's flags (`Queued.flags`; 0 in the common case):
 PACKET_TRUNCATED: Final = 0x1  # the copy is shorter than the packet (NFQA_CAP_LEN)
 # NFQA_SKB_INFO's flags, moved up one bit
 PACKET_CSUM_NOT_READY: Final = NFQA_SKB_CSUMNOTREADY << 1
@@ -110,13 +108,14 @@ PACKET_CSUM_NOT_VERIFIED: Final = NFQA_SKB_CSUM_NOTVERIFIED << 1
 
 
 class Queued:
-    """One packet read from the queue, until its verdict: what a Packet says, the L2TP bytes
-    handed to the pipeline, and whether it was answered. The compiled parse makes these
-    directly (a native object: the id and flags are machine ints, no tuple), and the in-path
-    adapter gives it to the pipeline as the datagram's tag, so what comes out of
-    `take_output()` leads straight back to it: one object per packet where a Packet tuple and
-    its boxed id, a dict entry keyed by the id with a tuple for the bytes, and an ordered-dict
-    node for the queue order were (issue 23: objects per datagram are the worker's cost)."""
+    """One packet read from the queue, until its verdict: its packet id (for the verdict), the
+    netfilter hook, the copied bytes (an IP packet), PACKET_* flags, the L2TP bytes handed to
+    the pipeline, and whether it was answered. The compiled parse makes these directly (a
+    native object: the id and flags are machine ints, no tuple), and the in-path adapter gives
+    it to the pipeline as the datagram's tag, so what comes out of `take_output()` leads
+    straight back to it: one object per packet where a tuple and its boxed id, a dict entry
+    keyed by the id with a tuple for the bytes, and an ordered-dict node for the queue order
+    were (issue 23: objects per datagram are the worker's cost)."""
 
     __slots__ = ("done", "flags", "hook", "l2tp", "packet_id", "pkt")
 
@@ -129,13 +128,6 @@ class Queued:
         self.flags = flags
         self.l2tp = b""  # set when the pipeline is given it
         self.done = False
-
-    @classmethod
-    def of(cls, packet: Packet) -> Queued:
-        return cls(packet[0], packet[2], packet[1], packet[3])
-
-    def packet(self) -> Packet:
-        return (self.packet_id, self.hook, self.pkt, self.flags)
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -178,28 +170,18 @@ _NATIVE: Final = BUILD == "compiled"
 _ERRNO: Final = struct.Struct("=i")
 
 
-def parse_messages(
-    buf: Any, at: int, end: int, out: list[Packet], errors: list[int] | None = None
-) -> None:
-    """Append the packets of the netlink messages in buf[at:end] to `out`; the errno of each
-    error message (a refused verdict: the kernel answers errors even unasked) goes to `errors`.
-    Works on bytes, a bytearray or the receive ring's mmap. (`parse_queued` is what the
-    worker runs.)"""
-    queued: list[Queued] = []
-    parse_queued(buf, at, end, queued, errors)
-    out += [q.packet() for q in queued]
-
-
 def parse_queued(
     buf: Any, at: int, end: int, out: list[Queued], errors: list[int] | None = None
 ) -> None:
-    """`parse_messages`, each packet as a `Queued`. The per-packet cost of in-path mode starts
-    here. Compiled, the messages are read by byte index (`_parse`: native code, no Python
-    object made but the Queued and its payload; the struct parse made seven tuples, a boxed
-    id and the Packet tuple per packet), after one copy to bytes of what is not bytes (one
-    slot: a few hundred bytes). Interpreted, `_parse_struct`'s few struct calls cost less than
-    the many subscripts (measured: 2.3 against 1.1-1.4 us per packet). Both parse alike:
-    tests/daemon/test_nfqueue_parse.py."""
+    """Append the packets of the netlink messages in buf[at:end] to `out`, each a `Queued`; the
+    errno of each error message (a refused verdict: the kernel answers errors even unasked)
+    goes to `errors`. Works on bytes, a bytearray or the receive ring's mmap. The per-packet
+    cost of in-path mode starts here. Compiled, the messages are read by byte index (`_parse`:
+    native code, no Python object made but the Queued and its payload; the struct parse made
+    seven tuples, a boxed id and a tuple per packet), after one copy to bytes of what is not
+    bytes (one slot: a few hundred bytes). Interpreted, `_parse_struct`'s few struct calls cost
+    less than the many subscripts (measured: 2.3 against 1.1-1.4 us per packet). Both parse
+    alike: tests/daemon/test_nfqueue_parse.py."""
     if not _NATIVE:
         _parse_struct(buf, at, end, out, errors)
         return
@@ -229,7 +211,7 @@ def _be32(buf: bytes, at: int) -> int:
 
 
 def _parse(buf: bytes, at: int, end: int, out: list[Queued], errors: list[int] | None) -> None:
-    """`parse_messages` by byte index, on bytes: what the compiled build runs."""
+    """`parse_queued` by byte index, on bytes: what the compiled build runs."""
     # Host-order u16 fields read inline (a call per field was 2% of the worker's time): s0 and
     # s1 shift a field's first and second byte, as `_host16` does.
     s0, s1 = (0, 8) if _LITTLE else (8, 0)
@@ -336,7 +318,7 @@ def _verdict_error(buf: Any, at: int, length: int) -> int:
 
 
 class NfQueue:
-    """One bound queue: `read()` drains what is waiting, `send()` writes verdict messages."""
+    """One bound queue: `read_queued()` drains what is waiting, `send()` writes verdict messages."""
 
     def __init__(
         self,
@@ -439,18 +421,16 @@ class NfQueue:
 
     @property
     def has_early(self) -> bool:
-        """Packets were read while a config request waited: `read()` before the next poll."""
+        """Packets were read while a config request waited: `read_queued()` before the next
+        poll."""
         return bool(self._early)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read(self, limit: int = 64) -> list[Packet]:
-        """Up to `limit` netlink messages now waiting, parsed (empty when none)."""
-        return [q.packet() for q in self.read_queued(limit)]
-
     def read_queued(self, limit: int = 64) -> list[Queued]:
-        """`read`, each packet as a `Queued` (what the worker hands the adapter)."""
+        """Up to `limit` netlink messages now waiting, parsed (empty when none): what the
+        worker hands the adapter."""
         ring = self._ring
         packets: list[Queued] = []
         if self._early:  # read while a config request waited: older than what waits now

@@ -133,11 +133,6 @@ class Verdicts:
         self.order.append(q)
         self.held += 1
 
-    @property
-    def pending(self) -> list[int]:
-        """The ids awaiting a verdict, oldest first."""
-        return [q.packet_id for q in self.waiting()]
-
     def waiting(self) -> list[Queued]:
         return [q for q in self.order[self.head :] if not q.done]
 
